@@ -1,0 +1,33 @@
+"""Resource limits: hostile or mistaken input must fail before memory is touched.
+
+Each limit can be raised through an environment variable of the same name in
+upper case with a NETDSL_ prefix (for example NETDSL_MAX_LAYERS=200000).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+@dataclass
+class Limits:
+    max_source_bytes: int = 1_000_000
+    max_nesting: int = 100
+    max_expr_depth: int = 400
+    max_layers: int = 100_000
+    max_stack_repeat: int = 100_000
+    max_params: int = 2_000_000_000
+    max_call_depth: int = 50
+    max_dim: int = 100_000_000
+
+    @classmethod
+    def from_env(cls, env=os.environ) -> "Limits":
+        lim = cls()
+        for f in fields(cls):
+            raw = env.get("NETDSL_" + f.name.upper())
+            if raw and raw.isdigit():
+                setattr(lim, f.name, int(raw))
+        return lim
+
+
+LIMITS = Limits.from_env()

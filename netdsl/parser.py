@@ -1,0 +1,272 @@
+"""Source text -> syntax tree (netdsl.syntax), with a Span on every node.
+
+One module-level LALR parser; the transformer runs after parse(). Lark's
+transformer and every later stage recurse, so bracket nesting and tree depth
+are bounded explicitly first (an operator chain like 1+1+1+... nests too).
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+
+from . import syntax as S
+from .errors import Diagnostic, NetdslError, Span
+from .limits import LIMITS
+
+GRAMMAR = Path(__file__).resolve().parent.parent / "grammars" / "netdsl.lark"
+if not GRAMMAR.exists():  # installed without the source tree
+    GRAMMAR = Path(__file__).resolve().parent / "grammars" / "netdsl.lark"
+
+# Readable names for the terminals Lark reports in "expected ..." messages.
+_TOKEN_NAMES = {
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
+    "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'",
+    "SLASH": "'/'", "PERCENT": "'%'", "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
+    "__ANON_0": "'>>'", "$END": "end of file",
+}
+
+
+class _ToAst(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", True):
+            return Span(self.file, 1, 1, 1, 1)
+        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tok(self, tok: Token) -> Span:
+        return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    # statements
+    @v_args(meta=True)
+    def start(self, meta, items):
+        return S.Module(self._span(meta), tuple(items))
+
+    @v_args(meta=True)
+    def model_stmt(self, meta, items):
+        return S.ModelStmt(self._tok(items[0]), str(items[0]))
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, items):
+        return S.Import(self._span(meta), _unquote(items[0]))
+
+    @v_args(meta=True)
+    def def_stmt(self, meta, items):
+        name, params, body = items
+        return S.Def(self._tok(name), str(name), tuple(params or ()), body)
+
+    def params(self, items):
+        return tuple(p for p in items if p is not None)
+
+    @v_args(meta=True)
+    def param(self, meta, items):
+        return S.Param(self._tok(items[0]), str(items[0]), items[1])
+
+    @v_args(meta=True)
+    def assign(self, meta, items):
+        return S.Assign(self._tok(items[0]), str(items[0]), items[1])
+
+    @v_args(meta=True)
+    def with_stmt(self, meta, items):
+        return S.With(self._span(meta), items[0], tuple(items[1:]))
+
+    @v_args(meta=True)
+    def output_stmt(self, meta, items):
+        return S.Output(self._span(meta), tuple(S.Name(self._tok(t), str(t)) for t in items))
+
+    @v_args(meta=True)
+    def train_block(self, meta, items):
+        return S.Train(self._span(meta), tuple(items))
+
+    @v_args(meta=True)
+    def train_entry(self, meta, items):
+        return S.TrainEntry(self._tok(items[0]), str(items[0]), items[1])
+
+    # expressions
+    @v_args(meta=True)
+    def lambda_(self, meta, items):
+        param, body = items
+        return S.Lambda(self._span(meta), None if param is None else str(param), body)
+
+    def _bin(op):
+        @v_args(meta=True)
+        def f(self, meta, items):
+            return S.BinOp(self._span(meta), op, items[0], items[1])
+        return f
+
+    compose = _bin(">>")
+    add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
+    floordiv, mod, pow = _bin("//"), _bin("%"), _bin("**")
+
+    @v_args(meta=True)
+    def neg(self, meta, items):
+        return S.UnaryOp(self._span(meta), "-", items[0])
+
+    @v_args(meta=True)
+    def pos(self, meta, items):
+        return S.UnaryOp(self._span(meta), "+", items[0])
+
+    @v_args(meta=True)
+    def index(self, meta, items):
+        return S.Index(self._span(meta), items[0], items[1])
+
+    @v_args(meta=True)
+    def call(self, meta, items):
+        func, args = items
+        pos, kw = [], []
+        for a in args or ():
+            (kw if isinstance(a, S.Kwarg) else pos).append(a)
+        return S.Call(self._span(meta), func, tuple(pos), tuple(kw))
+
+    def args(self, items):
+        return [a for a in items if a is not None]
+
+    @v_args(meta=True)
+    def kwarg(self, meta, items):
+        return S.Kwarg(self._tok(items[0]), str(items[0]), items[1])
+
+    @v_args(meta=True)
+    def number(self, meta, items):
+        text = str(items[0])
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        return S.Number(self._tok(items[0]), value)
+
+    @v_args(meta=True)
+    def string(self, meta, items):
+        return S.String(self._tok(items[0]), _unquote(items[0]))
+
+    @v_args(meta=True)
+    def name(self, meta, items):
+        return S.Name(self._tok(items[0]), str(items[0]))
+
+    @v_args(meta=True)
+    def true(self, meta, items):
+        return S.Const(self._span(meta), True)
+
+    @v_args(meta=True)
+    def false(self, meta, items):
+        return S.Const(self._span(meta), False)
+
+    @v_args(meta=True)
+    def none(self, meta, items):
+        return S.Const(self._span(meta), None)
+
+    @v_args(meta=True)
+    def tuple_(self, meta, items):
+        return S.Tuple(self._span(meta), tuple(i for i in items if i is not None))
+
+    @v_args(meta=True)
+    def list_(self, meta, items):
+        return S.List(self._span(meta), tuple(i for i in items if i is not None))
+
+
+def _unquote(tok) -> str:
+    # The STRING terminal only admits Python-style literals, so literal_eval is exact and safe.
+    return ast.literal_eval(str(tok))
+
+
+_PARSER = Lark(
+    GRAMMAR.read_text(encoding="utf-8"),
+    parser="lalr",
+    propagate_positions=True,
+    maybe_placeholders=True,
+)
+
+
+def parse(text: str, file: str = "<string>") -> S.Module:
+    """Parse netdsl source text. Raises NetdslError for any user mistake."""
+    sources = {file: text}
+    if len(text) > LIMITS.max_source_bytes:
+        raise NetdslError(Diagnostic(
+            "E004", f"file is {len(text)} bytes, over the limit of {LIMITS.max_source_bytes}",
+            Span(file, 1, 1, 1, 1), "raise NETDSL_MAX_SOURCE_BYTES to allow larger files"), sources)
+    _check_nesting(text, file, sources)
+    try:
+        tree = _PARSER.parse(text)
+    except UnexpectedInput as e:
+        raise NetdslError(_syntax_diagnostic(e, text, file), sources) from None
+    _check_depth(tree, file, sources)
+    try:
+        module = _ToAst(file).transform(tree)
+    except VisitError as e:  # only a malformed literal can get here
+        raise NetdslError(Diagnostic("E001", f"invalid literal: {e.orig_exc}", Span(file, 1, 1, 1, 1)), sources) from None
+    return module
+
+
+def _check_depth(tree, file: str, sources: dict) -> None:
+    """Long operator chains nest without brackets (1+1+1+...); bound the tree depth iteratively."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > LIMITS.max_expr_depth:
+            meta = node.meta
+            span = Span(file, getattr(meta, "line", 1), getattr(meta, "column", 1), getattr(meta, "line", 1), getattr(meta, "column", 1) + 1)
+            raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep", span), sources)
+        stack.extend((c, depth + 1) for c in node.children if hasattr(c, "children"))
+
+
+def _check_nesting(text: str, file: str, sources: dict) -> None:
+    """Bound bracket depth before parsing, so no later stage can recurse without limit."""
+    depth, line, col = 0, 1, 0
+    limit = LIMITS.max_nesting
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col = line + 1, 0
+        elif ch in "([{":
+            depth += 1
+            if depth > limit:
+                raise NetdslError(Diagnostic(
+                    "E005", f"brackets nested more than {limit} deep", Span(file, line, col, line, col + 1)), sources)
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+
+
+def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
+    line, col = max(getattr(e, "line", 1) or 1, 1), max(getattr(e, "column", 1) or 1, 1)
+    if isinstance(e, UnexpectedToken) and e.token.type == "$END":
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+        return Diagnostic("E003", f"unexpected end of file; expected {_expected(e.expected)}",
+                          Span(file, line, col, line, col + 1))
+    if isinstance(e, UnexpectedEOF):
+        return Diagnostic("E003", f"unexpected end of file; expected {_expected(e.expected)}", Span(file, line, col, line, col + 1))
+    if isinstance(e, UnexpectedToken):
+        tok = e.token
+        width = max(1, len(str(tok)))
+        return Diagnostic("E001", f"unexpected {_describe(tok)}; expected {_expected(e.accepts or e.expected)}",
+                          Span(file, line, col, line, col + width))
+    if isinstance(e, UnexpectedCharacters):
+        ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        return Diagnostic("E002", f"unexpected character {ch!r}", Span(file, line, col, line, col + 1))
+    return Diagnostic("E001", "syntax error", Span(file, line, col, line, col + 1))
+
+
+def _describe(tok: Token) -> str:
+    if tok.type == "NAME":
+        return f"name '{tok}'"
+    if tok.type == "NUMBER":
+        return f"number {tok}"
+    if tok.type == "STRING":
+        return "string"
+    return f"'{tok}'"
+
+
+def _expected(names) -> str:
+    words = set()
+    for n in names:
+        if n in _TOKEN_NAMES:
+            words.add(_TOKEN_NAMES[n])
+        elif n.isupper() and n.isalpha():
+            words.add(f"'{n.lower()}'" if n not in ("TRUE", "FALSE", "NONE") else f"'{n.title()}'")
+        else:
+            words.add(n)
+    ordered = sorted(words)
+    if len(ordered) > 6:
+        ordered = ordered[:6] + ["..."]
+    return " or ".join(ordered) if ordered else "something else"

@@ -1,0 +1,146 @@
+"""The passes over the IR, run as one flat, named list (see PASSES).
+
+Each pass takes a Graph and returns a new one, or raises NetdslError with
+every diagnostic it found.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import ir, shapes
+from .errors import Diagnostic, NetdslError
+from .limits import LIMITS
+
+# kind -> {IR attr: (source argument, default)}. The IR renames CNTK's argument
+# names to plain ones (units, kernel, filters, dim) so emitters read one vocabulary.
+KIND_ATTRS = {
+    "Dense": {"units": ("shape", None), "activation": ("activation", None), "bias": ("bias", True),
+              "init": ("init", "glorot_uniform"), "init_bias": ("init_bias", 0)},
+    "Convolution": {"kernel": ("filter_shape", None), "filters": ("num_filters", None),
+                    "activation": ("activation", None), "bias": ("bias", True), "init": ("init", "glorot_uniform"),
+                    "init_bias": ("init_bias", 0), "pad": ("pad", False), "strides": ("strides", (1, 1))},
+    "MaxPooling": {"window": ("filter_shape", None), "strides": ("strides", (1, 1)), "pad": ("pad", False)},
+    "AveragePooling": {"window": ("filter_shape", None), "strides": ("strides", (1, 1)), "pad": ("pad", False)},
+    "Dropout": {"rate": ("rate", None)},
+    "Embedding": {"dim": ("shape", None), "init": ("init", "glorot_uniform")},
+    "LSTM": {"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", "glorot_uniform")},
+    "BatchNormalization": {"epsilon": ("epsilon", 1e-5), "momentum": ("momentum", 0.1)},
+    "LayerNormalization": {"epsilon": ("epsilon", 1e-5)},
+    "Activation": {"activation": ("activation", None)},
+    "Rescale": {"scale": ("scale", 1.0), "mean": ("mean", 0.0), "std": ("std", 1.0)},
+}
+
+
+def resolve_defaults(g: ir.Graph) -> ir.Graph:
+    """Explicit argument > enclosing default_options > the kind's own default."""
+    layers = []
+    for layer in g.layers:
+        table = KIND_ATTRS.get(layer.kind, {})
+        given, scope = dict(layer.attrs), dict(layer.defaults)
+        attrs = {}
+        for key, (src, default) in table.items():
+            if src in given:
+                attrs[key] = given[src]
+            elif src in scope:
+                attrs[key] = scope[src]
+            else:
+                attrs[key] = default
+        if "init_bias" in attrs:
+            attrs["init_bias"] = float(attrs["init_bias"])
+        for key in ("epsilon", "momentum", "rate"):
+            if key in attrs:
+                attrs[key] = float(attrs[key])
+        layers.append(replace(layer, attrs=tuple(sorted(attrs.items()))))
+    return replace(g, layers=tuple(layers))
+
+
+def infer_shapes(g: ir.Graph) -> ir.Graph:
+    """Give every node its type and every layer its parameters; check sharing."""
+    types = {i.name: i.type for i in g.inputs}
+    layers = {l.name: l for l in g.layers}
+    first_inputs: dict = {}
+    diags, nodes = [], []
+    for node in g.nodes:
+        layer = layers[node.layer]
+        ins = [types.get(i) for i in node.inputs]
+        if any(t is None for t in ins):  # an earlier node failed; its error is already reported
+            nodes.append(node)
+            continue
+        seen = first_inputs.get(layer.name)
+        if seen is not None and seen != ins:
+            diags.append(Diagnostic(
+                "E203", f"shared layer '{layer.name}' ({layer.kind}) is applied to "
+                f"{' and '.join(t.describe() for t in ins)} here but to {' and '.join(t.describe() for t in seen)} before",
+                node.span, "a shared layer has one set of weights, so every input must have the same shape"))
+            nodes.append(node)
+            continue
+        try:
+            out, pshapes, extra = shapes.RULES[layer.kind](dict(layer.attrs), ins)
+        except shapes.ShapeError as e:
+            diags.append(Diagnostic(e.code, f"layer '{layer.name}' ({layer.kind}): {e}", node.span))
+            nodes.append(node)
+            continue
+        if seen is None:
+            first_inputs[layer.name] = ins
+            layer = layer.with_attrs(**extra) if extra else layer
+            layer = replace(layer, params=make_params(layer, pshapes))
+            layers[layer.name] = layer
+        types[node.name] = out
+        nodes.append(replace(node, type=out))
+    if diags:
+        raise NetdslError(diags)
+    return replace(g, layers=tuple(layers[l.name] for l in g.layers), nodes=tuple(nodes))
+
+
+def make_params(layer: ir.Layer, pshapes: dict) -> tuple:
+    init = layer.attr("init", "glorot_uniform")
+    inits = {"W": init, "H": init, "E": init, "b": f"constant({layer.attr('init_bias', 0.0)!r})",
+             "scale": "ones", "bias": "zeros", "running_mean": "zeros", "running_var": "ones"}
+    if layer.kind == "LSTM":
+        inits["b"] = "zeros"
+    return tuple(
+        ir.Param(f"{layer.name}.{short}", tuple(shape), inits[short], short not in ("running_mean", "running_var"))
+        for short, shape in pshapes.items())
+
+
+def count_params(g: ir.Graph) -> ir.Graph:
+    """Refuse absurd models before any array is allocated."""
+    total = sum(p.size for p in g.params())
+    if total > LIMITS.max_params:
+        biggest = max(g.layers, key=lambda l: sum(p.size for p in l.params))
+        raise NetdslError(Diagnostic(
+            "E502", f"the model has {total:,} parameters, over the limit of {LIMITS.max_params:,} "
+            f"(the largest layer is '{biggest.name}' with {sum(p.size for p in biggest.params):,})",
+            biggest.span, "raise NETDSL_MAX_PARAMS to allow more"))
+    return g
+
+
+def validate(g: ir.Graph) -> ir.Graph:
+    diags = []
+    produced = {n.name for n in g.nodes} | {i.name for i in g.inputs}
+    for out in g.outputs:
+        if out not in produced:
+            diags.append(Diagnostic("E304", f"output '{out}' is not computed by the model", g.span))
+    inputs = {i.name for i in g.inputs}
+    if g.outputs and all(o in inputs for o in g.outputs):
+        diags.append(Diagnostic("E304", "the outputs are raw inputs; apply some layer first", g.span))
+    if diags:
+        raise NetdslError(diags)
+    return g
+
+
+PASSES = [
+    ("resolve_defaults", resolve_defaults),
+    ("infer_shapes", infer_shapes),
+    ("count_params", count_params),
+    ("validate", validate),
+]
+
+
+def run_passes(g: ir.Graph, sources: dict | None = None) -> ir.Graph:
+    for _name, fn in PASSES:
+        try:
+            g = fn(g)
+        except NetdslError as e:
+            raise NetdslError(e.diagnostics, sources) from None
+    return g
