@@ -329,8 +329,13 @@ class Lowerer:
                 self.err("E102", f"default_options has no option '{kw.name}'{did_you_mean(kw.name, OPTION_KINDS)}", kw.span)
                 continue
             value = self.eval(kw.value, env)
-            if value is not POISON:
-                scope[kw.name] = (value, kw.span)
+            if value is POISON:
+                continue
+            value, msg = check_option(kw.name, value)
+            if msg:
+                self.err("E103", f"default_options {msg}", kw.value.span)
+                continue
+            scope[kw.name] = (value, kw.span)
         self.scopes.append(scope)
         try:
             self.exec_block(st.body, env)
@@ -993,6 +998,31 @@ def invalid_name_reason(name: str) -> str | None:
 
 
 # ---------------------------------------------------- argument checking
+def normalize_pad(p):
+    """True/False (CNTK's same/valid), or explicit ((top, bottom), (left, right)); None if malformed."""
+    def nat(d):
+        return isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= LIMITS.max_dim
+    if isinstance(p, bool):
+        return p
+    if nat(p):
+        return ((p, p), (p, p))
+    if isinstance(p, tuple) and len(p) == 2 and all(nat(d) for d in p):
+        return ((p[0], p[0]), (p[1], p[1]))
+    if isinstance(p, tuple) and len(p) == 2 and all(isinstance(q, tuple) and len(q) == 2 and all(nat(d) for d in q) for q in p):
+        return p
+    return None
+
+
+def check_option(key: str, value):
+    """Check one default_options value; returns (normalized value, None) or (None, message)."""
+    probe = {"Dense": {"shape": 1}, "Convolution": {"filter_shape": 1, "num_filters": 1}}
+    kind = OPTION_KINDS[key][0]
+    res = check_layer_args(kind, {**probe.get(kind, {"filter_shape": 1}), key: value})
+    if isinstance(res, tuple):
+        return None, res[1].replace(f"{kind} ", "", 1)
+    return res[key], None
+
+
 def check_layer_args(kind: str, a: dict):
     """Validate constructor arguments (Keras-style: name the argument and the value)."""
     out = dict(a)
@@ -1018,18 +1048,10 @@ def check_layer_args(kind: str, a: dict):
                 return "strides", f"{kind} strides must be a positive integer or a pair, got {describe(a['strides'])}"
             out["strides"] = st
         if "pad" in a:
-            p = a["pad"]
-            if isinstance(p, bool):
-                pass
-            elif isinstance(p, int) and p >= 0:
-                out["pad"] = ((p, p), (p, p))
-            elif isinstance(p, tuple) and len(p) == 2 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in p):
-                out["pad"] = ((p[0], p[0]), (p[1], p[1]))
-            elif (isinstance(p, tuple) and len(p) == 2 and all(isinstance(q, tuple) and len(q) == 2 for q in p)
-                  and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for q in p for d in q)):
-                pass
-            else:
-                return "pad", f"{kind} pad must be True, False, an integer, (ph, pw) or ((top, bottom), (left, right)), got {describe(p)}"
+            p = normalize_pad(a["pad"])
+            if p is None:
+                return "pad", f"{kind} pad must be True, False, an integer, (ph, pw) or ((top, bottom), (left, right)), got {describe(a['pad'])}"
+            out["pad"] = p
     if kind == "Convolution" and not is_dim(a["num_filters"]):
         return "num_filters", f"Convolution num_filters must be a positive integer, got {describe(a['num_filters'])}"
     if "activation" in a:
