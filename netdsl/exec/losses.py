@@ -1,0 +1,56 @@
+"""Training losses and metrics of the native executor.
+
+Each loss returns (loss, dpred): the scalar as a Python float and the
+gradient of that scalar with respect to its first argument, in its dtype.
+Means run over every sample (and time step), like torch's reduction='mean'.
+"""
+
+import numpy as np
+
+
+def _flat_logits(logits, labels):
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"labels shape {labels.shape} does not match logits {logits.shape}")
+    c = logits.shape[-1]
+    lab = labels.reshape(-1)
+    bad = (lab < 0) | (lab >= c)
+    if bad.any():
+        raise ValueError(f"label {int(lab[bad][0])} is out of range for {c} classes")
+    return logits.reshape(-1, c), lab
+
+
+def softmax_cross_entropy(logits, labels):
+    """logits (N, C) or (N, T, C); labels int (N,) or (N, T).
+
+    Mean of -log softmax(logits)[label], computed from log-sum-exp so large
+    logits neither overflow nor lose the label's term.
+    """
+    z, lab = _flat_logits(logits, labels)
+    m = z.shape[0]
+    shifted = z - z.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    logp = shifted - lse
+    rows = np.arange(m)
+    loss = -logp[rows, lab].mean()
+    d = np.exp(logp)
+    d[rows, lab] -= 1
+    d /= m
+    return float(loss), d.reshape(logits.shape)
+
+
+def mse(pred, target):
+    """Mean over all elements of (pred - target)**2."""
+    if pred.shape != np.shape(target):
+        raise ValueError(f"mse: pred shape {pred.shape} != target shape {np.shape(target)}")
+    diff = pred - np.asarray(target, dtype=pred.dtype)
+    loss = float((diff * diff).mean())
+    return loss, (2 / diff.size) * diff
+
+
+def accuracy(logits, labels):
+    """Fraction of samples (and time steps) whose argmax equals the label."""
+    z, lab = _flat_logits(logits, labels)
+    return float((z.argmax(axis=1) == lab).mean())

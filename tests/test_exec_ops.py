@@ -1,0 +1,730 @@
+"""Native executor ops against finite differences (float64) and PyTorch (float32).
+
+Every op gets (a) a central-difference gradient check in float64 of
+L = sum(forward(...) * R) for a fixed random R, and (b) a comparison of its
+output and gradients with the same computation in real PyTorch.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+from netdsl.exec import init, losses, ops  # noqa: E402
+
+FD_STEP = 1e-6
+FD_TOL = 1e-6
+TORCH_TOL = 1e-5
+
+
+# ---------------------------------------------------------------- helpers
+
+def rng_for(*key):
+    # crc32 of the repr, not hash(): str hashes change between runs.
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def assert_close(ours, ref, tol=TORCH_TOL, what=""):
+    ours = np.asarray(ours, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
+    scale = max(1.0, float(np.abs(ref).max())) if ref.size else 1.0
+    err = float(np.abs(ours - ref).max()) if ref.size else 0.0
+    assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol * scale:.3g}"
+
+
+def fd_check(forward, args, wrt, analytic, R):
+    """Central differences of sum(forward(*args)[0] * R) w.r.t. args[i] for i in wrt.
+
+    args entries in wrt are float64 arrays perturbed in place.
+    """
+    def loss():
+        return float(np.sum(forward(*args)[0] * R))
+
+    for i, g in zip(wrt, analytic):
+        a = args[i]
+        num = np.zeros_like(a)
+        for idx in np.ndindex(a.shape):
+            old = a[idx]
+            a[idx] = old + FD_STEP
+            lp = loss()
+            a[idx] = old - FD_STEP
+            lm = loss()
+            a[idx] = old
+            num[idx] = (lp - lm) / (2 * FD_STEP)
+        assert_close(g, num, FD_TOL, what=f"gradient of argument {i}")
+
+
+def T(a, grad=True):
+    return torch.tensor(np.asarray(a), requires_grad=grad)
+
+
+def grads_of(*tensors):
+    return [t.grad.numpy() for t in tensors]
+
+
+def normal(rng, shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def away_from_zero(rng, shape, dtype=np.float64):
+    """Values with |v| >= 0.1, so ReLU kinks stay far from the FD step."""
+    return (rng.uniform(0.1, 1.0, shape) * rng.choice([-1, 1], shape)).astype(dtype)
+
+
+def torch_act(z, kind, feature_dim):
+    if kind is None:
+        return z
+    if kind == "softmax":
+        return F.softmax(z, dim=feature_dim)
+    return {"relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh}[kind](z)
+
+
+KINDS = [None, "relu", "sigmoid", "tanh", "softmax"]
+
+
+# ------------------------------------------------------------ activations
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 4), (2, 3, 2, 2)])
+def test_activation(kind, shape):
+    rng = rng_for("act", kind, shape)
+    x = away_from_zero(rng, shape)
+    R = normal(rng, shape)
+    y, cache = ops.activation_forward(x, kind)
+    fd_check(ops.activation_forward, [x, kind], [0], [ops.activation_backward(R, cache)], R)
+
+    x32, R32 = x.astype(np.float32), R.astype(np.float32)
+    y, cache = ops.activation_forward(x32, kind)
+    assert y.dtype == np.float32
+    xt = T(x32)
+    yt = torch_act(xt, kind, 1 if len(shape) == 4 else -1)
+    (yt * T(R32, False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(ops.activation_backward(R32, cache), xt.grad, what="dx")
+
+
+def test_unknown_activation():
+    with pytest.raises(ValueError, match="unknown activation"):
+        ops.activation_forward(np.zeros(3), "gelu")
+
+
+# ------------------------------------------------------------------ dense
+
+@pytest.mark.parametrize("activation", [None, "relu", "softmax"])
+@pytest.mark.parametrize("xshape", [(3, 4), (2, 3, 4)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_dense(xshape, activation, bias):
+    rng = rng_for("dense", xshape, activation, bias)
+    x = normal(rng, xshape)
+    W = normal(rng, (5, 4))
+    b = normal(rng, (5,)) if bias else None
+    y, cache = ops.dense_forward(x, W, b, activation)
+    assert y.shape == xshape[:-1] + (5,)
+    R = normal(rng, y.shape)
+    dx, dW, db = ops.dense_backward(R, cache)
+    args = [x, W, b, activation]
+    fd_check(ops.dense_forward, args, [0, 1, 2] if bias else [0, 1],
+             [dx, dW, db] if bias else [dx, dW], R)
+    if not bias:
+        assert db is None
+
+    x32, W32, R32 = (a.astype(np.float32) for a in (x, W, R))
+    b32 = b.astype(np.float32) if bias else None
+    y, cache = ops.dense_forward(x32, W32, b32, activation)
+    dx, dW, db = ops.dense_backward(R32, cache)
+    xt, Wt = T(x32), T(W32)
+    bt = T(b32) if bias else None
+    yt = torch_act(F.linear(xt, Wt, bt), activation, -1)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dW, Wt.grad, what="dW")
+    if bias:
+        assert_close(db, bt.grad, what="db")
+
+
+# ------------------------------------------------------------------- conv
+
+CONV_CASES = [
+    ((1, 1), ((0, 0), (0, 0))),
+    ((1, 1), ((1, 1), (1, 1))),
+    ((2, 2), ((0, 0), (0, 0))),
+    ((2, 2), ((0, 1), (0, 1))),
+    ((1, 1), ((1, 1), (2, 0))),
+    ((2, 1), ((1, 1), (2, 0))),
+    ((1, 2), ((0, 1), (0, 1))),
+]
+
+
+def torch_pad(x, pads, value=0.0):
+    (t, b), (l, r) = pads
+    return F.pad(x, (l, r, t, b), value=value)
+
+
+@pytest.mark.parametrize("strides,pads", CONV_CASES)
+@pytest.mark.parametrize("activation,bias", [(None, True), ("relu", True), ("relu", False), (None, False), ("tanh", True)])
+def test_conv2d(strides, pads, activation, bias):
+    rng = rng_for("conv", strides, pads, activation, bias)
+    # Non-square kernel and input catch transposed axes.
+    x = normal(rng, (2, 2, 5, 6))
+    W = normal(rng, (3, 2, 3, 2))
+    b = normal(rng, (3,)) if bias else None
+    y, cache = ops.conv2d_forward(x, W, b, strides, pads, activation)
+    (pt, pb), (pl, pr) = pads
+    assert y.shape == (2, 3, (5 + pt + pb - 3) // strides[0] + 1, (6 + pl + pr - 2) // strides[1] + 1)
+    R = normal(rng, y.shape)
+    dx, dW, db = ops.conv2d_backward(R, cache)
+    wrt, grads = ([0, 1, 2], [dx, dW, db]) if bias else ([0, 1], [dx, dW])
+    fd_check(ops.conv2d_forward, [x, W, b, strides, pads, activation], wrt, grads, R)
+
+    x32, W32, R32 = (a.astype(np.float32) for a in (x, W, R))
+    b32 = b.astype(np.float32) if bias else None
+    y, cache = ops.conv2d_forward(x32, W32, b32, strides, pads, activation)
+    dx, dW, db = ops.conv2d_backward(R32, cache)
+    xt, Wt = T(x32), T(W32)
+    bt = T(b32) if bias else None
+    yt = torch_act(F.conv2d(torch_pad(xt, pads), Wt, bt, stride=strides), activation, 1)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == dW.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dW, Wt.grad, what="dW")
+    if bias:
+        assert_close(db, bt.grad, what="db")
+
+
+def test_conv2d_fused_relu_matches_unfused():
+    rng = rng_for("fused")
+    x = normal(rng, (2, 3, 7, 7), np.float32)
+    W = normal(rng, (4, 3, 3, 3), np.float32)
+    b = normal(rng, (4,), np.float32)
+    fused, _ = ops.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), "relu")
+    z, _ = ops.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), None)
+    np.testing.assert_array_equal(fused, np.maximum(z, 0))
+
+
+def test_conv2d_channel_mismatch():
+    with pytest.raises(ValueError, match="channels"):
+        ops.conv2d_forward(np.zeros((1, 2, 4, 4)), np.zeros((3, 1, 2, 2)))
+
+
+# ---------------------------------------------------------------- pooling
+
+# (window, strides, pads): plain, overlapping with padding, asymmetric pads.
+POOL_CASES = [
+    ((2, 2), (2, 2), ((0, 0), (0, 0))),
+    ((3, 3), (1, 1), ((1, 1), (1, 1))),
+    ((3, 3), (2, 2), ((1, 1), (1, 1))),
+    ((2, 3), (1, 2), ((0, 0), (0, 0))),
+    ((3, 3), (2, 2), ((0, 1), (1, 0))),
+    ((2, 2), (1, 1), ((0, 1), (0, 1))),
+]
+
+
+def torch_max_pool(xt, window, strides, pads):
+    (t, b), (l, r) = pads
+    if t == b and l == r:
+        return F.max_pool2d(xt, window, strides, padding=(t, l))
+    return F.max_pool2d(torch_pad(xt, pads, -np.inf), window, strides)
+
+
+def torch_avg_pool(xt, window, strides, pads):
+    (t, b), (l, r) = pads
+    if t == b and l == r:
+        return F.avg_pool2d(xt, window, strides, padding=(t, l), count_include_pad=False)
+    # Asymmetric: window sums of the zero-padded input over counts of real cells.
+    sums = F.avg_pool2d(torch_pad(xt, pads), window, strides)
+    counts = F.avg_pool2d(torch_pad(torch.ones_like(xt), pads), window, strides)
+    return sums / counts
+
+
+@pytest.mark.parametrize("window,strides,pads", POOL_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool(kind, window, strides, pads):
+    fwd, bwd, ref = {
+        "max": (ops.max_pool2d_forward, ops.max_pool2d_backward, torch_max_pool),
+        "avg": (ops.avg_pool2d_forward, ops.avg_pool2d_backward, torch_avg_pool),
+    }[kind]
+    rng = rng_for("pool", kind, window, strides, pads)
+    # A permutation keeps all values distinct (>= 0.1 apart), so the FD step never flips a max.
+    x = (rng.permutation(2 * 2 * 6 * 7).reshape(2, 2, 6, 7) * 0.1).astype(np.float64)
+    y, cache = fwd(x, window, strides, pads)
+    R = normal(rng, y.shape)
+    fd_check(fwd, [x, window, strides, pads], [0], [bwd(R, cache)], R)
+
+    x32, R32 = x.astype(np.float32), R.astype(np.float32)
+    y, cache = fwd(x32, window, strides, pads)
+    dx = bwd(R32, cache)
+    xt = T(x32)
+    yt = ref(xt, window, strides, pads)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+
+
+@pytest.mark.parametrize("window,strides,pads", POOL_CASES)
+@pytest.mark.parametrize("data", ["zeros", "repeated"])
+def test_max_pool_ties_go_to_first_max(data, window, strides, pads):
+    rng = rng_for("ties", data, window, strides, pads)
+    if data == "zeros":
+        x = np.zeros((2, 2, 6, 7), np.float32)
+    else:
+        x = rng.integers(0, 3, (2, 2, 6, 7)).astype(np.float32)
+    y, cache = ops.max_pool2d_forward(x, window, strides, pads)
+    R = rng.uniform(0.5, 1.5, y.shape).astype(np.float32)
+    dx = ops.max_pool2d_backward(R, cache)
+    xt = T(x)
+    yt = torch_max_pool(xt, window, strides, pads)
+    (yt * T(R, False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    # Each window hands its whole gradient to exactly one cell.
+    np.testing.assert_allclose(dx.sum(), R.sum(), rtol=1e-5)
+
+
+def test_max_pool_all_zero_window_picks_first_cell():
+    x = np.zeros((1, 1, 2, 2), np.float32)
+    y, cache = ops.max_pool2d_forward(x, (2, 2), (2, 2))
+    dx = ops.max_pool2d_backward(np.ones_like(y), cache)
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
+
+
+def test_max_pool_never_selects_padding():
+    x = -np.ones((1, 1, 3, 3), np.float32)  # all below the 0 a zero pad would hold
+    y, _ = ops.max_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    np.testing.assert_array_equal(y, -np.ones((1, 1, 3, 3)))
+
+
+def test_avg_pool_counts_only_real_cells():
+    x = np.ones((1, 1, 3, 3), np.float32)
+    y, _ = ops.avg_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    np.testing.assert_array_equal(y, np.ones((1, 1, 3, 3)))
+
+
+# ---------------------------------------------------------------- dropout
+
+def test_dropout_eval_is_identity():
+    x = normal(rng_for("do-eval"), (4, 5), np.float32)
+    y, cache = ops.dropout_forward(x, 0.5, False, np.random.default_rng(0))
+    np.testing.assert_array_equal(y, x)
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(ops.dropout_backward(dy, cache), dy)
+
+
+def test_dropout_training_scale():
+    rate = 0.3
+    x = np.ones((400, 250), np.float32)
+    y, cache = ops.dropout_forward(x, rate, True, np.random.default_rng(1))
+    assert y.dtype == np.float32
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
+    assert abs(1 - kept.mean() - rate) < 0.01  # drop fraction is the rate
+    assert abs(y.mean() - 1) < 0.02  # inverted dropout keeps the expectation
+    dy = normal(rng_for("do-dy"), x.shape, np.float32)
+    np.testing.assert_allclose(ops.dropout_backward(dy, cache), dy * y, rtol=1e-6)
+
+    # torch uses the same convention: survivors scaled by 1/(1 - p).
+    yt = F.dropout(torch.ones(400, 250), rate, training=True).numpy()
+    np.testing.assert_allclose(yt[yt != 0], 1 / (1 - rate), rtol=1e-6)
+    assert abs((yt == 0).mean() - rate) < 0.01
+
+
+def test_dropout_gradient_fd():
+    rng = rng_for("do-fd")
+    x = normal(rng, (3, 4))
+
+    def fwd(x):  # a fresh generator per call keeps the mask fixed
+        return ops.dropout_forward(x, 0.4, True, np.random.default_rng(7))
+
+    y, cache = fwd(x)
+    R = normal(rng, y.shape)
+    fd_check(fwd, [x], [0], [ops.dropout_backward(R, cache)], R)
+
+
+def test_dropout_edge_rates():
+    x = np.ones((3, 3), np.float32)
+    y, _ = ops.dropout_forward(x, 0.0, True, np.random.default_rng(0))
+    np.testing.assert_array_equal(y, x)
+    y, _ = ops.dropout_forward(x, 1.0, True, np.random.default_rng(0))
+    np.testing.assert_array_equal(y, 0)
+    with pytest.raises(ValueError):
+        ops.dropout_forward(x, 1.5, True, np.random.default_rng(0))
+
+
+# ------------------------------------------------------------- batch norm
+
+BN_SHAPES = [(4, 3, 2, 3), (6, 3), (3, 4, 3)]
+
+
+def torch_bn_layout(t):
+    # torch wants channels on axis 1; our sequences keep features last.
+    return t.transpose(1, 2) if t.dim() == 3 else t
+
+
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm(shape, training):
+    rng = rng_for("bn", shape, training)
+    c = shape[1] if len(shape) == 4 else shape[-1]
+    x = normal(rng, shape) * 2 + 0.5
+    scale = rng.uniform(0.5, 1.5, c)
+    bias = normal(rng, (c,))
+    rm = normal(rng, (c,)) * 0.1
+    rv = rng.uniform(0.5, 2.0, c)
+    y, cache, nm, nv = ops.batch_norm_forward(x, scale, bias, rm, rv, 0.1, 1e-5, training)
+    R = normal(rng, y.shape)
+    dx, dscale, dbias = ops.batch_norm_backward(R, cache)
+    fwd = lambda x, s, b: ops.batch_norm_forward(x, s, b, rm, rv, 0.1, 1e-5, training)  # noqa: E731
+    fd_check(fwd, [x, scale, bias], [0, 1, 2], [dx, dscale, dbias], R)
+
+    f32 = [a.astype(np.float32) for a in (x, scale, bias, rm, rv, R)]
+    x32, s32, b32, rm32, rv32, R32 = f32
+    rm_before, rv_before = rm32.copy(), rv32.copy()
+    y, cache, nm, nv = ops.batch_norm_forward(x32, s32, b32, rm32, rv32, 0.1, 1e-5, training)
+    dx, dscale, dbias = ops.batch_norm_backward(R32, cache)
+    np.testing.assert_array_equal(rm32, rm_before)  # inputs are not mutated
+    np.testing.assert_array_equal(rv32, rv_before)
+    xt, st, bt = T(x32), T(s32), T(b32)
+    rmt, rvt = torch.tensor(rm32), torch.tensor(rv32)
+    yt = F.batch_norm(torch_bn_layout(xt), rmt, rvt, st, bt, training=training, momentum=0.1, eps=1e-5)
+    yt = torch_bn_layout(yt)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == nm.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(nm, rmt, what="running_mean")
+    assert_close(nv, rvt, what="running_var")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dscale, st.grad, what="dscale")
+    assert_close(dbias, bt.grad, what="dbias")
+
+
+def test_batch_norm_running_update_formula():
+    x = np.array([[1.0], [2.0], [6.0]])
+    _, _, nm, nv = ops.batch_norm_forward(x, None, None, np.zeros(1), np.ones(1), momentum=0.1)
+    np.testing.assert_allclose(nm, [0.1 * 3.0])
+    np.testing.assert_allclose(nv, [0.9 + 0.1 * 7.0])  # unbiased variance of 1,2,6 is 7
+
+
+# ------------------------------------------------------------- layer norm
+
+@pytest.mark.parametrize("shape", [(3, 2, 2, 3), (4, 5), (2, 3, 4)])
+def test_layer_norm(shape):
+    rng = rng_for("ln", shape)
+    norm_shape = (shape[-1],) if len(shape) == 3 else shape[1:]
+    x = normal(rng, shape) * 3 + 1
+    scale = rng.uniform(0.5, 1.5, norm_shape)
+    bias = normal(rng, norm_shape)
+    y, cache = ops.layer_norm_forward(x, scale, bias)
+    R = normal(rng, y.shape)
+    dx, dscale, dbias = ops.layer_norm_backward(R, cache)
+    fd_check(ops.layer_norm_forward, [x, scale, bias], [0, 1, 2], [dx, dscale, dbias], R)
+
+    x32, s32, b32, R32 = (a.astype(np.float32) for a in (x, scale, bias, R))
+    y, cache = ops.layer_norm_forward(x32, s32, b32)
+    dx, dscale, dbias = ops.layer_norm_backward(R32, cache)
+    xt, st, bt = T(x32), T(s32), T(b32)
+    yt = F.layer_norm(xt, norm_shape, st, bt, eps=1e-5)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dscale, st.grad, what="dscale")
+    assert_close(dbias, bt.grad, what="dbias")
+
+
+# -------------------------------------------------------------- embedding
+
+@pytest.mark.parametrize("ids_shape", [(3, 4), (5,)])
+def test_embedding(ids_shape):
+    rng = rng_for("emb", ids_shape)
+    E = normal(rng, (6, 3))
+    ids = rng.integers(0, 6, ids_shape)
+    ids.flat[0] = ids.flat[1] = 2  # repeated ids must accumulate
+    y, cache = ops.embedding_forward(ids, E)
+    assert y.shape == ids_shape + (3,)
+    R = normal(rng, y.shape)
+    dE = ops.embedding_backward(R, cache)
+    fd_check(lambda E: ops.embedding_forward(ids, E), [E], [0], [dE], R)
+
+    E32, R32 = E.astype(np.float32), R.astype(np.float32)
+    y, cache = ops.embedding_forward(ids, E32)
+    dE = ops.embedding_backward(R32, cache)
+    Et = T(E32)
+    yt = F.embedding(torch.tensor(ids), Et)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dE.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dE, Et.grad, what="dE")
+
+
+@pytest.mark.parametrize("bad", [7, -1])
+def test_embedding_out_of_range(bad):
+    ids = np.array([[0, 1], [bad, 2]])
+    with pytest.raises(ValueError, match=rf"id {bad}\b.*size 7"):
+        ops.embedding_forward(ids, np.zeros((7, 2)))
+
+
+# ------------------------------------------------------------------- lstm
+
+def torch_lstm(x, W, H, b, go_backwards, h0=None, c0=None):
+    """Returns (output, module) for canonical weights via nn.LSTM."""
+    n, T_, f = x.shape
+    hs = H.shape[1]
+    m = torch.nn.LSTM(f, hs, batch_first=True).to(x.dtype)
+    with torch.no_grad():
+        m.weight_ih_l0.copy_(W)
+        m.weight_hh_l0.copy_(H)
+        m.bias_ih_l0.copy_(b)
+        m.bias_hh_l0.zero_()
+    xin = torch.flip(x, [1]) if go_backwards else x
+    state = None if h0 is None else (h0[None], c0[None])
+    out, _ = m(xin, state)
+    return (torch.flip(out, [1]) if go_backwards else out), m
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_lstm(go_backwards):
+    rng = rng_for("lstm", go_backwards)
+    n, T_, f, hs = 2, 4, 3, 3
+    x = normal(rng, (n, T_, f))
+    W = normal(rng, (4 * hs, f)) * 0.5
+    H = normal(rng, (4 * hs, hs)) * 0.5
+    b = normal(rng, (4 * hs,)) * 0.5
+    y, cache = ops.lstm_forward(x, W, H, b, go_backwards)
+    assert y.shape == (n, T_, hs)
+    R = normal(rng, y.shape)
+    dx, dW, dH, db = ops.lstm_backward(R, cache)
+    fd_check(lambda x, W, H, b: ops.lstm_forward(x, W, H, b, go_backwards),
+             [x, W, H, b], [0, 1, 2, 3], [dx, dW, dH, db], R)
+
+    x32, W32, H32, b32, R32 = (a.astype(np.float32) for a in (x, W, H, b, R))
+    y, cache = ops.lstm_forward(x32, W32, H32, b32, go_backwards)
+    dx, dW, dH, db = ops.lstm_backward(R32, cache)
+    xt = T(x32)
+    yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == dW.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dW, m.weight_ih_l0.grad, what="dW")
+    assert_close(dH, m.weight_hh_l0.grad, what="dH")
+    assert_close(db, m.bias_ih_l0.grad, what="db")
+
+
+def test_lstm_go_backwards_output_alignment():
+    """output[:, 0] of a backward pass is its final state, output[:, -1] its first step."""
+    rng = rng_for("lstm-align")
+    x = normal(rng, (2, 5, 3), np.float32)
+    W, H, b = normal(rng, (8, 3), np.float32), normal(rng, (8, 2), np.float32), normal(rng, (8,), np.float32)
+    y, _ = ops.lstm_forward(x, W, H, b, go_backwards=True)
+    first_step, _ = ops.lstm_forward(x[:, -1:], W, H, b)
+    np.testing.assert_allclose(y[:, -1], first_step[:, 0], rtol=1e-6)
+    reversed_fwd, _ = ops.lstm_forward(x[:, ::-1].copy(), W, H, b)
+    np.testing.assert_allclose(y[:, 0], reversed_fwd[:, -1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_lstm_initial_state(go_backwards):
+    rng = rng_for("lstm-state", go_backwards)
+    n, T_, f, hs = 2, 3, 2, 3
+    x, h0, c0 = normal(rng, (n, T_, f)), normal(rng, (n, hs)), normal(rng, (n, hs))
+    W, H, b = normal(rng, (4 * hs, f)), normal(rng, (4 * hs, hs)), normal(rng, (4 * hs,))
+    y, cache = ops.lstm_forward(x, W, H, b, go_backwards, h0, c0)
+    R = normal(rng, y.shape)
+    grads = ops.lstm_backward(R, cache, state_grads=True)
+    fd_check(lambda x, h0, c0: ops.lstm_forward(x, W, H, b, go_backwards, h0, c0),
+             [x, h0, c0], [0, 1, 2], [grads[0], grads[4], grads[5]], R)
+
+    x32, h32, c32, R32 = (a.astype(np.float32) for a in (x, h0, c0, R))
+    y, cache = ops.lstm_forward(x32, *(a.astype(np.float32) for a in (W, H, b)), go_backwards, h32, c32)
+    grads = ops.lstm_backward(R32, cache, state_grads=True)
+    xt, ht, ct = T(x32), T(h32), T(c32)
+    yt, _ = torch_lstm(xt, *(torch.tensor(a.astype(np.float32)) for a in (W, H, b)), go_backwards, ht, ct)
+    (yt * T(R32, False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(grads[0], xt.grad, what="dx")
+    assert_close(grads[4], ht.grad, what="dh0")
+    assert_close(grads[5], ct.grad, what="dc0")
+
+
+# ------------------------------------------------------- shape and plumbing
+
+@pytest.mark.parametrize("shapes,dim", [
+    ([(2, 1, 3, 3), (2, 2, 3, 3)], 1),
+    ([(3, 2), (3, 4), (3, 1)], 1),
+    ([(2, 3, 2), (2, 3, 3)], 2),
+])
+def test_splice(shapes, dim):
+    rng = rng_for("splice", tuple(shapes))
+    xs = [normal(rng, s) for s in shapes]
+    y, cache = ops.splice_forward(xs)
+    R = normal(rng, y.shape)
+    dxs = ops.splice_backward(R, cache)
+    fd_check(lambda *xs: ops.splice_forward(list(xs)), xs, range(len(xs)), dxs, R)
+
+    xts = [T(a.astype(np.float32)) for a in xs]
+    y, cache = ops.splice_forward([a.astype(np.float32) for a in xs])
+    dxs = ops.splice_backward(R.astype(np.float32), cache)
+    yt = torch.cat(xts, dim=dim)
+    (yt * T(R.astype(np.float32), False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    for d, t in zip(dxs, xts):
+        assert_close(d, t.grad, what="dx")
+
+
+@pytest.mark.parametrize("which", ["last", "first"])
+def test_select(which):
+    fwd = ops.select_last_forward if which == "last" else ops.select_first_forward
+    bwd = ops.select_last_backward if which == "last" else ops.select_first_backward
+    rng = rng_for("select", which)
+    x = normal(rng, (2, 4, 3))
+    y, cache = fwd(x)
+    R = normal(rng, y.shape)
+    fd_check(fwd, [x], [0], [bwd(R, cache)], R)
+
+    xt = T(x.astype(np.float32))
+    y, cache = fwd(x.astype(np.float32))
+    yt = xt[:, -1] if which == "last" else xt[:, 0]
+    (yt * T(R.astype(np.float32), False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(bwd(R.astype(np.float32), cache), xt.grad, what="dx")
+
+
+def test_flatten():
+    rng = rng_for("flatten")
+    x = normal(rng, (2, 3, 2, 2))
+    y, cache = ops.flatten_forward(x)
+    R = normal(rng, y.shape)
+    fd_check(ops.flatten_forward, [x], [0], [ops.flatten_backward(R, cache)], R)
+    xt = T(x.astype(np.float32))
+    y, cache = ops.flatten_forward(x.astype(np.float32))
+    yt = torch.flatten(xt, 1)
+    (yt * T(R.astype(np.float32), False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(ops.flatten_backward(R.astype(np.float32), cache), xt.grad, what="dx")
+
+
+def test_rescale():
+    rng = rng_for("rescale")
+    x = normal(rng, (2, 1, 3, 3))
+    args = [x, 1 / 255, 0.1307, 0.3081]
+    y, cache = ops.rescale_forward(*args)
+    R = normal(rng, y.shape)
+    fd_check(ops.rescale_forward, args, [0], [ops.rescale_backward(R, cache)], R)
+
+    x32, R32 = x.astype(np.float32), R.astype(np.float32)
+    y, cache = ops.rescale_forward(x32, np.float64(1 / 255), 0.1307, 0.3081)
+    assert y.dtype == np.float32  # numpy scalar constants must not upcast
+    xt = T(x32)
+    yt = (xt * (1 / 255) - 0.1307) / 0.3081
+    (yt * T(R32, False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    assert_close(ops.rescale_backward(R32, cache), xt.grad, what="dx")
+    pixels, _ = ops.rescale_forward(np.array([[0, 255]], np.uint8), 1 / 255, 0.0, 1.0)
+    assert pixels.dtype == np.float32
+    np.testing.assert_allclose(pixels, [[0, 1]])
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (2, 2, 2, 3)])
+def test_cosine_distance(shape):
+    rng = rng_for("cos", shape)
+    a, b = normal(rng, shape), normal(rng, shape)
+    y, cache = ops.cosine_distance_forward(a, b)
+    assert y.shape == (shape[0], 1)
+    R = normal(rng, y.shape)
+    da, db = ops.cosine_distance_backward(R, cache)
+    fd_check(ops.cosine_distance_forward, [a, b], [0, 1], [da, db], R)
+
+    a32, b32, R32 = (v.astype(np.float32) for v in (a, b, R))
+    a32[0] = 0  # a zero vector: norms are clamped to eps
+    a32[1] *= 1e-9  # a norm below eps: torch's clamp is invisible to autograd
+    y, cache = ops.cosine_distance_forward(a32, b32)
+    da, db = ops.cosine_distance_backward(R32, cache)
+    at, bt = T(a32), T(b32)
+    yt = F.cosine_similarity(at.flatten(1), bt.flatten(1), dim=1, eps=1e-8)[:, None]
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == da.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(da, at.grad, what="da")
+    assert_close(db, bt.grad, what="db")
+
+
+# ----------------------------------------------------------------- losses
+
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4)])
+def test_softmax_cross_entropy(shape):
+    rng = rng_for("ce", shape)
+    logits = normal(rng, shape) * 3
+    labels = rng.integers(0, shape[-1], shape[:-1])
+    loss, d = losses.softmax_cross_entropy(logits, labels)
+    fd_check(lambda z: (losses.softmax_cross_entropy(z, labels)[0],), [logits], [0], [d], 1.0)
+
+    z32 = logits.astype(np.float32)
+    loss, d = losses.softmax_cross_entropy(z32, labels)
+    zt = T(z32)
+    lt = F.cross_entropy(zt.reshape(-1, shape[-1]), torch.tensor(labels).reshape(-1))
+    lt.backward()
+    assert d.dtype == np.float32
+    assert_close(loss, lt.detach(), what="loss")
+    assert_close(d, zt.grad, what="dlogits")
+
+
+def test_softmax_cross_entropy_is_stable():
+    z = np.array([[1000.0, 0.0, -1000.0], [-1000.0, 1000.0, 0.0]], np.float32)
+    loss, d = losses.softmax_cross_entropy(z, np.array([2, 1]))
+    assert np.isfinite(loss) and np.all(np.isfinite(d))
+    np.testing.assert_allclose(loss, 1000.0, rtol=1e-6)  # (2000 + 0) / 2
+    with pytest.raises(ValueError, match="out of range"):
+        losses.softmax_cross_entropy(z, np.array([3, 0]))
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2)])
+def test_mse(shape):
+    rng = rng_for("mse", shape)
+    pred, target = normal(rng, shape), normal(rng, shape)
+    loss, d = losses.mse(pred, target)
+    fd_check(lambda p: (losses.mse(p, target)[0],), [pred], [0], [d], 1.0)
+
+    p32, t32 = pred.astype(np.float32), target.astype(np.float32)
+    loss, d = losses.mse(p32, t32)
+    pt = T(p32)
+    lt = F.mse_loss(pt, torch.tensor(t32))
+    lt.backward()
+    assert d.dtype == np.float32
+    assert_close(loss, lt.detach(), what="loss")
+    assert_close(d, pt.grad, what="dpred")
+
+
+def test_accuracy():
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert losses.accuracy(logits, np.array([1, 0, 0, 0])) == 0.75
+    seq = np.zeros((2, 2, 3))
+    seq[:, :, 2] = 1
+    assert losses.accuracy(seq, np.array([[2, 2], [0, 2]])) == 0.75
+
+
+# ------------------------------------------------------------------- init
+
+def test_initializers():
+    rng = np.random.default_rng(0)
+    W = init.glorot_uniform((8, 3, 5, 5), rng)
+    limit = np.sqrt(6 / (3 * 25 + 8 * 25))
+    assert W.dtype == np.float32 and W.shape == (8, 3, 5, 5)
+    assert np.abs(W).max() <= limit and np.abs(W).max() > 0.9 * limit
+    D = init.glorot_uniform((10, 20), rng, fan_in=4, fan_out=4)
+    assert np.abs(D).max() <= np.sqrt(6 / 8)
+    He = init.initialize("he_uniform", (50, 20), rng)
+    assert np.abs(He).max() <= np.sqrt(6 / 20)
+    assert np.abs(init.initialize("uniform", (100,), rng, scale=0.1)).max() <= 0.1
+    assert abs(init.normal((20000,), rng, std=0.2).std() - 0.2) < 0.01
+    np.testing.assert_array_equal(init.initialize("constant", (2,), rng, value=3.0), [3, 3])
+    np.testing.assert_array_equal(init.zeros((2,)), [0, 0])
+    np.testing.assert_array_equal(init.ones((2,)), [1, 1])
+    with pytest.raises(ValueError, match="unknown initializer"):
+        init.initialize("orthogonal", (2, 2), rng)
