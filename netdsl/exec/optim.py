@@ -1,0 +1,135 @@
+"""Optimizers of the native executor, step for step the same as torch.optim.
+
+They update dict[str, ndarray] parameters in place from a dict of gradients
+with the same keys (a missing or None gradient leaves that parameter and its
+state alone, like a torch parameter whose .grad is None).
+
+state_dict() is flat so it can go straight into np.savez: hyperparameters
+as scalars, per-parameter state as "<slot>/<param name>" arrays (copies).
+"""
+
+import math
+
+import numpy as np
+
+
+class _Optimizer:
+    hyper = ()   # names of the scalar hyperparameters kept in state_dict
+    slots = ()   # names of the per-parameter state arrays
+
+    def __init__(self):
+        self.state = {slot: {} for slot in self.slots}
+        self.steps = {}  # parameter name -> number of updates, like torch's "step"
+
+    def step(self, params, grads):
+        for name, p in params.items():
+            g = grads.get(name)
+            if g is None:
+                continue
+            if g.shape != p.shape:
+                raise ValueError(f"gradient of {name} has shape {g.shape}, parameter {p.shape}")
+            self.steps[name] = self.steps.get(name, 0) + 1
+            self._update(name, p, g.astype(p.dtype, copy=False))
+
+    def _slot(self, slot, name, like):
+        buf = self.state[slot].get(name)
+        if buf is None:
+            buf = np.zeros_like(like)
+            self.state[slot][name] = buf
+        return buf
+
+    def state_dict(self):
+        out = {k: getattr(self, k) for k in self.hyper}
+        for name, n in self.steps.items():
+            out[f"step/{name}"] = n
+        for slot, bufs in self.state.items():
+            for name, buf in bufs.items():
+                out[f"{slot}/{name}"] = buf.copy()
+        return out
+
+    def load_state_dict(self, sd):
+        self.state = {slot: {} for slot in self.slots}
+        self.steps = {}
+        for key, value in sd.items():
+            if key in self.hyper:
+                setattr(self, key, type(getattr(self, key))(value))
+                continue
+            slot, sep, name = key.partition("/")
+            if not sep:
+                raise KeyError(f"unexpected optimizer state key {key!r}")
+            if slot == "step":
+                self.steps[name] = int(value)
+            elif slot in self.state:
+                self.state[slot][name] = np.array(value, copy=True)
+            else:
+                raise KeyError(f"unexpected optimizer state key {key!r}")
+
+
+class SGD(_Optimizer):
+    """torch.optim.SGD without dampening or weight decay: the first step's
+    buffer is the gradient itself, later buf = momentum*buf + g; nesterov
+    steps along g + momentum*buf."""
+
+    hyper = ("lr", "momentum", "nesterov")
+    slots = ("momentum_buffer",)
+
+    def __init__(self, lr, momentum=0.0, nesterov=False):
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov momentum needs momentum > 0")
+        self.lr, self.momentum, self.nesterov = float(lr), float(momentum), bool(nesterov)
+        super().__init__()
+
+    def _update(self, name, p, g):
+        if self.momentum:
+            bufs = self.state["momentum_buffer"]
+            buf = bufs.get(name)
+            if buf is None:
+                buf = bufs[name] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(_Optimizer):
+    """torch.optim.Adam defaults (no amsgrad, no weight decay)."""
+
+    hyper = ("lr", "beta1", "beta2", "eps")
+    slots = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(beta1), float(beta2), float(eps)
+        super().__init__()
+
+    def _update(self, name, p, g):
+        m = self._slot("exp_avg", name, p)
+        v = self._slot("exp_avg_sq", name, p)
+        t = self.steps[name]
+        m += (1 - self.beta1) * (g - m)  # torch uses lerp, same formula
+        v *= self.beta2
+        v += (1 - self.beta2) * g * g
+        step_size = self.lr / (1 - self.beta1 ** t)
+        denom = np.sqrt(v) / math.sqrt(1 - self.beta2 ** t) + self.eps
+        p -= step_size * m / denom
+
+
+class Adadelta(_Optimizer):
+    """torch.optim.Adadelta (no weight decay)."""
+
+    hyper = ("lr", "rho", "eps")
+    slots = ("square_avg", "acc_delta")
+
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6):
+        self.lr, self.rho, self.eps = float(lr), float(rho), float(eps)
+        super().__init__()
+
+    def _update(self, name, p, g):
+        sq = self._slot("square_avg", name, p)
+        acc = self._slot("acc_delta", name, p)
+        sq *= self.rho
+        sq += (1 - self.rho) * g * g
+        delta = np.sqrt(acc + self.eps) / np.sqrt(sq + self.eps) * g
+        acc *= self.rho
+        acc += (1 - self.rho) * delta * delta
+        p -= self.lr * delta
