@@ -182,6 +182,7 @@ class Lowerer:
         self.block_stack: list[str] = []
         self.taken: set = set()  # layer and group names
         self.taken_nodes: set = set()  # value names (inputs and nodes)
+        self.assigned_at: dict = {}  # name -> span of its first assignment, for "used before defined"
         self.current_call: str | None = None
         self.calls = 0
         self.imported: set = set()
@@ -232,6 +233,7 @@ class Lowerer:
             if isinstance(st, S.Assign):
                 self.taken.add(st.name)
                 self.taken_nodes.add(st.name)
+                self.assigned_at.setdefault(st.name, st.span)
             elif isinstance(st, S.With):
                 self._collect_names(st.body)
 
@@ -446,6 +448,9 @@ class Lowerer:
             try:
                 return env.lookup(e.id)
             except KeyError:
+                later = self.assigned_at.get(e.id)
+                if later is not None and (later.line, later.col) > (e.span.line, e.span.col):
+                    return self.err("E101", f"name '{e.id}' is used before it is defined on line {later.line}", e.span)
                 return self.err("E101", f"name '{e.id}' is not defined{did_you_mean(e.id, env.names())}", e.span)
         if isinstance(e, S.Tuple):
             return tuple(self.eval(i, env) for i in e.items)
@@ -599,7 +604,9 @@ class Lowerer:
     def construct(self, kind: str, e: S.Call, args, kwargs):
         positional, sig = SIGNATURES[kind]
         if len(args) > len(positional):
-            return self.err("E109", f"{kind} takes at most {len(positional)} positional arguments, got {len(args)}", e.span)
+            n = len(positional)
+            return self.err("E109", f"{kind} takes at most {n} positional argument{'s' if n != 1 else ''}, got {len(args)}; "
+                            f"name the others, e.g. activation=relu", e.span)
         given = dict(zip(positional, args))
         spans = {p: a.span for p, a in zip(positional, e.args)}
         for k, (v, span) in kwargs.items():
@@ -713,6 +720,8 @@ class Lowerer:
     def _layers_of(self, items, span: Span, what: str):
         out = []
         for it in items:
+            if it is POISON:
+                return POISON
             if isinstance(it, LayerList):
                 out.extend(it.items)
             elif isinstance(it, list):

@@ -266,7 +266,7 @@ def _expected(names) -> str:
             words.add(f"'{n.lower()}'" if n not in ("TRUE", "FALSE", "NONE") else f"'{n.title()}'")
         else:
             words.add(n)
-    ordered = sorted(words)
+    ordered = sorted(words, key=lambda w: (w[1:2].isalpha(), w))  # punctuation first: usually the real answer
     if len(ordered) > 6:
         ordered = ordered[:6] + ["..."]
     return " or ".join(ordered) if ordered else "something else"
