@@ -1,0 +1,160 @@
+"""`netdsl run`: train or evaluate a model natively on an MNIST-family dataset.
+
+The training block supplies the defaults; flags override them. User mistakes
+(missing data, a model the dataset cannot feed, a bad weight file or
+checkpoint) are diagnostics with exit status 1, never tracebacks. A run
+stopped by SIGINT/SIGTERM exits 130/143 after writing its checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+_T_IMPORT = time.perf_counter()
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _lr(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (v > 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"the learning rate must be a positive number, got {text}")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="train or evaluate a model with the native executor",
+                       description="Train FILE natively on an MNIST-family dataset (the training block "
+                       "gives the defaults; flags override it), or evaluate saved weights with --eval-only.")
+    p.add_argument("file", metavar="FILE")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="NAME", help="dataset name (default: the training block's dataset)")
+    d.add_argument("--data-dir", metavar="DIR", help="where to look for NAME/ first (then $NETDSL_DATA, "
+                   "then ~/.cache/netdsl)")
+    d.add_argument("--download", action="store_true", help="fetch MNIST into --data-dir, $NETDSL_DATA or "
+                   "the cache dir if it is not there")
+    d.add_argument("--limit-train", type=_positive, metavar="N", help="train on the first N samples only")
+    d.add_argument("--limit-test", type=_positive, metavar="N", help="evaluate on the first N test samples")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=_nonneg, metavar="N")
+    t.add_argument("--batch-size", type=_positive, metavar="B")
+    t.add_argument("--lr", type=_lr, metavar="X", help="learning rate")
+    t.add_argument("--seed", type=_nonneg, metavar="S", help="seeds initialisation, shuffling and dropout "
+                   "(default 0); the same seed gives bit-identical runs")
+    t.add_argument("--threads", type=_positive, metavar="N", help="BLAS and numba threads "
+                   "(default: all cores)")
+    t.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar (it is shown only on a terminal anyway)")
+    w = p.add_argument_group("weights and checkpoints")
+    w.add_argument("--load", metavar="W.npz", help="start from these canonical weights")
+    w.add_argument("--save", metavar="W.npz", help="write the trained weights here")
+    w.add_argument("--eval-only", action="store_true", help="evaluate on the test set; no training")
+    w.add_argument("--checkpoint", metavar="PATH", help="write a checkpoint here every epoch (atomically)")
+    w.add_argument("--checkpoint-every", type=_positive, metavar="N", help="also every N steps")
+    w.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    from ..data import DataError
+
+    try:
+        return _run(args)
+    except DataError as e:
+        print(f"{args.file}: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
+    from .. import data as datamod
+    from ..errors import Diagnostic, NetdslError, NO_SPAN
+    from ..frontend import load
+    from . import train
+    from .weights import init_params, load_weights, save_weights
+
+    if (args.resume or args.checkpoint_every) and not args.checkpoint:
+        flag = "--resume" if args.resume else "--checkpoint-every"
+        print(f"netdsl run: error: {flag} needs --checkpoint PATH", file=sys.stderr)
+        return 2
+    if args.threads:
+        train.set_threads(args.threads)
+    graph = load(args.file)
+    tr = graph.training
+    name = args.data or (tr.dataset if tr else None)
+    if not name:
+        raise NetdslError(Diagnostic(
+            train.E_FEED, f"model {graph.name} names no dataset and none was given",
+            (tr.span if tr and tr.span else graph.span) or NO_SPAN,
+            "pass --data mnist (or write dataset = \"mnist\" in the train block)"))
+    if args.download:
+        if name != "mnist":
+            print(f"netdsl run: error: --download fetches only 'mnist', not {name!r}", file=sys.stderr)
+            return 2
+        root = args.data_dir or os.environ.get("NETDSL_DATA") or datamod.cache_dir()
+        if root is None:
+            raise DataError("--download: no place to put the data: pass --data-dir DIR or set NETDSL_DATA")
+        try:
+            datamod.find_dataset(name, args.data_dir)
+        except DataError:
+            datamod.download_mnist(root, log=lambda s: print(s, file=sys.stderr))
+    t0 = time.perf_counter()
+    dataset = datamod.load_mnist(name, args.data_dir)
+    t_data = time.perf_counter() - t0
+
+    opts = train.Options(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                         resume=args.resume, limit_train=args.limit_train, limit_test=args.limit_test,
+                         progress=args.progress)
+    seed = 0 if args.seed is None else args.seed
+    params = load_weights(args.load, graph) if args.load else init_params(graph, seed)
+    trainer = train.Trainer(graph, params, dataset, opts, dataset_name=name)
+
+    if args.resume:
+        if os.path.exists(args.checkpoint):
+            explicit = {k: getattr(args, a) for k, a in (("seed", "seed"), ("batch_size", "batch_size"),
+                                                        ("n_train", "limit_train"), ("lr", "lr"))
+                        if getattr(args, a) is not None}
+            trainer.load_checkpoint(args.checkpoint, explicit)
+            print(f"resuming from {args.checkpoint}: epoch {trainer.epoch + 1}, step {trainer.step}",
+                  file=sys.stderr)
+        else:
+            print(f"no checkpoint at {args.checkpoint} yet: starting from the beginning", file=sys.stderr)
+
+    if args.eval_only:
+        acc, correct, n = trainer.evaluate()
+        print(f"test accuracy: {100 * acc:.2f}% ({correct}/{n})", flush=True)
+        return 0
+    result = trainer.fit()
+    if os.environ.get("NETDSL_TIMING") and trainer.t_first_step is not None:
+        print(f"timing: first step began {trainer.t_first_step - _T_IMPORT:.3f} s after netdsl.exec.cli "
+              f"was imported ({t_data:.3f} s of it loading data)", file=sys.stderr)
+    if result.interrupted:
+        return 128 + int(result.signal or signal.SIGINT)
+    if args.save:
+        save_weights(args.save, trainer.ex.params)
+        print(f"weights saved to {args.save}", file=sys.stderr)
+    return 0
