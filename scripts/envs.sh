@@ -396,7 +396,7 @@ cntk_build_inner() {  # runs in its own bash process, set -e effective
 write_manifest() {
     local py; py=$(find_py311) || py=python3
     "$py" - "$VENVS" <<'EOF'
-import json, os, sys
+import json, os, re, sys
 venvs = sys.argv[1]
 def pins(name):
     out = {}
@@ -405,7 +405,7 @@ def pins(name):
             for line in f:
                 if "==" in line:
                     k, v = line.strip().split("==", 1)
-                    out[k.lower()] = v
+                    out[re.sub(r"[-_.]+", "-", k).lower()] = v  # PEP 503 name
     except OSError:
         pass
     return out
