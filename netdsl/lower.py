@@ -182,6 +182,7 @@ class Lowerer:
         self.block_stack: list[str] = []
         self.taken: set = set()  # layer and group names
         self.taken_nodes: set = set()  # value names (inputs and nodes)
+        self.counters: dict = {}
         self.assigned_at: dict = {}  # name -> span of its first assignment, for "used before defined"
         self.current_call: str | None = None
         self.calls = 0
@@ -200,11 +201,14 @@ class Lowerer:
 
     def fresh(self, base: str, taken: set | None = None, numbered: bool = False) -> str:
         taken = self.taken if taken is None else taken
-        k = 1
-        name = f"{base}_{k}" if numbered else base
+        # remember where each base's counter stopped, so naming n layers costs O(n), not O(n^2)
+        key = (id(taken), base)
+        k = self.counters.get(key, 1)
+        name = f"{base}_{k}" if numbered or k > 1 else base
         while name in taken:
             k += 1
             name = f"{base}_{k}"
+        self.counters[key] = k
         taken.add(name)
         return name
 
@@ -315,7 +319,10 @@ class Lowerer:
         env.vars[name] = tensor
 
     def _rename_uses(self, old: str, new: str):
-        for n in self.nodes:
+        # Only nodes made after the renamed one can read it; scan back to it, not the whole graph.
+        for n in reversed(self.nodes):
+            if n["name"] == new:
+                break
             n["inputs"] = [new if i == old else i for i in n["inputs"]]
 
     def exec_with(self, st: S.With, env: Env):
