@@ -323,7 +323,9 @@ class Trainer:
     def fit(self) -> Result:
         """Train from the current state to self.epochs; returns the Result."""
         self._write_header()
-        with _StopFlag() as stop:
+        # Overflow is reported once, as E702 naming the step and layer, not as
+        # a shower of numpy RuntimeWarnings before it.
+        with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore"):
             while self.epoch < self.epochs:
                 if self._run_epoch(stop):
                     return self._interrupted(stop.signum)
@@ -415,7 +417,14 @@ class Trainer:
         self.log(f"training {self.graph.name}: {len(self.x_train)} samples, batch {self.batch_size}, "
                  f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {tr.loss}, "
                  f"{tr.optimizer}({hyper}), seed {self.seed}"
-                 + (f", resuming at epoch {self.epoch + 1} step {self.step}" if self.epoch or self.step else ""))
+                 + self._resume_note())
+
+    def _resume_note(self) -> str:
+        if self.epoch >= self.epochs:
+            return f"; the checkpoint has finished all {self.epochs} epochs"
+        if self.epoch or self.step:
+            return f", resuming at epoch {self.epoch + 1} step {self.step}"
+        return ""
 
     # ------------------------------------------------------------ NaN / Inf
     def _where(self) -> str:
