@@ -37,7 +37,7 @@ class Target:
 
     def unsupported(self, graph: ir.Graph) -> list:
         diags = [
-            Diagnostic("E701", f"target '{self.name}' cannot express layer '{layer.name}' ({layer.kind})", layer.span or graph.span)
+            Diagnostic("E801", f"target '{self.name}' cannot express layer '{layer.name}' ({layer.kind})", layer.span or graph.span)
             for layer in graph.layers if layer.kind not in self.layers
         ]
         if self.check is not None:
@@ -71,7 +71,11 @@ def pyrepr(value) -> str:
     """A Python literal for a value: strings only ever reach generated code through repr."""
     if isinstance(value, float):
         return repr(float(value))
-    if isinstance(value, (str, int, bool)) or value is None:
+    if isinstance(value, str):
+        r = repr(value)
+        # "..." like hand-written code, whenever that spells the same string as repr's '...'
+        return f'"{value}"' if r == f"'{value}'" and '"' not in value else r
+    if isinstance(value, (int, bool)) or value is None:
         return repr(value)
     if isinstance(value, tuple):
         inner = ", ".join(pyrepr(v) for v in value)

@@ -1,0 +1,364 @@
+"""`netdsl conformance`: the same .net must compute the same function on every target.
+
+For each model and target column: generate the code, load the same seeded
+canonical weights into the real framework (in its own venv), run the same
+batch in inference mode, and compare with the native executor. Then, from the
+same weights and batch, take one plain-SGD step (dropout disabled) there and
+natively, and compare the exported weights. A cell whose framework cannot run
+here is "not run" with its reason, never "pass".
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import ir
+from .errors import NetdslError
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER = Path(__file__).resolve().parent / "conformance_driver.py"
+INFER_TOL = 1e-5  # x max(1, max|output|), float32
+STEP_TOL = 1e-4  # x max(1, max|weight|), on the weights after one SGD step
+STEP_LR = 0.1
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    target: str  # netdsl.emit target
+    python_env: str | None  # env var naming the interpreter; None: this one
+    default_python: str | None
+    env: dict = field(default_factory=dict)
+
+    def python(self) -> tuple[str | None, str]:
+        """The interpreter for this column, or None and the reason it cannot run here."""
+        if self.python_env is None:
+            return sys.executable, ""
+        path = os.environ.get(self.python_env)
+        if path is None:
+            path = str(ROOT / self.default_python)
+        if not path:
+            return None, os.environ.get("NETDSL_CNTK_UNAVAILABLE", f"{self.python_env} is empty")
+        if not os.path.exists(path):
+            return None, f"{path} does not exist (run scripts/setup.sh)"
+        return path, ""
+
+
+COLUMNS = [
+    Column("pytorch", "pytorch", None, None),
+    Column("keras/torch", "keras", None, None, {"KERAS_BACKEND": "torch"}),
+    Column("keras/tensorflow", "keras", None, None, {"KERAS_BACKEND": "tensorflow"}),
+    Column("tf-estimator", "tf-estimator", "NETDSL_LEGACY_PYTHON", ".venvs/legacy/bin/python"),
+    Column("gluon", "gluon", "NETDSL_LEGACY_PYTHON", ".venvs/legacy/bin/python"),
+    Column("cntk", "cntk", "NETDSL_CNTK_PYTHON", ".venvs/cntk/bin/python-cntk"),
+]
+
+
+@dataclass
+class Cell:
+    status: str  # pass, FAIL, not run, unsupported
+    abs_diff: float | None = None
+    rel_diff: float | None = None
+    step_diff: float | None = None
+    step_status: str = ""
+    reason: str = ""
+
+    def short(self) -> str:
+        if self.status in ("pass", "FAIL"):
+            step = f" step {self.step_status} {self.step_diff:.1e}" if self.step_diff is not None else (
+                f" step {self.step_status}" if self.step_status else "")
+            return f"{self.status} {self.abs_diff:.1e}{step}"
+        return self.status
+
+
+# ------------------------------------------------------------------ inputs
+def conformance_params(graph: ir.Graph, seed: int) -> dict:
+    """Seeded weights in which every parameter matters: no zero biases, no identity BatchNorm."""
+    from .exec.weights import init_params
+
+    params = init_params(graph, seed)
+    rng = np.random.default_rng(seed + 1)
+    for p in graph.params():
+        short = p.name.rsplit(".", 1)[1]
+        if short in ("b", "bias"):
+            params[p.name] = rng.uniform(-0.3, 0.3, p.shape).astype(np.float32)
+        elif short == "scale":
+            params[p.name] = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
+        elif short == "running_mean":
+            params[p.name] = rng.uniform(-0.5, 0.5, p.shape).astype(np.float32)
+        elif short == "running_var":
+            params[p.name] = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
+    return params
+
+
+def batch_for(graph: ir.Graph, seed: int, n: int = 3, steps: int = 5) -> dict:
+    rng = np.random.default_rng(seed + 2)
+    rescaled = {node.inputs[0] for node in graph.nodes if graph.layer(node.layer).kind == "Rescale"}
+    out = {}
+    for inp in graph.inputs:
+        t = inp.type
+        shape = tuple(n if d is None else d for d in t.batch_shape(n))
+        shape = tuple(steps if d is None else d for d in shape)
+        if t.vocab is not None:
+            out[inp.name] = rng.integers(0, t.vocab, shape).astype(np.int64)
+        elif inp.name in rescaled:
+            out[inp.name] = rng.uniform(0, 255, shape).astype(np.float32)
+        else:
+            out[inp.name] = rng.uniform(-1, 1, shape).astype(np.float32)
+    return out
+
+
+def step_graph(graph: ir.Graph) -> ir.Graph:
+    """The graph for the one-step check: plain SGD, dropout off (masks are random per framework)."""
+    layers = tuple(l.with_attrs(rate=0.0) if l.kind == "Dropout" else l for l in graph.layers)
+    training = graph.training or ir.Training()
+    training = replace(training, optimizer="SGD",
+                       optimizer_attrs=(("lr", STEP_LR), ("momentum", 0.0), ("nesterov", False)))
+    return replace(graph, layers=layers, training=training)
+
+
+def targets_for(graph: ir.Graph, outputs: dict, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed + 3)
+    first = outputs[graph.outputs[0]]
+    loss = (graph.training or ir.Training()).loss
+    if loss == "cross_entropy_with_softmax":
+        return rng.integers(0, first.shape[-1], first.shape[:-1]).astype(np.int64)
+    return rng.uniform(-1, 1, first.shape).astype(np.float32)
+
+
+# ------------------------------------------------------------------ native
+def native_predict(graph: ir.Graph, params: dict, inputs: dict) -> dict:
+    from .exec.graph import Executor
+
+    return Executor(graph, params).forward(inputs, training=False)
+
+
+def native_step(graph: ir.Graph, params: dict, inputs: dict, targets: np.ndarray) -> dict:
+    from .exec import losses
+    from .exec.graph import Executor
+
+    ex = Executor(graph, {k: v.copy() for k, v in params.items()})
+    outs = ex.forward(inputs, training=True, rng=np.random.default_rng(0))
+    first = graph.outputs[0]
+    if graph.training.loss == "cross_entropy_with_softmax":
+        _, grad = losses.softmax_cross_entropy(outs[first], targets)
+    else:
+        _, grad = losses.mse(outs[first], targets)
+    grads = ex.backward({first: grad})
+    new = {k: v.copy() for k, v in ex.params.items()}
+    for name, g in grads.items():
+        new[name] = new[name] - np.float32(STEP_LR) * g
+    return new
+
+
+# ------------------------------------------------------------------ running
+def max_diffs(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if ref.shape != got.shape:
+        return float("inf"), float("inf")
+    diff = np.abs(ref - got)
+    abs_diff = float(diff.max()) if diff.size else 0.0
+    rel = float((diff / np.maximum(np.abs(ref), 1e-6)).max()) if diff.size else 0.0
+    return abs_diff, rel
+
+
+def scale_of(arrays) -> float:
+    return max([1.0] + [float(np.abs(a).max()) for a in arrays if np.asarray(a).size])
+
+
+def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = True, workdir: str | None = None,
+        log=print) -> dict:
+    """Returns {(model, column name): Cell}."""
+    from .emit.base import emit
+    from .exec.weights import save_weights
+    from .frontend import load
+
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="netdsl-conformance-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    cells: dict = {}
+    prepared = {}
+    for path in models:
+        graph = load(path)
+        stem = Path(path).stem
+        params = conformance_params(graph, seed)
+        inputs = batch_for(graph, seed)
+        ref = native_predict(graph, params, inputs)
+        sgraph = step_graph(graph)
+        targets = targets_for(sgraph, ref, seed)
+        stepped = native_step(sgraph, params, inputs, targets) if step else None
+        save_weights(tmp / f"{stem}.weights.npz", params)
+        np.savez(tmp / f"{stem}.inputs.npz", **inputs)
+        np.savez(tmp / f"{stem}.targets.npz", targets=targets)
+        prepared[path] = (graph, sgraph, ref, stepped, stem)
+    for col in columns:
+        python, why = col.python()
+        jobs = []
+        for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
+            if python is None:
+                cells[(path, col.name)] = Cell("not run", reason=why)
+                continue
+            try:
+                code = emit(graph, col.target)
+                step_code = emit(sgraph, col.target) if step else None
+            except ModuleNotFoundError:
+                cells[(path, col.name)] = Cell("not run", reason=f"target {col.target} is not implemented")
+                continue
+            except NetdslError as e:
+                cells[(path, col.name)] = Cell("unsupported", reason="; ".join(d.message for d in e.diagnostics))
+                continue
+            tag = col.name.replace("/", "_")
+            module = tmp / f"{stem}_{tag}.py"
+            module.write_text(code)
+            jobs.append({"id": path, "module": str(module), "inputs": str(tmp / f"{stem}.inputs.npz"),
+                         "predict_weights": str(tmp / f"{stem}.weights.npz"),
+                         "outputs": str(tmp / f"{stem}_{tag}.outputs.npz")})
+            if step:
+                smodule = tmp / f"{stem}_{tag}_step.py"
+                smodule.write_text(step_code)
+                jobs.append({"id": path + "#step", "module": str(smodule), "inputs": str(tmp / f"{stem}.inputs.npz"),
+                             "step_weights": str(tmp / f"{stem}.weights.npz"),
+                             "targets": str(tmp / f"{stem}.targets.npz"),
+                             "stepped": str(tmp / f"{stem}_{tag}.stepped.npz")})
+        if not jobs:
+            continue
+        results = run_driver(python, col, jobs, tmp, log)
+        for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
+            if (path, col.name) in cells:
+                continue
+            tag = col.name.replace("/", "_")
+            res = results.get(path)
+            if res is None or not res.get("ok"):
+                reason = (res or {}).get("error", "the driver did not report this job").strip().splitlines()
+                cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason[-1] if reason else "")
+                continue
+            got = dict(np.load(tmp / f"{stem}_{tag}.outputs.npz", allow_pickle=False))
+            worst_abs, worst_rel = 0.0, 0.0
+            for name, r in ref.items():
+                a, rl = max_diffs(r, got.get(name, np.zeros(0)))
+                worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rl)
+            ok = worst_abs <= INFER_TOL * scale_of(ref.values())
+            cell = Cell("pass" if ok else "FAIL", worst_abs, worst_rel)
+            if step:
+                sres = results.get(path + "#step")
+                if sres is None or not sres.get("ok"):
+                    cell.step_status = "FAIL"
+                    err = (sres or {}).get("error", "no result").strip().splitlines()
+                    cell.reason = "step: " + (err[-1] if err else "")
+                    cell.status = "FAIL"
+                else:
+                    mine = dict(np.load(tmp / f"{stem}_{tag}.stepped.npz", allow_pickle=False))
+                    worst = 0.0
+                    for name, w in stepped.items():
+                        a, _ = max_diffs(w, mine.get(name, np.zeros(0)))
+                        worst = max(worst, a / scale_of([w]))
+                    cell.step_diff = worst
+                    cell.step_status = "pass" if worst <= STEP_TOL else "FAIL"
+                    if worst > STEP_TOL:
+                        cell.status = "FAIL"
+            cells[(path, col.name)] = cell
+    return cells
+
+
+def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
+    tag = col.name.replace("/", "_")
+    jobs_path, results_path = tmp / f"jobs_{tag}.json", tmp / f"results_{tag}.json"
+    jobs_path.write_text(json.dumps(jobs, indent=1))
+    env = dict(os.environ, **col.env)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("KERAS_HOME", str(tmp / "keras-home"))
+    log(f"[conformance] {col.name}: {len(jobs)} jobs in {python}")
+    proc = subprocess.run([python, str(DRIVER), str(jobs_path), str(results_path)], env=env,
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        log(f"[conformance] {col.name}: driver exited {proc.returncode}: {proc.stderr[-2000:]}")
+    try:
+        results = json.loads(results_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {r["id"]: r for r in results}
+
+
+# ------------------------------------------------------------------ reporting
+def matrix_text(models: list[str], columns: list[Column], cells: dict) -> str:
+    names = [Path(m).stem for m in models]
+    w0 = max(len(n) for n in names) + 2
+    widths = [max(len(c.name), max(len(cells[(m, c.name)].short()) for m in models)) + 2 for c in columns]
+    lines = ["".ljust(w0) + "".join(c.name.ljust(w) for c, w in zip(columns, widths))]
+    for m, n in zip(models, names):
+        lines.append(n.ljust(w0) + "".join(cells[(m, c.name)].short().ljust(w) for c, w in zip(columns, widths)))
+    return "\n".join(lines)
+
+
+def matrix_markdown(models: list[str], columns: list[Column], cells: dict, command: str) -> str:
+    out = ["# Conformance", "",
+           "Generated by `" + command + "`; do not edit.", "",
+           f"Each cell: the same seeded canonical weights and the same batch (3 samples; sequences of 5 steps) in "
+           f"inference mode on the target's real framework, against netdsl's native executor. "
+           f"**Inference** passes when max |diff| <= {INFER_TOL:g} x max(1, max |output|) (float32). "
+           f"**Step**: one plain-SGD step (lr {STEP_LR}, dropout off) from the same weights and batch; passes when "
+           f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step.", "",
+           "| model | " + " | ".join(c.name for c in columns) + " |",
+           "|---|" + "---|" * len(columns)]
+    notes = []
+    for m in models:
+        row = []
+        for c in columns:
+            cell = cells[(m, c.name)]
+            if cell.status in ("pass", "FAIL"):
+                txt = f"{cell.status}: abs {cell.abs_diff:.1e}, rel {cell.rel_diff:.1e}"
+                if cell.step_diff is not None:
+                    txt += f"; step {cell.step_status} {cell.step_diff:.1e}"
+                elif cell.step_status:
+                    txt += f"; step {cell.step_status}"
+                if cell.reason:
+                    notes.append(f"- {Path(m).stem} on {c.name}: {cell.reason}")
+            else:
+                txt = f"{cell.status}: {cell.reason}" if cell.status == "unsupported" else f"not run: {cell.reason}"
+            row.append(txt.replace("|", "\\|"))
+        out.append(f"| {Path(m).stem} | " + " | ".join(row) + " |")
+    if notes:
+        out += ["", "## Failures", ""] + notes
+    return "\n".join(out) + "\n"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("conformance", help="compare every target with the native executor, numerically")
+    p.add_argument("files", nargs="*", metavar="FILE", help="models (default: models/*.net)")
+    p.add_argument("--targets", help="comma-separated columns: " + ",".join(c.name for c in COLUMNS))
+    p.add_argument("--no-step", action="store_true", help="skip the one-SGD-step comparison")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--doc", metavar="PATH", help="also write the matrix as markdown (e.g. docs/conformance.md)")
+    p.add_argument("--workdir", metavar="DIR", help="keep generated code and arrays here")
+    p.set_defaults(func=cmd_conformance)
+
+
+def cmd_conformance(args) -> int:
+    files = args.files or sorted(str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
+                                 for p in (ROOT / "models").glob("*.net"))
+    columns = COLUMNS
+    if args.targets:
+        wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+        unknown = [t for t in wanted if t not in {c.name for c in COLUMNS}]
+        if unknown:
+            print(f"netdsl conformance: error: unknown target(s) {', '.join(unknown)}; "
+                  f"choose from {', '.join(c.name for c in COLUMNS)}", file=sys.stderr)
+            return 2
+        columns = [c for c in COLUMNS if c.name in wanted]
+    cells = run(files, columns, seed=args.seed, step=not args.no_step, workdir=args.workdir,
+                log=lambda m: print(m, file=sys.stderr))
+    print(matrix_text(files, columns, cells))
+    for (m, c), cell in sorted(cells.items()):
+        if cell.reason and cell.status != "pass":
+            print(f"{Path(m).stem} / {c}: {cell.status}: {cell.reason}", file=sys.stderr)
+    if args.doc:
+        command = "netdsl conformance" + (f" --targets {args.targets}" if args.targets else "") + f" --doc {args.doc}"
+        Path(args.doc).write_text(matrix_markdown(files, columns, cells, command))
+    failed = [k for k, c in cells.items() if c.status == "FAIL"]
+    return 1 if failed else 0
