@@ -267,7 +267,7 @@ def _result(run_target, target, model):
     return cases[model], res
 
 
-TARGETS = ["gluon"]
+TARGETS = ["gluon", "tf-estimator"]
 
 
 def _close(a, b):
