@@ -1,0 +1,550 @@
+"""Helpers shared by every emitter: graph lookups, Python-safe naming, code
+fragments built from checked pieces, a topological walk that assigns local
+variables, and the conversion tables that do not depend on one framework.
+
+Nothing here imports a framework: the compiler must run where only netdsl is
+installed. Everything that reaches generated code is either an identifier
+checked by base.ident, a literal made by base.pyrepr, or code text built here
+from those two (the Code type marks such text).
+"""
+from __future__ import annotations
+
+import builtins
+import keyword
+import math
+import re
+from dataclasses import dataclass, field
+
+from .. import ir
+from ..errors import Diagnostic
+from .base import EmitBug, ident, pyrepr
+
+# ------------------------------------------------------------------ code text
+
+
+class Code(str):
+    """Python source built by netdsl from checked pieces; inserted verbatim, never through repr."""
+
+
+def lit(value) -> str:
+    """A value as Python source: Code passes through, anything else becomes a literal."""
+    if isinstance(value, Code):
+        return str(value)
+    return pyrepr(value)
+
+
+def dotted(name: str) -> str:
+    """A dotted reference such as nn.Conv2d or self.cnn: every part must be an identifier."""
+    for part in name.split("."):
+        ident(part)
+    return name
+
+
+def call(func: str, *args, **kwargs) -> Code:
+    """`func(args..., key=value...)` with every argument made by lit(); keywords keep their order."""
+    parts = [lit(a) for a in args]
+    parts += [f"{ident(k)}={lit(v)}" for k, v in kwargs.items()]
+    return Code(f"{dotted(func)}({', '.join(parts)})")
+
+
+def wrap_call(code: str, indent: int, width: int = 110) -> list:
+    """Split one long line `lhs = f(a, b, c)tail` into one argument per line when it exceeds width.
+
+    Splits at the top-level commas of the first call on the line; what
+    follows its closing parenthesis (e.g. `(x)` when a layer is built and
+    applied at once) stays on the last line.
+    """
+    if indent + len(code) <= width or "(" not in code:
+        return [code]
+    open_at = code.index("(")
+    args, depth, start, quote, close_at = [], 0, open_at + 1, None, None
+    for i in range(open_at, len(code)):
+        ch = code[i]
+        if quote:
+            if ch == quote and code[i - 1] != "\\":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+            if depth == 0:
+                close_at = i
+                break
+        elif ch == "," and depth == 1:
+            args.append(code[start:i].strip())
+            start = i + 1
+    if close_at is None:
+        return [code]
+    args.append(code[start:close_at].strip())
+    return [code[:open_at + 1]] + [f"    {a}," for a in args if a] + [")" + code[close_at + 1:]]
+
+
+def number(value) -> str:
+    """A float literal, or `1 / n` when the value is exactly the reciprocal of a small integer."""
+    if isinstance(value, float) and 0 < value < 1:
+        n = round(1 / value)
+        if 1 < n <= 1_000_000 and 1 / n == value:
+            return f"1 / {n}"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return repr(value)
+    return pyrepr(value)
+
+
+def int_or_pair(pair) -> object:
+    """(3, 3) -> 3; (3, 5) stays a pair: how people write square kernels and strides."""
+    pair = tuple(pair)
+    return pair[0] if len(set(pair)) == 1 else pair
+
+
+# --------------------------------------------------------------------- naming
+PY_KEYWORDS = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", ()))
+BUILTINS = frozenset(dir(builtins))
+
+
+class Names:
+    """Allocates unique, Python-safe identifiers in one scope.
+
+    A name the .net file chose is kept as it is whenever that is safe; when it
+    would shadow something the generated code uses in the same scope (a module,
+    a helper, a keyword) it gets a trailing underscore, then a number.
+    """
+
+    def __init__(self, reserved=(), builtins_reserved: bool = False):
+        self.taken = set(PY_KEYWORDS) | set(reserved)
+        if builtins_reserved:
+            self.taken |= BUILTINS
+        self.given: dict = {}
+
+    def reserve(self, *names: str) -> None:
+        self.taken.update(names)
+
+    def claim(self, name: str) -> str:
+        """A fresh identifier based on name; records it as taken."""
+        ident(name)
+        candidate = name
+        if candidate in self.taken:
+            candidate = name + "_"
+            n = 2
+            while candidate in self.taken:
+                candidate = f"{name}_{n}"
+                n += 1
+        self.taken.add(candidate)
+        return candidate
+
+    def of(self, key: str, base: str | None = None) -> str:
+        """The identifier for key, claimed on first use (base defaults to key)."""
+        if key not in self.given:
+            self.given[key] = self.claim(base or key)
+        return self.given[key]
+
+
+def class_name(name: str, taken=()) -> str:
+    """The model's class name: its netdsl name unless that clashes with a module-level name."""
+    ident(name)
+    return name + "Model" if name in taken or name in PY_KEYWORDS or name in BUILTINS else name
+
+
+def auto_named(node: ir.Node) -> bool:
+    """True when the value's name was made up by netdsl (the layer's name, maybe numbered), not by the user."""
+    return node.name == node.layer or re.fullmatch(re.escape(node.layer) + r"_\d+", node.name) is not None
+
+
+# ---------------------------------------------------------------- graph index
+@dataclass
+class GraphIndex:
+    """Dictionary lookups over a Graph (its own lookups scan lists)."""
+
+    graph: ir.Graph
+    layers: dict = field(default_factory=dict)  # name -> Layer
+    types: dict = field(default_factory=dict)  # value name -> TensorType
+    producer: dict = field(default_factory=dict)  # value name -> Node (inputs have none)
+    applications: dict = field(default_factory=dict)  # layer name -> [Node]
+    consumers: dict = field(default_factory=dict)  # value name -> [Node], once per use
+    groups: dict = field(default_factory=dict)  # name -> Group
+    outputs: frozenset = frozenset()
+    inputs: tuple = ()  # input names
+
+    @classmethod
+    def build(cls, graph: ir.Graph) -> "GraphIndex":
+        g = cls(graph)
+        g.layers = {layer.name: layer for layer in graph.layers}
+        g.inputs = tuple(i.name for i in graph.inputs)
+        for i in graph.inputs:
+            g.types[i.name] = i.type
+            g.consumers[i.name] = []
+        for n in graph.nodes:
+            g.types[n.name] = n.type
+            g.producer[n.name] = n
+            g.consumers.setdefault(n.name, [])
+            g.applications.setdefault(n.layer, []).append(n)
+            for v in n.inputs:
+                g.consumers.setdefault(v, []).append(n)
+        g.groups = {gr.name: gr for gr in graph.groups}
+        g.outputs = frozenset(graph.outputs)
+        return g
+
+    def input_types(self, node: ir.Node) -> list:
+        return [self.types[v] for v in node.inputs]
+
+    def first_input_type(self, layer: ir.Layer) -> ir.TensorType | None:
+        apps = self.applications.get(layer.name)
+        return self.types[apps[0].inputs[0]] if apps and apps[0].inputs else None
+
+    def shared(self, layer_name: str) -> bool:
+        return len(self.applications.get(layer_name, ())) > 1
+
+    def group_layers(self, name: str) -> list:
+        """The layer names of a group, nested groups expanded, in order."""
+        out = []
+        for m in self.groups[name].members:
+            out.extend(self.group_layers(m) if m in self.groups else [m])
+        return out
+
+
+_INDEX: list = [None, None]
+
+
+def index(graph: ir.Graph) -> GraphIndex:
+    """The GraphIndex of the graph being emitted (one cached: emitters ask for it once per layer)."""
+    if _INDEX[0] is not graph:
+        _INDEX[0], _INDEX[1] = graph, GraphIndex.build(graph)
+    return _INDEX[1]
+
+
+# ---------------------------------------------------------------- type helpers
+def is_image(t: ir.TensorType) -> bool:
+    """An image sample (C, H, W): the only values whose layout differs between NCHW and NHWC targets."""
+    return not t.seq and t.vocab is None and len(t.shape) == 3
+
+
+def is_ids(t: ir.TensorType) -> bool:
+    return t.vocab is not None
+
+
+def batch_shape(t: ir.TensorType) -> tuple:
+    """The canonical batch shape, None for the batch and for unknown sequence lengths."""
+    return t.batch_shape(None)
+
+
+def feature_axis(t: ir.TensorType) -> int:
+    """The canonical axis that splice joins and softmax normalises: channels of images, else the features."""
+    if is_image(t):
+        return 1
+    return -1 if len(t.shape) == 1 else (2 if t.seq else 1)
+
+
+def sample_size(t: ir.TensorType) -> int:
+    return math.prod(t.shape)
+
+
+# ---------------------------------------------------------------------- pads
+@dataclass(frozen=True)
+class Pads:
+    """Explicit ((top, bottom), (left, right)) pads, with the forms frameworks want."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def of(cls, pads) -> "Pads":
+        (t, b), (l, r) = pads
+        return cls(t, b, l, r)
+
+    @property
+    def zero(self) -> bool:
+        return not (self.top or self.bottom or self.left or self.right)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.top == self.bottom and self.left == self.right
+
+    @property
+    def pair(self):
+        """(pad_h, pad_w) when symmetric, a single int when all four agree (PyTorch's padding=)."""
+        return int_or_pair((self.top, self.left))
+
+    @property
+    def ltrb(self) -> tuple:
+        """(left, right, top, bottom): torch.nn.functional.pad's order for the last two axes."""
+        return (self.left, self.right, self.top, self.bottom)
+
+    @property
+    def keras(self):
+        """ZeroPadding2D's argument: an int, (sym_h, sym_w), or ((top, bottom), (left, right))."""
+        if self.symmetric:
+            return int_or_pair((self.top, self.left))
+        return ((self.top, self.bottom), (self.left, self.right))
+
+
+def same_is_exact(pads: Pads, window, strides) -> bool:
+    """True when a framework's padding="same" is exactly these pads: stride 1, odd window, (k-1)/2 each side.
+
+    (TF/Keras "same" agrees with netdsl in more cases, but this is the one
+    every backend implements the same way, so it is the only one we rely on.)
+    """
+    kh, kw = window
+    return (tuple(strides) == (1, 1) and kh % 2 == 1 and kw % 2 == 1
+            and (pads.top, pads.bottom, pads.left, pads.right) == ((kh - 1) // 2, (kh - 1) // 2, (kw - 1) // 2, (kw - 1) // 2))
+
+
+# ---------------------------------------------------------------- initialisers
+_INIT = re.compile(r"^(glorot_uniform|glorot_normal|he_uniform|he_normal|zeros|ones)$|^(uniform|normal|constant)\((.+)\)$")
+
+
+def parse_init(init: str) -> tuple:
+    """'uniform(0.1)' -> ('uniform', 0.1); 'constant(0.0)' -> ('zeros', None); 'he_normal' -> ('he_normal', None)."""
+    m = _INIT.match(init)
+    if not m:
+        raise EmitBug(f"unknown initialiser {init!r}")
+    if m.group(1):
+        return m.group(1), None
+    kind, arg = m.group(2), float(m.group(3))
+    if kind == "constant" and arg == 0.0:
+        return "zeros", None
+    if kind == "constant" and arg == 1.0:
+        return "ones", None
+    return kind, arg
+
+
+def check_inits(graph: ir.Graph, target: str) -> list:
+    out = []
+    for layer in graph.layers:
+        for p in layer.params:
+            try:
+                parse_init(p.init)
+            except EmitBug:
+                out.append(Diagnostic("E702", f"target '{target}' has no initialiser {p.init!r} (parameter {p.name})",
+                                      layer.span or graph.span))
+    return out
+
+
+# ------------------------------------------------------------------- training
+def training_dict(graph: ir.Graph) -> dict:
+    """The training block as a flat dict: loss, optimizer and its attributes, batch size, ..."""
+    t = graph.training or ir.Training()
+    out = {"dataset": t.dataset, "loss": t.loss, "optimizer": t.optimizer}
+    out.update(sorted(t.optimizer_attrs))
+    out.update({"batch_size": t.batch_size, "epochs": t.epochs, "metrics": list(t.metrics)})
+    return out
+
+
+MNIST_FEATURES = {  # input sample type -> how an MNIST batch (N, 28, 28) of uint8 is shaped for it
+    ((1, 28, 28), False): (-1, 1, 28, 28),
+    ((784,), False): (-1, 784),
+    ((28,), True): (-1, 28, 28),
+}
+
+
+def dataset_plan(graph: ir.Graph) -> dict:
+    """How main() feeds the dataset: {'ok': bool, 'reason': str, 'reshape': tuple, 'one_hot': bool, 'classes': int}.
+
+    A model that cannot train on its dataset still compiles; its main() exits
+    with the reason.
+    """
+    t = graph.training
+    idx = index(graph)
+    plan = {"ok": False, "reason": "", "reshape": (-1,), "one_hot": False, "classes": 10}
+    if t is None or t.dataset is None:
+        plan["reason"] = "the training block of this model names no dataset; train it with train_step() from your own loop"
+        return plan
+    if t.dataset != "mnist":
+        plan["reason"] = f"main() can only read MNIST, not {t.dataset!r}"
+        return plan
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        plan["reason"] = "main() can only train a model with one input and one output on MNIST"
+        return plan
+    inp = graph.inputs[0].type
+    key = (tuple(inp.shape), inp.seq)
+    if inp.vocab is not None or key not in MNIST_FEATURES or (inp.seq and inp.length not in (None, 28)):
+        plan["reason"] = f"MNIST images do not fit the input {graph.inputs[0].name}: {inp.describe()}"
+        return plan
+    out = idx.types[graph.outputs[0]]
+    if out.seq or tuple(out.shape) != (10,):
+        plan["reason"] = f"MNIST has 10 classes but the output {graph.outputs[0]} is {out.describe()}"
+        return plan
+    plan.update(ok=True, reshape=MNIST_FEATURES[key], one_hot=t.loss == "squared_error")
+    return plan
+
+
+# ---------------------------------------------------------- the forward walk
+@dataclass
+class Step:
+    """One statement of a forward pass: a node, or a chain of nodes a target emits as one call.
+
+    `inputs` are value names; `output` is the value it defines; `nodes` the IR
+    nodes it stands for (the last one defines the output).
+    """
+
+    nodes: tuple
+    inputs: tuple
+    output: str
+    alias: bool = False  # the output is the input itself (e.g. Flatten of a vector): no statement
+    payload: object = None  # whatever the target wants to remember
+
+    @property
+    def node(self) -> ir.Node:
+        return self.nodes[-1]
+
+
+def node_steps(graph: ir.Graph) -> list:
+    """The nodes in topological order, one Step each (the IR keeps nodes in source order, a topological order)."""
+    seen = {i.name for i in graph.inputs}
+    steps = []
+    for n in graph.nodes:
+        missing = [v for v in n.inputs if v not in seen]
+        if missing:
+            raise EmitBug(f"node {n.name} reads {missing} before they are defined")
+        seen.add(n.name)
+        steps.append(Step((n,), tuple(n.inputs), n.name))
+    return steps
+
+
+def collapse_chains(graph: ir.Graph, steps: list, chains: list) -> list:
+    """Replace each chain (a list of consecutive node names) by one Step with the chain's input and output.
+
+    Chains come from group_chains(); a chain's nodes must be consecutive in the
+    walk so that the merged step is still in topological order.
+    """
+    first = {c[0]: c for c in chains}
+    members = {name for c in chains for name in c}
+    out, i = [], 0
+    by_output = {s.output: s for s in steps}
+    while i < len(steps):
+        s = steps[i]
+        if s.output in first:
+            chain = first[s.output]
+            nodes = tuple(by_output[name].node for name in chain)
+            out.append(Step(nodes, s.inputs, chain[-1]))
+            i += len(chain)
+            continue
+        if s.output in members:
+            raise EmitBug(f"chain member {s.output} out of order")
+        out.append(s)
+        i += 1
+    return out
+
+
+def group_chains(graph: ir.Graph, chainable) -> dict:
+    """The groups a target can emit as one sequential container, with the node chains that apply them.
+
+    Walks groups from the top: a group qualifies when every application of it
+    is a straight chain of single-input nodes over exactly its layers (in
+    order), whose intermediate values nobody else reads, its layers are used
+    nowhere else, and chainable(node) accepts every node. A group that does
+    not qualify is split into its member groups. Returns {group name: [chain
+    of node names per application]}.
+    """
+    idx = index(graph)
+    result = {}
+
+    def calls_of(layer_names):
+        """node chains, one per application, or None."""
+        wanted = set(layer_names)
+        by_call: dict = {}
+        for n in graph.nodes:
+            if n.layer in wanted:
+                by_call.setdefault(n.call, []).append(n)
+        chains = []
+        for call_id, nodes in by_call.items():
+            if call_id is None or [n.layer for n in nodes] != list(layer_names):
+                return None
+            for a, b in zip(nodes, nodes[1:]):
+                if b.inputs != (a.name,) or len(idx.consumers[a.name]) != 1 or a.name in idx.outputs:
+                    return None
+            if len(nodes[0].inputs) != 1 or not all(chainable(n) for n in nodes):
+                return None
+            chains.append([n.name for n in nodes])
+        return chains or None
+
+    def visit(name):
+        layer_names = idx.group_layers(name)
+        chains = calls_of(layer_names) if layer_names else None
+        if chains is not None and _consecutive(graph, chains):
+            result[name] = chains
+            return
+        for m in idx.groups[name].members:
+            if m in idx.groups:
+                visit(m)
+
+    for gr in graph.groups:
+        if gr.parent is None:
+            visit(gr.name)
+    return result
+
+
+def _consecutive(graph: ir.Graph, chains: list) -> bool:
+    pos = {n.name: i for i, n in enumerate(graph.nodes)}
+    return all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in chains)
+
+
+def assign_locals(graph: ir.Graph, steps: list, names: Names, chain_var: str = "x") -> dict:
+    """Choose the local variable of every value the steps read or write.
+
+    Inputs keep their names. A value the user did not name, read exactly once
+    and by the very next step, and not an output, flows through one chain
+    variable (`x = self.conv(x)`), the way people write forward passes; every
+    other value gets its own name. Aliases (steps that are no-ops) share their
+    input's variable. Returns {value name: local}.
+    """
+    idx = index(graph)
+    local = {}
+    for name in idx.inputs:
+        local[name] = names.of(name)
+    chain = None
+    for i, s in enumerate(steps):
+        if s.alias:
+            local[s.output] = local[s.inputs[0]]
+            continue
+        uses = idx.consumers[s.output]
+        nxt = steps[i + 1] if i + 1 < len(steps) else None
+        # the value's only reader must be the next step, and it must not be an alias (which would re-export x)
+        flows_on = (auto_named(s.node) and s.output not in idx.outputs and len(uses) == 1 and nxt is not None
+                    and not nxt.alias and uses[0] in nxt.nodes and uses[0] is nxt.nodes[0])
+        if flows_on:
+            if chain is None:
+                chain = names.of("\0chain", chain_var)
+            local[s.output] = chain
+        else:
+            local[s.output] = names.of(s.output)
+    return local
+
+
+# --------------------------------------------------------------- activations
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
+
+
+def check_activations(graph: ir.Graph, target: str) -> list:
+    out = []
+    for layer in graph.layers:
+        act = layer.attr("activation")
+        if act is not None and act not in ACTIVATIONS:
+            out.append(Diagnostic("E702", f"target '{target}' has no activation {act!r} (layer {layer.name})",
+                                  layer.span or graph.span))
+    return out
+
+
+def check_shapes(graph: ir.Graph, target: str) -> list:
+    """Layer/type combinations the framework targets cannot express (reported, never emitted wrongly)."""
+    idx = index(graph)
+    out = []
+    for n in graph.nodes:
+        layer = idx.layers[n.layer]
+        ins = idx.input_types(n)
+        t = ins[0] if ins else None
+        bad = None
+        if layer.kind == "BatchNormalization" and t is not None and not (is_image(t) or len(t.shape) == 1):
+            bad = f"BatchNormalization of {t.describe()} (only images, vectors and sequences of vectors)"
+        elif layer.kind == "Embedding" and t is not None and t.shape != ():
+            bad = f"Embedding of {t.describe()}"
+        if bad:
+            out.append(Diagnostic("E702", f"target '{target}' cannot express {bad}", n.span or layer.span or graph.span))
+    return out
+
+
+def view_lines(text: str) -> list:
+    """Split a multi-line code block into lines for a template to indent."""
+    return text.split("\n")

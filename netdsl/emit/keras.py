@@ -1,0 +1,626 @@
+"""The Keras 3 target: keras.Sequential for plain stacks, the functional API otherwise.
+
+Inside Keras images are channels_last (NHWC), so the generated module
+converts at its edges: predict/train_step take and return canonical arrays,
+and load/export_netdsl_weights convert the weights (Dense kernels transposed,
+OIHW -> HWIO, and a Dense after an NHWC flatten gets its input rows reordered).
+
+Per layer kind, a function lists the Keras layers a netdsl layer becomes and
+where its weights go; context() decides what the per-layer functions cannot
+see: flatten order, LSTM + select_last fusion, sharing, Sequential or not.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import ir
+from . import common as C
+from .base import EmitBug, Target, ident
+from .common import Code, call, lit
+
+MODULE_NAMES = ("argparse", "gzip", "os", "struct", "keras", "layers", "ops", "np", "MODEL_NAME", "INPUTS",
+                "OUTPUTS", "TRAINING", "WEIGHTS", "NegInfPadding2D", "AveragePooling2DExcludePad",
+                "TorchBatchNormalization", "TorchAdam", "build_model", "find_layer", "to_keras_layout",
+                "to_netdsl_layout", "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights",
+                "keras_inputs", "keras_targets", "from_keras", "predict", "make_trainer", "train_step", "read_idx",
+                "load_mnist", "load_data", "evaluate", "main")
+BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
+               "TorchBatchNormalization")
+
+INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
+                 "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
+
+
+def keras_init(init: str):
+    kind, arg = C.parse_init(init)
+    if kind in ("glorot_uniform", "he_uniform", "zeros", "ones"):
+        return kind
+    if kind == "glorot_normal":  # Keras's own glorot_normal is truncated; netdsl's (and PyTorch's) is not
+        return call("keras.initializers.VarianceScaling", 1.0, "fan_avg", "untruncated_normal")
+    if kind == "he_normal":
+        return call("keras.initializers.VarianceScaling", 2.0, "fan_in", "untruncated_normal")
+    if kind == "uniform":
+        return call("keras.initializers.RandomUniform", -arg, arg)
+    if kind == "normal":
+        return call("keras.initializers.RandomNormal", stddev=arg)
+    if kind == "constant":
+        return call("keras.initializers.Constant", arg)
+    raise EmitBug(f"no Keras initialiser for {init}")
+
+
+def init_kwargs(layer: ir.Layer, **which) -> dict:
+    """{keras argument: initialiser} for the parameters whose netdsl initialiser is not Keras's default."""
+    out = {}
+    for short, arg in which.items():
+        try:
+            p = layer.param(short)
+        except KeyError:
+            continue
+        value = keras_init(p.init)
+        if value != INIT_DEFAULTS[arg]:
+            out[arg] = value
+    return out
+
+
+@dataclass
+class KLayer:
+    """One Keras layer: layers.<cls>(args..., kwargs..., name=<netdsl name><suffix>)."""
+
+    suffix: str  # "" for the layer that owns the weights
+    func: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    comment: str = ""
+
+
+@dataclass
+class KerasView:
+    kind: str
+    layers: list = field(default_factory=list)  # KLayer, applied in order
+    weights: list = field(default_factory=list)  # (canonical name, conversion) in layer.get_weights() order
+    after: str | None = None  # an op applied to the result in the functional API ("flip")
+    helper: str | None = None  # a helper class the code needs
+    op: bool = False  # not a layer at all: an expression in the functional API
+
+
+def _act_kwargs(layer: ir.Layer) -> dict:
+    act = layer.attr("activation")
+    return {"activation": act} if act is not None else {}
+
+
+def _first_type(graph, layer) -> ir.TensorType:
+    return C.index(graph).first_input_type(layer)
+
+
+def dense(graph, layer):
+    kwargs = _act_kwargs(layer)
+    if not layer.attr("bias"):
+        kwargs["use_bias"] = False
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)], weights)
+
+
+def convolution(graph, layer):
+    pads = C.Pads.of(layer.attr("pads"))
+    kernel, strides = tuple(layer.attr("kernel")), tuple(layer.attr("strides"))
+    kwargs = {}
+    if strides != (1, 1):
+        kwargs["strides"] = strides
+    out = []
+    if C.same_is_exact(pads, kernel, strides):
+        kwargs["padding"] = "same"
+    elif not pads.zero:
+        out.append(KLayer("_pad", "layers.ZeroPadding2D", (pads.keras,)))
+    kwargs.update(_act_kwargs(layer))
+    if not layer.attr("bias"):
+        kwargs["use_bias"] = False
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    out.append(KLayer("", "layers.Conv2D", (layer.attr("filters"), kernel), kwargs))
+    weights = [(layer.param("W").name, "conv")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    return KerasView("Convolution", out, weights)
+
+
+def _pool(graph, layer, cls):
+    pads = C.Pads.of(layer.attr("pads"))
+    window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
+    kwargs = {} if strides == window else {"strides": strides}
+    view = KerasView(layer.kind)
+    if C.same_is_exact(pads, window, strides):
+        kwargs["padding"] = "same"
+    elif not pads.zero and cls == "layers.MaxPooling2D":
+        view.layers.append(KLayer("_pad", "NegInfPadding2D", (((pads.top, pads.bottom), (pads.left, pads.right)),)))
+        view.helper = "neginf"
+    elif not pads.zero:
+        padding = ((pads.top, pads.bottom), (pads.left, pads.right))
+        view.layers.append(KLayer("", "AveragePooling2DExcludePad", (window,), {"strides": strides, "padding": padding}))
+        view.helper = "avgpool"
+        return view
+    view.layers.append(KLayer("", cls, (window,), kwargs))
+    return view
+
+
+def max_pooling(graph, layer):
+    return _pool(graph, layer, "layers.MaxPooling2D")
+
+
+def average_pooling(graph, layer):
+    return _pool(graph, layer, "layers.AveragePooling2D")
+
+
+def dropout(graph, layer):
+    return KerasView("Dropout", [KLayer("", "layers.Dropout", (layer.attr("rate"),))])
+
+
+def embedding(graph, layer):
+    p = layer.param("E")
+    kwargs = init_kwargs(layer, E="embeddings_initializer")
+    return KerasView("Embedding", [KLayer("", "layers.Embedding", (p.shape[0], p.shape[1]), kwargs)], [(p.name, None)])
+
+
+def lstm(graph, layer):
+    kwargs = {"return_sequences": True}
+    if layer.attr("go_backwards"):
+        kwargs["go_backwards"] = True
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
+    kwargs["unit_forget_bias"] = False  # netdsl initialises the forget gate's bias like the others
+    view = KerasView("LSTM", [KLayer("", "layers.LSTM", (layer.attr("units"),), kwargs)],
+                     [(layer.param("W").name, "dense"), (layer.param("H").name, "dense"), (layer.param("b").name, None)])
+    if layer.attr("go_backwards"):
+        view.after = "flip"
+    return view
+
+
+def batch_norm(graph, layer):
+    kwargs = {"momentum": round(1 - layer.attr("momentum"), 15), "epsilon": layer.attr("epsilon")}
+    return KerasView("BatchNormalization", [KLayer("", "TorchBatchNormalization", (), kwargs)],
+                     [(layer.param(s).name, None) for s in ("scale", "bias", "running_mean", "running_var")],
+                     helper="batchnorm")
+
+
+def layer_norm(graph, layer):
+    t = _first_type(graph, layer)
+    first = 2 if t.seq else 1
+    axes = tuple(range(first, first + len(t.shape)))  # every sample axis (per time step for sequences)
+    kwargs = {} if len(axes) == 1 else {"axis": axes}
+    kwargs["epsilon"] = layer.attr("epsilon")
+    conv = "chw" if C.is_image(t) else None
+    return KerasView("LayerNormalization", [KLayer("", "layers.LayerNormalization", (), kwargs)],
+                     [(layer.param("scale").name, conv), (layer.param("bias").name, conv)])
+
+
+def activation(graph, layer):
+    return KerasView("Activation", [KLayer("", "layers.Activation", (layer.attr("activation"),))])
+
+
+def rescale(graph, layer):
+    scale, mean, std = layer.attr("scale"), layer.attr("mean"), layer.attr("std")
+    if std == 1.0:
+        s = Code(C.number(scale))
+    elif scale == 1.0:
+        s = Code(f"1 / {C.number(std)}")
+    else:
+        s = Code(f"{C.number(scale)} / {C.number(std)}")
+    kwargs = {}
+    if mean != 0.0:
+        kwargs["offset"] = Code(C.number(-mean) if std == 1.0 else f"{C.number(-mean)} / {C.number(std)}")
+    return KerasView("Rescale", [KLayer("", "layers.Rescaling", (s,), kwargs)])
+
+
+def flatten(graph, layer):
+    return KerasView("Flatten")  # context() decides: alias, Flatten, or Permute + Flatten
+
+
+def splice(graph, layer):
+    t = _first_type(graph, layer)
+    axis = -1 if C.is_image(t) else C.feature_axis(t)
+    return KerasView("Splice", [KLayer("", "layers.Concatenate", (), {} if axis == -1 else {"axis": axis})])
+
+
+def select(kind):
+    def f(graph, layer):
+        return KerasView(kind, op=True)
+    return f
+
+
+def cosine(graph, layer):
+    return KerasView("CosineDistance", [KLayer("", "layers.Dot", (), {"axes": 1, "normalize": True})])
+
+
+LAYERS = {
+    "Dense": dense,
+    "Convolution": convolution,
+    "MaxPooling": max_pooling,
+    "AveragePooling": average_pooling,
+    "Dropout": dropout,
+    "Embedding": embedding,
+    "LSTM": lstm,
+    "BatchNormalization": batch_norm,
+    "LayerNormalization": layer_norm,
+    "Activation": activation,
+    "Rescale": rescale,
+    "Flatten": flatten,
+    "Splice": splice,
+    "SelectLast": select("SelectLast"),
+    "SelectFirst": select("SelectFirst"),
+    "CosineDistance": cosine,
+}
+
+TRANSPARENT = ("Dropout", "Activation", "Rescale")  # elementwise: the order of features does not matter
+
+
+# ------------------------------------------------------------- flatten order
+def flatten_modes(graph: ir.Graph, idx: C.GraphIndex) -> tuple:
+    """Where an NHWC image is flattened, flatten as Keras does ("nhwc") or in netdsl's C, H, W order ("nchw").
+
+    "nhwc" is the idiomatic choice and costs nothing at run time: the weights
+    of the Dense layers that read the flat vector get their input rows
+    reordered when loading. That works when every reader (through dropout and
+    activations) is a Dense layer that sees only such vectors of one image
+    shape; anywhere else (splice, outputs, normalisation, a Dense shared with
+    plain vectors) the image is transposed back to channels-first before
+    flattening. Returns ({site node: mode}, {dense layer: (C, H, W) or None}).
+    """
+    sites = {}
+    for n in graph.nodes:
+        kind = idx.layers[n.layer].kind
+        if kind in ("Flatten", "Dense") and C.is_image(idx.types[n.inputs[0]]):
+            sites[n.name] = "nhwc" if kind == "Dense" or _only_dense_reads(n.name, idx) else "nchw"
+    while True:
+        origin = {}  # value -> the flatten site its feature order comes from
+        chw_apps: dict = {}
+        for n in graph.nodes:
+            kind = idx.layers[n.layer].kind
+            src = n.inputs[0] if n.inputs else None
+            if kind == "Flatten" and sites.get(n.name) == "nhwc":
+                origin[n.name] = n.name
+            elif kind in TRANSPARENT and src in origin:
+                origin[n.name] = origin[src]
+            elif kind == "Dense":
+                if sites.get(n.name) == "nhwc":  # a Dense straight on an image flattens it itself
+                    chw_apps.setdefault(n.layer, []).append((tuple(idx.types[src].shape), n.name))
+                elif src in origin:
+                    image = idx.producer[origin[src]].inputs[0]
+                    chw_apps.setdefault(n.layer, []).append((tuple(idx.types[image].shape), origin[src]))
+                else:
+                    chw_apps.setdefault(n.layer, []).append((None, None))
+        conflicts = [lname for lname, apps in chw_apps.items() if len({chw for chw, _ in apps}) > 1]
+        if not conflicts:
+            return sites, {lname: apps[0][0] for lname, apps in chw_apps.items()}
+        for lname in conflicts:
+            for chw, site in chw_apps[lname]:
+                if site is not None:
+                    sites[site] = "nchw"
+
+
+def _only_dense_reads(value: str, idx: C.GraphIndex) -> bool:
+    if value in idx.outputs:
+        return False
+    for c in idx.consumers[value]:
+        kind = idx.layers[c.layer].kind
+        if kind in TRANSPARENT:
+            if not _only_dense_reads(c.name, idx):
+                return False
+        elif kind != "Dense":
+            return False
+    return True
+
+
+# -------------------------------------------------------------------- context
+@dataclass
+class NodePlan:
+    """The Keras layers one node becomes, after context-level decisions."""
+
+    layers: list  # KLayer
+    after: str | None = None
+    op: str | None = None  # an expression template for ops ({0} = input)
+    alias: bool = False
+
+
+def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
+    sites, dense_chw = flatten_modes(graph, idx)
+    plans = {}
+    fused_lstm = set()
+    # LSTM + select_last (select_first when it runs backwards) is an LSTM that returns its last state only
+    for lname, apps in idx.applications.items():
+        layer = idx.layers[lname]
+        if layer.kind != "LSTM":
+            continue
+        want = "SelectFirst" if layer.attr("go_backwards") else "SelectLast"
+        if all(n.name not in idx.outputs and len(idx.consumers[n.name]) == 1
+               and idx.layers[idx.consumers[n.name][0].layer].kind == want for n in apps):
+            fused_lstm.add(lname)
+    for n in graph.nodes:
+        layer = idx.layers[n.layer]
+        view = views[n.layer]
+        t = idx.types[n.inputs[0]] if n.inputs else None
+        klayers = list(view.layers)
+        plan = NodePlan(klayers, view.after)
+        if layer.kind == "LSTM" and n.layer in fused_lstm:
+            main = klayers[0]
+            kwargs = {k: v for k, v in main.kwargs.items() if k != "return_sequences"}
+            plan = NodePlan([KLayer("", main.func, main.args, kwargs,
+                                    "  # its last state: the select_last" if not layer.attr("go_backwards") else
+                                    "  # its final state, which netdsl puts at position 0: the select_first")])
+        elif layer.kind in ("SelectLast", "SelectFirst"):
+            if idx.producer.get(n.inputs[0]) is not None and idx.producer[n.inputs[0]].layer in fused_lstm:
+                plan = NodePlan([], alias=True)
+            else:
+                plan = NodePlan([], op="{0}[:, %d]" % (-1 if layer.kind == "SelectLast" else 0))
+        elif layer.kind == "Flatten":
+            if len(t.shape) <= 1:
+                plan = NodePlan([], alias=True)
+            else:
+                flat = _flatten_layers(t, sites.get(n.name))
+                flat[-1] = KLayer("", flat[-1].func, flat[-1].args, flat[-1].kwargs, flat[-1].comment)
+                plan = NodePlan(flat)
+        elif layer.kind == "Dense" and len(t.shape) > 1:
+            plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
+        elif layer.kind == "CosineDistance":
+            pre = []
+            for i, v in enumerate(n.inputs):
+                if len(idx.types[v].shape) > 1:
+                    pre.append(i)
+            plan = NodePlan(klayers)
+            plan.flatten_inputs = pre  # type: ignore[attr-defined]
+        plans[n.name] = plan
+    return plans, dense_chw, fused_lstm
+
+
+def _flatten_layers(t: ir.TensorType, mode: str | None) -> list:
+    if t.seq:
+        return [KLayer("_flatten", "layers.Reshape", ((-1, C.sample_size(t)),))]
+    if C.is_image(t) and mode == "nchw":
+        return [KLayer("_chw", "layers.Permute", ((3, 1, 2),), comment="  # flatten in netdsl's (C, H, W) order"),
+                KLayer("_flatten", "layers.Flatten")]
+    return [KLayer("_flatten", "layers.Flatten")]
+
+
+def keras_shape(t: ir.TensorType) -> tuple:
+    """The Keras Input shape (no batch axis): images channels_last."""
+    if C.is_image(t):
+        c, h, w = t.shape
+        return (h, w, c)
+    return ((t.length,) if t.seq else ()) + tuple(t.shape)
+
+
+def context(graph: ir.Graph, views: dict) -> dict:
+    idx = C.index(graph)
+    plans, dense_chw, fused = plan_nodes(graph, idx, views)
+    module_names = C.Names(MODULE_NAMES)
+    knames = C.Names()  # Keras layer names: unique strings in the whole model
+    for i in graph.inputs:
+        knames.of("input:" + i.name, i.name)
+    for layer in graph.layers:
+        knames.of(layer.name)
+    for gr in graph.groups:
+        knames.of("group:" + gr.name, gr.name)
+
+    def kname(layer_name: str, kl: KLayer) -> str:
+        return knames.of(layer_name) if not kl.suffix else knames.of(layer_name + kl.suffix)
+
+    def render(layer_name: str, kl: KLayer) -> str:
+        return str(call(kl.func, *kl.args, **kl.kwargs, name=kname(layer_name, kl)))
+
+    # the weight table: canonical name -> (shape, Keras layer path, index, conversion)
+    steps = C.node_steps(graph)
+    for s in steps:
+        s.alias = plans[s.output].alias
+    pure = lambda n: not plans[n.name].alias and plans[n.name].op is None and plans[n.name].after is None \
+        and len(n.inputs) == 1 and not getattr(plans[n.name], "flatten_inputs", None)
+    sequential = _is_sequential(graph, idx, steps, plans, pure)
+    chains = {} if sequential else C.group_chains(graph, pure)
+    group_of_layer = {lname: g for g in chains for lname in idx.group_layers(g)}
+
+    weights = []
+    conversions = set()
+    for layer in graph.layers:
+        view = views[layer.name]
+        path = knames.of(layer.name)
+        if layer.name in group_of_layer:
+            path = knames.of("group:" + group_of_layer[layer.name]) + "/" + path
+        for i, (pname, conv) in enumerate(view.weights):
+            if conv == "dense" and layer.kind == "Dense" and dense_chw.get(layer.name):
+                conv = tuple(dense_chw[layer.name])
+                conversions.add("nhwc_dense")
+            elif conv:
+                conversions.add(conv)
+            weights.append((pname, tuple(layer.param(pname.split(".", 1)[1]).shape), path, i, conv))
+    order = {p.name: k for k, p in enumerate(graph.params())}
+    weights.sort(key=lambda w: order[w[0]])
+
+    locals_ = C.Names(BUILD_NAMES)
+    inputs = [{"name": i.name, "local": locals_.of(i.name), "shape": keras_shape(i.type),
+               "dtype": "int32" if C.is_ids(i.type) else None} for i in graph.inputs]
+    input_lines = []
+    for i in inputs:
+        kwargs = {"shape": i["shape"]}
+        if i["dtype"]:
+            kwargs["dtype"] = i["dtype"]
+        kwargs["name"] = knames.of("input:" + i["name"])
+        input_lines.append(f"{i['local']} = {call('keras.Input', **kwargs)}")
+
+    def entry_lines(layer_name: str, kl: KLayer) -> list:
+        """A layer as an entry of a Sequential list (indented 12): its comment above it, wrapped if long."""
+        head = [f"# {kl.comment.strip().lstrip('#').strip()}"] if kl.comment else []
+        return head + C.wrap_call(render(layer_name, kl) + ",", 12)
+
+    body, seq_layers = [], []
+    if sequential:
+        for n in graph.nodes:
+            for kl in plans[n.name].layers:
+                seq_layers += entry_lines(n.layer, kl)
+    else:
+        # layers applied more than once, and groups that are plain chains, are made once, before the graph
+        shared_var = {}
+        for g, cs in chains.items():
+            var = locals_.of("group:" + g, g)
+            shared_var["group:" + g] = var
+            entries = []
+            for lname in idx.group_layers(g):
+                n = idx.applications[lname][0]
+                for kl in plans[n.name].layers:
+                    entries += entry_lines(lname, kl)
+            body.append({"sequential": entries, "var": var, "name": knames.of("group:" + g)})
+        chain_nodes = {name: g for g, cs in chains.items() for c in cs for name in c}
+        shared_lines = []
+        for n in graph.nodes:
+            if n.name in chain_nodes or not idx.shared(n.layer):
+                continue
+            for kl in plans[n.name].layers:
+                key = (n.layer, kl.suffix)
+                if key not in shared_var:
+                    shared_var[key] = locals_.of("layer:" + kname(n.layer, kl), kname(n.layer, kl))
+                    shared_lines += C.wrap_call(f"{shared_var[key]} = {render(n.layer, kl)}", 4)
+        if shared_lines:
+            body.append({"comment": "layers applied more than once: one set of weights"})
+            body += [{"line": line} for line in shared_lines]
+        steps = C.collapse_chains(graph, steps, [c for cs in chains.values() for c in cs])
+        for s in steps:
+            if s.nodes[0].name in chain_nodes:
+                s.alias = False
+        local = C.assign_locals(graph, steps, locals_)
+        for s in steps:
+            if s.alias:
+                continue
+            args = [local[v] for v in s.inputs]
+            out = local[s.output]
+            if s.nodes[0].name in chain_nodes:
+                body.append({"line": f"{out} = {shared_var['group:' + chain_nodes[s.nodes[0].name]]}({args[0]})"})
+                continue
+            n = s.node
+            plan = plans[n.name]
+            if plan.op is not None:
+                body.append({"line": f"{out} = {plan.op.format(*args)}"})
+                continue
+            flat_inputs = getattr(plan, "flatten_inputs", [])
+            for i in flat_inputs:
+                fname = knames.of(f"{n.layer}_flatten_{i}")
+                flat = locals_.of(f"flat:{n.name}:{i}", f"{args[i]}_flat")
+                body.append({"line": f"{flat} = {call('layers.Flatten', name=fname)}({args[i]})"})
+                args[i] = flat
+            cur = args[0] if len(args) == 1 else "[" + ", ".join(args) + "]"
+            for k, kl in enumerate(plan.layers):
+                fn = shared_var.get((n.layer, kl.suffix)) or render(n.layer, kl)
+                for line in C.wrap_call(f"{out} = {fn}({cur})", 4):
+                    body.append({"line": line})
+                if kl.comment:
+                    body[-1]["line"] += kl.comment
+                cur = out
+            if plan.after == "flip":
+                body.append({"line": f"{out} = ops.flip({out}, axis=1)  # Keras returns a backward LSTM's states last-first"})
+        returns = [local[o] for o in graph.outputs]
+        body.append({"return": call("keras.Model", inputs=Code(_list(inp["local"] for inp in inputs)),
+                                    outputs=Code(_list(returns)), name=graph.name)})
+
+    training = C.training_dict(graph)
+    loss = (graph.training or ir.Training()).loss
+    fn_names = C.Names(("model", "trainer", "inputs", "targets", "outputs", "np", "keras"))
+    outputs = []
+    single = len(graph.outputs) == 1
+    for k, o in enumerate(graph.outputs):
+        image = C.is_image(idx.types[o])
+        local = fn_names.of(o)
+        y = "targets" if single else f"targets[{lit(o)}]"
+        if loss == "squared_error":
+            target = f"np.asarray({y}, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if image else "")
+        else:
+            target = f"np.asarray({y}, dtype=np.int32)"
+        back = ".transpose(0, 3, 1, 2)" if image else ""
+        outputs.append({"name": o, "local": local, "shape": C.batch_shape(idx.types[o]), "image": image,
+                        "target": target, "back": local + back, "back_multi": f"outputs[{k}]{back}"})
+    for inp, i in zip(inputs, graph.inputs):
+        x = f"inputs[{lit(i.name)}]"
+        if C.is_ids(i.type):
+            inp["expr"] = f"np.asarray({x}, dtype=np.int32)"
+        else:
+            inp["expr"] = f"np.asarray({x}, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if C.is_image(i.type) else "")
+    data = C.dataset_plan(graph)
+    if data["ok"]:
+        data.update(input=graph.inputs[0].name, output=graph.outputs[0])
+    helpers = {v.helper for v in views.values() if v.helper}
+    uses_ops = bool(helpers) or any(p.after for p in plans.values()) or training["optimizer"] == "Adam"
+    return {
+        "model_name": graph.name,
+        "inputs": inputs,
+        "inputs_dict": {i.name: C.batch_shape(i.type) for i in graph.inputs},
+        "outputs_dict": {o["name"]: o["shape"] for o in outputs},
+        "outputs": outputs,
+        "training": training,
+        "weights": weights,
+        "conversions": conversions,
+        "sequential": sequential,
+        "seq_layers": seq_layers,
+        "input_lines": input_lines,
+        "body": body,
+        "helpers": helpers,
+        "uses_ops": uses_ops,
+        "optimizer": optimizer_lines(training),
+        "loss_arg": LOSS_CODE[loss] if single else "[" + ", ".join([LOSS_CODE[loss]] * len(outputs)) + "]",
+        "loss_doc": LOSS_DOC[loss],
+        "data": data,
+        "doc": f"{graph.name} in Keras 3, channels_last inside (the functions below take canonical NCHW arrays)",
+    }
+
+
+def _list(items) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+
+
+def _is_sequential(graph, idx, steps, plans, pure) -> bool:
+    """A plain stack: one input, one output, each step reads the previous one, only layers, no sharing."""
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return False
+    prev = graph.inputs[0].name
+    for s in steps:
+        n = s.node
+        if s.alias:
+            if n.inputs != (prev,):
+                return False
+            prev = n.name
+            continue
+        if not pure(n) or n.inputs != (prev,) or idx.shared(n.layer):
+            return False
+        prev = n.name
+    return prev == graph.outputs[0]
+
+
+LOSS_CODE = {
+    "cross_entropy_with_softmax": "keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
+    "squared_error": "keras.losses.MeanSquaredError()",
+}
+LOSS_DOC = {
+    "cross_entropy_with_softmax": "The loss is cross-entropy with softmax against integer labels, the mean over samples"
+                                  " (and time steps).",
+    "squared_error": "The loss is the squared error against float targets of the output's shape, the mean over all"
+                     " elements.",
+}
+
+
+def optimizer_lines(training: dict) -> list:
+    lr = Code("TRAINING[\"lr\"] if lr is None else lr")
+    opt = training["optimizer"]
+    if opt == "SGD":
+        # Keras's velocity is -lr times PyTorch's buffer: with a constant rate the updates are the same
+        kwargs = {"learning_rate": lr}
+        if training["momentum"]:
+            kwargs["momentum"] = float(training["momentum"])
+        if training["nesterov"]:
+            kwargs["nesterov"] = True
+        code = call("keras.optimizers.SGD", **kwargs)
+    elif opt == "Adam":
+        code = call("TorchAdam", learning_rate=lr, beta_1=training["beta1"], beta_2=training["beta2"],
+                    epsilon=training["eps"])
+    elif opt == "Adadelta":
+        code = call("keras.optimizers.Adadelta", learning_rate=lr, rho=training["rho"], epsilon=training["eps"])
+    else:
+        raise EmitBug(f"unknown optimizer {opt}")
+    return C.wrap_call(f"trainer = {code}", 4)
+
+
+def check(graph: ir.Graph) -> list:
+    return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(graph, "keras")
+
+
+TARGET = Target("keras", "keras/module.py.j2", LAYERS, context, check)

@@ -1,0 +1,488 @@
+"""The PyTorch target: one nn.Module subclass per model, in canonical (NCHW) layout.
+
+Per layer kind, a function computes a TorchLayer: the nn.Module to construct
+(if any), what goes around it (explicit pads, the activation, a flatten) and
+where its parameters live. context() then decides the module structure: a
+group whose every application is a plain chain becomes one nn.Sequential
+(used once per application, so sharing is one module); everything else is an
+attribute of its own, and forward() is a topological walk over both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import ir
+from . import common as C
+from .base import Target, ident
+from .common import Code, call, lit
+
+# nn.Module attributes a submodule must not shadow (self.eval = nn.Linear(...) would be unreachable)
+MODULE_ATTRS = frozenset("""
+    T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
+    dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half
+    ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters parameters
+    register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+    register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
+    register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
+    register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to
+    to_empty train training type xpu zero_grad reset_parameters dump_patches
+""".split())
+# what forward() refers to, so locals must not shadow them
+FORWARD_NAMES = ("self", "torch", "nn", "F", "float")
+MODULE_NAMES = ("argparse", "gzip", "os", "struct", "np", "torch", "nn", "F", "MODEL_NAME", "INPUTS", "OUTPUTS",
+                "TRAINING", "WEIGHT_SHAPES", "WEIGHTS", "LSTM_HIDDEN_BIASES", "AvgPool2dExcludePad", "build_model",
+                "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights", "to_tensors", "predict",
+                "make_trainer", "train_step", "compute_loss", "read_idx", "load_mnist", "load_data", "evaluate",
+                "main")
+
+ACT_MODULE = {"relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "softmax": "nn.Softmax"}
+ACT_FN = {"relu": "F.relu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh", "softmax": "F.softmax"}
+INIT_FN = {  # netdsl initialiser -> (torch.nn.init function, extra arguments)
+    "glorot_uniform": ("nn.init.xavier_uniform_", lambda a: {}),
+    "glorot_normal": ("nn.init.xavier_normal_", lambda a: {}),
+    "he_uniform": ("nn.init.kaiming_uniform_", lambda a: {"nonlinearity": "relu"}),
+    "he_normal": ("nn.init.kaiming_normal_", lambda a: {"nonlinearity": "relu"}),
+    "uniform": ("nn.init.uniform_", lambda a: {"a": -a, "b": a}),
+    "normal": ("nn.init.normal_", lambda a: {"std": a}),
+    "constant": ("nn.init.constant_", lambda a: {"val": a}),
+    "zeros": ("nn.init.zeros_", lambda a: {}),
+    "ones": ("nn.init.ones_", lambda a: {}),
+}
+# parameters whose torch default initialisation already is netdsl's (BatchNorm/LayerNorm scale 1, bias 0)
+DEFAULT_INIT = {("BatchNormalization", "scale"): "ones", ("BatchNormalization", "bias"): "zeros",
+                ("BatchNormalization", "running_mean"): "zeros", ("BatchNormalization", "running_var"): "ones",
+                ("LayerNormalization", "scale"): "ones", ("LayerNormalization", "bias"): "zeros"}
+
+
+@dataclass
+class TorchLayer:
+    kind: str
+    module: Code | None = None  # the nn.Module that owns the parameters or does the work
+    pad: tuple | None = None  # ("zero" | "neginf", Pads) applied before the module
+    activation: str | None = None  # applied after
+    act_dim: int = -1
+    flatten: int | None = None  # torch.flatten(x, start_dim) before the module
+    params: dict = field(default_factory=dict)  # canonical name -> attribute of the module
+    chainable: bool = True  # can live inside nn.Sequential
+    helper: str | None = None  # a helper class the module needs
+
+
+def _act(layer: ir.Layer, t: ir.TensorType | None) -> dict:
+    act = layer.attr("activation")
+    return {"activation": act, "act_dim": C.feature_axis(t) if t is not None else -1}
+
+
+def _params(layer: ir.Layer, **attrs) -> dict:
+    return {layer.param(short).name: attr for short, attr in attrs.items() if any(
+        p.name == f"{layer.name}.{short}" for p in layer.params)}
+
+
+def dense(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    n_in = C.sample_size(t)
+    kwargs = {} if layer.attr("bias") else {"bias": False}
+    flatten = None
+    if len(t.shape) > 1:
+        flatten = 2 if t.seq else 1
+    return TorchLayer("Dense", call("nn.Linear", n_in, layer.attr("units"), **kwargs), flatten=flatten,
+                      params=_params(layer, W="weight", b="bias"), **_act(layer, t))
+
+
+def convolution(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    pads = C.Pads.of(layer.attr("pads"))
+    kwargs = {"kernel_size": C.int_or_pair(layer.attr("kernel"))}
+    if tuple(layer.attr("strides")) != (1, 1):
+        kwargs["stride"] = C.int_or_pair(layer.attr("strides"))
+    pad = None
+    if pads.symmetric and not pads.zero:
+        kwargs["padding"] = pads.pair
+    elif not pads.symmetric:
+        pad = ("zero", pads)
+    if not layer.attr("bias"):
+        kwargs["bias"] = False
+    return TorchLayer("Convolution", call("nn.Conv2d", t.shape[0], layer.attr("filters"), **kwargs), pad=pad,
+                      params=_params(layer, W="weight", b="bias"), **_act(layer, t))
+
+
+def _pool_args(layer):
+    window = tuple(layer.attr("window"))
+    strides = tuple(layer.attr("strides"))
+    kwargs = {}
+    if strides != window:
+        kwargs["stride"] = C.int_or_pair(strides)
+    return C.int_or_pair(window), kwargs, C.Pads.of(layer.attr("pads")), window
+
+
+def _fits_torch_padding(pads: C.Pads, window) -> bool:
+    """nn.MaxPool2d/AvgPool2d take only symmetric padding of at most half the window."""
+    return pads.symmetric and 2 * pads.top <= window[0] and 2 * pads.left <= window[1]
+
+
+def max_pooling(graph, layer):
+    k, kwargs, pads, window = _pool_args(layer)
+    pad = None
+    if not pads.zero:
+        if _fits_torch_padding(pads, window):
+            kwargs["padding"] = pads.pair  # max_pool2d pads with -inf itself
+        else:
+            pad = ("neginf", pads)
+    return TorchLayer("MaxPooling", call("nn.MaxPool2d", k, **kwargs), pad=pad)
+
+
+def average_pooling(graph, layer):
+    k, kwargs, pads, window = _pool_args(layer)
+    if pads.zero:
+        return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, **kwargs))
+    if _fits_torch_padding(pads, window):
+        return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, padding=pads.pair, count_include_pad=False, **kwargs))
+    stride = C.int_or_pair(layer.attr("strides"))
+    return TorchLayer("AveragePooling", call("AvgPool2dExcludePad", k, stride, pads.ltrb), helper="avgpool")
+
+
+def dropout(graph, layer):
+    return TorchLayer("Dropout", call("nn.Dropout", layer.attr("rate")))
+
+
+def embedding(graph, layer):
+    p = layer.param("E")
+    return TorchLayer("Embedding", call("nn.Embedding", p.shape[0], p.shape[1]), params=_params(layer, E="weight"))
+
+
+def lstm(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("units"), batch_first=True),
+                      params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0"), chainable=False)
+
+
+def batch_norm(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    cls = "nn.BatchNorm2d" if C.is_image(t) else "nn.BatchNorm1d"
+    channels = layer.param("scale").shape[0]
+    return TorchLayer("BatchNormalization",
+                      call(cls, channels, eps=layer.attr("epsilon"), momentum=layer.attr("momentum")),
+                      params=_params(layer, scale="weight", bias="bias", running_mean="running_mean",
+                                     running_var="running_var"),
+                      chainable=not t.seq)
+
+
+def layer_norm(graph, layer):
+    shape = tuple(layer.param("scale").shape)
+    return TorchLayer("LayerNormalization",
+                      call("nn.LayerNorm", shape[0] if len(shape) == 1 else shape, eps=layer.attr("epsilon")),
+                      params=_params(layer, scale="weight", bias="bias"))
+
+
+def activation(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    return TorchLayer("Activation", **_act(layer, t))
+
+
+def flatten(graph, layer):
+    t = C.index(graph).first_input_type(layer)
+    start = None
+    if len(t.shape) > 1:
+        start = 2 if t.seq else 1
+    return TorchLayer("Flatten", flatten=start)
+
+
+def functional(kind):
+    def f(graph, layer):
+        return TorchLayer(kind, chainable=False)
+    return f
+
+
+LAYERS = {
+    "Dense": dense,
+    "Convolution": convolution,
+    "MaxPooling": max_pooling,
+    "AveragePooling": average_pooling,
+    "Dropout": dropout,
+    "Embedding": embedding,
+    "LSTM": lstm,
+    "BatchNormalization": batch_norm,
+    "LayerNormalization": layer_norm,
+    "Activation": activation,
+    "Flatten": flatten,
+    "Rescale": functional("Rescale"),
+    "Splice": functional("Splice"),
+    "SelectLast": functional("SelectLast"),
+    "SelectFirst": functional("SelectFirst"),
+    "CosineDistance": functional("CosineDistance"),
+}
+
+
+# ------------------------------------------------------------------ sequential
+def sequential_modules(tl: TorchLayer) -> list:
+    """The nn.Sequential entries for one layer; index of the parameter-owning module is the `module` one."""
+    mods = []
+    if tl.pad is not None:
+        how, pads = tl.pad
+        mods.append(call("nn.ZeroPad2d", pads.ltrb) if how == "zero"
+                    else call("nn.ConstantPad2d", pads.ltrb, Code('float("-inf")')))
+    if tl.flatten is not None:
+        mods.append(call("nn.Flatten") if tl.flatten == 1 else call("nn.Flatten", tl.flatten))
+    if tl.module is not None:
+        mods.append(tl.module)
+    if tl.activation is not None:
+        mods.append(call(ACT_MODULE[tl.activation], dim=tl.act_dim) if tl.activation == "softmax"
+                    else call(ACT_MODULE[tl.activation]))
+    return mods
+
+
+def _apply_act(expr: str, tl: TorchLayer) -> str:
+    if tl.activation is None:
+        return expr
+    if tl.activation == "softmax":
+        return f"F.softmax({expr}, dim={tl.act_dim})"
+    return f"{ACT_FN[tl.activation]}({expr})"
+
+
+def _pre(expr: str, tl: TorchLayer) -> str:
+    if tl.pad is not None:
+        how, pads = tl.pad
+        value = ', value=float("-inf")' if how == "neginf" else ""
+        expr = f"F.pad({expr}, {lit(pads.ltrb)}{value})"
+    if tl.flatten is not None:
+        expr = f"torch.flatten({expr}, {tl.flatten})"
+    return expr
+
+
+def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | None, args: list, out: str,
+                    idx: C.GraphIndex) -> list:
+    """The forward() lines for one node, given its inputs' locals and its output local."""
+    kind = layer.kind
+    t = idx.types[node.inputs[0]]
+    x = args[0]
+    if kind == "Rescale":
+        return [f"{out} = {rescale(x, layer)}"]
+    if kind == "Splice":
+        return [f"{out} = torch.cat([{', '.join(args)}], dim={C.feature_axis(t)})"]
+    if kind in ("SelectLast", "SelectFirst"):
+        return [f"{out} = {x}[:, {-1 if kind == 'SelectLast' else 0}]"]
+    if kind == "CosineDistance":
+        a, b = (f"torch.flatten({v}, 1)" if len(idx.types[name].shape) > 1 else v
+                for v, name in zip(args, node.inputs))
+        return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
+    if kind == "LSTM":
+        if layer.attr("go_backwards"):
+            return [f"{out}, _ = self.{attr}({x}.flip(1))",
+                    f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]
+        return [f"{out}, _ = self.{attr}({x})"]
+    if kind == "BatchNormalization" and t.seq:
+        return [f"{out} = self.{attr}({x}.transpose(1, 2)).transpose(1, 2)"]
+    if kind == "Activation":
+        return [f"{out} = {_apply_act(x, tl)}"]
+    if kind == "Flatten":
+        return [f"{out} = {_pre(x, tl)}"]
+    return [f"{out} = {_apply_act(f'self.{attr}({_pre(x, tl)})', tl)}"]
+
+
+def rescale(x: str, layer: ir.Layer) -> str:
+    """(x * scale - mean) / std, written the short way when scale is 1/n, mean 0 or std 1."""
+    scale, mean, std = layer.attr("scale"), layer.attr("mean"), layer.attr("std")
+    expr = x
+    if scale != 1.0:
+        s = C.number(scale)
+        expr = f"{x} / {s[4:]}" if s.startswith("1 / ") else f"{x} * {s}"
+    if mean != 0.0:
+        expr = f"{expr} - {C.number(mean)}"
+    if std != 1.0:
+        expr = f"({expr}) / {C.number(std)}" if mean != 0.0 or scale != 1.0 else f"{expr} / {C.number(std)}"
+    return expr
+
+
+# -------------------------------------------------------------------- context
+def context(graph: ir.Graph, views: dict) -> dict:
+    idx = C.index(graph)
+    chains = C.group_chains(graph, lambda n: views[n.layer].chainable and idx.layers[n.layer].kind != "Rescale")
+    chain_nodes = {name for cs in chains.values() for c in cs for name in c}
+    module_names = C.Names(MODULE_NAMES)
+    cls = C.class_name(graph.name, module_names.taken)
+    attrs = C.Names(MODULE_ATTRS)
+
+    # __init__: one attribute per sequential group or per module-owning layer, in first-use order
+    init_blocks, weights, param_ref = [], {}, {}
+    seen_layers, seen_groups = set(), set()
+    group_of_node = {}
+    for gname, cs in chains.items():
+        for c in cs:
+            for name in c:
+                group_of_node[name] = gname
+    layer_attr = {}
+    group_attr = {}
+    for n in graph.nodes:
+        if n.name in chain_nodes:
+            gname = group_of_node[n.name]
+            if gname in seen_groups:
+                continue
+            seen_groups.add(gname)
+            a = attrs.of(gname)
+            group_attr[gname] = a
+            entries, pos = [], 0
+            for lname in idx.group_layers(gname):
+                tl = views[lname]
+                mods = sequential_modules(tl)
+                for m in mods:
+                    comment = f"  # {ident(lname)}" if m is tl.module or (tl.module is None and m is mods[-1]) else ""
+                    entries.append((str(m), comment))
+                    if m is tl.module:
+                        for pname, pattr in tl.params.items():
+                            weights[pname] = f"{a}.{pos}.{pattr}"
+                            param_ref[pname] = f"self.{a}[{pos}].{pattr}"
+                    pos += 1
+            init_blocks.append({"attr": a, "sequential": entries, "source": gname})
+            seen_layers.update(idx.group_layers(gname))
+        else:
+            layer = idx.layers[n.layer]
+            tl = views[n.layer]
+            if n.layer in seen_layers or tl.module is None:
+                continue
+            seen_layers.add(n.layer)
+            a = attrs.of(n.layer)
+            layer_attr[n.layer] = a
+            init_blocks.append({"attr": a, "module": str(tl.module), "source": layer.name})
+            for pname, pattr in tl.params.items():
+                weights[pname] = f"{a}.{pattr}"
+                param_ref[pname] = f"self.{a}.{pattr}"
+
+    # reset_parameters(): netdsl's initialisers, grouped by initialiser
+    by_init: dict = {}
+    lstm_biases, lstm_freeze = [], []
+    for layer in graph.layers:
+        for p in layer.params:
+            if p.name not in param_ref:
+                continue
+            short = p.name[len(layer.name) + 1:]
+            kind, arg = C.parse_init(p.init)
+            if DEFAULT_INIT.get((layer.kind, short)) == kind:
+                continue
+            fn, extra = INIT_FN[kind]
+            by_init.setdefault(str(call(fn, Code("\0"), **extra(arg))), []).append(param_ref[p.name])
+        if layer.kind == "LSTM" and layer.name in layer_attr:
+            a = layer_attr[layer.name]
+            lstm_biases.append((layer.param("b").name, f"{a}.bias_hh_l0"))
+            by_init.setdefault(str(call("nn.init.zeros_", Code("\0"))), []).append(f"self.{a}.bias_hh_l0")
+            lstm_freeze.append(f"self.{a}.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0")
+    inits = []
+    for key, refs in by_init.items():
+        if len(refs) == 1:
+            inits.append({"single": key.replace("\0", refs[0])})
+            continue
+        head = f"for tensor in ({', '.join(refs)}):"
+        if len(head) + 8 > 110:
+            head = ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"]
+        else:
+            head = [head]
+        inits.append({"loop_head": head, "loop": key.replace("\0", "tensor")})
+    for block in init_blocks:
+        if "module" in block:
+            block["module"] = C.wrap_call(f"self.{block['attr']} = {block['module']}", 8)
+
+    # forward(): the walk, with chains collapsed into one call each
+    steps = C.collapse_chains(graph, C.node_steps(graph), [c for cs in chains.values() for c in cs])
+    for s in steps:
+        layer = idx.layers[s.node.layer]
+        if len(s.nodes) == 1 and layer.kind == "Flatten" and views[layer.name].flatten is None:
+            s.alias = True  # flattening a vector changes nothing
+    names = C.Names(FORWARD_NAMES)
+    local = C.assign_locals(graph, steps, names)
+    forward = []
+    for s in steps:
+        if s.alias:
+            continue
+        args = [local[v] for v in s.inputs]
+        out = local[s.output]
+        if s.nodes[0].name in chain_nodes:
+            forward.append(f"{out} = self.{group_attr[group_of_node[s.nodes[0].name]]}({args[0]})")
+            continue
+        n = s.node
+        forward += node_statements(n, idx.layers[n.layer], views[n.layer], layer_attr.get(n.layer), args, out, idx)
+    returns = ", ".join(local[o] for o in graph.outputs)
+
+    training = C.training_dict(graph)
+    fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "torch", "F", "np", "nn"))
+    outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
+    if len(outputs) == 1:
+        loss = [f"{outputs[0]['local']} = model(*to_tensors(inputs))",
+                f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], outputs[0]['local'], 'targets')}"]
+    else:
+        loss = ["outputs = model(*to_tensors(inputs))", "loss = ("]
+        for i, o in enumerate(graph.outputs):
+            term = loss_expr(graph, idx.types[o], f"outputs[{i}]", f"targets[{lit(o)}]")
+            loss.append(f"    {'+ ' if i else ''}{term}")
+        loss.append(")")
+    data = C.dataset_plan(graph)
+    if data["ok"]:
+        data.update(input=graph.inputs[0].name, output=graph.outputs[0])
+    return {
+        "model_name": graph.name,
+        "class_name": ident(cls),
+        "inputs": [{"name": i.name, "dtype": "torch.long" if C.is_ids(i.type) else "torch.float32"}
+                   for i in graph.inputs],
+        "inputs_dict": {i.name: C.batch_shape(i.type) for i in graph.inputs},
+        "outputs_dict": {o["name"]: o["shape"] for o in outputs},
+        "outputs": outputs,
+        "forward_args": ", ".join(local[i.name] for i in graph.inputs),
+        "training": training,
+        "optimizer": C.wrap_call("return " + optimizer_call(training), 4),
+        "loss": loss,
+        "loss_doc": LOSS_DOC[(graph.training or ir.Training()).loss],
+        "weights": [(p.name, tuple(p.shape), weights[p.name]) for p in graph.params()],
+        "lstm_biases": lstm_biases,
+        "lstm_freeze": lstm_freeze,
+        "init_blocks": init_blocks,
+        "inits": inits,
+        "forward": forward,
+        "returns": returns,
+        "avgpool_helper": any(v.helper == "avgpool" for v in views.values()),
+        "data": data,
+        "doc": f"{graph.name} in PyTorch: NCHW images, (batch, time, features) sequences.",
+    }
+
+
+LOSS_DOC = {
+    "cross_entropy_with_softmax": "The loss is cross-entropy with softmax against integer labels, the mean over samples"
+                                  " (and time steps).",
+    "squared_error": "The loss is the squared error against float targets of the output's shape, the mean over all"
+                     " elements.",
+}
+
+
+def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str) -> str:
+    """The loss of one output z against numpy targets y, as an expression."""
+    loss = (graph.training or ir.Training()).loss
+    if loss == "squared_error":
+        return f"F.mse_loss({z}, torch.as_tensor({y}, dtype=torch.float32))"
+    labels = f"torch.as_tensor({y}, dtype=torch.long)"
+    axis = C.feature_axis(t)
+    if t.seq and len(t.shape) == 1:
+        return f"F.cross_entropy({z}.flatten(0, 1), {labels}.flatten())"
+    if axis == 1 or len(t.shape) == 1:
+        return f"F.cross_entropy({z}, {labels})"
+    return f"F.cross_entropy({z}.movedim({axis}, 1), {labels})"
+
+
+def optimizer_call(training: dict) -> str:
+    lr = Code("TRAINING[\"lr\"] if lr is None else lr")
+    opt = training["optimizer"]
+    if opt == "SGD":
+        kwargs = {"lr": lr}
+        if training["momentum"]:
+            kwargs["momentum"] = training["momentum"]
+        if training["nesterov"]:
+            kwargs["nesterov"] = True
+        return call("torch.optim.SGD", Code("model.parameters()"), **kwargs)
+    if opt == "Adam":
+        return call("torch.optim.Adam", Code("model.parameters()"), lr=lr,
+                    betas=(training["beta1"], training["beta2"]), eps=training["eps"])
+    if opt == "Adadelta":
+        return call("torch.optim.Adadelta", Code("model.parameters()"), lr=lr, rho=training["rho"], eps=training["eps"])
+    raise C.EmitBug(f"unknown optimizer {opt}")
+
+
+def check(graph: ir.Graph) -> list:
+    return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(graph, "pytorch")
+
+
+TARGET = Target("pytorch", "pytorch/module.py.j2", LAYERS, context, check)
