@@ -107,7 +107,9 @@ def batch_for(graph: ir.Graph, seed: int, n: int = 3, steps: int = 5) -> dict:
         shape = tuple(n if d is None else d for d in t.batch_shape(n))
         shape = tuple(steps if d is None else d for d in shape)
         if t.vocab is not None:
-            out[inp.name] = rng.integers(0, t.vocab, shape).astype(np.int64)
+            ids = rng.integers(0, t.vocab, shape).astype(np.int64)
+            ids.flat[0], ids.flat[-1] = 0, t.vocab - 1  # both ends of the vocabulary, always
+            out[inp.name] = ids
         elif inp.name in rescaled:
             out[inp.name] = rng.uniform(0, 255, shape).astype(np.float32)
         else:
@@ -283,6 +285,41 @@ def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
     except (OSError, ValueError):
         return {}
     return {r["id"]: r for r in results}
+
+
+def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, seed: int = 0,
+                  workdir: str | None = None) -> float | str:
+    """The loss a target's train_step reports on one batch, with the model as written (dropout on).
+
+    Returns the loss, or the reason the column cannot run. Used to check dropout's training-mode
+    scale, which no inference comparison can see."""
+    from .emit.base import emit
+    from .exec.weights import save_weights
+    from .frontend import load
+
+    python, why = col.python()
+    if python is None:
+        return why
+    graph = load(path)
+    try:
+        code = emit(graph, col.target)
+    except ModuleNotFoundError:
+        return f"target {col.target} is not implemented"
+    tmp = Path(workdir or tempfile.mkdtemp(prefix="netdsl-probe-"))
+    tag = col.name.replace("/", "_")
+    (tmp / f"probe_{tag}.py").write_text(code)
+    from .exec.weights import init_params
+
+    save_weights(tmp / "probe.weights.npz", init_params(graph, seed))
+    np.savez(tmp / "probe.inputs.npz", **inputs)
+    np.savez(tmp / "probe.targets.npz", targets=targets)
+    job = {"id": "probe", "module": str(tmp / f"probe_{tag}.py"), "inputs": str(tmp / "probe.inputs.npz"),
+           "step_weights": str(tmp / "probe.weights.npz"), "targets": str(tmp / "probe.targets.npz"),
+           "stepped": str(tmp / f"probe_{tag}.stepped.npz")}
+    res = run_driver(python, col, [job], tmp, lambda m: None).get("probe")
+    if res is None or not res.get("ok"):
+        raise RuntimeError(f"{col.name}: train_step failed: {(res or {}).get('error', 'no result')}")
+    return float(res["loss"])
 
 
 # ------------------------------------------------------------------ reporting

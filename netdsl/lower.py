@@ -441,6 +441,7 @@ class Lowerer:
                 kw["optimizer_attrs"] = tuple(sorted(settings.items()))
         if self.training is not None:
             self.err("E404", "a second training block; a model has one", st.span)
+        kw.setdefault("optimizer_attrs", tuple(sorted(OPTIMIZERS[kw.get("optimizer", "SGD")].items())))
         self.training = ir.Training(span=st.span, **kw)
 
     # ------------------------------------------------------------ expressions
@@ -901,7 +902,9 @@ class Lowerer:
         nodes = tuple(ir.Node(n["name"], n["layer"].name, tuple(n["inputs"]), None, n["span"], n["call"]) for n in self.nodes)
         name = self.model_name or camel(Path(self.file).stem)
         return ir.Graph(name=name, source=self.file, inputs=tuple(self.inputs), layers=tuple(layers), nodes=nodes,
-                        outputs=tuple(self.outputs), groups=tuple(groups), training=self.training, span=module.span)
+                        outputs=tuple(self.outputs), groups=tuple(groups), span=module.span,
+                        # every default filled in, even without a train block
+                        training=self.training or ir.Training(optimizer_attrs=tuple(sorted(OPTIMIZERS["SGD"].items()))))
 
 
 @dataclass(eq=False)
