@@ -240,3 +240,31 @@ def test_set_threads_reports_what_it_set():
     assert done, "neither threadpoolctl nor OpenBLAS's set_num_threads was found"
     if train.blas_threads() is not None:
         assert train.blas_threads() == 1
+
+
+# --------------------------------------------------------- fused optimizers
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("SGD", dict(lr=0.1)), ("SGD", dict(lr=0.05, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    ("Adam", dict(lr=1e-3)), ("Adam", dict(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6)),
+])
+def test_fused_optimizers_are_bit_identical_to_optim(name, kwargs):
+    from netdsl.exec import optim
+
+    rng = np.random.default_rng(0)
+    params = {"a.W": rng.standard_normal((33, 17)).astype(np.float32),
+              "a.b": rng.standard_normal(17).astype(np.float32)}
+    ref = {k: v.copy() for k, v in params.items()}
+    fused = getattr(train, "Fused" + name)(**kwargs)
+    plain = getattr(optim, name)(**kwargs)
+    for _ in range(5):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
+        fused.step(params, grads)
+        plain.step(ref, grads)
+        for k in params:
+            assert np.array_equal(params[k], ref[k]), k
+    sd, sr = fused.state_dict(), plain.state_dict()
+    assert sd.keys() == sr.keys()
+    for k in sd:
+        assert np.array_equal(np.asarray(sd[k]), np.asarray(sr[k])), k
