@@ -1,15 +1,21 @@
 """Source text -> syntax tree (netdsl.syntax), with a Span on every node.
 
-One module-level LALR parser; the transformer runs after parse(). Lark's
-transformer and every later stage recurse, so bracket nesting and tree depth
-are bounded explicitly first (an operator chain like 1+1+1+... nests too).
+One module-level LALR parser; the transformer runs after parse() and does not
+recurse (Transformer_NonRecursive). Later stages recurse on the tree, so bracket
+nesting and tree depth are bounded explicitly first (an operator chain like
+1+1+1+... nests too). Literals are checked here, at their token: numbers must
+be finite and within +-2**62 (as every result of arithmetic is), strings must
+be valid Python-style literals.
 """
 from __future__ import annotations
 
 import ast
+import math
+import re
+import warnings
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer_NonRecursive, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as S
@@ -29,7 +35,7 @@ _TOKEN_NAMES = {
 }
 
 
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
     def __init__(self, file: str):
         super().__init__()
         self.file = file
@@ -53,7 +59,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def import_stmt(self, meta, items):
-        return S.Import(self._span(meta), _unquote(items[0]))
+        return S.Import(self._span(meta), _unquote(items[0], self._tok(items[0])))
 
     @v_args(meta=True)
     def def_stmt(self, meta, items):
@@ -132,13 +138,12 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def number(self, meta, items):
-        text = str(items[0])
-        value = float(text) if any(c in text for c in ".eE") else int(text)
-        return S.Number(self._tok(items[0]), value)
+        tok = items[0]
+        return S.Number(self._tok(tok), _number(tok, self._tok(tok)))
 
     @v_args(meta=True)
     def string(self, meta, items):
-        return S.String(self._tok(items[0]), _unquote(items[0]))
+        return S.String(self._tok(items[0]), _unquote(items[0], self._tok(items[0])))
 
     @v_args(meta=True)
     def name(self, meta, items):
@@ -165,9 +170,48 @@ class _ToAst(Transformer):
         return S.List(self._span(meta), tuple(i for i in items if i is not None))
 
 
-def _unquote(tok) -> str:
+MAX_INT = 2 ** 62  # the same bound lower.py puts on the result of arithmetic
+
+
+class _LiteralError(Exception):
+    def __init__(self, diagnostic: Diagnostic):
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+def _number(tok, span: Span):
+    text = str(tok)
+    if any(c in text for c in ".eE"):
+        value = float(text)  # the NUMBER terminal is always a valid float literal
+        if not math.isfinite(value):
+            raise _LiteralError(Diagnostic("E501", f"number {_clip(text)} is out of range (too large for a float)", span))
+        return value
+    digits = text.lstrip("0") or "0"
+    # compare the digit count first: int() of a 5000-digit literal is refused by Python itself
+    if len(digits) > 19 or int(digits) > MAX_INT:
+        raise _LiteralError(Diagnostic("E501", f"number {_clip(text)} is out of range (the limit is 2**62)", span))
+    return int(digits)
+
+
+def _unquote(tok, span: Span) -> str:
     # The STRING terminal only admits Python-style literals, so literal_eval is exact and safe.
-    return ast.literal_eval(str(tok))
+    # Bad escapes ("\q", "\N{nope}", "\x0") and NUL characters are the user's mistake: say so at the string.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "\q" is only a warning in Python; here it is an error
+            return ast.literal_eval(str(tok))
+    except (SyntaxError, ValueError, Warning) as e:
+        reason = getattr(e, "msg", None) or str(e)
+        if "null" in reason:
+            reason = "it contains a NUL character"
+        reason = re.sub(r"^\(unicode error\) 'unicodeescape' codec can't decode bytes? in position [\d-]+: ", "", reason)
+        raise _LiteralError(Diagnostic("E001", f"invalid string literal: {reason}", span,
+                                       r"strings use Python escapes: \\ \" \' \n \t \xhh \uhhhh")) from None
+
+
+def _clip(text: str, n: int = 24) -> str:
+    """A long token shortened for a message: 1111...1111 (5000 characters)."""
+    return text if len(text) <= n else f"{text[:10]}...{text[-10:]} ({len(text)} characters)"
 
 
 _PARSER = Lark(
@@ -193,8 +237,10 @@ def parse(text: str, file: str = "<string>") -> S.Module:
     _check_depth(tree, file, sources)
     try:
         module = _ToAst(file).transform(tree)
-    except VisitError as e:  # only a malformed literal can get here
-        raise NetdslError(Diagnostic("E001", f"invalid literal: {e.orig_exc}", Span(file, 1, 1, 1, 1)), sources) from None
+    except VisitError as e:  # a malformed literal; anything else is a bug in netdsl
+        if isinstance(e.orig_exc, _LiteralError):
+            raise NetdslError(e.orig_exc.diagnostic, sources) from None
+        raise
     return module
 
 
@@ -210,27 +256,34 @@ def _check_depth(tree, file: str, sources: dict) -> None:
         stack.extend((c, depth + 1) for c in node.children if hasattr(c, "children"))
 
 
+# What the nesting check looks at: brackets and newlines, skipping comments and strings
+# exactly as the COMMENT and STRING terminals delimit them (a "(" in a comment nests nothing).
+_NESTING_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[()\[\]{}\n]""")
+
+
 def _check_nesting(text: str, file: str, sources: dict) -> None:
     """Bound bracket depth before parsing, so no later stage can recurse without limit."""
-    depth, line, col = 0, 1, 0
+    depth, line, line_start = 0, 1, 0
     limit = LIMITS.max_nesting
-    for ch in text:
-        col += 1
+    for m in _NESTING_RE.finditer(text):
+        ch = m.group()
         if ch == "\n":
-            line, col = line + 1, 0
-        elif ch in "([{":
+            line, line_start = line + 1, m.end()
+        elif ch in ("(", "[", "{"):
             depth += 1
             if depth > limit:
+                col = m.start() - line_start + 1
                 raise NetdslError(Diagnostic(
-                    "E005", f"brackets nested more than {limit} deep", Span(file, line, col, line, col + 1)), sources)
-        elif ch in ")]}":
+                    "E005", f"brackets nested more than {limit} deep", Span(file, line, col, line, col + 1),
+                    "raise NETDSL_MAX_NESTING to allow deeper nesting"), sources)
+        elif ch in (")", "]", "}"):
             depth = max(0, depth - 1)
 
 
 def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
     line, col = max(getattr(e, "line", 1) or 1, 1), max(getattr(e, "column", 1) or 1, 1)
     if isinstance(e, UnexpectedToken) and e.token.type == "$END":
-        lines = text.splitlines() or [""]
+        lines = text.rstrip("\r\n").split("\n")  # only "\n" ends a line, as for the lexer
         line, col = len(lines), len(lines[-1]) + 1
         return Diagnostic("E003", f"unexpected end of file; expected {_expected(e.expected)}",
                           Span(file, line, col, line, col + 1))
@@ -249,12 +302,12 @@ def _syntax_diagnostic(e: UnexpectedInput, text: str, file: str) -> Diagnostic:
 
 def _describe(tok: Token) -> str:
     if tok.type == "NAME":
-        return f"name '{tok}'"
+        return f"name '{_clip(str(tok))}'"
     if tok.type == "NUMBER":
-        return f"number {tok}"
+        return f"number {_clip(str(tok))}"
     if tok.type == "STRING":
         return "string"
-    return f"'{tok}'"
+    return f"'{_clip(str(tok))}'"
 
 
 def _expected(names) -> str:
