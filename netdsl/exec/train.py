@@ -116,6 +116,25 @@ def blas_threads() -> int | None:
     return None
 
 
+# --------------------------------------------------------------------- warm-up
+
+def warm_up(graph: ir.Graph, params: dict) -> None:
+    """One training step on two dummy samples, with copies of everything, so
+    numba loads every kernel this model needs from its cache (or compiles it
+    once) before the clock of the first real step starts — and while the
+    data is still loading in another thread."""
+    ex = Executor(graph, {k: v.copy() for k, v in params.items()})
+    inputs = {}
+    for i in graph.inputs:
+        shape = tuple(2 if d is None else d for d in i.type.batch_shape(2))
+        inputs[i.name] = np.zeros(shape, np.int64 if i.type.vocab is not None else np.float32)
+    out = ex.forward(inputs, training=True, rng=np.random.default_rng(0))
+    grads = ex.backward({k: np.ones_like(v) for k, v in out.items()})
+    tr = graph.training or ir.Training()
+    if tr.optimizer in ("SGD", "Adam", "Adadelta"):
+        make_optimizer(tr).step({k: ex.params[k] for k in grads}, grads)
+
+
 # --------------------------------------------------------------------- options
 
 @dataclass
