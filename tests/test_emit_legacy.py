@@ -117,7 +117,7 @@ def _reference_steps(graph, params, inputs, targets):
 # ------------------------------------------------- the driver (runs in the venv)
 
 DRIVER = r'''
-import importlib.util, json, sys, time, traceback
+import importlib.util, inspect, json, sys, time, traceback
 import numpy as np
 
 TARGET = sys.argv[1]
@@ -151,7 +151,10 @@ def run(case):
     spec.loader.exec_module(mod)
     inputs = dict(np.load(case["inputs"], allow_pickle=False))
     targets = dict(np.load(case["targets"], allow_pickle=False))
-    model = mod.build_model()
+    if "bn_batch_size" in inspect.signature(mod.build_model).parameters:  # CNTK's BN time constant
+        model = mod.build_model(bn_batch_size=case["batch"])
+    else:
+        model = mod.build_model()
     res["count"] = count_params(mod, model)
     mod.load_netdsl_weights(model, case["weights"])
     outs = mod.predict(model, inputs)
@@ -219,7 +222,7 @@ class Case:
         self.first_param = first
 
     def spec(self, with_bad: bool) -> dict:
-        out = {"model": self.name, "steps": STEPS, **self.files}
+        out = {"model": self.name, "steps": STEPS, "batch": BATCH, **self.files}
         if with_bad:
             out["bad_weights"] = [self.files["bad_missing"], self.files["bad_shape"]]
         return out
@@ -267,7 +270,7 @@ def _result(run_target, target, model):
     return cases[model], res
 
 
-TARGETS = ["gluon", "tf-estimator"]
+TARGETS = ["gluon", "tf-estimator", "cntk"]
 
 
 def _close(a, b):

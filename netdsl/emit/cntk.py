@@ -1,0 +1,330 @@
+"""--target cntk: CNTK 2.7 Layers Library code (Python 3.6), written the CNTK way.
+
+Groups stay C.layers.Sequential; a LayerStack whose repeats have the same
+layer kinds becomes C.layers.For(range(n), lambda i: [...]) with the values
+that differ per repeat written as [a, b, c][i]; the default_options scope the
+layers were built in is kept as a `with C.layers.default_options(...)`, and
+each layer writes only the arguments the user wrote or that the scope and
+CNTK's own defaults would get wrong. Sequences use C.sequence.input_variable
+(token ids as sparse one-hot), LSTMs Recurrence(LSTM(n)).
+
+CNTK computes like netdsl: NCHW-like (C, H, W) samples, Convolution W is
+OIHW with bias (out, 1, 1), pad=True is netdsl's pad=True, average pooling
+excludes padding. Dense W is (in..., out) (applied x @ W) and LSTM W/H are
+(in, 4n) with gates i, g, f, o: weights are converted on load and export by
+canonical name -> layer name -> parameter name. BatchNormalization's
+momentum becomes normalization_time_constant = -N / ln(1 - momentum) samples
+for a minibatch of N (the training block's batch size unless
+build_model(bn_batch_size=...) says otherwise); its running variance is
+unbiased like netdsl's.
+"""
+from __future__ import annotations
+
+import math
+
+from .. import ir
+from .base import Target, pyrepr
+from .gluon import calls as legacy_calls
+from .gluon import (cannot, common_context, flat_members, in_type, is_image, nodes_of, rescale_terms,
+                    structure_diagnostics, var)
+
+ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax"}
+INIT = {"glorot_uniform": "C.glorot_uniform()", "glorot_normal": "C.glorot_normal()",
+        "he_uniform": "C.he_uniform()", "he_normal": "C.he_normal()", "zeros": "0", "ones": "1"}
+CNTK_DEFAULTS = {"activation": "None", "init": "C.glorot_uniform()", "bias": "True", "init_bias": "0.0",
+                 "pad": "False", "strides": "1"}
+
+
+def init_expr(text: str) -> str:
+    if text in INIT:
+        return INIT[text]
+    for fn in ("uniform", "normal"):
+        if text.startswith(fn + "("):
+            return f"C.{fn}({float(text[len(fn) + 1:-1])!r})"
+    return "C.glorot_uniform()"
+
+
+def _act(layer: ir.Layer, graph) -> str:
+    a = layer.attr("activation")
+    if a == "softmax" and is_image(nodes_of(graph, layer)[0].type):
+        return "lambda x: C.softmax(x, axis=0)"
+    return ACT[a]
+
+
+def _cntk_pad(graph, layer, kernel):
+    """(pad argument, explicit C.pad pattern or None): pad=True is exactly netdsl's pad=True rule."""
+    pads = tuple(tuple(p) for p in layer.attr("pads"))
+    if pads == ((0, 0), (0, 0)):
+        return "False", None
+    it = in_type(graph, layer)
+    strides = tuple(layer.attr("strides"))
+    same = []
+    for size, k, s in zip(it.shape[1:], kernel, strides):
+        out = -(-size // s)
+        total = max((out - 1) * s + k - size, 0)
+        same.append(((k - 1) // 2, total - (k - 1) // 2))
+    if pads == tuple(same):
+        return "True", None
+    return "False", [[0, 0], list(pads[0]), list(pads[1])]
+
+
+def _dense(graph, layer):
+    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")),
+            "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    p = [("W", "W", "dense")] + ([("b", "b", "identity")] if layer.attr("bias") else [])
+    return {"ctor": "C.layers.Dense", "pos": [str(layer.attr("units"))], "args": args, "params": p}
+
+
+def _conv(graph, layer):
+    kernel = tuple(layer.attr("kernel"))
+    pad, pattern = _cntk_pad(graph, layer, kernel)
+    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")), "pad": pad,
+            "strides": repr(tuple(layer.attr("strides"))) if tuple(layer.attr("strides")) != (1, 1) else "1",
+            "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
+    return {"ctor": "C.layers.Convolution", "pos": [repr(kernel), str(layer.attr("filters"))], "args": args,
+            "params": p, "pattern": pattern, "pad_value": "0.0"}
+
+
+def _pool(graph, layer):
+    window = tuple(layer.attr("window"))
+    pad, pattern = _cntk_pad(graph, layer, window)
+    strides = tuple(layer.attr("strides"))
+    ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
+    return {"ctor": ctor, "pos": [repr(window)], "args": {"strides": repr(strides) if strides != (1, 1) else "1",
+                                                          "pad": pad},
+            "params": [], "pattern": pattern, "pad_value": "-np.inf" if layer.kind == "MaxPooling" else None}
+
+
+def _bn(graph, layer):
+    it = in_type(graph, layer)
+    return {"ctor": "C.layers.BatchNormalization", "pos": [],
+            "args": {"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
+                     "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
+            "always": ["map_rank", "epsilon", "normalization_time_constant"],
+            "params": [("scale", "scale", "identity"), ("bias", "bias", "identity"),
+                       ("running_mean", "aggregate_mean", "identity"),
+                       ("running_var", "aggregate_variance", "identity")]}
+
+
+def _lstm(graph, layer):
+    # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
+    return {"ctor": "C.layers.Recurrence", "pos": [f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
+            "args": {"go_backwards": repr(bool(layer.attr("go_backwards")))}, "unnamed": True,
+            "params": [("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")]}
+
+
+def _simple(ctor, pos=(), args=None):
+    return lambda graph, layer: {"ctor": ctor, "pos": list(pos), "args": dict(args or {}), "params": []}
+
+
+def _fn(expr, call):
+    """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
+    (a format string over {x} or {xs}) when applied on its own."""
+    return lambda graph, layer: {"ctor": None, "fn": expr(graph, layer), "call": call(graph, layer), "pos": [],
+                                 "args": {}, "params": []}
+
+
+def _rescale(graph, layer, x="x"):
+    t = rescale_terms(layer)
+    e = x
+    if t["has_scale"]:
+        e = f"{x} * {t['scale']!r}"
+    if t["has_mean"]:
+        e = f"({e} - {t['mean']!r})"
+    if t["has_std"]:
+        e = f"{e} / {t['std']!r}"
+    return e
+
+
+def _splice(graph, layer):
+    return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(graph, layer)
+
+
+def _splice_axis(graph, layer):
+    return 0 if is_image(nodes_of(graph, layer)[0].type) else -1
+
+
+LAYERS_FN = {
+    "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
+    "Dropout": lambda g, l: {"ctor": "C.layers.Dropout", "pos": [repr(float(l.attr("rate")))], "args": {},
+                             "params": []},
+    "Embedding": lambda g, l: {"ctor": "C.layers.Embedding", "pos": [str(l.attr("dim"))],
+                               "args": {"init": init_expr(l.attr("init"))}, "params": [("E", "E", "identity")]},
+    "LSTM": _lstm, "BatchNormalization": _bn,
+    "Activation": lambda g, l: {"ctor": "C.layers.Activation", "pos": [_act(l, g)], "args": {}, "params": []},
+    "Rescale": _fn(lambda g, l: "lambda x: " + _rescale(g, l), lambda g, l: _rescale(g, l, "{x}")),
+    "Flatten": _fn(lambda g, l: "lambda x: C.reshape(x, (-1,))", lambda g, l: "C.reshape({x}, (-1,))"),
+    "Splice": _fn(_splice, lambda g, l: "C.splice({xs}, axis=%d)" % _splice_axis(g, l)),
+    "SelectLast": _fn(lambda g, l: "C.sequence.last", lambda g, l: "C.sequence.last({x})"),
+    "SelectFirst": _fn(lambda g, l: "C.sequence.first", lambda g, l: "C.sequence.first({x})"),
+    "CosineDistance": _fn(lambda g, l: "_cosine_similarity", lambda g, l: "_cosine_similarity({xs})"),
+}
+
+
+def _view(fn):
+    def view(graph, layer):
+        v = fn(graph, layer)
+        v.update(kind=layer.kind, name=layer.name, explicit=set(layer.explicit), defaults=dict(layer.defaults))
+        return v
+    return view
+
+
+LAYERS = {kind: _view(fn) for kind, fn in LAYERS_FN.items()}
+
+# netdsl attribute names as CNTK writes them in `explicit`
+EXPLICIT = {"activation": "activation", "init": "init", "bias": "bias", "init_bias": "init_bias", "pad": "pad",
+            "strides": "strides", "go_backwards": "go_backwards"}
+
+
+def _scope_value(key, value):
+    """A default_options value as CNTK code, or None when CNTK's default_options cannot say it."""
+    if key == "activation":
+        return ACT.get(value)
+    if key == "init":
+        return init_expr(value)
+    if key in ("bias",):
+        return repr(bool(value))
+    if key == "init_bias":
+        return repr(float(value))
+    if key == "pad" and isinstance(value, bool):
+        return repr(value)
+    return None
+
+
+def _scope(graph, layers) -> dict:
+    scope = {}
+    for layer in layers:
+        for k, v in layer.defaults:
+            code = _scope_value(k, v)
+            if code is None:
+                continue
+            if scope.get(k, code) != code:
+                return {}
+            scope[k] = code
+    return scope
+
+
+def layer_code(v: dict, scope: dict, name_expr: str) -> str:
+    """The constructor call of one layer under a default_options scope."""
+    if v["ctor"] is None:
+        return v["fn"]
+    parts = list(v["pos"])
+    for key, code in v["args"].items():
+        effective = scope.get(key, CNTK_DEFAULTS.get(key))
+        if code != effective or key in v.get("always", ()) or (EXPLICIT.get(key) in v["explicit"]):
+            parts.append(f"{key}={code}")
+    if not v.get("unnamed"):
+        parts.append(f"name={name_expr}")
+    core = f"{v['ctor']}({', '.join(parts)})"
+    if v.get("pattern"):
+        pad = f"lambda x: C.pad(x, pattern={v['pattern']!r}, constant_value={v['pad_value']})"
+        return f"C.layers.Sequential([{pad}, {core}])"
+    return core
+
+
+def _same_kinds(graph, members):
+    lists = [flat_members(graph, m) for m in members]
+    kinds = [[graph.layer(n).kind for n in lst] for lst in lists]
+    return lists if all(k == kinds[0] for k in kinds) else None
+
+
+def _entity_code(graph, views, name, scope, ind) -> str:
+    """Python source of a top-level entity (group or layer), indented by `ind` after its first line."""
+    groups = {g.name: g for g in graph.groups}
+    if name not in groups:
+        return layer_code(views[name], scope, pyrepr(name))
+    g = groups[name]
+    if g.kind == "LayerStack" and g.repeat > 1:
+        lists = _same_kinds(graph, g.members)
+        if lists:
+            n = g.repeat
+            items = []
+            for pos in range(len(lists[0])):
+                vs = [views[lst[pos]] for lst in lists]
+                items.append(_templated(vs, scope))
+            inner = "".join(f"{ind}    {it},\n" for it in items)
+            return f"C.layers.For(range({n}), lambda i: [\n{inner}{ind}], name={pyrepr(name)})"
+    inner = "".join(f"{ind}    {_entity_code(graph, views, m, scope, ind + '    ')},\n" for m in g.members)
+    return f"C.layers.Sequential([\n{inner}{ind}], name={pyrepr(name)})"
+
+
+def _templated(vs, scope) -> str:
+    """One constructor for the i-th repeat: values that differ become [a, b, c][i]."""
+    codes = [layer_code(v, scope, pyrepr(v["name"])) for v in vs]
+    if all(c == codes[0] for c in codes):
+        return codes[0]
+    first = vs[0]
+    if first["ctor"] is None:
+        return codes[0]
+    pos = []
+    for k in range(len(first["pos"])):
+        vals = [v["pos"][k] for v in vs]
+        pos.append(vals[0] if len(set(vals)) == 1 else "[" + ", ".join(vals) + "][i]")
+    args = {}
+    for key in first["args"]:
+        vals = [v["args"][key] for v in vs]
+        args[key] = vals[0] if len(set(vals)) == 1 else "[" + ", ".join(vals) + "][i]"
+    names = "[" + ", ".join(pyrepr(v["name"]) for v in vs) + "][i]"
+    merged = dict(first, pos=pos, args=args, explicit=set().union(*(v["explicit"] for v in vs)))
+    if any(v.get("pattern") != first.get("pattern") for v in vs):
+        return codes[0]  # never reached for uniform stacks; keep the first as a fallback
+    return layer_code(merged, scope, names)
+
+
+def check(graph: ir.Graph) -> list:
+    diags = structure_diagnostics(graph, "cntk")
+    if len(graph.outputs) != 1:
+        diags.append(cannot(graph, graph.layer(next(n.layer for n in graph.nodes if n.name == graph.outputs[1])),
+                            "cntk", "a second output: the generated trainer has one criterion"))
+    for layer in graph.layers:
+        if layer.kind == "LayerNormalization":
+            diags.append(cannot(graph, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
+                                "netdsl's are elementwise"))
+    return diags
+
+
+def context(graph: ir.Graph, views: dict) -> dict:
+    ctx = common_context(graph)
+    params = []
+    for layer in graph.layers:
+        for short, cntk_short, conv in views[layer.name]["params"]:
+            p = layer.param(short)
+            params.append({"name": p.name, "layer": layer.name, "cntk": cntk_short, "conv": conv,
+                           "shape": tuple(p.shape), "trainable": p.trainable})
+    node_vars = {var(n.name) for n in graph.nodes} | {var(i.name) for i in graph.inputs}
+    entities, statements = {}, []
+    uses = {}
+    for c in legacy_calls(graph):
+        uses[c["entity"]] = uses.get(c["entity"], 0) + 1
+    groups = {g.name for g in graph.groups}
+    for c in legacy_calls(graph):
+        e = c["entity"]
+        layers = [graph.layer(n) for n in flat_members(graph, e)]
+        scope = _scope(graph, layers)
+        if e in groups or uses[e] > 1:
+            if e not in entities:
+                ev = var(e) if var(e) not in node_vars else var(e) + "_layer"
+                entities[e] = ev
+                statements.append({"kind": "define", "var": ev, "scope": scope,
+                                   "code": _entity_code(graph, views, e, scope, "        " if scope else "    ")})
+            statements.append({"kind": "apply", "out": c["output"], "fn": entities[e], "ins": c["inputs"]})
+        elif views[e]["ctor"] is None:
+            statements.append({"kind": "expr", "out": c["output"],
+                               "code": views[e]["call"].format(x=c["inputs"][0], xs=", ".join(c["inputs"]))})
+        else:
+            statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(graph, views, e, {}, "    "),
+                               "ins": c["inputs"]})
+    out_t = graph.value_type(graph.outputs[0])
+    ctx.update(
+        params=params, statements=statements,
+        bn=any(v["kind"] == "BatchNormalization" for v in views.values()),
+        uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
+        out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
+        out_elements=math.prod(out_t.shape) if out_t.shape else 1,
+        vocabs={i.name: i.type.vocab for i in graph.inputs if i.type.vocab is not None},
+    )
+    return ctx
+
+
+TARGET = Target(name="cntk", template="cntk/module.py.j2", layers=LAYERS, context=context, check=check)
