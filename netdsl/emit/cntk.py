@@ -14,9 +14,9 @@ excludes padding. Dense W is (in..., out) (applied x @ W) and LSTM W/H are
 (in, 4n) with gates i, g, f, o: weights are converted on load and export by
 canonical name -> layer name -> parameter name. BatchNormalization's
 momentum becomes normalization_time_constant = -N / ln(1 - momentum) samples
-for a minibatch of N (the training block's batch size unless
-build_model(bn_batch_size=...) says otherwise); its running variance is
-unbiased like netdsl's.
+for the training block's batch size N, and train_step rescales the move of
+the running statistics when a minibatch has another size; the running
+variance is unbiased like netdsl's.
 """
 from __future__ import annotations
 
@@ -159,6 +159,8 @@ LAYERS_FN = {
     "SelectLast": _fn(lambda g, l: "C.sequence.last", lambda g, l: "C.sequence.last({x})"),
     "SelectFirst": _fn(lambda g, l: "C.sequence.first", lambda g, l: "C.sequence.first({x})"),
     "CosineDistance": _fn(lambda g, l: "_cosine_similarity", lambda g, l: "_cosine_similarity({xs})"),
+    # listed so that check() can say why it is refused (E702), never rendered
+    "LayerNormalization": lambda g, l: {"ctor": None, "fn": None, "call": None, "pos": [], "args": {}, "params": []},
 }
 
 
@@ -277,6 +279,11 @@ def check(graph: ir.Graph) -> list:
     if len(graph.outputs) != 1:
         diags.append(cannot(graph, graph.layer(next(n.layer for n in graph.nodes if n.name == graph.outputs[1])),
                             "cntk", "a second output: the generated trainer has one criterion"))
+    momenta = {float(layer.attr("momentum")) for layer in graph.layers if layer.kind == "BatchNormalization"}
+    if len(momenta) > 1:
+        layer = next(layer for layer in graph.layers if layer.kind == "BatchNormalization")
+        diags.append(cannot(graph, layer, "cntk", "batch norms with different momenta (the generated "
+                            "train_step re-blends CNTK's running statistics with one momentum)"))
     for layer in graph.layers:
         if layer.kind == "LayerNormalization":
             diags.append(cannot(graph, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
@@ -319,6 +326,8 @@ def context(graph: ir.Graph, views: dict) -> dict:
     ctx.update(
         params=params, statements=statements,
         bn=any(v["kind"] == "BatchNormalization" for v in views.values()),
+        bn_momentum=next((float(layer.attr("momentum")) for layer in graph.layers
+                          if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,

@@ -165,9 +165,10 @@ def block_tree(graph: ir.Graph, views: dict) -> list:
 
 def training_dict(graph: ir.Graph) -> dict:
     t = graph.training or ir.Training()
-    return {"dataset": t.dataset, "loss": t.loss, "optimizer": t.optimizer,
-            "optimizer_attrs": dict(sorted(t.optimizer_attrs)), "batch_size": t.batch_size,
-            "epochs": t.epochs, "metrics": list(t.metrics)}
+    out = {"dataset": t.dataset, "loss": t.loss, "optimizer": t.optimizer}
+    out.update(sorted(t.optimizer_attrs))
+    out.update(batch_size=t.batch_size, epochs=t.epochs, metrics=list(t.metrics))
+    return out
 
 
 def common_context(graph: ir.Graph) -> dict:
@@ -182,7 +183,7 @@ def common_context(graph: ir.Graph) -> dict:
                         "sample": tuple(t.shape), "image": is_image(t)})
     training = training_dict(graph)
     mnist = None
-    if len(inputs) == 1 and len(outputs) == 1 and not inputs[0]["ids"] and not outputs[0]["seq"] \
+    if training["dataset"] == "mnist" and len(inputs) == 1 and len(outputs) == 1 and not inputs[0]["ids"] and not outputs[0]["seq"] \
             and outputs[0]["sample"] == (10,):
         i = inputs[0]
         per_sample = (i["length"] or 0) * prod(i["sample"]) if i["seq"] else prod(i["sample"])
@@ -191,7 +192,7 @@ def common_context(graph: ir.Graph) -> dict:
     return {"model_name": graph.name, "inputs": inputs, "outputs": outputs, "training": training,
             "input_shapes": {i["name"]: i["shape"] for i in inputs},
             "output_shapes": {o["name"]: o["shape"] for o in outputs},
-            "loss": training["loss"], "optimizer": training["optimizer"], "opt": training["optimizer_attrs"],
+            "loss": training["loss"], "optimizer": training["optimizer"],
             "mnist_shape": mnist, "trainable_total": sum(p.size for p in graph.params() if p.trainable)}
 
 

@@ -108,6 +108,8 @@ LAYERS = {kind: _view(fn) for kind, fn in {
     "Flatten": lambda g, l: {"params": []}, "Splice": lambda g, l: {"params": []},
     "SelectLast": lambda g, l: {"params": []}, "SelectFirst": lambda g, l: {"params": []},
     "CosineDistance": lambda g, l: {"params": []},
+    # listed so that check() can say why it is refused (E702), never rendered
+    "LayerNormalization": lambda g, l: {"params": []},
 }.items()}
 
 
@@ -150,6 +152,10 @@ def _dense_rows(graph: ir.Graph) -> dict:
 
 def check(graph: ir.Graph) -> list:
     diags = structure_diagnostics(graph, "tf-estimator")
+    for layer in graph.layers:
+        if layer.kind == "LayerNormalization":
+            diags.append(cannot(graph, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
+                                "and this target does not write one yet"))
     _, conflicts = _dense_rows(graph)
     for layer in conflicts:
         diags.append(cannot(graph, layer, "tf-estimator", "it reads flattened images in one application and "
