@@ -17,8 +17,11 @@ class Limits:
     max_layers: int = 100_000
     max_stack_repeat: int = 100_000
     max_params: int = 2_000_000_000
-    max_call_depth: int = 50
+    max_call_depth: int = 50  # nested block and lambda calls
     max_dim: int = 100_000_000
+    max_eval_depth: int = 1_000  # nested evaluation, across calls; the Python stack is sized from it
+    max_eval_steps: int = 2_000_000  # evaluation steps in one file (~20 per layer): stops exponential blow-ups
+    max_errors: int = 100  # diagnostics reported before the front end stops
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Limits":

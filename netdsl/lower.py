@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 import math
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -187,14 +188,29 @@ class Lowerer:
         self.current_call: str | None = None
         self.calls = 0
         self.imported: set = set()
+        # evaluation is bounded three ways (netdsl/limits.py): nesting of eval() itself, nesting of
+        # block and lambda calls, and the total number of eval() steps (exponential blow-ups)
+        self.depth = 0
+        self.call_depth = 0
+        self.steps = 0
         self.genv = Env()
         for name, fn in self._builtins().items():
             self.genv.vars[name] = fn
 
     # ------------------------------------------------------------ plumbing
     def err(self, code: str, msg: str, span: Span, note: str | None = None):
+        if len(self.diags) + 1 >= LIMITS.max_errors:
+            # an error at every leaf of a big evaluation must not fill memory: stop, as compilers do
+            note = f"{note + '; ' if note else ''}stopping after {LIMITS.max_errors} errors"
+            self.diags.append(Diagnostic(code, msg, span, note))
+            self.fatal()
         self.diags.append(Diagnostic(code, msg, span, note))
         return POISON
+
+    def limit(self, code: str, msg: str, span: Span, note: str):
+        """A resource limit: report it and stop at once (unwinding is the only safe thing left)."""
+        self.diags.append(Diagnostic(code, msg, span, note))
+        self.fatal()
 
     def fatal(self):
         raise NetdslError(self.diags, self.sources)
@@ -446,6 +462,21 @@ class Lowerer:
 
     # ------------------------------------------------------------ expressions
     def eval(self, e, env: Env):
+        self.steps += 1
+        if self.steps > LIMITS.max_eval_steps:
+            self.limit("E501", f"evaluating the model takes more than {LIMITS.max_eval_steps:,} steps", e.span,
+                       "a block or lambda that calls another twice at every level grows exponentially; "
+                       "raise NETDSL_MAX_EVAL_STEPS to allow more")
+        if self.depth >= LIMITS.max_eval_depth:
+            self.limit("E005", f"evaluation nested more than {LIMITS.max_eval_depth} deep", e.span,
+                       "deep expressions inside nested block and lambda calls; raise NETDSL_MAX_EVAL_DEPTH to allow more")
+        self.depth += 1
+        try:
+            return self._eval(e, env)
+        finally:
+            self.depth -= 1
+
+    def _eval(self, e, env: Env):
         if isinstance(e, S.Number):
             return e.value
         if isinstance(e, S.String):
@@ -553,13 +584,28 @@ class Lowerer:
             return self.apply(func, args, e)
         return self.err("E108", f"{describe(func)} is not callable", e.func.span)
 
+    def enter_call(self, span: Span, what: str):
+        if self.call_depth >= LIMITS.max_call_depth:
+            self.limit("E110", f"{what} calls nested more than {LIMITS.max_call_depth} deep", span,
+                       "a lambda that calls itself (directly or through another) never ends; "
+                       "raise NETDSL_MAX_CALL_DEPTH if the nesting is real")
+        self.call_depth += 1
+
     def call_block(self, block: Block, e: S.Call, args, kwargs):
         if block.name in self.block_stack:
             chain = " -> ".join(self.block_stack + [block.name])
             return self.err("E110", f"block '{block.name}' calls itself ({chain})", e.span,
                             "blocks are expanded when used, so recursion would never end")
-        if len(self.block_stack) >= LIMITS.max_call_depth:
-            return self.err("E110", f"blocks nested more than {LIMITS.max_call_depth} deep", e.span)
+        self.enter_call(e.span, "block")
+        # the block is on the stack while its defaults are evaluated too: def a(v=a()) = v recurses
+        self.block_stack.append(block.name)
+        try:
+            return self._call_block(block, e, args, kwargs)
+        finally:
+            self.block_stack.pop()
+            self.call_depth -= 1
+
+    def _call_block(self, block: Block, e: S.Call, args, kwargs):
         names = [p.name for p in block.params]
         if len(args) > len(names):
             return self.err("E109", f"block '{block.name}' takes {len(names)} arguments, got {len(args)}", e.span)
@@ -577,11 +623,7 @@ class Lowerer:
                 if p.default is None:
                     return self.err("E104", f"block '{block.name}' is missing argument '{p.name}'", e.span)
                 local.vars[p.name] = self.eval(p.default, self.genv)
-        self.block_stack.append(block.name)
-        try:
-            return self.eval(block.body, local)
-        finally:
-            self.block_stack.pop()
+        return self.eval(block.body, local)
 
     def call_closure(self, fn: Closure, args, span: Span):
         local = Env(fn.env)
@@ -591,7 +633,11 @@ class Lowerer:
             local.vars[fn.param] = args[0]
         elif args:
             return self.err("E109", f"this lambda takes no arguments, got {len(args)}", span)
-        return self.eval(fn.body, local)
+        self.enter_call(span, "lambda")
+        try:
+            return self.eval(fn.body, local)
+        finally:
+            self.call_depth -= 1
 
     # ------------------------------------------------------------ layers
     def new_layer(self, kind: str, args: dict, span: Span, e: S.Call | None = None) -> LayerSpec:
@@ -1118,5 +1164,16 @@ def check_layer_args(kind: str, a: dict):
     return out
 
 
+# Python frames one level of evaluation can cost at most (eval -> _eval -> eval_call -> builtin
+# -> stack -> call_closure -> eval ...); the stack is sized from the limits so that the limits,
+# not a RecursionError, are what stops a deep file.
+FRAMES_PER_LEVEL = 10
+
+
 def lower(module: S.Module, file: str, sources: dict, loader=None) -> ir.Graph:
-    return Lowerer(file, sources, loader).lower_module(module)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(old + FRAMES_PER_LEVEL * LIMITS.max_eval_depth + 1000)
+    try:
+        return Lowerer(file, sources, loader).lower_module(module)
+    finally:
+        sys.setrecursionlimit(old)

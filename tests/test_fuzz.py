@@ -77,3 +77,48 @@ def test_literal_errors_point_at_the_token():
     d = e.value.diagnostics[0]
     assert (d.code, d.span.line, d.span.col) == ("E501", 3, 9)
     assert "1e999" in d.message
+
+
+# evaluation: recursion through lambdas, defaults and deep calls ends in a diagnostic, not a RecursionError
+EVAL_REGRESSIONS = [
+    ("lambda-self-recursion", H + "f = lambda y: f(y)\nz = f(x)\noutput z\n", "E110"),
+    ("lambda-omega", H + "w = lambda g: g(g)\nz = w(w)\n", "E110"),
+    ("y-combinator", H + "y = lambda h: (lambda q: h(lambda v: q(q)(v)))(lambda q: h(lambda v: q(q)(v)))\n"
+     "fact = y(lambda self2: lambda n: self2(n))\nz = fact(3)\n", "E110"),
+    ("lambda-recursion-through-layerstack", H + "f = lambda: LayerStack(2, lambda i: f())\nz = f()(x)\n", "E110"),
+    ("lambda-recursion-through-for", H + "f = lambda i: For(range(2), f)\nz = f(0)(x)\n", "E110"),
+    ("block-default-calls-itself", H + "def a(v=a()) = v\nz = a()\n", "E110"),
+    ("block-defaults-mutual", H + "def a(v=b()) = v\ndef b(v=a()) = v\nz = a()\n", "E110"),
+    ("blocks-chain-each-deep", H + "".join(f"def b{i}(v) = b{i + 1}(v)" + " + 0" * 390 + "\n" for i in range(30))
+     + "def b30(v) = v\nq = b0(1)\n" + T, "E005"),
+    ("blocks-exponential", H + "def b0(v) = v\n" + "".join(f"def b{i + 1}(v) = b{i}(v) + b{i}(v)\n" for i in range(40))
+     + "a = b40(1)\n", "E501"),
+    ("errors-at-every-leaf", H + "def b0(v) = nope\n" + "".join(f"def b{i + 1}(v) = [b{i}(v), b{i}(v)]\n" for i in range(30))
+     + "a = b30(1)\n", "E101"),
+]
+
+
+@pytest.fixture
+def small_step_budget(monkeypatch):
+    """The default budget (2M steps) takes seconds to exhaust; the mechanism is the same at 100k."""
+    from netdsl.limits import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_eval_steps", 100_000)
+
+
+@pytest.mark.parametrize("text,code", [(t, c) for _, t, c in EVAL_REGRESSIONS], ids=[i for i, _, _ in EVAL_REGRESSIONS])
+def test_eval_regression(text, code, small_step_budget):
+    t0 = time.perf_counter()
+    assert fuzz.check(text, timeout=30) is None
+    assert codes_of(text) == code
+    assert time.perf_counter() - t0 < 30
+
+
+def test_too_many_errors_stop_at_the_limit():
+    from netdsl.limits import LIMITS
+
+    text = dict((i, t) for i, t, _ in EVAL_REGRESSIONS)["errors-at-every-leaf"]
+    with pytest.raises(NetdslError) as e:
+        load_text(text, "f.net")
+    assert len(e.value.diagnostics) == LIMITS.max_errors
+    assert "stopping after" in e.value.diagnostics[-1].note
