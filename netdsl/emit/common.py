@@ -10,6 +10,7 @@ from those two (the Code type marks such text).
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import math
 import re
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from ..errors import Diagnostic
-from .base import EmitBug, ident, pyrepr
+from .base import EmitBug, header_source, ident, pyrepr
 
 # ------------------------------------------------------------------ code text
 
@@ -42,8 +43,17 @@ def dotted(name: str) -> str:
 
 def call(func: str, *args, **kwargs) -> Code:
     """`func(args..., key=value...)` with every argument made by lit(); keywords keep their order."""
+    try:
+        return _call(func, args, tuple(kwargs.items()))
+    except TypeError:  # an unhashable argument (a list): no caching
+        return _call.__wrapped__(func, args, tuple(kwargs.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _call(func: str, args: tuple, kwargs: tuple) -> Code:
+    # deep models repeat the same few constructor calls thousands of times
     parts = [lit(a) for a in args]
-    parts += [f"{ident(k)}={lit(v)}" for k, v in kwargs.items()]
+    parts += [f"{ident(k)}={lit(v)}" for k, v in kwargs]
     return Code(f"{dotted(func)}({', '.join(parts)})")
 
 
@@ -90,6 +100,32 @@ def number(value) -> str:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return repr(value)
     return pyrepr(value)
+
+
+def table_row(key: str, *values) -> str:
+    """`"key": (v1, v2, ...),` for a constant table; tuples of ints take a fast path (tables can be 20,000 rows)."""
+    return f"{pyrepr(key)}: ({', '.join(_fast_lit(v) for v in values)}),"
+
+
+def _fast_lit(v) -> str:
+    if type(v) is tuple and all(type(d) is int for d in v):
+        return f"({v[0]},)" if len(v) == 1 else "(" + ", ".join(map(str, v)) + ")"
+    return lit(v)
+
+
+def const_dict(name: str, items: dict, width: int = 110) -> list:
+    """`NAME = {...}` on one line, or one entry per line when that is too long."""
+    one = f"{name} = {pyrepr(items)}"
+    if len(one) <= width:
+        return [one]
+    return [f"{name} = {{"] + [f"    {pyrepr(k)}: {pyrepr(v)}," for k, v in items.items()] + ["}"]
+
+
+def shape_tables(graph: ir.Graph) -> list:
+    """The INPUTS and OUTPUTS constants of the contract: canonical batch shapes by name."""
+    idx = index(graph)
+    return (const_dict("INPUTS", {i.name: batch_shape(i.type) for i in graph.inputs})
+            + const_dict("OUTPUTS", {o: batch_shape(idx.types[o]) for o in graph.outputs}))
 
 
 def int_or_pair(pair) -> object:
@@ -295,6 +331,7 @@ def same_is_exact(pads: Pads, window, strides) -> bool:
 _INIT = re.compile(r"^(glorot_uniform|glorot_normal|he_uniform|he_normal|zeros|ones)$|^(uniform|normal|constant)\((.+)\)$")
 
 
+@functools.lru_cache(maxsize=None)
 def parse_init(init: str) -> tuple:
     """'uniform(0.1)' -> ('uniform', 0.1); 'constant(0.0)' -> ('zeros', None); 'he_normal' -> ('he_normal', None)."""
     m = _INIT.match(init)
@@ -349,7 +386,7 @@ def dataset_plan(graph: ir.Graph) -> dict:
     idx = index(graph)
     plan = {"ok": False, "reason": "", "reshape": (-1,), "one_hot": False, "classes": 10}
     if t is None or t.dataset is None:
-        plan["reason"] = "the training block of this model names no dataset; train it with train_step() from your own loop"
+        plan["reason"] = "the training block names no dataset (train it with train_step() in a loop of your own)"
         return plan
     if t.dataset != "mnist":
         plan["reason"] = f"main() can only read MNIST, not {t.dataset!r}"
@@ -543,6 +580,46 @@ def check_shapes(graph: ir.Graph, target: str) -> list:
         if bad:
             out.append(Diagnostic("E702", f"target '{target}' cannot express {bad}", n.span or layer.span or graph.span))
     return out
+
+
+def shape_text(shape: tuple, time_axis: int | None = None) -> str:
+    """(None, 1, 28, 28) -> "(N, 1, 28, 28)"; an unknown sequence length is T."""
+    dims = ["N" if i == 0 else ("T" if d is None else str(d)) for i, d in enumerate(shape)]
+    return "(" + ", ".join(dims) + ")"
+
+
+def doc_source(graph: ir.Graph) -> str:
+    """The source path for a docstring: the header's, when it is a plain path, else a neutral phrase."""
+    src = header_source(graph)
+    return src if _PLAIN_PATH.match(src) else "its .net file"
+
+
+_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+
+
+def signature_text(graph: ir.Graph, shape_of) -> str:
+    """"image (N, 1, 28, 28) -> z (N, 10)" for docstrings; shape_of maps a TensorType to a batch shape."""
+    idx = index(graph)
+    ins = ", ".join(f"{ident(i.name)} {shape_text(shape_of(i.type))}" for i in graph.inputs)
+    outs = ", ".join(f"{ident(o)} {shape_text(shape_of(idx.types[o]))}" for o in graph.outputs)
+    return f"{ins} -> {outs}"
+
+
+def docstring(text: str, indent: int, width: int = 110) -> str:
+    """Text for a docstring body, wrapped at width (continuation lines indented), never containing quotes."""
+    import textwrap
+
+    if '"' in text or "\\" in text:
+        raise EmitBug(f"docstring text with quotes or backslashes: {text!r}")
+    # keep "(N, 1, 28, 28)" on one line: protect the spaces inside parentheses from the wrapping
+    depth, chars = 0, []
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        chars.append("\0" if ch == " " and (depth or text[i + 1:i + 2] == "(") else ch)
+    lines = textwrap.wrap("".join(chars), width - indent - 6, break_long_words=False, break_on_hyphens=False)
+    lines = [line.replace("\0", " ") for line in lines]
+    return ("\n" + " " * indent).join(lines)
 
 
 def view_lines(text: str) -> list:

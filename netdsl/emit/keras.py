@@ -108,9 +108,11 @@ def convolution(graph, layer):
     if strides != (1, 1):
         kwargs["strides"] = strides
     out = []
-    if C.same_is_exact(pads, kernel, strides):
+    if pads.zero:
+        pass
+    elif C.same_is_exact(pads, kernel, strides):
         kwargs["padding"] = "same"
-    elif not pads.zero:
+    else:
         out.append(KLayer("_pad", "layers.ZeroPadding2D", (pads.keras,)))
     kwargs.update(_act_kwargs(layer))
     if not layer.attr("bias"):
@@ -126,12 +128,14 @@ def _pool(graph, layer, cls):
     window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
     kwargs = {} if strides == window else {"strides": strides}
     view = KerasView(layer.kind)
-    if C.same_is_exact(pads, window, strides):
+    if pads.zero:
+        pass
+    elif C.same_is_exact(pads, window, strides):
         kwargs["padding"] = "same"
-    elif not pads.zero and cls == "layers.MaxPooling2D":
+    elif cls == "layers.MaxPooling2D":
         view.layers.append(KLayer("_pad", "NegInfPadding2D", (((pads.top, pads.bottom), (pads.left, pads.right)),)))
         view.helper = "neginf"
-    elif not pads.zero:
+    else:
         padding = ((pads.top, pads.bottom), (pads.left, pads.right))
         view.layers.append(KLayer("", "AveragePooling2DExcludePad", (window,), {"strides": strides, "padding": padding}))
         view.helper = "avgpool"
@@ -266,6 +270,8 @@ def flatten_modes(graph: ir.Graph, idx: C.GraphIndex) -> tuple:
         kind = idx.layers[n.layer].kind
         if kind in ("Flatten", "Dense") and C.is_image(idx.types[n.inputs[0]]):
             sites[n.name] = "nhwc" if kind == "Dense" or _only_dense_reads(n.name, idx) else "nchw"
+    if not sites:
+        return sites, {}
     while True:
         origin = {}  # value -> the flatten site its feature order comes from
         chw_apps: dict = {}
@@ -384,6 +390,10 @@ def keras_shape(t: ir.TensorType) -> tuple:
     return ((t.length,) if t.seq else ()) + tuple(t.shape)
 
 
+def keras_batch_shape(t: ir.TensorType) -> tuple:
+    return (None,) + keras_shape(t)
+
+
 def context(graph: ir.Graph, views: dict) -> dict:
     idx = C.index(graph)
     plans, dense_chw, fused = plan_nodes(graph, idx, views)
@@ -425,9 +435,11 @@ def context(graph: ir.Graph, views: dict) -> dict:
                 conversions.add("nhwc_dense")
             elif conv:
                 conversions.add(conv)
-            weights.append((pname, tuple(layer.param(pname.split(".", 1)[1]).shape), path, i, conv))
-    order = {p.name: k for k, p in enumerate(graph.params())}
+            weights.append((pname, path, i, conv))
+    shapes = {p.name: tuple(p.shape) for p in graph.params()}
+    order = {name: k for k, name in enumerate(shapes)}
     weights.sort(key=lambda w: order[w[0]])
+    weights = [C.table_row(name, shapes[name], path, i, conv) for name, path, i, conv in weights]
 
     locals_ = C.Names(BUILD_NAMES)
     inputs = [{"name": i.name, "local": locals_.of(i.name), "shape": keras_shape(i.type),
@@ -543,8 +555,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
     return {
         "model_name": graph.name,
         "inputs": inputs,
-        "inputs_dict": {i.name: C.batch_shape(i.type) for i in graph.inputs},
-        "outputs_dict": {o["name"]: o["shape"] for o in outputs},
+        "shape_tables": C.shape_tables(graph),
         "outputs": outputs,
         "training": training,
         "weights": weights,
@@ -556,10 +567,13 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "helpers": helpers,
         "uses_ops": uses_ops,
         "optimizer": optimizer_lines(training),
-        "loss_arg": LOSS_CODE[loss] if single else "[" + ", ".join([LOSS_CODE[loss]] * len(outputs)) + "]",
+        "loss_arg": "loss" if single else f"[loss] * {len(outputs)}",
+        "loss_code": LOSS_CODE[loss],
         "loss_doc": LOSS_DOC[loss],
         "data": data,
-        "doc": f"{graph.name} in Keras 3, channels_last inside (the functions below take canonical NCHW arrays)",
+        "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
+                           f"{C.signature_text(graph, keras_batch_shape)}.", 4),
+        "nhwc": any(C.is_image(t) for t in idx.types.values()),
     }
 
 

@@ -58,6 +58,7 @@ DEFAULT_INIT = {("BatchNormalization", "scale"): "ones", ("BatchNormalization", 
 class TorchLayer:
     kind: str
     module: Code | None = None  # the nn.Module that owns the parameters or does the work
+    cls: str | None = None  # its class, e.g. nn.Linear
     pad: tuple | None = None  # ("zero" | "neginf", Pads) applied before the module
     activation: str | None = None  # applied after
     act_dim: int = -1
@@ -66,6 +67,10 @@ class TorchLayer:
     chainable: bool = True  # can live inside nn.Sequential
     helper: str | None = None  # a helper class the module needs
 
+    def __post_init__(self):
+        if self.module is not None and self.cls is None:
+            self.cls = self.module.split("(", 1)[0]
+
 
 def _act(layer: ir.Layer, t: ir.TensorType | None) -> dict:
     act = layer.attr("activation")
@@ -73,8 +78,9 @@ def _act(layer: ir.Layer, t: ir.TensorType | None) -> dict:
 
 
 def _params(layer: ir.Layer, **attrs) -> dict:
-    return {layer.param(short).name: attr for short, attr in attrs.items() if any(
-        p.name == f"{layer.name}.{short}" for p in layer.params)}
+    """{canonical parameter name: attribute of the torch module} for the parameters the layer has."""
+    have = {p.name for p in layer.params}
+    return {f"{layer.name}.{short}": attr for short, attr in attrs.items() if f"{layer.name}.{short}" in have}
 
 
 def dense(graph, layer):
@@ -135,7 +141,7 @@ def average_pooling(graph, layer):
     if pads.zero:
         return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, **kwargs))
     if _fits_torch_padding(pads, window):
-        return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, padding=pads.pair, count_include_pad=False, **kwargs))
+        return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, **kwargs, padding=pads.pair, count_include_pad=False))
     stride = C.int_or_pair(layer.attr("strides"))
     return TorchLayer("AveragePooling", call("AvgPool2dExcludePad", k, stride, pads.ltrb), helper="avgpool")
 
@@ -346,10 +352,11 @@ def context(graph: ir.Graph, views: dict) -> dict:
                 weights[pname] = f"{a}.{pattr}"
                 param_ref[pname] = f"self.{a}.{pattr}"
 
-    # reset_parameters(): netdsl's initialisers, grouped by initialiser
-    by_init: dict = {}
+    # reset_parameters(): netdsl's initialisers, by module class where every module of a class agrees
+    wanted = []  # (module class, attribute, init call with \0 for the tensor, reference to the tensor)
     lstm_biases, lstm_freeze = [], []
     for layer in graph.layers:
+        tl = views[layer.name]
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -358,23 +365,13 @@ def context(graph: ir.Graph, views: dict) -> dict:
             if DEFAULT_INIT.get((layer.kind, short)) == kind:
                 continue
             fn, extra = INIT_FN[kind]
-            by_init.setdefault(str(call(fn, Code("\0"), **extra(arg))), []).append(param_ref[p.name])
+            wanted.append((tl.cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
         if layer.kind == "LSTM" and layer.name in layer_attr:
             a = layer_attr[layer.name]
             lstm_biases.append((layer.param("b").name, f"{a}.bias_hh_l0"))
-            by_init.setdefault(str(call("nn.init.zeros_", Code("\0"))), []).append(f"self.{a}.bias_hh_l0")
+            wanted.append((tl.cls, "bias_hh_l0", init_call("nn.init.zeros_", {}), f"self.{a}.bias_hh_l0"))
             lstm_freeze.append(f"self.{a}.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0")
-    inits = []
-    for key, refs in by_init.items():
-        if len(refs) == 1:
-            inits.append({"single": key.replace("\0", refs[0])})
-            continue
-        head = f"for tensor in ({', '.join(refs)}):"
-        if len(head) + 8 > 110:
-            head = ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"]
-        else:
-            head = [head]
-        inits.append({"loop_head": head, "loop": key.replace("\0", "tensor")})
+    init_lines = init_statements(wanted, module_counts(views, layer_attr, group_attr, idx))
     for block in init_blocks:
         if "module" in block:
             block["module"] = C.wrap_call(f"self.{block['attr']} = {block['module']}", 8)
@@ -401,17 +398,17 @@ def context(graph: ir.Graph, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "torch", "F", "np", "nn"))
+    fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "y", "torch", "F", "np", "nn"))
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     if len(outputs) == 1:
         loss = [f"{outputs[0]['local']} = model(*to_tensors(inputs))",
                 f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], outputs[0]['local'], 'targets')}"]
-    else:
-        loss = ["outputs = model(*to_tensors(inputs))", "loss = ("]
-        for i, o in enumerate(graph.outputs):
-            term = loss_expr(graph, idx.types[o], f"outputs[{i}]", f"targets[{lit(o)}]")
-            loss.append(f"    {'+ ' if i else ''}{term}")
-        loss.append(")")
+    else:  # one loss per output, summed
+        loss = [f"{', '.join(o['local'] for o in outputs)} = model(*to_tensors(inputs))"]
+        for i, o in enumerate(outputs):
+            loss.append(f"y = targets[{lit(o['name'])}]")
+            term = loss_expr(graph, idx.types[o["name"]], o["local"], "y")
+            loss.append(f"loss = {term}" if i == 0 else f"loss = loss + {term}")
     data = C.dataset_plan(graph)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
@@ -420,24 +417,23 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "class_name": ident(cls),
         "inputs": [{"name": i.name, "dtype": "torch.long" if C.is_ids(i.type) else "torch.float32"}
                    for i in graph.inputs],
-        "inputs_dict": {i.name: C.batch_shape(i.type) for i in graph.inputs},
-        "outputs_dict": {o["name"]: o["shape"] for o in outputs},
+        "shape_tables": C.shape_tables(graph),
         "outputs": outputs,
         "forward_args": ", ".join(local[i.name] for i in graph.inputs),
         "training": training,
         "optimizer": C.wrap_call("return " + optimizer_call(training), 4),
         "loss": loss,
         "loss_doc": LOSS_DOC[(graph.training or ir.Training()).loss],
-        "weights": [(p.name, tuple(p.shape), weights[p.name]) for p in graph.params()],
+        "weights": [C.table_row(p.name, tuple(p.shape), weights[p.name]) for p in graph.params()],
         "lstm_biases": lstm_biases,
         "lstm_freeze": lstm_freeze,
         "init_blocks": init_blocks,
-        "inits": inits,
+        "init_lines": init_lines,
         "forward": forward,
         "returns": returns,
         "avgpool_helper": any(v.helper == "avgpool" for v in views.values()),
         "data": data,
-        "doc": f"{graph.name} in PyTorch: NCHW images, (batch, time, features) sequences.",
+        "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(graph, C.batch_shape)}.", 4),
     }
 
 
@@ -447,6 +443,66 @@ LOSS_DOC = {
     "squared_error": "The loss is the squared error against float targets of the output's shape, the mean over all"
                      " elements.",
 }
+
+
+def init_call(fn: str, kwargs: dict) -> str:
+    return str(call(fn, Code("\0"), **kwargs))
+
+
+def module_counts(views: dict, layer_attr: dict, group_attr: dict, idx: C.GraphIndex) -> dict:
+    """How many modules of each class the model has (a layer applied twice is one module)."""
+    counts: dict = {}
+    owners = list(layer_attr) + [name for g in group_attr for name in idx.group_layers(g)]
+    for name in owners:
+        cls = views[name].cls
+        if cls:
+            counts[cls] = counts.get(cls, 0) + 1
+    return counts
+
+
+def init_statements(wanted: list, counts: dict) -> list:
+    """reset_parameters()'s body (indented 8 = relative 0).
+
+    When every module of a class is initialised alike, one isinstance() branch
+    of a loop over self.modules() does it, the way people write it; the rest
+    are listed tensor by tensor, grouped by initialiser.
+    """
+    rules: dict = {}
+    for cls, attr, init, _ in wanted:
+        rules.setdefault(cls, {}).setdefault(attr, set()).add(init)
+    uniform = {cls for cls, attrs in rules.items() if all(len(inits) == 1 for inits in attrs.values())}
+    branches: dict = {}  # rule -> [classes]
+    seen = {}
+    for cls, attr, init, _ in wanted:
+        if cls in uniform and cls not in seen:
+            seen[cls] = True
+            present = {a: sum(1 for c, a2, _, _ in wanted if c == cls and a2 == a) for a in rules[cls]}
+            rule = tuple((a, next(iter(rules[cls][a])), present[a] < counts.get(cls, 0)) for a in rules[cls])
+            branches.setdefault(rule, []).append(cls)
+    lines = []
+    if branches:
+        lines.append("for module in self.modules():")
+        for k, (rule, classes) in enumerate(branches.items()):
+            kinds = classes[0] if len(classes) == 1 else "(" + ", ".join(classes) + ")"
+            lines.append(f"    {'if' if k == 0 else 'elif'} isinstance(module, {kinds}):")
+            for attr, init, optional in rule:
+                stmt = init.replace("\0", f"module.{attr}")
+                if optional:
+                    lines += [f"        if module.{attr} is not None:", f"            {stmt}"]
+                else:
+                    lines.append(f"        {stmt}")
+    by_init: dict = {}
+    for cls, attr, init, ref in wanted:
+        if cls not in uniform:
+            by_init.setdefault(init, []).append(ref)
+    for init, refs in by_init.items():
+        if len(refs) == 1:
+            lines.append(init.replace("\0", refs[0]))
+            continue
+        head = f"for tensor in ({', '.join(refs)}):"
+        lines += ([head] if len(head) + 8 <= 110 else ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"])
+        lines.append("    " + init.replace("\0", "tensor"))
+    return lines
 
 
 def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str) -> str:
