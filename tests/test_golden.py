@@ -1,0 +1,62 @@
+"""Golden files: the generated PyTorch and Keras code of every model, byte for byte.
+
+A change to an emitter or a template shows up here as a diff to review. When
+the change is intended, regenerate and commit the goldens:
+
+    NETDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from netdsl.emit.base import emit
+from netdsl.frontend import load
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "golden"
+MODELS = sorted(p.stem for p in (ROOT / "models").glob("*.net"))
+TARGETS = ("pytorch", "keras")
+UPDATE = os.environ.get("NETDSL_UPDATE_GOLDEN") == "1"
+
+
+def generate(model: str, target: str) -> str:
+    """Compiled the way `netdsl compile models/<model>.net` does from the repository root (the header says so)."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        return emit(load(f"models/{model}.net"), target)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("model", MODELS)
+def test_golden(model, target):
+    path = GOLDEN / model / f"{target}.py"
+    code = generate(model, target)
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8") != code:
+            path.write_text(code, encoding="utf-8")
+        return
+    if not path.exists():
+        pytest.fail(f"no golden file {path.relative_to(ROOT)}; create it with:\n"
+                    f"    NETDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py")
+    old = path.read_text(encoding="utf-8")
+    if old != code:
+        diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), code.splitlines(keepends=True),
+                                            fromfile=f"{path.relative_to(ROOT)} (golden)",
+                                            tofile=f"models/{model}.net --target {target} (generated now)"))
+        pytest.fail(f"generated code changed:\n{diff}\nIf the change is intended, update the goldens with:\n"
+                    f"    NETDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_golden.py\n"
+                    f"and review `git diff tests/golden`.")
+
+
+def test_no_stale_goldens():
+    """Every golden file belongs to a model that still exists."""
+    stale = [str(p.relative_to(ROOT)) for t in TARGETS for p in GOLDEN.glob(f"*/{t}.py") if p.parent.name not in MODELS]
+    assert not stale, f"golden files for models that no longer exist: {stale}"
