@@ -1,0 +1,79 @@
+"""How long `netdsl compile` takes on a very deep model, per target, with the front end timed apart.
+
+    .venvs/main/bin/python bench/compile.py [--layers 10000] [--repeat 3] [--targets pytorch,keras]
+
+The model is a LayerStack of N Dense layers (plus a classifier), written to a
+temporary .net file. Each repetition runs the front end (parse, lower, shape
+passes) once and then each target's emitter (which includes rendering the
+template and re-parsing the output with ast.parse). The best and median of the
+repetitions are printed, in seconds: wall-clock time, and the process's CPU
+time (which a loaded machine disturbs less).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netdsl.emit import common  # noqa: E402
+from netdsl.emit.base import emit  # noqa: E402
+from netdsl.frontend import load  # noqa: E402
+
+SOURCE = """\
+# {layers} Dense layers in one LayerStack: a compile-time stress test
+model Deep{layers}
+
+x = Input(32)
+z = Sequential([
+    LayerStack({layers}, lambda: Dense(32, activation=relu)),
+    Dense(10),
+])(x)
+output z
+
+train {{
+    loss = cross_entropy_with_softmax
+    optimizer = SGD(lr=0.01, momentum=0.9)
+}}
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, default=10_000)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--targets", default="pytorch,keras")
+    args = p.parse_args(argv)
+    targets = [t for t in args.targets.split(",") if t]
+    times = {"front end": []} | {t: [] for t in targets}
+    cpu = {k: [] for k in times}
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"deep{args.layers}.net"
+        path.write_text(SOURCE.format(layers=args.layers))
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            graph = load(str(path))
+            times["front end"].append(time.perf_counter() - t0)
+            cpu["front end"].append(time.process_time() - c0)
+            for target in targets:
+                t0, c0 = time.perf_counter(), time.process_time()
+                code = emit(graph, target)
+                times[target].append(time.perf_counter() - t0)
+                cpu[target].append(time.process_time() - c0)
+                sizes[target] = (len(code.splitlines()), len(code))
+            common._INDEX[:] = [None, None]  # no cached index across repetitions
+    print(f"{args.layers + 1} layers ({len(graph.nodes)} nodes), best / median of {args.repeat}, wall (cpu):")
+    for what, ts in times.items():
+        extra = f"  ({sizes[what][0]:,} lines, {sizes[what][1]:,} bytes)" if what in sizes else ""
+        print(f"  {what:<10} {min(ts):6.3f} s ({min(cpu[what]):.3f})  / {statistics.median(ts):6.3f} s "
+              f"({statistics.median(cpu[what]):.3f}){extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
