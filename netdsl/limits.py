@@ -22,6 +22,8 @@ class Limits:
     max_eval_depth: int = 1_000  # nested evaluation, across calls; the Python stack is sized from it
     max_eval_steps: int = 2_000_000  # evaluation steps in one file (~20 per layer): stops exponential blow-ups
     max_errors: int = 100  # diagnostics reported before the front end stops
+    max_nodes: int = 300_000  # layer applications (a shared layer applied twice is two)
+    max_group_depth: int = 100  # Sequential/LayerStack/'>>' composites nested in each other
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Limits":

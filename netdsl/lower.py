@@ -59,6 +59,7 @@ class GroupSpec:
     repeat: int = 0
     name: str | None = None
     parent: "GroupSpec | None" = None
+    depth: int = 1  # composites nested inside, plus one
 
 
 @dataclass(eq=False)
@@ -652,6 +653,12 @@ class Lowerer:
 
     def make_group(self, kind: str, members: list, span: Span, repeat: int = 0) -> GroupSpec:
         g = GroupSpec(kind, members, span, repeat)
+        g.depth = 1 + max((m.depth for m in members if isinstance(m, GroupSpec)), default=0)
+        if g.depth > LIMITS.max_group_depth:
+            # every consumer (applying the group, emitters writing nested modules) walks this nesting
+            self.limit("E005", f"layers composed more than {LIMITS.max_group_depth} deep", span,
+                       "each '>>' or Sequential around a composite nests it one level deeper; "
+                       "raise NETDSL_MAX_GROUP_DEPTH to allow more")
         self.groups.append(g)
         return g
 
@@ -725,6 +732,10 @@ class Lowerer:
         return self.err("E108", f"{describe(layer)} cannot be applied", e.span)
 
     def add_node(self, spec: LayerSpec, inputs: list, span: Span) -> Tensor:
+        if len(self.nodes) >= LIMITS.max_nodes:
+            # applying a composite to itself line after line doubles the nodes each time
+            self.limit("E501", f"more than {LIMITS.max_nodes:,} layer applications", span,
+                       "raise NETDSL_MAX_NODES to allow more")
         if spec.name is None:
             spec.name = self.fresh(snake(spec.kind), numbered=True)
         count = self.applications.get(id(spec), 0) + 1
@@ -771,7 +782,9 @@ class Lowerer:
             return self.err("E109", f"{name}() takes no arguments", e.span)
         return InitSpec(name)
 
-    def _layers_of(self, items, span: Span, what: str):
+    def _layers_of(self, items, span: Span, what: str, depth: int = 0):
+        if depth > LIMITS.max_nesting:  # lists nest without bound through statements: l = [l]
+            return self.err("E005", f"{what} got lists nested more than {LIMITS.max_nesting} deep", span)
         out = []
         for it in items:
             if it is POISON:
@@ -779,7 +792,7 @@ class Lowerer:
             if isinstance(it, LayerList):
                 out.extend(it.items)
             elif isinstance(it, list):
-                sub = self._layers_of(it, span, what)
+                sub = self._layers_of(it, span, what, depth + 1)
                 if sub is POISON:
                     return POISON
                 out.extend(sub)
@@ -931,10 +944,24 @@ class Lowerer:
                 defaults=tuple(sorted((k, freeze(v)) for k, v in spec.defaults.items())),
                 explicit=tuple(getattr(spec, "explicit", ())),
                 group=None))
-        # groups: composites whose layers were all applied, in creation order
+        # groups: composites whose layers were all applied, in creation order. A group is made after
+        # its members, so one pass in creation order settles each from its members (not by walking
+        # every leaf of every group, which is quadratic in the nesting).
         groups, layer_group = [], {}
+        complete: dict = {}  # id(group) -> (every leaf applied, has a leaf)
         for g in self.groups:
-            if all(id(leaf) in used for leaf in iter_leaves(g)) and any(True for _ in iter_leaves(g)):
+            all_used, any_leaf = True, False
+            for m in g.members:
+                if isinstance(m, LayerSpec):
+                    all_used, any_leaf = all_used and id(m) in used, True
+                elif isinstance(m, GroupSpec):
+                    sub = complete.get(id(m))
+                    if sub is None:  # not made before its parent: settle it the slow way
+                        leaves = list(iter_leaves(m))
+                        sub = (all(id(leaf) in used for leaf in leaves), bool(leaves))
+                    all_used, any_leaf = all_used and sub[0], any_leaf or sub[1]
+            complete[id(g)] = (all_used, any_leaf)
+            if all_used and any_leaf:
                 g.name = g.name or self.fresh(snake(g.kind), numbered=True)
         for g in self.groups:
             if g.name is None or not all(m.name for m in g.members):

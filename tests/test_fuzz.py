@@ -122,3 +122,27 @@ def test_too_many_errors_stop_at_the_limit():
         load_text(text, "f.net")
     assert len(e.value.diagnostics) == LIMITS.max_errors
     assert "stopping after" in e.value.diagnostics[-1].note
+
+
+# composition: deep or self-doubling composites end in a diagnostic, fast
+COMPOSE_REGRESSIONS = [
+    ("group-chain-3000-statements", H + "s0 = Dense(4)\n" + "".join(f"s{i + 1} = s{i} >> relu\n" for i in range(3000))
+     + "z = s3000(x)\noutput z\n", "E005"),
+    ("group-doubling", H + "s0 = Dropout(0.1)\n" + "".join(f"s{i + 1} = s{i} >> s{i}\n" for i in range(40))
+     + "z = s40(x)\noutput z\n", "E501"),
+    ("list-nested-by-statements", H + "l0 = relu\n" + "".join(f"l{i + 1} = [l{i}]\n" for i in range(3000))
+     + "s = Sequential(l3000)\nz = s(x)\noutput z\n", "E005"),
+    ("group-chain-99-ok", H + "s0 = Dense(4)\n" + "".join(f"s{i + 1} = s{i} >> relu\n" for i in range(98))
+     + "z = s98(x)\noutput z\n", None),
+]
+
+
+@pytest.mark.parametrize("text,code", [(t, c) for _, t, c in COMPOSE_REGRESSIONS], ids=[i for i, _, _ in COMPOSE_REGRESSIONS])
+def test_compose_regression(text, code, monkeypatch):
+    from netdsl.limits import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_nodes", 20_000)  # the default (300k) takes seconds to reach
+    t0 = time.perf_counter()
+    assert fuzz.check(text, timeout=30) is None
+    assert codes_of(text) == code
+    assert time.perf_counter() - t0 < 20
