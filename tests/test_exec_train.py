@@ -211,6 +211,22 @@ def test_flag_errors_are_usage_errors(capsys):
 
 
 @needs_mnist
+def test_download_fetches_into_data_dir(tmp_path, monkeypatch, capsys):
+    # A local "mirror" (the shared copy, via file://): tests never touch the network.
+    src = Path(os.environ["NETDSL_DATA"]) / "mnist"
+    monkeypatch.setattr(datamod, "MNIST_MIRRORS", [src.resolve().as_uri() + "/"])
+    monkeypatch.setenv("NETDSL_DATA", str(tmp_path / "unset"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rc = main(["run", str(MODELS / "mlp_relu.net"), "--data-dir", str(tmp_path / "d"), "--download",
+               "--eval-only", "--limit-test", "100"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "downloading file://" in captured.err and "test accuracy:" in captured.out
+    assert sorted(p.name for p in (tmp_path / "d" / "mnist").glob("*.gz")) == sorted(
+        f + ".gz" for f in datamod.MNIST_FILES.values())
+
+
+@needs_mnist
 def test_run_save_load_eval_only(tmp_path, capsys):
     w = tmp_path / "w.npz"
     args = ["run", str(MODELS / "mlp_relu.net"), "--epochs", "1", "--limit-train", "640",
@@ -236,10 +252,15 @@ def test_bad_weight_file_via_cli(tmp_path, capsys):
 
 
 def test_set_threads_reports_what_it_set():
+    before = train.blas_threads()
     done = train.set_threads(1)
-    assert done, "neither threadpoolctl nor OpenBLAS's set_num_threads was found"
-    if train.blas_threads() is not None:
-        assert train.blas_threads() == 1
+    try:
+        assert done, "neither threadpoolctl nor OpenBLAS's set_num_threads was found"
+        if before is not None:
+            assert train.blas_threads() == 1
+    finally:
+        if before:
+            train.set_threads(before)
 
 
 # --------------------------------------------------------- fused optimizers

@@ -102,6 +102,7 @@ def _run(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .. import data as datamod
+    from ..data import DataError
     from ..errors import Diagnostic, NetdslError, NO_SPAN
     from ..frontend import load
 

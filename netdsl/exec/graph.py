@@ -3,18 +3,20 @@
 The graph is a DAG of Node applications of Layer definitions. A layer applied
 twice (DSSM's image_to_vec) has one parameter set; backward SUMS the
 gradients of all its applications, and a value read by several nodes sums the
-gradients flowing back into it. Layouts are the canonical ones (docs/ir.md).
+gradients flowing back into it. Node values are in the canonical layouts
+(docs/ir.md).
 
-Most layers run the reference kernels of ops.py. Three run executor-specific
-paths (fast.py-style kernels at the bottom of this file), because the wins
-come from decisions only the executor can make:
-- Dense and LSTM skip the input gradient when nothing upstream is trainable
-  (the first layer of every model: a third of an MLP's backward GEMMs);
-- Convolution runs as ONE large GEMM over the whole batch in an (O, N*P)
-  layout, and a MaxPooling that is the only reader of a ReLU/linear
-  convolution is fused into it: bias, ReLU and pooling are one pass that
-  keeps only the argmax, and the backward scatters straight into the conv's
-  pre-activation gradient. See bench/RESULTS.md for what each bought.
+Most layers run the reference kernels of ops.py. Dense, Convolution and LSTM
+run executor-specific paths (the numba kernels at the bottom of this file),
+because the wins come from decisions only the executor can make:
+- no input gradient where nothing upstream is trainable (every model's first
+  layer: a third of an MLP's backward GEMMs);
+- a convolution is ONE channels-last GEMM over the whole batch, and a
+  MaxPooling that is the only reader of a linear/ReLU convolution is fused
+  into it: bias, ReLU and pooling in one pass that keeps only the argmax;
+  backward scatters straight into the convolution's pre-activation gradient;
+- LSTM gates need one exp pass per step (tanh(z) = 2 sigmoid(2z) - 1).
+fuse=False turns the conv+pool fusion off (tests compare the two).
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from .. import ir
 from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
 from . import losses, optim
 from .graph import Executor
-from .weights import atomic_savez, check_params, read_npz
+from .weights import _sources, atomic_savez, check_params, read_npz
 
 E_FEED = "E701"
 E_NONFINITE = "E702"
@@ -151,7 +151,7 @@ class Options:
     limit_train: int | None = None  # first N training samples (a fixed subset)
     limit_test: int | None = None
     progress: bool | None = None  # None: a tqdm bar when stderr is a terminal
-    eval_batch: int = 1000
+    eval_batch: int = 500  # inference batch: big enough for BLAS, small enough for im2col buffers
 
 
 @dataclass
@@ -189,6 +189,13 @@ class Feed:
 
 def make_feed(graph: ir.Graph, dataset: str, image_shape: tuple, classes: int = datamod.NUM_CLASSES) -> Feed:
     """Map an image dataset onto the model's input, or say why it cannot be."""
+    try:
+        return _make_feed(graph, dataset, image_shape, classes)
+    except NetdslError as e:
+        raise NetdslError(e.diagnostics, _sources(graph)) from None
+
+
+def _make_feed(graph, dataset, image_shape, classes) -> Feed:
     h, w = image_shape
     offers = (f"({1}, {h}, {w}) images, ({h * w},) vectors or seq[{h}] of ({w},) rows")
     if len(graph.inputs) != 1:
