@@ -412,10 +412,15 @@ class Lowerer:
                 self.err("E103", f"dataset must be a string such as \"mnist\", got {describe(ds)}", spans["dataset"])
             else:
                 kw["dataset"] = ds
+        # loss, metrics and optimizer are usually names, but any expression can stand there: check
+        # the type before hashing or printing the value (a list is unhashable, a deep tuple unprintable)
         loss = values.get("loss")
-        if loss is not None:
-            if loss not in LOSSES:
-                self.err("E402", f"unknown loss '{loss}'{did_you_mean(str(loss), LOSSES)}", spans["loss"],
+        if loss is not None and loss is not POISON:
+            if not isinstance(loss, str):
+                self.err("E402", f"loss must be a name such as cross_entropy_with_softmax, got {describe(loss)}",
+                         spans["loss"], "netdsl knows cross_entropy_with_softmax and squared_error (mse)")
+            elif loss not in LOSSES:
+                self.err("E402", f"unknown loss {shown(loss)}{did_you_mean(loss, LOSSES)}", spans["loss"],
                          "netdsl knows cross_entropy_with_softmax and squared_error (mse)")
             else:
                 kw["loss"] = LOSSES[loss]
@@ -430,14 +435,27 @@ class Lowerer:
         if metrics is not None:
             metrics = metrics if isinstance(metrics, tuple) else (metrics,)
             for m in metrics:
-                if m != "accuracy":
-                    self.err("E403", f"unknown metric {m!r}; netdsl knows 'accuracy'", spans["metrics"])
+                if m is POISON or isinstance(m, str) and m == "accuracy":
+                    continue
+                if isinstance(m, str):
+                    self.err("E403", f"unknown metric {shown(m)}; netdsl knows 'accuracy'", spans["metrics"])
+                else:
+                    self.err("E403", f"metrics takes names such as accuracy, got {describe(m)}", spans["metrics"])
             kw["metrics"] = tuple(m for m in metrics if m == "accuracy")
         opt = values.get("optimizer")
-        if opt is not None:
-            name, call = (opt, None) if isinstance(opt, str) else (opt.func.id, opt)
-            if name not in OPTIMIZERS:
-                self.err("E403", f"unknown optimizer '{name}'{did_you_mean(name, OPTIMIZERS)}", spans["optimizer"])
+        if opt is not None and opt is not POISON:
+            if isinstance(opt, S.Call):  # Adam(lr=0.001), kept unevaluated above
+                name, call = opt.func.id, opt
+            elif isinstance(opt, str):
+                name, call = opt, None
+            else:
+                name, call = None, None
+                self.err("E403", f"optimizer must be {', '.join(OPTIMIZERS)}, e.g. Adam(lr=0.001), got {describe(opt)}",
+                         spans["optimizer"])
+            if name is None:
+                pass
+            elif name not in OPTIMIZERS:
+                self.err("E403", f"unknown optimizer {shown(name)}{did_you_mean(name, OPTIMIZERS)}", spans["optimizer"])
             else:
                 settings = dict(OPTIMIZERS[name])
                 if call is not None:
@@ -449,8 +467,10 @@ class Lowerer:
                             continue
                         v = self.eval(a.value, env)
                         want = type(settings[a.name])
+                        if v is POISON:
+                            continue
                         if want is bool and not isinstance(v, bool) or want is float and (
-                                not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0):
+                                not is_number(v) or not math.isfinite(v) or v < 0):
                             self.err("E103", f"{name} argument '{a.name}' must be a {'boolean' if want is bool else 'non-negative number'}, got {describe(v)}", a.value.span)
                             continue
                         settings[a.name] = float(v) if want is float else v
@@ -1028,7 +1048,7 @@ def describe(v) -> str:
     if isinstance(v, (int, float)):
         return f"the number {v!r}"
     if isinstance(v, str):
-        return f"the string {v!r}"
+        return f"the string {shown(v)}"
     if isinstance(v, tuple):
         return f"a tuple of {len(v)}"
     if isinstance(v, list):
@@ -1054,6 +1074,14 @@ def describe(v) -> str:
     if isinstance(v, range):
         return "a range"
     return type(v).__name__
+
+
+def shown(v) -> str:
+    """A value for a message: strings quoted and escaped (control characters never reach the terminal) and clipped."""
+    if isinstance(v, str):
+        r = repr(v)
+        return r if len(r) <= 60 else r[:40] + "..." + r[-10:]
+    return describe(v)
 
 
 def snake(kind: str) -> str:

@@ -146,3 +146,39 @@ def test_compose_regression(text, code, monkeypatch):
     assert fuzz.check(text, timeout=30) is None
     assert codes_of(text) == code
     assert time.perf_counter() - t0 < 20
+
+
+# the training block: any expression can stand where a name is expected
+TRAIN = H + T + "train {\n    %s\n}\n"
+TRAIN_REGRESSIONS = [
+    ("loss-list", TRAIN % "loss = [1]", "E402"),
+    ("loss-deep-tuple", H + "t0 = 1\n" + "".join(f"t{i + 1} = (t{i},)\n" for i in range(3000)) + T
+     + "train { loss = t3000 }\n", "E402"),
+    ("loss-poison", TRAIN % "loss = nope(1)", "E101"),
+    ("loss-string", TRAIN % 'loss = "mse"', None),
+    ("optimizer-int", TRAIN % "optimizer = 5", "E403"),
+    ("optimizer-float", TRAIN % "optimizer = 1.5", "E403"),
+    ("optimizer-list", TRAIN % "optimizer = [1]", "E403"),
+    ("optimizer-poison", TRAIN % "optimizer = Adam(lr=1)(x)", "E101"),
+    ("optimizer-arg-poison", TRAIN % "optimizer = Adam(lr=nope)", "E101"),
+    ("optimizer-string", TRAIN % 'optimizer = "Adam"', None),
+    ("metrics-deep-list", H + T + "t0 = 1\n" + "".join(f"t{i + 1} = (t{i},)\n" for i in range(3000))
+     + "train { metrics = [t3000[0]] }\n", "E403"),
+    ("metrics-poison", TRAIN % "metrics = [accuracy, nope(2)]", "E101"),
+]
+
+
+@pytest.mark.parametrize("text,code", [(t, c) for _, t, c in TRAIN_REGRESSIONS], ids=[i for i, _, _ in TRAIN_REGRESSIONS])
+def test_train_regression(text, code):
+    assert fuzz.check(text, timeout=30) is None
+    assert codes_of(text) == code
+
+
+def test_messages_about_values_are_short_and_escaped():
+    with pytest.raises(NetdslError) as e:
+        load_text(TRAIN % ('loss = "mse\\x1b[31m' + "x" * 5000 + '"'), "f.net")
+    d = e.value.diagnostics[0]
+    assert len(d.message) < 200 and "\x1b" not in d.message and "\\x1b" in d.message
+    with pytest.raises(NetdslError) as e:
+        load_text(H + "z = Dense(\"" + "y" * 5000 + "\")(x)\noutput z\n", "f.net")
+    assert len(e.value.diagnostics[0].message) < 200
