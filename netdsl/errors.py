@@ -41,9 +41,9 @@ class Diagnostic:
         out = [f"{s.file}:{s.line}:{s.col}: error: {self.message} [{self.code}]"]
         text = (sources or {}).get(s.file)
         if text is not None:
-            lines = text.splitlines()
+            lines = text.split("\n")  # as the lexer counts lines: \r, \f, \u2028 ... do not end one
             if 1 <= s.line <= len(lines):
-                src = lines[s.line - 1].expandtabs(1)
+                src = printable(lines[s.line - 1].rstrip("\r"))
                 out.append("    " + src)
                 width = 1
                 if s.end_line == s.line and s.end_col > s.col:
@@ -53,6 +53,17 @@ class Diagnostic:
         if self.note:
             out.append(f"note: {self.note}")
         return "\n".join(out)
+
+
+def printable(line: str) -> str:
+    """A source line safe to echo to a terminal, one column per character, as the lexer counts them.
+
+    Tabs become one space; control, format and surrogate characters (escape sequences, bidi
+    overrides, stray \r) become '?', so a file cannot drive the user's terminal through a diagnostic.
+    """
+    if line.isprintable():
+        return line
+    return "".join(" " if c == "\t" else c if c.isprintable() or c == " " else "?" for c in line)
 
 
 class NetdslError(Exception):

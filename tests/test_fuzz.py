@@ -182,3 +182,22 @@ def test_messages_about_values_are_short_and_escaped():
     with pytest.raises(NetdslError) as e:
         load_text(H + "z = Dense(\"" + "y" * 5000 + "\")(x)\noutput z\n", "f.net")
     assert len(e.value.diagnostics[0].message) < 200
+
+
+# diagnostics echo the line the lexer counted, and never raw control characters
+@pytest.mark.parametrize("text,line,shown", [
+    ("x = Input(4)\x0cz = Dense(2)(x)\noutput zz\n", 2, "output zz"),
+    ("x = Input(4) # a\u2028comment\nz = Dense(2)(x)\noutput zz\n", 3, "output zz"),
+    ("x = Input(4)\r\nz = Dense(2)(x)\r\noutput zz\r\n", 3, "output zz"),
+    ("x = Input(4) # \x1b]0;title\x07 \u202e\nz = Dense(2)(x)\routput zz\n", 2, "z = Dense(2)(x)?output zz"),
+], ids=["formfeed", "line-separator", "crlf", "escape-sequences"])
+def test_source_line_is_the_lexers_line(text, line, shown):
+    with pytest.raises(NetdslError) as e:
+        load_text(text, "f.net")
+    d = e.value.diagnostics[0]
+    assert d.span.line == line
+    echoed = e.value.format().split("\n")[1]
+    assert echoed == "    " + shown
+    caret = e.value.format().split("\n")[2]
+    assert echoed[caret.index("^")] == "z"  # the caret is under the undefined name
+    assert all(c.isprintable() for c in e.value.format().replace("\n", ""))
