@@ -19,6 +19,7 @@ import keyword
 from .. import ir
 from ..errors import Diagnostic
 from .base import Target
+from .common import dataset_plan, training_dict
 
 # ---------------------------------------------------------------------------
 # Structure helpers shared by the three legacy targets (gluon, tf-estimator,
@@ -163,14 +164,6 @@ def block_tree(graph: ir.Graph, views: dict) -> list:
     return out
 
 
-def training_dict(graph: ir.Graph) -> dict:
-    t = graph.training or ir.Training()
-    out = {"dataset": t.dataset, "loss": t.loss, "optimizer": t.optimizer}
-    out.update(sorted(t.optimizer_attrs))
-    out.update(batch_size=t.batch_size, epochs=t.epochs, metrics=list(t.metrics))
-    return out
-
-
 def common_context(graph: ir.Graph) -> dict:
     """What every legacy template needs besides the layers: names, shapes, training, MNIST fit."""
     inputs = [{"name": i.name, "var": var(i.name), "shape": i.type.batch_shape(None), "ids": i.type.vocab is not None,
@@ -182,18 +175,13 @@ def common_context(graph: ir.Graph) -> dict:
         outputs.append({"name": name, "var": var(name), "shape": t.batch_shape(None), "seq": t.seq,
                         "sample": tuple(t.shape), "image": is_image(t)})
     training = training_dict(graph)
-    mnist = None
-    if training["dataset"] == "mnist" and len(inputs) == 1 and len(outputs) == 1 and not inputs[0]["ids"] and not outputs[0]["seq"] \
-            and outputs[0]["sample"] == (10,):
-        i = inputs[0]
-        per_sample = (i["length"] or 0) * prod(i["sample"]) if i["seq"] else prod(i["sample"])
-        if per_sample == 784:
-            mnist = tuple(d for d in i["shape"][1:])
+    plan = dataset_plan(graph)  # shared with the PyTorch/Keras targets: how (or why not) main() reads MNIST
+    mnist = tuple(plan["reshape"][1:]) if plan["ok"] else None
     return {"model_name": graph.name, "inputs": inputs, "outputs": outputs, "training": training,
             "input_shapes": {i["name"]: i["shape"] for i in inputs},
             "output_shapes": {o["name"]: o["shape"] for o in outputs},
             "loss": training["loss"], "optimizer": training["optimizer"],
-            "mnist_shape": mnist, "trainable_total": sum(p.size for p in graph.params() if p.trainable)}
+            "mnist_shape": mnist, "main_reason": plan["reason"], "trainable_total": sum(p.size for p in graph.params() if p.trainable)}
 
 
 # ---------------------------------------------------------------------------

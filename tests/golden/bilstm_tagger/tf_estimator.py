@@ -283,8 +283,7 @@ def main(argv=None):
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s does not train on MNIST: its training block names no MNIST dataset, or its "
-                     "input/output do not fit 784 pixels and 10 classes; use build_model() and train_step()" % MODEL_NAME)
+    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":
