@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import gc
+import os
+import stat
+from dataclasses import replace
 from pathlib import Path
 
 from . import ir
@@ -12,32 +15,42 @@ from .passes import run_passes
 from .limits import LIMITS
 
 
-def read_source(path: str) -> str:
-    p = Path(path)
+def read_source(path: str, regular_only: bool = False) -> str:
+    """The text of a .net file, read with a bound: st_size is 0 for pipes and /proc files and
+    /dev/zero never ends, so the limit is enforced on the bytes read, not on what stat says."""
+    limit = LIMITS.max_source_bytes
+    too_big = Diagnostic("E004", f"file is over the limit of {limit} bytes", Span(path, 1, 1, 1, 1),
+                         "raise NETDSL_MAX_SOURCE_BYTES to allow larger files")
     try:
-        size = p.stat().st_size
-        if size > LIMITS.max_source_bytes:
-            raise NetdslError(Diagnostic(
-                "E004", f"file is {size} bytes, over the limit of {LIMITS.max_source_bytes}",
-                Span(path, 1, 1, 1, 1), "raise NETDSL_MAX_SOURCE_BYTES to allow larger files"))
-        data = p.read_bytes()
+        st = os.stat(path)
+        if regular_only and not stat.S_ISREG(st.st_mode):
+            # opening a FIFO would block until someone writes to it
+            raise NetdslError(Diagnostic("E006", "cannot read file: not a regular file", Span(path, 1, 1, 1, 1)))
+        if st.st_size > limit:
+            raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except OSError as e:
         raise NetdslError(Diagnostic("E006", f"cannot read file: {e.strerror or e}", Span(path, 1, 1, 1, 1))) from None
+    if len(data) > limit:
+        raise NetdslError(too_big)
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        col = len(data[line_start: e.start].decode("utf-8")) + 1  # in characters, as the lexer counts
         raise NetdslError(Diagnostic("E002", "file is not valid UTF-8", Span(path, line, col, line, col + 1))) from None
+    return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not part of the program
 
 
 def _loader(rel: str, importer: str):
-    """Imports resolve next to the importing file; only .net files are read."""
+    """Imports resolve next to the importing file; only regular .net files are read."""
     if not rel.endswith(".net"):
         raise OSError(0, "only .net files can be imported")
     path = str(Path(importer).parent / rel)
     try:
-        text = read_source(path)
+        text = read_source(path, regular_only=True)
     except NetdslError as e:
         raise OSError(0, e.diagnostics[0].message) from None
     return path, text

@@ -1,0 +1,93 @@
+"""Resource limits: hostile or mistaken input fails fast, with a clear NetdslError, in little memory.
+
+Every case must end in under 2 s with a peak of traced allocations under
+200 MB (tracemalloc; the front end is pure Python, so that is all of it).
+Limits live in netdsl/limits.py and can be raised with NETDSL_MAX_* variables.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from netdsl.errors import NetdslError
+from netdsl.frontend import load, load_text
+from netdsl.limits import LIMITS, Limits
+
+ROOT = Path(__file__).resolve().parent.parent
+H = "x = Input(4)\n"
+T = "z = Dense(2)(x)\noutput z\n"
+MB = 1024 * 1024
+
+
+def run_bounded(fn, seconds: float = 2.0, peak_mb: float = 200.0):
+    """Run fn() expecting a NetdslError; return it, after checking time and peak traced memory."""
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(NetdslError) as e:
+            fn()
+        elapsed = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert elapsed < seconds, f"took {elapsed:.2f} s"
+    assert peak < peak_mb * MB, f"peak {peak / MB:.0f} MB"
+    err = e.value
+    for d in err.diagnostics:
+        assert d.code[0] == "E" and d.span.line >= 1 and d.span.col >= 1
+    err.format()  # formats without raising
+    return err
+
+
+# ------------------------------------------------------------------ files
+def test_ten_megabyte_file_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.net"
+    with open(big, "wb") as f:
+        f.write(b"# padding\n" * (MB + 1))  # 10 MB
+    err = run_bounded(lambda: load(str(big)))
+    assert err.diagnostics[0].code == "E004"
+    assert "NETDSL_MAX_SOURCE_BYTES" in err.diagnostics[0].note
+
+
+def test_ten_megabyte_text_is_refused():
+    text = H + T + "# " + "x" * (10 * MB) + "\n"
+    err = run_bounded(lambda: load_text(text, "big.net"))
+    assert err.diagnostics[0].code == "E004"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+def test_endless_file_is_read_with_a_bound(tmp_path):
+    """st_size of /dev/zero (and of pipes) is 0: the bound must be on the bytes read."""
+    link = tmp_path / "zero.net"
+    link.symlink_to("/dev/zero")
+    err = run_bounded(lambda: load(str(link)))
+    assert err.diagnostics[0].code == "E004"
+
+
+def test_import_of_a_fifo_or_device_is_refused(tmp_path):
+    main = tmp_path / "main.net"
+    fifo = tmp_path / "fifo.net"
+    os.mkfifo(fifo)  # opening it would block until a writer comes
+    main.write_text('import "fifo.net"\n' + H + T)
+    err = run_bounded(lambda: load(str(main)))
+    assert err.diagnostics[0].code == "E111" and "not a regular file" in err.diagnostics[0].message
+
+
+def test_invalid_utf8_is_reported_at_the_character_column(tmp_path):
+    bad = tmp_path / "bad.net"
+    bad.write_bytes("x = Input(4) # éé ".encode() + b"\xff\n")
+    err = run_bounded(lambda: load(str(bad)))
+    d = err.diagnostics[0]
+    assert (d.code, d.span.line, d.span.col) == ("E002", 1, 19)
+
+
+def test_byte_order_mark_is_not_part_of_the_program(tmp_path):
+    f = tmp_path / "bom.net"
+    f.write_bytes(b"\xef\xbb\xbf" + (H + T).encode())
+    assert load(str(f)).outputs == ("z",)
