@@ -141,6 +141,7 @@ def _run(args) -> int:
 
         if args.threads:
             train.set_threads(args.threads)
+        train.tune_malloc()
         seed = 0 if args.seed is None else args.seed
         params = load_weights(args.load, graph) if args.load else init_params(graph, seed)
         t1 = time.perf_counter()

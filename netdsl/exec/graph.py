@@ -15,7 +15,8 @@ because the wins come from decisions only the executor can make:
   MaxPooling that is the only reader of a linear/ReLU convolution is fused
   into it: bias, ReLU and pooling in one pass that keeps only the argmax;
   backward scatters straight into the convolution's pre-activation gradient;
-- LSTM gates need one exp pass per step (tanh(z) = 2 sigmoid(2z) - 1).
+- an LSTM step is one numpy exp pass for all four gates and two fused numba
+  passes (tanh(z) = 2 sigmoid(2z) - 1).
 fuse=False turns the conv+pool fusion off (tests compare the two).
 """
 from __future__ import annotations
@@ -533,27 +534,21 @@ def _unpool(dyh, arg, dz, db):
 
 # ------------------------------------------------------------------ LSTM
 
-def _sigmoid_(a):
-    """a <- sigmoid(a) in place, via one exp pass (numpy's exp is SIMD; its
-    float32 tanh was 1.7x slower here). exp overflow to inf gives 0, as it should."""
-    np.negative(a, out=a)
-    np.exp(a, out=a)
-    a += 1
-    np.reciprocal(a, out=a)
-
-
 def _lstm_forward(x, W, H, b, go_backwards):
     """x (N, T, F) -> (N, T, h); gates i, f, g, o (docs/ir.md).
 
-    Internally time-major, with the gate rows reordered to i, f, o, g and the
-    g rows doubled, so ONE sigmoid pass serves all four gates:
-    tanh(z) = 2 * sigmoid(2z) - 1.
+    Internally time-major, with the gate rows reordered to i, f, o, g and
+    scaled by -1 (i, f, o) and -2 (g), so the pre-activations come out of the
+    GEMMs ready for ONE numpy exp pass per step (numpy's exp is SIMD; numba's
+    is a scalar libm call and its tanh is 7x slower still):
+    sigmoid(z) = 1 / (1 + exp(-z)), tanh(z) = 2 / (1 + exp(-2z)) - 1.
+    Everything else of a step is two fused numba passes.
     """
     n, T, F = x.shape
     hs = H.shape[1]
     perm = np.r_[0:2 * hs, 3 * hs:4 * hs, 2 * hs:3 * hs]
-    scale = np.ones((4 * hs, 1), x.dtype)
-    scale[3 * hs:] = 2
+    scale = np.full((4 * hs, 1), -1, x.dtype)
+    scale[3 * hs:] = -2
     Ws, Hs, bs = W[perm] * scale, H[perm] * scale, b[perm] * scale[:, 0]
     xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * n, F)
     gates = (xt @ Ws.T).reshape(T, n, 4 * hs)
@@ -562,30 +557,49 @@ def _lstm_forward(x, W, H, b, go_backwards):
     tcs = np.empty((T, n, hs), x.dtype)
     hseq = np.empty((T, n, hs), x.dtype)
     HsT = Hs.T
-    h = c = None
+    h = None
+    c = np.zeros((n, hs), x.dtype)
     tmp = np.empty((n, 4 * hs), x.dtype)
     for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
         a = gates[t]
         if h is not None:
             np.matmul(h, HsT, out=tmp)
             a += tmp
-        _sigmoid_(a)
-        g = a[:, 3 * hs:]
-        g *= 2
-        g -= 1
-        ct = cs[t]
-        np.multiply(a[:, :hs], g, out=ct)
-        if c is not None:
-            ct += a[:, hs:2 * hs] * c
-        tc = tcs[t]
-        np.multiply(ct, 2, out=tc)
-        _sigmoid_(tc)
-        tc *= 2
-        tc -= 1
-        h = np.multiply(a[:, 2 * hs:3 * hs], tc, out=hseq[t])
-        c = ct
+        np.exp(a, out=a)
+        _lstm_gates_cell(a, c, cs[t], tcs[t])
+        np.exp(tcs[t], out=tcs[t])
+        h = hseq[t]
+        _lstm_hidden(a, tcs[t], h)
+        c = cs[t]
     cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape)
     return hseq.transpose(1, 0, 2).copy(), cache
+
+
+@njit(cache=True, error_model="numpy")
+def _lstm_gates_cell(a, c_prev, c, u):
+    """a holds exp(-z) (i, f, o) and exp(-2z) (g): activate the gates in place,
+    c = f * c_prev + i * g, and u = -2c for the next exp (tanh(c))."""
+    n, hs = c.shape
+    for b in range(n):
+        for k in range(3 * hs):
+            a[b, k] = 1 / (1 + a[b, k])
+        for k in range(hs):
+            g = 2 / (1 + a[b, 3 * hs + k]) - 1
+            a[b, 3 * hs + k] = g
+            ck = a[b, k] * g + a[b, hs + k] * c_prev[b, k]
+            c[b, k] = ck
+            u[b, k] = -2 * ck
+
+
+@njit(cache=True, error_model="numpy")
+def _lstm_hidden(a, tc, h):
+    """tc holds exp(-2c): tc <- tanh(c); h = o * tanh(c)."""
+    n, hs = h.shape
+    for b in range(n):
+        for k in range(hs):
+            t = 2 / (1 + tc[b, k]) - 1
+            tc[b, k] = t
+            h[b, k] = a[b, 2 * hs + k] * t
 
 
 def _lstm_backward(dy, cache, need_dx):
