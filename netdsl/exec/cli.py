@@ -65,8 +65,9 @@ def register(sub) -> None:
     t.add_argument("--lr", type=_lr, metavar="X", help="learning rate")
     t.add_argument("--seed", type=_nonneg, metavar="S", help="seeds initialisation, shuffling and dropout "
                    "(default 0); the same seed gives bit-identical runs")
-    t.add_argument("--threads", type=_positive, metavar="N", help="BLAS and numba threads "
-                   "(default: all cores)")
+    t.add_argument("--threads", type=_positive, metavar="N", default=1,
+                   help="BLAS and numba threads (default 1: see bench/RESULTS.md; results are "
+                   "bit-identical only at the same thread count)")
     t.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no progress bar (it is shown only on a terminal anyway)")
     w = p.add_argument_group("weights and checkpoints")
@@ -139,8 +140,7 @@ def _run(args) -> int:
         from . import train
         from .weights import init_params, load_weights, save_weights
 
-        if args.threads:
-            train.set_threads(args.threads)
+        train.set_threads(args.threads)
         train.tune_malloc()
         seed = 0 if args.seed is None else args.seed
         params = load_weights(args.load, graph) if args.load else init_params(graph, seed)

@@ -571,7 +571,7 @@ class Trainer:
             "batch_size": self.batch_size, "n_train": len(self.x_train),
             "optimizer": self.training.optimizer, "loss": self.training.loss,
             "rng_state": None if rng is None else rng.bit_generator.state,
-            "running": self.running, "history": self.result.history,
+            "running": self.running, "history": self.result.history, "threads": blas_threads(),
         }
 
     def save_checkpoint(self, rng) -> None:
@@ -624,5 +624,10 @@ class Trainer:
             self.optimizer.lr = float(explicit["lr"])
         self.epoch, self.step, self.global_step = int(meta["epoch"]), int(meta["step"]), int(meta["global_step"])
         self.rng_state = meta["rng_state"]
+        if meta.get("threads") != blas_threads():
+            # Not an error: the run continues correctly, only not bit for bit.
+            print(f"warning: checkpoint was written with {meta.get('threads')} BLAS thread(s), this run "
+                  f"uses {blas_threads()}: it will not match an uninterrupted run bit for bit "
+                  f"(pass --threads {meta.get('threads')})", file=sys.stderr)
         self.running = dict(meta["running"])
         self.result.history = list(meta["history"])
