@@ -415,10 +415,18 @@ def test_conv_paths_match_ops_reference(case):
     for name in gp:
         np.testing.assert_allclose(gf[name], gp[name], rtol=1e-10, atol=1e-12, err_msg=name)
 
+    # NaN propagates through the fused pooling exactly as through the unfused one.
+    xn = x.copy()
+    xn[1, 0, 4, 4] = np.nan
+    np.testing.assert_array_equal(np.isnan(fused.forward({"x": xn})["z"]), np.isnan(plain.forward({"x": xn})["z"]))
+    np.testing.assert_array_equal(np.isnan(fused.values["p"]), np.isnan(plain.values["p"]))
+    assert np.isnan(fused.values["p"]).any()
+
     # The unfused executor's convolution against ops.conv2d_* (the reference kernels).
     conv = g.layer("convolution_1")
     y, cache = ops.conv2d_forward(x, params["convolution_1.W"], params["convolution_1.b"],
                                   conv.attr("strides"), conv.attr("pads"), act)
+    plain.forward({"x": x})
     np.testing.assert_allclose(plain.values["c"], y, rtol=1e-12, atol=1e-14)
     dy = rng.standard_normal(y.shape)
     dx, dW, db = ops.conv2d_backward(dy, cache)
