@@ -20,7 +20,7 @@ class Limits:
     max_call_depth: int = 50  # nested block and lambda calls
     max_dim: int = 100_000_000
     max_eval_depth: int = 1_000  # nested evaluation, across calls; the Python stack is sized from it
-    max_eval_steps: int = 2_000_000  # evaluation steps in one file (~20 per layer): stops exponential blow-ups
+    max_eval_steps: int = 1_000_000  # evaluation steps in one file (3-20 per layer): stops exponential blow-ups
     max_errors: int = 100  # diagnostics reported before the front end stops
     max_nodes: int = 300_000  # layer applications (a shared layer applied twice is two)
     max_group_depth: int = 100  # Sequential/LayerStack/'>>' composites nested in each other

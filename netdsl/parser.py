@@ -2,20 +2,23 @@
 
 One module-level LALR parser; the transformer runs after parse() and does not
 recurse (Transformer_NonRecursive). Later stages recurse on the tree, so bracket
-nesting and tree depth are bounded explicitly first (an operator chain like
-1+1+1+... nests too). Literals are checked here, at their token: numbers must
+nesting is bounded before parsing and tree depth while the tree is built (an
+operator chain like 1+1+1+... nests without brackets, and a 100k-term chain
+must stop at term 400, not after parsing all of it). Literals are checked here, at their token: numbers must
 be finite and within +-2**62 (as every result of arithmetic is), strings must
 be valid Python-style literals.
 """
 from __future__ import annotations
 
 import ast
+import itertools
 import math
+import operator
 import re
 import warnings
 from pathlib import Path
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import syntax as S
@@ -214,11 +217,36 @@ def _clip(text: str, n: int = 24) -> str:
     return text if len(text) <= n else f"{text[:10]}...{text[-10:]} ({len(text)} characters)"
 
 
+class _TooDeep(Exception):
+    def __init__(self, where):
+        super().__init__("tree too deep")
+        self.where = where  # the tree or token where the bound was crossed
+
+
+class _DepthTree(Tree):
+    """A parse tree node that knows its height and refuses to exceed max_expr_depth.
+
+    The LALR parser builds nodes bottom-up as it reduces, so the bound stops a long
+    operator chain after max_expr_depth terms instead of after parsing the whole file.
+    """
+
+    def __init__(self, data, children, meta=None):
+        super().__init__(data, children, meta)
+        h = 0
+        for c in children:
+            if type(c) is _DepthTree and c.height > h:
+                h = c.height
+        self.height = h + 1
+        if self.height > LIMITS.max_expr_depth:
+            raise _TooDeep(self)
+
+
 _PARSER = Lark(
     GRAMMAR.read_text(encoding="utf-8"),
     parser="lalr",
     propagate_positions=True,
     maybe_placeholders=True,
+    tree_class=_DepthTree,
 )
 
 
@@ -231,10 +259,15 @@ def parse(text: str, file: str = "<string>") -> S.Module:
             Span(file, 1, 1, 1, 1), "raise NETDSL_MAX_SOURCE_BYTES to allow larger files"), sources)
     _check_nesting(text, file, sources)
     try:
-        tree = _PARSER.parse(text)
+        tree = _parse_bounded(text)
     except UnexpectedInput as e:
         raise NetdslError(_syntax_diagnostic(e, text, file), sources) from None
-    _check_depth(tree, file, sources)
+    except _TooDeep as e:
+        line, col = _first_position(e.where)
+        raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep",
+                                     Span(file, line, col, line, col + 1),
+                                     "a long chain like 1 + 1 + ... nests one level per operator; "
+                                     "raise NETDSL_MAX_EXPR_DEPTH to allow more"), sources) from None
     try:
         module = _ToAst(file).transform(tree)
     except VisitError as e:  # a malformed literal; anything else is a bug in netdsl
@@ -244,16 +277,46 @@ def parse(text: str, file: str = "<string>") -> S.Module:
     return module
 
 
-def _check_depth(tree, file: str, sources: dict) -> None:
-    """Long operator chains nest without brackets (1+1+1+...); bound the tree depth iteratively."""
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > LIMITS.max_expr_depth:
-            meta = node.meta
-            span = Span(file, getattr(meta, "line", 1), getattr(meta, "column", 1), getattr(meta, "line", 1), getattr(meta, "column", 1) + 1)
-            raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep", span), sources)
-        stack.extend((c, depth + 1) for c in node.children if hasattr(c, "children"))
+# Every grammar rule has at most 7 symbols, so the LALR stack of a parse whose tree is at most
+# max_expr_depth deep never holds more than 7 symbols per level of it: a longer stack means the
+# file is too deep. Right-recursive chains (1 ** 1 ** ..., - - - 1, lambda: lambda: ...) are only
+# reduced at their end, so this is what stops them early; left-recursive ones stop in _DepthTree.
+_STACK_PER_LEVEL = 8
+
+
+def _parse_bounded(text: str):
+    """_PARSER.parse(text), but give up as soon as the parser stack shows the tree is too deep."""
+    ip = _PARSER.parse_interactive(text)
+    state = ip.parser_state
+    limit = _STACK_PER_LEVEL * LIMITS.max_expr_depth
+    token = None
+    try:
+        for token in state.lexer.lex(state):
+            state.feed_token(token)
+            if len(state.state_stack) > limit:
+                raise _TooDeep(token)
+        end = Token.new_borrow_pos("$END", "", token) if token else Token("$END", "", 0, 1, 1)
+        return state.feed_token(end, True)
+    except UnexpectedInput as e:
+        e.interactive_parser = ip  # as Lark's own loop does: it computes what the parser accepts
+        raise
+
+
+def _first_position(tree) -> tuple:
+    """Line and column of the first token under a tree (walked iteratively: the tree is deep)."""
+    node = tree
+    if isinstance(node, Token):
+        return node.line or 1, node.column or 1
+    while True:
+        meta = getattr(node, "_meta", None)
+        if meta is not None and not getattr(meta, "empty", True):
+            return meta.line, meta.column
+        children = [c for c in getattr(node, "children", ()) if c is not None]
+        if not children:
+            return 1, 1
+        node = children[0]
+        if isinstance(node, Token):
+            return node.line or 1, node.column or 1
 
 
 # What the nesting check looks at: brackets and newlines, skipping comments and strings
@@ -261,10 +324,29 @@ def _check_depth(tree, file: str, sources: dict) -> None:
 _NESTING_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[()\[\]{}\n]""")
 
 
+_SKIP_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[^()\[\]{}#"']+""")
+
+
+_BRACKET_STEP = str.maketrans({"(": "\x02", "[": "\x02", "{": "\x02", ")": "\x00", "]": "\x00", "}": "\x00",
+                               "#": "\x01", '"': "\x01", "'": "\x01"})
+
+
+def _max_depth(text: str) -> int:
+    """Deepest bracket nesting, in C-speed passes (a Python loop per bracket is slow on big files).
+
+    Unlike the exact loop below, a stray closer lowers the count for good; that only lets an
+    already-broken file through to the parser, which reports the stray closer.
+    """
+    steps = _SKIP_RE.sub("", text).translate(_BRACKET_STEP).encode("latin-1")  # 2 open, 0 close, 1 other
+    return max(0, max(map(operator.sub, itertools.accumulate(steps), itertools.count(1)), default=0))
+
+
 def _check_nesting(text: str, file: str, sources: dict) -> None:
     """Bound bracket depth before parsing, so no later stage can recurse without limit."""
     depth, line, line_start = 0, 1, 0
     limit = LIMITS.max_nesting
+    if _max_depth(text) <= limit:
+        return
     for m in _NESTING_RE.finditer(text):
         ch = m.group()
         if ch == "\n":

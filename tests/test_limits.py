@@ -91,3 +91,40 @@ def test_byte_order_mark_is_not_part_of_the_program(tmp_path):
     f = tmp_path / "bom.net"
     f.write_bytes(b"\xef\xbb\xbf" + (H + T).encode())
     assert load(str(f)).outputs == ("z",)
+
+
+# ------------------------------------------------------------ nesting and chains
+@pytest.mark.parametrize("deep", [
+    "(" * 5000 + "1" + ")" * 5000,
+    "[" * 5000 + "1" + "]" * 5000,
+    "(" * 5000,
+    "Dense(2)(" * 5000 + "x" + ")" * 5000,
+], ids=["parens", "lists", "unclosed", "calls"])
+def test_5000_deep_brackets(deep):
+    err = run_bounded(lambda: load_text(H + "a = " + deep + "\n" + T, "deep.net"))
+    assert err.diagnostics[0].code == "E005"
+    assert err.diagnostics[0].span.line == 2  # at the bracket that crossed the limit
+    assert deep[err.diagnostics[0].span.col - 5] in "([{"
+
+
+@pytest.mark.parametrize("op", ["+", "-", "*", "/", "//", "%", "**", ">>"])
+def test_100k_term_operator_chain(op):
+    """Left-recursive chains stop when the tree gets too deep, right-recursive ones (**) when the
+    parser stack does: both after a few hundred terms, not after parsing 100k."""
+    term = "relu" if op == ">>" else "1"
+    err = run_bounded(lambda: load_text(H + "a = " + f" {op} ".join([term] * 100_000) + "\n" + T, "chain.net"))
+    assert err.diagnostics[0].code == "E005"
+    assert "nested more than" in err.diagnostics[0].message
+
+
+@pytest.mark.parametrize("deep", ["-" * 100_000 + "1", "lambda: " * 100_000 + "1", "x" + "[0]" * 100_000,
+                                  "relu" + "(x)" * 100_000],
+                         ids=["unary", "lambda", "index", "call"])
+def test_100k_deep_prefix_and_postfix(deep):
+    err = run_bounded(lambda: load_text(H + "a = " + deep + "\n" + T, "deep.net"))
+    assert err.diagnostics[0].code == "E005"
+
+
+def test_chain_just_under_the_depth_limit_is_fine():
+    g = load_text(H + "a = " + " + ".join(["1"] * 390) + "\nz = Dense(a)(x)\noutput z\n", "ok.net")
+    assert g.nodes[0].type.shape == (390,)
