@@ -37,11 +37,12 @@ STEP_CASES = {"keras_cnn": 3, "bn_cnn": 1, "cntk_for_convnet": 3, "mlp_sigmoid":
               "row_lstm": 3, "bilstm_tagger": 3, "trap_norms": 3, "trap_adadelta": 3}
 EXPECT_SEQUENTIAL = {"bn_cnn", "cnn_pad", "cntk_cnn", "cntk_for_convnet", "cs231n_convnet", "estimator_cnn",
                      "keras_cnn", "mlp_relu", "mlp_sigmoid", "row_lstm", "slot_tagger", "speech_dnn", "vgg9",
-                     "trap_adadelta"}
+                     "trap_adadelta", "trap_names"}
 
 # Small models for what the 15 do not cover: asymmetric pads, -inf and count-excluding pooling pads, flatten
 # order when a flat image is spliced/shared/output, LayerNorm on images, BatchNorm on vectors and sequences,
-# backwards LSTMs with and without the return_sequences=False fusion, image splice and cosine, inits.
+# backwards LSTMs with and without the return_sequences=False fusion, image splice and cosine, inits, and names
+# that would shadow nn.Module methods (forward, eval) or a Keras helper layer's name (forward_flatten).
 TRAPS = {
     "trap_pads": """
 model TrapPads
@@ -118,6 +119,20 @@ d = cosine_distance(c, Convolution((3, 3), 4, pad=True, init=he_normal, init_bia
 output c, d
 train {
     loss = squared_error
+    optimizer = SGD(lr=0.1)
+}
+""",
+    "trap_names": """
+model TrapNames
+x = Input((2, 4, 4))
+forward = Dense(3, activation=relu)
+eval = Convolution((3, 3), 2, pad=True)
+forward_flatten = Dense(2)
+training = forward(eval(x))
+z = forward_flatten(training)
+output z
+train {
+    loss = cross_entropy_with_softmax
     optimizer = SGD(lr=0.1)
 }
 """,
@@ -595,3 +610,34 @@ def test_mnist_keras_keras_cnn_training_block(work):
     assert (out / "KerasCnn.weights.h5").exists()
     saved = dict(np.load(out / "KerasCnn.npz", allow_pickle=False))
     assert sorted(saved) == sorted(work["cases"]["keras_cnn"]["weights"])
+
+
+# ------------------------------------------------------- shared helpers
+def test_common_helpers():
+    """netdsl.emit.common, which every emitter builds on."""
+    from netdsl.emit import common as C
+    from netdsl.emit.base import EmitBug
+
+    names = C.Names({"self", "torch"})
+    assert [names.claim(n) for n in ("x", "torch", "torch", "class", "x")] == ["x", "torch_", "torch_2", "class_",
+                                                                                "x_"]
+    assert names.of("value:z", "z") == names.of("value:z", "z") == "z"
+    with pytest.raises(EmitBug):
+        names.claim("not an identifier")
+    assert C.call("nn.Conv2d", 1, 32, kernel_size=3, padding=(1, 2)) == "nn.Conv2d(1, 32, kernel_size=3, padding=(1, 2))"
+    assert C.call("layers.Dense", 10, name='q"uote') == "layers.Dense(10, name='q\"uote')"
+    with pytest.raises(EmitBug):
+        C.call("os.system(1) or print", 1)
+    assert C.wrap_call("x = f(1, (2, 3), 'a,b')(y)", 0, width=10) == ["x = f(", "    1,", "    (2, 3),", "    'a,b',",
+                                                                        ")(y)"]
+    assert C.number(1 / 255) == "1 / 255" and C.number(0.5) == "0.5" and C.number(33.3285) == "33.3285"
+    pads = C.Pads.of(((0, 1), (2, 2)))
+    assert (pads.symmetric, pads.ltrb, pads.keras) == (False, (2, 2, 0, 1), ((0, 1), (2, 2)))
+    assert C.same_is_exact(C.Pads.of(((1, 1), (1, 1))), (3, 3), (1, 1))
+    assert not C.same_is_exact(C.Pads.of(((1, 1), (1, 1))), (3, 3), (2, 2))
+    assert not C.same_is_exact(C.Pads.of(((0, 1), (0, 1))), (2, 2), (1, 1))
+    assert C.parse_init("uniform(0.1)") == ("uniform", 0.1) and C.parse_init("constant(0.0)") == ("zeros", None)
+    assert C.docstring("M from m.net: a (N, 1, 28, 28) -> z (N, 10).", 4, width=40) == \
+        "M from m.net: a (N, 1, 28, 28)\n    -> z (N, 10)."
+    with pytest.raises(EmitBug):
+        C.docstring('a """ b', 4)

@@ -92,8 +92,8 @@ def wrap_call(code: str, indent: int, width: int = 110) -> list:
 
 
 def number(value) -> str:
-    """A float literal, or `1 / n` when the value is exactly the reciprocal of a small integer."""
-    if isinstance(value, float) and 0 < value < 1:
+    """A float literal, or `1 / n` when the value is exactly the reciprocal of an integer with a long decimal."""
+    if isinstance(value, float) and 0 < value < 1 and len(repr(value)) > 8:
         n = round(1 / value)
         if 1 < n <= 1_000_000 and 1 / n == value:
             return f"1 / {n}"
@@ -420,7 +420,6 @@ class Step:
     inputs: tuple
     output: str
     alias: bool = False  # the output is the input itself (e.g. Flatten of a vector): no statement
-    payload: object = None  # whatever the target wants to remember
 
     @property
     def node(self) -> ir.Node:
@@ -621,7 +620,3 @@ def docstring(text: str, indent: int, width: int = 110) -> str:
     lines = [line.replace("\0", " ") for line in lines]
     return ("\n" + " " * indent).join(lines)
 
-
-def view_lines(text: str) -> list:
-    """Split a multi-line code block into lines for a template to indent."""
-    return text.split("\n")

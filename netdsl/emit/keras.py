@@ -18,12 +18,6 @@ from . import common as C
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
 
-MODULE_NAMES = ("argparse", "gzip", "os", "struct", "keras", "layers", "ops", "np", "MODEL_NAME", "INPUTS",
-                "OUTPUTS", "TRAINING", "WEIGHTS", "NegInfPadding2D", "AveragePooling2DExcludePad",
-                "TorchBatchNormalization", "TorchAdam", "build_model", "find_layer", "to_keras_layout",
-                "to_netdsl_layout", "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights",
-                "keras_inputs", "keras_targets", "from_keras", "predict", "make_trainer", "train_step", "read_idx",
-                "load_mnist", "load_data", "evaluate", "main")
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
                "TorchBatchNormalization")
 
@@ -80,7 +74,6 @@ class KerasView:
     weights: list = field(default_factory=list)  # (canonical name, conversion) in layer.get_weights() order
     after: str | None = None  # an op applied to the result in the functional API ("flip")
     helper: str | None = None  # a helper class the code needs
-    op: bool = False  # not a layer at all: an expression in the functional API
 
 
 def _act_kwargs(layer: ir.Layer) -> dict:
@@ -223,7 +216,7 @@ def splice(graph, layer):
 
 def select(kind):
     def f(graph, layer):
-        return KerasView(kind, op=True)
+        return KerasView(kind)  # context(): fused into the LSTM before it, or x[:, -1] / x[:, 0]
     return f
 
 
@@ -321,6 +314,7 @@ class NodePlan:
     after: str | None = None
     op: str | None = None  # an expression template for ops ({0} = input)
     alias: bool = False
+    flatten_inputs: list = field(default_factory=list)  # inputs to flatten first (cosine of images)
 
 
 def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
@@ -363,12 +357,7 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
         elif layer.kind == "Dense" and len(t.shape) > 1:
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
         elif layer.kind == "CosineDistance":
-            pre = []
-            for i, v in enumerate(n.inputs):
-                if len(idx.types[v].shape) > 1:
-                    pre.append(i)
-            plan = NodePlan(klayers)
-            plan.flatten_inputs = pre  # type: ignore[attr-defined]
+            plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])
         plans[n.name] = plan
     return plans, dense_chw, fused_lstm
 
@@ -397,7 +386,6 @@ def keras_batch_shape(t: ir.TensorType) -> tuple:
 def context(graph: ir.Graph, views: dict) -> dict:
     idx = C.index(graph)
     plans, dense_chw, fused = plan_nodes(graph, idx, views)
-    module_names = C.Names(MODULE_NAMES)
     knames = C.Names()  # Keras layer names: unique strings in the whole model
     for i in graph.inputs:
         knames.of("input:" + i.name, i.name)
@@ -407,21 +395,26 @@ def context(graph: ir.Graph, views: dict) -> dict:
         knames.of("group:" + gr.name, gr.name)
 
     def kname(layer_name: str, kl: KLayer) -> str:
-        return knames.of(layer_name) if not kl.suffix else knames.of(layer_name + kl.suffix)
+        """The Keras name of a layer's main layer (its netdsl name) or of a helper (netdsl name + suffix)."""
+        return knames.of(layer_name) if not kl.suffix else knames.of("aux:" + layer_name + kl.suffix,
+                                                                      layer_name + kl.suffix)
 
     def render(layer_name: str, kl: KLayer) -> str:
         return str(call(kl.func, *kl.args, **kl.kwargs, name=kname(layer_name, kl)))
 
-    # the weight table: canonical name -> (shape, Keras layer path, index, conversion)
     steps = C.node_steps(graph)
     for s in steps:
         s.alias = plans[s.output].alias
-    pure = lambda n: not plans[n.name].alias and plans[n.name].op is None and plans[n.name].after is None \
-        and len(n.inputs) == 1 and not getattr(plans[n.name], "flatten_inputs", None)
+    def pure(n: ir.Node) -> bool:
+        """A node that is only Keras layers applied to one input: it can go in a Sequential."""
+        p = plans[n.name]
+        return not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
+
     sequential = _is_sequential(graph, idx, steps, plans, pure)
     chains = {} if sequential else C.group_chains(graph, pure)
     group_of_layer = {lname: g for g in chains for lname in idx.group_layers(g)}
 
+    # the weight table: canonical name -> (shape, Keras layer path, index in get_weights(), conversion)
     weights = []
     conversions = set()
     for layer in graph.layers:
@@ -505,9 +498,8 @@ def context(graph: ir.Graph, views: dict) -> dict:
             if plan.op is not None:
                 body.append({"line": f"{out} = {plan.op.format(*args)}"})
                 continue
-            flat_inputs = getattr(plan, "flatten_inputs", [])
-            for i in flat_inputs:
-                fname = knames.of(f"{n.layer}_flatten_{i}")
+            for i in plan.flatten_inputs:
+                fname = knames.of(f"aux:{n.layer}_flatten_{i}", f"{n.layer}_flatten_{i}")
                 flat = locals_.of(f"flat:{n.name}:{i}", f"{args[i]}_flat")
                 body.append({"line": f"{flat} = {call('layers.Flatten', name=fname)}({args[i]})"})
                 args[i] = flat
