@@ -4,14 +4,15 @@ numbers are the bit-reproducible ones recorded in bench/RESULTS.md).
 
 Thresholds and why (full-data figures and commands: bench/RESULTS.md,
 "## Executor"):
-- mlp_relu, Adam, 3 epochs: 97.2%. The brief's 97.5% is not what this model
-  reaches reliably: seeds 0-9 give 97.28-97.56% (mean 97.42%); seed 0 gives
-  97.28%. models/mlp_relu.net is not mine to tune, and picking a lucky seed
-  would make a flaky test.
-- keras_cnn, Adam, 2 epochs: 98.2%. The brief's 98.7% is again above what
-  the model as written reaches: seed 0 gives 98.37% (PyTorch, trained from
-  the same weights on the same batches: 98.34%), seeds 1 and 2 98.29% and
-  98.66%. models/keras_cnn.net is not mine to tune either.
+- mlp_relu, Adam, 3 epochs: 97.1%. The brief's 97.5% is not what this model
+  reaches reliably: seeds 0-9 give 97.28-97.56% (mean 97.42%), seed 0 97.28%,
+  and PyTorch trained from the same weights on the same batches gets the
+  same (seed 0: 97.25%). models/mlp_relu.net is not mine to tune, and a lucky
+  seed would make a flaky test: another CPU's BLAS rounds differently, which
+  moves a run within that spread. Threshold = lowest seen - 0.15%.
+- keras_cnn, Adam, 2 epochs: 98.1%. The brief's 98.7% is also above what the
+  model as written reaches: seed 0 98.37% (PyTorch from the same weights and
+  batches: 98.34%), seeds 1 and 2 98.29% and 98.66%.
 - mlp_sigmoid, MSE, SGD: 90% (96.9% since its training block moved to
   lr 1.0, batch 10; it plateaued at 87% with lr 2.0, batch 20).
 - row_lstm, 1 epoch: 94%.
@@ -35,8 +36,8 @@ pytestmark = pytest.mark.skipif(
     reason="real MNIST not available (set NETDSL_DATA)")
 
 CASES = [
-    ("mlp_relu", 0.972),
-    ("keras_cnn", 0.982),
+    ("mlp_relu", 0.971),
+    ("keras_cnn", 0.981),
     ("mlp_sigmoid", 0.90),
     ("row_lstm", 0.94),
 ]
