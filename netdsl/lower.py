@@ -903,15 +903,15 @@ class Lowerer:
         if isinstance(shape, int) and not isinstance(shape, bool):
             shape = (shape,)
         if not isinstance(shape, tuple) or not all(is_dim(d) for d in shape) or (not shape and vocab is None):
-            return self.err("E103", f"input shape must be a positive integer or a tuple of them, got {describe(shape)}", e.span)
+            return self.err("E103", f"input shape must be a positive integer or a tuple of them, got {describe_dim(shape)}", e.span)
         if vocab is not None:
             if not is_dim(vocab):
-                return self.err("E103", f"vocab must be a positive integer, got {describe(vocab)}", e.span)
+                return self.err("E103", f"vocab must be a positive integer, got {describe_dim(vocab)}", e.span)
             if shape != ():
                 return self.err("E103", "a token-id sequence takes vocab=N and no shape", e.span)
         length = opts.get("length")
         if length is not None and not is_dim(length):
-            return self.err("E103", f"length must be a positive integer, got {describe(length)}", e.span)
+            return self.err("E103", f"length must be a positive integer, got {describe_dim(length)}", e.span)
         scale, mean, std = opts.get("scale", 1.0), opts.get("mean", 0.0), opts.get("std", 1.0)
         for k, v in (("scale", scale), ("mean", mean), ("std", std)):
             if not is_number(v) or not math.isfinite(v) or (k == "std" and v <= 0):
@@ -1076,6 +1076,18 @@ def describe(v) -> str:
     return type(v).__name__
 
 
+def describe_dim(v) -> str:
+    """describe() for a size: spells out a short tuple, and says when a number is over NETDSL_MAX_DIM."""
+    simple = isinstance(v, tuple) and 0 < len(v) <= 4 and all(
+        is_number(d) or isinstance(d, bool) or d is None or isinstance(d, tuple) and len(d) <= 2 and all(is_number(x) for x in d)
+        for d in v)
+    text = f"the tuple {v!r}" if simple else describe(v)
+    flat = [x for d in (v if simple else (v,)) for x in (d if isinstance(d, tuple) else (d,))]
+    if any(isinstance(d, int) and not isinstance(d, bool) and d > LIMITS.max_dim for d in flat):
+        text += f" (sizes are limited to {LIMITS.max_dim:,}; raise NETDSL_MAX_DIM to allow more)"
+    return text
+
+
 def shown(v) -> str:
     """A value for a message: strings quoted and escaped (control characters never reach the terminal) and clipped."""
     if isinstance(v, str):
@@ -1156,24 +1168,24 @@ def check_layer_args(kind: str, a: dict):
 
     if kind in ("Dense", "Embedding", "LSTM"):
         if not is_dim(a["shape"]):
-            return "shape", f"{kind} shape must be a positive integer, got {describe(a['shape'])}"
+            return "shape", f"{kind} shape must be a positive integer, got {describe_dim(a['shape'])}"
     if kind in ("Convolution", "MaxPooling", "AveragePooling"):
         fs = pair("filter_shape", a["filter_shape"])
         if fs is None:
-            return "filter_shape", f"{kind} filter_shape must be a positive integer or a pair, got {describe(a['filter_shape'])}"
+            return "filter_shape", f"{kind} filter_shape must be a positive integer or a pair, got {describe_dim(a['filter_shape'])}"
         out["filter_shape"] = fs
         if "strides" in a:
             st = pair("strides", a["strides"])
             if st is None:
-                return "strides", f"{kind} strides must be a positive integer or a pair, got {describe(a['strides'])}"
+                return "strides", f"{kind} strides must be a positive integer or a pair, got {describe_dim(a['strides'])}"
             out["strides"] = st
         if "pad" in a:
             p = normalize_pad(a["pad"])
             if p is None:
-                return "pad", f"{kind} pad must be True, False, an integer, (ph, pw) or ((top, bottom), (left, right)), got {describe(a['pad'])}"
+                return "pad", f"{kind} pad must be True, False, an integer, (ph, pw) or ((top, bottom), (left, right)), got {describe_dim(a['pad'])}"
             out["pad"] = p
     if kind == "Convolution" and not is_dim(a["num_filters"]):
-        return "num_filters", f"Convolution num_filters must be a positive integer, got {describe(a['num_filters'])}"
+        return "num_filters", f"Convolution num_filters must be a positive integer, got {describe_dim(a['num_filters'])}"
     if "activation" in a:
         act = a["activation"]
         if act is not None and not isinstance(act, Activation):
