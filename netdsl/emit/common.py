@@ -27,10 +27,24 @@ class Code(str):
     """Python source built by netdsl from checked pieces; inserted verbatim, never through repr."""
 
 
+_PLAIN_STR = re.compile(r"[A-Za-z0-9_./ :-]*\Z")
+
+
 def lit(value) -> str:
-    """A value as Python source: Code passes through, anything else becomes a literal."""
-    if isinstance(value, Code):
+    """A value as Python source: Code passes through, anything else becomes a literal (base.pyrepr).
+
+    Ints, plain strings and tuples of ints take a fast path that gives exactly
+    pyrepr's text: weight tables of deep models have tens of thousands of rows.
+    """
+    kind = type(value)
+    if kind is Code:
         return str(value)
+    if kind is int:
+        return str(value)
+    if kind is str and _PLAIN_STR.match(value):
+        return f'"{value}"'
+    if kind is tuple and value and all(type(d) is int for d in value):
+        return f"({value[0]},)" if len(value) == 1 else "(" + ", ".join(map(str, value)) + ")"
     return pyrepr(value)
 
 
@@ -103,14 +117,8 @@ def number(value) -> str:
 
 
 def table_row(key: str, *values) -> str:
-    """`"key": (v1, v2, ...),` for a constant table; tuples of ints take a fast path (tables can be 20,000 rows)."""
-    return f"{pyrepr(key)}: ({', '.join(_fast_lit(v) for v in values)}),"
-
-
-def _fast_lit(v) -> str:
-    if type(v) is tuple and all(type(d) is int for d in v):
-        return f"({v[0]},)" if len(v) == 1 else "(" + ", ".join(map(str, v)) + ")"
-    return lit(v)
+    """`"key": (v1, v2, ...),` for a constant table."""
+    return f"{lit(key)}: ({', '.join(map(lit, values))}),"
 
 
 def const_dict(name: str, items: dict, width: int = 110) -> list:

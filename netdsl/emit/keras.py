@@ -11,6 +11,7 @@ see: flatten order, LSTM + select_last fusion, sharing, Sequential or not.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .. import ir
@@ -25,6 +26,7 @@ INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "ze
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
 
 
+@functools.lru_cache(maxsize=None)
 def keras_init(init: str):
     kind, arg = C.parse_init(init)
     if kind in ("glorot_uniform", "he_uniform", "zeros", "ones"):
@@ -45,10 +47,10 @@ def keras_init(init: str):
 def init_kwargs(layer: ir.Layer, **which) -> dict:
     """{keras argument: initialiser} for the parameters whose netdsl initialiser is not Keras's default."""
     out = {}
+    params = {p.name: p for p in layer.params}
     for short, arg in which.items():
-        try:
-            p = layer.param(short)
-        except KeyError:
+        p = params.get(f"{layer.name}.{short}")
+        if p is None:
             continue
         value = keras_init(p.init)
         if value != INIT_DEFAULTS[arg]:
