@@ -220,19 +220,25 @@ class Executor:
         arg = np.empty((n, ph, pw, o), np.int32)
         bias = b if b is not None else np.zeros(o, z.dtype)
         relu = layer.attr("activation") == "relu"
-        if (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0):
+        tiled = (kh, kw, sh, sw, pt, pb, pl, pr) == (2, 2, 2, 2, 0, 0, 0, 0)
+        if tiled:
             _bias_act_maxpool_2x2(z, bias, relu, n, oh, ow, yh, arg)  # the common case, 2.4x faster
         else:
             _bias_act_maxpool(z, bias, relu, n, oh, ow, kh, kw, sh, sw, pt, pl, yh, arg)
-        return np.ascontiguousarray(yh.transpose(0, 3, 1, 2)), (col, geo, arg, b is not None)
+        return np.ascontiguousarray(yh.transpose(0, 3, 1, 2)), (col, geo, arg, b is not None, tiled)
 
     def _b_ConvPool(self, layer, node, dy, cache, need):
-        col, geo, arg, has_b = cache
+        col, geo, arg, has_b, tiled = cache
         n, oh, ow = geo[0], geo[-2], geo[-1]
         W = self._p(layer, "W")
-        dz = np.zeros((n * oh * ow, W.shape[0]), dy.dtype)
         db = np.empty(W.shape[0], dy.dtype)
-        _unpool(np.ascontiguousarray(dy.transpose(0, 2, 3, 1)), arg, dz, db)
+        dyh = np.ascontiguousarray(dy.transpose(0, 2, 3, 1))
+        if tiled:  # 2x2/2 windows tile the plane: every row of dz is written, no memset
+            dz = np.empty((n * oh * ow, W.shape[0]), dy.dtype)
+            _unpool_2x2(dyh, arg, oh, ow, dz, db)
+        else:
+            dz = np.zeros((n * oh * ow, W.shape[0]), dy.dtype)
+            _unpool(dyh, arg, dz, db)
         return self._conv_weight_grads(W, col, dz, db if has_b else None, geo, need)
 
     def _f_MaxPooling(self, layer, node, xs, training, rng):
@@ -546,6 +552,35 @@ def _bias_act_maxpool_2x2(z, bias, relu, n, oh, ow, yh, arg):
                         k = -1
                     yh[b, py, px, u] = v
                     arg[b, py, px, u] = k
+
+
+@njit(cache=True)
+def _unpool_2x2(dyh, arg, oh, ow, dz, db):
+    """_unpool for 2x2/stride-2 windows, writing EVERY row of dz (the gradient
+    or 0), so dz needs no zero fill; an odd last row/column gets zeros."""
+    n, ph, pw, o = dyh.shape
+    acc = np.zeros(o, np.float64)
+    for b in range(n):
+        for py in range(ph):
+            for px in range(pw):
+                r0 = (b * oh + 2 * py) * ow + 2 * px
+                for r in (r0, r0 + 1, r0 + ow, r0 + ow + 1):
+                    for u in range(o):
+                        dz[r, u] = 0
+                for u in range(o):
+                    k = arg[b, py, px, u]
+                    if k >= 0:
+                        g = dyh[b, py, px, u]
+                        dz[k, u] = g
+                        acc[u] += g
+        for y in range(oh):
+            for x in range(ow):
+                if y >= 2 * ph or x >= 2 * pw:
+                    r = (b * oh + y) * ow + x
+                    for u in range(o):
+                        dz[r, u] = 0
+    for u in range(o):
+        db[u] = acc[u]
 
 
 @njit(cache=True)
