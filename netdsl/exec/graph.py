@@ -676,29 +676,31 @@ def _lstm_backward(dy, cache, need_dx):
     xt, W, Hp, perm, gates, cs, tcs, hseq, go_backwards, xshape = cache
     T, n, hs = hseq.shape
     dyt = np.ascontiguousarray(dy.transpose(1, 0, 2))
+    live = dyt.reshape(T, -1).any(axis=1)  # SelectLast leaves all steps but one at 0
     order = range(T) if go_backwards else range(T - 1, -1, -1)
     prev = 1 if go_backwards else -1  # the step processed just before t is t + prev
     dzs = np.empty_like(gates)
-    hprev = np.zeros_like(hseq)
     dh = np.empty((n, hs), gates.dtype)
     dc = np.zeros((n, hs), gates.dtype)
     zeros = np.zeros((n, hs), gates.dtype)
     first = True
     for t in order:
         p = t + prev
-        has_prev = 0 <= p < T
         if first:
             dh[...] = dyt[t]
             first = False
         else:
             np.matmul(dzs[t - prev], Hp, out=dh)
-            dh += dyt[t]
-        _lstm_cell_bwd(dh, dc, gates[t], cs[p] if has_prev else zeros, tcs[t], dzs[t])
-        if has_prev:
-            hprev[t] = hseq[p]
+            if live[t]:
+                dh += dyt[t]
+        _lstm_cell_bwd(dh, dc, gates[t], cs[p] if 0 <= p < T else zeros, tcs[t], dzs[t])
     dz2 = dzs.reshape(T * n, 4 * hs)
     dWp = dz2.T @ xt
-    dHp = dz2.T @ hprev.reshape(T * n, hs)
+    # z_t reads h_{t+prev}; the first step read zeros and adds nothing to dH.
+    if go_backwards:
+        dHp = dzs[:-1].reshape(-1, 4 * hs).T @ hseq[1:].reshape(-1, hs)
+    else:
+        dHp = dzs[1:].reshape(-1, 4 * hs).T @ hseq[:-1].reshape(-1, hs)
     dbp = dz2.sum(axis=0)
     inv = np.argsort(perm)
     dx = None
