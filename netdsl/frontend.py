@@ -29,7 +29,7 @@ def read_source(path: str, regular_only: bool = False) -> str:
         if st.st_size > limit:
             raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
         with open(path, "rb") as f:
-            data = f.read(limit + 1)
+            data = _read_at_most(f, limit + 1)
     except OSError as e:
         raise NetdslError(Diagnostic("E006", f"cannot read file: {e.strerror or e}", Span(path, 1, 1, 1, 1))) from None
     if len(data) > limit:
@@ -42,6 +42,19 @@ def read_source(path: str, regular_only: bool = False) -> str:
         col = len(data[line_start: e.start].decode("utf-8")) + 1  # in characters, as the lexer counts
         raise NetdslError(Diagnostic("E002", "file is not valid UTF-8", Span(path, line, col, line, col + 1))) from None
     return text[1:] if text.startswith("\ufeff") else text  # a byte-order mark is not part of the program
+
+
+def _read_at_most(f, n: int) -> bytes:
+    """Up to n bytes, in 1 MB reads: f.read(n) would allocate n bytes up front, and n comes from
+    NETDSL_MAX_SOURCE_BYTES."""
+    chunks, total = [], 0
+    while total < n:
+        chunk = f.read(min(1 << 20, n - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _loader(rel: str, importer: str):

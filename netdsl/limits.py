@@ -29,8 +29,9 @@ class Limits:
     def from_env(cls, env=os.environ) -> "Limits":
         lim = cls()
         for f in fields(cls):
-            raw = env.get("NETDSL_" + f.name.upper())
-            if raw and raw.isdigit():
+            raw = (env.get("NETDSL_" + f.name.upper()) or "").strip().replace("_", "")
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses (at import time)
+            if raw.isascii() and raw.isdigit():
                 setattr(lim, f.name, int(raw))
         return lim
 

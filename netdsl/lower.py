@@ -1239,7 +1239,8 @@ FRAMES_PER_LEVEL = 10
 
 def lower(module: S.Module, file: str, sources: dict, loader=None) -> ir.Graph:
     old = sys.getrecursionlimit()
-    sys.setrecursionlimit(old + FRAMES_PER_LEVEL * LIMITS.max_eval_depth + 1000)
+    # capped: setrecursionlimit takes a C int, and NETDSL_MAX_EVAL_DEPTH may be anything
+    sys.setrecursionlimit(min(old + FRAMES_PER_LEVEL * LIMITS.max_eval_depth + 1000, 1_000_000))
     try:
         return Lowerer(file, sources, loader).lower_module(module)
     finally:
