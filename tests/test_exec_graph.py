@@ -266,6 +266,17 @@ def torch_forward(g, params, inputs, training=True):
             (pt, pb), (pl, pr) = L.attr("pads")
             y = F.conv2d(F.pad(x, (pl, pr, pt, pb)), P("W"), params.get(f"{L.name}.b"), stride=L.attr("strides"))
             y = _act(y, L.attr("activation"))
+        elif k == "AveragePooling":
+            # Mean over the non-padded cells, with possibly asymmetric pads: window sum / cell count.
+            (pt, pb), (pl, pr) = L.attr("pads")
+            win, st = L.attr("window"), L.attr("strides")
+            total = F.avg_pool2d(F.pad(x, (pl, pr, pt, pb)), win, st, divisor_override=1)
+            count = F.avg_pool2d(F.pad(torch.ones_like(x), (pl, pr, pt, pb)), win, st, divisor_override=1)
+            y = total / count
+        elif k == "LayerNormalization":
+            t = g.value_type(node.inputs[0])
+            shape = tuple(x.shape[2:]) if t.seq else tuple(x.shape[1:])
+            y = F.layer_norm(x, shape, P("scale"), P("bias"), eps=L.attr("epsilon"))
         elif k == "MaxPooling":
             (pt, pb), (pl, pr) = L.attr("pads")
             y = F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), L.attr("window"), L.attr("strides"))
@@ -435,3 +446,54 @@ def test_conv_paths_match_ops_reference(case):
     np.testing.assert_allclose(mx, dx, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(mg["W"], dW, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(mg["b"], db, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------- the layer kinds no model in models/ uses
+
+OTHER_KINDS = """
+model Kinds
+img = Input((2, 8, 8))
+seq = SequenceInput(6)
+a = AveragePooling((3, 3), strides=2, pad=True)(img)
+b = Convolution((3, 3), 4, pad=True, activation=tanh)(a)
+c = LayerNormalization()(b)
+d = Dense(5, activation=softmax)(c)
+e = Dropout(0.5)(d)
+s1 = Recurrence(LSTM(4))(seq)
+s2 = LayerNormalization()(s1)
+s3 = Dense(5, activation=sigmoid)(s2)
+f = select_first(s3)
+g = splice([e, f])
+h = Activation(tanh)(g)
+output h
+"""
+
+
+def test_other_kinds_gradcheck_and_pytorch():
+    g = load_text(OTHER_KINDS, "kinds.net")
+    kinds = {l.kind for l in g.layers}
+    assert {"AveragePooling", "LayerNormalization", "Dropout", "SelectFirst", "Activation", "Splice"} <= kinds
+    rng = np.random.default_rng(8)
+    inputs = {"img": rng.standard_normal((3, 2, 8, 8)), "seq": rng.standard_normal((3, 4, 6))}
+    # training=False: dropout is the identity, so finite differences see a fixed function
+    _fd_check(g, inputs, n_coords=6, training=False)
+
+    params = init_params(g, 2)
+    for k, v in params.items():
+        if k.endswith((".b", ".bias", ".scale")):
+            v += rng.normal(0, 0.2, v.shape).astype(np.float32)
+    x32 = {k: v.astype(np.float32) for k, v in inputs.items()}
+    ex = Executor(g, {k: v.copy() for k, v in params.items()})
+    out = ex.forward(x32, training=False)["h"]
+    tparams = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    tout, _ = torch_forward(g, tparams, x32, training=False)
+    _close(out, tout["h"], "output")
+    R = rng.standard_normal(out.shape).astype(np.float32)
+    (tout["h"] * torch.tensor(R)).sum().backward()
+    grads = ex.backward({"h": R})
+    for k in ex.trainable:
+        _close(grads[k], tparams[k].grad, f"grad {k}")
+    # In training mode dropout draws from the rng it is given, reproducibly.
+    y1 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
+    y2 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
+    assert np.array_equal(y1, y2) and not np.allclose(y1, out)
