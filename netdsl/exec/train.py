@@ -411,7 +411,7 @@ class Trainer:
             out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + self.opts.eval_batch])},
                                   training=False)[self.feed.output]
             correct += int((out.argmax(axis=-1) == y[i:i + self.opts.eval_batch]).sum())
-        self.ex.values = {}
+        self.ex.values, self.ex._caches = {}, None  # drop the last batch's buffers
         return (correct / len(x) if len(x) else float("nan")), correct, len(x)
 
     # -------------------------------------------------------------- training
