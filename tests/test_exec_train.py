@@ -289,3 +289,9 @@ def test_fused_optimizers_are_bit_identical_to_optim(name, kwargs):
     assert sd.keys() == sr.keys()
     for k in sd:
         assert np.array_equal(np.asarray(sd[k]), np.asarray(sr[k])), k
+
+
+def test_unwritable_checkpoint_dir_fails_before_training(tmp_path, capsys):
+    rc = main(["run", str(MODELS / "mlp_relu.net"), "--checkpoint", str(tmp_path / "no" / "ck.npz")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--checkpoint: cannot write into" in err and "[E608]" in err

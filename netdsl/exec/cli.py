@@ -116,13 +116,19 @@ def _run(args) -> int:
 
     from .. import data as datamod
     from ..data import DataError
-    from ..errors import Diagnostic, NetdslError, NO_SPAN
+    from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
     from ..frontend import load
 
     if (args.resume or args.checkpoint_every) and not args.checkpoint:
         flag = "--resume" if args.resume else "--checkpoint-every"
         print(f"netdsl run: error: {flag} needs --checkpoint PATH", file=sys.stderr)
         return 2
+    for flag, path in (("--checkpoint", args.checkpoint), ("--save", args.save)):
+        # Fail now, not after the first epoch, when the file could never be written.
+        parent = os.path.dirname(os.path.abspath(path)) if path else None
+        if parent and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
+            raise NetdslError(Diagnostic("E608", f"{flag}: cannot write into {parent} (no such directory, "
+                                         f"or not writable)", Span(path, 1, 1, 1, 1)))
     graph = load(args.file)
     tr = graph.training
     name = args.data or (tr.dataset if tr else None)
