@@ -209,15 +209,12 @@ def expected_shapes(graph, inputs):
 
 
 def make_targets(graph, shapes, seed=0):
+    """Targets for the first output: the training block's loss is on it alone (as in netdsl's native training)."""
     rng = np.random.default_rng(seed + 2)
-    loss = graph.training.loss if graph.training else "cross_entropy_with_softmax"
-    out = {}
-    for name, shape in shapes.items():
-        if loss == "cross_entropy_with_softmax":
-            out[name] = rng.integers(0, shape[-1], shape[:-1]).astype(np.int64)
-        else:
-            out[name] = rng.uniform(0, 1, shape).astype(np.float32)
-    return out
+    shape = shapes[graph.outputs[0]]
+    if graph.training.loss == "cross_entropy_with_softmax":
+        return rng.integers(0, shape[-1], shape[:-1]).astype(np.int64)
+    return rng.uniform(0, 1, shape).astype(np.float32)
 
 
 def trainable_total(graph):
@@ -271,9 +268,7 @@ def run_job(job: dict) -> dict:
     outputs = mod.predict(model, inputs)
     np.savez(job["outputs"], **outputs)
     mod.export_netdsl_weights(model, job["exported"])
-    targets = dict(np.load(job["targets"], allow_pickle=False))
-    if len(targets) == 1:
-        targets = next(iter(targets.values()))
+    targets = np.load(job["targets"], allow_pickle=False)["targets"]
     model = mod.build_model()
     mod.load_netdsl_weights(model, job["weights"])
     trainer = mod.make_trainer(model)
@@ -327,7 +322,7 @@ def work(tmp_path_factory):
                  "targets": tmp / f"{case}.targets.npz"}
         np.savez(files["weights"], **weights)
         np.savez(files["inputs"], **inputs)
-        np.savez(files["targets"], **make_targets(graph, shapes))
+        np.savez(files["targets"], targets=make_targets(graph, shapes))
         code = {}
         for target in TARGETS:
             code[target] = emit(graph, target)
@@ -523,7 +518,7 @@ def test_training_steps_agree(runs, work, case):
             diff = float(np.abs(stepped[col][name].astype(np.float64) - w).max())
             assert diff <= STEP_TOL * max(1.0, float(np.abs(w).max())), f"{case}: {col} {name} differs by {diff:.3g}"
         moved = [n for n, w in stepped[col].items() if not np.array_equal(w, work["cases"][case]["weights"][n])]
-        assert len(moved) >= len(stepped[col]) - len(skip) - 1, f"{col}: the steps left weights unchanged"
+        assert moved, f"{col}: the steps changed no weight"
 
 
 @pytest.mark.parametrize("column", COLUMNS)

@@ -377,6 +377,20 @@ def training_dict(graph: ir.Graph) -> dict:
     return out
 
 
+def loss_doc(graph: ir.Graph) -> str:
+    """train_step()'s docstring paragraph: which loss, on what, reduced how."""
+    loss = (graph.training or ir.Training()).loss
+    if loss == "squared_error":
+        text = ("The loss is the squared error against float targets of the output's shape, the mean over all "
+                "elements.")
+    else:
+        text = ("The loss is cross-entropy with softmax against integer labels, the mean over samples (and time "
+                "steps).")
+    if len(graph.outputs) > 1:
+        text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
+    return docstring(text, 4, width=116)  # a paragraph of its own: no quotes on its lines
+
+
 MNIST_FEATURES = {  # input sample type -> how an MNIST batch (N, 28, 28) of uint8 is shaped for it
     ((1, 28, 28), False): (-1, 1, 28, 28),
     ((784,), False): (-1, 784),

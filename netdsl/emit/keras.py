@@ -523,18 +523,18 @@ def context(graph: ir.Graph, views: dict) -> dict:
     loss = (graph.training or ir.Training()).loss
     fn_names = C.Names(("model", "trainer", "inputs", "targets", "outputs", "np", "keras"))
     outputs = []
-    single = len(graph.outputs) == 1
     for k, o in enumerate(graph.outputs):
         image = C.is_image(idx.types[o])
         local = fn_names.of(o)
-        y = "targets" if single else f"targets[{lit(o)}]"
-        if loss == "squared_error":
-            target = f"np.asarray({y}, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if image else "")
-        else:
-            target = f"np.asarray({y}, dtype=np.int32)"
         back = ".transpose(0, 3, 1, 2)" if image else ""
         outputs.append({"name": o, "local": local, "shape": C.batch_shape(idx.types[o]), "image": image,
-                        "target": target, "back": local + back, "back_multi": f"outputs[{k}]{back}"})
+                        "back": local + back, "back_multi": f"outputs[{k}]{back}"})
+    # the training block's loss is on the first output (as in netdsl's native training); the others get none
+    if loss == "squared_error":
+        target = "np.asarray(targets, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "")
+    else:
+        target = "np.asarray(targets, dtype=np.int32)"
+    n_rest = len(outputs) - 1
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
@@ -561,9 +561,10 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "helpers": helpers,
         "uses_ops": uses_ops,
         "optimizer": optimizer_lines(training),
-        "loss_arg": "loss" if single else f"[loss] * {len(outputs)}",
+        "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
+        "target": target if not n_rest else f"[{target}" + ", None" * n_rest + "]",
         "loss_code": LOSS_CODE[loss],
-        "loss_doc": LOSS_DOC[loss],
+        "loss_doc": C.loss_doc(graph),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(graph, keras_batch_shape)}.", 4),
@@ -597,12 +598,6 @@ def _is_sequential(graph, idx, steps, plans, pure) -> bool:
 LOSS_CODE = {
     "cross_entropy_with_softmax": "keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
     "squared_error": "keras.losses.MeanSquaredError()",
-}
-LOSS_DOC = {
-    "cross_entropy_with_softmax": "The loss is cross-entropy with softmax against integer labels, the mean over samples"
-                                  " (and time steps).",
-    "squared_error": "The loss is the squared error against float targets of the output's shape, the mean over all"
-                     " elements.",
 }
 
 

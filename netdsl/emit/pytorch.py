@@ -400,15 +400,10 @@ def context(graph: ir.Graph, views: dict) -> dict:
     training = C.training_dict(graph)
     fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "y", "torch", "F", "np", "nn"))
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
-    if len(outputs) == 1:
-        loss = [f"{outputs[0]['local']} = model(*to_tensors(inputs))",
-                f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], outputs[0]['local'], 'targets')}"]
-    else:  # one loss per output, summed
-        loss = [f"{', '.join(o['local'] for o in outputs)} = model(*to_tensors(inputs))"]
-        for i, o in enumerate(outputs):
-            loss.append(f"y = targets[{lit(o['name'])}]")
-            term = loss_expr(graph, idx.types[o["name"]], o["local"], "y")
-            loss.append(f"loss = {term}" if i == 0 else f"loss = loss + {term}")
+    first = outputs[0]["local"]
+    loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
+                                                        "[0]  # the training block's loss is on the first output"),
+            f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}"]
     data = C.dataset_plan(graph)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
@@ -423,7 +418,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "training": training,
         "optimizer": C.wrap_call("return " + optimizer_call(training), 4),
         "loss": loss,
-        "loss_doc": LOSS_DOC[(graph.training or ir.Training()).loss],
+        "loss_doc": C.loss_doc(graph),
         "weights": [C.table_row(p.name, tuple(p.shape), weights[p.name]) for p in graph.params()],
         "lstm_biases": lstm_biases,
         "lstm_freeze": lstm_freeze,
@@ -435,14 +430,6 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(graph, C.batch_shape)}.", 4),
     }
-
-
-LOSS_DOC = {
-    "cross_entropy_with_softmax": "The loss is cross-entropy with softmax against integer labels, the mean over samples"
-                                  " (and time steps).",
-    "squared_error": "The loss is the squared error against float targets of the output's shape, the mean over all"
-                     " elements.",
-}
 
 
 def init_call(fn: str, kwargs: dict) -> str:
