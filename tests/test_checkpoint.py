@@ -191,7 +191,8 @@ needs_mnist = pytest.mark.skipif(
     reason="real MNIST not available (set NETDSL_DATA)")
 
 RUN = [sys.executable, "-m", "netdsl", "run", str(MLP), "--threads", "1", "--seed", "4",
-       "--limit-train", "2560", "--limit-test", "500", "--batch-size", "32", "--epochs", "4"]
+       "--limit-train", "6400", "--limit-test", "500", "--batch-size", "32", "--epochs", "4"]
+STEPS = 200  # per epoch
 
 
 def _env():
@@ -264,7 +265,7 @@ def test_sigkill_mid_epoch_loses_at_most_the_current_epoch(tmp_path, reference):
             if m:
                 done = int(m.group(1))
                 if done == 2:
-                    time.sleep(0.15)  # well into epoch 3
+                    time.sleep(0.05)  # into epoch 3 (an epoch takes 0.1-0.5 s)
                     proc.send_signal(signal.SIGKILL)
                     break
         proc.wait(timeout=60)
@@ -295,7 +296,7 @@ def test_sigint_stops_cleanly_after_saving(tmp_path, reference):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    m = re.search(r"SIGINT: stopped at epoch (\d+), step (\d+)/80; checkpoint saved to", out)
+    m = re.search(rf"SIGINT: stopped at epoch (\d+), step (\d+)/{STEPS}; checkpoint saved to", out)
     assert m, out
     meta, _ = _read_checkpoint(ck)
     assert (meta["epoch"] + 1, meta["step"]) == (int(m.group(1)), int(m.group(2)))
