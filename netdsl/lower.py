@@ -24,10 +24,20 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "uniform", "normal", "zeros", "ones")
 # Names the generated code uses for itself; a user name equal to one is rejected
 # rather than renamed, so the name in the .net file is the name in the output.
+# The module-level names of every target's generated module are here too (tests/test_injection.py
+# checks this against the generated code of every model), so no user name can shadow one.
 RESERVED = frozenset("""
     self torch nn F np numpy keras tf mx mxnet gluon nd autograd C cntk os sys math time json
     argparse main super print len range int float str list dict tuple object type model
     Model Sequential Input layers ops
+    gzip struct tempfile rnn Net
+    MODEL_NAME INPUTS OUTPUTS TRAINING WEIGHTS WEIGHT_SHAPES INPUT OUTPUT ID_INPUTS
+    LSTM_HIDDEN_BIASES BN_VARIANCES BN_MOMENTUM FROZEN
+    build_model read_netdsl_weights load_netdsl_weights export_netdsl_weights to_tensors predict
+    make_trainer train_step compute_loss evaluate read_idx load_mnist load_data model_fn default_params
+    find_layer keras_inputs keras_targets to_keras_layout to_netdsl_layout
+    AvgPool2dExcludePad AveragePooling2DExcludePad NegInfPadding2D TorchAdam TorchAdamOptimizer
+    TorchBatchNormalization LossHook
 """.split())
 
 
@@ -993,7 +1003,7 @@ class Lowerer:
                     layer_group[m.name] = g.name
         layers = [replace(l, group=layer_group.get(l.name)) for l in layers]
         nodes = tuple(ir.Node(n["name"], n["layer"].name, tuple(n["inputs"]), None, n["span"], n["call"]) for n in self.nodes)
-        name = self.model_name or camel(Path(self.file).stem)
+        name = self.model_name or default_model_name(Path(self.file).stem)
         return ir.Graph(name=name, source=self.file, inputs=tuple(self.inputs), layers=tuple(layers), nodes=nodes,
                         outputs=tuple(self.outputs), groups=tuple(groups), span=module.span,
                         # every default filled in, even without a train block
@@ -1109,6 +1119,15 @@ def camel(stem: str) -> str:
     parts = [p for p in "".join(c if c.isalnum() and c.isascii() else "_" for c in stem).split("_") if p]
     name = "".join(p[:1].upper() + p[1:] for p in parts) or "Model"
     return name if name[0].isalpha() else "Model" + name
+
+
+def default_model_name(stem: str) -> str:
+    """The model's name when the file has no `model` statement: the file stem in CamelCase, made valid
+    (model.net would give Model, which generated code uses; a 200-character stem is too long)."""
+    name = camel(stem)[:58]
+    if invalid_name_reason(name):
+        name += "Model"
+    return name if not invalid_name_reason(name) else "NetdslModel"
 
 
 def invalid_name_reason(name: str) -> str | None:
