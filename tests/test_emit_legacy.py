@@ -366,6 +366,6 @@ def test_what_a_target_cannot_say_is_a_compile_error_with_the_layer_span(target)
     with pytest.raises(NetdslError) as err:
         emit(load_text(src, "ln.net"), target)
     diags = err.value.diagnostics
-    assert [d.code for d in diags] == ["E702"], diags
+    assert [d.code for d in diags] == ["E802"], diags
     assert diags[0].span.line == 3 and "layer_normalization_1" in diags[0].message
     assert "LayerNormalization" in diags[0].message and ":" in diags[0].message.split(")", 1)[1]

@@ -159,7 +159,7 @@ LAYERS_FN = {
     "SelectLast": _fn(lambda g, l: "C.sequence.last", lambda g, l: "C.sequence.last({x})"),
     "SelectFirst": _fn(lambda g, l: "C.sequence.first", lambda g, l: "C.sequence.first({x})"),
     "CosineDistance": _fn(lambda g, l: "_cosine_similarity", lambda g, l: "_cosine_similarity({xs})"),
-    # listed so that check() can say why it is refused (E702), never rendered
+    # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda g, l: {"ctor": None, "fn": None, "call": None, "pos": [], "args": {}, "params": []},
 }
 

@@ -362,7 +362,7 @@ def check_inits(graph: ir.Graph, target: str) -> list:
             try:
                 parse_init(p.init)
             except EmitBug:
-                out.append(Diagnostic("E702", f"target '{target}' has no initialiser {p.init!r} (parameter {p.name})",
+                out.append(Diagnostic("E802", f"target '{target}' has no initialiser {p.init!r} (parameter {p.name})",
                                       layer.span or graph.span))
     return out
 
@@ -580,7 +580,7 @@ def check_activations(graph: ir.Graph, target: str) -> list:
     for layer in graph.layers:
         act = layer.attr("activation")
         if act is not None and act not in ACTIVATIONS:
-            out.append(Diagnostic("E702", f"target '{target}' has no activation {act!r} (layer {layer.name})",
+            out.append(Diagnostic("E802", f"target '{target}' has no activation {act!r} (layer {layer.name})",
                                   layer.span or graph.span))
     return out
 
@@ -599,7 +599,7 @@ def check_shapes(graph: ir.Graph, target: str) -> list:
         elif layer.kind == "Embedding" and t is not None and t.shape != ():
             bad = f"Embedding of {t.describe()}"
         if bad:
-            out.append(Diagnostic("E702", f"target '{target}' cannot express {bad}", n.span or layer.span or graph.span))
+            out.append(Diagnostic("E802", f"target '{target}' cannot express {bad}", n.span or layer.span or graph.span))
     return out
 
 

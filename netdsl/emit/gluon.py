@@ -72,7 +72,7 @@ def rescale_terms(layer: ir.Layer) -> dict:
 
 
 def cannot(graph: ir.Graph, layer: ir.Layer, target: str, why: str) -> Diagnostic:
-    return Diagnostic("E702", f"target '{target}' cannot express layer '{layer.name}' ({layer.kind}): {why}",
+    return Diagnostic("E802", f"target '{target}' cannot express layer '{layer.name}' ({layer.kind}): {why}",
                       layer.span or graph.span)
 
 

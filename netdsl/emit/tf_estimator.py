@@ -108,7 +108,7 @@ LAYERS = {kind: _view(fn) for kind, fn in {
     "Flatten": lambda g, l: {"params": []}, "Splice": lambda g, l: {"params": []},
     "SelectLast": lambda g, l: {"params": []}, "SelectFirst": lambda g, l: {"params": []},
     "CosineDistance": lambda g, l: {"params": []},
-    # listed so that check() can say why it is refused (E702), never rendered
+    # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda g, l: {"params": []},
 }.items()}
 
