@@ -201,3 +201,99 @@ def test_source_line_is_the_lexers_line(text, line, shown):
     caret = e.value.format().split("\n")[2]
     assert echoed[caret.index("^")] == "z"  # the caret is under the undefined name
     assert all(c.isprintable() for c in e.value.format().replace("\n", ""))
+
+
+# ------------------------------------------------------------- hypothesis
+# The generators of bench/fuzz.py driven by hypothesis-controlled randoms: deterministic
+# (derandomize) and bounded (about 400 examples in all), so CI stays fast and repeatable.
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(autouse=True)
+def _fast_budgets(monkeypatch):
+    """Exhausting the default step budget (1M) takes seconds per input; the mechanism is the same
+    at 100k, and bench/fuzz.py runs the defaults."""
+    from netdsl.limits import LIMITS
+
+    monkeypatch.setattr(LIMITS, "max_eval_steps", min(LIMITS.max_eval_steps, 100_000))
+    monkeypatch.setattr(LIMITS, "max_nodes", min(LIMITS.max_nodes, 50_000))
+
+
+def assert_contract(text: str):
+    problem = fuzz.check(text, timeout=30)
+    assert problem is None, f"{problem}\n--- input (first 2000 characters) ---\n{text[:2000]!r}"
+
+
+def _hypothesis_test(gen):
+    @FUZZ
+    @given(st.randoms(use_true_random=False))
+    def test(rng):
+        assert_contract(gen(rng))
+    test.__name__ = f"test_{gen.__name__}"
+    return test
+
+
+# one test per generator: token insertions, deletions, swaps, duplications, number replacements
+# (10**400, 1e999, ...), truncations at every token class, random bytes and unicode, crossovers,
+# deep nesting, recursion, random programs over the real builtins, random terminal streams
+for _gen in fuzz.GENERATORS:
+    globals()[f"test_{_gen.__name__}"] = _hypothesis_test(_gen)
+del _gen
+
+
+@FUZZ
+@given(st.integers(0, len(fuzz.SEEDS) - 1), st.data())
+def test_truncation_at_any_character(seed, data):
+    text = fuzz.SEEDS[seed]
+    assert_contract(text[: data.draw(st.integers(0, len(text)), label="cut")])
+
+
+@FUZZ
+@given(st.integers(0, len(fuzz.SEEDS) - 1), st.data(), st.text(min_size=1, max_size=8))
+def test_any_unicode_inserted_anywhere(seed, data, junk):
+    text = fuzz.SEEDS[seed]
+    pos = data.draw(st.integers(0, len(text)), label="pos")
+    assert_contract(text[:pos] + junk + text[pos:])
+
+
+@pytest.mark.parametrize("kind", range(16))
+@pytest.mark.parametrize("depth", [99, 401, 5000])
+def test_deep_structures(kind, depth):
+    import random
+
+    rng = random.Random(kind)
+    assert_contract(H + "a = " + _deep(rng, kind, depth) + "\n" + T)
+
+
+def _deep(rng, kind, depth):
+    # deep_expression picks its kind from rng.randrange(16) first: steer it
+    class Steered:
+        def randrange(self, n):
+            return kind
+
+        def __getattr__(self, name):
+            return getattr(rng, name)
+
+    return fuzz.deep_expression(Steered(), depth)
+
+
+@pytest.mark.parametrize("text", fuzz.RECURSION, ids=range(len(fuzz.RECURSION)))
+def test_recursion_templates(text):
+    assert_contract(H + text)
+
+
+@pytest.mark.parametrize("number", [n for n in fuzz.WEIRD_NUMBERS] + ["10**400", "1e999 - 1e999", "2**64"])
+@pytest.mark.parametrize("slot", ["Dense({})", "Input({})", "LayerStack({}, lambda i: Dense(2))", "range({})",
+                                  "Dropout({})", "[1, 2][{}]", "Convolution(3, {})", "SGD(lr={})"])
+def test_huge_and_odd_numbers_in_every_slot(number, slot):
+    assert_contract(H + "a = " + slot.format(number) + "\n" + T)
+
+
+def test_models_themselves_pass():
+    for text in fuzz.SEEDS:
+        assert fuzz.check(text) is None
+        load_text(text, "seed.net")
