@@ -128,3 +128,106 @@ def test_100k_deep_prefix_and_postfix(deep):
 def test_chain_just_under_the_depth_limit_is_fine():
     g = load_text(H + "a = " + " + ".join(["1"] * 390) + "\nz = Dense(a)(x)\noutput z\n", "ok.net")
     assert g.nodes[0].type.shape == (390,)
+
+
+# ---------------------------------------------------------------- models
+def test_layerstack_of_a_billion_is_refused_before_building():
+    err = run_bounded(lambda: load_text(H + "s = LayerStack(10**9, lambda i: Dense(4))\nz = s(x)\noutput z\n", "big.net"))
+    d = err.diagnostics[0]
+    assert d.code == "E501" and "1000000000" in d.message and "NETDSL_MAX_LAYERS" in d.note
+
+
+@pytest.fixture
+def small_step_budget(monkeypatch):
+    """The default budget (1M steps, a few seconds) takes minutes under tracemalloc; same mechanism."""
+    monkeypatch.setattr(LIMITS, "max_eval_steps", 20_000)
+
+
+def test_nested_layerstacks_that_build_nothing_new_are_bounded(small_step_budget):
+    """Each level is under max_layers, and no layer is new, but the work is 10**10 steps."""
+    text = H + "d = Dense(4)\ns = LayerStack(100000, lambda i: LayerStack(100000, lambda j: d))\n"
+    err = run_bounded(lambda: load_text(text, "big.net"))
+    assert err.diagnostics[0].code == "E501"
+
+
+def test_a_trillion_parameters_are_counted_not_allocated():
+    text = "x = Input(10**6)\nz = Dense(10**6)(x)\noutput z\n"
+    err = run_bounded(lambda: load_text(text, "big.net"))
+    d = err.diagnostics[0]
+    assert d.code == "E502"
+    assert "1,000,001,000,000 parameters" in d.message and "NETDSL_MAX_PARAMS" in d.note
+
+
+def test_sizes_over_max_dim_say_so():
+    err = run_bounded(lambda: load_text("x = Input(10**9)\nz = Dense(2)(x)\noutput z\n", "big.net"))
+    assert err.diagnostics[0].code == "E103" and "NETDSL_MAX_DIM" in err.diagnostics[0].message
+
+
+def test_recursion_between_blocks():
+    err = run_bounded(lambda: load_text(H + "def a() = b()\ndef b() = a()\nz = a()\noutput z\n", "rec.net"))
+    d = err.diagnostics[0]
+    assert d.code == "E110" and "a -> b -> a" in d.message
+
+
+def test_recursion_through_lambdas():
+    err = run_bounded(lambda: load_text(H + "f = lambda y: f(y)\nz = f(x)\noutput z\n", "rec.net"))
+    assert err.diagnostics[0].code == "E110"
+
+
+def test_exponential_evaluation_is_bounded(small_step_budget):
+    text = "def b0(v) = v\n" + "".join(f"def b{i + 1}(v) = b{i}(v) + b{i}(v)\n" for i in range(40)) + "a = b40(1)\n"
+    err = run_bounded(lambda: load_text(text, "exp.net"))
+    assert err.diagnostics[0].code == "E501" and "NETDSL_MAX_EVAL_STEPS" in err.diagnostics[0].note
+
+
+# ------------------------------------------------------------ configuration
+def _check(text: str, tmp_path, **env) -> subprocess.CompletedProcess:
+    f = tmp_path / "m.net"
+    f.write_text(text)
+    full = {k: v for k, v in os.environ.items() if not k.startswith("NETDSL_MAX_")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "netdsl", "check", str(f)], capture_output=True, text=True,
+                          env=full, timeout=60, cwd=ROOT)
+
+
+def test_raising_max_nesting_lets_a_deeper_file_through(tmp_path):
+    text = H + "a = " + "(" * 150 + "1" + ")" * 150 + "\n" + T
+    default = _check(text, tmp_path)
+    assert default.returncode == 1 and "[E005]" in default.stderr and "Traceback" not in default.stderr
+    raised = _check(text, tmp_path, NETDSL_MAX_NESTING="200")
+    assert raised.returncode == 0, raised.stderr
+
+
+def test_raising_max_layers_lets_a_bigger_model_through(tmp_path):
+    text = H + "s = LayerStack(150, lambda i: Dense(4))\nz = s(x)\noutput z\n"
+    low = _check(text, tmp_path, NETDSL_MAX_LAYERS="100")
+    assert low.returncode == 1 and "[E501]" in low.stderr and "NETDSL_MAX_LAYERS" in low.stderr
+    assert _check(text, tmp_path, NETDSL_MAX_LAYERS="200").returncode == 0
+    assert _check(text, tmp_path).returncode == 0  # the default is far above 150
+
+
+def test_raising_max_params_lets_a_bigger_model_through(tmp_path):
+    text = "x = Input(1000)\nz = Dense(1000)(x)\noutput z\n"  # 1,001,000 parameters
+    low = _check(text, tmp_path, NETDSL_MAX_PARAMS="1000000")
+    assert low.returncode == 1 and "[E502]" in low.stderr
+    assert _check(text, tmp_path, NETDSL_MAX_PARAMS="1001000").returncode == 0
+
+
+def test_limits_from_env():
+    lim = Limits.from_env({"NETDSL_MAX_LAYERS": "200_000", "NETDSL_MAX_NESTING": " 7 ", "NETDSL_MAX_PARAMS": "²",
+                           "NETDSL_MAX_DIM": "-5", "NETDSL_MAX_NODES": "1e6"})
+    assert lim.max_layers == 200_000 and lim.max_nesting == 7
+    default = Limits()
+    # not a plain decimal number: ignored, the default stays (and nothing raises at import time)
+    assert (lim.max_params, lim.max_dim, lim.max_nodes) == (default.max_params, default.max_dim, default.max_nodes)
+
+
+def test_absurd_limits_from_env_do_not_crash(tmp_path):
+    proc = _check(H + T, tmp_path, NETDSL_MAX_EVAL_DEPTH="9" * 30, NETDSL_MAX_SOURCE_BYTES="9" * 30)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_limit_has_an_env_var_documented():
+    doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    for name in Limits.__dataclass_fields__:
+        assert f"NETDSL_{name.upper()}" in doc, name
