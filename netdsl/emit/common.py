@@ -498,14 +498,16 @@ def group_chains(graph: ir.Graph, chainable) -> dict:
     """
     idx = index(graph)
     result = {}
+    pos = {n.name: i for i, n in enumerate(graph.nodes)}
 
     def calls_of(layer_names):
         """node chains, one per application, or None."""
-        wanted = set(layer_names)
+        # only the applications of these layers, in graph order: linear in the group's size, not the graph's
+        apps = sorted({n.name: n for lname in set(layer_names) for n in idx.applications.get(lname, ())}.values(),
+                      key=lambda n: pos[n.name])
         by_call: dict = {}
-        for n in graph.nodes:
-            if n.layer in wanted:
-                by_call.setdefault(n.call, []).append(n)
+        for n in apps:
+            by_call.setdefault(n.call, []).append(n)
         chains = []
         for call_id, nodes in by_call.items():
             if call_id is None or [n.layer for n in nodes] != list(layer_names):
@@ -521,7 +523,7 @@ def group_chains(graph: ir.Graph, chainable) -> dict:
     def visit(name):
         layer_names = idx.group_layers(name)
         chains = calls_of(layer_names) if layer_names else None
-        if chains is not None and _consecutive(graph, chains):
+        if chains is not None and all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in chains):
             result[name] = chains
             return
         for m in idx.groups[name].members:
@@ -532,11 +534,6 @@ def group_chains(graph: ir.Graph, chainable) -> dict:
         if gr.parent is None:
             visit(gr.name)
     return result
-
-
-def _consecutive(graph: ir.Graph, chains: list) -> bool:
-    pos = {n.name: i for i, n in enumerate(graph.nodes)}
-    return all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in chains)
 
 
 def assign_locals(graph: ir.Graph, steps: list, names: Names, chain_var: str = "x") -> dict:
