@@ -202,6 +202,35 @@ def mut_replace_number(rng, tokens, pool):
     return tokens
 
 
+def mut_replace_name(rng, tokens, pool):
+    """Swap names for other names: the file still parses, so evaluation and shapes get the input."""
+    names = [i for i, (c, _) in enumerate(tokens) if c == "name"]
+    seed_names = sorted({t for c, t in pool if c == "name"})
+    for _ in range(rng.randint(1, 3)):
+        if not names:
+            break
+        i = rng.choice(names)
+        r = rng.random()
+        new = (rng.choice(seed_names) if r < 0.4 and seed_names else rng.choice(BUILTINS) if r < 0.7
+               else rng.choice(KWARGS + TRAIN_VALUES) if r < 0.85
+               else rng.choice(("torch", "self", "__import__", "_x", "match", "a\u0430", "x" * 70, "Model")))
+        tokens[i] = ("name", new)
+    return tokens
+
+
+def mut_replace_atom(rng, tokens, pool):
+    """Replace a name, number or string with a small random expression of any type."""
+    atoms = [i for i, (c, _) in enumerate(tokens) if c in ("name", "number", "string")]
+    g = ProgramGen(rng)
+    g.vars = sorted({t for c, t in pool if c == "name"}) or ["x"]
+    for _ in range(rng.randint(1, 2)):
+        if not atoms:
+            break
+        i = rng.choice(atoms)
+        tokens[i] = ("other", g.expr(depth=rng.randint(1, 3)))
+    return tokens
+
+
 TRUNC_CLASSES = ("name", "keyword", "number", "string", "open", "close", "op", "ws", "comment", "mid")
 
 
@@ -236,7 +265,8 @@ def mut_bytes(rng, tokens, pool):
     return [("other", text)]
 
 
-MUTATIONS = [mut_insert, mut_delete, mut_swap, mut_duplicate, mut_replace_number, mut_truncate, mut_bytes]
+MUTATIONS = [mut_insert, mut_delete, mut_swap, mut_duplicate, mut_replace_number, mut_replace_name, mut_replace_atom,
+             mut_truncate, mut_bytes]
 
 
 def gen_mutation(rng: random.Random, ops=None) -> str:
@@ -261,6 +291,8 @@ gen_delete = _one(mut_delete)
 gen_swap = _one(mut_swap)
 gen_duplicate = _one(mut_duplicate)
 gen_numbers = _one(mut_replace_number)
+gen_names = _one(mut_replace_name)
+gen_atoms = _one(mut_replace_atom)
 gen_truncate = _one(mut_truncate)
 gen_bytes = _one(mut_bytes)
 
@@ -352,9 +384,10 @@ RECURSION = (
 
 
 def gen_recursion(rng: random.Random) -> str:
-    if rng.random() < 0.6:
+    r = rng.random()
+    if r < 0.6:
         body = rng.choice(RECURSION)
-    elif rng.random() < 0.5:  # exponential blow-up without depth
+    elif r < 0.65:  # exponential blow-up without depth (seconds each: the step budget is 1M)
         n = rng.choice((10, 20, 30, 40, 60))
         body = "def b0(v) = v\n" + "".join(f"def b{i + 1}(v) = b{i}(v) + b{i}(v)\n" for i in range(n)) + f"a = b{n}(1)\n"
     else:
@@ -479,8 +512,8 @@ def gen_token_stream(rng: random.Random) -> str:
     return "".join(out)
 
 
-GENERATORS = [gen_insert, gen_delete, gen_swap, gen_duplicate, gen_numbers, gen_truncate, gen_bytes, gen_crossover,
-              gen_deep, gen_recursion, gen_program, gen_token_stream]
+GENERATORS = [gen_insert, gen_delete, gen_swap, gen_duplicate, gen_numbers, gen_names, gen_atoms, gen_truncate,
+              gen_bytes, gen_crossover, gen_deep, gen_recursion, gen_program, gen_token_stream]
 
 
 # --------------------------------------------------------------- oracle
@@ -492,8 +525,9 @@ def _alarm(signum, frame):
     raise Hang()
 
 
-def check(text: str, file: str = "fuzz.net", timeout: float | None = None) -> str | None:
-    """None if the front end honoured the contract on `text`, else a description of the failure."""
+def check(text: str, file: str = "fuzz.net", timeout: float | None = None, outcome: list | None = None) -> str | None:
+    """None if the front end honoured the contract on `text`, else a description of the failure.
+    `outcome`, if given, gets "ok" or the first diagnostic's code appended (how deep the input got)."""
     from netdsl.errors import NetdslError
     from netdsl.frontend import load_text
 
@@ -504,8 +538,12 @@ def check(text: str, file: str = "fuzz.net", timeout: float | None = None) -> st
     try:
         try:
             load_text(text, file)
+            if outcome is not None:
+                outcome.append("ok")
             return None
         except NetdslError as e:
+            if outcome is not None and e.diagnostics:
+                outcome.append(str(e.diagnostics[0].code))
             return check_error(e, text, file)
         except Hang:
             return f"hang: no answer within {timeout} s"
@@ -574,13 +612,17 @@ def _worker_init(mem_mb: int):
 def _run_chunk(job):
     seed, start, stop, timeout, outdir = job
     stats, failures, slow = {}, [], []
+    outcomes: dict = {}
     for i in range(start, stop):
         name, text = generate(seed, i)
         t0 = time.perf_counter()
-        problem = check(text, timeout=timeout)
+        got: list = []
+        problem = check(text, timeout=timeout, outcome=got)
+        key = OUTCOME_CLASSES.get(got[0][:2] if got and got[0] != "ok" else "ok", "other") if got else "failure"
+        outcomes[key] = outcomes.get(key, 0) + 1
         dt = time.perf_counter() - t0
-        n, f = stats.get(name, (0, 0))
-        stats[name] = (n + 1, f + (problem is not None))
+        n, f, t = stats.get(name, (0, 0, 0.0))
+        stats[name] = (n + 1, f + (problem is not None), t + dt)
         if dt > 2.0:
             slow.append((i, name, round(dt, 2)))
         if problem is not None:
@@ -590,7 +632,13 @@ def _run_chunk(job):
                 d.mkdir(parents=True, exist_ok=True)
                 (d / f"{i}.net").write_text(text, encoding="utf-8", errors="surrogatepass")
                 (d / f"{i}.txt").write_text(f"{name}\n{problem}\n", encoding="utf-8", errors="replace")
-    return stats, failures, slow
+    return stats, failures, slow, outcomes
+
+
+# how far an input got: the stage of its first diagnostic
+OUTCOME_CLASSES = {"ok": "accepted", "E0": "E0xx syntax/file", "E1": "E1xx names/arguments",
+                   "E2": "E2xx shapes", "E3": "E3xx model structure", "E4": "E4xx training block",
+                   "E5": "E5xx limits"}
 
 
 def main(argv=None) -> int:
@@ -615,7 +663,7 @@ def main(argv=None) -> int:
     jobs = [(args.seed, s, min(s + args.chunk, args.start + args.n), args.timeout, args.out)
             for s in range(args.start, args.start + args.n, args.chunk)]
     t0 = time.time()
-    totals, failures, slow = {}, [], []
+    totals, failures, slow, outcomes = {}, [], [], {}
     done = 0
     if args.jobs > 1:
         import multiprocessing as mp
@@ -623,19 +671,25 @@ def main(argv=None) -> int:
         ctx = mp.get_context("fork")
         with ctx.Pool(args.jobs, initializer=_worker_init, initargs=(args.mem_mb,), maxtasksperchild=20) as pool:
             results = pool.imap_unordered(_run_chunk, jobs)
-            for stats, fails, sl in results:
+            for stats, fails, sl, oc in results:
                 done = _merge(totals, failures, slow, stats, fails, sl, done, t0)
+                for k, v in oc.items():
+                    outcomes[k] = outcomes.get(k, 0) + v
     else:
         _worker_init(args.mem_mb)
         for job in jobs:
-            done = _merge(totals, failures, slow, *_run_chunk(job), done, t0)
+            stats, fails, sl, oc = _run_chunk(job)
+            done = _merge(totals, failures, slow, stats, fails, sl, done, t0)
+            for k, v in oc.items():
+                outcomes[k] = outcomes.get(k, 0) + v
     elapsed = time.time() - t0
     print(f"\ninputs: {done}  failures: {len(failures)}  time: {elapsed:.1f} s  "
           f"({done / max(elapsed, 1e-9):.0f} inputs/s, {args.jobs} processes)")
-    print(f"{'generator':<22}{'inputs':>9}{'failures':>10}")
+    print(f"{'generator':<24}{'inputs':>9}{'failures':>10}{'cpu s':>9}{'ms/input':>10}")
     for name in sorted(totals):
-        n, f = totals[name]
-        print(f"{name:<22}{n:>9}{f:>10}")
+        n, f, t = totals[name]
+        print(f"{name:<24}{n:>9}{f:>10}{t:>9.0f}{1000 * t / max(n, 1):>10.1f}")
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: -kv[1])))
     if slow:
         slow.sort(key=lambda s: -s[2])
         print(f"slowest inputs (> 2 s): {len(slow)}; worst: " + ", ".join(f"#{i} {n} {t}s" for i, n, t in slow[:5]))
@@ -647,9 +701,9 @@ def main(argv=None) -> int:
 
 
 def _merge(totals, failures, slow, stats, fails, sl, done, t0):
-    for k, (n, f) in stats.items():
-        a, b = totals.get(k, (0, 0))
-        totals[k] = (a + n, b + f)
+    for k, (n, f, t) in stats.items():
+        a, b, c = totals.get(k, (0, 0, 0.0))
+        totals[k] = (a + n, b + f, c + t)
         done += n
     failures.extend(fails)
     slow.extend(sl)
