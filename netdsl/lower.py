@@ -919,6 +919,14 @@ class Lowerer:
                 return self.err("E103", f"vocab must be a positive integer, got {describe_dim(vocab)}", e.span)
             if shape != ():
                 return self.err("E103", "a token-id sequence takes vocab=N and no shape", e.span)
+        # the IR's types (docs/ir.md): vectors (F,), images (C, H, W), sequences of vectors; no layer,
+        # executor or target defines anything for other ranks
+        elif is_seq and len(shape) != 1:
+            return self.err("E103", f"SequenceInput takes the feature size F of each step (or vocab=N), "
+                            f"got {describe_dim(shape)}", e.span)
+        elif not is_seq and len(shape) not in (1, 3):
+            return self.err("E103", f"Input takes a vector size F or an image shape (C, H, W), "
+                            f"got {describe_dim(shape)}", e.span)
         length = opts.get("length")
         if length is not None and not is_dim(length):
             return self.err("E103", f"length must be a positive integer, got {describe_dim(length)}", e.span)
