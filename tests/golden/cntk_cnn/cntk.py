@@ -207,6 +207,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
     if args.limit_train:
@@ -216,8 +218,10 @@ def main(argv=None):
     x_test = x_test.reshape(shape).astype(np.float32)
     C.cntk_py.set_fixed_random_seed(args.seed + 1)
     model = build_model()
+    if args.init:
+        load_netdsl_weights(model, args.init)
     trainer = make_trainer(model, args.lr)
-    rng = np.random.RandomState(args.seed)
+    rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         total = 0.0

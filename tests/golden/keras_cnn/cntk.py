@@ -21,7 +21,7 @@ import numpy as np
 MODEL_NAME = "KerasCnn"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
+TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.002, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
@@ -38,7 +38,7 @@ WEIGHTS = {
 def build_model():
     """The network as a CNTK Function of its named input variables."""
     image = C.input_variable((1, 28, 28), np.float32, name="image")
-    image_scaled = image * 0.00392156862745098
+    image_scaled = (image - 33.328500000000005) / 78.5655
     with C.layers.default_options(activation=C.relu):
         cnn = C.layers.Sequential([
             C.layers.Convolution((3, 3), 32, name="convolution_1"),
@@ -231,6 +231,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
     if args.limit_train:
@@ -240,8 +242,10 @@ def main(argv=None):
     x_test = x_test.reshape(shape).astype(np.float32)
     C.cntk_py.set_fixed_random_seed(args.seed + 1)
     model = build_model()
+    if args.init:
+        load_netdsl_weights(model, args.init)
     trainer = make_trainer(model, args.lr)
-    rng = np.random.RandomState(args.seed)
+    rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         total = 0.0

@@ -22,7 +22,7 @@ from mxnet.gluon import nn
 MODEL_NAME = "KerasCnn"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
+TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.002, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
 WEIGHTS = {
@@ -47,7 +47,7 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super(Net, self).__init__(prefix="")
-        self.image_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="image_scaled_")
+        self.image_scaled = nn.HybridLambda(lambda F, x: (x - 33.328500000000005) / 78.5655, prefix="image_scaled_")
         self.cnn = _sequential("cnn_", [  # Sequential
             nn.Conv2D(32, (3, 3), strides=(1, 1), padding=(0, 0), in_channels=1, activation="relu", use_bias=True, prefix="convolution_1_"),
             nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
@@ -220,6 +220,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
     if args.limit_train:
@@ -228,9 +230,11 @@ def main(argv=None):
     x_train = x_train.reshape(shape).astype(np.float32)
     x_test = x_test.reshape(shape).astype(np.float32)
     model = build_model(seed=args.seed)
+    if args.init:
+        load_netdsl_weights(model, args.init)
     model.hybridize()
     trainer = make_trainer(model, args.lr)
-    rng = np.random.RandomState(args.seed)
+    rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         total = 0.0

@@ -19,7 +19,7 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 64,
     "epochs": 2,
     "metrics": ["accuracy"],
@@ -65,7 +65,7 @@ def build_model():
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1), name="image"),
-            layers.Rescaling(1 / 255, name="image_scaled"),
+            layers.Rescaling(1 / 78.5655, offset=-33.328500000000005 / 78.5655, name="image_scaled"),
             layers.Conv2D(32, (3, 3), activation="relu", name="convolution_1"),
             layers.MaxPooling2D((2, 2), name="max_pooling_1"),
             layers.Conv2D(64, (3, 3), activation="relu", name="convolution_2"),

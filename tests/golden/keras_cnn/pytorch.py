@@ -20,7 +20,7 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 64,
     "epochs": 2,
     "metrics": ["accuracy"],
@@ -61,7 +61,7 @@ class KerasCnn(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, image):
-        x = image / 255
+        x = (image - 33.328500000000005) / 78.5655
         z = self.cnn(x)
         return z
 

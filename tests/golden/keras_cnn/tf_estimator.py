@@ -19,7 +19,7 @@ import tensorflow as tf
 MODEL_NAME = "KerasCnn"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
+TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.002, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)
@@ -88,7 +88,7 @@ def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     training = mode == tf.estimator.ModeKeys.TRAIN
     image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
-    image_scaled = image * 0.00392156862745098
+    image_scaled = (image - 33.328500000000005) / 78.5655
     # cnn: Sequential
     convolution_1 = tf.compat.v1.layers.conv2d(image_scaled, 32, (3, 3), strides=(1, 1), padding="valid", activation=tf.nn.relu, use_bias=True, name="convolution_1")
     max_pooling_1 = tf.compat.v1.layers.max_pooling2d(convolution_1, (2, 2), (2, 2), padding="valid", name="max_pooling_1")
@@ -273,6 +273,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
@@ -291,6 +293,8 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     model_dir = os.path.join(args.out_dir, MODEL_NAME + "-estimator")
     model = build_model(model_dir, seed=args.seed)
+    if args.init:
+        load_netdsl_weights(model, args.init)
     trainer = make_trainer(model, args.lr)
     for epoch in range(args.epochs):
         hook = LossHook()

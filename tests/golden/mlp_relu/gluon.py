@@ -22,7 +22,7 @@ from mxnet.gluon import nn
 MODEL_NAME = "MlpRelu"
 INPUTS = {"features": (None, 784)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 64, "epochs": 3, "metrics": ["accuracy"]}
+TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 32, "epochs": 3, "metrics": ["accuracy"]}
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
 WEIGHTS = {
@@ -45,7 +45,7 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super(Net, self).__init__(prefix="")
-        self.features_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="features_scaled_")
+        self.features_scaled = nn.HybridLambda(lambda F, x: (x - 33.328500000000005) / 78.5655, prefix="features_scaled_")
         self.dense_1 = nn.Dense(200, activation="relu", use_bias=True, flatten=True, in_units=784, prefix="dense_1_")
         self.dense_2 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=200, prefix="dense_2_")
 
@@ -213,6 +213,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
     if args.limit_train:
@@ -221,9 +223,11 @@ def main(argv=None):
     x_train = x_train.reshape(shape).astype(np.float32)
     x_test = x_test.reshape(shape).astype(np.float32)
     model = build_model(seed=args.seed)
+    if args.init:
+        load_netdsl_weights(model, args.init)
     model.hybridize()
     trainer = make_trainer(model, args.lr)
-    rng = np.random.RandomState(args.seed)
+    rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         total = 0.0

@@ -20,7 +20,7 @@ TRAINING = {
     "beta2": 0.999,
     "eps": 1e-08,
     "lr": 0.001,
-    "batch_size": 64,
+    "batch_size": 32,
     "epochs": 3,
     "metrics": ["accuracy"],
 }
@@ -58,7 +58,7 @@ def build_model():
     return keras.Sequential(
         [
             keras.Input(shape=(784,), name="features"),
-            layers.Rescaling(1 / 255, name="features_scaled"),
+            layers.Rescaling(1 / 78.5655, offset=-33.328500000000005 / 78.5655, name="features_scaled"),
             layers.Dense(200, activation="relu", name="dense_1"),
             layers.Dense(10, name="dense_2"),
         ],

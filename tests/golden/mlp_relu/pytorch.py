@@ -21,7 +21,7 @@ TRAINING = {
     "beta2": 0.999,
     "eps": 1e-08,
     "lr": 0.001,
-    "batch_size": 64,
+    "batch_size": 32,
     "epochs": 3,
     "metrics": ["accuracy"],
 }
@@ -51,7 +51,7 @@ class MlpRelu(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, features):
-        x = features / 255
+        x = (features - 33.328500000000005) / 78.5655
         h = F.relu(self.dense_1(x))
         z = self.dense_2(h)
         return z

@@ -244,6 +244,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
@@ -262,6 +264,8 @@ def main(argv=None):
     os.makedirs(args.out_dir, exist_ok=True)
     model_dir = os.path.join(args.out_dir, MODEL_NAME + "-estimator")
     model = build_model(model_dir, seed=args.seed)
+    if args.init:
+        load_netdsl_weights(model, args.init)
     trainer = make_trainer(model, args.lr)
     for epoch in range(args.epochs):
         hook = LossHook()

@@ -260,6 +260,8 @@ def main(argv=None):
     parser.add_argument("--out-dir", default=".")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", metavar="NPZ", default=None,
+                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
     args = parser.parse_args(argv)
     raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
