@@ -317,3 +317,14 @@ TYPE_REGRESSIONS = [
 def test_type_regression(text, code):
     assert fuzz.check(text, timeout=30) is None
     assert codes_of(text) == code
+
+
+def test_token_streams_cover_every_terminal_of_the_grammar():
+    """gen_token_stream draws from PUNCT and KEYWORDS (plus names, numbers, strings): keep them in
+    step with grammars/netdsl.lark."""
+    from netdsl.parser import _PARSER
+
+    literals = {t.pattern.value for t in _PARSER.terminals if t.pattern.type == "str"}
+    assert literals <= set(fuzz.PUNCT) | set(fuzz.KEYWORDS)
+    patterns = {t.name for t in _PARSER.terminals if t.pattern.type == "re"}
+    assert patterns <= {"NAME", "NUMBER", "STRING", "COMMENT", "WS"}
