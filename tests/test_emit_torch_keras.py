@@ -569,12 +569,9 @@ def mnist_dir():
     pytest.skip(f"no MNIST IDX files under {base} (set NETDSL_DATA)")
 
 
-# keras_cnn trained as its .net file says (Adam 1e-3, batch 64) reaches 97.8-98.2% after ONE epoch depending on the
-# seed (PyTorch, seed 0: 97.94%; Keras/TensorFlow, seeds 0-3: 97.90, 98.23, 97.79, 98.06%), and over 98% after the
-# two epochs its training block asks for. One epoch is therefore held to 97.5% (a broken layout, loss or optimizer
-# lands far below that) and the two-epoch run to 98%.
-ONE_EPOCH = 0.975
-TWO_EPOCHS = 0.98
+# keras_cnn as its .net file says (inputs normalised by MNIST's mean/std, Adam 2e-3, batch 64) reaches 98.4% after
+# ONE epoch with seed 0, with both generated scripts (bench/RESULTS.md, "Compile"): the brief's bar is 98%.
+ONE_EPOCH = 0.98
 
 
 def train_keras_cnn(work, target, env, *args):
@@ -598,10 +595,10 @@ def test_mnist_pytorch_keras_cnn_one_epoch(work):
     assert sorted(saved) == sorted(work["cases"]["keras_cnn"]["weights"])
 
 
-def test_mnist_keras_keras_cnn_training_block(work):
-    """The generated Keras script on TensorFlow with the training block's own two epochs."""
-    accuracies, out = train_keras_cnn(work, "keras", keras_env(work["tmp"], "tensorflow"))
-    assert len(accuracies) == 2 and accuracies[0] >= ONE_EPOCH and accuracies[1] >= TWO_EPOCHS
+def test_mnist_keras_keras_cnn_one_epoch(work):
+    """The same with the generated Keras script on the TensorFlow backend."""
+    accuracies, out = train_keras_cnn(work, "keras", keras_env(work["tmp"], "tensorflow"), "--epochs", "1")
+    assert len(accuracies) == 1 and accuracies[0] >= ONE_EPOCH
     assert (out / "KerasCnn.weights.h5").exists()
     saved = dict(np.load(out / "KerasCnn.npz", allow_pickle=False))
     assert sorted(saved) == sorted(work["cases"]["keras_cnn"]["weights"])
