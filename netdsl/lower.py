@@ -890,6 +890,8 @@ class Lowerer:
             layers = self._layers_of([made], e.span, "LayerStack's lambda")
             if layers is POISON:
                 return POISON
+            if not layers:  # lambda i: [] (Sequential([]) is refused the same way)
+                return self.err("E103", f"LayerStack's lambda made no layer for i = {i}", e.span)
             # a lambda that returns one shared layer would not make distinct layers
             members.append(self.adopt(self.make_group("Sequential", layers, e.span)) if len(layers) > 1 else layers[0])
         return self.adopt(self.make_group("LayerStack", members, e.span, repeat=n))
