@@ -215,6 +215,17 @@ def _clip(text: str, n: int = 24) -> str:
     return text if len(text) <= n else f"{text[:10]}...{text[-10:]} ({len(text)} characters)"
 
 
+# Names become identifiers (at most 64 characters, checked where they do: E106), but any name may
+# appear in a message ("name '...' is not defined"); 256 keeps every message readable.
+MAX_NAME = 256
+
+
+class _LongName(Exception):
+    def __init__(self, token):
+        super().__init__("name too long")
+        self.token = token
+
+
 class _TooDeep(Exception):
     def __init__(self, where):
         super().__init__("tree too deep")
@@ -260,6 +271,10 @@ def parse(text: str, file: str = "<string>") -> S.Module:
         tree = _parse_bounded(text)
     except UnexpectedInput as e:
         raise NetdslError(_syntax_diagnostic(e, text, file), sources) from None
+    except _LongName as e:
+        t = e.token
+        raise NetdslError(Diagnostic("E001", f"name '{str(t)[:20]}...' is {len(t)} characters long; the limit is {MAX_NAME}",
+                                     Span(file, t.line, t.column, t.line, t.column + 1)), sources) from None
     except _TooDeep as e:
         line, col = _first_position(e.where)
         raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep",
@@ -290,6 +305,8 @@ def _parse_bounded(text: str):
     token = None
     try:
         for token in state.lexer.lex(state):
+            if token.type == "NAME" and len(token) > MAX_NAME:
+                raise _LongName(token)
             state.feed_token(token)
             if len(state.state_stack) > limit:
                 raise _TooDeep(token)

@@ -328,3 +328,21 @@ def test_token_streams_cover_every_terminal_of_the_grammar():
     assert literals <= set(fuzz.PUNCT) | set(fuzz.KEYWORDS)
     patterns = {t.name for t in _PARSER.terminals if t.pattern.type == "re"}
     assert patterns <= {"NAME", "NUMBER", "STRING", "COMMENT", "WS"}
+
+
+# found by the 100k campaign (bench/RESULTS.md, "Fuzzing")
+CAMPAIGN_REGRESSIONS = [
+    # seed final-1 #20415 (gen_mut_duplicate): a LayerStack lambda that returns an empty list -> IndexError
+    ("layerstack-lambda-makes-no-layer", H + "s = LayerStack(2, lambda i: [])\nz = s(x)\noutput z\n", "E103"),
+    ("for-lambda-makes-no-layer", H + "s = For(range(2), lambda i: [[], []])\nz = s(x)\noutput z\n", "E103"),
+    # seed final-1 #15778 (gen_mut_insert): a 5000-character name echoed whole in the message
+    ("5000-character-name", H + T + "train { " + "a" * 5000 + " = 1 }\n", "E001"),
+    ("256-character-name-is-a-name", H + "b" * 256 + " = 1\n" + T, "E106"),
+]
+
+
+@pytest.mark.parametrize("text,code", [(t, c) for _, t, c in CAMPAIGN_REGRESSIONS],
+                         ids=[i for i, _, _ in CAMPAIGN_REGRESSIONS])
+def test_campaign_regression(text, code):
+    assert fuzz.check(text, timeout=30) is None
+    assert codes_of(text) == code
