@@ -32,6 +32,8 @@ def read_source(path: str, regular_only: bool = False) -> str:
             data = _read_at_most(f, limit + 1)
     except OSError as e:
         raise NetdslError(Diagnostic("E006", f"cannot read file: {e.strerror or e}", Span(path, 1, 1, 1, 1))) from None
+    except ValueError as e:  # a NUL character or an unencodable surrogate in the path ("\0.net" in an import)
+        raise NetdslError(Diagnostic("E006", f"cannot read file: invalid path ({e})", Span(path, 1, 1, 1, 1))) from None
     if len(data) > limit:
         raise NetdslError(too_big)
     try:

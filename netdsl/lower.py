@@ -385,7 +385,7 @@ class Lowerer:
         try:
             path, text = self.loader(st.path, self.file)
         except OSError as e:
-            self.err("E111", f"cannot import {st.path!r}: {e.strerror or e}", st.span)
+            self.err("E111", f"cannot import {shown(st.path)}: {e.strerror or e}", st.span)
             return
         if path in self.imported:
             return

@@ -346,3 +346,13 @@ CAMPAIGN_REGRESSIONS = [
 def test_campaign_regression(text, code):
     assert fuzz.check(text, timeout=30) is None
     assert codes_of(text) == code
+
+
+@pytest.mark.parametrize("path", ["\\0.net", "\\x00x.net", "\\ud800.net", "a" * 5000 + ".net"])
+def test_import_of_an_impossible_path(path):
+    text = f'import "{path}"\n' + H + T
+    assert fuzz.check(text, timeout=30) is None
+    assert codes_of(text) == "E111"
+    with pytest.raises(NetdslError) as e:
+        load_text(text, "f.net")
+    assert len(e.value.diagnostics[0].message) < 300
