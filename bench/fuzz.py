@@ -69,6 +69,7 @@ WEIRD_STRINGS = (
     '""', '"mnist"', "'mnist'", '"\\N{nope}"', '"\\N{LATIN SMALL LETTER A}"', '"\\q"', '"\\x0"', '"\\u12"',
     '"\x00"', '"\\0"', '"a\\"', "'unterminated", '"unterminated', '"\\\n"', '"""x"""', '"mnist\\"); import os #"',
     '"../../etc/passwd"', '"/dev/zero.net"', '"x.net"', '"models/vgg9.net"', '"\\\\"', '"\u202e"', '"\ud800"',
+    '"\\0.net"', '"\\ud800.net"', '"\\n.net"', '"a\\x1b[31m.net"',
 )
 WEIRD_CHARS = (
     "\x00", "\x01", "\x07", "\x08", "\t", "\x0b", "\x0c", "\r", "\r\n", "\x1b", "\x1b[31m", "\x7f", "\x85", "\xa0",
