@@ -340,7 +340,9 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
            f"inference mode on the target's real framework, against netdsl's native executor. "
            f"**Inference** passes when max |diff| <= {INFER_TOL:g} x max(1, max |output|) (float32). "
            f"**Step**: one plain-SGD step (lr {STEP_LR}, dropout off) from the same weights and batch; passes when "
-           f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step.", "",
+           f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step. "
+           f"`rel` is the largest elementwise |diff| / max(|native|, 1e-6): large where an output is near 0, "
+           f"so it is shown, not judged.", "",
            "| model | " + " | ".join(c.name for c in columns) + " |",
            "|---|" + "---|" * len(columns)]
     notes = []
