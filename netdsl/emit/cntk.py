@@ -219,6 +219,12 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     if not v.get("unnamed"):
         parts.append(f"name={name_expr}")
     core = f"{v['ctor']}({', '.join(parts)})"
+    if v.get("pattern") and v["ctor"] == "C.layers.AveragePooling":
+        # explicit pads must not be counted: the mean over zero-padded x divided by that over padded ones
+        # is sum/count over the real cells only
+        pat = repr(v["pattern"])
+        return (f"(lambda pool: lambda x: C.element_divide(pool(C.pad(x, pattern={pat}, constant_value=0.0)), "
+                f"pool(C.pad(C.ones_like(x), pattern={pat}, constant_value=0.0))))({core})")
     if v.get("pattern"):
         pad = f"lambda x: C.pad(x, pattern={v['pattern']!r}, constant_value={v['pad_value']})"
         return f"C.layers.Sequential([{pad}, {core}])"

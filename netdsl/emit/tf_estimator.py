@@ -74,7 +74,12 @@ def _pool(graph, layer):
 
 
 def _bn(graph, layer):
+    # Only TF's fused kernel (4-D input) updates the moving variance with the unbiased batch variance,
+    # as netdsl does; vectors and sequences go through it as (-1, 1, 1, C).
+    image = len(layer.param("scale").shape) == 1 and any(
+        len(graph.value_type(n.inputs[0]).shape) == 3 for n in graph.nodes if n.layer == layer.name)
     return {"momentum": 1.0 - float(layer.attr("momentum")), "epsilon": float(layer.attr("epsilon")),
+            "image": image, "channels": layer.param("scale").shape[0],
             "params": [("scale", "gamma", "identity"), ("bias", "beta", "identity"),
                        ("running_mean", "moving_mean", "identity"),
                        ("running_var", "moving_variance", "identity")]}
