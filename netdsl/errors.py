@@ -38,7 +38,7 @@ class Diagnostic:
 
     def format(self, sources: dict[str, str] | None = None) -> str:
         s = self.span
-        out = [f"{printable(s.file)}:{s.line}:{s.col}: error: {printable(self.message)} [{self.code}]"]
+        out = [f"{printable(str(s.file))}:{s.line}:{s.col}: error: {printable(self.message)} [{self.code}]"]
         text = (sources or {}).get(s.file)
         if text is not None:
             lines = text.split("\n")  # as the lexer counts lines: \r, \f, \u2028 ... do not end one
