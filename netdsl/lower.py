@@ -10,6 +10,7 @@ reports every independent mistake in a file.
 from __future__ import annotations
 
 import keyword
+from contextlib import contextmanager
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -731,15 +732,21 @@ class Lowerer:
         for a in args:
             if not isinstance(a, Tensor):
                 return self.err("E103", f"a layer is applied to values computed from inputs, got {describe(a)}", e.span)
-        outer = self.current_call is None
-        if outer:
-            self.calls += 1
-            self.current_call = f"call_{self.calls}"
-        try:
+        with self.outer_call():
             return self._apply(layer, args, e)
+
+    @contextmanager
+    def outer_call(self):
+        """Nodes made inside one top-level application share its call id (emitters group them)."""
+        if self.current_call is not None:
+            yield
+            return
+        self.calls += 1
+        self.current_call = f"call_{self.calls}"
+        try:
+            yield
         finally:
-            if outer:
-                self.current_call = None
+            self.current_call = None
 
     def _apply(self, layer, args, e: S.Call):
         if isinstance(layer, GroupSpec):
@@ -961,15 +968,8 @@ class Lowerer:
 
     def op_node(self, kind: str, inputs: list, e: S.Call) -> Tensor:
         spec = self.new_layer(kind, {}, e.span)
-        outer = self.current_call is None
-        if outer:
-            self.calls += 1
-            self.current_call = f"call_{self.calls}"
-        try:
+        with self.outer_call():
             return self.add_node(spec, inputs, e.span)
-        finally:
-            if outer:
-                self.current_call = None
 
     # ------------------------------------------------------------ graph
     def build_graph(self, module: S.Module) -> ir.Graph:
