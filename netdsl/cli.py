@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-from . import ir
+from . import __version__, ir
 from .errors import NetdslError
 from .frontend import load
 
@@ -75,6 +75,7 @@ def summary_table(g: ir.Graph) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="netdsl", description="Compile and run .net layer descriptions.")
+    p.add_argument("--version", action="version", version=f"netdsl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     c = sub.add_parser("check", help="parse and validate .net files")

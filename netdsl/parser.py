@@ -14,7 +14,7 @@ import ast
 import math
 import re
 import warnings
-from pathlib import Path
+from importlib import resources
 
 from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
@@ -23,9 +23,8 @@ from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span
 from .limits import LIMITS
 
-GRAMMAR = Path(__file__).resolve().parent.parent / "grammars" / "netdsl.lark"
-if not GRAMMAR.exists():  # installed without the source tree
-    GRAMMAR = Path(__file__).resolve().parent / "grammars" / "netdsl.lark"
+# Package data: read through importlib.resources so a wheel install finds it too.
+GRAMMAR = resources.files("netdsl") / "grammars" / "netdsl.lark"
 
 # Readable names for the terminals Lark reports in "expected ..." messages.
 _TOKEN_NAMES = {

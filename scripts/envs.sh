@@ -161,8 +161,8 @@ build_main() {
             log "main: reusing $v (pins unchanged)"; return 0
         fi
         log "main: pyproject.toml changed -> re-running the editable install only"
-        step "main: pip install -e .[dev,torch,keras]" \
-            pip_in "$v" install -q -c "$pins" -e "$ROOT[dev,torch,keras]"
+        step "main: pip install -e .[dev,torch,keras,onnx]" \
+            pip_in "$v" install -q -c "$pins" -e "$ROOT[dev,torch,keras,onnx]"
         echo "$psha" > "$v/.pyproject-sha256"
         write_freeze "$v" --exclude-editable
         return 0
@@ -174,8 +174,8 @@ build_main() {
     # CUDA build from the index); -c keeps the extras' resolution on the pins.
     step "main: pip install -r requirements/main.txt" \
         pip_in "$v" install -q -r "$pins"
-    step "main: pip install -e .[dev,torch,keras]" \
-        pip_in "$v" install -q -c "$pins" -e "$ROOT[dev,torch,keras]"
+    step "main: pip install -e .[dev,torch,keras,onnx]" \
+        pip_in "$v" install -q -c "$pins" -e "$ROOT[dev,torch,keras,onnx]"
     [ -n "${NETDSL_SKIP_VERIFY:-}" ] || step "main: smoke test (torch, numba, keras x2)" verify_main
     write_freeze "$v" --exclude-editable
     echo "$psha" > "$v/.pyproject-sha256"
@@ -440,7 +440,15 @@ for t in "${targets[@]}"; do
         *) echo "usage: $0 [main|legacy|cntk|all]..." >&2; exit 2 ;;
     esac
 done
+# graphviz's `dot` binary draws `netdsl graph` pictures (Debian package; root here and in CI).
+system_tools() {
+    command -v dot >/dev/null 2>&1 && return 0
+    command -v apt-get >/dev/null 2>&1 || { log "no dot and no apt-get: graph tests will skip"; return 0; }
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; } \
+        || log "apt-get install graphviz failed: graph tests will skip"
+}
 T0=$(now)
+step "system tools (graphviz dot)" system_tools
 for t in "${want[@]}"; do
     step "env $t" "build_$t"
 done

@@ -321,7 +321,7 @@ def test_type_regression(text, code):
 
 def test_token_streams_cover_every_terminal_of_the_grammar():
     """gen_token_stream draws from PUNCT and KEYWORDS (plus names, numbers, strings): keep them in
-    step with grammars/netdsl.lark."""
+    step with netdsl/grammars/netdsl.lark."""
     from netdsl.parser import _PARSER
 
     literals = {t.pattern.value for t in _PARSER.terminals if t.pattern.type == "str"}

@@ -2,7 +2,7 @@
 
 A Target is a table from IR layer kind to a Python function that computes a
 "view" (plain names, numbers and shapes) for its template; Jinja templates
-under templates/<target>/ only lay the code out. Every unsupported layer is
+under netdsl/templates/<target>/ only lay the code out. Every unsupported layer is
 reported at once, and every emitted file must compile as Python.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import jinja2
 from .. import ir
 from ..errors import Diagnostic, NetdslError
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
 
 
@@ -54,7 +53,7 @@ def header_source(graph: ir.Graph) -> str:
 
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        loader=jinja2.PackageLoader("netdsl", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
