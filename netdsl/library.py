@@ -13,16 +13,13 @@ from functools import partial
 from . import ir, layers
 from . import syntax as S
 from .errors import did_you_mean
-from .layers.common import ACTIVATIONS, INITIALIZERS
+from .layers.common import ACTIVATIONS, INITIALIZERS, MAX_INIT_SCALE
 from .limits import LIMITS
 from .values import (
     POISON, Activation, Block, Builtin, Closure, GroupSpec, InitSpec, LayerList, LayerSpec, PendingInput, Tensor,
     describe, describe_dim, is_dim, is_layer, is_number,
 )
 
-# uniform(scale) draws from (-scale, scale) and normal(scale) has std scale: far below the float32
-# maximum (3.4e38), so that no weight it draws overflows to inf in the executor or a target
-MAX_INIT_SCALE = 1e30
 
 
 def builtins(ev) -> dict:

@@ -11,6 +11,9 @@ from ..values import Activation, Builtin, InitSpec, describe, describe_dim, is_d
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "uniform", "normal", "zeros", "ones")
 DEFAULT_INIT = "glorot_uniform"
+# the largest initial weight scale or bias: far below the float32 maximum (3.4e38), so that no
+# initial weight overflows to inf in the executor or a target (uniform, normal, init_bias)
+MAX_INIT_SCALE = 1e30
 
 
 def positive(kind: str, key: str, a: dict):
@@ -78,6 +81,8 @@ def weights(a: dict, out: dict):
             return "init", f"init must be an initializer such as glorot_uniform(), got {describe(init)}"
     if "init_bias" in a and not is_number(a["init_bias"]):
         return "init_bias", f"init_bias must be a number, got {describe(a['init_bias'])}"
+    if "init_bias" in a and abs(a["init_bias"]) > MAX_INIT_SCALE:
+        return "init_bias", f"init_bias must be a number between -{MAX_INIT_SCALE:g} and {MAX_INIT_SCALE:g}, got {describe(a['init_bias'])}"
     return None
 
 
