@@ -66,3 +66,14 @@ def test_constructor_names_and_attrs_are_consistent():
         "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM"),
         "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution"),
         "pad": ("Convolution", "MaxPooling", "AveragePooling")}
+
+
+def test_a_builtin_called_through_another_name_keeps_its_meaning():
+    # the builtin, not the name it is called by, decides the kind: `s = select_last; s(h)` once built
+    # a SelectFirst, and `[select_first][0](h)` or `[Input][0](3)` raised AttributeError
+    from netdsl.frontend import load_text
+    g = load_text("w = SequenceInput(vocab=10)\ne = Embedding(4)(w)\nh = Recurrence(LSTM(5))(e)\n"
+                  "s = select_last\nl = s(h)\nf = [select_first][0](h)\nq = [Input][0](3)\n"
+                  "c = [cos_distance][0](l, f)\noutput l, f, c\n")
+    assert [layer.kind for layer in g.layers][-3:] == ["SelectLast", "SelectFirst", "CosineDistance"]
+    assert [i.name for i in g.inputs] == ["w", "q"]
