@@ -183,7 +183,7 @@ class Evaluator:
                 self._rename_uses(old, name)
         env.vars[name] = value
 
-    def bind_input(self, name: str, value: "PendingInput", st, env: Env):
+    def bind_input(self, name: str, value: PendingInput, st, env: Env):
         """Inputs become real when bound to a name: `image = Input((1, 28, 28))`."""
         if any(i.name == name for i in self.inputs):
             self.err("E107", f"input '{name}' is defined twice", st.span)

@@ -18,7 +18,7 @@ from .names import RESERVED, default_model_name, invalid_name_reason, snake
 from .train_block import DEFAULT_TRAINING
 from .values import GroupSpec, LayerSpec, freeze, iter_leaves
 
-__all__ = ["lower", "build_graph", "RESERVED", "invalid_name_reason"]
+__all__ = ["RESERVED", "build_graph", "invalid_name_reason", "lower"]
 
 # Python frames one level of evaluation can cost at most (eval -> _eval -> eval_call -> builtin
 # -> stack -> call_closure -> eval ...); the stack is sized from the limits so that the limits,

@@ -30,7 +30,7 @@ class LayerSpec:
     span: Span
     defaults: dict
     name: str | None = None
-    group: "GroupSpec | None" = None
+    group: GroupSpec | None = None
     explicit: tuple = ()  # the arguments the user wrote out
 
 
@@ -41,7 +41,7 @@ class GroupSpec:
     span: Span
     repeat: int = 0
     name: str | None = None
-    parent: "GroupSpec | None" = None
+    parent: GroupSpec | None = None
     depth: int = 1  # composites nested inside, plus one
 
 
@@ -59,7 +59,7 @@ class Tensor:
 class Closure:
     param: str | None
     body: S.Node
-    env: "Env"
+    env: Env
     span: Span
 
 
@@ -90,7 +90,7 @@ class LayerList:
 
 
 class Env:
-    def __init__(self, parent: "Env | None" = None):
+    def __init__(self, parent: Env | None = None):
         self.vars: dict = {}
         self.parent = parent
 

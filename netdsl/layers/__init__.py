@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 REQUIRED = object()  # a signature default meaning "must be given"
 
@@ -26,7 +26,7 @@ class Constructor:
     signature: dict  # argument -> default (REQUIRED: must be given)
     # given arguments -> the checked arguments kept on the layer, or (argument, message) naming
     # the argument and the value received
-    check: Callable[[dict], "dict | tuple"]
+    check: Callable[[dict], dict | tuple]
     aliases: tuple = ()
     options: tuple = ()  # default_options keys that reach this constructor
     # a wrapper (Recurrence) returns the layer it is given, of this kind, with its own arguments
@@ -58,7 +58,7 @@ class LayerKind:
     constructors: tuple = ()
     function: Function | None = None
     # the layer's arguments -> why it cannot be applied as built, or None (LSTM outside Recurrence)
-    unapplicable: Callable[[dict], "str | None"] | None = None
+    unapplicable: Callable[[dict], str | None] | None = None
 
 
 KINDS: dict[str, LayerKind] = {}
