@@ -77,3 +77,14 @@ def test_a_builtin_called_through_another_name_keeps_its_meaning():
                   "c = [cos_distance][0](l, f)\noutput l, f, c\n")
     assert [layer.kind for layer in g.layers][-3:] == ["SelectLast", "SelectFirst", "CosineDistance"]
     assert [i.name for i in g.inputs] == ["w", "q"]
+
+
+def test_the_builtin_names():
+    from netdsl.evaluate import Evaluator
+    names = set(Evaluator("t.net", {}).genv.vars)
+    assert names == {
+        "Dense", "Convolution", "Convolution2D", "MaxPooling", "MaxPooling2D", "AveragePooling", "AveragePooling2D",
+        "Dropout", "Embedding", "LSTM", "Recurrence", "BatchNormalization", "LayerNormalization", "Flatten",
+        "Activation", "relu", "sigmoid", "tanh", "softmax", "glorot_uniform", "glorot_normal", "he_uniform",
+        "he_normal", "uniform", "normal", "zeros", "ones", "Sequential", "LayerStack", "For", "range", "Input",
+        "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance"}
