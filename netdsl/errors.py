@@ -2,10 +2,72 @@
 
 User errors are collected as Diagnostic values and raised together in one
 NetdslError, so a file with five mistakes reports five lines, not one.
+CODES is the one table of error codes, one meaning each; docs/errors.md is generated from it
+(`python -m netdsl.errors --markdown > docs/errors.md`) and tests/test_error_codes.py checks that
+every code used in netdsl/ is in it and that the committed page is current.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+
+# code -> its one meaning. A new code takes an unused number in its stage's range and a line here.
+CODES = {
+    # reading and parsing
+    "E001": "syntax error: an unexpected token, an invalid string literal, an over-long name",
+    "E002": "a character that is not allowed, or a file that is not valid UTF-8",
+    "E003": "unexpected end of file",
+    "E004": "the file is over the size limit (NETDSL_MAX_SOURCE_BYTES)",
+    "E005": "nested too deep: brackets, expressions, evaluation, lists of layers or composites",
+    "E006": "the file cannot be read: missing, unreadable, not a regular file, or an invalid path",
+    "E007": "`netdsl ir --load`: the file is not a netdsl IR document",
+    # evaluation
+    "E101": "an unknown name, or a name used before it is defined (with a \"did you mean\")",
+    "E102": "an unknown argument or option (with a \"did you mean\")",
+    "E103": "an argument or value of the wrong type or out of range (the message names the value)",
+    "E104": "a missing argument",
+    "E105": "an argument given twice",
+    "E106": "a name that cannot become an identifier in generated code",
+    "E107": "an input defined twice",
+    "E108": "calling or applying something that is not callable",
+    "E109": "the wrong number of arguments or inputs",
+    "E110": "recursion between blocks or lambdas",
+    "E111": "an import that cannot be done",
+    "E112": "`with` takes only default_options(...)",
+    # shapes
+    "E201": "a layer applied to an input of the wrong shape or type",
+    "E202": "a window that does not fit: an output size of zero or less, or padding not smaller than the window",
+    "E203": "a shared layer applied to inputs of different shapes",
+    # the model's outputs and inputs
+    "E301": "the model declares no output",
+    "E302": "the model has no Input",
+    "E304": "an output that is not a value computed from the inputs",
+    # the train block
+    "E401": "an unknown training setting",
+    "E402": "an unknown loss",
+    "E403": "an unknown metric or optimizer",
+    "E404": "a second training block",
+    # resource limits (docs/security.md)
+    "E501": "a resource limit: layers, layer applications, evaluation steps, or a number out of range",
+    "E502": "the model has more parameters than NETDSL_MAX_PARAMS",
+    # weight files
+    "E601": "a weight file that cannot be read or is not an .npz archive",
+    "E602": "a weight file that lacks a parameter of the model",
+    "E603": "a weight file that holds an array the model does not have",
+    "E604": "a weight array of the wrong shape",
+    "E605": "a weight array of the wrong dtype",
+    "E606": "a weight file that holds pickled objects",
+    "E607": "a weight array with NaN or Inf values",
+    "E608": "an output file (weights, checkpoint) that cannot be written",
+    # netdsl run
+    "E701": "`netdsl run`: no dataset, or the dataset cannot feed the model's inputs and outputs",
+    "E702": "`netdsl run`: training diverged (NaN or Inf in the loss or the parameters)",
+    "E703": "`netdsl run`: a checkpoint that cannot be resumed",
+    "E704": "`netdsl run`: the executor does not support the model's loss or optimizer",
+    # targets
+    "E801": "a target cannot express a layer kind",
+    "E802": "a target cannot express a use of a layer kind (an activation, initialiser or setting)",
+}
 
 
 @dataclass(frozen=True)
@@ -89,3 +151,20 @@ def did_you_mean(word: str, choices) -> str:
 
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def markdown() -> str:
+    """docs/errors.md: the table of codes, generated from CODES."""
+    out = ["# Error codes", "",
+           "Generated from `CODES` in `netdsl/errors.py` by `python -m netdsl.errors --markdown`; do not edit.",
+           "Every user error prints `file:line:col: error: message [CODE]`, the source line and a caret, and",
+           "`netdsl` exits 1.", "", "| code | meaning |", "|---|---|"]
+    out += [f"| {code} | {meaning} |" for code, meaning in CODES.items()]
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        print("usage: python -m netdsl.errors --markdown", file=sys.stderr)
+        sys.exit(2)
+    sys.stdout.write(markdown())

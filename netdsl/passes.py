@@ -7,61 +7,41 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import ir, shapes
+from . import ir, layers, shapes
 from .errors import Diagnostic, NetdslError
 from .limits import LIMITS
 
-# kind -> {IR attr: (source argument, default)}. The IR renames CNTK's argument
-# names to plain ones (units, kernel, filters, dim) so emitters read one vocabulary.
-KIND_ATTRS = {
-    "Dense": {"units": ("shape", None), "activation": ("activation", None), "bias": ("bias", True),
-              "init": ("init", "glorot_uniform"), "init_bias": ("init_bias", 0)},
-    "Convolution": {"kernel": ("filter_shape", None), "filters": ("num_filters", None),
-                    "activation": ("activation", None), "bias": ("bias", True), "init": ("init", "glorot_uniform"),
-                    "init_bias": ("init_bias", 0), "pad": ("pad", False), "strides": ("strides", (1, 1))},
-    "MaxPooling": {"window": ("filter_shape", None), "strides": ("strides", (1, 1)), "pad": ("pad", False)},
-    "AveragePooling": {"window": ("filter_shape", None), "strides": ("strides", (1, 1)), "pad": ("pad", False)},
-    "Dropout": {"rate": ("rate", None)},
-    "Embedding": {"dim": ("shape", None), "init": ("init", "glorot_uniform")},
-    "LSTM": {"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", "glorot_uniform")},
-    "BatchNormalization": {"epsilon": ("epsilon", 1e-5), "momentum": ("momentum", 0.1)},
-    "LayerNormalization": {"epsilon": ("epsilon", 1e-5)},
-    "Activation": {"activation": ("activation", None)},
-    "Rescale": {"scale": ("scale", 1.0), "mean": ("mean", 0.0), "std": ("std", 1.0)},
-}
-
-
 def resolve_defaults(g: ir.Graph) -> ir.Graph:
-    """Explicit argument > enclosing default_options > the kind's own default."""
-    layers = []
+    """Explicit argument > enclosing default_options > the kind's own default.
+
+    The IR renames CNTK's argument names to plain ones (units, kernel, filters, dim) so emitters
+    read one vocabulary: each kind's `attrs` table (netdsl/layers/) maps one to the other."""
+    out = []
     for layer in g.layers:
-        table = KIND_ATTRS.get(layer.kind, {})
+        kind = layers.get(layer.kind)
         given, scope = dict(layer.attrs), dict(layer.defaults)
         attrs = {}
-        for key, (src, default) in table.items():
+        for key, (src, default) in kind.attrs.items():
             if src in given:
                 attrs[key] = given[src]
             elif src in scope:
                 attrs[key] = scope[src]
             else:
                 attrs[key] = default
-        if "init_bias" in attrs:
-            attrs["init_bias"] = float(attrs["init_bias"])
-        for key in ("epsilon", "momentum", "rate"):
-            if key in attrs:
-                attrs[key] = float(attrs[key])
-        layers.append(replace(layer, attrs=tuple(sorted(attrs.items()))))
-    return replace(g, layers=tuple(layers))
+        for key in kind.floats:
+            attrs[key] = float(attrs[key])
+        out.append(replace(layer, attrs=tuple(sorted(attrs.items()))))
+    return replace(g, layers=tuple(out))
 
 
 def infer_shapes(g: ir.Graph) -> ir.Graph:
     """Give every node its type and every layer its parameters; check sharing."""
     types = {i.name: i.type for i in g.inputs}
-    layers = {l.name: l for l in g.layers}
+    defs = {l.name: l for l in g.layers}
     first_inputs: dict = {}
     diags, nodes = [], []
     for node in g.nodes:
-        layer = layers[node.layer]
+        layer = defs[node.layer]
         ins = [types.get(i) for i in node.inputs]
         if any(t is None for t in ins):  # an earlier node failed; its error is already reported
             nodes.append(node)
@@ -75,7 +55,7 @@ def infer_shapes(g: ir.Graph) -> ir.Graph:
             nodes.append(node)
             continue
         try:
-            out, pshapes, extra = shapes.RULES[layer.kind](dict(layer.attrs), ins)
+            out, pshapes, extra = layers.get(layer.kind).shape(dict(layer.attrs), ins)
         except shapes.ShapeError as e:
             diags.append(Diagnostic(e.code, f"layer '{layer.name}' ({layer.kind}): {e}", node.span))
             nodes.append(node)
@@ -84,23 +64,19 @@ def infer_shapes(g: ir.Graph) -> ir.Graph:
             first_inputs[layer.name] = ins
             layer = layer.with_attrs(**extra) if extra else layer
             layer = replace(layer, params=make_params(layer, pshapes))
-            layers[layer.name] = layer
+            defs[layer.name] = layer
         types[node.name] = out
         nodes.append(replace(node, type=out))
     if diags:
         raise NetdslError(diags)
-    return replace(g, layers=tuple(layers[l.name] for l in g.layers), nodes=tuple(nodes))
+    return replace(g, layers=tuple(defs[l.name] for l in g.layers), nodes=tuple(nodes))
 
 
 def make_params(layer: ir.Layer, pshapes: dict) -> tuple:
-    init = layer.attr("init", "glorot_uniform")
-    inits = {"W": init, "H": init, "E": init, "b": f"constant({layer.attr('init_bias', 0.0)!r})",
-             "scale": "ones", "bias": "zeros", "running_mean": "zeros", "running_var": "ones"}
-    if layer.kind == "LSTM":
-        inits["b"] = "zeros"
-    return tuple(
-        ir.Param(f"{layer.name}.{short}", tuple(shape), inits[short], short not in ("running_mean", "running_var"))
-        for short, shape in pshapes.items())
+    kind = layers.get(layer.kind)
+    inits = kind.inits(layer) if kind.inits else {}
+    return tuple(ir.Param(f"{layer.name}.{short}", tuple(shape), inits[short], short not in kind.frozen)
+                 for short, shape in pshapes.items())
 
 
 def count_params(g: ir.Graph) -> ir.Graph:

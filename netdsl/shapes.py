@@ -1,11 +1,9 @@
-"""Shape math: one pure function per layer kind.
+"""Shape math shared by the layer kinds; each kind's own rule is in its module, netdsl/layers/.
 
-Each takes the layer's resolved attrs and its input types and returns
+A rule takes the layer's resolved attrs and its input types and returns
 (output type, {param short name: shape}, extra attrs) or raises ShapeError.
 """
 from __future__ import annotations
-
-from math import prod
 
 from .ir import TensorType
 
@@ -28,20 +26,20 @@ def same_pads(size: int, k: int, s: int) -> tuple:
     return (begin, total - begin)
 
 
-def _float(t: TensorType, kind: str) -> None:
+def float_features(t: TensorType, kind: str) -> None:
     if t.vocab is not None:
         raise ShapeError(f"{kind} needs float features but got token ids {t.describe()}; put an Embedding first")
 
 
-def _image(t: TensorType, kind: str) -> tuple:
-    _float(t, kind)
+def image(t: TensorType, kind: str) -> tuple:
+    float_features(t, kind)
     if t.seq or len(t.shape) != 3:
         raise ShapeError(f"{kind} needs an image (channels, height, width), got {t.describe()}")
     return t.shape
 
 
-def _window(kind: str, attrs: dict, t: TensorType, window: tuple, channels_out: int | None) -> tuple:
-    c, h, w = _image(t, kind)
+def window_output(kind: str, attrs: dict, t: TensorType, window: tuple, channels_out: int | None) -> tuple:
+    c, h, w = image(t, kind)
     strides = attrs["strides"]
     pad = attrs["pad"]
     if pad is True:
@@ -61,122 +59,10 @@ def _window(kind: str, attrs: dict, t: TensorType, window: tuple, channels_out: 
     return (channels_out if channels_out is not None else c, ho, wo), pads
 
 
-def dense(a, ins):
-    (t,) = ins
-    _float(t, "Dense")
-    n_in = prod(t.shape)
-    params = {"W": (a["units"], n_in)}
-    if a["bias"]:
-        params["b"] = (a["units"],)
-    return TensorType((a["units"],), t.seq, t.length), params, {}
-
-
-def convolution(a, ins):
-    (t,) = ins
-    shape, pads = _window("Convolution", a, t, a["kernel"], a["filters"])
-    params = {"W": (a["filters"], t.shape[0]) + tuple(a["kernel"])}
-    if a["bias"]:
-        params["b"] = (a["filters"],)
-    return TensorType(shape), params, {"pads": pads}
-
-
-def pooling(kind):
-    def f(a, ins):
-        (t,) = ins
-        shape, pads = _window(kind, a, t, a["window"], None)
-        return TensorType(shape), {}, {"pads": pads}
-    return f
-
-
 def elementwise(kind):
+    """The rule of a layer that keeps its input's type (Dropout, Activation, Rescale)."""
     def f(a, ins):
         (t,) = ins
-        _float(t, kind)
+        float_features(t, kind)
         return t, {}, {}
     return f
-
-
-def batch_norm(a, ins):
-    (t,) = ins
-    _float(t, "BatchNormalization")
-    c = (t.shape[0],) if len(t.shape) == 3 else (t.shape[-1],)
-    return t, {"scale": c, "bias": c, "running_mean": c, "running_var": c}, {}
-
-
-def layer_norm(a, ins):
-    (t,) = ins
-    _float(t, "LayerNormalization")
-    return t, {"scale": t.shape, "bias": t.shape}, {}
-
-
-def flatten(a, ins):
-    (t,) = ins
-    _float(t, "Flatten")
-    return TensorType((prod(t.shape),), t.seq, t.length), {}, {}
-
-
-def embedding(a, ins):
-    (t,) = ins
-    if t.vocab is None:
-        raise ShapeError(f"Embedding needs token ids (SequenceInput(vocab=N)), got float features {t.describe()}")
-    return TensorType((a["dim"],), t.seq, t.length), {"E": (t.vocab, a["dim"])}, {}
-
-
-def lstm(a, ins):
-    (t,) = ins
-    _float(t, "Recurrence(LSTM)")
-    if not t.seq or len(t.shape) != 1:
-        raise ShapeError(f"Recurrence(LSTM) needs a sequence of feature vectors, got {t.describe()}")
-    u = a["units"]
-    return TensorType((u,), True, t.length), {"W": (4 * u, t.shape[0]), "H": (4 * u, u), "b": (4 * u,)}, {}
-
-
-def splice(a, ins):
-    first = ins[0]
-    for t in ins:
-        _float(t, "splice")
-    for t in ins[1:]:
-        if t.seq != first.seq or t.length != first.length or len(t.shape) != len(first.shape) or t.shape[1:] != first.shape[1:]:
-            raise ShapeError(
-                f"splice joins along the channel/feature axis, and the other axes must agree: got "
-                + " and ".join(i.describe() for i in ins))
-    joined = (sum(t.shape[0] for t in ins),) + first.shape[1:]
-    return TensorType(joined, first.seq, first.length), {}, {}
-
-
-def select(kind):
-    def f(a, ins):
-        (t,) = ins
-        if not t.seq:
-            raise ShapeError(f"{kind} needs a sequence, got {t.describe()}")
-        return TensorType(t.shape, False, None, t.vocab), {}, {}
-    return f
-
-
-def cosine(a, ins):
-    x, y = ins
-    for t in ins:
-        _float(t, "cosine_distance")
-    if x.seq or y.seq or x.shape != y.shape:
-        raise ShapeError(f"cosine_distance needs two values of one shape, got {x.describe()} and {y.describe()}")
-    return TensorType((1,)), {}, {}
-
-
-RULES = {
-    "Dense": dense,
-    "Convolution": convolution,
-    "MaxPooling": pooling("MaxPooling"),
-    "AveragePooling": pooling("AveragePooling"),
-    "Dropout": elementwise("Dropout"),
-    "Activation": elementwise("Activation"),
-    "Rescale": elementwise("Rescale"),
-    "BatchNormalization": batch_norm,
-    "LayerNormalization": layer_norm,
-    "Flatten": flatten,
-    "Embedding": embedding,
-    "LSTM": lstm,
-    "Splice": splice,
-    "SelectLast": select("select_last"),
-    "SelectFirst": select("select_first"),
-    "CosineDistance": cosine,
-}

@@ -262,7 +262,7 @@ def make_loss(training: ir.Training, classes: int):
             target[np.arange(len(labels)), labels] = 1  # one-hot targets
             return losses.mse(pred, target)
         return squared_error
-    raise NetdslError(Diagnostic(E_FEED, f"unsupported loss '{training.loss}'", _span(training)))
+    raise NetdslError(Diagnostic("E704", f"unsupported loss '{training.loss}'", _span(training)))
 
 
 class FusedSGD(optim.SGD):
@@ -337,7 +337,7 @@ def make_optimizer(training: ir.Training, lr: float | None = None):
         return FusedAdam(o.get("lr", 1e-3), o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("eps", 1e-8))
     if name == "Adadelta":
         return optim.Adadelta(o.get("lr", 1.0), o.get("rho", 0.9), o.get("eps", 1e-6))
-    raise NetdslError(Diagnostic(E_FEED, f"unsupported optimizer '{name}'", _span(training)))
+    raise NetdslError(Diagnostic("E704", f"unsupported optimizer '{name}'", _span(training)))
 
 
 # ------------------------------------------------------------------- signals

@@ -1,0 +1,28 @@
+"""Embedding: token ids to vectors, E (vocab, dim)."""
+from __future__ import annotations
+
+from ..ir import TensorType
+from ..shapes import ShapeError
+from . import REQUIRED, Constructor, LayerKind, register
+from .common import DEFAULT_INIT, first_error, positive, weights
+
+
+def check(a: dict):
+    out = dict(a)
+    return first_error(lambda: positive("Embedding", "shape", a), lambda: weights(a, out)) or out
+
+
+def shape(a, ins):
+    (t,) = ins
+    if t.vocab is None:
+        raise ShapeError(f"Embedding needs token ids (SequenceInput(vocab=N)), got float features {t.describe()}")
+    return TensorType((a["dim"],), t.seq, t.length), {"E": (t.vocab, a["dim"])}, {}
+
+
+KIND = register(LayerKind(
+    "Embedding", shape,
+    attrs={"dim": ("shape", None), "init": ("init", DEFAULT_INIT)},
+    inits=lambda layer: {"E": layer.attr("init", DEFAULT_INIT)},
+    constructors=(Constructor("Embedding", ("shape",), {"shape": REQUIRED, "init": DEFAULT_INIT}, check,
+                              options=("init",)),),
+))

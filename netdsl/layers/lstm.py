@@ -1,0 +1,63 @@
+"""LSTM, built as Recurrence(LSTM(n)): gates i, f, g, o stacked in W (4n, in), H (4n, n), b (4n,).
+
+The recurrence and its cell are one layer definition: Recurrence returns the LSTM it is given
+with go_backwards set, and the weights live on the LSTM.
+"""
+from __future__ import annotations
+
+from ..ir import TensorType
+from ..shapes import ShapeError, float_features
+from ..values import describe
+from . import REQUIRED, Constructor, LayerKind, register
+from .common import DEFAULT_INIT, first_error, positive, weights
+
+
+def check(a: dict):
+    out = dict(a)
+    res = first_error(lambda: positive("LSTM", "shape", a), lambda: weights(a, out))
+    if res is not None:
+        return res
+    if a.get("use_peepholes"):
+        return "use_peepholes", "LSTM use_peepholes=True is not supported by every target; netdsl does not offer it"
+    out.pop("use_peepholes", None)
+    return out
+
+
+def check_recurrence(a: dict):
+    if not isinstance(a.get("go_backwards", False), bool):
+        return "go_backwards", f"go_backwards must be True or False, got {describe(a['go_backwards'])}"
+    return dict(a)
+
+
+def unapplicable(args: dict):
+    if "go_backwards" not in args:  # set by Recurrence, and only there
+        return "LSTM must be wrapped in Recurrence(...) to run over a sequence"
+    return None
+
+
+def shape(a, ins):
+    (t,) = ins
+    float_features(t, "Recurrence(LSTM)")
+    if not t.seq or len(t.shape) != 1:
+        raise ShapeError(f"Recurrence(LSTM) needs a sequence of feature vectors, got {t.describe()}")
+    u = a["units"]
+    return TensorType((u,), True, t.length), {"W": (4 * u, t.shape[0]), "H": (4 * u, u), "b": (4 * u,)}, {}
+
+
+def inits(layer):
+    init = layer.attr("init", DEFAULT_INIT)
+    return {"W": init, "H": init, "b": "zeros"}
+
+
+KIND = register(LayerKind(
+    "LSTM", shape,
+    attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT)},
+    inits=inits,
+    unapplicable=unapplicable,
+    constructors=(
+        Constructor("LSTM", ("shape",), {"shape": REQUIRED, "init": DEFAULT_INIT, "use_peepholes": False}, check,
+                    options=("init",)),
+        Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False}, check_recurrence,
+                    wraps="LSTM", wraps_what="an LSTM(...)"),
+    ),
+))
