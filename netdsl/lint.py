@@ -1,0 +1,219 @@
+"""Warnings: likely mistakes in a model that is valid, as located W-code diagnostics.
+
+Each rule is one small function (graph, module) -> diagnostics, over the checked IR (after the
+shape passes, so every node has its type and every layer its parameters) and, where the IR has
+forgotten what the user wrote (a loss alias), the syntax tree. RULES is the flat, named list
+they run in, like passes.PASSES. A warning never stops anything: `netdsl check` prints it and
+exits 0 unless --Werror; `compile` and `run` print it to stderr and go on.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+from . import ir, layers, shapes
+from . import syntax as S
+from .errors import Diagnostic, NO_SPAN, warning
+
+# Layers that keep the value they are given as far as these rules care: a rule looking for what
+# feeds a layer, or what ends an output, looks through them.
+SHAPE_ONLY = ("Flatten", "Dropout")
+
+
+def trained_output(g: ir.Graph) -> str:
+    """The output the loss trains (docs/ir.md, Training block): the first one."""
+    return g.outputs[0]
+
+
+def producers(g: ir.Graph) -> dict:
+    return {n.name: n for n in g.nodes}
+
+
+def where(*candidates) -> object:
+    """The first span given, so a warning is always located."""
+    return next((s for s in candidates if s is not None), NO_SPAN)
+
+
+def loss_phrase(g: ir.Graph) -> str:
+    tr = g.training or ir.Training()
+    return f"the loss {tr.loss}" + ("" if tr.span else " (the default: there is no train block)")
+
+
+# ------------------------------------------------------------ rules
+
+def double_softmax(g: ir.Graph, module) -> list:
+    """W001: cross_entropy_with_softmax takes logits; a softmax or sigmoid output squashes them first."""
+    if (g.training or ir.Training()).loss != "cross_entropy_with_softmax" or not g.outputs:
+        return []
+    node = producers(g).get(trained_output(g))
+    while node is not None and g.layer(node.layer).kind == "Dropout":
+        node = producers(g).get(node.inputs[0])
+    if node is None:
+        return []
+    layer = g.layer(node.layer)
+    act = layer.attr("activation")
+    if act not in ("softmax", "sigmoid"):
+        return []
+    return [warning(
+        "W001", f"output '{trained_output(g)}' ends in {act} (layer '{layer.name}', {layer.kind}), but "
+        f"{loss_phrase(g)} applies its own softmax: it is computed on {act} values instead of logits",
+        where(layer.span, node.span),
+        "give the last layer activation=None (the output is then logits; apply softmax when you need "
+        "probabilities), or use loss = squared_error")]
+
+
+def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
+    """W002: CNTK's pooling stride defaults to 1, so MaxPooling((2, 2)) barely shrinks the map, and
+    the Dense layer after it quietly grows by the square of the stride the user had in mind."""
+    prod = producers(g)
+    out, seen = [], set()
+    for node in g.nodes:
+        dense = g.layer(node.layer)
+        if dense.kind != "Dense" or not node.inputs:
+            continue
+        src = prod.get(node.inputs[0])
+        while src is not None and g.layer(src.layer).kind in SHAPE_ONLY:
+            src = prod.get(src.inputs[0])
+        if src is None or (src.name, dense.name) in seen:
+            continue
+        pool = g.layer(src.layer)
+        window = tuple(pool.attr("window") or ())
+        if (pool.kind not in ("MaxPooling", "AveragePooling") or tuple(pool.attr("strides")) != (1, 1)
+                or "strides" in pool.explicit or math.prod(window) <= 1):
+            continue
+        seen.add((src.name, dense.name))
+        count = sum(p.size for p in dense.params)
+        halved = _dense_params_at_stride(g, pool, src, dense, window)
+        compare = f" ({halved:,} with strides={window})" if halved is not None else ""
+        out.append(warning(
+            "W002", f"layer '{pool.name}' ({pool.kind} {window}) has stride 1, CNTK's default, so the Dense "
+            f"layer '{dense.name}' after it has {count:,} parameters{compare}",
+            where(pool.span, src.span),
+            f"write strides={window} for the usual non-overlapping pooling, or strides=1 if the overlap is meant"))
+    return out
+
+
+def _dense_params_at_stride(g: ir.Graph, pool: ir.Layer, src: ir.Node, dense: ir.Layer, strides) -> int | None:
+    """The Dense layer's parameter count had the pooling used `strides`; None if that does not fit."""
+    try:
+        t, _, _ = layers.get(pool.kind).shape(dict(pool.attrs, strides=strides), [g.value_type(src.inputs[0])])
+    except (shapes.ShapeError, KeyError):
+        return None
+    units = dense.attr("units")
+    units = math.prod(units) if isinstance(units, tuple) else units
+    return units * math.prod(t.shape) + (units if dense.attr("bias") else 0)
+
+
+def loss_alias(g: ir.Graph, module) -> list:
+    """W003: `cross_entropy` reads like plain cross-entropy on probabilities; netdsl computes
+    cross_entropy_with_softmax (softmax of the output, then -log of the label's entry)."""
+    out = []
+    for entry in _train_entries(module.body if module is not None else ()):
+        v = entry.value
+        if entry.key == "loss" and (isinstance(v, S.Name) and v.id == "cross_entropy"
+                                    or isinstance(v, S.String) and v.value == "cross_entropy"):
+            out.append(warning(
+                "W003", "loss 'cross_entropy' is an alias for cross_entropy_with_softmax: it applies softmax "
+                "to the output and takes the mean of -log softmax[label], so the output must be logits",
+                v.span, "write loss = cross_entropy_with_softmax to say so"))
+    return out
+
+
+def _train_entries(body):
+    for st in body:
+        if isinstance(st, S.Train):
+            yield from st.entries
+        elif isinstance(st, S.With):
+            yield from _train_entries(st.body)
+
+
+def several_outputs(g: ir.Graph, module) -> list:
+    """W004: the loss trains the first output only (docs/ir.md); say so where the others are named."""
+    if len(g.outputs) < 2:
+        return []
+    first, rest = trained_output(g), g.outputs[1:]
+    node = producers(g).get(rest[0])
+    span = _output_name_span(module, rest[0]) or (node.span if node else None)
+    names = ", ".join(f"'{o}'" for o in rest)
+    return [warning(
+        "W004", f"the model has {len(g.outputs)} outputs; {loss_phrase(g)} trains the first, '{first}', "
+        f"only: {names} {'gets' if len(rest) == 1 else 'get'} no loss of {'its' if len(rest) == 1 else 'their'} own",
+        where(span, g.span), "list the output to train first in 'output'")]
+
+
+def _output_name_span(module, name: str):
+    """Where `output` names a value; the output statement gives the value's name as written, which is
+    the IR name unless the evaluator had to rename it."""
+    if module is None:
+        return None
+    stack = list(module.body)
+    while stack:
+        st = stack.pop(0)
+        if isinstance(st, S.Output):
+            for n in st.names:
+                if n.id == name:
+                    return n.span
+        elif isinstance(st, S.With):
+            stack[:0] = st.body
+    return None
+
+
+def dropout_last(g: ir.Graph, module) -> list:
+    """W005: Dropout ending the trained output perturbs the logits the loss sees, and does nothing at inference."""
+    if not g.outputs:
+        return []
+    node = producers(g).get(trained_output(g))
+    if node is None or g.layer(node.layer).kind != "Dropout":
+        return []
+    layer = g.layer(node.layer)
+    return [warning(
+        "W005", f"output '{trained_output(g)}' ends in Dropout (layer '{layer.name}'): in training the loss sees "
+        "randomly zeroed outputs, and at inference the layer does nothing",
+        where(layer.span, node.span), "put Dropout before the last Dense layer")]
+
+
+def unused_input(g: ir.Graph, module) -> list:
+    """W006: an Input no output depends on still has to be fed by every target's predict and train."""
+    prod = producers(g)
+    needed, stack = set(), list(g.outputs)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        if name in prod:
+            stack.extend(prod[name].inputs)
+    return [warning("W006", f"input '{i.name}' is not used by any output", where(i.span, g.span),
+                    "remove it, or compute an output from it")
+            for i in g.inputs if i.name not in needed]
+
+
+RULES = [
+    ("double_softmax", double_softmax),
+    ("pool_stride_one_before_dense", pool_stride_one_before_dense),
+    ("loss_alias", loss_alias),
+    ("several_outputs", several_outputs),
+    ("dropout_last", dropout_last),
+    ("unused_input", unused_input),
+]
+
+
+def lint(g: ir.Graph, module: S.Module | None = None) -> list[Diagnostic]:
+    """Every rule's warnings, in source order (the main file first, then imported files)."""
+    out = [d for _name, rule in RULES for d in rule(g, module)]
+    return sorted(out, key=lambda d: (d.span.file != g.source, d.span.file, d.span.line, d.span.col))
+
+
+def format_warnings(diags: list[Diagnostic], sources: dict) -> str:
+    return "\n".join(d.format(sources) for d in diags)
+
+
+def load_and_warn(path: str) -> ir.Graph:
+    """frontend.load() for `compile` and `run`: the same graph, with the warnings printed to stderr
+    (never stdout, which may be the generated code)."""
+    from .frontend import load_with_warnings
+
+    graph, diags, sources = load_with_warnings(path)
+    if diags:
+        print(format_warnings(diags, sources), file=sys.stderr)
+    return graph
