@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import replace
 
-from . import ir, layers, shapes
+from . import ir, passes
 from . import syntax as S
-from .errors import Diagnostic, NO_SPAN, warning
+from .errors import NO_SPAN, Diagnostic, NetdslError, warning
 
 # Layers that keep the value they are given as far as these rules care: a rule looking for what
 # feeds a layer, or what ends an output, looks through them.
@@ -67,6 +68,7 @@ def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
     the Dense layer after it quietly grows by the square of the stride the user had in mind."""
     prod = producers(g)
     out, seen = [], set()
+    halved = None  # the graph with every defaulted stride set to its window, made on the first warning
     for node in g.nodes:
         dense = g.layer(node.layer)
         if dense.kind != "Dense" or not node.inputs:
@@ -74,17 +76,20 @@ def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
         src = prod.get(node.inputs[0])
         while src is not None and g.layer(src.layer).kind in SHAPE_ONLY:
             src = prod.get(src.inputs[0])
-        if src is None or (src.name, dense.name) in seen:
-            continue
-        pool = g.layer(src.layer)
-        window = tuple(pool.attr("window") or ())
-        if (pool.kind not in ("MaxPooling", "AveragePooling") or tuple(pool.attr("strides")) != (1, 1)
-                or "strides" in pool.explicit or math.prod(window) <= 1):
+        if src is None or (src.name, dense.name) in seen or not _default_stride_pool(g.layer(src.layer)):
             continue
         seen.add((src.name, dense.name))
+        pool = g.layer(src.layer)
+        window = tuple(pool.attr("window"))
+        if halved is None:
+            halved = _with_window_strides(g) or False
         count = sum(p.size for p in dense.params)
-        halved = _dense_params_at_stride(g, pool, src, dense, window)
-        compare = f" ({halved:,} with strides={window})" if halved is not None else ""
+        n_pools = sum(_default_stride_pool(layer) for layer in g.layers)
+        compare = ""
+        if halved:
+            alt = sum(p.size for p in halved.layer(dense.name).params)
+            scope = "this pooling layer" if n_pools == 1 else f"the {n_pools} pooling layers that use the default stride"
+            compare = f"; with strides equal to the window in {scope} it would have {alt:,}"
         out.append(warning(
             "W002", f"layer '{pool.name}' ({pool.kind} {window}) has stride 1, CNTK's default, so the Dense "
             f"layer '{dense.name}' after it has {count:,} parameters{compare}",
@@ -93,15 +98,22 @@ def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
     return out
 
 
-def _dense_params_at_stride(g: ir.Graph, pool: ir.Layer, src: ir.Node, dense: ir.Layer, strides) -> int | None:
-    """The Dense layer's parameter count had the pooling used `strides`; None if that does not fit."""
+def _default_stride_pool(layer: ir.Layer) -> bool:
+    """A pooling layer whose window is bigger than one cell and whose stride is CNTK's default 1,
+    not written out (strides is not a default_options key, so not written means the default)."""
+    return (layer.kind in ("MaxPooling", "AveragePooling") and "strides" not in layer.explicit
+            and tuple(layer.attr("strides")) == (1, 1) and math.prod(layer.attr("window")) > 1)
+
+
+def _with_window_strides(g: ir.Graph) -> ir.Graph | None:
+    """g with strides = window in every default-stride pooling layer, re-inferred; None if that
+    does not fit (a window larger than what is left of the map)."""
+    changed = tuple(layer.with_attrs(strides=tuple(layer.attr("window"))) if _default_stride_pool(layer) else layer
+                    for layer in g.layers)
     try:
-        t, _, _ = layers.get(pool.kind).shape(dict(pool.attrs, strides=strides), [g.value_type(src.inputs[0])])
-    except (shapes.ShapeError, KeyError):
+        return passes.infer_shapes(replace(g, layers=changed))
+    except NetdslError:
         return None
-    units = dense.attr("units")
-    units = math.prod(units) if isinstance(units, tuple) else units
-    return units * math.prod(t.shape) + (units if dense.attr("bias") else 0)
 
 
 def loss_alias(g: ir.Graph, module) -> list:
