@@ -30,6 +30,11 @@ def producers(g: ir.Graph) -> dict:
     return {n.name: n for n in g.nodes}
 
 
+def layer_defs(g: ir.Graph) -> dict:
+    """name -> Layer; Graph.layer() is a linear search, too slow per node on a 10k-layer model."""
+    return {layer.name: layer for layer in g.layers}
+
+
 def where(*candidates) -> object:
     """The first span given, so a warning is always located."""
     return next((s for s in candidates if s is not None), NO_SPAN)
@@ -46,12 +51,13 @@ def double_softmax(g: ir.Graph, module) -> list:
     """W001: cross_entropy_with_softmax takes logits; a softmax or sigmoid output squashes them first."""
     if (g.training or ir.Training()).loss != "cross_entropy_with_softmax" or not g.outputs:
         return []
-    node = producers(g).get(trained_output(g))
-    while node is not None and g.layer(node.layer).kind == "Dropout":
-        node = producers(g).get(node.inputs[0])
+    prod, defs = producers(g), layer_defs(g)
+    node = prod.get(trained_output(g))
+    while node is not None and defs[node.layer].kind == "Dropout":
+        node = prod.get(node.inputs[0])
     if node is None:
         return []
-    layer = g.layer(node.layer)
+    layer = defs[node.layer]
     act = layer.attr("activation")
     if act not in ("softmax", "sigmoid"):
         return []
@@ -66,28 +72,29 @@ def double_softmax(g: ir.Graph, module) -> list:
 def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
     """W002: CNTK's pooling stride defaults to 1, so MaxPooling((2, 2)) barely shrinks the map, and
     the Dense layer after it quietly grows by the square of the stride the user had in mind."""
-    prod = producers(g)
+    prod, defs = producers(g), layer_defs(g)
     out, seen = [], set()
-    halved = None  # the graph with every defaulted stride set to its window, made on the first warning
+    halved = n_pools = None  # the layers with every defaulted stride set to its window, made on the first warning
     for node in g.nodes:
-        dense = g.layer(node.layer)
+        dense = defs[node.layer]
         if dense.kind != "Dense" or not node.inputs:
             continue
         src = prod.get(node.inputs[0])
-        while src is not None and g.layer(src.layer).kind in SHAPE_ONLY:
+        while src is not None and defs[src.layer].kind in SHAPE_ONLY:
             src = prod.get(src.inputs[0])
-        if src is None or (src.name, dense.name) in seen or not _default_stride_pool(g.layer(src.layer)):
+        if src is None or (src.name, dense.name) in seen or not _default_stride_pool(defs[src.layer]):
             continue
         seen.add((src.name, dense.name))
-        pool = g.layer(src.layer)
+        pool = defs[src.layer]
         window = tuple(pool.attr("window"))
         if halved is None:
-            halved = _with_window_strides(g) or False
+            fixed = _with_window_strides(g)
+            halved = layer_defs(fixed) if fixed else {}
+            n_pools = sum(_default_stride_pool(layer) for layer in g.layers)
         count = sum(p.size for p in dense.params)
-        n_pools = sum(_default_stride_pool(layer) for layer in g.layers)
         compare = ""
         if halved:
-            alt = sum(p.size for p in halved.layer(dense.name).params)
+            alt = sum(p.size for p in halved[dense.name].params)
             scope = "this pooling layer" if n_pools == 1 else f"the {n_pools} pooling layers that use the default stride"
             compare = f"; with strides equal to the window in {scope} it would have {alt:,}"
         out.append(warning(
@@ -175,9 +182,9 @@ def dropout_last(g: ir.Graph, module) -> list:
     if not g.outputs:
         return []
     node = producers(g).get(trained_output(g))
-    if node is None or g.layer(node.layer).kind != "Dropout":
+    layer = layer_defs(g)[node.layer] if node is not None else None
+    if layer is None or layer.kind != "Dropout":
         return []
-    layer = g.layer(node.layer)
     return [warning(
         "W005", f"output '{trained_output(g)}' ends in Dropout (layer '{layer.name}'): in training the loss sees "
         "randomly zeroed outputs, and at inference the layer does nothing",
