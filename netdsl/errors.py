@@ -79,6 +79,7 @@ CODES = {
     "W004": "a model with several outputs: the loss trains the first output only",
     "W005": "Dropout as the last layer of the trained output: the loss sees dropped-out values",
     "W006": "an Input that no output depends on",
+    "W007": "a value listed twice in `output`",
 }
 
 

@@ -127,7 +127,7 @@ def loss_alias(g: ir.Graph, module) -> list:
     """W003: `cross_entropy` reads like plain cross-entropy on probabilities; netdsl computes
     cross_entropy_with_softmax (softmax of the output, then -log of the label's entry)."""
     out = []
-    for entry in _train_entries(module.body if module is not None else ()):
+    for entry in (e for st in _statements(module) if isinstance(st, S.Train) for e in st.entries):
         v = entry.value
         if entry.key == "loss" and (isinstance(v, S.Name) and v.id == "cross_entropy"
                                     or isinstance(v, S.String) and v.value == "cross_entropy"):
@@ -138,43 +138,50 @@ def loss_alias(g: ir.Graph, module) -> list:
     return out
 
 
-def _train_entries(body):
-    for st in body:
-        if isinstance(st, S.Train):
-            yield from st.entries
-        elif isinstance(st, S.With):
-            yield from _train_entries(st.body)
-
-
 def several_outputs(g: ir.Graph, module) -> list:
-    """W004: the loss trains the first output only (docs/ir.md); say so where the others are named."""
-    if len(g.outputs) < 2:
+    """W004: the loss trains the first output only (docs/ir.md); say so where the next one is named."""
+    first = trained_output(g) if g.outputs else None
+    others = [i for i, o in enumerate(g.outputs) if o != first and o not in g.outputs[:i]]
+    if not others:
         return []
-    first, rest = trained_output(g), g.outputs[1:]
+    rest = [g.outputs[i] for i in others]
     node = producers(g).get(rest[0])
-    span = _output_name_span(module, rest[0]) or (node.span if node else None)
+    span = _output_spans(g, module)[others[0]] or (node.span if node else None)
     names = ", ".join(f"'{o}'" for o in rest)
     return [warning(
-        "W004", f"the model has {len(g.outputs)} outputs; {loss_phrase(g)} trains the first, '{first}', "
+        "W004", f"the model has {len(rest) + 1} outputs; {loss_phrase(g)} trains the first, '{first}', "
         f"only: {names} {'gets' if len(rest) == 1 else 'get'} no loss of {'its' if len(rest) == 1 else 'their'} own",
         where(span, g.span), "list the output to train first in 'output'")]
 
 
-def _output_name_span(module, name: str):
-    """Where `output` names a value; the output statement gives the value's name as written, which is
-    the IR name unless the evaluator had to rename it."""
-    if module is None:
-        return None
-    stack = list(module.body)
+def output_twice(g: ir.Graph, module) -> list:
+    """W007: `output z, z` (or an alias of z) lists one value twice; the targets key outputs by name."""
+    spans = _output_spans(g, module)
+    return [warning("W007", f"the value '{o}' is already an output; it is listed twice", where(spans[i], g.span),
+                    "list each output once")
+            for i, o in enumerate(g.outputs) if o in g.outputs[:i]]
+
+
+def _output_spans(g: ir.Graph, module) -> list:
+    """The span of each name written in `output` statements, in source order: one per entry of
+    g.outputs, since in a model that passed its checks the evaluator added one per name written.
+    Unknown (None) without the syntax tree."""
+    spans = [n.span for st in _statements(module) if isinstance(st, S.Output) for n in st.names]
+    return spans if len(spans) == len(g.outputs) else [None] * len(g.outputs)
+
+
+def _statements(module):
+    """The module's statements in source order, with those inside `with` blocks, without recursion
+    (a deeply nested file must not hit Python's stack limit here)."""
+    stack = [iter(module.body if module is not None else ())]
     while stack:
-        st = stack.pop(0)
-        if isinstance(st, S.Output):
-            for n in st.names:
-                if n.id == name:
-                    return n.span
-        elif isinstance(st, S.With):
-            stack[:0] = st.body
-    return None
+        st = next(stack[-1], None)
+        if st is None:
+            stack.pop()
+            continue
+        yield st
+        if isinstance(st, S.With):
+            stack.append(iter(st.body))
 
 
 def dropout_last(g: ir.Graph, module) -> list:
@@ -214,6 +221,7 @@ RULES = [
     ("several_outputs", several_outputs),
     ("dropout_last", dropout_last),
     ("unused_input", unused_input),
+    ("output_twice", output_twice),
 ]
 
 

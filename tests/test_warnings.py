@@ -204,6 +204,19 @@ def test_w004_several_outputs_names_the_trained_one(tmp_path):
     assert "trains the first, 'z', only: 'h' gets no loss of its own" in d.message
 
 
+def test_w004_counts_values_not_names(tmp_path):
+    text = "x = Input(784)\nz = Dense(10)(x)\nwith default_options(activation=relu) {\n    output z\n}\noutput x\n"
+    (d,) = warnings_of(tmp_path, text)
+    assert d.code == "W004" and (d.span.line, d.span.col) == (6, 8)
+    assert "the model has 2 outputs" in d.message and "'x' gets no loss" in d.message
+
+
+def test_w007_output_listed_twice(tmp_path):
+    text = "x = Input(784)\nz = Dense(10)(x)\nb = z\noutput z, b\n"
+    (d,) = warnings_of(tmp_path, text)  # one value: no W004
+    assert d.code == "W007" and (d.span.line, d.span.col) == (4, 11) and "'z'" in d.message
+
+
 def test_w005_dropout_last(tmp_path):
     text = "x = Input(784)\nz = Sequential([Dense(10), Dropout(0.5)])(x)\noutput z\n"
     (d,) = warnings_of(tmp_path, text)
