@@ -86,7 +86,7 @@ def pool_stride_one_before_dense(g: ir.Graph, module) -> list:
             continue
         seen.add((src.name, dense.name))
         pool = defs[src.layer]
-        window = tuple(pool.attr("window"))
+        window = _pair(pool.attr("window"))
         if halved is None:
             fixed = _with_window_strides(g)
             halved = layer_defs(fixed) if fixed else {}
@@ -109,13 +109,18 @@ def _default_stride_pool(layer: ir.Layer) -> bool:
     """A pooling layer whose window is bigger than one cell and whose stride is CNTK's default 1,
     not written out (strides is not a default_options key, so not written means the default)."""
     return (layer.kind in ("MaxPooling", "AveragePooling") and "strides" not in layer.explicit
-            and tuple(layer.attr("strides")) == (1, 1) and math.prod(layer.attr("window")) > 1)
+            and _pair(layer.attr("strides")) == (1, 1) and math.prod(_pair(layer.attr("window"))) > 1)
+
+
+def _pair(v) -> tuple:
+    """A window or stride as a tuple (the IR holds tuples; an int would mean the same on both axes)."""
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _with_window_strides(g: ir.Graph) -> ir.Graph | None:
     """g with strides = window in every default-stride pooling layer, re-inferred; None if that
     does not fit (a window larger than what is left of the map)."""
-    changed = tuple(layer.with_attrs(strides=tuple(layer.attr("window"))) if _default_stride_pool(layer) else layer
+    changed = tuple(layer.with_attrs(strides=_pair(layer.attr("window"))) if _default_stride_pool(layer) else layer
                     for layer in g.layers)
     try:
         return passes.infer_shapes(replace(g, layers=changed))
@@ -141,13 +146,13 @@ def loss_alias(g: ir.Graph, module) -> list:
 def several_outputs(g: ir.Graph, module) -> list:
     """W004: the loss trains the first output only (docs/ir.md); say so where the next one is named."""
     first = trained_output(g) if g.outputs else None
-    others = [i for i, o in enumerate(g.outputs) if o != first and o not in g.outputs[:i]]
+    others = [i for i in _first_listings(g) if g.outputs[i] != first]
     if not others:
         return []
     rest = [g.outputs[i] for i in others]
     node = producers(g).get(rest[0])
     span = _output_spans(g, module)[others[0]] or (node.span if node else None)
-    names = ", ".join(f"'{o}'" for o in rest)
+    names = ", ".join(f"'{o}'" for o in rest[:5]) + (f" and {len(rest) - 5} more" if len(rest) > 5 else "")
     return [warning(
         "W004", f"the model has {len(rest) + 1} outputs; {loss_phrase(g)} trains the first, '{first}', "
         f"only: {names} {'gets' if len(rest) == 1 else 'get'} no loss of {'its' if len(rest) == 1 else 'their'} own",
@@ -156,10 +161,18 @@ def several_outputs(g: ir.Graph, module) -> list:
 
 def output_twice(g: ir.Graph, module) -> list:
     """W007: `output z, z` (or an alias of z) lists one value twice; the targets key outputs by name."""
-    spans = _output_spans(g, module)
+    spans, once = _output_spans(g, module), set(_first_listings(g))
     return [warning("W007", f"the value '{o}' is already an output; it is listed twice", where(spans[i], g.span),
                     "list each output once")
-            for i, o in enumerate(g.outputs) if o in g.outputs[:i]]
+            for i, o in enumerate(g.outputs) if i not in once]
+
+
+def _first_listings(g: ir.Graph) -> list:
+    """The index in g.outputs where each output value is first listed."""
+    seen: dict = {}
+    for i, o in enumerate(g.outputs):
+        seen.setdefault(o, i)
+    return list(seen.values())
 
 
 def _output_spans(g: ir.Graph, module) -> list:
@@ -199,7 +212,8 @@ def dropout_last(g: ir.Graph, module) -> list:
 
 
 def unused_input(g: ir.Graph, module) -> list:
-    """W006: an Input no output depends on still has to be fed by every target's predict and train."""
+    """W006: an Input no output depends on is a wiring mistake or dead weight: the generated
+    forward/predict still takes it (pytorch: forward(self, x, q))."""
     prod = producers(g)
     needed, stack = set(), list(g.outputs)
     while stack:
