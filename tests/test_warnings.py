@@ -239,6 +239,33 @@ def test_warning_inside_an_imported_block_shows_its_line(tmp_path):
     assert lines[1:3] == ["        Dense(n, activation=softmax),", "        ^" + "~" * (len("Dense(n, activation=softmax)") - 1)]
 
 
+# ------------------------------------------------------------ pinned: one file per code in tests/warnings/
+
+PINNED = sorted((ROOT / "tests" / "warnings").glob("*.net"))
+
+
+def test_every_warning_code_has_a_pinned_case():
+    pinned = {p.name[:4].upper() for p in PINNED}
+    assert pinned == {c for c in CODES if c.startswith("W")}
+
+
+@pytest.mark.parametrize("path", PINNED, ids=[p.stem for p in PINNED])
+def test_warning_is_pinned(path):
+    """Update after an intended change with: NETDSL_UPDATE_GOLDEN=1 python -m pytest tests/test_warnings.py"""
+    proc = netdsl("check", "-q", str(path.relative_to(ROOT)), cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout == "" and "Traceback" not in proc.stderr
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(f"tests/warnings/{path.name}:") and ": warning: " in first
+    assert f"[{path.name[:4].upper()}]" in proc.stderr
+    expected = path.with_suffix(".expected")
+    if os.environ.get("NETDSL_UPDATE_GOLDEN") == "1" or not expected.exists():
+        expected.write_text(proc.stderr)
+        if os.environ.get("NETDSL_UPDATE_GOLDEN") != "1":
+            pytest.fail(f"wrote missing pin {expected.name}; review it and commit")
+    assert proc.stderr == expected.read_text()
+    assert netdsl("check", "-q", "--Werror", str(path.relative_to(ROOT)), cwd=ROOT).returncode == 1
+
+
 # ------------------------------------------------------------ the registry and the committed models
 
 def test_every_rule_has_one_registered_code():
