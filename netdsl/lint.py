@@ -5,6 +5,10 @@ shape passes, so every node has its type and every layer its parameters) and, wh
 forgotten what the user wrote (a loss alias), the syntax tree. RULES is the flat, named list
 they run in, like passes.PASSES. A warning never stops anything: `netdsl check` prints it and
 exits 0 unless --Werror; `compile` and `run` print it to stderr and go on.
+
+A new rule: a function here and a line in RULES, a W-code in errors.CODES (then
+`python -m netdsl.errors --markdown > docs/errors.md`), a row in docs/language.md's Warnings
+table, and a pinned case tests/warnings/wNNN_*.net (tests/test_warnings.py writes the .expected).
 """
 from __future__ import annotations
 
