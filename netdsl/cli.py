@@ -4,26 +4,37 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import replace
 
 from . import __version__, ir
 from .errors import NetdslError
-from .frontend import load
+from .frontend import load, load_with_warnings
+from .lint import format_warnings
 
 # Commands that live with their own stage register themselves here.
 PLUGINS = ("netdsl.emit.cli", "netdsl.exec.cli", "netdsl.conformance")
 
 
 def cmd_check(args) -> int:
-    failed = 0
+    failed = warned = 0
     for path in args.files:
         try:
-            load(path)
+            _graph, warnings, sources = load_with_warnings(path)
         except NetdslError as e:
             print(e.format(), file=sys.stderr)
             failed += 1
+            continue
+        if warnings and args.Werror:
+            warnings = [replace(w, severity="error") for w in warnings]
+            failed += 1
+        if warnings:
+            print(format_warnings(warnings, sources), file=sys.stderr)
+            warned += len(warnings)
     if not args.quiet:
         n = len(args.files)
-        print(f"{'error' if failed else 'ok'}: {n - failed} of {n} file{'s' if n != 1 else ''} passed", file=sys.stderr)
+        extra = f", {warned} warning{'s' if warned != 1 else ''}" if warned and not args.Werror else ""
+        print(f"{'error' if failed else 'ok'}: {n - failed} of {n} file{'s' if n != 1 else ''} passed{extra}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -81,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="parse and validate .net files")
     c.add_argument("files", nargs="+", metavar="FILE")
     c.add_argument("-q", "--quiet", action="store_true")
+    c.add_argument("--Werror", action="store_true", help="treat warnings as errors (exit 1)")
     c.set_defaults(func=cmd_check)
     s = sub.add_parser("summary", help="print a layer table with output shapes and parameter counts")
     s.add_argument("file", metavar="FILE")

@@ -1,5 +1,9 @@
 """Diagnostics: every user mistake ends here, as `file:line:col: error: msg [code]`.
 
+Likely mistakes in a valid model (netdsl/lint.py) are diagnostics too, with severity "warning"
+and a W-code: `file:line:col: warning: msg [W001]`; they never change an exit status unless
+`netdsl check --Werror` turns them into errors.
+
 User errors are collected as Diagnostic values and raised together in one
 NetdslError, so a file with five mistakes reports five lines, not one.
 CODES is the one table of error codes, one meaning each; docs/errors.md is generated from it
@@ -12,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 # code -> its one meaning. A new code takes an unused number in its stage's range and a line here.
+# E-codes are errors; W-codes are warnings (netdsl/lint.py), one rule each.
 CODES = {
     # reading and parsing
     "E001": "syntax error: an unexpected token, an invalid string literal, an over-long name",
@@ -67,6 +72,14 @@ CODES = {
     # targets
     "E801": "a target cannot express a layer kind",
     "E802": "a target cannot express a use of a layer kind (an activation, initialiser or setting)",
+    # warnings (netdsl/lint.py): the model is valid but probably not what was meant
+    "W001": "a softmax or sigmoid output layer under cross_entropy_with_softmax, which applies softmax itself (a double softmax)",
+    "W002": "a pooling layer with the default stride 1 feeding a Dense layer, which multiplies its parameter count",
+    "W003": "`loss = cross_entropy` is an alias for cross_entropy_with_softmax: the output must be logits",
+    "W004": "a model with several outputs: the loss trains the first output only",
+    "W005": "Dropout as the last layer of the trained output: the loss sees dropped-out values",
+    "W006": "an Input that no output depends on",
+    "W007": "a value listed twice in `output`",
 }
 
 
@@ -97,10 +110,11 @@ class Diagnostic:
     message: str
     span: Span
     note: str | None = None
+    severity: str = "error"  # or "warning" (W-codes); `check --Werror` makes warnings errors
 
     def format(self, sources: dict[str, str] | None = None) -> str:
         s = self.span
-        out = [f"{printable(str(s.file))}:{s.line}:{s.col}: error: {printable(self.message)} [{self.code}]"]
+        out = [f"{printable(str(s.file))}:{s.line}:{s.col}: {self.severity}: {printable(self.message)} [{self.code}]"]
         text = (sources or {}).get(s.file)
         if text is not None:
             lines = text.split("\n")  # as the lexer counts lines: \r, \f, \u2028 ... do not end one
@@ -153,13 +167,23 @@ def did_you_mean(word: str, choices) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def warning(code: str, message: str, span: Span, note: str | None = None) -> Diagnostic:
+    return Diagnostic(code, message, span, note, "warning")
+
+
 def markdown() -> str:
-    """docs/errors.md: the table of codes, generated from CODES."""
+    """docs/errors.md: the tables of codes, generated from CODES."""
     out = ["# Error codes", "",
            "Generated from `CODES` in `netdsl/errors.py` by `python -m netdsl.errors --markdown`; do not edit.",
            "Every user error prints `file:line:col: error: message [CODE]`, the source line and a caret, and",
            "`netdsl` exits 1.", "", "| code | meaning |", "|---|---|"]
-    out += [f"| {code} | {meaning} |" for code, meaning in CODES.items()]
+    out += [f"| {code} | {meaning} |" for code, meaning in CODES.items() if code.startswith("E")]
+    out += ["", "## Warnings", "",
+            "A warning prints `file:line:col: warning: message [W001]`, the source line and a caret, and does",
+            "not change the exit status: `netdsl check`, `compile` and `run` print warnings to stderr and go on.",
+            "`netdsl check --Werror` reports them as errors and exits 1. See docs/language.md, Warnings.", "",
+            "| code | meaning |", "|---|---|"]
+    out += [f"| {code} | {meaning} |" for code, meaning in CODES.items() if code.startswith("W")]
     return "\n".join(out) + "\n"
 
 

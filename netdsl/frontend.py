@@ -88,3 +88,23 @@ def load_text(text: str, file: str = "<string>") -> ir.Graph:
 
 def load(path: str) -> ir.Graph:
     return load_text(read_source(path), path)
+
+
+def load_with_warnings(path: str) -> tuple[ir.Graph, list[Diagnostic], dict[str, str]]:
+    """load(), plus the lint warnings (netdsl/lint.py) and the sources that show them.
+
+    The same steps as load_text, kept apart so load() keeps its return type; the lint rules
+    also read the syntax tree (a loss alias is not in the IR), so it is kept here."""
+    from .lint import lint
+
+    text = read_source(path)
+    sources = {path: text}
+    was_enabled = gc.isenabled()
+    gc.disable()  # as in load_text
+    try:
+        module = parse(text, path)
+        graph = run_passes(lower(module, path, sources, _loader), sources)
+        return graph, lint(graph, module), sources
+    finally:
+        if was_enabled:
+            gc.enable()

@@ -9,6 +9,8 @@ from .errors import did_you_mean
 from .values import POISON, Env, describe, is_number, shown
 
 TRAIN_KEYS = ("dataset", "loss", "optimizer", "batch_size", "epochs", "metrics")
+# name as written -> the IR's loss. `cross_entropy` is kept for the seeds that write it, but it reads
+# like cross-entropy on probabilities: netdsl/lint.py warns (W003) that it means the softmax one.
 LOSSES = {"cross_entropy_with_softmax": "cross_entropy_with_softmax", "squared_error": "squared_error",
           "mse": "squared_error", "cross_entropy": "cross_entropy_with_softmax"}
 OPTIMIZERS = {

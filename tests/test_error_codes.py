@@ -9,8 +9,8 @@ from netdsl.errors import CODES, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "netdsl"
-# a code as Python code writes it: "E103" or 'E103' in source, [E007] inside a message
-CODE = re.compile(r"""["'\[](E\d{3})["'\]]""")
+# a code as Python code writes it: "E103" or 'E103' in source, [E007] inside a message; W-codes are warnings
+CODE = re.compile(r"""["'\[]([EW]\d{3})["'\]]""")
 
 
 def used_codes() -> dict:
@@ -39,7 +39,7 @@ def test_every_registered_code_is_used():
 
 
 def test_codes_are_well_formed_and_meanings_distinct():
-    assert all(re.fullmatch(r"E\d{3}", c) for c in CODES)
+    assert all(re.fullmatch(r"[EW]\d{3}", c) for c in CODES)
     assert list(CODES) == sorted(CODES)
     meanings = list(CODES.values())
     assert len(set(meanings)) == len(meanings), "two codes with one meaning"

@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..frontend import load
+from ..lint import load_and_warn
 from . import TARGETS
 from .base import emit
 
@@ -29,7 +29,7 @@ def cmd_compile(args) -> int:
     if args.diff and not (args.output or args.check):
         print("netdsl compile: error: --diff needs -o OUT or --check OUT", file=sys.stderr)
         return 2
-    code = emit(load(args.file), args.target)
+    code = emit(load_and_warn(args.file), args.target)  # warnings to stderr
     if args.check or args.diff:
         path = Path(args.check or args.output)
         try:

@@ -117,7 +117,7 @@ def _run(args) -> int:
     from .. import data as datamod
     from ..data import DataError
     from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
-    from ..frontend import load
+    from ..lint import load_and_warn
 
     if (args.resume or args.checkpoint_every) and not args.checkpoint:
         flag = "--resume" if args.resume else "--checkpoint-every"
@@ -129,7 +129,7 @@ def _run(args) -> int:
         if parent and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
             raise NetdslError(Diagnostic("E608", f"{flag}: cannot write into {parent} (no such directory, "
                                          f"or not writable)", Span(path, 1, 1, 1, 1)))
-    graph = load(args.file)
+    graph = load_and_warn(args.file)  # warnings to stderr
     tr = graph.training
     name = args.data or (tr.dataset if tr else None)
     if not name:
