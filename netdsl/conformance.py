@@ -36,6 +36,7 @@ class Column:
     python_env: str | None  # env var naming the interpreter; None: this one
     default_python: str | None
     env: dict = field(default_factory=dict)
+    inference_only: bool = False  # no training step to compare (ONNX is an inference format)
 
     def python(self) -> tuple[str | None, str]:
         """The interpreter for this column, or None and the reason it cannot run here."""
@@ -58,6 +59,7 @@ COLUMNS = [
     Column("tf-estimator", "tf-estimator", "NETDSL_LEGACY_PYTHON", ".venvs/legacy/bin/python"),
     Column("gluon", "gluon", "NETDSL_LEGACY_PYTHON", ".venvs/legacy/bin/python"),
     Column("cntk", "cntk", "NETDSL_CNTK_PYTHON", ".venvs/cntk/bin/python-cntk"),
+    Column("onnx", "onnx", None, None, inference_only=True),
 ]
 
 
@@ -200,6 +202,10 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
         np.savez(tmp / f"{stem}.targets.npz", targets=targets)
         prepared[path] = (graph, sgraph, ref, stepped, stem)
     for col in columns:
+        if col.target == "onnx":
+            for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
+                cells[(path, col.name)] = onnx_cell(graph, tmp / f"{stem}.weights.npz", tmp / f"{stem}.inputs.npz", ref)
+            continue
         python, why = col.python()
         jobs = []
         for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
@@ -266,6 +272,38 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                         cell.status = "FAIL"
             cells[(path, col.name)] = cell
     return cells
+
+
+def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
+    """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts."""
+    try:
+        from .onnx import check
+        from .onnx.export import to_onnx
+    except ImportError as e:  # the optional extra netdsl[onnx]
+        return Cell("not run", reason=f"onnx is not installed ({e})")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return Cell("not run", reason=f"onnx/onnxruntime are not installed ({e})")
+    params = dict(np.load(weights, allow_pickle=False))
+    batch = dict(np.load(inputs, allow_pickle=False))
+    try:
+        model = to_onnx(graph, params)
+    except NetdslError as e:
+        return Cell("unsupported", reason="; ".join(d.message for d in e.diagnostics))
+    worst_abs, worst_rel, reason = 0.0, 0.0, ""
+    try:
+        for oracle, outs in check.both(model, batch, list(graph.outputs)).items():
+            for name, r in ref.items():
+                a, rl = max_diffs(r, outs[name])
+                if a > worst_abs:
+                    reason = f"worst on {oracle}"
+                worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rl)
+    except Exception as e:  # a runtime that rejects the model fails the cell, with its message
+        return Cell("FAIL", float("inf"), float("inf"), reason=f"{type(e).__name__}: {e}".splitlines()[0])
+    ok = worst_abs <= INFER_TOL * scale_of(ref.values())
+    return Cell("pass" if ok else "FAIL", worst_abs, worst_rel, step_status="n/a", reason="" if ok else reason)
 
 
 def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
@@ -342,7 +380,8 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
            f"**Step**: one plain-SGD step (lr {STEP_LR}, dropout off) from the same weights and batch; passes when "
            f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step. "
            f"`rel` is the largest elementwise |diff| / max(|native|, 1e-6): large where an output is near 0, "
-           f"so it is shown, not judged.", "",
+           f"so it is shown, not judged. The **onnx** column is inference only: the model exported by `netdsl export` "
+           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown.", "",
            "| model | " + " | ".join(c.name for c in columns) + " |",
            "|---|" + "---|" * len(columns)]
     notes = []

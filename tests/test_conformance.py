@@ -28,7 +28,8 @@ def test_cell(matrix, model, column):
     if cell.status == "not run":
         pytest.skip(f"{column.upper()} NOT EXECUTED: {cell.reason}")
     assert cell.status == "pass", f"{cell.short()}: {cell.reason}"
-    assert cell.step_status == "pass", f"{cell.short()}: {cell.reason}"
+    inference_only = next(c for c in conf.COLUMNS if c.name == column).inference_only
+    assert cell.step_status == ("n/a" if inference_only else "pass"), f"{cell.short()}: {cell.reason}"
 
 
 def test_conformance_doc_exists_and_covers_every_cell():
