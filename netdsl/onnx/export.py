@@ -83,8 +83,6 @@ def activation(b: Builder, x: str, act, t: ir.TensorType, out: str, name: str) -
 
 def unsupported(graph: ir.Graph) -> list:
     """Every layer (and activation) ONNX export cannot express, as diagnostics."""
-    from . import ops_basic, ops_seq  # noqa: F401  (they register the converters)
-
     diags = []
     for layer in graph.layers:
         if layer.kind not in CONVERTERS:
@@ -108,8 +106,6 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
     """The ONNX ModelProto computing `graph` (inference mode) with `params`."""
     import onnx
     from onnx import helper, numpy_helper
-
-    from . import ops_basic, ops_seq  # noqa: F401
 
     diags = unsupported(graph)
     if diags:
@@ -136,3 +132,7 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
     model.ir_version = helper.find_min_ir_version_for(imports, True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+# the converters register themselves into CONVERTERS when their modules load
+from . import ops_basic, ops_seq  # noqa: E402, F401

@@ -16,7 +16,6 @@ import numpy as np
 from .. import shapes
 from ..errors import Diagnostic, NetdslError, Span
 from ..ir import TensorType
-from .ops_seq import gates_from_onnx
 
 E_READ = "E820"  # the file is not a readable, valid ONNX model
 E_UNSUPPORTED = "E821"  # ONNX ops (or uses of them) the IR cannot hold; all are listed
@@ -91,7 +90,7 @@ def read_model(path):
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
-    except Exception as e:  # onnx raises many types for a bad file; all mean "not a valid model"
+    except Exception as e:  # noqa: BLE001 -- onnx raises many types for a bad file; all mean "not a valid model"
         raise NetdslError(Diagnostic(E_READ, f"not a valid ONNX model: {str(e).splitlines()[0][:300]}", span)) from None
     return model
 

@@ -43,7 +43,8 @@ def _input(inp) -> str:
         text = f"Input({_tuple(t.shape)}"
     if inp.rescale is not None:
         scale, mean, std = inp.rescale
-        text += f", scale={scale!r}" + (f", mean={mean!r}" if mean else "") + (f", std={std!r}" if std != 1 else "")
+        text += (f", scale={scale!r}" if scale != 1 else "") + (f", mean={mean!r}" if mean else "") + (
+            f", std={std!r}" if std != 1 else "")
     return text + ")"
 
 

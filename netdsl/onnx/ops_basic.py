@@ -76,7 +76,7 @@ def batch_norm(b, layer, node, xs, ins, params):
     n = node.name
     names = [b.param(layer, s, params) for s in ("scale", "bias", "running_mean", "running_var")]
     # ONNX's momentum weighs the old statistic; the IR's weighs the new one
-    attrs = dict(epsilon=float(layer.attr("epsilon")), momentum=1.0 - float(layer.attr("momentum")))
+    attrs = {"epsilon": float(layer.attr("epsilon")), "momentum": 1.0 - float(layer.attr("momentum"))}
     if t.seq:  # channels must be axis 1: (N, T, F) -> (N, F, T) and back
         xt = b.op("Transpose", [x], name=f"{n}/to_nct", perm=[0, 2, 1])
         y = b.op("BatchNormalization", [xt] + names, name=f"{n}/bn", **attrs)

@@ -32,7 +32,7 @@ def from_onnx_model(model, source: str, stem: str) -> tuple[str, dict]:
     outputs = walk.run()
     gname = model.graph.name
     name = camel(gname) if gname and gname not in ("main_graph", "torch_jit", "torch-jit-export") else camel(stem)
-    if netwriter.taken(name) or not ident(name) == name:
+    if netwriter.taken(name) or ident(name) != name:
         name = camel(stem)
     text, weights = netwriter.write(walk, outputs, name, source)
     graph = load_text(text, f"{stem}.net")  # raises, with the .net's own diagnostics, if the text is wrong
