@@ -18,6 +18,8 @@ from ..errors import Diagnostic, NetdslError
 DEFAULT_OPSET = 17
 DOMAIN = "netdsl"  # model-local functions (CosineDistance)
 
+LAYER_DOC = "netdsl layer "  # doc_string of the op that makes an IR node's value
+
 CONVERTERS: dict = {}
 
 
@@ -119,6 +121,10 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
         layer = graph.layer(node.layer)
         in_types = [types[i] for i in node.inputs]
         CONVERTERS[layer.kind](b, layer, node, list(node.inputs), in_types, params)
+        for made in b.nodes[::-1]:  # the op that makes the value names its layer: sharing survives import
+            if node.name in made.output:
+                made.doc_string = f"{LAYER_DOC}{layer.name}"
+                break
         types[node.name] = node.type
     inits = [numpy_helper.from_array(v, k) for k, v in b.inits.items()]
     g = helper.make_graph(b.nodes, graph.name, [value_info(i.name, i.type) for i in graph.inputs],

@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import shapes
 from .importer import ACTS, Val, _Refuse, fmt_float, name_hint
+from .export import LAYER_DOC
 from .ops_seq import gates_from_onnx
 
 HANDLERS: dict = {}
@@ -32,8 +33,19 @@ def _s(v):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def _layer_doc(node) -> str | None:
+    """The IR layer name netdsl's exporter wrote on this op, if it did."""
+    return node.doc_string[len(LAYER_DOC):] if node.doc_string.startswith(LAYER_DOC) else None
+
+
 def _hint(node) -> str:
-    return name_hint(node.name or node.output[0], node.op_type)
+    return _layer_doc(node) or name_hint(node.name or node.output[0], node.op_type)
+
+
+def _doc_key(node) -> str | None:
+    """Layers without weights are shared when netdsl's exporter says they are one layer."""
+    doc = _layer_doc(node)
+    return None if doc is None else "layer:" + doc
 
 
 def _out_hint(node) -> str:
@@ -285,7 +297,7 @@ def _pool(kind):
             raise _Refuse("count_include_pad=1 with padding: the IR's average excludes the pads")
         attrs = {"window": window, "strides": strides, "pads": pads}
         attrs["pad"] = _pad_spelling(x, window, strides, pads)
-        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node))
+        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
     return handler
 
 
@@ -299,7 +311,7 @@ def _global_pool(kind):
         _image(x, node.op_type)
         window = tuple(x.type.shape[1:])
         attrs = {"window": window, "strides": (1, 1), "pads": ((0, 0), (0, 0)), "pad": False}
-        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node))
+        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
     return handler
 
 
@@ -327,7 +339,8 @@ def activation(w, node):
         w.vals[node.output[0]] = w.rename(v, _out_hint(node))
         return
     x = w.need(v, node)
-    w.vals[node.output[0]] = w.apply("Activation", {"activation": act}, [x], _out_hint(node), _hint(node))
+    w.vals[node.output[0]] = w.apply("Activation", {"activation": act}, [x], _out_hint(node), _hint(node),
+                                     key=_doc_key(node))
 
 
 @handles("Dropout")
@@ -340,7 +353,8 @@ def dropout(w, node):
     if ratio is None:
         raise _Refuse("the ratio must be a constant")
     x = w.need(w.vals[node.input[0]], node)
-    w.vals[node.output[0]] = w.apply("Dropout", {"rate": fmt_float(ratio)}, [x], _out_hint(node), _hint(node))
+    w.vals[node.output[0]] = w.apply("Dropout", {"rate": fmt_float(ratio)}, [x], _out_hint(node), _hint(node),
+                                     key=_doc_key(node))
 
 
 @handles("Identity")
@@ -354,7 +368,7 @@ def flatten(w, node):
     if attrs_of(node).get("axis", 1) != 1 or v.type.seq:
         raise _Refuse("only Flatten(axis=1) of a non-sequence has an IR kind")
     w.vals[node.output[0]] = Val(None, replace(v.type, shape=(int(np.prod(v.type.shape)),)),
-                                 pending=("flatten", v, node.name.endswith("/flatten")))
+                                 pending=("flatten", v, node.name.endswith("/flatten"), _hint(node), _doc_key(node)))
 
 
 @handles("Reshape")
@@ -369,7 +383,7 @@ def reshape(w, node):
     ok_lead = all(s in (0, -1) for s in shape[:len(lead)]) and shape.count(-1) <= 1
     if len(shape) == len(lead) + 1 and ok_lead and shape[-1] in (-1, size) and (shape[-1] != -1 or -1 not in shape[:-1]):
         w.vals[node.output[0]] = Val(None, replace(v.type, shape=(size,)),
-                                     pending=("flatten", v, node.name.endswith("/flatten")))
+                                     pending=("flatten", v, node.name.endswith("/flatten"), _hint(node), _doc_key(node)))
         return
     raise _Refuse(f"only a flatten of each sample (shape {lead + [-1]}) has an IR kind, got {shape}")
 

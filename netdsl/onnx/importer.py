@@ -26,7 +26,7 @@ class Val:
     name: str | None  # IR value name; None while `pending`
     type: TensorType | None  # None: poisoned by an earlier error
     layout: str = "c"
-    pending: tuple | None = None  # ("flatten", src, helper) or ("rescale", input, scale, mean, std)
+    pending: tuple | None = None  # ("flatten", src, helper, hint, key) or ("rescale", input, scale, mean, std)
     app: int | None = None  # index in Walk.apps of the application that made it
     done: tuple = ()  # steps a shared layer already does that ONNX still spells next: "bias", activations
 
@@ -183,7 +183,8 @@ class Walk:
             return v
         if v.pending[0] == "flatten":
             src = self.need(v.pending[1], node)
-            return self.apply("Flatten", {}, [src], f"{name_hint(node.name, node.op_type)}_flatten", "flatten")
+            _, _, _, hint, key = v.pending
+            return self.apply("Flatten", {}, [src], hint, hint, key=key)
         _, inp, scale, mean, std = v.pending
         if self.uses.get(inp.name, 0) > 1 or inp.rescale is not None:
             raise _Refuse("an input is rescaled here but also used as it is; the IR rescales an input for all uses")
@@ -194,10 +195,12 @@ class Walk:
         if key is not None and key in self.keys:
             existing = self.layers[self.keys[key]]
             same = existing.kind == kind and all(
-                np.array_equal(existing.params.get(k), v) for k, v in params.items() if k != "b")
+                np.array_equal(existing.params.get(k), v) for k, v in params.items() if k != "b") and (
+                params or existing.attrs == attrs)
             if same:
                 return existing
-        if key is not None and "." in key:  # 'conv1.W', 'conv1.weight': the layer's own name
+        if key is not None and "." in key and not key.startswith("layer:"):
+            # 'conv1.W', 'conv1.weight': the layer's own name
             hint = key.rsplit(".", 1)[0]
         layer = LayerDef(self.fresh(hint), kind, attrs, params)
         self.layers[layer.name] = layer

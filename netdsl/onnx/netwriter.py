@@ -90,16 +90,19 @@ def constructor(layer) -> str:
 
 
 def chains(walk, outputs) -> list:
-    """Runs of applications where each feeds only the next one: they become one Sequential."""
+    """Runs of applications where each feeds only the next one: they become one Sequential.
+
+    A run of shared layers (the same layers applied in the same order to two inputs, like DSSM's
+    image_to_vec) is one Sequential applied twice; a layer also used outside its run stays alone."""
     readers: dict = {}
     for app in walk.apps:
         for i in app.inputs:
             readers[i] = readers.get(i, 0) + 1
     runs, run = [], []
     for app in walk.apps:
-        single = app.layer is not None and walk.layers[app.layer].uses == 1 and len(app.inputs) == 1
+        single = app.layer is not None and len(app.inputs) == 1
         if run and single and app.inputs == [run[-1].out] and readers.get(run[-1].out) == 1 \
-                and run[-1].out not in outputs:
+                and run[-1].out not in outputs and app.layer not in {a.layer for a in run}:
             run.append(app)
             continue
         if len(run) > 1:
@@ -107,7 +110,11 @@ def chains(walk, outputs) -> list:
         run = [app] if single else []
     if len(run) > 1:
         runs.append(run)
-    return runs
+    count: dict = {}
+    for r in runs:
+        key = tuple(a.layer for a in r)
+        count[key] = count.get(key, 0) + 1
+    return [r for r in runs if all(walk.layers[a.layer].uses == count[tuple(a.layer for a in r)] for a in r)]
 
 
 def write(walk, outputs: list, model_name: str, source: str) -> tuple[str, dict]:
@@ -119,18 +126,18 @@ def write(walk, outputs: list, model_name: str, source: str) -> tuple[str, dict]
         lines.append(f"{layer.name} = {constructor(layer)}")
     if walk.layers:
         lines.append("")
-    grouped = {}
+    grouped, seqs = {}, {}
     for run in chains(walk, outputs):
-        name = walk.fresh(f"{run[0].layer}_block")
-        lines.append(f"{name} = Sequential([{', '.join(a.layer for a in run)}])")
-        grouped[run[0].out] = (name, run)
-        for a in run[1:]:
-            grouped[a.out] = None
+        key = tuple(a.layer for a in run)
+        if key not in seqs:
+            seqs[key] = walk.fresh(f"{run[0].layer}_block")
+            lines.append(f"{seqs[key]} = Sequential([{', '.join(key)}])")
+        grouped[run[0].out] = (seqs[key], run)
     skip = set()
     for app in walk.apps:
         if app.out in skip:
             continue
-        g = grouped.get(app.out, False)
+        g = grouped.get(app.out)
         if g:
             name, run = g
             lines.append(f"{run[-1].out} = {name}({run[0].inputs[0]})")
