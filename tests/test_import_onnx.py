@@ -11,15 +11,15 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper
 
-from netdsl import conformance as conf  # noqa: E402
-from netdsl.cli import main  # noqa: E402
-from netdsl.errors import NetdslError  # noqa: E402
-from netdsl.exec.weights import load_weights  # noqa: E402
-from netdsl.frontend import load, load_text  # noqa: E402
-from netdsl.onnx.export import to_onnx  # noqa: E402
-from netdsl.onnx.sources import from_onnx_model  # noqa: E402
+from netdsl import conformance as conf
+from netdsl.cli import main
+from netdsl.errors import NetdslError
+from netdsl.exec.weights import load_weights
+from netdsl.frontend import load, load_text
+from netdsl.onnx.export import to_onnx
+from netdsl.onnx.sources import from_onnx_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))

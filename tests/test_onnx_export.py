@@ -13,13 +13,13 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from netdsl import conformance as conf  # noqa: E402
-from netdsl.cli import main  # noqa: E402
-from netdsl.errors import NetdslError  # noqa: E402
-from netdsl.frontend import load, load_text  # noqa: E402
-from netdsl.onnx import check  # noqa: E402
-from netdsl.onnx.export import CONVERTERS, converter, to_onnx  # noqa: E402
-from netdsl.shapes import RULES  # noqa: E402
+from netdsl import conformance as conf
+from netdsl.cli import main
+from netdsl.errors import NetdslError
+from netdsl.frontend import load, load_text
+from netdsl.onnx import check
+from netdsl.onnx.export import CONVERTERS, converter, to_onnx
+from netdsl.shapes import RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))
