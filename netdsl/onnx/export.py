@@ -141,4 +141,4 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
 
 
 # the converters register themselves into CONVERTERS when their modules load
-from . import ops_basic, ops_seq  # noqa: E402, F401
+from . import ops_basic, ops_seq  # noqa: F401

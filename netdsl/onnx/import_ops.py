@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 
 from .. import shapes
-from .importer import ACTS, Val, _Refuse, fmt_float, name_hint
 from .export import LAYER_DOC
+from .importer import ACTS, Val, _Refuse, fmt_float, name_hint
 from .ops_seq import gates_from_onnx
 
 HANDLERS: dict = {}
