@@ -7,6 +7,7 @@ LayerStack) are clusters, nested as written. For ONNX files, use netron (https:/
 """
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from .. import ir
@@ -80,7 +81,8 @@ def build(graph: ir.Graph):
         layer = layers[name]
         n_params = sum(p.size for p in layer.params)
         label = f"{name}\n{describe(layer)}\nshared: {uses[name]} uses, {n_params:,} params"
-        put(layer.group, lambda c, i=_quote_id("layer", name), lbl=label: c.node(
+        box = _quote_id("layer", name)
+        put(layer.group, lambda c, i=box, lbl=label: c.node(
             i, lbl, shape="box3d", style="filled", fillcolor="#fde68a"))
     for node in graph.nodes:
         layer = layers[node.layer]
@@ -126,7 +128,7 @@ def build(graph: ir.Graph):
     # stack the shared layers in the order of their first use, beside the applications
     order = [n.layer for n in graph.nodes if n.layer in shared]
     firsts = list(dict.fromkeys(order))
-    for a, b in zip(firsts, firsts[1:]):
+    for a, b in itertools.pairwise(firsts):
         g.edge(_quote_id("layer", a), _quote_id("layer", b), style="invis")
     for o in graph.outputs:
         g.node(_quote_id("out", o), "output", shape="plaintext")

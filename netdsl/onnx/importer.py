@@ -95,30 +95,25 @@ def read_model(path):
     return model
 
 
-def fold_constants(model) -> tuple[dict, dict, list]:
-    """Evaluate every node whose inputs are all constant. Returns (consts, origins, remaining nodes).
+def fold_constants(model) -> tuple[dict, set]:
+    """The initializers and Constant nodes, and the nodes that compute only from constants.
 
-    origins maps a folded value to the initializer it is a re-layout of (Transpose of a weight), so
-    a shared weight is recognised however the exporter spelled it."""
+    `Shape` counts as constant: every sample axis is static in the IR, and the batch (or an
+    unknown time) axis is given as 0, which Reshape reads as "keep this axis" -- exactly the
+    `x.view(x.size(0), -1)` idiom. Those nodes are evaluated during the walk (Walk.fold)."""
     from onnx import numpy_helper
 
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    origins = {k: k for k in consts}
-    rest = []
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            consts[node.output[0]] = _eval_node(model, node, {})[0]
-            continue
+    known = set(consts)
+    foldable = set()
+    for k, node in enumerate(model.graph.node):
+        std = node.domain in ("", "ai.onnx")
         ins = [i for i in node.input if i]
-        if ins and all(i in consts for i in ins) and node.domain in ("", "ai.onnx") and node.op_type != "Dropout":
-            outs = _eval_node(model, node, consts)
-            for name, value in zip(node.output, outs):
-                consts[name] = np.asarray(value)
-            if node.op_type in ("Transpose", "Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze"):
-                origins[node.output[0]] = origins.get(node.input[0])
-            continue
-        rest.append(node)
-    return consts, origins, rest
+        if std and (node.op_type in ("Constant", "Shape") or (
+                ins and all(i in known for i in ins) and node.op_type != "Dropout")):
+            foldable.add(k)  # by position: protobuf wrappers are not stable objects
+            known.update(o for o in node.output if o)
+    return consts, foldable
 
 
 def _eval_node(model, node, consts):
@@ -136,7 +131,9 @@ class Walk:
         self.model = model
         self.source = source
         self.span = Span(source, 1, 1, 1, 1)
-        self.consts, self.origins, self.nodes = fold_constants(model)
+        self.consts, self.foldable = fold_constants(model)
+        self.origins = {k: k for k in self.consts}
+        self.nodes = list(model.graph.node)
         self.vals: dict = {}
         self.inputs: list = []
         self.layers: dict = {}  # name -> LayerDef
@@ -145,7 +142,9 @@ class Walk:
         self.names: set = set()
         self.diags: list = []
         self.uses: dict = {}
-        for node in self.nodes:
+        for k, node in enumerate(self.nodes):
+            if k in self.foldable:
+                continue
             for i in node.input:
                 self.uses[i] = self.uses.get(i, 0) + 1
         for o in model.graph.output:
@@ -250,8 +249,8 @@ class Walk:
             if vi.name in init_names:
                 continue
             self.inputs.append(self.graph_input(vi))
-        unsupported = [n for n in self.nodes if (n.domain if n.domain not in ("", "ai.onnx") else "", n.op_type)
-                       not in HANDLERS]
+        unsupported = [n for k, n in enumerate(self.nodes) if k not in self.foldable and (
+            n.domain if n.domain not in ("", "ai.onnx") else "", n.op_type) not in HANDLERS]
         if unsupported:
             listed = ", ".join(f"'{n.name or n.output[0]}' ({n.op_type})" for n in unsupported)
             raise NetdslError([Diagnostic(
@@ -260,7 +259,13 @@ class Walk:
                 Diagnostic(E_UNSUPPORTED, f"unsupported op {n.op_type}"
                            f"{' (domain ' + n.domain + ')' if n.domain else ''} in node '{n.name or n.output[0]}'",
                            self.span) for n in unsupported])
-        for node in self.nodes:
+        for k, node in enumerate(self.nodes):
+            if k in self.foldable:
+                try:
+                    self.fold(node)
+                except _Refuse as e:
+                    self.fail(node, str(e))
+                continue
             ins = [self.vals.get(i) if i else None for i in node.input]
             if any(v is not None and v.type is None for v in ins):  # an earlier node already failed
                 for o in node.output:
@@ -289,6 +294,24 @@ class Walk:
         if self.diags:
             raise NetdslError(self.diags)
         return outs
+
+    def fold(self, node) -> None:
+        if node.op_type == "Shape":
+            v = self.vals.get(node.input[0])
+            if v is None or v.type is None:
+                raise _Refuse("the shape of an unknown value")
+            t = v.type
+            dims = [0] + ([t.length or 0] if t.seq else []) + list(t.shape)
+            a = {x.name: x.i for x in node.attribute}
+            self.consts[node.output[0]] = np.array(dims[a.get("start", 0):a.get("end", len(dims))], np.int64)
+            return
+        if any(i and i not in self.consts for i in node.input):
+            raise _Refuse("an input of this constant expression could not be computed")
+        outs = _eval_node(self.model, node, self.consts)
+        for name, value in zip(node.output, outs):
+            self.consts[name] = np.asarray(value)
+        if node.op_type in ("Transpose", "Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze"):
+            self.origins[node.output[0]] = self.origins.get(node.input[0])
 
     def graph_input(self, vi) -> InputDef:
         from onnx import TensorProto
