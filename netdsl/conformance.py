@@ -274,6 +274,38 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
     return cells
 
 
+def predict_on(columns: list[Column], graph: ir.Graph, params: dict, inputs: dict, workdir: str) -> dict:
+    """{column name: outputs, or the reason it cannot run}: `graph` with `params` on each real framework.
+
+    For checks whose reference is not the native executor (an imported model against its source)."""
+    from .emit.base import emit
+    from .exec.weights import save_weights
+
+    tmp = Path(workdir)
+    save_weights(tmp / "predict.weights.npz", params)
+    np.savez(tmp / "predict.inputs.npz", **inputs)
+    out = {}
+    for col in columns:
+        python, why = col.python()
+        if python is None:
+            out[col.name] = why
+            continue
+        tag = col.name.replace("/", "_")
+        module = tmp / f"predict_{tag}.py"
+        try:
+            module.write_text(emit(graph, col.target))
+        except NetdslError as e:
+            out[col.name] = "unsupported: " + "; ".join(d.message for d in e.diagnostics)
+            continue
+        job = {"id": "predict", "module": str(module), "inputs": str(tmp / "predict.inputs.npz"),
+               "predict_weights": str(tmp / "predict.weights.npz"), "outputs": str(tmp / f"predict_{tag}.npz")}
+        res = run_driver(python, col, [job], tmp, lambda m: None).get("predict")
+        if res is None or not res.get("ok"):
+            raise RuntimeError(f"{col.name}: predict failed: {(res or {}).get('error', 'no result')}")
+        out[col.name] = dict(np.load(tmp / f"predict_{tag}.npz", allow_pickle=False))
+    return out
+
+
 def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
     """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts."""
     try:
@@ -300,7 +332,7 @@ def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
                 if a > worst_abs:
                     reason = f"worst on {oracle}"
                 worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rl)
-    except Exception as e:  # a runtime that rejects the model fails the cell, with its message
+    except Exception as e:  # noqa: BLE001 -- a runtime that rejects the model fails the cell, with its message
         return Cell("FAIL", float("inf"), float("inf"), reason=f"{type(e).__name__}: {e}".splitlines()[0])
     ok = worst_abs <= INFER_TOL * scale_of(ref.values())
     return Cell("pass" if ok else "FAIL", worst_abs, worst_rel, step_status="n/a", reason="" if ok else reason)

@@ -24,6 +24,8 @@ def register(sub) -> None:
                                                        "(default: OUT.npz beside OUT.net)")
     i.add_argument("--input-shape", metavar="DIMS", help="sample shape without the batch, e.g. 1,28,28 "
                                                          "(PyTorch sources)")
+    i.add_argument("--state-dict", metavar="PT", help="trained weights for module.py:ClassName (torch.save of "
+                                                     "its state_dict)")
     i.set_defaults(func=cmd_import)
 
     g = sub.add_parser("graph", help="draw the model: .svg, .png or .dot")
@@ -63,10 +65,10 @@ def cmd_import(args) -> int:
 
     out = Path(args.output)
     weights_out = Path(args.weights_out) if args.weights_out else out.with_suffix(".npz")
-    src = args.source.split(":", 1)[0] if ":" in args.source and not Path(args.source).exists() else args.source
+    src = args.source.rsplit(":", 1)[0] if ":" in args.source and not Path(args.source).exists() else args.source
     try:
-        check_output(out, inputs=[src], what=".net output")
-        check_output(weights_out, inputs=[src, out], what="weights output")
+        check_output(out, inputs=[src, args.state_dict], what=".net output")
+        check_output(weights_out, inputs=[src, out, args.state_dict], what="weights output")
     except OutputPathError as e:
         return _refuse("import", e)
     shape = None
@@ -76,7 +78,7 @@ def cmd_import(args) -> int:
         except ValueError:
             return _refuse("import", ValueError(f"--input-shape must be integers separated by commas, "
                                                f"got {args.input_shape!r}"))
-    text, weights = import_source(args.source, shape, out.stem)
+    text, weights = import_source(args.source, shape, out.stem, args.state_dict)
     import numpy as np
 
     remove_stale_temps(out)

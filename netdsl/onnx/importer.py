@@ -95,7 +95,7 @@ def read_model(path):
     return model
 
 
-def fold_constants(model) -> tuple[dict, set]:
+def fold_constants(model) -> tuple[dict, set, set]:
     """The initializers and Constant nodes, and the nodes that compute only from constants.
 
     `Shape` counts as constant: every sample axis is static in the IR, and the batch (or an
@@ -113,7 +113,7 @@ def fold_constants(model) -> tuple[dict, set]:
                 ins and all(i in known for i in ins) and node.op_type != "Dropout")):
             foldable.add(k)  # by position: protobuf wrappers are not stable objects
             known.update(o for o in node.output if o)
-    return consts, foldable
+    return consts, foldable, known
 
 
 def _eval_node(model, node, consts):
@@ -131,7 +131,7 @@ class Walk:
         self.model = model
         self.source = source
         self.span = Span(source, 1, 1, 1, 1)
-        self.consts, self.foldable = fold_constants(model)
+        self.consts, self.foldable, self.known = fold_constants(model)
         self.origins = {k: k for k in self.consts}
         self.nodes = list(model.graph.node)
         self.vals: dict = {}
@@ -249,16 +249,15 @@ class Walk:
             if vi.name in init_names:
                 continue
             self.inputs.append(self.graph_input(vi))
-        unsupported = [n for k, n in enumerate(self.nodes) if k not in self.foldable and (
-            n.domain if n.domain not in ("", "ai.onnx") else "", n.op_type) not in HANDLERS]
+        unsupported = [(n, self.why_not(n)) for k, n in enumerate(self.nodes) if k not in self.foldable]
+        unsupported = [(n, why) for n, why in unsupported if why]
         if unsupported:
-            listed = ", ".join(f"'{n.name or n.output[0]}' ({n.op_type})" for n in unsupported)
+            listed = ", ".join(f"'{n.name or n.output[0]}' ({n.op_type})" for n, _ in unsupported)
             raise NetdslError([Diagnostic(
                 E_UNSUPPORTED, f"{len(unsupported)} ONNX node{'s' if len(unsupported) > 1 else ''} "
                 f"the IR cannot hold: {listed}", self.span)] + [
-                Diagnostic(E_UNSUPPORTED, f"unsupported op {n.op_type}"
-                           f"{' (domain ' + n.domain + ')' if n.domain else ''} in node '{n.name or n.output[0]}'",
-                           self.span) for n in unsupported])
+                Diagnostic(E_UNSUPPORTED, f"node '{n.name or n.output[0]}' ({n.op_type}): {why}", self.span)
+                for n, why in unsupported])
         for k, node in enumerate(self.nodes):
             if k in self.foldable:
                 try:
@@ -294,6 +293,18 @@ class Walk:
         if self.diags:
             raise NetdslError(self.diags)
         return outs
+
+    def why_not(self, node) -> str:
+        """Why this node cannot become IR, judged before the walk so that every such node is listed."""
+        from .import_ops import HANDLERS
+
+        domain = node.domain if node.domain not in ("", "ai.onnx") else ""
+        if (domain, node.op_type) not in HANDLERS:
+            return f"unsupported op {node.op_type}" + (f" (domain {domain})" if domain else "")
+        if node.op_type in ("Add", "Sub", "Mul", "Div") and all(i not in self.known for i in node.input):
+            what = " (a residual connection)" if node.op_type == "Add" else ""
+            return f"an elementwise {node.op_type} of two tensors{what} has no IR kind"
+        return ""
 
     def fold(self, node) -> None:
         if node.op_type == "Shape":

@@ -43,7 +43,7 @@ def from_onnx_model(model, source: str, stem: str) -> tuple[str, dict]:
     return text, {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}
 
 
-def import_source(source: str, input_shape, stem: str) -> tuple[str, dict]:
+def import_source(source: str, input_shape, stem: str, state_dict: str | None = None) -> tuple[str, dict]:
     from .importer import read_model
 
     path = Path(source)
@@ -54,7 +54,7 @@ def import_source(source: str, input_shape, stem: str) -> tuple[str, dict]:
     if path.suffix == ".keras" or path.suffix == ".h5":
         model = frontends.keras_to_onnx(source)
     else:
-        model = frontends.torch_to_onnx(source, input_shape)
+        model = frontends.torch_to_onnx(source, input_shape, state_dict)
     return from_onnx_model(model, source, stem)
 
 
