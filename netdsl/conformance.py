@@ -306,6 +306,53 @@ def predict_on(columns: list[Column], graph: ir.Graph, params: dict, inputs: dic
     return out
 
 
+def single_output(graph: ir.Graph, name: str) -> ir.Graph:
+    """The part of `graph` that computes output `name`, as a graph of its own (for one-output targets)."""
+    by_name = {n.name: n for n in graph.nodes}
+    keep, todo = set(), [name]
+    while todo:
+        v = todo.pop()
+        if v in by_name and v not in keep:
+            keep.add(v)
+            todo.extend(by_name[v].inputs)
+    nodes = tuple(n for n in graph.nodes if n.name in keep)
+    used = {n.layer for n in nodes}
+    inputs = {i for n in nodes for i in n.inputs}
+    return replace(graph, outputs=(name,), nodes=nodes, layers=tuple(l for l in graph.layers if l.name in used),
+                   inputs=tuple(i for i in graph.inputs if i.name in inputs))
+
+
+def check_against(want: list, graph: ir.Graph, params: dict, inputs: dict, columns: list[Column],
+                  workdir: str) -> tuple[dict, dict]:
+    """Run `graph` natively and on `columns`; compare each output with `want` (the source framework's).
+
+    Returns ({column: worst |diff|}, {column: why it did not run}). A target that can hold only one
+    output is run once per output."""
+    tol_scale = scale_of(want)
+    results = {"native": native_predict(graph, params, inputs)}
+    results.update(predict_on(columns, graph, params, inputs, workdir))
+    worst, skipped = {}, {}
+    for col in columns:
+        got = results[col.name]
+        if isinstance(got, str) and got.startswith("unsupported") and len(graph.outputs) > 1:
+            merged = {}
+            for k, name in enumerate(graph.outputs):
+                sub = single_output(graph, name)
+                one = predict_on([col], sub, {p.name: params[p.name] for p in sub.params()},
+                                 {i.name: inputs[i.name] for i in sub.inputs}, str(Path(workdir)))[col.name]
+                if isinstance(one, str):
+                    merged = one
+                    break
+                merged[name] = one[name]
+            results[col.name] = merged
+    for column, got in results.items():
+        if isinstance(got, str):
+            skipped[column] = got
+            continue
+        worst[column] = max(max_diffs(w, got[o])[0] for w, o in zip(want, graph.outputs)) / tol_scale
+    return worst, skipped
+
+
 def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
     """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts."""
     try:
