@@ -516,6 +516,8 @@ def cmd_conformance(args) -> int:
             print(f"{Path(m).stem} / {c}: {cell.status}: {cell.reason}", file=sys.stderr)
     if args.doc:
         command = "netdsl conformance" + (f" --targets {args.targets}" if args.targets else "") + f" --doc {args.doc}"
-        Path(args.doc).write_text(matrix_markdown(files, columns, cells, command))
+        from .fsutil import atomic_write
+
+        atomic_write(args.doc, matrix_markdown(files, columns, cells, command))
     failed = [k for k, c in cells.items() if c.status == "FAIL"]
     return 1 if failed else 0
