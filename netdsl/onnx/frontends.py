@@ -51,6 +51,8 @@ def load_torch(source: str, state_dict: str | None = None):
             module = cls()
         except TypeError as e:
             raise source_error(source, f"cannot build {cls_name}() without arguments: {e}") from None
+        except Exception as e:  # noqa: BLE001 -- the user's module failed; say so instead of a traceback
+            raise source_error(source, f"running {path} failed: {type(e).__name__}: {e}") from None
         finally:
             sys.modules.pop(spec.name, None)
     else:

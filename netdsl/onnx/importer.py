@@ -86,7 +86,11 @@ def fmt_float(v) -> float:
 def read_model(path):
     import onnx
 
+    from ..fsutil import is_regular_readable
+
     span = Span(str(path), 1, 1, 1, 1)
+    if not is_regular_readable(path):
+        raise NetdslError(Diagnostic(E_READ, "not a regular, readable file", span))
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -213,7 +217,10 @@ class Walk:
         if func is not None:
             kind, layer = {"splice": "Splice", "select_last": "SelectLast", "select_first": "SelectFirst",
                            "cosine_distance": "CosineDistance"}[func], None
-            out, _, _ = shapes.RULES[kind]({}, types)
+            try:
+                out, _, _ = shapes.RULES[kind]({}, types)
+            except shapes.ShapeError as e:
+                raise _Refuse(str(e)) from None
         else:
             layer = self.layer(kind_or_layer, attrs, params or {}, hint, key)
             try:
