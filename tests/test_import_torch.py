@@ -77,6 +77,17 @@ MODULES = textwrap.dedent('''
             return self.fc(flatten(relu2))
 
 
+    class Tagger(nn.Module):  # an LSTM over fixed-length sequences, batch first, and a per-step Linear
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(4, 6, batch_first=True)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            h, _ = self.lstm(x)
+            return self.fc(h)
+
+
     class Block(nn.Module):
         def __init__(self, c):
             super().__init__()
@@ -105,7 +116,7 @@ MODULES = textwrap.dedent('''
             return self.fc(torch.flatten(self.pool(x), 1))
 ''')
 
-CASES = [("CNN", (1, 28, 28)), ("ConvNetPyTorch", (1, 28, 28)), ("ThreeLayerConvNet", (3, 32, 32))]
+CASES = [("CNN", (1, 28, 28)), ("ConvNetPyTorch", (1, 28, 28)), ("ThreeLayerConvNet", (3, 32, 32)), ("Tagger", (7, 4))]
 
 
 def trained(module, seed):

@@ -133,3 +133,10 @@ def test_cli_export_refuses_to_overwrite_its_input(tmp_path, capsys):
     assert main(["export", str(src), "-o", str(src)]) == 2
     assert "also an input" in capsys.readouterr().err
     assert src.read_text() == (ROOT / "models/mlp_relu.net").read_text()
+
+
+@pytest.mark.parametrize("opset", ["13", "99"])
+def test_cli_export_opset_out_of_range_is_a_usage_error(tmp_path, capsys, opset):
+    assert main(["export", str(ROOT / "models/mlp_relu.net"), "-o", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
+    assert "--opset must be from 17" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

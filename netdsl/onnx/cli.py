@@ -44,6 +44,12 @@ def cmd_export(args) -> int:
     from ..frontend import load
     from .export import DEFAULT_OPSET, to_onnx
 
+    import onnx.defs
+
+    newest = onnx.defs.onnx_opset_version()
+    if args.opset is not None and not DEFAULT_OPSET <= args.opset <= newest:
+        return _refuse("export", ValueError(f"--opset must be from {DEFAULT_OPSET} (LayerNormalization and the "
+                                            f"LSTM/Squeeze forms used need it) to {newest} (this onnx), got {args.opset}"))
     try:
         out = check_output(args.output, inputs=[args.file, args.weights], what="ONNX output")
     except OutputPathError as e:

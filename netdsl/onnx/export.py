@@ -113,8 +113,7 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
     if diags:
         raise NetdslError(diags)
     if opset < DEFAULT_OPSET:
-        raise NetdslError(Diagnostic("E801", f"target 'onnx' needs opset {DEFAULT_OPSET} or newer "
-                                             f"(LayerNormalization), got {opset}", graph.span))
+        raise ValueError(f"ONNX export needs opset {DEFAULT_OPSET} or newer (LayerNormalization), got {opset}")
     b = Builder(opset)
     types = {i.name: i.type for i in graph.inputs}
     for node in graph.nodes:

@@ -262,7 +262,9 @@ def lstm(w, node):
     direction = _s(a.get("direction", "forward"))
     if direction == "bidirectional":
         raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
-    extra = [i for i in node.input[4:] if i]
+    # zero initial states are the IR's (torch writes them, batch-sized, from Shape: folded to empty here)
+    extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
+        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i)))]
     if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
         raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
