@@ -40,11 +40,11 @@ def _refuse(cmd: str, e: Exception) -> int:
 
 
 def cmd_export(args) -> int:
+    import onnx.defs
+
     from ..exec.weights import init_params, load_weights
     from ..frontend import load
     from .export import DEFAULT_OPSET, to_onnx
-
-    import onnx.defs
 
     newest = onnx.defs.onnx_opset_version()
     if args.opset is not None and not DEFAULT_OPSET <= args.opset <= newest:
