@@ -36,6 +36,7 @@ class Column:
     python_env: str | None  # env var naming the interpreter; None: this one
     default_python: str | None
     env: dict = field(default_factory=dict)
+    inference_only: bool = False  # no training step to compare (ONNX is an inference format)
 
     def python(self) -> tuple[str | None, str]:
         """The interpreter for this column, or None and the reason it cannot run here."""
@@ -59,6 +60,10 @@ COLUMNS = [
     Column("gluon", "gluon", "NETDSL_LEGACY_PYTHON", ".venvs/legacy/bin/python"),
     Column("cntk", "cntk", "NETDSL_CNTK_PYTHON", ".venvs/cntk/bin/python-cntk"),
 ]
+# Formats without a trainer: compared in inference only, and kept out of COLUMNS, which the
+# tests of training (traps, transfer, dropout) iterate.
+INFERENCE_COLUMNS = [Column("onnx", "onnx", None, None, inference_only=True)]
+ALL_COLUMNS = COLUMNS + INFERENCE_COLUMNS
 
 
 @dataclass
@@ -200,6 +205,10 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
         np.savez(tmp / f"{stem}.targets.npz", targets=targets)
         prepared[path] = (graph, sgraph, ref, stepped, stem)
     for col in columns:
+        if col.target == "onnx":
+            for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
+                cells[(path, col.name)] = onnx_cell(graph, tmp / f"{stem}.weights.npz", tmp / f"{stem}.inputs.npz", ref)
+            continue
         python, why = col.python()
         jobs = []
         for path, (graph, sgraph, ref, stepped, stem) in prepared.items():
@@ -266,6 +275,117 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                         cell.status = "FAIL"
             cells[(path, col.name)] = cell
     return cells
+
+
+def predict_on(columns: list[Column], graph: ir.Graph, params: dict, inputs: dict, workdir: str) -> dict:
+    """{column name: outputs, or the reason it cannot run}: `graph` with `params` on each real framework.
+
+    For checks whose reference is not the native executor (an imported model against its source)."""
+    from .emit.base import emit
+    from .exec.weights import save_weights
+
+    tmp = Path(workdir)
+    save_weights(tmp / "predict.weights.npz", params)
+    np.savez(tmp / "predict.inputs.npz", **inputs)
+    out = {}
+    for col in columns:
+        python, why = col.python()
+        if python is None:
+            out[col.name] = why
+            continue
+        tag = col.name.replace("/", "_")
+        module = tmp / f"predict_{tag}.py"
+        try:
+            module.write_text(emit(graph, col.target))
+        except NetdslError as e:
+            out[col.name] = "unsupported: " + "; ".join(d.message for d in e.diagnostics)
+            continue
+        job = {"id": "predict", "module": str(module), "inputs": str(tmp / "predict.inputs.npz"),
+               "predict_weights": str(tmp / "predict.weights.npz"), "outputs": str(tmp / f"predict_{tag}.npz")}
+        res = run_driver(python, col, [job], tmp, lambda m: None).get("predict")
+        if res is None or not res.get("ok"):
+            raise RuntimeError(f"{col.name}: predict failed: {(res or {}).get('error', 'no result')}")
+        out[col.name] = dict(np.load(tmp / f"predict_{tag}.npz", allow_pickle=False))
+    return out
+
+
+def single_output(graph: ir.Graph, name: str) -> ir.Graph:
+    """The part of `graph` that computes output `name`, as a graph of its own (for one-output targets)."""
+    by_name = {n.name: n for n in graph.nodes}
+    keep, todo = set(), [name]
+    while todo:
+        v = todo.pop()
+        if v in by_name and v not in keep:
+            keep.add(v)
+            todo.extend(by_name[v].inputs)
+    nodes = tuple(n for n in graph.nodes if n.name in keep)
+    used = {n.layer for n in nodes}
+    inputs = {i for n in nodes for i in n.inputs}
+    return replace(graph, outputs=(name,), nodes=nodes, layers=tuple(l for l in graph.layers if l.name in used),
+                   inputs=tuple(i for i in graph.inputs if i.name in inputs))
+
+
+def check_against(want: list, graph: ir.Graph, params: dict, inputs: dict, columns: list[Column],
+                  workdir: str) -> tuple[dict, dict]:
+    """Run `graph` natively and on `columns`; compare each output with `want` (the source framework's).
+
+    Returns ({column: worst |diff|}, {column: why it did not run}). A target that can hold only one
+    output is run once per output."""
+    tol_scale = scale_of(want)
+    results = {"native": native_predict(graph, params, inputs)}
+    results.update(predict_on(columns, graph, params, inputs, workdir))
+    worst, skipped = {}, {}
+    for col in columns:
+        got = results[col.name]
+        if isinstance(got, str) and got.startswith("unsupported") and len(graph.outputs) > 1:
+            merged = {}
+            for k, name in enumerate(graph.outputs):
+                sub = single_output(graph, name)
+                one = predict_on([col], sub, {p.name: params[p.name] for p in sub.params()},
+                                 {i.name: inputs[i.name] for i in sub.inputs}, str(Path(workdir)))[col.name]
+                if isinstance(one, str):
+                    merged = one
+                    break
+                merged[name] = one[name]
+            results[col.name] = merged
+    for column, got in results.items():
+        if isinstance(got, str):
+            skipped[column] = got
+            continue
+        worst[column] = max(max_diffs(w, got[o])[0] for w, o in zip(want, graph.outputs)) / tol_scale
+    return worst, skipped
+
+
+def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
+    """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts."""
+    try:
+        from .onnx import check
+        from .onnx.export import to_onnx
+    except ImportError as e:  # the optional extra netdsl[onnx]
+        return Cell("not run", reason=f"onnx is not installed ({e})")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return Cell("not run", reason=f"onnx/onnxruntime are not installed ({e})")
+    params = dict(np.load(weights, allow_pickle=False))
+    batch = dict(np.load(inputs, allow_pickle=False))
+    try:
+        model = to_onnx(graph, params)
+    except NetdslError as e:
+        return Cell("unsupported", reason="; ".join(d.message for d in e.diagnostics))
+    worst_abs, worst_rel, reason = 0.0, 0.0, ""
+    try:
+        for oracle, outs in check.both(model, batch, list(graph.outputs)).items():
+            for name, r in ref.items():
+                a, rl = max_diffs(r, outs[name])
+                if a > worst_abs:
+                    reason = f"worst on {oracle}"
+                worst_abs, worst_rel = max(worst_abs, a), max(worst_rel, rl)
+    except Exception as e:  # noqa: BLE001 -- a runtime that rejects the model fails the cell, with its message
+        return Cell("FAIL", float("inf"), float("inf"), reason=f"{type(e).__name__}: {e}".splitlines()[0])
+    ok = worst_abs <= INFER_TOL * scale_of(ref.values())
+    return Cell("pass" if ok else "FAIL", worst_abs, worst_rel, step_status="n/a", reason="" if ok else reason)
 
 
 def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
@@ -342,7 +462,8 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
            f"**Step**: one plain-SGD step (lr {STEP_LR}, dropout off) from the same weights and batch; passes when "
            f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step. "
            f"`rel` is the largest elementwise |diff| / max(|native|, 1e-6): large where an output is near 0, "
-           f"so it is shown, not judged.", "",
+           f"so it is shown, not judged. The **onnx** column is inference only: the model exported by `netdsl export` "
+           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown.", "",
            "| model | " + " | ".join(c.name for c in columns) + " |",
            "|---|" + "---|" * len(columns)]
     notes = []
@@ -370,7 +491,7 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
 def register(sub) -> None:
     p = sub.add_parser("conformance", help="compare every target with the native executor, numerically")
     p.add_argument("files", nargs="*", metavar="FILE", help="models (default: models/*.net)")
-    p.add_argument("--targets", help="comma-separated columns: " + ",".join(c.name for c in COLUMNS))
+    p.add_argument("--targets", help="comma-separated columns: " + ",".join(c.name for c in ALL_COLUMNS))
     p.add_argument("--no-step", action="store_true", help="skip the one-SGD-step comparison")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--doc", metavar="PATH", help="also write the matrix as markdown (e.g. docs/conformance.md)")
@@ -381,15 +502,15 @@ def register(sub) -> None:
 def cmd_conformance(args) -> int:
     files = args.files or sorted(str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(p)
                                  for p in (ROOT / "models").glob("*.net"))
-    columns = COLUMNS
+    columns = ALL_COLUMNS
     if args.targets:
         wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-        unknown = [t for t in wanted if t not in {c.name for c in COLUMNS}]
+        unknown = [t for t in wanted if t not in {c.name for c in ALL_COLUMNS}]
         if unknown:
             print(f"netdsl conformance: error: unknown target(s) {', '.join(unknown)}; "
-                  f"choose from {', '.join(c.name for c in COLUMNS)}", file=sys.stderr)
+                  f"choose from {', '.join(c.name for c in ALL_COLUMNS)}", file=sys.stderr)
             return 2
-        columns = [c for c in COLUMNS if c.name in wanted]
+        columns = [c for c in ALL_COLUMNS if c.name in wanted]
     cells = run(files, columns, seed=args.seed, step=not args.no_step, workdir=args.workdir,
                 log=lambda m: print(m, file=sys.stderr))
     print(matrix_text(files, columns, cells))
@@ -398,6 +519,8 @@ def cmd_conformance(args) -> int:
             print(f"{Path(m).stem} / {c}: {cell.status}: {cell.reason}", file=sys.stderr)
     if args.doc:
         command = "netdsl conformance" + (f" --targets {args.targets}" if args.targets else "") + f" --doc {args.doc}"
-        Path(args.doc).write_text(matrix_markdown(files, columns, cells, command))
+        from .fsutil import atomic_write
+
+        atomic_write(args.doc, matrix_markdown(files, columns, cells, command))
     failed = [k for k, c in cells.items() if c.status == "FAIL"]
     return 1 if failed else 0

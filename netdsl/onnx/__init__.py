@@ -1,0 +1,1 @@
+"""ONNX interchange: export the IR to ONNX, import ONNX (and PyTorch/Keras models through it) to the IR."""

@@ -1,0 +1,469 @@
+"""One handler per ONNX op the importer maps onto the IR, registered in HANDLERS (a duplicate raises)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .. import shapes
+from .export import LAYER_DOC
+from .importer import ACTS, Val, _Refuse, fmt_float, name_hint
+from .ops_seq import gates_from_onnx
+
+HANDLERS: dict = {}
+
+
+def handles(*ops, domain: str = ""):
+    def deco(fn):
+        for op in ops:
+            if (domain, op) in HANDLERS:
+                raise ValueError(f"ONNX import handler for {op} registered twice")
+            HANDLERS[(domain, op)] = fn
+        return fn
+    return deco
+
+
+def attrs_of(node) -> dict:
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _s(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _layer_doc(node) -> str | None:
+    """The IR layer name netdsl's exporter wrote on this op, if it did."""
+    return node.doc_string[len(LAYER_DOC):] if node.doc_string.startswith(LAYER_DOC) else None
+
+
+def _hint(node) -> str:
+    return _layer_doc(node) or name_hint(node.name or node.output[0], node.op_type)
+
+
+def _doc_key(node) -> str | None:
+    """Layers without weights are shared when netdsl's exporter says they are one layer."""
+    doc = _layer_doc(node)
+    return None if doc is None else "layer:" + doc
+
+
+def _out_hint(node) -> str:
+    o = node.output[0]
+    return o if o.isidentifier() else _hint(node)
+
+
+def _key(w, name):
+    """The weight an op reads, as the initializer it came from: the same one twice is one shared layer."""
+    return w.origins.get(name)
+
+
+def _image(v: Val, what: str) -> None:
+    if v.type.seq or len(v.type.shape) != 3:
+        raise _Refuse(f"{what} needs an image (N, C, H, W), got {v.type.describe()}")
+
+
+def _window_attrs(w, node, x: Val, kernel) -> tuple:
+    """(strides, pads) from ONNX attributes, auto_pad resolved to explicit pads."""
+    a = attrs_of(node)
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise _Refuse("dilations other than 1 have no IR spelling")
+    if a.get("ceil_mode", 0):
+        raise _Refuse("ceil_mode=1 has no IR spelling")
+    strides = tuple(int(s) for s in a.get("strides", [1, 1]))
+    auto = _s(a.get("auto_pad", "NOTSET"))
+    _, h, wd = x.type.shape
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads = []
+        for size, k, s in ((h, kernel[0], strides[0]), (wd, kernel[1], strides[1])):
+            out = -(-size // s)
+            total = max((out - 1) * s + k - size, 0)
+            small = total // 2
+            pads.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
+        pads = tuple(pads)
+    elif auto == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        p = [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+        pads = ((p[0], p[2]), (p[1], p[3]))
+    return strides, pads
+
+
+def _pad_spelling(x: Val, kernel, strides, pads):
+    """True/False where the IR's own rules give these pads (readable .net), else the explicit pads."""
+    _, h, wd = x.type.shape
+    if pads == ((0, 0), (0, 0)):
+        return False
+    if pads == (shapes.same_pads(h, kernel[0], strides[0]), shapes.same_pads(wd, kernel[1], strides[1])):
+        return True
+    return pads
+
+
+# ------------------------------------------------------------------ layers with weights
+@handles("Conv")
+def conv(w, node):
+    x = w.need(w.vals[node.input[0]], node)
+    _image(x, "Conv")
+    a = attrs_of(node)
+    if a.get("group", 1) != 1:
+        raise _Refuse("grouped convolution has no IR spelling")
+    W = w.const(node.input[1])
+    if W is None or W.ndim != 4:
+        raise _Refuse("the weight must be a constant 2-D kernel (O, C, kh, kw)")
+    B = w.const(node.input[2]) if len(node.input) > 2 else None
+    if len(node.input) > 2 and node.input[2] and B is None:
+        raise _Refuse("the bias must be a constant")
+    kernel = tuple(int(k) for k in W.shape[2:])
+    strides, pads = _window_attrs(w, node, x, kernel)
+    attrs = {"kernel": kernel, "filters": int(W.shape[0]), "strides": strides, "pads": pads, "activation": None,
+             "bias": B is not None}
+    attrs["pad"] = _pad_spelling(x, kernel, strides, pads)
+    params = {"W": W.astype(np.float32)}
+    if B is not None:
+        params["b"] = B.astype(np.float32)
+    w.vals[node.output[0]] = w.apply("Convolution", attrs, [x], _out_hint(node), _hint(node), params,
+                                     _key(w, node.input[1]))
+
+
+def _dense(w, node, x: Val, Wmat, bias, key, bias_from_add=False):
+    if x.pending is not None and x.pending[0] == "flatten" and x.pending[2]:
+        x = w.need(x.pending[1], node)  # netdsl's own Flatten before a Dense: the IR Dense flattens itself
+    else:
+        x = w.need(x, node)
+    if x.type.vocab is not None:
+        raise _Refuse("a Dense needs float features")
+    attrs = {"units": int(Wmat.shape[0]), "activation": None, "bias": bias is not None}
+    params = {"W": np.ascontiguousarray(Wmat, np.float32)}
+    if bias is not None:
+        params["b"] = np.asarray(bias, np.float32).reshape(-1)
+    return w.apply("Dense", attrs, [x], _out_hint(node), _hint(node), params, key)
+
+
+@handles("Gemm")
+def gemm(w, node):
+    a = attrs_of(node)
+    if a.get("transA", 0) or fmt_float(a.get("alpha", 1.0)) != 1.0 or fmt_float(a.get("beta", 1.0)) != 1.0:
+        raise _Refuse("only Gemm with transA=0, alpha=1, beta=1 is a Dense")
+    B = w.const(node.input[1])
+    if B is None:
+        raise _Refuse("the weight must be a constant")
+    Wmat = B if a.get("transB", 0) else B.T
+    C = w.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if C is not None and C.size != Wmat.shape[0]:
+        raise _Refuse(f"bias of shape {C.shape} does not broadcast per unit")
+    w.vals[node.output[0]] = _dense(w, node, w.vals[node.input[0]], Wmat, C, _key(w, node.input[1]))
+
+
+@handles("MatMul")
+def matmul(w, node):
+    B = w.const(node.input[1])
+    if B is None or B.ndim != 2:
+        raise _Refuse("only a value times a constant 2-D weight is a Dense")
+    w.vals[node.output[0]] = _dense(w, node, w.vals[node.input[0]], B.T, None, _key(w, node.input[1]))
+
+
+@handles("Add")
+def add(w, node):
+    a, b = node.input[0], node.input[1]
+    if w.const(a) is not None:
+        a, b = b, a
+    v, bias = w.vals.get(a), w.const(b)
+    if v is not None and v.pending is not None and v.pending[0] == "rescale":
+        return _rescale_step("Add")(w, node)
+    if v is None or bias is None:
+        raise _Refuse("an elementwise sum of two tensors (a residual connection) has no IR kind")
+    if v.done and v.done[0] == "bias":
+        w.vals[node.output[0]] = replace(v, done=v.done[1:])
+        return
+    layer = w.layers[w.apps[v.app].layer] if v.app is not None and w.apps[v.app].layer else None
+    if (layer is None or layer.kind != "Dense" or layer.attrs["bias"] or layer.uses != 1 or v.done
+            or w.uses.get(a, 0) != 1 or bias.size != layer.attrs["units"]):
+        raise _Refuse("adding a constant is only a Dense's bias (MatMul + Add), used once")
+    layer.attrs.update(bias=True, _bias_from_add=True)
+    layer.params["b"] = np.asarray(bias, np.float32).reshape(-1)
+    w.vals[node.output[0]] = w.rename(v, _out_hint(node))
+
+
+@handles("Gather")
+def gather(w, node):
+    axis = attrs_of(node).get("axis", 0)
+    E, idx = w.const(node.input[0]), w.const(node.input[1])
+    if E is not None and idx is None:  # an embedding lookup
+        ids = w.vals[node.input[1]]
+        if axis != 0 or E.ndim != 2 or ids.type.vocab is None or ids.app is not None:
+            raise _Refuse("only a lookup of a graph input's token ids in a 2-D table is an Embedding")
+        if ids.type.vocab not in (0, E.shape[0]):
+            raise _Refuse(f"token ids are already used with a vocabulary of {ids.type.vocab}")
+        t = replace(ids.type, vocab=int(E.shape[0]))
+        for inp in w.inputs:
+            if inp.name == ids.name:
+                inp.type = t
+        ids = replace(ids, type=t)
+        w.vals[node.output[0]] = w.apply("Embedding", {"dim": int(E.shape[1])}, [ids], _out_hint(node),
+                                         _hint(node), {"E": E.astype(np.float32)}, _key(w, node.input[0]))
+        return
+    if idx is not None and idx.ndim == 0:
+        x = w.need(w.vals[node.input[0]], node)
+        i = int(idx)
+        if x.type.seq and axis == 1 and (i == 0 or i == -1 or (x.type.length and i == x.type.length - 1)):
+            func = "select_first" if i == 0 else "select_last"
+            w.vals[node.output[0]] = w.apply(None, None, [x], _out_hint(node), _hint(node), func=func)
+            return
+    raise _Refuse("only an embedding lookup or the first/last time step of a sequence has an IR kind")
+
+
+@handles("BatchNormalization")
+def batch_norm(w, node):
+    v = w.vals[node.input[0]]
+    a = attrs_of(node)
+    if a.get("training_mode", 0) or len(node.output) > 1 and any(node.output[1:]):
+        raise _Refuse("training-mode BatchNormalization (with running-stat outputs) is not an inference model")
+    consts = [w.const(i) for i in node.input[1:5]]
+    if any(c is None for c in consts):
+        raise _Refuse("scale, bias, mean and variance must be constants")
+    transposed = v.layout == "nft"
+    x = w.need(replace(v, layout="c") if transposed else v, node)
+    if transposed and not x.type.seq:
+        raise _Refuse("a transposed input must be a sequence")
+    attrs = {"epsilon": fmt_float(a.get("epsilon", 1e-5)), "momentum": fmt_float(1.0 - a.get("momentum", 0.9))}
+    params = dict(zip(("scale", "bias", "running_mean", "running_var"), (c.astype(np.float32) for c in consts)))
+    if not transposed and x.type.seq:
+        raise _Refuse("BatchNormalization of (N, T, F) normalises axis 1 (time); the IR normalises features")
+    y = w.apply("BatchNormalization", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+    w.vals[node.output[0]] = replace(y, layout="nft") if transposed else y
+
+
+@handles("LayerNormalization")
+def layer_norm(w, node):
+    x = w.need(w.vals[node.input[0]], node)
+    a = attrs_of(node)
+    rank = len(x.type.shape) + 1 + (1 if x.type.seq else 0)
+    axis = a.get("axis", -1) % rank
+    want = rank - 1 if x.type.seq else 1
+    if axis != want:
+        raise _Refuse(f"LayerNormalization from axis {axis}: the IR normalises axes {want}.. of this value")
+    scale, bias = w.const(node.input[1]), w.const(node.input[2]) if len(node.input) > 2 else None
+    if scale is None or bias is None:
+        raise _Refuse("scale and bias must be constants")
+    shape = x.type.shape
+    params = {"scale": np.broadcast_to(scale, shape).astype(np.float32),
+              "bias": np.broadcast_to(bias, shape).astype(np.float32)}
+    w.vals[node.output[0]] = w.apply("LayerNormalization", {"epsilon": fmt_float(a.get("epsilon", 1e-5))}, [x],
+                                     _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+
+
+@handles("LSTM")
+def lstm(w, node):
+    a = attrs_of(node)
+    v = w.vals[node.input[0]]
+    batch_first = a.get("layout", 0) == 1
+    if (v.layout != "tnf") if not batch_first else (v.layout != "c"):
+        raise _Refuse("the input must be the (T, N, F) transpose of a sequence (or layout=1 on the sequence)")
+    direction = _s(a.get("direction", "forward"))
+    if direction == "bidirectional":
+        raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
+    # zero initial states are the IR's (torch writes them, batch-sized, from Shape: folded to empty here)
+    extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
+        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i)))]
+    if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
+        raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
+    if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
+        raise _Refuse("Y_h / Y_c are used: the IR's LSTM gives the hidden sequence (select_last for the last state)")
+    W, R = w.const(node.input[1]), w.const(node.input[2])
+    B = w.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if W is None or R is None:
+        raise _Refuse("W and R must be constants")
+    n = int(a.get("hidden_size", R.shape[-1]))
+    bias = np.zeros(4 * n, np.float32) if B is None else B[0, :4 * n] + B[0, 4 * n:]
+    params = {"W": gates_from_onnx(W[0]).astype(np.float32), "H": gates_from_onnx(R[0]).astype(np.float32),
+              "b": gates_from_onnx(bias).astype(np.float32)}
+    x = w.need(replace(v, layout="c"), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse"}
+    y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+
+
+# ------------------------------------------------------------------ layers without weights
+def _pool(kind):
+    def handler(w, node):
+        x = w.need(w.vals[node.input[0]], node)
+        _image(x, node.op_type)
+        a = attrs_of(node)
+        if len(node.output) > 1 and any(node.output[1:]):
+            raise _Refuse("the Indices output has no IR spelling")
+        if a.get("storage_order", 0):
+            raise _Refuse("storage_order=1 has no IR spelling")
+        window = tuple(int(k) for k in a["kernel_shape"])
+        strides, pads = _window_attrs(w, node, x, window)
+        if kind == "AveragePooling" and a.get("count_include_pad", 0) and pads != ((0, 0), (0, 0)):
+            raise _Refuse("count_include_pad=1 with padding: the IR's average excludes the pads")
+        attrs = {"window": window, "strides": strides, "pads": pads}
+        attrs["pad"] = _pad_spelling(x, window, strides, pads)
+        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+    return handler
+
+
+handles("MaxPool")(_pool("MaxPooling"))
+handles("AveragePool")(_pool("AveragePooling"))
+
+
+def _global_pool(kind):
+    def handler(w, node):
+        x = w.need(w.vals[node.input[0]], node)
+        _image(x, node.op_type)
+        window = tuple(x.type.shape[1:])
+        attrs = {"window": window, "strides": (1, 1), "pads": ((0, 0), (0, 0)), "pad": False}
+        w.vals[node.output[0]] = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+    return handler
+
+
+handles("GlobalAveragePool")(_global_pool("AveragePooling"))
+handles("GlobalMaxPool")(_global_pool("MaxPooling"))
+
+
+@handles("Relu", "Sigmoid", "Tanh", "Softmax")
+def activation(w, node):
+    act = ACTS[node.op_type]
+    v = w.vals[node.input[0]]
+    if v.done and v.done[0] == act:
+        w.vals[node.output[0]] = replace(v, done=v.done[1:])
+        return
+    if act == "softmax" and v.type is not None:
+        rank = len(v.type.shape) + 1 + (1 if v.type.seq else 0)
+        axis = attrs_of(node).get("axis", -1) % rank
+        if axis != (1 if (not v.type.seq and len(v.type.shape) == 3) else rank - 1):
+            raise _Refuse(f"softmax over axis {axis}: the IR's softmax runs over the feature axis")
+    app = w.apps[v.app] if v.app is not None and not v.done and v.pending is None and v.layout == "c" else None
+    layer = w.layers.get(app.layer) if app and app.layer else None
+    if (layer is not None and layer.kind in ("Dense", "Convolution") and layer.attrs["activation"] is None
+            and layer.uses == 1 and w.uses.get(node.input[0], 0) == 1):
+        layer.attrs["activation"] = act
+        w.vals[node.output[0]] = w.rename(v, _out_hint(node))
+        return
+    x = w.need(v, node)
+    w.vals[node.output[0]] = w.apply("Activation", {"activation": act}, [x], _out_hint(node), _hint(node),
+                                     key=_doc_key(node))
+
+
+@handles("Dropout")
+def dropout(w, node):
+    if len(node.input) > 2 and node.input[2]:
+        mode = w.const(node.input[2])
+        if mode is None or bool(mode):
+            raise _Refuse("training_mode must be a constant false")
+    ratio = w.const(node.input[1]) if len(node.input) > 1 and node.input[1] else attrs_of(node).get("ratio", 0.5)
+    if ratio is None:
+        raise _Refuse("the ratio must be a constant")
+    x = w.need(w.vals[node.input[0]], node)
+    w.vals[node.output[0]] = w.apply("Dropout", {"rate": fmt_float(ratio)}, [x], _out_hint(node), _hint(node),
+                                     key=_doc_key(node))
+
+
+@handles("Identity")
+def identity(w, node):
+    w.vals[node.output[0]] = w.vals[node.input[0]]
+
+
+@handles("Flatten")
+def flatten(w, node):
+    v = w.vals[node.input[0]]
+    if attrs_of(node).get("axis", 1) != 1 or v.type.seq:
+        raise _Refuse("only Flatten(axis=1) of a non-sequence has an IR kind")
+    w.vals[node.output[0]] = Val(None, replace(v.type, shape=(int(np.prod(v.type.shape)),)),
+                                 pending=("flatten", v, node.name.endswith("/flatten"), _hint(node), _doc_key(node)))
+
+
+@handles("Reshape")
+def reshape(w, node):
+    v = w.vals[node.input[0]]
+    shape = w.const(node.input[1])
+    if shape is None:
+        raise _Refuse("the target shape must be a constant")
+    shape = [int(s) for s in shape]
+    size = int(np.prod(v.type.shape))
+    lead = [0, 0] if v.type.seq else [0]
+    ok_lead = all(s in (0, -1) for s in shape[:len(lead)]) and shape.count(-1) <= 1
+    if len(shape) == len(lead) + 1 and ok_lead and shape[-1] in (-1, size) and (shape[-1] != -1 or -1 not in shape[:-1]):
+        w.vals[node.output[0]] = Val(None, replace(v.type, shape=(size,)),
+                                     pending=("flatten", v, node.name.endswith("/flatten"), _hint(node), _doc_key(node)))
+        return
+    raise _Refuse(f"only a flatten of each sample (shape {lead + [-1]}) has an IR kind, got {shape}")
+
+
+@handles("Transpose")
+def transpose(w, node):
+    v = w.vals[node.input[0]]
+    perm = tuple(attrs_of(node).get("perm", ()))
+    moves = {((1, 0, 2), "c"): "tnf", ((1, 0, 2), "tnf"): "c", ((0, 2, 1), "c"): "nft", ((0, 2, 1), "nft"): "c"}
+    if v.type is not None and v.type.seq and (perm, v.layout) in moves:
+        base = w.need(v, node) if v.layout == "c" else v
+        out = replace(base, layout=moves[(perm, v.layout)])
+        if out.layout == "c" and out.app is not None:  # the end of the pair names the layer's value
+            out = replace(w.rename(out, _out_hint(node)), type=out.type)
+        w.vals[node.output[0]] = out
+        return
+    raise _Refuse(f"a Transpose {list(perm)} that is not half of a pair around an LSTM or BatchNormalization")
+
+
+@handles("Squeeze")
+def squeeze(w, node):
+    v = w.vals[node.input[0]]
+    axes = w.const(node.input[1]) if len(node.input) > 1 else attrs_of(node).get("axes")
+    axes = [int(a) for a in np.atleast_1d(axes)] if axes is not None else None
+    if v.layout == "y4" and axes in ([1], [-3]):
+        w.vals[node.output[0]] = replace(v, layout="tnf")
+    elif v.layout == "y4b" and axes in ([2], [-2]):
+        w.vals[node.output[0]] = replace(v, layout="c")
+    else:
+        raise _Refuse("only the num_directions axis of an LSTM's output can be squeezed")
+
+
+@handles("Concat")
+def concat(w, node):
+    xs = [w.need(w.vals[i], node) for i in node.input]
+    t = xs[0].type
+    rank = len(t.shape) + 1 + (1 if t.seq else 0)
+    axis = attrs_of(node)["axis"] % rank
+    if axis != (1 if (not t.seq and len(t.shape) == 3) else rank - 1):
+        raise _Refuse(f"Concat along axis {axis}: the IR's splice joins channels (images) or features")
+    w.vals[node.output[0]] = w.apply(None, None, xs, _out_hint(node), _hint(node), func="splice")
+
+
+def _rescale_step(op):
+    def handler(w, node):
+        a, b = node.input[0], node.input[1]
+        c = w.const(b)
+        v = w.vals.get(a)
+        if c is None or c.size != 1 or v is None:
+            raise _Refuse(f"{op} of two tensors, or of a non-scalar constant, has no IR kind "
+                          f"(only Input scale/mean/std)")
+        c = float(c.reshape(()))
+        inp = next((i for i in w.inputs if i.name == v.name and v.app is None and v.pending is None), None)
+        if op == "Mul" and inp is not None:
+            w.vals[node.output[0]] = Val(None, v.type, pending=("rescale", inp, c, 0.0, 1.0))
+            return
+        p = v.pending
+        if p is None or p[0] != "rescale":
+            raise _Refuse(f"{op} by a constant is only the scaling of an input (Input(..., scale=, mean=, std=))")
+        _, inp, scale, mean, std = p
+        if op == "Sub" and std == 1.0 and mean == 0.0:
+            mean = c
+        elif op == "Add" and std == 1.0 and mean == 0.0:
+            mean = -c
+        elif op == "Div" and std == 1.0:
+            std = c
+        else:
+            raise _Refuse(f"{op} after this input's scaling is not (x * scale - mean) / std")
+        w.vals[node.output[0]] = Val(None, v.type, pending=("rescale", inp, scale, mean, std))
+    return handler
+
+
+handles("Mul")(_rescale_step("Mul"))
+handles("Sub")(_rescale_step("Sub"))
+handles("Div")(_rescale_step("Div"))
+
+
+@handles("CosineDistance", domain="netdsl")
+def cosine(w, node):
+    xs = [w.need(w.vals[i], node) for i in node.input]
+    w.vals[node.output[0]] = w.apply(None, None, xs, _out_hint(node), _hint(node), func="cosine_distance")

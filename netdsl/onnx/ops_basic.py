@@ -1,0 +1,124 @@
+"""ONNX converters for the feed-forward kinds: Dense, Convolution, pooling, normalisation, Dropout, Activation,
+Rescale, Flatten."""
+from __future__ import annotations
+
+import numpy as np
+
+from .export import activation, converter, feature_axis
+
+
+def _flat_pads(pads) -> list:
+    (t, bo), (l, r) = pads
+    return [int(t), int(l), int(bo), int(r)]  # ONNX: all begins, then all ends
+
+
+@converter("Dense")
+def dense(b, layer, node, xs, ins, params):
+    (x,), (t,) = xs, ins
+    n = node.name
+    W = b.param(layer, "W", params)
+    act = layer.attr("activation")
+    z = n if act is None else None
+    if t.seq:
+        if len(t.shape) != 1:
+            shape = b.const(f"{n}/flatten_shape", np.array([0, 0, -1], np.int64))
+            x = b.op("Reshape", [x, shape], name=f"{n}/flatten")
+        wt = b.op("Transpose", [W], name=f"{n}/W_t", perm=[1, 0])
+        if layer.attr("bias"):
+            y = b.op("MatMul", [x, wt], name=f"{n}/matmul")
+            z = b.op("Add", [y, b.param(layer, "b", params)], z, name=n if act is None else f"{n}/bias")
+        else:
+            z = b.op("MatMul", [x, wt], z, name=n if act is None else f"{n}/matmul")
+    else:
+        if len(t.shape) != 1:
+            x = b.op("Flatten", [x], name=f"{n}/flatten", axis=1)
+        inputs = [x, W] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
+        z = b.op("Gemm", inputs, z, name=n if act is None else f"{n}/gemm", transB=1)
+    if act is not None:
+        activation(b, z, act, node.type, n, n)
+
+
+@converter("Convolution")
+def convolution(b, layer, node, xs, ins, params):
+    n, act = node.name, layer.attr("activation")
+    inputs = [xs[0], b.param(layer, "W", params)] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
+    z = b.op("Conv", inputs, n if act is None else None, name=n if act is None else f"{n}/conv",
+             kernel_shape=list(layer.attr("kernel")), strides=list(layer.attr("strides")),
+             pads=_flat_pads(layer.attr("pads")))
+    if act is not None:
+        activation(b, z, act, node.type, n, n)
+
+
+@converter("MaxPooling")
+def max_pooling(b, layer, node, xs, ins, params):
+    # ONNX MaxPool pads with -inf, as the IR does
+    b.op("MaxPool", xs, node.name, name=node.name, kernel_shape=list(layer.attr("window")),
+         strides=list(layer.attr("strides")), pads=_flat_pads(layer.attr("pads")))
+
+
+@converter("AveragePooling")
+def average_pooling(b, layer, node, xs, ins, params):
+    # the IR divides by the non-padded cells: count_include_pad=0
+    b.op("AveragePool", xs, node.name, name=node.name, kernel_shape=list(layer.attr("window")),
+         strides=list(layer.attr("strides")), pads=_flat_pads(layer.attr("pads")), count_include_pad=0)
+
+
+@converter("Dropout")
+def dropout(b, layer, node, xs, ins, params):
+    # inference: the identity. The ratio is kept so an import gives the layer back.
+    ratio = b.const(f"{layer.name}.ratio", np.array(float(layer.attr("rate")), np.float32))
+    b.op("Dropout", [xs[0], ratio], node.name, name=node.name)
+
+
+@converter("BatchNormalization")
+def batch_norm(b, layer, node, xs, ins, params):
+    (x,), (t,) = xs, ins
+    n = node.name
+    names = [b.param(layer, s, params) for s in ("scale", "bias", "running_mean", "running_var")]
+    # ONNX's momentum weighs the old statistic; the IR's weighs the new one
+    attrs = {"epsilon": float(layer.attr("epsilon")), "momentum": 1.0 - float(layer.attr("momentum"))}
+    if t.seq:  # channels must be axis 1: (N, T, F) -> (N, F, T) and back
+        xt = b.op("Transpose", [x], name=f"{n}/to_nct", perm=[0, 2, 1])
+        y = b.op("BatchNormalization", [xt] + names, name=f"{n}/bn", **attrs)
+        b.op("Transpose", [y], n, name=f"{n}/to_ntc", perm=[0, 2, 1])
+    else:
+        b.op("BatchNormalization", [x] + names, n, name=n, **attrs)
+
+
+@converter("LayerNormalization")
+def layer_norm(b, layer, node, xs, ins, params):
+    (t,) = ins
+    # sequences normalise each step (the last axis); other samples all their axes
+    b.op("LayerNormalization", [xs[0], b.param(layer, "scale", params), b.param(layer, "bias", params)],
+         node.name, name=node.name, axis=-1 if t.seq else 1, epsilon=float(layer.attr("epsilon")))
+
+
+@converter("Activation")
+def activation_layer(b, layer, node, xs, ins, params):
+    activation(b, xs[0], layer.attr("activation"), node.type, node.name, node.name)
+
+
+@converter("Rescale")
+def rescale(b, layer, node, xs, ins, params):
+    # always the three ops, even when one is trivial, so the importer recognises the chain
+    n = node.name
+    f32 = np.float32
+    s = b.const(f"{layer.name}.scale", np.array(layer.attr("scale"), f32))
+    m = b.const(f"{layer.name}.mean", np.array(layer.attr("mean"), f32))
+    d = b.const(f"{layer.name}.std", np.array(layer.attr("std"), f32))
+    y = b.op("Mul", [xs[0], s], name=f"{n}/scale")
+    y = b.op("Sub", [y, m], name=f"{n}/mean")
+    b.op("Div", [y, d], n, name=n)
+
+
+@converter("Flatten")
+def flatten(b, layer, node, xs, ins, params):
+    (t,) = ins
+    if t.seq:
+        shape = b.const(f"{node.name}/shape", np.array([0, 0, -1], np.int64))
+        b.op("Reshape", [xs[0], shape], node.name, name=node.name)
+    else:
+        b.op("Flatten", xs, node.name, name=node.name, axis=1)
+
+
+__all__ = ["feature_axis"]

@@ -1,0 +1,92 @@
+"""ONNX converters for sequences and joins: Embedding, LSTM, Splice, SelectLast/First, CosineDistance."""
+from __future__ import annotations
+
+import numpy as np
+
+from .export import DOMAIN, converter, feature_axis
+
+# IR gate blocks i, f, g, o -> ONNX's i, o, f, c
+IR_TO_ONNX_GATES = (0, 3, 1, 2)
+
+
+def gates_to_onnx(a: np.ndarray) -> np.ndarray:
+    n = a.shape[0] // 4
+    return np.concatenate([a[k * n:(k + 1) * n] for k in IR_TO_ONNX_GATES])
+
+
+def gates_from_onnx(a: np.ndarray) -> np.ndarray:
+    n = a.shape[0] // 4
+    blocks = [a[k * n:(k + 1) * n] for k in range(4)]  # i, o, f, c
+    return np.concatenate([blocks[0], blocks[2], blocks[3], blocks[1]])
+
+
+@converter("Embedding")
+def embedding(b, layer, node, xs, ins, params):
+    b.op("Gather", [b.param(layer, "E", params), xs[0]], node.name, name=node.name, axis=0)
+
+
+@converter("LSTM")
+def lstm(b, layer, node, xs, ins, params):
+    n = node.name
+    u = int(layer.attr("units"))
+    p = layer.name
+    W = np.asarray(params[f"{p}.W"], np.float32)
+    H = np.asarray(params[f"{p}.H"], np.float32)
+    bias = np.asarray(params[f"{p}.b"], np.float32)
+    w = b.const(f"{p}.W", gates_to_onnx(W)[None])
+    r = b.const(f"{p}.H", gates_to_onnx(H)[None])
+    # B = [Wb, Rb]: the IR's one bias per gate goes in Wb, zeros in Rb
+    bb = b.const(f"{p}.b", np.concatenate([gates_to_onnx(bias), np.zeros(4 * u, np.float32)])[None])
+    xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
+    # ONNX's reverse direction keeps outputs at their input positions, as go_backwards does
+    direction = "reverse" if layer.attr("go_backwards") else "forward"
+    y = b.op("LSTM", [xt, w, r, bb], name=f"{n}/lstm", hidden_size=u, direction=direction)
+    axes = b.const(f"{n}/axes", np.array([1], np.int64))
+    y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
+    b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
+
+
+@converter("Splice")
+def splice(b, layer, node, xs, ins, params):
+    b.op("Concat", xs, node.name, name=node.name, axis=feature_axis(ins[0]))
+
+
+def _select(index):
+    def convert(b, layer, node, xs, ins, params):
+        i = b.const(f"{node.name}/index", np.array(index, np.int64))
+        b.op("Gather", [xs[0], i], node.name, name=node.name, axis=1)  # a scalar index drops the time axis
+    return convert
+
+
+converter("SelectLast")(_select(-1))
+converter("SelectFirst")(_select(0))
+
+
+def cosine_function(opset: int):
+    """netdsl.CosineDistance(a, b): torch's cosine_similarity(dim=1, eps=1e-8) on flattened samples, (N, 1)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Constant", [], ["eps"], value=helper.make_tensor("eps", TensorProto.FLOAT, [], [1e-8])),
+        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.INT64, [1], [1])),
+    ]
+    for v in ("a", "b"):
+        nodes += [
+            helper.make_node("Flatten", [v], [f"{v}2"], axis=1),
+            helper.make_node("Mul", [f"{v}2", f"{v}2"], [f"{v}sq"]),
+            helper.make_node("ReduceSum", [f"{v}sq", "one"], [f"{v}ss"], keepdims=1),
+            helper.make_node("Sqrt", [f"{v}ss"], [f"{v}n"]),
+            helper.make_node("Max", [f"{v}n", "eps"], [f"{v}c"]),
+            helper.make_node("Div", [f"{v}2", f"{v}c"], [f"{v}u"]),
+        ]
+    nodes += [helper.make_node("Mul", ["au", "bu"], ["p"]),
+              helper.make_node("ReduceSum", ["p", "one"], ["y"], keepdims=1)]
+    return helper.make_function(DOMAIN, "CosineDistance", ["a", "b"], ["y"], nodes,
+                                [helper.make_opsetid("", opset)])
+
+
+@converter("CosineDistance")
+def cosine(b, layer, node, xs, ins, params):
+    if "CosineDistance" not in b.functions:
+        b.functions["CosineDistance"] = cosine_function(b.opset)
+    b.op("CosineDistance", xs, node.name, name=node.name, domain=DOMAIN)

@@ -1,0 +1,124 @@
+"""`netdsl import model.keras`: Sequential and functional Keras models of the supported layer kinds, with
+their (randomised, as if trained) weights; the imported model is compiled to Keras, Gluon and CNTK and
+each must reproduce the Keras model's own outputs (max |diff| <= 1e-5 x max(1, max |out|)).
+
+Keras is channels-last; the imported .net takes NCHW images, so the batch is transposed for it.
+"""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # the lighter backend, when nothing chose one
+keras = pytest.importorskip("keras")
+pytest.importorskip("onnx")
+
+from netdsl import conformance as conf
+from netdsl.cli import main
+from netdsl.exec.weights import load_weights
+from netdsl.frontend import load
+
+L = keras.layers
+COLUMNS = [c for c in conf.COLUMNS if c.name in ("keras/torch", "gluon", "cntk")]
+
+
+def keras_cnn():
+    """The Keras ConvNet of seed 001 (mnist_cnn.py), with 'same' padding at stride 2 and a BatchNorm added."""
+    inp = keras.Input((28, 28, 1))
+    x = L.Rescaling(1 / 255)(inp)
+    x = L.Conv2D(8, (3, 3), activation="relu")(x)
+    x = L.Conv2D(16, (3, 3), strides=2, padding="same")(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    x = L.MaxPooling2D(pool_size=(2, 2))(x)
+    # symmetric pads: Keras 3's torch backend pads asymmetric 'same' average pooling with zeros it then counts
+    x = L.AveragePooling2D(pool_size=(3, 3), strides=1, padding="same")(x)
+    x = L.Dropout(0.25)(x)
+    x = L.Flatten()(x)
+    x = L.Dense(32, activation="relu")(x)
+    x = L.Dropout(0.5)(x)
+    return keras.Model(inp, L.Dense(10, activation="softmax")(x), name="keras_cnn")
+
+
+def shared_functional():
+    """Two inputs through one shared Dense, concatenated, layer-normalised."""
+    a, b = keras.Input((6,)), keras.Input((6,))
+    shared = L.Dense(4, activation="tanh")
+    h = L.Concatenate()([shared(a), shared(b)])
+    h = L.LayerNormalization(epsilon=1e-3)(h)
+    return keras.Model([a, b], L.Dense(3)(h), name="shared")
+
+
+def lstm_tagger():
+    words = keras.Input((5,), dtype="int32")
+    e = L.Embedding(20, 6)(words)
+    h = L.LSTM(7, return_sequences=True)(e)
+    tags = L.Dense(4)(h)
+    last = L.LSTM(3, go_backwards=True)(h)
+    return keras.Model(words, [tags, last], name="tagger")
+
+
+def sequential_mlp():
+    return keras.Sequential([keras.Input((12,)), L.Dense(16, activation="sigmoid"), L.Dense(5)], name="mlp")
+
+
+MODELS = {"keras_cnn": keras_cnn, "shared": shared_functional, "tagger": lstm_tagger, "mlp": sequential_mlp}
+
+
+def randomise(model, seed):
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights:
+            new = [rng.uniform(-0.5, 0.5, w.shape).astype(w.dtype) for w in weights]
+            if isinstance(layer, L.BatchNormalization):
+                new[-1] = rng.uniform(0.5, 1.5, new[-1].shape).astype(np.float32)  # a variance
+            layer.set_weights(new)
+    return model
+
+
+def batch(model, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in model.inputs:
+        shape = (3,) + tuple(t.shape[1:])
+        out.append(rng.integers(0, 20, shape).astype(np.int64) if "int" in str(t.dtype)
+                   else rng.uniform(0, 255 if len(shape) == 4 else 1, shape).astype(np.float32))
+    return out
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_keras_model_imports_and_every_target_reproduces_it(tmp_path, name):
+    model = randomise(MODELS[name](), 5)
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    out = tmp_path / f"{name}.net"
+    assert main(["import", str(path), "-o", str(out)]) == 0
+    graph = load(str(out))
+    weights = load_weights(tmp_path / f"{name}.npz", graph)
+    xs = batch(model, 6)
+    want = model.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+    want = [np.asarray(w) for w in (want if isinstance(want, list | tuple) else [want])]
+    inputs = {i.name: (x.transpose(0, 3, 1, 2) if x.ndim == 4 else x) for i, x in zip(graph.inputs, xs)}
+    worst, skipped = conf.check_against(want, graph, weights, inputs, COLUMNS, str(tmp_path))
+    print(f"{name}: worst |diff| / max(1, max|out|) per target: {worst}; not run: {skipped}")
+    for column, diff in worst.items():
+        assert diff <= conf.INFER_TOL, f"{name} on {column}: differs from the source by {diff:.2e} (relative)"
+    unavailable = {c: why for c, why in skipped.items() if not why.startswith("unsupported")}
+    if unavailable:
+        pytest.skip("NOT EXECUTED: " + "; ".join(f"{c}: {why}" for c, why in unavailable.items()))
+
+
+def test_unsupported_keras_layers_are_all_listed(tmp_path, capsys):
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 3, dilation_rate=2)(inp)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(3, activation="gelu")(x)
+    path = tmp_path / "bad.keras"
+    keras.Model(inp, x).save(path)
+    assert main(["import", str(path), "-o", str(tmp_path / "bad.net")]) == 1
+    err = capsys.readouterr().err
+    assert "[E822]" in err and "Traceback" not in err
+    assert "3 Keras layer(s)" in err
+    for what in ("conv2d", "global_average_pooling2d", "dense"):
+        assert f"layer '{what}" in err

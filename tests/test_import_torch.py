@@ -1,0 +1,205 @@
+"""`netdsl import module.py:ClassName`: PyTorch modules in the seeds' style, through torch.onnx.export and
+the ONNX importer, with their trained weights; the imported model is compiled to Keras, Gluon and CNTK
+and each must reproduce the torch module's own outputs (max |diff| <= 1e-5 x max(1, max |out|)).
+"""
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from netdsl import conformance as conf
+from netdsl.cli import main
+from netdsl.exec.weights import load_weights
+from netdsl.frontend import load
+
+COLUMNS = [c for c in conf.COLUMNS if c.name in ("keras/torch", "gluon", "cntk")]
+
+MODULES = textwrap.dedent('''
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+
+    class CNN(nn.Module):  # seed 000: the BatchNorm CNN
+        def __init__(self):
+            super().__init__()
+            self.layer1 = nn.Sequential(nn.Conv2d(1, 16, kernel_size=5, padding=2), nn.BatchNorm2d(16), nn.ReLU(),
+                                        nn.MaxPool2d(2))
+            self.layer2 = nn.Sequential(nn.Conv2d(16, 32, kernel_size=5, padding=2), nn.BatchNorm2d(32), nn.ReLU(),
+                                        nn.MaxPool2d(2))
+            self.fc = nn.Linear(7 * 7 * 32, 10)
+
+        def forward(self, x):
+            out = self.layer1(x)
+            out = self.layer2(out)
+            out = out.view(out.size(0), -1)
+            return self.fc(out)
+
+
+    class ConvNetPyTorch(nn.Module):  # seed 001
+        def __init__(self, num_classes=10):
+            super().__init__()
+            self.layer1 = nn.Sequential(nn.Conv2d(1, 32, kernel_size=(3, 3), stride=(1, 1), padding=1), nn.ReLU(),
+                                        nn.MaxPool2d(kernel_size=(2, 2), stride=(2, 2), padding=0))
+            self.layer2 = nn.Sequential(nn.Conv2d(32, 64, kernel_size=(3, 3), stride=(1, 1), padding=1), nn.ReLU(),
+                                        nn.MaxPool2d(kernel_size=(2, 2), stride=(2, 2), padding=0))
+            self.linear_1 = nn.Linear(7 * 7 * 64, num_classes)
+
+        def forward(self, x):
+            out = self.layer1(x)
+            out = self.layer2(out)
+            out = out.reshape(out.size(0), -1)
+            logits = self.linear_1(out.view(-1, 7 * 7 * 64))
+            probas = F.softmax(logits, dim=1)
+            return logits, probas
+
+
+    def flatten(x):
+        N = x.shape[0]
+        return x.view(N, -1)
+
+
+    class ThreeLayerConvNet(nn.Module):  # seed 003
+        def __init__(self, in_channel=3, channel_1=12, channel_2=8, num_classes=10):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channel, channel_1, kernel_size=5, padding=2, bias=True)
+            nn.init.kaiming_normal_(self.conv1.weight)
+            self.conv2 = nn.Conv2d(channel_1, channel_2, kernel_size=3, padding=1, bias=True)
+            self.fc = nn.Linear(channel_2 * 32 * 32, num_classes)
+            nn.init.kaiming_normal_(self.fc.weight)
+
+        def forward(self, x):
+            relu1 = F.relu(self.conv1(x))
+            relu2 = F.relu(self.conv2(relu1))
+            return self.fc(flatten(relu2))
+
+
+    class Tagger(nn.Module):  # an LSTM over fixed-length sequences, batch first, and a per-step Linear
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(4, 6, batch_first=True)
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x):
+            h, _ = self.lstm(x)
+            return self.fc(h)
+
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(c)
+            self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return F.relu(out + x)
+
+
+    class SmallResNet(nn.Module):  # residual adds: the IR has no elementwise-add kind
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 8, 3, padding=1)
+            self.block1 = Block(8)
+            self.block2 = Block(8)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            x = self.block2(self.block1(F.relu(self.stem(x))))
+            return self.fc(torch.flatten(self.pool(x), 1))
+''')
+
+CASES = [("CNN", (1, 28, 28)), ("ConvNetPyTorch", (1, 28, 28)), ("ThreeLayerConvNet", (3, 32, 32)), ("Tagger", (7, 4))]
+
+
+def trained(module, seed):
+    """Weights a training run could have left: every parameter and BatchNorm statistic moved off its init."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 1.5, generator=g)
+    return module.eval()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    path = tmp_path_factory.mktemp("torch") / "seeds.py"
+    path.write_text(MODULES)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds_for_test", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return path, mod
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=[c[0] for c in CASES])
+def test_torch_module_imports_and_every_target_reproduces_it(source, tmp_path, name, shape):
+    path, mod = source
+    torch.manual_seed(0)
+    module = trained(getattr(mod, name)(), 1)
+    state = tmp_path / "state.pt"
+    torch.save(module.state_dict(), state)
+    out = tmp_path / "imported.net"
+    assert main(["import", f"{path}:{name}", "--input-shape", ",".join(map(str, shape)), "--state-dict", str(state),
+                 "-o", str(out)]) == 0
+    graph = load(str(out))
+    weights = load_weights(tmp_path / "imported.npz", graph)
+    x = np.random.default_rng(2).uniform(-1, 1, (3,) + shape).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))
+    want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
+    inputs = {graph.inputs[0].name: x}
+    worst, skipped = conf.check_against(want, graph, weights, inputs, COLUMNS, str(tmp_path))
+    print(f"{name}: worst |diff| / max(1, max|out|) per target: {worst}; not run: {skipped}")
+    for column, diff in worst.items():
+        assert diff <= conf.INFER_TOL, f"{name} on {column}: differs from the source by {diff:.2e} (relative)"
+    unavailable = {c: why for c, why in skipped.items() if not why.startswith("unsupported")}
+    if unavailable:
+        pytest.skip("NOT EXECUTED: " + "; ".join(f"{c}: {why}" for c, why in unavailable.items()))
+
+
+def test_torchscript_file_imports(source, tmp_path):
+    _, mod = source
+    torch.manual_seed(0)
+    module = trained(mod.ConvNetPyTorch(), 3)
+    scripted = tmp_path / "convnet.pt"
+    torch.jit.trace(module, torch.zeros(1, 1, 28, 28)).save(str(scripted))
+    out = tmp_path / "convnet.net"
+    assert main(["import", str(scripted), "--input-shape", "1,28,28", "-o", str(out)]) == 0
+    graph = load(str(out))
+    weights = load_weights(tmp_path / "convnet.npz", graph)
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 1, 28, 28)).astype(np.float32)
+    with torch.no_grad():
+        want = [w.numpy() for w in module(torch.from_numpy(x))]
+    got = conf.native_predict(graph, weights, {graph.inputs[0].name: x})
+    for w, o in zip(want, graph.outputs):
+        assert conf.max_diffs(w, got[o])[0] <= conf.INFER_TOL * conf.scale_of(want)
+
+
+def test_residual_resnet_is_refused_naming_every_add(source, tmp_path, capsys):
+    path, _ = source
+    out = tmp_path / "resnet.net"
+    assert main(["import", f"{path}:SmallResNet", "--input-shape", "1,8,8", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "[E821]" in err and "Traceback" not in err
+    assert "2 ONNX nodes the IR cannot hold" in err and "residual" in err
+    assert "/block1/Add" in err and "/block2/Add" in err
+    assert not out.exists()
+
+
+def test_pytorch_source_needs_an_input_shape(source, tmp_path, capsys):
+    path, _ = source
+    assert main(["import", f"{path}:CNN", "-o", str(tmp_path / "m.net")]) == 1
+    assert "--input-shape" in capsys.readouterr().err
