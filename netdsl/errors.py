@@ -72,6 +72,10 @@ CODES = {
     # targets
     "E801": "a target cannot express a layer kind",
     "E802": "a target cannot express a use of a layer kind (an activation, initialiser or setting)",
+    # interchange (netdsl/onnx/)
+    "E820": "`netdsl import`: the file is not a readable, valid ONNX model",
+    "E821": "`netdsl import`: ONNX nodes the IR cannot hold (every one is listed, with node names and op types)",
+    "E822": "`netdsl import`: a PyTorch or Keras source that cannot be loaded, exported or converted",
     # warnings (netdsl/lint.py): the model is valid but probably not what was meant
     "W001": "a softmax or sigmoid output layer under cross_entropy_with_softmax, which applies softmax itself (a double softmax)",
     "W002": "a pooling layer with the default stride 1 feeding a Dense layer, which multiplies its parameter count",
