@@ -22,6 +22,15 @@ from .values import (
 
 
 
+STRUCTURE = ("Sequential", "LayerStack", "For", "range")
+INPUTS = ("Input", "SequenceInput")
+
+
+def builtin_names() -> frozenset:
+    """The names builtins() binds, without an evaluator (writers of .net files must avoid them)."""
+    return frozenset((*layers.CONSTRUCTORS, *ACTIVATIONS, *INITIALIZERS, *layers.FUNCTIONS, *STRUCTURE, *INPUTS))
+
+
 def builtins(ev) -> dict:
     """Every builtin name, bound to the evaluator ev."""
     b = {}
@@ -33,9 +42,9 @@ def builtins(ev) -> dict:
         b[init] = Builtin(init, partial(make_init, ev, init))
     for name, kind in layers.FUNCTIONS.items():
         b[name] = Builtin(name, partial(value_function, ev, kind, name))
-    for name, fn in (("Sequential", sequential), ("LayerStack", layerstack), ("For", for_), ("range", range_)):
+    for name, fn in zip(STRUCTURE, (sequential, layerstack, for_, range_)):
         b[name] = Builtin(name, partial(fn, ev))
-    for name in ("Input", "SequenceInput"):
+    for name in INPUTS:
         b[name] = Builtin(name, partial(make_input, ev, name))
     return b
 

@@ -81,7 +81,9 @@ def test_a_builtin_called_through_another_name_keeps_its_meaning():
 
 def test_the_builtin_names():
     from netdsl.evaluate import Evaluator
+    from netdsl.library import builtin_names
     names = set(Evaluator("t.net", {}).genv.vars)
+    assert names == builtin_names()
     assert names == {
         "Dense", "Convolution", "Convolution2D", "MaxPooling", "MaxPooling2D", "AveragePooling", "AveragePooling2D",
         "Dropout", "Embedding", "LSTM", "Recurrence", "BatchNormalization", "LayerNormalization", "Flatten",

@@ -19,7 +19,7 @@ from netdsl.errors import NetdslError
 from netdsl.frontend import load, load_text
 from netdsl.onnx import check
 from netdsl.onnx.export import CONVERTERS, converter, to_onnx
-from netdsl.shapes import RULES
+from netdsl.layers import KINDS as RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))

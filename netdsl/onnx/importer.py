@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import layers as kinds
 from .. import shapes
 from ..errors import Diagnostic, NetdslError, Span
 from ..ir import TensorType
@@ -218,13 +219,13 @@ class Walk:
             kind, layer = {"splice": "Splice", "select_last": "SelectLast", "select_first": "SelectFirst",
                            "cosine_distance": "CosineDistance"}[func], None
             try:
-                out, _, _ = shapes.RULES[kind]({}, types)
+                out, _, _ = kinds.get(kind).shape({}, types)
             except shapes.ShapeError as e:
                 raise _Refuse(str(e)) from None
         else:
             layer = self.layer(kind_or_layer, attrs, params or {}, hint, key)
             try:
-                out, pshapes, _ = shapes.RULES[layer.kind](dict(layer.attrs), types)
+                out, pshapes, _ = kinds.get(layer.kind).shape(dict(layer.attrs), types)
             except shapes.ShapeError as e:
                 raise _Refuse(str(e)) from None
             for short, shape in pshapes.items():

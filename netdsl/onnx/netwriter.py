@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import keyword
 
-from ..lower import ACTIVATIONS, INITIALIZERS, RESERVED, SIGNATURES
+from ..library import builtin_names
+from ..names import RESERVED
 
 _BUILTINS = {"Input", "SequenceInput", "Recurrence", "LayerStack", "For", "Sequential", "splice", "select_last",
              "select_first", "cosine_distance", "cos_distance", "default_options", "range", "output", "model",
              "train", "with", "def", "import", "lambda", "True", "False", "None", "Convolution2D",
              "MaxPooling2D", "AveragePooling2D"}
-_TAKEN = set(RESERVED) | set(SIGNATURES) | set(ACTIVATIONS) | set(INITIALIZERS) | _BUILTINS | set(keyword.kwlist)
+_TAKEN = set(RESERVED) | builtin_names() | _BUILTINS | set(keyword.kwlist)
 
 
 def taken(name: str) -> bool:
