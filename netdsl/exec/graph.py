@@ -120,6 +120,10 @@ class Executor:
         self._caches = None  # caches hold batch-sized arrays; free them early
         return grads
 
+    def release(self) -> None:
+        """Drop the last forward's values and caches (batch-sized arrays)."""
+        self.values, self._caches = {}, None
+
     def first_nonfinite(self):
         """(node, layer) of the first value (graph order) of the last forward
         holding NaN/Inf, or None. A fused conv+pool is reported as the conv."""
