@@ -76,14 +76,6 @@ def _span(obj) -> object:
     return getattr(obj, "span", None) or NO_SPAN
 
 
-def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(_EPOCH_STREAM, epoch))))
-
-
-def _span(obj) -> object:
-    return getattr(obj, "span", None) or NO_SPAN
-
-
 # ------------------------------------------------------------------- signals
 
 class _StopFlag:

@@ -208,7 +208,7 @@ class NpzArchive:
     def _open(self):
         path = self.path
         try:
-            st = os.stat(path)
+            os.stat(path)
         except FileNotFoundError:
             self.error("no such weight file")
         except OSError as e:
