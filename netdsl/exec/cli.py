@@ -167,10 +167,16 @@ def _run(args) -> int:
         future = pool.submit(_timed, datamod.load_mnist, timing, name, args.data_dir)
         from . import runtime, train
         from .optim import make_optimizer
-        from .weights import init_params, load_weights, save_weights
+        from .weights import graph_sources, init_params, load_weights, save_weights
 
         runtime.set_threads(args.threads)
         runtime.tune_malloc()
+        # Before allocating anything: the warm-up (batch 2) and, unless only
+        # evaluating, a training step; sequence lengths are not known yet.
+        from . import memory
+        limit = args.max_memory or memory.default_limit()
+        batch = 2 if args.eval_only else max(2, args.batch_size or (tr.batch_size if tr else 64))
+        memory.check(graph, batch, limit, 1, "warm-up" if args.eval_only else "training", graph_sources(graph))
         seed = 0 if args.seed is None else args.seed
         params = load_weights(args.load, graph) if args.load else init_params(graph, seed)
         resume = None
@@ -187,7 +193,7 @@ def _run(args) -> int:
     opts = train.Options(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                          resume=args.resume, limit_train=args.limit_train, limit_test=args.limit_test,
-                         progress=args.progress)
+                         progress=args.progress, max_memory=limit)
     trainer = train.Trainer(graph, params, dataset, opts, dataset_name=name)
 
     if args.resume:

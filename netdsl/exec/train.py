@@ -30,10 +30,12 @@ from .. import data as datamod
 from .. import ir
 from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
 from . import checkpoint as ckpt
+from . import memory
 from .feed import make_feed, make_loss
 from .graph import Executor
 from .optim import make_optimizer  # noqa: F401  (also imported from here by tests/test_emit_legacy.py)
 from .runtime import blas_threads
+from .weights import graph_sources
 
 E_NONFINITE = "E702"
 E_CHECKPOINT = ckpt.E_CHECKPOINT
@@ -56,6 +58,7 @@ class Options:
     limit_test: int | None = None
     progress: bool | None = None  # None: a tqdm bar when stderr is a terminal
     eval_batch: int = 500  # inference batch: big enough for BLAS, small enough for im2col buffers
+    max_memory: int | None = None  # bytes (memory.py); None: half of the machine's memory
 
 
 @dataclass
@@ -132,6 +135,16 @@ class Trainer:
         self.result = Result()
         self._trainable = {n: self.ex.params[n] for n in self.ex.trainable}
         self.t_first_step = None  # perf_counter() when the first step began, for timing
+        self.memory_limit = opts.max_memory or memory.default_limit()
+        sample = self.feed.batch(self.x_train[:1]) if len(self.x_train) else None
+        self.seq_len = sample.shape[1] if sample is not None and graph.inputs[0].type.seq else 1
+        # Inference batches are ours to choose: smaller ones where 500 would not fit.
+        self.eval_batch = memory.fitting_batch(graph, self.memory_limit, opts.eval_batch, self.seq_len)
+        if not self.eval_batch:
+            self._check_memory(1, "evaluation")
+
+    def _check_memory(self, batch, what):
+        memory.check(self.graph, batch, self.memory_limit, self.seq_len, what, graph_sources(self.graph))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -143,10 +156,10 @@ class Trainer:
         x = self.x_test if x is None else x
         y = self.y_test if y is None else y
         correct = 0
-        for i in range(0, len(x), self.opts.eval_batch):
-            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + self.opts.eval_batch])},
-                                  training=False)[self.feed.output]
-            correct += int((out.argmax(axis=-1) == y[i:i + self.opts.eval_batch]).sum())
+        bs = self.eval_batch
+        for i in range(0, len(x), bs):
+            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + bs])}, training=False)[self.feed.output]
+            correct += int((out.argmax(axis=-1) == y[i:i + bs]).sum())
         self.ex.release()  # drop the last batch's buffers
         return (correct / len(x) if len(x) else float("nan")), correct, len(x)
 
@@ -164,6 +177,7 @@ class Trainer:
 
     def fit(self) -> Result:
         """Train from the current state to self.epochs; returns the Result."""
+        self._check_memory(self.batch_size, "training")
         self._write_header()
         # Overflow is reported once, as E702 naming the step and layer, not as
         # a shower of numpy RuntimeWarnings before it.
