@@ -34,6 +34,7 @@ import numpy as np
 from .. import fsutil, ir
 from ..errors import Diagnostic, NetdslError, Span
 from . import init as inits
+from .kernels import KERNELS
 
 E_READ = "E601"      # cannot read / not an npz archive
 E_MISSING = "E602"   # a parameter of the model is absent
@@ -65,14 +66,6 @@ def _owners(graph: ir.Graph) -> dict:
 
 # ---------------------------------------------------------------- initialisation
 
-def _fans(layer: ir.Layer, param: ir.Param):
-    # LSTM gate matrices stack four (n, in) blocks: each gate is initialised as
-    # its own matrix, fan_out = n (not 4n), as CNTK and PyTorch see them.
-    if layer.kind == "LSTM" and param.name.endswith((".W", ".H")):
-        return param.shape[1], param.shape[0] // 4
-    return None, None
-
-
 def parse_init(text: str):
     """'uniform(0.05)' -> ('uniform', 0.05); 'zeros' -> ('zeros', None)."""
     m = _INIT_RE.match(text.strip())
@@ -93,7 +86,8 @@ def init_param(layer: ir.Layer, param: ir.Param, rng: np.random.Generator) -> np
         return inits.constant(shape, rng, value=0.0 if arg is None else arg)
     if name in ("zeros", "ones"):
         return inits.initialize(name, shape, rng)
-    fan_in, fan_out = _fans(layer, param)
+    kernel = KERNELS.get(layer.kind)
+    fan_in, fan_out = kernel.fans(layer, param) if kernel is not None else (None, None)
     return inits.initialize(name, shape, rng, fan_in=fan_in, fan_out=fan_out)
 
 

@@ -51,7 +51,8 @@ class Kernel:
     """forward(call, xs, training, rng) -> (y, cache)
     backward(call, dy, cache, need) -> ([dx or None per input], {param short name: grad or None})
     need[i] says whether input i wants a gradient at all.
-    workspace(call, out_elems, in_elems) -> elements held besides the output, for memory.py's estimate."""
+    workspace(call, out_elems, in_elems) -> elements held besides the output, for memory.py's estimate.
+    fans(layer, param) -> (fan_in, fan_out) or (None, None), for weights.init_param."""
 
     kind = ""
 
@@ -63,6 +64,11 @@ class Kernel:
 
     def workspace(self, call, out_elems, in_elems):
         return out_elems  # most caches hold about one output-sized array
+
+    def fans(self, layer: ir.Layer, param: ir.Param):
+        """(fan_in, fan_out) for the fan-based initialisers where the parameter's
+        shape does not tell them; None, None: from the shape (init.fans)."""
+        return None, None
 
 
 class Fusion:

@@ -24,6 +24,13 @@ class LSTM(Kernel):
         dx, dW, dH, db = lstm_backward(dy, cache, need[0])
         return [dx], {"W": dW, "H": dH, "b": db}
 
+    def fans(self, layer, param):
+        # W and H stack four (n, in) gate blocks: each gate is initialised as its
+        # own matrix, fan_out = n (not 4n), as CNTK and PyTorch see them.
+        if param.name.endswith((".W", ".H")):
+            return param.shape[1], param.shape[0] // 4
+        return None, None
+
     def workspace(self, call, out_elems, in_elems):
         # gates (4h) and gate gradients (4h), cell, tanh(cell), a time-major copy of x
         return 10 * out_elems + in_elems
