@@ -481,3 +481,15 @@ def test_other_kinds_gradcheck_and_pytorch():
     y1 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
     y2 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
     assert np.array_equal(y1, y2) and not np.allclose(y1, out)
+
+
+# ------------------------------------------------------------ kernel registry
+
+def test_every_kind_has_one_kernel_and_a_second_registration_fails():
+    from netdsl.exec.kernels import KERNELS, Kernel, register
+
+    kinds = {layer.kind for path in sorted(glob.glob(str(REPO / "models" / "*.net"))) for layer in load(path).layers}
+    assert kinds <= set(KERNELS)
+    with pytest.raises(ValueError, match="'Dense' registered twice"):
+        register("Dense")(type("AnotherDense", (Kernel,), {}))
+    assert type(KERNELS["Dense"]).__name__ == "Dense"
