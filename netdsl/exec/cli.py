@@ -129,8 +129,8 @@ def _run(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .. import data as datamod
-    from ..data import DataError
     from .. import ir
+    from ..data import DataError
     from ..errors import Diagnostic, NetdslError, NO_SPAN
     from ..frontend import load
 
@@ -165,7 +165,7 @@ def _run(args) -> int:
     with ThreadPoolExecutor(1) as pool:
         t0 = time.perf_counter()
         future = pool.submit(_timed, datamod.load_mnist, timing, name, args.data_dir)
-        from . import runtime, train
+        from . import checkpoint, memory, runtime, train
         from .optim import make_optimizer
         from .weights import graph_sources, init_params, load_weights, save_weights
 
@@ -173,7 +173,6 @@ def _run(args) -> int:
         runtime.tune_malloc()
         # Before allocating anything: the warm-up (batch 2) and, unless only
         # evaluating, a training step; sequence lengths are not known yet.
-        from . import memory
         limit = args.max_memory or memory.default_limit()
         batch = 2 if args.eval_only else max(2, args.batch_size or (tr.batch_size if tr else 64))
         memory.check(graph, batch, limit, 1, "warm-up" if args.eval_only else "training", graph_sources(graph))
@@ -182,7 +181,6 @@ def _run(args) -> int:
         resume = None
         if args.resume and os.path.lexists(args.checkpoint):
             # Every array and field is checked before anything runs (warm-up included).
-            from . import checkpoint
             resume = checkpoint.read(args.checkpoint, graph, make_optimizer(tr or ir.Training(), args.lr))
         t1 = time.perf_counter()
         runtime.warm_up(graph, params)
