@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import math
-import os
 from pathlib import Path
 
 import numpy as np
