@@ -145,6 +145,7 @@ ARRAY_VARIANTS = {
     "lr NaN": _array("optim/lr", np.array(np.nan)), "lr -1": _array("optim/lr", np.array(-1.0)),
     "lr 0": _array("optim/lr", np.array(0.0)), "lr text": _array("optim/lr", np.array("0.1")),
     "lr vector": _array("optim/lr", np.zeros(2)), "missing lr": _del_array("optim/lr"),
+    "lr bool": _array("optim/lr", np.array(True)),
     "beta1 1": _array("optim/beta1", np.array(1.0)), "eps 0": _array("optim/eps", np.array(0.0)),
     "unknown optim key": _array("optim/foo", np.array(1.0)),
     "unknown top-level entry": _array("junk", np.zeros(1)),

@@ -86,7 +86,7 @@ def read(path, graph: ir.Graph, optimizer, dtype=np.float32) -> Checkpoint:
         meta = _check_meta(r, z.read("meta"), graph, optimizer)
         params_h = {k[6:]: v for k, v in z.headers.items() if k.startswith("param/")}
         check_params(params_h, graph, path, dtype)  # names, shapes, dtypes: before reading data
-        expect = _expected_state(r, z.headers, graph, optimizer, meta, dtype)
+        expect = _expected_state(r, z.headers, graph, optimizer, dtype)
         params = check_params({k: z.read("param/" + k) for k in params_h}, graph, path, dtype)
         state = {k: z.read("optim/" + k) for k in expect}
     _check_state_values(r, state, optimizer)
@@ -168,7 +168,7 @@ def _number(v) -> bool:
 
 # --------------------------------------------------------- optimizer state
 
-def _expected_state(r, headers, graph, optimizer, meta, dtype) -> list:
+def _expected_state(r, headers, graph, optimizer, dtype) -> list:
     """Check every optim/ entry's name, shape and dtype from its header;
     returns the state keys (without 'optim/') to read."""
     shapes = {p.name: tuple(p.shape) for p in graph.params() if p.trainable}
@@ -176,22 +176,21 @@ def _expected_state(r, headers, graph, optimizer, meta, dtype) -> list:
     unexpected = [k for k in headers if k != "meta" and not k.startswith(("param/", "optim/"))]
     if unexpected:
         r.fail(f"unexpected entry '{unexpected[0]}'")
-    names_of = {slot: set() for slot in (*optimizer.slots, "step")}
+    slots = (*optimizer.slots, "step")
     for key in keys:
         h = headers["optim/" + key]
         slot, _, name = key.partition("/")
         if key in optimizer.hyper:
-            want = "b" if key == "nesterov" else "fiub"
+            want = "b" if key == "nesterov" else "fiu"
             if h.shape != () or h.dtype.kind not in want:
                 r.fail(f"optimizer hyperparameter 'optim/{key}' is {h.dtype}{h.shape}, expected a scalar")
-        elif slot in names_of and name in shapes:
+        elif slot in slots and name in shapes:
             if slot == "step":
                 if h.shape != () or h.dtype.kind not in "iu":
                     r.fail(f"'optim/{key}' is {h.dtype}{h.shape}, expected an integer scalar")
             elif h.shape != shapes[name] or h.dtype != np.dtype(dtype):
                 r.fail(f"optimizer state 'optim/{key}' is {h.dtype}{h.shape}, expected "
                        f"{np.dtype(dtype)}{shapes[name]} like parameter '{name}'")
-            names_of[slot].add(name)
         else:
             r.fail(f"unexpected optimizer state entry 'optim/{key}' ({type(optimizer).__name__} "
                    f"keeps {', '.join(optimizer.hyper)}, step/<param> and "
