@@ -45,6 +45,18 @@ def test_an_output_over_the_model_source_is_refused(model, capsys, flag):
     assert model.read_text() == SRC and "epoch" not in out.out
 
 
+def test_an_output_over_an_imported_file_is_refused(tmp_path, capsys):
+    lib = tmp_path / "lib.net"
+    lib.write_text("def Hidden(n) = Dense(n, activation=relu)\n")
+    main_net = tmp_path / "main.net"
+    main_net.write_text('import "lib.net"\nmodel M\nx = Input(784)\nh = Hidden(32)(x)\nz = Dense(10)(h)\noutput z\n'
+                        'train {\n    dataset = "mnist"\n}\n')
+    before = lib.read_text()
+    rc, out = _run(capsys, main_net, "--save", lib, *QUICK)
+    assert rc == 1 and "is also an input of this command" in out.err, out.err
+    assert lib.read_text() == before
+
+
 def test_save_over_the_loaded_weights_is_refused(model, tmp_path, capsys):
     w = tmp_path / "w.npz"
     save_weights(w, init_params(load(str(model)), 0))
