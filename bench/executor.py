@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from netdsl import data as datamod  # noqa: E402
-from netdsl.exec import train  # noqa: E402
+from netdsl.exec import runtime, train  # noqa: E402
 from netdsl.exec.weights import init_params  # noqa: E402
 from netdsl.frontend import load  # noqa: E402
 
@@ -99,7 +99,7 @@ def training_flops(graph, trainer) -> float:
 
 def sgemm_gflops(threads, n=1024, reps=5) -> tuple[float, float]:
     """(GFLOPS per wall second, GFLOPS per CPU second of the process), best of reps."""
-    train.set_threads(threads)
+    runtime.set_threads(threads)
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = np.random.default_rng(1).random((n, n), dtype=np.float32)
     a @ b
@@ -152,7 +152,7 @@ def bench_model(name, threads, seconds, rounds, data) -> dict:
         loss.backward()
         opt.step()
 
-    train.set_threads(threads)
+    runtime.set_threads(threads)
     torch.set_num_threads(threads)
     for _ in range(3):  # warm up: caches, allocators, numba dispatch
         native()
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     load_before = os.getloadavg()
-    train.tune_malloc()  # as `netdsl run` does
+    runtime.tune_malloc()  # as `netdsl run` does
     data = fake_dataset()
     rows = []
     for name in args.models:

@@ -64,6 +64,7 @@ CODES = {
     "E606": "a weight file that holds pickled objects",
     "E607": "a weight array with NaN or Inf values",
     "E608": "an output file (weights, checkpoint) that cannot be written",
+    "E609": "`netdsl run`: the estimated memory of a training step exceeds the --max-memory limit",
     # netdsl run
     "E701": "`netdsl run`: no dataset, or the dataset cannot feed the model's inputs and outputs",
     "E702": "`netdsl run`: training diverged (NaN or Inf in the loss or the parameters)",

@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from netdsl.errors import NetdslError
 from netdsl.exec import train
 from netdsl.exec.weights import init_params, load_weights, save_weights
 from netdsl.frontend import load, load_text
+from netdsl.fsutil import TMP_SUFFIX
 
 from test_exec_train import TINY, synthetic
 
@@ -79,7 +79,7 @@ def test_save_load_roundtrip_and_float64(tmp_path, mlp):
     save_weights(tmp_path / "w64.npz", {k: v.astype(np.float64) for k, v in p.items()})
     q = load_weights(tmp_path / "w64.npz", g)
     assert all(np.array_equal(p[k], q[k]) for k in p)
-    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+    assert [f for f in os.listdir(tmp_path) if f.endswith((".tmp", TMP_SUFFIX))] == []
 
 
 def test_weight_file_mistakes_are_all_named(tmp_path, mlp):

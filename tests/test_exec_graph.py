@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import glob
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,7 @@ def test_shapes_and_one_training_step(path):
         assert np.isfinite(out[name]).all()
     # Every intermediate value has its inferred type too (a convolution fused
     # with its max pooling has no value of its own).
-    fused = {node.name for node, layer, out, pool in ex.steps if pool is not None}
+    fused = {st.node.name for st in ex.steps if st.fused is not None}
     for node in g.nodes:
         if node.name not in fused:
             assert ex.values[node.name].shape == concrete(node.type, n), node.name
@@ -392,7 +391,7 @@ def test_matches_pytorch(model):
     _close(ev, tev[name], f"{model} inference output")
 
 
-# ------------------------------------- executor-specific conv paths vs ops.py
+# ------------------------------------- fused and unfused convolution + pooling
 
 CONV_CASES = [
     # (kernel, strides, conv pad, activation, pool window, pool strides, pool pad)
@@ -405,9 +404,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=[str(i) for i in range(len(CONV_CASES))])
-def test_conv_paths_match_ops_reference(case):
-    from netdsl.exec import ops
-
+def test_fused_conv_pool_matches_unfused(case):
     k, s, pad, act, win, ps, ppad = case
     text = (f"model M\nx = Input((3, 9, 10))\n"
             f"c = Convolution({k}, 4, strides={s}, pad={pad}, activation={act})(x)\n"
@@ -419,7 +416,7 @@ def test_conv_paths_match_ops_reference(case):
     x = rng.standard_normal((3, 3, 9, 10))
     x[0, :, 2:6, 2:6] = 0.5  # ties inside pooling windows
     fused, plain = Executor(g, params, np.float64), Executor(g, params, np.float64, fuse=False)
-    assert any(st[3] is not None for st in fused.steps) == (act != "sigmoid")
+    assert any(st.fused is not None for st in fused.steps) == (act != "sigmoid")
     R = {"z": rng.standard_normal((3, 5))}
     np.testing.assert_allclose(fused.forward({"x": x})["z"], plain.forward({"x": x})["z"], rtol=1e-12)
     gf, gp = fused.backward(R), plain.backward(R)
@@ -432,20 +429,6 @@ def test_conv_paths_match_ops_reference(case):
     np.testing.assert_array_equal(np.isnan(fused.forward({"x": xn})["z"]), np.isnan(plain.forward({"x": xn})["z"]))
     np.testing.assert_array_equal(np.isnan(fused.values["p"]), np.isnan(plain.values["p"]))
     assert np.isnan(fused.values["p"]).any()
-
-    # The unfused executor's convolution against ops.conv2d_* (the reference kernels).
-    conv = g.layer("convolution_1")
-    y, cache = ops.conv2d_forward(x, params["convolution_1.W"], params["convolution_1.b"],
-                                  conv.attr("strides"), conv.attr("pads"), act)
-    plain.forward({"x": x})
-    np.testing.assert_allclose(plain.values["c"], y, rtol=1e-12, atol=1e-14)
-    dy = rng.standard_normal(y.shape)
-    dx, dW, db = ops.conv2d_backward(dy, cache)
-    (mx,), mg = plain._b_Convolution(conv, g.nodes[0], dy, plain._f_Convolution(conv, g.nodes[0], [x], True, None)[1],
-                                     [True])
-    np.testing.assert_allclose(mx, dx, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(mg["W"], dW, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(mg["b"], db, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------- the layer kinds no model in models/ uses
@@ -497,3 +480,15 @@ def test_other_kinds_gradcheck_and_pytorch():
     y1 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
     y2 = ex.forward(x32, training=True, rng=np.random.default_rng(5))["h"]
     assert np.array_equal(y1, y2) and not np.allclose(y1, out)
+
+
+# ------------------------------------------------------------ kernel registry
+
+def test_every_kind_has_one_kernel_and_a_second_registration_fails():
+    from netdsl.exec.kernels import KERNELS, Kernel, register
+
+    kinds = {layer.kind for path in sorted(glob.glob(str(REPO / "models" / "*.net"))) for layer in load(path).layers}
+    assert kinds <= set(KERNELS)
+    with pytest.raises(ValueError, match="'Dense' registered twice"):
+        register("Dense")(type("AnotherDense", (Kernel,), {}))
+    assert type(KERNELS["Dense"]).__name__ == "Dense"

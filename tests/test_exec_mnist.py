@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from netdsl import data as datamod
-from netdsl.exec import train
+from netdsl.exec import runtime, train
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load
 
@@ -40,11 +40,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def mnist():
-    before = train.blas_threads()
-    train.set_threads(1)
+    before = runtime.blas_threads()
+    runtime.set_threads(1)
     yield datamod.load_mnist("mnist")
     if before:
-        train.set_threads(before)
+        runtime.set_threads(before)
 
 
 @pytest.mark.parametrize("model, threshold", CASES, ids=[c[0] for c in CASES])

@@ -1,4 +1,5 @@
-"""Native executor ops against finite differences (float64) and PyTorch (float32).
+"""The executor's kernels (netdsl/exec/kernels/) against finite differences
+(float64) and PyTorch (float32): the pure functions the registered kernels run.
 
 Every op gets (a) a central-difference gradient check in float64 of
 L = sum(forward(...) * R) for a fixed random R, and (b) a comparison of its
@@ -13,7 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-from netdsl.exec import init, losses, ops  # noqa: E402
+from netdsl.exec import init, losses  # noqa: E402
+from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, embedding,  # noqa: E402
+                                 lstm, norm, pool, shape)
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6
@@ -94,22 +97,22 @@ def test_activation(kind, shape):
     rng = rng_for("act", kind, shape)
     x = away_from_zero(rng, shape)
     R = normal(rng, shape)
-    y, cache = ops.activation_forward(x, kind)
-    fd_check(ops.activation_forward, [x, kind], [0], [ops.activation_backward(R, cache)], R)
+    y, cache = activation.activation_forward(x, kind)
+    fd_check(activation.activation_forward, [x, kind], [0], [activation.activation_backward(R, cache)], R)
 
     x32, R32 = x.astype(np.float32), R.astype(np.float32)
-    y, cache = ops.activation_forward(x32, kind)
+    y, cache = activation.activation_forward(x32, kind)
     assert y.dtype == np.float32
     xt = T(x32)
     yt = torch_act(xt, kind, 1 if len(shape) == 4 else -1)
     (yt * T(R32, False)).sum().backward()
     assert_close(y, yt.detach(), what="y")
-    assert_close(ops.activation_backward(R32, cache), xt.grad, what="dx")
+    assert_close(activation.activation_backward(R32, cache), xt.grad, what="dx")
 
 
 def test_unknown_activation():
     with pytest.raises(ValueError, match="unknown activation"):
-        ops.activation_forward(np.zeros(3), "gelu")
+        activation.activation_forward(np.zeros(3), "gelu")
 
 
 # ------------------------------------------------------------------ dense
@@ -122,20 +125,21 @@ def test_dense(xshape, activation, bias):
     x = normal(rng, xshape)
     W = normal(rng, (5, 4))
     b = normal(rng, (5,)) if bias else None
-    y, cache = ops.dense_forward(x, W, b, activation)
+    lead = len(xshape) - 1  # samples, or samples and time steps
+    y, cache = dense.dense_forward(x, W, b, activation, lead)
     assert y.shape == xshape[:-1] + (5,)
     R = normal(rng, y.shape)
-    dx, dW, db = ops.dense_backward(R, cache)
-    args = [x, W, b, activation]
-    fd_check(ops.dense_forward, args, [0, 1, 2] if bias else [0, 1],
+    dx, dW, db = dense.dense_backward(R, cache)
+    args = [x, W, b, activation, lead]
+    fd_check(dense.dense_forward, args, [0, 1, 2] if bias else [0, 1],
              [dx, dW, db] if bias else [dx, dW], R)
     if not bias:
         assert db is None
 
     x32, W32, R32 = (a.astype(np.float32) for a in (x, W, R))
     b32 = b.astype(np.float32) if bias else None
-    y, cache = ops.dense_forward(x32, W32, b32, activation)
-    dx, dW, db = ops.dense_backward(R32, cache)
+    y, cache = dense.dense_forward(x32, W32, b32, activation, lead)
+    dx, dW, db = dense.dense_backward(R32, cache)
     xt, Wt = T(x32), T(W32)
     bt = T(b32) if bias else None
     yt = torch_act(F.linear(xt, Wt, bt), activation, -1)
@@ -174,18 +178,18 @@ def test_conv2d(strides, pads, activation, bias):
     x = normal(rng, (2, 2, 5, 6))
     W = normal(rng, (3, 2, 3, 2))
     b = normal(rng, (3,)) if bias else None
-    y, cache = ops.conv2d_forward(x, W, b, strides, pads, activation)
+    y, cache = conv.conv2d_forward(x, W, b, strides, pads, activation)
     (pt, pb), (pl, pr) = pads
     assert y.shape == (2, 3, (5 + pt + pb - 3) // strides[0] + 1, (6 + pl + pr - 2) // strides[1] + 1)
     R = normal(rng, y.shape)
-    dx, dW, db = ops.conv2d_backward(R, cache)
+    dx, dW, db = conv.conv2d_backward(R, cache)
     wrt, grads = ([0, 1, 2], [dx, dW, db]) if bias else ([0, 1], [dx, dW])
-    fd_check(ops.conv2d_forward, [x, W, b, strides, pads, activation], wrt, grads, R)
+    fd_check(conv.conv2d_forward, [x, W, b, strides, pads, activation], wrt, grads, R)
 
     x32, W32, R32 = (a.astype(np.float32) for a in (x, W, R))
     b32 = b.astype(np.float32) if bias else None
-    y, cache = ops.conv2d_forward(x32, W32, b32, strides, pads, activation)
-    dx, dW, db = ops.conv2d_backward(R32, cache)
+    y, cache = conv.conv2d_forward(x32, W32, b32, strides, pads, activation)
+    dx, dW, db = conv.conv2d_backward(R32, cache)
     xt, Wt = T(x32), T(W32)
     bt = T(b32) if bias else None
     yt = torch_act(F.conv2d(torch_pad(xt, pads), Wt, bt, stride=strides), activation, 1)
@@ -203,14 +207,14 @@ def test_conv2d_fused_relu_matches_unfused():
     x = normal(rng, (2, 3, 7, 7), np.float32)
     W = normal(rng, (4, 3, 3, 3), np.float32)
     b = normal(rng, (4,), np.float32)
-    fused, _ = ops.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), "relu")
-    z, _ = ops.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), None)
+    fused, _ = conv.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), "relu")
+    z, _ = conv.conv2d_forward(x, W, b, (1, 1), ((1, 1), (1, 1)), None)
     np.testing.assert_array_equal(fused, np.maximum(z, 0))
 
 
 def test_conv2d_channel_mismatch():
     with pytest.raises(ValueError, match="channels"):
-        ops.conv2d_forward(np.zeros((1, 2, 4, 4)), np.zeros((3, 1, 2, 2)))
+        conv.conv2d_forward(np.zeros((1, 2, 4, 4)), np.zeros((3, 1, 2, 2)))
 
 
 # ---------------------------------------------------------------- pooling
@@ -247,8 +251,8 @@ def torch_avg_pool(xt, window, strides, pads):
 @pytest.mark.parametrize("kind", ["max", "avg"])
 def test_pool(kind, window, strides, pads):
     fwd, bwd, ref = {
-        "max": (ops.max_pool2d_forward, ops.max_pool2d_backward, torch_max_pool),
-        "avg": (ops.avg_pool2d_forward, ops.avg_pool2d_backward, torch_avg_pool),
+        "max": (pool.max_pool2d_forward, pool.max_pool2d_backward, torch_max_pool),
+        "avg": (pool.avg_pool2d_forward, pool.avg_pool2d_backward, torch_avg_pool),
     }[kind]
     rng = rng_for("pool", kind, window, strides, pads)
     # A permutation keeps all values distinct (>= 0.1 apart), so the FD step never flips a max.
@@ -276,9 +280,9 @@ def test_max_pool_ties_go_to_first_max(data, window, strides, pads):
         x = np.zeros((2, 2, 6, 7), np.float32)
     else:
         x = rng.integers(0, 3, (2, 2, 6, 7)).astype(np.float32)
-    y, cache = ops.max_pool2d_forward(x, window, strides, pads)
+    y, cache = pool.max_pool2d_forward(x, window, strides, pads)
     R = rng.uniform(0.5, 1.5, y.shape).astype(np.float32)
-    dx = ops.max_pool2d_backward(R, cache)
+    dx = pool.max_pool2d_backward(R, cache)
     xt = T(x)
     yt = torch_max_pool(xt, window, strides, pads)
     (yt * T(R, False)).sum().backward()
@@ -290,20 +294,20 @@ def test_max_pool_ties_go_to_first_max(data, window, strides, pads):
 
 def test_max_pool_all_zero_window_picks_first_cell():
     x = np.zeros((1, 1, 2, 2), np.float32)
-    y, cache = ops.max_pool2d_forward(x, (2, 2), (2, 2))
-    dx = ops.max_pool2d_backward(np.ones_like(y), cache)
+    y, cache = pool.max_pool2d_forward(x, (2, 2), (2, 2))
+    dx = pool.max_pool2d_backward(np.ones_like(y), cache)
     np.testing.assert_array_equal(dx[0, 0], [[1, 0], [0, 0]])
 
 
 def test_max_pool_never_selects_padding():
     x = -np.ones((1, 1, 3, 3), np.float32)  # all below the 0 a zero pad would hold
-    y, _ = ops.max_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    y, _ = pool.max_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_array_equal(y, -np.ones((1, 1, 3, 3)))
 
 
 def test_avg_pool_counts_only_real_cells():
     x = np.ones((1, 1, 3, 3), np.float32)
-    y, _ = ops.avg_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
+    y, _ = pool.avg_pool2d_forward(x, (3, 3), (1, 1), ((1, 1), (1, 1)))
     np.testing.assert_array_equal(y, np.ones((1, 1, 3, 3)))
 
 
@@ -311,23 +315,23 @@ def test_avg_pool_counts_only_real_cells():
 
 def test_dropout_eval_is_identity():
     x = normal(rng_for("do-eval"), (4, 5), np.float32)
-    y, cache = ops.dropout_forward(x, 0.5, False, np.random.default_rng(0))
+    y, cache = dropout.dropout_forward(x, 0.5, False, np.random.default_rng(0))
     np.testing.assert_array_equal(y, x)
     dy = np.ones_like(x)
-    np.testing.assert_array_equal(ops.dropout_backward(dy, cache), dy)
+    np.testing.assert_array_equal(dropout.dropout_backward(dy, cache), dy)
 
 
 def test_dropout_training_scale():
     rate = 0.3
     x = np.ones((400, 250), np.float32)
-    y, cache = ops.dropout_forward(x, rate, True, np.random.default_rng(1))
+    y, cache = dropout.dropout_forward(x, rate, True, np.random.default_rng(1))
     assert y.dtype == np.float32
     kept = y != 0
     np.testing.assert_allclose(y[kept], 1 / (1 - rate), rtol=1e-6)
     assert abs(1 - kept.mean() - rate) < 0.01  # drop fraction is the rate
     assert abs(y.mean() - 1) < 0.02  # inverted dropout keeps the expectation
     dy = normal(rng_for("do-dy"), x.shape, np.float32)
-    np.testing.assert_allclose(ops.dropout_backward(dy, cache), dy * y, rtol=1e-6)
+    np.testing.assert_allclose(dropout.dropout_backward(dy, cache), dy * y, rtol=1e-6)
 
     # torch uses the same convention: survivors scaled by 1/(1 - p).
     yt = F.dropout(torch.ones(400, 250), rate, training=True).numpy()
@@ -340,21 +344,21 @@ def test_dropout_gradient_fd():
     x = normal(rng, (3, 4))
 
     def fwd(x):  # a fresh generator per call keeps the mask fixed
-        return ops.dropout_forward(x, 0.4, True, np.random.default_rng(7))
+        return dropout.dropout_forward(x, 0.4, True, np.random.default_rng(7))
 
     y, cache = fwd(x)
     R = normal(rng, y.shape)
-    fd_check(fwd, [x], [0], [ops.dropout_backward(R, cache)], R)
+    fd_check(fwd, [x], [0], [dropout.dropout_backward(R, cache)], R)
 
 
 def test_dropout_edge_rates():
     x = np.ones((3, 3), np.float32)
-    y, _ = ops.dropout_forward(x, 0.0, True, np.random.default_rng(0))
+    y, _ = dropout.dropout_forward(x, 0.0, True, np.random.default_rng(0))
     np.testing.assert_array_equal(y, x)
-    y, _ = ops.dropout_forward(x, 1.0, True, np.random.default_rng(0))
+    y, _ = dropout.dropout_forward(x, 1.0, True, np.random.default_rng(0))
     np.testing.assert_array_equal(y, 0)
     with pytest.raises(ValueError):
-        ops.dropout_forward(x, 1.5, True, np.random.default_rng(0))
+        dropout.dropout_forward(x, 1.5, True, np.random.default_rng(0))
 
 
 # ------------------------------------------------------------- batch norm
@@ -377,17 +381,17 @@ def test_batch_norm(shape, training):
     bias = normal(rng, (c,))
     rm = normal(rng, (c,)) * 0.1
     rv = rng.uniform(0.5, 2.0, c)
-    y, cache, nm, nv = ops.batch_norm_forward(x, scale, bias, rm, rv, 0.1, 1e-5, training)
+    y, cache, nm, nv = norm.batch_norm_forward(x, scale, bias, rm, rv, 0.1, 1e-5, training)
     R = normal(rng, y.shape)
-    dx, dscale, dbias = ops.batch_norm_backward(R, cache)
-    fwd = lambda x, s, b: ops.batch_norm_forward(x, s, b, rm, rv, 0.1, 1e-5, training)  # noqa: E731
+    dx, dscale, dbias = norm.batch_norm_backward(R, cache)
+    fwd = lambda x, s, b: norm.batch_norm_forward(x, s, b, rm, rv, 0.1, 1e-5, training)  # noqa: E731
     fd_check(fwd, [x, scale, bias], [0, 1, 2], [dx, dscale, dbias], R)
 
     f32 = [a.astype(np.float32) for a in (x, scale, bias, rm, rv, R)]
     x32, s32, b32, rm32, rv32, R32 = f32
     rm_before, rv_before = rm32.copy(), rv32.copy()
-    y, cache, nm, nv = ops.batch_norm_forward(x32, s32, b32, rm32, rv32, 0.1, 1e-5, training)
-    dx, dscale, dbias = ops.batch_norm_backward(R32, cache)
+    y, cache, nm, nv = norm.batch_norm_forward(x32, s32, b32, rm32, rv32, 0.1, 1e-5, training)
+    dx, dscale, dbias = norm.batch_norm_backward(R32, cache)
     np.testing.assert_array_equal(rm32, rm_before)  # inputs are not mutated
     np.testing.assert_array_equal(rv32, rv_before)
     xt, st, bt = T(x32), T(s32), T(b32)
@@ -406,7 +410,7 @@ def test_batch_norm(shape, training):
 
 def test_batch_norm_running_update_formula():
     x = np.array([[1.0], [2.0], [6.0]])
-    _, _, nm, nv = ops.batch_norm_forward(x, None, None, np.zeros(1), np.ones(1), momentum=0.1)
+    _, _, nm, nv = norm.batch_norm_forward(x, None, None, np.zeros(1), np.ones(1), momentum=0.1)
     np.testing.assert_allclose(nm, [0.1 * 3.0])
     np.testing.assert_allclose(nv, [0.9 + 0.1 * 7.0])  # unbiased variance of 1,2,6 is 7
 
@@ -420,14 +424,14 @@ def test_layer_norm(shape):
     x = normal(rng, shape) * 3 + 1
     scale = rng.uniform(0.5, 1.5, norm_shape)
     bias = normal(rng, norm_shape)
-    y, cache = ops.layer_norm_forward(x, scale, bias)
+    y, cache = norm.layer_norm_forward(x, scale, bias)
     R = normal(rng, y.shape)
-    dx, dscale, dbias = ops.layer_norm_backward(R, cache)
-    fd_check(ops.layer_norm_forward, [x, scale, bias], [0, 1, 2], [dx, dscale, dbias], R)
+    dx, dscale, dbias = norm.layer_norm_backward(R, cache)
+    fd_check(norm.layer_norm_forward, [x, scale, bias], [0, 1, 2], [dx, dscale, dbias], R)
 
     x32, s32, b32, R32 = (a.astype(np.float32) for a in (x, scale, bias, R))
-    y, cache = ops.layer_norm_forward(x32, s32, b32)
-    dx, dscale, dbias = ops.layer_norm_backward(R32, cache)
+    y, cache = norm.layer_norm_forward(x32, s32, b32)
+    dx, dscale, dbias = norm.layer_norm_backward(R32, cache)
     xt, st, bt = T(x32), T(s32), T(b32)
     yt = F.layer_norm(xt, norm_shape, st, bt, eps=1e-5)
     (yt * T(R32, False)).sum().backward()
@@ -446,15 +450,15 @@ def test_embedding(ids_shape):
     E = normal(rng, (6, 3))
     ids = rng.integers(0, 6, ids_shape)
     ids.flat[0] = ids.flat[1] = 2  # repeated ids must accumulate
-    y, cache = ops.embedding_forward(ids, E)
+    y, cache = embedding.embedding_forward(ids, E)
     assert y.shape == ids_shape + (3,)
     R = normal(rng, y.shape)
-    dE = ops.embedding_backward(R, cache)
-    fd_check(lambda E: ops.embedding_forward(ids, E), [E], [0], [dE], R)
+    dE = embedding.embedding_backward(R, cache)
+    fd_check(lambda E: embedding.embedding_forward(ids, E), [E], [0], [dE], R)
 
     E32, R32 = E.astype(np.float32), R.astype(np.float32)
-    y, cache = ops.embedding_forward(ids, E32)
-    dE = ops.embedding_backward(R32, cache)
+    y, cache = embedding.embedding_forward(ids, E32)
+    dE = embedding.embedding_backward(R32, cache)
     Et = T(E32)
     yt = F.embedding(torch.tensor(ids), Et)
     (yt * T(R32, False)).sum().backward()
@@ -467,12 +471,12 @@ def test_embedding(ids_shape):
 def test_embedding_out_of_range(bad):
     ids = np.array([[0, 1], [bad, 2]])
     with pytest.raises(ValueError, match=rf"id {bad}\b.*size 7"):
-        ops.embedding_forward(ids, np.zeros((7, 2)))
+        embedding.embedding_forward(ids, np.zeros((7, 2)))
 
 
 # ------------------------------------------------------------------- lstm
 
-def torch_lstm(x, W, H, b, go_backwards, h0=None, c0=None):
+def torch_lstm(x, W, H, b, go_backwards):
     """Returns (output, module) for canonical weights via nn.LSTM."""
     n, T_, f = x.shape
     hs = H.shape[1]
@@ -483,8 +487,7 @@ def torch_lstm(x, W, H, b, go_backwards, h0=None, c0=None):
         m.bias_ih_l0.copy_(b)
         m.bias_hh_l0.zero_()
     xin = torch.flip(x, [1]) if go_backwards else x
-    state = None if h0 is None else (h0[None], c0[None])
-    out, _ = m(xin, state)
+    out, _ = m(xin)
     return (torch.flip(out, [1]) if go_backwards else out), m
 
 
@@ -496,16 +499,16 @@ def test_lstm(go_backwards):
     W = normal(rng, (4 * hs, f)) * 0.5
     H = normal(rng, (4 * hs, hs)) * 0.5
     b = normal(rng, (4 * hs,)) * 0.5
-    y, cache = ops.lstm_forward(x, W, H, b, go_backwards)
+    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
-    dx, dW, dH, db = ops.lstm_backward(R, cache)
-    fd_check(lambda x, W, H, b: ops.lstm_forward(x, W, H, b, go_backwards),
+    dx, dW, dH, db = lstm.lstm_backward(R, cache)
+    fd_check(lambda x, W, H, b: lstm.lstm_forward(x, W, H, b, go_backwards),
              [x, W, H, b], [0, 1, 2, 3], [dx, dW, dH, db], R)
 
     x32, W32, H32, b32, R32 = (a.astype(np.float32) for a in (x, W, H, b, R))
-    y, cache = ops.lstm_forward(x32, W32, H32, b32, go_backwards)
-    dx, dW, dH, db = ops.lstm_backward(R32, cache)
+    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards)
+    dx, dW, dH, db = lstm.lstm_backward(R32, cache)
     xt = T(x32)
     yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards)
     (yt * T(R32, False)).sum().backward()
@@ -522,35 +525,11 @@ def test_lstm_go_backwards_output_alignment():
     rng = rng_for("lstm-align")
     x = normal(rng, (2, 5, 3), np.float32)
     W, H, b = normal(rng, (8, 3), np.float32), normal(rng, (8, 2), np.float32), normal(rng, (8,), np.float32)
-    y, _ = ops.lstm_forward(x, W, H, b, go_backwards=True)
-    first_step, _ = ops.lstm_forward(x[:, -1:], W, H, b)
+    y, _ = lstm.lstm_forward(x, W, H, b, go_backwards=True)
+    first_step, _ = lstm.lstm_forward(x[:, -1:], W, H, b)
     np.testing.assert_allclose(y[:, -1], first_step[:, 0], rtol=1e-6)
-    reversed_fwd, _ = ops.lstm_forward(x[:, ::-1].copy(), W, H, b)
+    reversed_fwd, _ = lstm.lstm_forward(x[:, ::-1].copy(), W, H, b)
     np.testing.assert_allclose(y[:, 0], reversed_fwd[:, -1], rtol=1e-6)
-
-
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_lstm_initial_state(go_backwards):
-    rng = rng_for("lstm-state", go_backwards)
-    n, T_, f, hs = 2, 3, 2, 3
-    x, h0, c0 = normal(rng, (n, T_, f)), normal(rng, (n, hs)), normal(rng, (n, hs))
-    W, H, b = normal(rng, (4 * hs, f)), normal(rng, (4 * hs, hs)), normal(rng, (4 * hs,))
-    y, cache = ops.lstm_forward(x, W, H, b, go_backwards, h0, c0)
-    R = normal(rng, y.shape)
-    grads = ops.lstm_backward(R, cache, state_grads=True)
-    fd_check(lambda x, h0, c0: ops.lstm_forward(x, W, H, b, go_backwards, h0, c0),
-             [x, h0, c0], [0, 1, 2], [grads[0], grads[4], grads[5]], R)
-
-    x32, h32, c32, R32 = (a.astype(np.float32) for a in (x, h0, c0, R))
-    y, cache = ops.lstm_forward(x32, *(a.astype(np.float32) for a in (W, H, b)), go_backwards, h32, c32)
-    grads = ops.lstm_backward(R32, cache, state_grads=True)
-    xt, ht, ct = T(x32), T(h32), T(c32)
-    yt, _ = torch_lstm(xt, *(torch.tensor(a.astype(np.float32)) for a in (W, H, b)), go_backwards, ht, ct)
-    (yt * T(R32, False)).sum().backward()
-    assert_close(y, yt.detach(), what="y")
-    assert_close(grads[0], xt.grad, what="dx")
-    assert_close(grads[4], ht.grad, what="dh0")
-    assert_close(grads[5], ct.grad, what="dc0")
 
 
 # ------------------------------------------------------- shape and plumbing
@@ -563,14 +542,14 @@ def test_lstm_initial_state(go_backwards):
 def test_splice(shapes, dim):
     rng = rng_for("splice", tuple(shapes))
     xs = [normal(rng, s) for s in shapes]
-    y, cache = ops.splice_forward(xs)
+    y, cache = shape.splice_forward(xs)
     R = normal(rng, y.shape)
-    dxs = ops.splice_backward(R, cache)
-    fd_check(lambda *xs: ops.splice_forward(list(xs)), xs, range(len(xs)), dxs, R)
+    dxs = shape.splice_backward(R, cache)
+    fd_check(lambda *xs: shape.splice_forward(list(xs)), xs, range(len(xs)), dxs, R)
 
     xts = [T(a.astype(np.float32)) for a in xs]
-    y, cache = ops.splice_forward([a.astype(np.float32) for a in xs])
-    dxs = ops.splice_backward(R.astype(np.float32), cache)
+    y, cache = shape.splice_forward([a.astype(np.float32) for a in xs])
+    dxs = shape.splice_backward(R.astype(np.float32), cache)
     yt = torch.cat(xts, dim=dim)
     (yt * T(R.astype(np.float32), False)).sum().backward()
     assert_close(y, yt.detach(), what="y")
@@ -580,8 +559,8 @@ def test_splice(shapes, dim):
 
 @pytest.mark.parametrize("which", ["last", "first"])
 def test_select(which):
-    fwd = ops.select_last_forward if which == "last" else ops.select_first_forward
-    bwd = ops.select_last_backward if which == "last" else ops.select_first_backward
+    fwd = shape.select_last_forward if which == "last" else shape.select_first_forward
+    bwd = shape.select_last_backward if which == "last" else shape.select_first_backward
     rng = rng_for("select", which)
     x = normal(rng, (2, 4, 3))
     y, cache = fwd(x)
@@ -599,34 +578,34 @@ def test_select(which):
 def test_flatten():
     rng = rng_for("flatten")
     x = normal(rng, (2, 3, 2, 2))
-    y, cache = ops.flatten_forward(x)
+    y, cache = shape.flatten_forward(x)
     R = normal(rng, y.shape)
-    fd_check(ops.flatten_forward, [x], [0], [ops.flatten_backward(R, cache)], R)
+    fd_check(shape.flatten_forward, [x], [0], [shape.flatten_backward(R, cache)], R)
     xt = T(x.astype(np.float32))
-    y, cache = ops.flatten_forward(x.astype(np.float32))
+    y, cache = shape.flatten_forward(x.astype(np.float32))
     yt = torch.flatten(xt, 1)
     (yt * T(R.astype(np.float32), False)).sum().backward()
     assert_close(y, yt.detach(), what="y")
-    assert_close(ops.flatten_backward(R.astype(np.float32), cache), xt.grad, what="dx")
+    assert_close(shape.flatten_backward(R.astype(np.float32), cache), xt.grad, what="dx")
 
 
 def test_rescale():
     rng = rng_for("rescale")
     x = normal(rng, (2, 1, 3, 3))
     args = [x, 1 / 255, 0.1307, 0.3081]
-    y, cache = ops.rescale_forward(*args)
+    y, cache = activation.rescale_forward(*args)
     R = normal(rng, y.shape)
-    fd_check(ops.rescale_forward, args, [0], [ops.rescale_backward(R, cache)], R)
+    fd_check(activation.rescale_forward, args, [0], [activation.rescale_backward(R, cache)], R)
 
     x32, R32 = x.astype(np.float32), R.astype(np.float32)
-    y, cache = ops.rescale_forward(x32, np.float64(1 / 255), 0.1307, 0.3081)
+    y, cache = activation.rescale_forward(x32, np.float64(1 / 255), 0.1307, 0.3081)
     assert y.dtype == np.float32  # numpy scalar constants must not upcast
     xt = T(x32)
     yt = (xt * (1 / 255) - 0.1307) / 0.3081
     (yt * T(R32, False)).sum().backward()
     assert_close(y, yt.detach(), what="y")
-    assert_close(ops.rescale_backward(R32, cache), xt.grad, what="dx")
-    pixels, _ = ops.rescale_forward(np.array([[0, 255]], np.uint8), 1 / 255, 0.0, 1.0)
+    assert_close(activation.rescale_backward(R32, cache), xt.grad, what="dx")
+    pixels, _ = activation.rescale_forward(np.array([[0, 255]], np.uint8), 1 / 255, 0.0, 1.0)
     assert pixels.dtype == np.float32
     np.testing.assert_allclose(pixels, [[0, 1]])
 
@@ -635,17 +614,17 @@ def test_rescale():
 def test_cosine_distance(shape):
     rng = rng_for("cos", shape)
     a, b = normal(rng, shape), normal(rng, shape)
-    y, cache = ops.cosine_distance_forward(a, b)
+    y, cache = cosine.cosine_distance_forward(a, b)
     assert y.shape == (shape[0], 1)
     R = normal(rng, y.shape)
-    da, db = ops.cosine_distance_backward(R, cache)
-    fd_check(ops.cosine_distance_forward, [a, b], [0, 1], [da, db], R)
+    da, db = cosine.cosine_distance_backward(R, cache)
+    fd_check(cosine.cosine_distance_forward, [a, b], [0, 1], [da, db], R)
 
     a32, b32, R32 = (v.astype(np.float32) for v in (a, b, R))
     a32[0] = 0  # a zero vector: norms are clamped to eps
     a32[1] *= 1e-9  # a norm below eps: torch's clamp is invisible to autograd
-    y, cache = ops.cosine_distance_forward(a32, b32)
-    da, db = ops.cosine_distance_backward(R32, cache)
+    y, cache = cosine.cosine_distance_forward(a32, b32)
+    da, db = cosine.cosine_distance_backward(R32, cache)
     at, bt = T(a32), T(b32)
     yt = F.cosine_similarity(at.flatten(1), bt.flatten(1), dim=1, eps=1e-8)[:, None]
     (yt * T(R32, False)).sum().backward()

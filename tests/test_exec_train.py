@@ -12,7 +12,7 @@ import pytest
 from netdsl import data as datamod
 from netdsl.cli import main
 from netdsl.errors import NetdslError
-from netdsl.exec import train
+from netdsl.exec import feed, runtime, train
 from netdsl.exec.weights import init_params, save_weights
 from netdsl.frontend import load, load_text
 
@@ -65,8 +65,8 @@ def trainer(text=TINY, seed=0, data=None, **opts):
 @pytest.mark.parametrize("model, view", [("mlp_relu", datamod.as_vectors), ("keras_cnn", datamod.as_images),
                                          ("row_lstm", datamod.as_rows), ("bn_cnn", datamod.as_images)])
 def test_feed_maps_mnist_onto_the_input(model, view):
-    feed = train.make_feed(load(MODELS / f"{model}.net"), "mnist", (28, 28))
-    assert feed.view is view and feed.classes == 10
+    f = feed.make_feed(load(MODELS / f"{model}.net"), "mnist", (28, 28))
+    assert f.view is view and f.classes == 10
 
 
 @pytest.mark.parametrize("model, words", [
@@ -78,7 +78,7 @@ def test_feed_maps_mnist_onto_the_input(model, view):
 ])
 def test_feed_refuses_models_the_dataset_cannot_feed(model, words):
     with pytest.raises(NetdslError) as e:
-        train.make_feed(load(MODELS / f"{model}.net"), "mnist", (28, 28))
+        feed.make_feed(load(MODELS / f"{model}.net"), "mnist", (28, 28))
     msg = e.value.format()
     assert "[E701]" in msg and "offers (1, 28, 28) images, (784,) vectors or seq[28] of (28,) rows" in msg
     for w in words:
@@ -88,7 +88,7 @@ def test_feed_refuses_models_the_dataset_cannot_feed(model, words):
 def test_feed_refuses_a_wrong_output_shape():
     g = load_text("model M\nx = Input(784)\nz = Dense(7)(x)\noutput z\n", "m.net")
     with pytest.raises(NetdslError, match=r"output 'z' has type \(7,\).*10 classes"):
-        train.make_feed(g, "mnist", (28, 28))
+        feed.make_feed(g, "mnist", (28, 28))
 
 
 # -------------------------------------------------------------- determinism
@@ -124,7 +124,7 @@ def test_options_override_the_training_block():
 
 def test_squared_error_uses_one_hot_targets():
     g = load(MODELS / "mlp_sigmoid.net")
-    loss_fn = train.make_loss(g.training, 10)
+    loss_fn = feed.make_loss(g.training, 10)
     pred = np.full((2, 10), 0.5, np.float32)
     loss, d = loss_fn(pred, np.array([3, 7]))
     assert loss == pytest.approx(0.25)  # every element is 0.5 away from its target
@@ -252,15 +252,15 @@ def test_bad_weight_file_via_cli(tmp_path, capsys):
 
 
 def test_set_threads_reports_what_it_set():
-    before = train.blas_threads()
-    done = train.set_threads(1)
+    before = runtime.blas_threads()
+    done = runtime.set_threads(1)
     try:
         assert done, "neither threadpoolctl nor OpenBLAS's set_num_threads was found"
         if before is not None:
-            assert train.blas_threads() == 1
+            assert runtime.blas_threads() == 1
     finally:
         if before:
-            train.set_threads(before)
+            runtime.set_threads(before)
 
 
 # --------------------------------------------------------- fused optimizers
@@ -277,7 +277,7 @@ def test_fused_optimizers_are_bit_identical_to_optim(name, kwargs):
     params = {"a.W": rng.standard_normal((33, 17)).astype(np.float32),
               "a.b": rng.standard_normal(17).astype(np.float32)}
     ref = {k: v.copy() for k, v in params.items()}
-    fused = getattr(train, "Fused" + name)(**kwargs)
+    fused = getattr(optim, "Fused" + name)(**kwargs)
     plain = getattr(optim, name)(**kwargs)
     for _ in range(5):
         grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in params.items()}
@@ -294,4 +294,4 @@ def test_fused_optimizers_are_bit_identical_to_optim(name, kwargs):
 def test_unwritable_checkpoint_dir_fails_before_training(tmp_path, capsys):
     rc = main(["run", str(MODELS / "mlp_relu.net"), "--checkpoint", str(tmp_path / "no" / "ck.npz")])
     err = capsys.readouterr().err
-    assert rc == 1 and "--checkpoint: cannot write into" in err and "[E608]" in err
+    assert rc == 1 and "--checkpoint: cannot write checkpoint" in err and "does not exist [E608]" in err

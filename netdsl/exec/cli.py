@@ -46,6 +46,15 @@ def _lr(text):
     return v
 
 
+def _size(text):
+    from .memory import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="train or evaluate a model with the native executor",
                        description="Train FILE natively on an MNIST-family dataset (the training block "
@@ -77,6 +86,11 @@ def register(sub) -> None:
     w.add_argument("--checkpoint", metavar="PATH", help="write a checkpoint here every epoch (atomically)")
     w.add_argument("--checkpoint-every", type=_positive, metavar="N", help="also every N steps")
     w.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    w.add_argument("--overwrite", action="store_true", help="start afresh over an existing --checkpoint "
+                   "(without --resume, an existing checkpoint is refused)")
+    p.add_argument("--max-memory", type=_size, metavar="SIZE", help="refuse to run when the estimated "
+                   "activation and workspace memory exceeds SIZE (bytes, or with K/M/G/T; default: half "
+                   "of the machine's memory)")
     p.add_argument("--timing", action="store_true", help="report where the start-up time went")
     p.set_defaults(func=cmd_run)
 
@@ -115,21 +129,17 @@ def _run(args) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from .. import data as datamod
+    from .. import ir
     from ..data import DataError
-    from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
+    from ..errors import Diagnostic, NetdslError, NO_SPAN
     from ..lint import load_and_warn
 
     if (args.resume or args.checkpoint_every) and not args.checkpoint:
         flag = "--resume" if args.resume else "--checkpoint-every"
         print(f"netdsl run: error: {flag} needs --checkpoint PATH", file=sys.stderr)
         return 2
-    for flag, path in (("--checkpoint", args.checkpoint), ("--save", args.save)):
-        # Fail now, not after the first epoch, when the file could never be written.
-        parent = os.path.dirname(os.path.abspath(path)) if path else None
-        if parent and not (os.path.isdir(parent) and os.access(parent, os.W_OK)):
-            raise NetdslError(Diagnostic("E608", f"{flag}: cannot write into {parent} (no such directory, "
-                                         f"or not writable)", Span(path, 1, 1, 1, 1)))
     graph = load_and_warn(args.file)  # warnings to stderr
+    _check_outputs(args, graph)
     tr = graph.training
     name = args.data or (tr.dataset if tr else None)
     if not name:
@@ -155,15 +165,25 @@ def _run(args) -> int:
     with ThreadPoolExecutor(1) as pool:
         t0 = time.perf_counter()
         future = pool.submit(_timed, datamod.load_mnist, timing, name, args.data_dir)
-        from . import train
-        from .weights import init_params, load_weights, save_weights
+        from . import checkpoint, memory, runtime, train
+        from .optim import make_optimizer
+        from .weights import graph_sources, init_params, load_weights, save_weights
 
-        train.set_threads(args.threads)
-        train.tune_malloc()
+        runtime.set_threads(args.threads)
+        runtime.tune_malloc()
+        # Before allocating anything: the warm-up (batch 2) and, unless only
+        # evaluating, a training step; sequence lengths are not known yet.
+        limit = args.max_memory or memory.default_limit()
+        batch = 2 if args.eval_only else max(2, args.batch_size or (tr.batch_size if tr else 64))
+        memory.check(graph, batch, limit, 1, "warm-up" if args.eval_only else "training", graph_sources(graph))
         seed = 0 if args.seed is None else args.seed
         params = load_weights(args.load, graph) if args.load else init_params(graph, seed)
+        resume = None
+        if args.resume and os.path.lexists(args.checkpoint):
+            # Every array and field is checked before anything runs (warm-up included).
+            resume = checkpoint.read(args.checkpoint, graph, make_optimizer(tr or ir.Training(), args.lr))
         t1 = time.perf_counter()
-        train.warm_up(graph, params)
+        runtime.warm_up(graph, params)
         timing["warm-up"] = time.perf_counter() - t1
         timing["imports+init"] = t1 - t0
         dataset = future.result()
@@ -171,15 +191,15 @@ def _run(args) -> int:
     opts = train.Options(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
                          resume=args.resume, limit_train=args.limit_train, limit_test=args.limit_test,
-                         progress=args.progress)
+                         progress=args.progress, max_memory=limit)
     trainer = train.Trainer(graph, params, dataset, opts, dataset_name=name)
 
     if args.resume:
-        if os.path.exists(args.checkpoint):
+        if resume is not None:
             explicit = {k: getattr(args, a) for k, a in (("seed", "seed"), ("batch_size", "batch_size"),
                                                         ("n_train", "limit_train"), ("lr", "lr"))
                         if getattr(args, a) is not None}
-            trainer.load_checkpoint(args.checkpoint, explicit)
+            trainer.restore(resume, explicit)
             print(f"resuming from {args.checkpoint}: epoch {trainer.epoch + 1}, step {trainer.step}",
                   file=sys.stderr)
         else:
@@ -202,3 +222,40 @@ def _run(args) -> int:
         save_weights(args.save, trainer.ex.params)
         print(f"weights saved to {args.save}", file=sys.stderr)
     return 0
+
+
+def _check_outputs(args, graph) -> None:
+    """Before any work: every file this run will write is a place it may write
+    (not an input, a regular file or new, in a writable directory; an existing
+    checkpoint only with --resume or --overwrite). Temp files that a killed
+    earlier run left beside them are removed."""
+    from .. import fsutil
+    from ..errors import Diagnostic, NetdslError, Span
+
+    if args.eval_only:
+        return  # writes nothing
+    inputs = _model_files(graph) + [args.load]
+    outputs = [("--save", args.save, True), ("--checkpoint", args.checkpoint, args.resume or args.overwrite)]
+    if args.save and args.checkpoint and os.path.abspath(args.save) == os.path.abspath(args.checkpoint):
+        raise NetdslError(Diagnostic("E608", "--save and --checkpoint name the same file",
+                                     Span(args.save, 1, 1, 1, 1)))
+    for flag, path, overwrite in outputs:
+        if not path:
+            continue
+        try:
+            fsutil.check_output(path, inputs, what=flag[2:], overwrite=overwrite)
+        except fsutil.OutputPathError as e:
+            note = ("continue it with --resume, or replace it with --overwrite"
+                    if flag == "--checkpoint" and "already exists" in str(e) else None)
+            raise NetdslError(Diagnostic("E608", f"{flag}: {e}", Span(path, 1, 1, 1, 1), note)) from None
+        fsutil.remove_stale_temps(path)
+
+
+def _model_files(graph) -> list:
+    """The .net files this model was read from: the file and every import that defined part of it."""
+    files = {graph.source}
+    for obj in (*graph.inputs, *graph.layers, *graph.nodes, graph.training, graph):
+        span = getattr(obj, "span", None)
+        if span is not None:
+            files.add(span.file)
+    return sorted(files)

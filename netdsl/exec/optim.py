@@ -8,9 +8,17 @@ state_dict() is flat so it can go straight into np.savez: hyperparameters
 as scalars, per-parameter state as "<slot>/<param name>" arrays (copies).
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
+from numba import njit
+
+from .. import ir
+from ..errors import Diagnostic, NetdslError, NO_SPAN
+
+E_UNSUPPORTED = "E704"  # the training block names an optimizer the executor lacks
 
 
 class _Optimizer:
@@ -133,3 +141,91 @@ class Adadelta(_Optimizer):
         acc *= self.rho
         acc += (1 - self.rho) * delta * delta
         p -= self.lr * delta
+
+
+# ------------------------------------------------------------ fused (numba)
+# What training uses: the same operations in one pass per parameter.
+
+class FusedSGD(SGD):
+    """SGD with each parameter's update in one numba pass instead of
+    three or four numpy passes; the same float32 operations in the same order,
+    so the results are bit-identical (tests/test_exec_train.py checks it)."""
+
+    def _update(self, name, p, g):
+        if not (p.flags.c_contiguous and p.dtype == g.dtype):
+            return super()._update(name, p, g)
+        bufs = self.state["momentum_buffer"]
+        t = p.dtype.type
+        if self.momentum and name not in bufs:
+            bufs[name] = g.copy()
+            first = True
+        else:
+            first = False
+        buf = bufs.get(name, p)  # unused without momentum
+        _check_slot(name, p, buf)
+        _sgd_kernel(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), buf.reshape(-1), t(self.lr),
+                    t(self.momentum), bool(self.momentum), bool(self.nesterov), first)
+
+
+class FusedAdam(Adam):
+    """Adam in one numba pass per parameter, bit-identical to it."""
+
+    def _update(self, name, p, g):
+        if not (p.flags.c_contiguous and p.dtype == g.dtype):
+            return super()._update(name, p, g)
+        m = self._slot("exp_avg", name, p)
+        v = self._slot("exp_avg_sq", name, p)
+        _check_slot(name, p, m)
+        _check_slot(name, p, v)
+        n = self.steps[name]
+        t = p.dtype.type
+        _adam_kernel(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
+                     t(1 - self.beta1), t(self.beta2), t(1 - self.beta2),
+                     t(self.lr / (1 - self.beta1 ** n)), t(math.sqrt(1 - self.beta2 ** n)), t(self.eps))
+
+
+def _check_slot(name, p, buf):
+    # The kernels index buf with p's indices: a short or strided state array
+    # (a crafted checkpoint) would be written out of bounds, not rejected.
+    if buf.shape != p.shape or buf.dtype != p.dtype or not buf.flags.c_contiguous:
+        raise ValueError(f"optimizer state of {name} is {buf.dtype}{buf.shape}, the parameter {p.dtype}{p.shape}")
+
+
+@njit(cache=True)
+def _sgd_kernel(p, g, buf, lr, momentum, use_momentum, nesterov, first):
+    # Mirrors SGD: buf = momentum*buf + g (buf = g on the first step),
+    # the step is g + momentum*buf with nesterov, else buf; p -= lr*step.
+    for k in range(p.shape[0]):
+        d = g[k]
+        if use_momentum:
+            b = buf[k] if first else buf[k] * momentum + d
+            buf[k] = b
+            d = d + momentum * b if nesterov else b
+        p[k] = p[k] - lr * d
+
+
+@njit(cache=True, error_model="numpy")  # IEEE division: no zero check, so it vectorises (7x)
+def _adam_kernel(p, g, m, v, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
+    # Mirrors Adam operation for operation (float32 rounding included):
+    # m += (1-b1)*(g-m); v = v*b2 + ((1-b2)*g)*g; p -= (step*m) / (sqrt(v)/bc2 + eps)
+    for k in range(p.shape[0]):
+        gk = g[k]
+        mk = m[k] + one_minus_b1 * (gk - m[k])
+        vk = v[k] * b2 + one_minus_b2 * gk * gk
+        m[k] = mk
+        v[k] = vk
+        p[k] = p[k] - step_size * mk / (np.sqrt(vk) / bc2_sqrt + eps)
+
+
+def make_optimizer(training: ir.Training, lr: float | None = None):
+    o = dict(training.optimizer_attrs)
+    if lr is not None:
+        o["lr"] = lr
+    name = training.optimizer
+    if name == "SGD":
+        return FusedSGD(o.get("lr", 0.01), o.get("momentum", 0.0), o.get("nesterov", False))
+    if name == "Adam":
+        return FusedAdam(o.get("lr", 1e-3), o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("eps", 1e-8))
+    if name == "Adadelta":
+        return Adadelta(o.get("lr", 1.0), o.get("rho", 0.9), o.get("eps", 1e-6))
+    raise NetdslError(Diagnostic(E_UNSUPPORTED, f"unsupported optimizer '{name}'", training.span or NO_SPAN))

@@ -1,159 +1,47 @@
-"""The native training loop: data feeding, epochs, evaluation, checkpoints.
+"""The native training loop: epochs, steps, evaluation, NaN/Inf reports.
 
 Reproducibility. Every random draw of training comes from one Generator per
 epoch, derived from (seed, epoch) alone: it first draws the epoch's shuffle,
 then every dropout mask of that epoch, in step order. A checkpoint stores that
 generator's state at the step boundary where it was written, so a resumed run
-draws exactly the numbers the uninterrupted run would have drawn, and — with
-the weights, BatchNorm statistics and optimizer state restored bit for bit —
+draws exactly the numbers the uninterrupted run would have drawn, and -- with
+the weights, BatchNorm statistics and optimizer state restored bit for bit --
 ends with identical weights. (Same machine, same thread count: a different
 BLAS thread split may round differently.)
 
-Crash safety. Checkpoints are written to a temp file, fsynced, then renamed
-over the old one (weights.atomic_savez): a SIGKILL at any moment leaves the
-previous checkpoint or the new one, never half of one. SIGINT/SIGTERM finish
-the current step, write a checkpoint (when --checkpoint is set) and stop.
+SIGINT/SIGTERM finish the current step, write a checkpoint (when --checkpoint
+is set) and stop. Checkpoints themselves: checkpoint.py. How the dataset
+feeds the model: feed.py. Optimizers: optim.py. Threads, warm-up: runtime.py.
 
 Errors (NetdslError): E701 the dataset cannot feed the model, E702 NaN/Inf
-during training, E703 a checkpoint that cannot be resumed.
+during training, E703 a checkpoint that cannot be resumed, E704 a loss or optimizer the executor lacks.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 from .. import data as datamod
 from .. import ir
 from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
-from . import losses, optim
+from . import checkpoint as ckpt
+from . import memory
+from .feed import make_feed, make_loss
 from .graph import Executor
-from .weights import _sources, atomic_savez, check_params, read_npz
+from .optim import make_optimizer  # noqa: F401  (also imported from here by tests/test_emit_legacy.py)
+from .runtime import blas_threads
+from .weights import graph_sources
 
-E_FEED = "E701"
 E_NONFINITE = "E702"
-E_CHECKPOINT = "E703"
+E_CHECKPOINT = ckpt.E_CHECKPOINT
 
-CHECKPOINT_FORMAT = 1
 _EPOCH_STREAM = 1  # SeedSequence spawn-key namespace of the per-epoch generators
 
-
-# --------------------------------------------------------------------- threads
-
-def set_threads(n: int) -> dict:
-    """Use n threads in BLAS (numpy's OpenBLAS) and numba. Returns what was set.
-
-    threadpoolctl is used when installed; otherwise OpenBLAS's own
-    set_num_threads is called through ctypes on the loaded library, which
-    is what threadpoolctl does too.
-    """
-    done = {}
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
-        done["threadpoolctl"] = n
-    except ImportError:
-        done.update(_openblas_set_threads(n))
-    try:
-        import numba
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        done["numba"] = numba.get_num_threads()
-    except (ImportError, ValueError):
-        pass
-    return done
-
-
-def _openblas_set_threads(n: int) -> dict:
-    import ctypes
-
-    import numpy  # noqa: F401  (loads the BLAS)
-
-    done = {}
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return done
-    for path in libs:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                    "scipy_openblas_set_num_threads", "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int]
-                fn(n)
-                done[os.path.basename(path)] = n
-                break
-    return done
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in the heap (glibc mallopt), so every step does not
-    page-fault its multi-megabyte buffers in afresh: glibc hands big blocks
-    back to the OS on free and maps them again, zero-filled, on the next
-    malloc. Measured on keras_cnn: 1427 page faults per step -> 0, and the
-    step 16% faster. Returns False where there is no glibc."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) or mallopt(M_MMAP_THRESHOLD, 32 << 20)
-    return bool(ok and mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
-
-
-def blas_threads() -> int | None:
-    """OpenBLAS's current thread count (None if it cannot be asked)."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as f:
-            libs = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
-    except OSError:
-        return None
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                    "scipy_openblas_get_num_threads", "openblas_get_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                return int(fn())
-    return None
-
-
-# --------------------------------------------------------------------- warm-up
-
-def warm_up(graph: ir.Graph, params: dict) -> None:
-    """One training step on two dummy samples, with copies of everything, so
-    numba loads every kernel this model needs from its cache (or compiles it
-    once) before the clock of the first real step starts — and while the
-    data is still loading in another thread."""
-    ex = Executor(graph, {k: v.copy() for k, v in params.items()})
-    inputs = {}
-    for i in graph.inputs:
-        shape = tuple(2 if d is None else d for d in i.type.batch_shape(2))
-        inputs[i.name] = np.zeros(shape, np.int64 if i.type.vocab is not None else np.float32)
-    out = ex.forward(inputs, training=True, rng=np.random.default_rng(0))
-    grads = ex.backward({k: np.ones_like(v) for k, v in out.items()})
-    tr = graph.training or ir.Training()
-    if tr.optimizer in ("SGD", "Adam", "Adadelta"):
-        make_optimizer(tr).step({k: ex.params[k] for k in grads}, grads)
-
-
-# --------------------------------------------------------------------- options
 
 @dataclass
 class Options:
@@ -170,6 +58,7 @@ class Options:
     limit_test: int | None = None
     progress: bool | None = None  # None: a tqdm bar when stderr is a terminal
     eval_batch: int = 500  # inference batch: big enough for BLAS, small enough for im2col buffers
+    max_memory: int | None = None  # bytes (memory.py); None: half of the machine's memory
 
 
 @dataclass
@@ -188,156 +77,6 @@ def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
 
 def _span(obj) -> object:
     return getattr(obj, "span", None) or NO_SPAN
-
-
-# ----------------------------------------------------------------------- data
-
-@dataclass
-class Feed:
-    """How a dataset's (N, H, W) uint8 images become the model's one input."""
-
-    input: str
-    view: object  # data.as_images / as_vectors / as_rows
-    output: str
-    classes: int
-
-    def batch(self, x: np.ndarray) -> np.ndarray:
-        return self.view(x)
-
-
-def make_feed(graph: ir.Graph, dataset: str, image_shape: tuple, classes: int = datamod.NUM_CLASSES) -> Feed:
-    """Map an image dataset onto the model's input, or say why it cannot be."""
-    try:
-        return _make_feed(graph, dataset, image_shape, classes)
-    except NetdslError as e:
-        raise NetdslError(e.diagnostics, _sources(graph)) from None
-
-
-def _make_feed(graph, dataset, image_shape, classes) -> Feed:
-    h, w = image_shape
-    offers = (f"({1}, {h}, {w}) images, ({h * w},) vectors or seq[{h}] of ({w},) rows")
-    if len(graph.inputs) != 1:
-        names = ", ".join(f"'{i.name}' {i.type.describe()}" for i in graph.inputs)
-        raise NetdslError(Diagnostic(
-            E_FEED, f"dataset '{dataset}' feeds one input, but model {graph.name} has "
-            f"{len(graph.inputs)}: {names}", _span(graph.inputs[1] if len(graph.inputs) > 1 else graph),
-            f"'{dataset}' offers {offers}"))
-    inp = graph.inputs[0]
-    t = inp.type
-    view = None
-    if t.vocab is None and not t.seq:
-        if tuple(t.shape) == (1, h, w):
-            view = datamod.as_images
-        elif tuple(t.shape) == (h * w,):
-            view = datamod.as_vectors
-    elif t.vocab is None and t.seq and tuple(t.shape) == (w,) and t.length in (None, h):
-        view = datamod.as_rows
-    if view is None:
-        raise NetdslError(Diagnostic(
-            E_FEED, f"input '{inp.name}' has type {t.describe()}, which dataset '{dataset}' "
-            f"cannot feed", _span(inp), f"'{dataset}' offers {offers}"))
-    if len(graph.outputs) != 1:
-        raise NetdslError(Diagnostic(
-            E_FEED, f"training on '{dataset}' needs one output of {classes} class scores, "
-            f"model {graph.name} has {len(graph.outputs)}", _span(graph)))
-    out = graph.outputs[0]
-    ot = graph.value_type(out)
-    if ot.seq or tuple(ot.shape) != (classes,):
-        node = next((n for n in graph.nodes if n.name == out), None)
-        raise NetdslError(Diagnostic(
-            E_FEED, f"output '{out}' has type {ot.describe()}; dataset '{dataset}' has {classes} "
-            f"classes, so the output must be ({classes},)", _span(node)))
-    return Feed(inp.name, view, out, classes)
-
-
-# ------------------------------------------------------------ loss, optimizer
-
-def make_loss(training: ir.Training, classes: int):
-    """(logits, int labels) -> (loss, dlogits), as docs/ir.md defines the losses."""
-    if training.loss == "cross_entropy_with_softmax":
-        return losses.softmax_cross_entropy
-    if training.loss == "squared_error":
-        def squared_error(pred, labels):
-            target = np.zeros(pred.shape, pred.dtype)
-            target[np.arange(len(labels)), labels] = 1  # one-hot targets
-            return losses.mse(pred, target)
-        return squared_error
-    raise NetdslError(Diagnostic("E704", f"unsupported loss '{training.loss}'", _span(training)))
-
-
-class FusedSGD(optim.SGD):
-    """optim.SGD with each parameter's update in one numba pass instead of
-    three or four numpy passes; the same float32 operations in the same order,
-    so the results are bit-identical (tests/test_exec_train.py checks it)."""
-
-    def _update(self, name, p, g):
-        if not (p.flags.c_contiguous and p.dtype == g.dtype):
-            return super()._update(name, p, g)
-        bufs = self.state["momentum_buffer"]
-        t = p.dtype.type
-        if self.momentum and name not in bufs:
-            bufs[name] = g.copy()
-            first = True
-        else:
-            first = False
-        buf = bufs.get(name, p)  # unused without momentum
-        _sgd_kernel(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), buf.reshape(-1), t(self.lr),
-                    t(self.momentum), bool(self.momentum), bool(self.nesterov), first)
-
-
-class FusedAdam(optim.Adam):
-    """optim.Adam in one numba pass per parameter, bit-identical to it."""
-
-    def _update(self, name, p, g):
-        if not (p.flags.c_contiguous and p.dtype == g.dtype):
-            return super()._update(name, p, g)
-        m = self._slot("exp_avg", name, p)
-        v = self._slot("exp_avg_sq", name, p)
-        n = self.steps[name]
-        t = p.dtype.type
-        _adam_kernel(p.reshape(-1), np.ascontiguousarray(g).reshape(-1), m.reshape(-1), v.reshape(-1),
-                     t(1 - self.beta1), t(self.beta2), t(1 - self.beta2),
-                     t(self.lr / (1 - self.beta1 ** n)), t(math.sqrt(1 - self.beta2 ** n)), t(self.eps))
-
-
-@njit(cache=True)
-def _sgd_kernel(p, g, buf, lr, momentum, use_momentum, nesterov, first):
-    # Mirrors optim.SGD: buf = momentum*buf + g (buf = g on the first step),
-    # the step is g + momentum*buf with nesterov, else buf; p -= lr*step.
-    for k in range(p.shape[0]):
-        d = g[k]
-        if use_momentum:
-            b = buf[k] if first else buf[k] * momentum + d
-            buf[k] = b
-            d = d + momentum * b if nesterov else b
-        p[k] = p[k] - lr * d
-
-
-@njit(cache=True, error_model="numpy")  # IEEE division: no zero check, so it vectorises (7x)
-def _adam_kernel(p, g, m, v, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps):
-    # Mirrors optim.Adam operation for operation (float32 rounding included):
-    # m += (1-b1)*(g-m); v = v*b2 + ((1-b2)*g)*g; p -= (step*m) / (sqrt(v)/bc2 + eps)
-    for k in range(p.shape[0]):
-        gk = g[k]
-        mk = m[k] + one_minus_b1 * (gk - m[k])
-        vk = v[k] * b2 + one_minus_b2 * gk * gk
-        m[k] = mk
-        v[k] = vk
-        p[k] = p[k] - step_size * mk / (np.sqrt(vk) / bc2_sqrt + eps)
-
-
-def make_optimizer(training: ir.Training, lr: float | None = None):
-    o = dict(training.optimizer_attrs)
-    if lr is not None:
-        o["lr"] = lr
-    name = training.optimizer
-    if name == "SGD":
-        return FusedSGD(o.get("lr", 0.01), o.get("momentum", 0.0), o.get("nesterov", False))
-    if name == "Adam":
-        return FusedAdam(o.get("lr", 1e-3), o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("eps", 1e-8))
-    if name == "Adadelta":
-        return optim.Adadelta(o.get("lr", 1.0), o.get("rho", 0.9), o.get("eps", 1e-6))
-    raise NetdslError(Diagnostic("E704", f"unsupported optimizer '{name}'", _span(training)))
 
 
 # ------------------------------------------------------------------- signals
@@ -396,6 +135,16 @@ class Trainer:
         self.result = Result()
         self._trainable = {n: self.ex.params[n] for n in self.ex.trainable}
         self.t_first_step = None  # perf_counter() when the first step began, for timing
+        self.memory_limit = opts.max_memory or memory.default_limit()
+        sample = self.feed.batch(self.x_train[:1]) if len(self.x_train) else None
+        self.seq_len = sample.shape[1] if sample is not None and graph.inputs[0].type.seq else 1
+        # Inference batches are ours to choose: smaller ones where 500 would not fit.
+        self.eval_batch = memory.fitting_batch(graph, self.memory_limit, opts.eval_batch, self.seq_len)
+        if not self.eval_batch:
+            self._check_memory(1, "evaluation")
+
+    def _check_memory(self, batch, what):
+        memory.check(self.graph, batch, self.memory_limit, self.seq_len, what, graph_sources(self.graph))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -407,11 +156,11 @@ class Trainer:
         x = self.x_test if x is None else x
         y = self.y_test if y is None else y
         correct = 0
-        for i in range(0, len(x), self.opts.eval_batch):
-            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + self.opts.eval_batch])},
-                                  training=False)[self.feed.output]
-            correct += int((out.argmax(axis=-1) == y[i:i + self.opts.eval_batch]).sum())
-        self.ex.values, self.ex._caches = {}, None  # drop the last batch's buffers
+        bs = self.eval_batch
+        for i in range(0, len(x), bs):
+            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + bs])}, training=False)[self.feed.output]
+            correct += int((out.argmax(axis=-1) == y[i:i + bs]).sum())
+        self.ex.release()  # drop the last batch's buffers
         return (correct / len(x) if len(x) else float("nan")), correct, len(x)
 
     # -------------------------------------------------------------- training
@@ -428,6 +177,7 @@ class Trainer:
 
     def fit(self) -> Result:
         """Train from the current state to self.epochs; returns the Result."""
+        self._check_memory(self.batch_size, "training")
         self._write_header()
         # Overflow is reported once, as E702 naming the step and layer, not as
         # a shower of numpy RuntimeWarnings before it.
@@ -566,7 +316,7 @@ class Trainer:
     # ----------------------------------------------------------- checkpoints
     def _meta(self, rng) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT, "model": self.graph.name, "seed": self.seed,
+            "format": ckpt.CHECKPOINT_FORMAT, "model": self.graph.name, "seed": self.seed,
             "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
             "batch_size": self.batch_size, "n_train": len(self.x_train),
             "optimizer": self.training.optimizer, "loss": self.training.loss,
@@ -575,26 +325,21 @@ class Trainer:
         }
 
     def save_checkpoint(self, rng) -> None:
-        arrays = {f"param/{k}": v for k, v in self.ex.params.items()}
-        for k, v in self.optimizer.state_dict().items():
-            arrays[f"optim/{k}"] = np.asarray(v)
-        arrays["meta"] = np.array(json.dumps(self._meta(rng)))
-        atomic_savez(self.opts.checkpoint, arrays)
+        ckpt.write(self.opts.checkpoint, self.ex.params, self.optimizer, self._meta(rng))
+
+    def read_checkpoint(self, path) -> ckpt.Checkpoint:
+        """The checkpoint at `path`, validated against this model and optimizer."""
+        return ckpt.read(path, self.graph, self.optimizer, self.ex.dtype)
 
     def load_checkpoint(self, path, explicit: dict) -> None:
-        """Restore state from `path`. `explicit` holds the flags the user typed
-        (name -> value); each must agree with the checkpoint."""
-        arrays = read_npz(path)
-        span = Span(os.fspath(path), 1, 1, 1, 1)
-        try:
-            meta = json.loads(str(arrays.pop("meta")[()]))
-            if meta.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(f"checkpoint format {meta.get('format')}, expected {CHECKPOINT_FORMAT}")
-        except (KeyError, ValueError, TypeError) as e:
-            raise NetdslError(Diagnostic(E_CHECKPOINT, f"not a netdsl checkpoint ({e})", span)) from None
-        if meta["model"] != self.graph.name:
-            raise NetdslError(Diagnostic(E_CHECKPOINT, f"checkpoint is of model {meta['model']}, not "
-                                         f"{self.graph.name}", span))
+        """Restore state from `path`; see restore()."""
+        self.restore(self.read_checkpoint(path), explicit)
+
+    def restore(self, ck: ckpt.Checkpoint, explicit: dict) -> None:
+        """Continue from a validated checkpoint. `explicit` holds the flags the
+        user typed (name -> value); each must agree with the checkpoint."""
+        meta = ck.meta
+        span = _file_span(ck.path)
         checks = {"seed": ("--seed", meta["seed"]), "batch_size": ("--batch-size", meta["batch_size"]),
                   "n_train": ("--limit-train", meta["n_train"])}
         current = {"seed": self.seed, "batch_size": self.batch_size, "n_train": len(self.x_train)}
@@ -607,22 +352,13 @@ class Trainer:
             raise NetdslError(Diagnostic(
                 E_CHECKPOINT, f"checkpoint was trained on {meta['n_train']} samples, this run has "
                 f"{len(self.x_train)}: pass the same --limit-train", span))
-        if meta["optimizer"] != self.training.optimizer:
-            raise NetdslError(Diagnostic(E_CHECKPOINT, f"checkpoint was trained with {meta['optimizer']}, "
-                                         f"the model now says {self.training.optimizer}", span))
-        self.seed, self.batch_size = int(meta["seed"]), int(meta["batch_size"])
-        params = check_params({k[6:]: v for k, v in arrays.items() if k.startswith("param/")},
-                              self.graph, path, self.ex.dtype)
-        for k, v in params.items():
+        self.seed, self.batch_size = meta["seed"], meta["batch_size"]
+        for k, v in ck.params.items():
             self.ex.params[k][...] = v  # in place: the optimizer holds these arrays
-        state = {k[6:]: v for k, v in arrays.items() if k.startswith("optim/")}
-        try:
-            self.optimizer.load_state_dict(state)
-        except (KeyError, ValueError, TypeError) as e:
-            raise NetdslError(Diagnostic(E_CHECKPOINT, f"optimizer state is unreadable ({e})", span)) from None
+        self.optimizer.load_state_dict(ck.optim_state)
         if "lr" in explicit and explicit["lr"] is not None:
             self.optimizer.lr = float(explicit["lr"])
-        self.epoch, self.step, self.global_step = int(meta["epoch"]), int(meta["step"]), int(meta["global_step"])
+        self.epoch, self.step, self.global_step = meta["epoch"], meta["step"], meta["global_step"]
         self.rng_state = meta["rng_state"]
         if meta.get("threads") != blas_threads():
             # Not an error: the run continues correctly, only not bit for bit.
@@ -631,3 +367,7 @@ class Trainer:
                   f"(pass --threads {meta.get('threads')})", file=sys.stderr)
         self.running = dict(meta["running"])
         self.result.history = list(meta["history"])
+
+
+def _file_span(path) -> Span:
+    return Span(str(path), 1, 1, 1, 1)
