@@ -140,9 +140,10 @@ def atomic_savez(path, arrays: dict) -> None:
         pass
 
 
-def save_weights(path, params: dict) -> None:
-    """Write canonical parameters to `path` (.npz), atomically."""
-    atomic_savez(path, {k: np.asarray(v) for k, v in params.items()})
+def save_weights(path, params: dict, extra: dict | None = None) -> None:
+    """Write canonical parameters to `path` (.npz), atomically; `extra` holds data
+    statistics under the reserved "data/" prefix (netdsl.data.stats_arrays)."""
+    atomic_savez(path, {**{k: np.asarray(v) for k, v in params.items()}, **(extra or {})})
 
 
 # ---------------------------------------------------------------- loading
@@ -226,7 +227,8 @@ def check_params(arrays: dict, graph: ir.Graph, path, dtype=np.float32) -> dict:
             continue
         out[p.name] = np.array(a, dtype=dtype, copy=True)
     known = set(owners)
-    for key in sorted(k for k in arrays if k not in known):
+    # "data/..." entries are the training data's statistics and vocabulary, not parameters.
+    for key in sorted(k for k in arrays if k not in known and not k.startswith("data/")):
         diags.append(Diagnostic(E_EXTRA, f"holds '{key}', which is not a parameter of model {graph.name}", fspan, _close(key, known)))
     if diags:
         raise NetdslError(diags, _sources(graph))
