@@ -10,7 +10,7 @@ from .errors import NetdslError
 from .frontend import load
 
 # Commands that live with their own stage register themselves here.
-PLUGINS = ("netdsl.emit.cli", "netdsl.exec.cli", "netdsl.conformance")
+PLUGINS = ("netdsl.emit.cli", "netdsl.exec.cli", "netdsl.conformance", "netdsl.predict")
 
 
 def cmd_check(args) -> int:

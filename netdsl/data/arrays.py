@@ -190,7 +190,10 @@ def image_shape_of(graph) -> tuple | None:
     """The (C, H, W) a model's single image input wants, or None."""
     if graph is None or len(graph.inputs) != 1:
         return None
-    t = graph.inputs[0].type
+    return image_shape_of_type(graph.inputs[0].type)
+
+
+def image_shape_of_type(t) -> tuple | None:
     if t.seq or t.vocab is not None or len(t.shape) != 3:
         return None
     return tuple(int(d) for d in t.shape)
