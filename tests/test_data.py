@@ -356,7 +356,7 @@ def test_checksum_only_for_mnist(tmp_path):
 
 def test_checksum_accepts_matching_content(tmp_path, monkeypatch):
     raws = make_dataset(tmp_path / "mnist")
-    monkeypatch.setattr(data.idx, "MNIST_SHA256", {b: sha(r) for b, r in raws.items()})
+    monkeypatch.setattr(data, "MNIST_SHA256", {b: sha(r) for b, r in raws.items()})
     assert data.load_mnist("mnist", tmp_path, env=no_env(tmp_path)).x_test.shape == (4, 28, 28)
 
 
@@ -375,7 +375,7 @@ def mirror(tmp_path, monkeypatch):
     """A tiny fake MNIST in a local mirror directory, with the checksum table patched to match."""
     root = tmp_path / "mirror"
     raws = make_dataset(root)
-    monkeypatch.setattr(data.idx, "MNIST_SHA256", {b: sha(r) for b, r in raws.items()})
+    monkeypatch.setattr(data, "MNIST_SHA256", {b: sha(r) for b, r in raws.items()})
     return root
 
 
@@ -403,9 +403,9 @@ def test_download_falls_back_to_next_mirror(mirror, tmp_path):
 
 
 def test_download_checksum_enforced(mirror, tmp_path, monkeypatch):
-    table = dict(data.idx.MNIST_SHA256)
+    table = dict(data.MNIST_SHA256)
     table["t10k-images-idx3-ubyte"] = "0" * 64
-    monkeypatch.setattr(data.idx, "MNIST_SHA256", table)
+    monkeypatch.setattr(data, "MNIST_SHA256", table)
     with pytest.raises(DataError) as info:
         data.download_mnist(tmp_path / "out", mirrors=[mirror.as_uri()])
     msg = str(info.value)

@@ -73,6 +73,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 # --------------------------------------------------------------------------- #
 # Finding the files
 
+def _public(name: str):
+    # The tables as netdsl.data exports them, so that replacing netdsl.data.MNIST_MIRRORS
+    # (a test's local mirror, a site's own) takes effect here too.
+    import netdsl.data
+
+    return getattr(netdsl.data, name)
+
+
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
     """The user cache root, ~/.cache/netdsl (or $XDG_CACHE_HOME/netdsl)."""
     xdg = env.get("XDG_CACHE_HOME", "")
@@ -338,7 +346,7 @@ def load_idx_dir(root: Path, verify: bool = False, limit_train: int | None = Non
         base = MNIST_FILES[key]
         limit = limit_train if key.endswith("train") else limit_test
         arr, digest = _read_idx(path, budget, want_hash=verify, limit=limit)
-        want = MNIST_SHA256.get(base)
+        want = _public("MNIST_SHA256").get(base)
         if verify and want and digest != want:
             raise DataError(
                 f"{path}: checksum mismatch: uncompressed SHA-256 is {digest}, expected "
@@ -375,7 +383,8 @@ def download_mnist(dest_root: str | os.PathLike, mirrors: list[str] | None = Non
     (temp file + os.replace), so an interrupted or bad download never leaves a
     file that looks valid. Files already present and correct are kept.
     """
-    mirrors = list(MNIST_MIRRORS if mirrors is None else mirrors)
+    mirrors = list(_public("MNIST_MIRRORS") if mirrors is None else mirrors)
+    table = _public("MNIST_SHA256")
     dest = Path(os.path.expanduser(os.fspath(dest_root))) / "mnist"
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -383,7 +392,7 @@ def download_mnist(dest_root: str | os.PathLike, mirrors: list[str] | None = Non
         raise DataError(f"{dest}: cannot create download directory: {e.strerror or e}") from None
 
     for base in MNIST_FILES.values():
-        want = MNIST_SHA256[base]
+        want = table[base]
         final = dest / (base + ".gz")
         if _exists(final, "file"):
             try:
