@@ -190,13 +190,19 @@ def test_label_tab_text_classifier_learns_with_val_split(tmp_path, capsys):
 
 
 def test_train_block_dataset_string_and_flag_override(tmp_path, capsys, monkeypatch):
-    make_images(tmp_path / "pictures", per_class=(4, 2))
-    monkeypatch.chdir(tmp_path)  # the model says dataset = "images:pictures"
-    rc, out, err = run(capsys, MODELS / "tiny_cnn.net", "--epochs", 1)
+    # The model says dataset = "images:pictures": relative to the .net file, not the cwd.
+    (tmp_path / "m").mkdir()
+    model = tmp_path / "m" / "tiny_cnn.net"
+    model.write_text((MODELS / "tiny_cnn.net").read_text())
+    make_images(tmp_path / "m" / "pictures", per_class=(4, 2))
+    make_images(tmp_path / "pictures", per_class=(1, 1))
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(capsys, model, "--epochs", 1)
     assert rc == 0, err
     assert "12 samples" in out
+    # --data overrides it, relative to the current directory.
     make_images(tmp_path / "other", per_class=(3, 2))
-    rc, out, err = run(capsys, MODELS / "tiny_cnn.net", "--epochs", 1, "--data", "images:other")
+    rc, out, err = run(capsys, model, "--epochs", 1, "--data", "images:other")
     assert rc == 0, err
     assert "9 samples" in out
 
@@ -364,3 +370,28 @@ def test_escape_sequences_in_names_are_not_printed_raw(tmp_path, capsys):
     err = refused(capsys, MODELS / "tiny_mlp.net", "--data", f"csv:{d}")
     assert "\x1b" not in err and "\x07" not in err
     assert "evil?[2J?]0;title?" in err and "ragged row" in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "conll", "npz", "idx"])
+def test_fifo_as_data_file_is_refused_not_read(tmp_path, capsys, fmt):
+    """Opening a FIFO for reading blocks forever: every loader refuses it first."""
+    import os
+
+    model = {"conll": REPO / "models" / "slot_tagger.net"}.get(fmt, MODELS / "tiny_mlp.net")
+    if fmt == "idx":
+        d = tmp_path / "mnist"
+        d.mkdir()
+        for base in data.MNIST_FILES.values():
+            os.mkfifo(d / base)
+        spec, fifo = f"idx:{d}", d / "train-images-idx3-ubyte"
+    elif fmt == "npz":
+        fifo = tmp_path / "d.npz"
+        os.mkfifo(fifo)
+        spec = f"npz:{fifo}"
+    else:
+        fifo = tmp_path / f"train.{fmt}"
+        os.mkfifo(fifo)
+        (tmp_path / f"test.{fmt}").write_text("")
+        spec = f"{fmt}:{fifo}"
+    err = refused(capsys, model, "--data", spec)
+    assert str(fifo) in err and "not a regular file" in err

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, check_bytes, check_labels, check_not_empty, shown
+from .base import DataError, Dataset, check_bytes, check_labels, check_not_empty, require_regular, shown
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_NAMES = ("val", "validation", "valid", "dev")
@@ -71,6 +71,7 @@ def _npy_member(zf: zipfile.ZipFile, key: str, path, limit: int | None) -> np.nd
 
 
 def _open_zip(path) -> zipfile.ZipFile:
+    require_regular(path)
     try:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
@@ -159,6 +160,7 @@ def read_image(path: Path, expect: tuple | None) -> np.ndarray:
     except ImportError:
         raise DataError("reading image folders needs Pillow: pip install pillow") from None
     try:
+        require_regular(path)
         with Image.open(path) as im:
             im.load()
             if im.mode == "P":
@@ -292,6 +294,7 @@ def read_csv(path, label_column=None, limit: int | None = None, max_bytes: int |
     """
     path = Path(path)
     try:
+        require_regular(path)
         size = os.stat(path).st_size
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:

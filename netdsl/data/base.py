@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,19 @@ class Dataset:
 def shown(path) -> str:
     """A path for a message."""
     return os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+
+
+def require_regular(path) -> None:
+    """Refuse a FIFO, socket or device before opening it: reading a FIFO blocks forever.
+    A missing path is left to the open() that follows, which reports it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{shown(path)}: cannot read: is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{shown(path)}: not a regular file (a FIFO, socket or device); refusing to read it")
 
 
 def check_bytes(what, nbytes: int, limit: int | None, hint: str = "") -> None:

@@ -21,7 +21,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .base import MAX_DATA_BYTES, DataError, Dataset, check_bytes, check_labels, check_not_empty
+from .base import (
+    MAX_DATA_BYTES, DataError, Dataset, check_bytes, check_labels, check_not_empty, require_regular,
+)
 
 __all__ = [
     "MNIST_FILES", "MNIST_SHA256", "MNIST_MIRRORS", "MAX_IDX_BYTES", "MAX_IDX_DIMS", "NUM_CLASSES",
@@ -98,7 +100,8 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
 def _exists(path: Path, kind: str) -> bool:
     # Path.is_dir() raises on e.g. permission errors; for searching, that just means "not here".
     try:
-        return path.is_dir() if kind == "dir" else path.is_file()
+        # A FIFO or device counts as a file here, so that reading it is refused by name.
+        return path.is_dir() if kind == "dir" else (path.exists() and not path.is_dir())
     except (OSError, ValueError):
         return False
 
@@ -165,6 +168,7 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None = None,
 def _open(path: Path):
     # Sniff rather than trust the extension: browsers and some mirrors hand
     # out decompressed bytes under a .gz name.
+    require_regular(path)
     with open(path, "rb") as f:
         head = f.read(2)
     return gzip.open(path, "rb") if head == _GZIP_MAGIC else open(path, "rb")

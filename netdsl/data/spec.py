@@ -53,13 +53,18 @@ def guess_kind(path: str) -> str | None:
     return None
 
 
+def _present(p: Path) -> bool:
+    # Not is_file(): a FIFO must be found, to be refused by name rather than reported missing.
+    return p.exists() and not p.is_dir()
+
+
 def split_files(kind: str, path: str) -> dict:
     """split -> file for the text-file kinds (see the module docstring)."""
     p = Path(path)
     exts = _EXTS[kind]
     if p.is_dir():
         def find(stem):
-            return next((p / (stem + e) for e in exts if (p / (stem + e)).is_file()), None)
+            return next((p / (stem + e) for e in exts if _present(p / (stem + e))), None)
         files = {"train": find("train"), "test": find("test")}
         missing = [s for s, f in files.items() if f is None]
         if missing:
@@ -67,7 +72,7 @@ def split_files(kind: str, path: str) -> dict:
                             f"(a {kind} dataset directory holds train{exts[0]} and test{exts[0]})")
         val = next((f for f in map(find, arrays.VAL_NAMES) if f is not None), None)
     else:
-        if not p.is_file():
+        if not _present(p):
             raise DataError(f"{shown(p)}: no such file or directory")
         name = p.name
         i = name.rfind("train")
@@ -78,9 +83,9 @@ def split_files(kind: str, path: str) -> dict:
         def sib(word):
             return p.with_name(name[:i] + word + name[i + 5:])
         files = {"train": p, "test": sib("test")}
-        if not files["test"].is_file():
+        if not _present(files["test"]):
             raise DataError(f"{shown(files['test'])}: missing: the test split of {shown(p)}")
-        val = next((sib(w) for w in arrays.VAL_NAMES if sib(w).is_file()), None)
+        val = next((sib(w) for w in arrays.VAL_NAMES if _present(sib(w))), None)
     if val is not None:
         files["val"] = val
     return files
@@ -88,13 +93,14 @@ def split_files(kind: str, path: str) -> dict:
 
 def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: dict | None = None,
               max_bytes: int | None = None, val_split: float | None = None, normalize: str | None = None,
-              saved: dict | None = None) -> Dataset:
+              saved: dict | None = None, base_dir: str | None = None) -> Dataset:
     """Load the dataset `spec` names, ready for make_feed.
 
     graph: the model (image size and channels, vocabulary size); limits: split -> first N
     samples; saved: data arrays of a weights file being loaded (statistics, vocabulary and
     classes it was trained with, reused so ids and scaling match); normalize 'auto':
-    per-channel mean/std of the training split.
+    per-channel mean/std of the training split; base_dir: where a relative path is
+    resolved (the .net file's directory for the train block's dataset string).
     """
     limits = {k: v for k, v in (limits or {}).items() if v is not None}
     saved = saved or {}
@@ -102,6 +108,8 @@ def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: d
         # The validation samples are the last of the training split: read them too.
         limits.pop("train", None)
     kind, path = parse_spec(spec)
+    if base_dir and not os.path.isabs(path) and (kind or os.sep in path or "." in path):
+        path = os.path.join(base_dir, path)
     if kind is None and (os.sep in path or "." in path or os.path.exists(path)):
         kind = guess_kind(path)
         if kind is None:
@@ -206,8 +214,14 @@ def saved_data(path) -> dict:
 
 
 def load_for_run(spec: str, graph, args) -> Dataset:
-    """load_spec with `netdsl run`'s flags (and --max-memory where the executor defines it)."""
+    """load_spec with `netdsl run`'s flags (and --max-memory where the executor defines it).
+
+    A path in the train block's dataset string is relative to the .net file; one in --data
+    to the current directory.
+    """
+    from_block = getattr(args, "data", None) is None and graph is not None and graph.source
     return load_spec(spec, graph, data_dir=args.data_dir, label_column=getattr(args, "label_column", None),
                      limits={"train": args.limit_train, "test": args.limit_test},
                      max_bytes=getattr(args, "max_memory", None), val_split=getattr(args, "val_split", None),
-                     normalize=getattr(args, "normalize", None), saved=saved_data(getattr(args, "load", None)))
+                     normalize=getattr(args, "normalize", None), saved=saved_data(getattr(args, "load", None)),
+                     base_dir=os.path.dirname(os.path.abspath(graph.source)) if from_block else None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, Dataset, check_bytes, check_not_empty, shown
+from .base import DataError, Dataset, check_bytes, check_not_empty, require_regular, shown
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -26,6 +26,7 @@ PAD_ID, UNK_ID = 0, 1
 def _lines(path, max_bytes):
     path = Path(path)
     try:
+        require_regular(path)
         size = os.stat(path).st_size
         check_bytes(path, 8 * size, max_bytes)  # a token id takes 8 bytes, a token >= 2 characters
         with open(path, encoding="utf-8") as f:
