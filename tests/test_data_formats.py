@@ -395,3 +395,31 @@ def test_fifo_as_data_file_is_refused_not_read(tmp_path, capsys, fmt):
         spec = f"{fmt}:{fifo}"
     err = refused(capsys, model, "--data", spec)
     assert str(fifo) in err and "not a regular file" in err
+
+
+def test_csv_over_many_chunks_reads_every_row_in_order(tmp_path):
+    from netdsl.data.arrays import read_csv
+
+    x = np.arange(5000 * 3, dtype=np.float32).reshape(5000, 3)
+    (tmp_path / "t.csv").write_text("".join(f"{a:g},{b:g},{c:g},{i % 4}\n" for i, (a, b, c) in enumerate(x)))
+    got, y, header, classes = read_csv(tmp_path / "t.csv")
+    assert header is None and classes is None
+    assert np.array_equal(got, x) and np.array_equal(y, np.arange(5000) % 4)
+    assert read_csv(tmp_path / "t.csv", limit=10)[0].shape == (10, 3)
+
+
+@pytest.mark.parametrize("shape, stat_shape", [((40, 5, 6), ()), ((40, 3, 5, 6), (3, 1, 1)), ((40, 7), (7,))])
+def test_normalize_auto_is_per_channel(tmp_path, shape, stat_shape):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(0, 1, shape) * 3 + np.arange(shape[1]).reshape(-1, *[1] * (len(shape) - 2)) * 10)
+    x = x.astype(np.float32)
+    y = np.zeros(shape[0], np.int64)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:4], y_test=y[:4])
+    ds = data.load_spec(f"npz:{tmp_path / 'd.npz'}", normalize="auto")
+    assert ds.stats["mean"].shape == stat_shape and ds.stats["std"].shape == stat_shape
+    axes = {(): None, (3, 1, 1): (0, 2, 3), (7,): 0}[stat_shape]
+    assert np.allclose(ds.stats["mean"], x.astype(np.float64).mean(axis=axes, keepdims=axes is not None)
+                       .reshape(stat_shape), rtol=1e-5, atol=1e-4)
+    feed = data.Feed("x", "z", 1, "dense", "same", ds.stats["mean"], ds.stats["std"])
+    z = feed.batch(x)
+    assert np.allclose(z.mean(axis=axes), 0, atol=1e-4) and np.allclose(z.std(axis=axes), 1, atol=1e-3)

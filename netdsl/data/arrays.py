@@ -162,6 +162,13 @@ def read_image(path: Path, expect: tuple | None) -> np.ndarray:
     try:
         require_regular(path)
         with Image.open(path) as im:
+            # The size is in the header: check it before decoding (a huge image is refused unread).
+            w, h = im.size
+            if expect is not None and (h, w) != tuple(expect[1:]):
+                raise DataError(f"{shown(path)}: image is {w}x{h} (width x height); the model's Input "
+                                f"expects {expect[2]}x{expect[1]}")
+            if expect is None and w * h > 2**26:
+                raise DataError(f"{shown(path)}: image is {w}x{h}, too large to load")
             im.load()
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -171,12 +178,8 @@ def read_image(path: Path, expect: tuple | None) -> np.ndarray:
             if im.mode == "1":
                 im = im.convert("L")
             c = _CHANNELS[im.mode]
-            w, h = im.size
             if expect is not None:
-                ec, eh, ew = expect
-                if (h, w) != (eh, ew):
-                    raise DataError(f"{shown(path)}: image is {w}x{h} (width x height); the model's Input "
-                                    f"expects {ew}x{eh}")
+                ec = expect[0]
                 if c != ec:
                     raise DataError(f"{shown(path)}: image has {c} channel{'s' if c != 1 else ''} ({im.mode}); "
                                     f"the model's Input expects {ec}")
@@ -304,7 +307,8 @@ def read_csv(path, label_column=None, limit: int | None = None, max_bytes: int |
     if limit is None:
         # Every value takes at least two characters ("0,") and becomes 4 bytes.
         check_bytes(path, 2 * size, max_bytes)
-    rows, labels, header, width, lab = [], [], None, None, None
+    chunks, rows, labels, header, width, lab = [], [], [], None, None, None
+    count = 0
     try:
         with f:
             for lineno, row in enumerate(csv.reader(f), 1):
@@ -322,7 +326,7 @@ def read_csv(path, label_column=None, limit: int | None = None, max_bytes: int |
                 if len(row) != width:
                     raise DataError(f"{shown(path)}:{lineno}: ragged row: {len(row)} fields, expected {width}"
                                     + (" (as in the header)" if header else " (as in the first row)"))
-                if limit is not None and len(rows) >= limit:
+                if limit is not None and count >= limit:
                     break
                 feats = []
                 for j, c in enumerate(row):
@@ -336,13 +340,19 @@ def read_csv(path, label_column=None, limit: int | None = None, max_bytes: int |
                                         f"finite number")
                     feats.append(v)
                 rows.append(feats)
+                count += 1
+                if len(rows) == 4096:
+                    chunks.append(np.array(rows, np.float32))
+                    rows = []
     except UnicodeDecodeError as e:
         raise DataError(f"{shown(path)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except csv.Error as e:
         raise DataError(f"{shown(path)}: malformed CSV ({e})") from None
-    if not rows:
+    if count == 0:
         raise DataError(f"{shown(path)}: no data rows")
-    x = np.array(rows, np.float32)
+    if rows:
+        chunks.append(np.array(rows, np.float32))
+    x = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
     if not labelled:
         return x, None, header, None
     y, classes = _map_labels(labels, path, header, classes)

@@ -186,8 +186,8 @@ def compute_stats(x: np.ndarray) -> dict:
         n += c.size // max(math.prod(keep), 1)
     mean = total / max(n, 1)
     std = np.sqrt(np.maximum(sq / max(n, 1) - mean * mean, 0))
-    std[std < 1e-6] = 1.0  # a constant channel: nothing to scale
-    return {"mean": mean.astype(np.float32), "std": std.astype(np.float32)}
+    std = np.where(std < 1e-6, 1.0, std)  # a constant channel: nothing to scale
+    return {"mean": np.asarray(mean, np.float32), "std": np.asarray(std, np.float32)}
 
 
 def stats_arrays(dataset: Dataset) -> dict:
