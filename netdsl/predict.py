@@ -13,7 +13,6 @@ are printed; -o writes a CSV table or a .npy array (probabilities), atomically.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -70,17 +69,19 @@ def _check_output(args):
 
 def _predict(args) -> int:
     from .data import DataError
-    from .data.feed import _dense_view
+    from .data.feed import Feed, dense_view
     from .data.spec import saved_data
     from .exec.graph import Executor
     from .exec.weights import load_weights
     from .frontend import load
+    from .fsutil import is_regular_readable
 
     graph = load(args.file)
     if args.output:
         _check_output(args)  # before any work
     for path in (args.load, *args.inputs):
-        if os.path.exists(path) and not os.path.isdir(path) and not _regular(path):
+        # Reading a FIFO would block forever; a device is no data file either.
+        if os.path.exists(path) and not os.path.isdir(path) and not is_regular_readable(path):
             raise DataError(f"{path}: not a regular file (a FIFO or device); refusing to read it")
     params = load_weights(args.load, graph)
     saved = saved_data(args.load)
@@ -108,25 +109,18 @@ def _predict(args) -> int:
                 outs.append(y[k, :n] if seq_out else y[k])
     else:
         x_all = np.stack(samples)
-        view = _dense_view(t, tuple(x_all.shape[1:]))
+        view = dense_view(t, tuple(x_all.shape[1:]))
         if view is None:
             raise DataError(f"inputs have samples of shape {x_all.shape[1:]}, which input '{inp.name}' "
                             f"{t.describe()} cannot take")
-        from .data.feed import Feed
-
         feed = Feed(inp.name, out_name, 0, "dense", view, saved.get("mean"), saved.get("std"))
         for i in range(0, len(x_all), args.batch_size):
             y = ex.forward({inp.name: feed.batch(x_all[i:i + args.batch_size])}, training=False)[out_name]
             outs.extend(y)
     if classifier:
         outs = [_softmax(o) for o in outs]
-    _emit(args, names, samples, outs, classifier, saved, tokens)
+    _emit(args, names, outs, classifier, saved)
     return 0
-
-
-def _regular(path) -> bool:
-    from .fsutil import is_regular_readable
-    return is_regular_readable(path)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -210,7 +204,7 @@ def _load_npy(path):
 
 # --------------------------------------------------------------------------- writing
 
-def _emit(args, names, samples, outs, classifier, saved, tokens):
+def _emit(args, names, outs, classifier, saved):
     from . import fsutil
 
     classes = saved.get("classes")

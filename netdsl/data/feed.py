@@ -80,7 +80,7 @@ def _err(message, obj, note=None):
     return NetdslError(Diagnostic(E_FEED, message, _span(obj), note))
 
 
-def _dense_view(t, sample: tuple):
+def dense_view(t, sample: tuple):
     shape = tuple(t.shape)
     if t.vocab is not None:
         return None
@@ -107,7 +107,7 @@ def make_feed(graph, dataset: Dataset, name: str) -> Feed:
     t = inp.type
     if dataset.kind == "dense":
         sample = tuple(dataset.x_train.shape[1:])
-        view = _dense_view(t, sample)
+        view = dense_view(t, sample)
         if view is None:
             raise _err(f"input '{inp.name}' has type {t.describe()}, which dataset '{name}' cannot feed: "
                        f"its samples have shape {sample}", inp, _offers(sample))
