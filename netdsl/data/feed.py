@@ -168,7 +168,8 @@ def check_label_range(y, classes: int, where: str, ragged: bool) -> None:
 
 def compute_stats(x: np.ndarray) -> dict:
     """Per-channel mean and std of the training split, shaped to broadcast over one sample:
-    (C, 1, 1) for (C, H, W) images, () for (H, W) images, (F,) for vectors and (T, F) rows."""
+    (C, 1, 1) for (C, H, W) samples, () for 2-D samples ((H, W) images, one channel), (F,) for
+    vectors (one per feature)."""
     x = np.asarray(x)
     if x.ndim == 4:
         axes, keep = (0, 2, 3), (x.shape[1], 1, 1)
