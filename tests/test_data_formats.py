@@ -423,3 +423,13 @@ def test_normalize_auto_is_per_channel(tmp_path, shape, stat_shape):
     feed = data.Feed("x", "z", 1, "dense", "same", ds.stats["mean"], ds.stats["std"])
     z = feed.batch(x)
     assert np.allclose(z.mean(axis=axes), 0, atol=1e-4) and np.allclose(z.std(axis=axes), 1, atol=1e-3)
+
+
+def test_plain_runs_write_no_data_entries(tmp_path, capsys):
+    """Weights of a run without statistics, vocabulary or class names hold parameters only."""
+    x, y = blobs(30, 0)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:6], y_test=y[:6])
+    rc, out, err = run(capsys, MODELS / "tiny_mlp.net", "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", 1,
+                       "--save", tmp_path / "w.npz")
+    assert rc == 0, err
+    assert sorted(np.load(tmp_path / "w.npz").files) == ["dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]

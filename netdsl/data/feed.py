@@ -193,13 +193,14 @@ def compute_stats(x: np.ndarray) -> dict:
 
 def stats_arrays(dataset: Dataset) -> dict:
     """What a weights file keeps of the data, under the reserved prefix: the statistics,
-    and the vocabulary and class names (predict needs the same mappings)."""
+    and the vocabulary and class names (predict needs the same mappings). Empty for plain
+    MNIST-style runs, so their weights files stay loadable by the generated scripts, whose
+    loaders do not know the prefix yet."""
     out = {STATS_PREFIX + k: np.asarray(v) for k, v in dataset.stats.items()}
     if dataset.vocab is not None:
         out[STATS_PREFIX + "vocab"] = np.array(dataset.vocab, dtype=str)
     if dataset.classes is not None:
         out[STATS_PREFIX + "classes"] = np.array(dataset.classes, dtype=str)
-    out[STATS_PREFIX + "kind"] = np.array(dataset.kind)
     return out
 
 
@@ -218,8 +219,6 @@ def read_stats(arrays: dict, where: str) -> dict:
             if v.dtype.kind != "U" or v.ndim != 1:
                 raise DataError(f"{where}: '{key}' must be a 1-D array of strings")
             out[name] = tuple(str(s) for s in v)
-        elif name == "kind":
-            out[name] = str(v)
     if ("mean" in out) != ("std" in out):
         raise DataError(f"{where}: has only one of '{STATS_PREFIX}mean' and '{STATS_PREFIX}std'")
     return out
