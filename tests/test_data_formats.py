@@ -433,3 +433,20 @@ def test_plain_runs_write_no_data_entries(tmp_path, capsys):
                        "--save", tmp_path / "w.npz")
     assert rc == 0, err
     assert sorted(np.load(tmp_path / "w.npz").files) == ["dense_1.W", "dense_1.b", "dense_2.W", "dense_2.b"]
+
+
+def test_kind_is_guessed_from_an_existing_path(tmp_path):
+    x, y = blobs(12, 0)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    assert data.load_spec(str(tmp_path / "d.npz")).x_train.shape == (12, 4)
+    make_images(tmp_path / "pics", per_class=(1, 1))
+    assert data.load_spec(str(tmp_path / "pics")).x_train.shape == (3, 3, 8, 8)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "train.tsv").write_text("a\tx y\n")
+    (tmp_path / "t" / "test.tsv").write_text("b\tz\n")
+    with pytest.raises(DataError, match="does not occur in the training split"):
+        data.load_spec(str(tmp_path / "t"))
+    with pytest.raises(DataError, match="unknown kind 'parquet'"):
+        data.load_spec("parquet:x.pq")
+    with pytest.raises(DataError, match="--label-column applies to csv"):
+        data.load_spec(str(tmp_path / "d.npz"), label_column="y")

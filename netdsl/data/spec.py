@@ -117,6 +117,8 @@ def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: d
                 raise DataError(f"dataset {path!r}: no such file or directory")
             raise DataError(f"{shown(path)}: cannot tell the dataset kind: write KIND:{path} "
                             f"(kinds: {', '.join(KINDS)})")
+    if kind != "csv" and label_column is not None:
+        raise DataError(f"--label-column applies to csv datasets, not to {spec!r}")
     vocab_size = _vocab_size(graph)
     if kind is None:
         ds = idx.load_mnist(path, data_dir, limit_train=limits.get("train"), limit_test=limits.get("test"),
@@ -139,8 +141,6 @@ def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: d
     else:
         ds = text.load_labelled_text(split_files(kind, path), limits, max_bytes, vocab_size,
                                      saved.get("vocab"), saved.get("classes"))
-    if kind != "csv" and label_column is not None:
-        raise DataError(f"--label-column applies to csv datasets, not to {spec!r}")
     if saved.get("classes") is not None and ds.classes is not None and tuple(ds.classes) != saved["classes"]:
         raise DataError(f"{ds.where('train')}: its classes {list(ds.classes)[:8]} differ from those the "
                         f"weights were trained with {list(saved['classes'])[:8]}")
