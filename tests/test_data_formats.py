@@ -450,3 +450,16 @@ def test_kind_is_guessed_from_an_existing_path(tmp_path):
         data.load_spec("parquet:x.pq")
     with pytest.raises(DataError, match="--label-column applies to csv"):
         data.load_spec(str(tmp_path / "d.npz"), label_column="y")
+
+
+def test_byte_order_mark_and_line_numbers(tmp_path):
+    from netdsl.data.arrays import read_csv
+    from netdsl.data.text import read_labelled_text
+
+    (tmp_path / "b.csv").write_bytes("\ufefflabel,a\n1,2\n".encode())
+    assert read_csv(tmp_path / "b.csv")[1].tolist() == [1]
+    # \f and \u2028 do not end lines: the error is on line 3 as an editor shows it.
+    (tmp_path / "t.tsv").write_bytes("\ufeffpos\ta\x0cb\nneg\tc\u2028d\r\nno tab here\n".encode())
+    with pytest.raises(DataError, match=r"t\.tsv:3: expected 'label<TAB>text'"):
+        read_labelled_text(tmp_path / "t.tsv")
+    assert read_labelled_text(tmp_path / "t.tsv", limit=2)[0] == ("pos", ["a", "b"], 1)

@@ -299,7 +299,7 @@ def read_csv(path, label_column=None, limit: int | None = None, max_bytes: int |
     try:
         require_regular(path)
         size = os.stat(path).st_size
-        f = open(path, newline="", encoding="utf-8")
+        f = open(path, newline="", encoding="utf-8-sig")  # spreadsheets write a byte-order mark
     except FileNotFoundError:
         raise DataError(f"{shown(path)}: file not found") from None
     except OSError as e:

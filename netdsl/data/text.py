@@ -29,7 +29,7 @@ def _lines(path, max_bytes):
         require_regular(path)
         size = os.stat(path).st_size
         check_bytes(path, 8 * size, max_bytes)  # a token id takes 8 bytes, a token >= 2 characters
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of a word
             text = f.read()
     except FileNotFoundError:
         raise DataError(f"{shown(path)}: file not found") from None
@@ -39,7 +39,9 @@ def _lines(path, max_bytes):
         raise DataError(f"{shown(path)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise DataError(f"{shown(path)}: cannot read: {e.strerror or e}") from None
-    return text.splitlines()
+    # Only \n (and \r\n) end a line, as editors count lines for the numbers in messages;
+    # str.splitlines would also split at \f, \x1c, \u2028 ...
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
 
 
 def read_conll(path, limit: int | None = None, max_bytes: int | None = None, tagged: bool = True):
