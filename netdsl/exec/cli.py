@@ -58,7 +58,8 @@ def _fraction(text):
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="train or evaluate a model with the native executor",
-                       description="Train FILE natively on an MNIST-family dataset (the training block "
+                       description="Train FILE natively on a dataset (IDX, npz, image folder, CSV, CoNLL, "
+                       "label-TAB-text: docs/data.md; the training block "
                        "gives the defaults; flags override it), or evaluate saved weights with --eval-only.")
     p.add_argument("file", metavar="FILE")
     d = p.add_argument_group("data")
