@@ -463,3 +463,38 @@ def test_byte_order_mark_and_line_numbers(tmp_path):
     with pytest.raises(DataError, match=r"t\.tsv:3: expected 'label<TAB>text'"):
         read_labelled_text(tmp_path / "t.tsv")
     assert read_labelled_text(tmp_path / "t.tsv", limit=2)[0] == ("pos", ["a", "b"], 1)
+
+
+def test_damaged_npz_and_png_give_only_data_errors(tmp_path):
+    """Every truncation and many bit flips: a DataError naming the file, never another exception."""
+    import io
+
+    from PIL import Image
+
+    x, y = blobs(6, 0)
+    buf = io.BytesIO()
+    np.savez(buf, x_train=x, y_train=y, x_test=x, y_test=y)
+    blob = buf.getvalue()
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    damaged = [blob[:i] for i in range(0, len(blob), 7)]
+    for i in rng.integers(0, len(blob), 300):
+        b = bytearray(blob)
+        b[i] ^= 0xFF
+        damaged.append(bytes(b))
+    for bad in damaged:
+        path.write_bytes(bad)
+        try:
+            data.load_spec(f"npz:{path}")
+        except DataError as e:
+            assert str(path) in str(e)
+
+    make_images(tmp_path / "p", per_class=(1, 1))
+    png = tmp_path / "p" / "train" / "red" / "000.png"
+    good = png.read_bytes()
+    for cut in range(0, len(good) - 20, 5):  # missing only the last CRC and IEND, the pixels are all there
+        png.write_bytes(good[:cut])
+        with pytest.raises(DataError) as info:
+            data.load_spec(f"images:{tmp_path / 'p'}")
+        assert str(png) in str(info.value)
+    Image.new("RGB", (8, 8)).save(png)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -76,11 +77,13 @@ def _open_zip(path) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except FileNotFoundError:
         raise DataError(f"{shown(path)}: file not found") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, struct.error) as e:
         raise DataError(f"{shown(path)}: not an .npz archive ({getattr(e, 'strerror', None) or e})") from None
 
 
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError)
+# What a damaged archive raises while reading a member (RuntimeError: "encrypted").
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
+               ValueError, struct.error)
 
 
 def load_npz(path, limits: dict | None = None, max_bytes: int | None = None) -> Dataset:
