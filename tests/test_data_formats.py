@@ -498,3 +498,17 @@ def test_damaged_npz_and_png_give_only_data_errors(tmp_path):
             data.load_spec(f"images:{tmp_path / 'p'}")
         assert str(png) in str(info.value)
     Image.new("RGB", (8, 8)).save(png)
+
+
+def test_npz_validation_split_is_used_and_val_split_refused(tmp_path, capsys):
+    xtr, ytr = blobs(90, 0)
+    xv, yv = blobs(30, 2)
+    np.savez(tmp_path / "d.npz", x_train=xtr, y_train=ytr, x_test=xtr[:9], y_test=ytr[:9], x_val=xv, y_val=yv)
+    rc, out, err = run(capsys, MODELS / "tiny_mlp.net", "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", 2)
+    assert rc == 0, err
+    assert re.search(r"epoch 2/2: validation accuracy [0-9.]+% \(\d+/30\)", out)
+    err = refused(capsys, MODELS / "tiny_mlp.net", "--data", f"npz:{tmp_path / 'd.npz'}", "--val-split", 0.1)
+    assert "validation split already" in err
+    with pytest.raises(SystemExit) as e:
+        run(capsys, MODELS / "tiny_mlp.net", "--data", f"npz:{tmp_path / 'd.npz'}", "--val-split", 1.5)
+    assert e.value.code == 2

@@ -154,3 +154,31 @@ def test_predict_bad_inputs_are_located(mlp, tmp_path, capsys):
     os.mkfifo(fifo)
     rc, _, err = cli(capsys, "predict", MODELS / "tiny_mlp.net", "--load", mlp / "w.npz", fifo)
     assert rc == 1 and "not a regular file" in err
+
+
+def test_predict_npy_input_and_conll_input(mlp, tmp_path, capsys):
+    x, y = blobs(20, 9, offset=5000, scale=1000)
+    np.save(tmp_path / "x.npy", x)
+    rc, out, err = cli(capsys, "predict", MODELS / "tiny_mlp.net", "--load", mlp / "w.npz", tmp_path / "x.npy")
+    assert rc == 0, err
+    pred = np.array([int(line.split(",")[1]) for line in out.splitlines()[1:]])
+    assert (pred == y).mean() >= 0.9
+    rc, _, err = cli(capsys, "predict", MODELS / "tiny_mlp.net", "--load", mlp / "w.npz", tmp_path / "x.txt")
+    assert rc == 1 and "cannot tell what this is" in err
+
+
+def test_resume_on_token_data_matches_uninterrupted_run(tmp_path, capsys):
+    """A tagging run checkpointed after epoch 1 and resumed ends with the same weights."""
+    write_conll(tmp_path / "train.conll", tagged_sentences(48, 0))
+    write_conll(tmp_path / "test.conll", tagged_sentences(8, 1))
+    model = REPO / "models" / "slot_tagger.net"
+    common = ["--data", f"conll:{tmp_path}", "--lr", "0.01", "--no-progress"]
+    assert main(["run", str(model), *common, "--epochs", "2", "--save", str(tmp_path / "a.npz")]) == 0
+    assert main(["run", str(model), *common, "--epochs", "1", "--checkpoint", str(tmp_path / "ck.npz")]) == 0
+    assert main(["run", str(model), *common, "--epochs", "2", "--checkpoint", str(tmp_path / "ck.npz"),
+                 "--resume", "--save", str(tmp_path / "b.npz")]) == 0
+    capsys.readouterr()
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        assert np.array_equal(a[k], b[k]), k
