@@ -104,8 +104,9 @@ def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: d
     """
     limits = {k: v for k, v in (limits or {}).items() if v is not None}
     saved = saved or {}
+    train_limit = limits.get("train")
     if val_split is not None:
-        # The validation samples are the last of the training split: read them too.
+        # The validation samples are the last of the whole training split: read it all.
         limits.pop("train", None)
     kind, path = parse_spec(spec)
     if base_dir and not os.path.isabs(path) and (kind or os.sep in path or "." in path):
@@ -145,7 +146,7 @@ def load_spec(spec: str, graph=None, data_dir=None, label_column=None, limits: d
         raise DataError(f"{ds.where('train')}: its classes {list(ds.classes)[:8]} differ from those the "
                         f"weights were trained with {list(saved['classes'])[:8]}")
     if val_split is not None:
-        ds = carve_validation(ds, val_split, limits.get("train") if limits else None)
+        ds = carve_validation(ds, val_split, train_limit)
     return with_stats(ds, normalize, saved)
 
 
