@@ -12,7 +12,7 @@ from .frontend import load, load_with_warnings
 from .lint import format_warnings
 
 # Commands that live with their own stage register themselves here.
-PLUGINS = ("netdsl.emit.cli", "netdsl.exec.cli", "netdsl.conformance", "netdsl.onnx.cli")
+PLUGINS = ("netdsl.emit.cli", "netdsl.exec.cli", "netdsl.conformance", "netdsl.onnx.cli", "netdsl.predict")
 
 
 def cmd_check(args) -> int:

@@ -308,11 +308,14 @@ def test_count_mismatch(tmp_path):
 
 
 @pytest.mark.parametrize("base, arr, words", [
-    ("train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, 10], np.uint8), ["0..9", "0..10"]),
-    ("t10k-images-idx3-ubyte", np.zeros((4, 784), np.uint8), ["shape (N, rows, cols)"]),
+    # Labels are checked against the model's output size when it is fed (test_data_formats.py);
+    # here only what no model could use: negative or non-integer labels, wrong shapes.
+    ("train-labels-idx1-ubyte", np.array([0, 1, 2, 3, 4, -1], np.int8), ["sample 5", "negative"]),
+    ("t10k-images-idx3-ubyte", np.zeros((4, 784), np.uint8), ["image size mismatch"]),
     ("t10k-labels-idx1-ubyte", np.zeros((4, 1), np.uint8), ["shape (N,)"]),
-    ("t10k-images-idx3-ubyte", np.zeros((4, 28, 28), np.float32), ["uint8"]),
+    ("t10k-labels-idx1-ubyte", np.full(4, 0.5, np.float32), ["not an integer"]),
     ("t10k-images-idx3-ubyte", np.zeros((4, 32, 32), np.uint8), ["image size mismatch"]),
+    ("t10k-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8), ["0 images", "4 labels"]),
 ])
 def test_inconsistent_dataset(tmp_path, base, arr, words):
     make_dataset(tmp_path / "ds", **{base: idx_bytes(arr)})
@@ -324,16 +327,23 @@ def test_inconsistent_dataset(tmp_path, base, arr, words):
         assert w in msg
 
 
-def test_checksum_mismatch_for_mnist(tmp_path):
-    make_dataset(tmp_path / "mnist")  # right names, wrong content
+def test_checksum_mismatch_only_in_netdsls_cache(tmp_path):
+    # Checksums verify what netdsl downloads into its own cache ...
+    env = no_env(tmp_path)
+    cache = Path(env["XDG_CACHE_HOME"]) / "netdsl"
+    make_dataset(cache / "mnist")  # right names, wrong content
     with pytest.raises(DataError) as info:
-        data.load_mnist("mnist", tmp_path, env=no_env(tmp_path))
+        data.load_mnist("mnist", env=env)
     msg = str(info.value)
     # The first file checked is named, with both hashes.
-    path = tmp_path / "mnist" / "train-images-idx3-ubyte.gz"
+    path = cache / "mnist" / "train-images-idx3-ubyte.gz"
     raw = gzip.decompress(path.read_bytes())
     assert str(path) in msg and "checksum mismatch" in msg
     assert sha(raw) in msg and data.MNIST_SHA256["train-images-idx3-ubyte"] in msg
+    # ... never a directory the user points at: a different dataset under MNIST's names trains.
+    make_dataset(tmp_path / "mine" / "mnist", n_train=7)
+    assert data.load_mnist("mnist", tmp_path / "mine", env=env).x_train.shape == (7, 28, 28)
+    assert data.load_mnist("mnist", env={**env, "NETDSL_DATA": str(tmp_path / "mine")}).y_train.shape == (7,)
 
 
 def test_checksum_only_for_mnist(tmp_path):

@@ -55,19 +55,37 @@ def _size(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _fraction(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (exclusive), got {text}")
+    return v
+
+
 def register(sub) -> None:
     p = sub.add_parser("run", help="train or evaluate a model with the native executor",
-                       description="Train FILE natively on an MNIST-family dataset (the training block "
+                       description="Train FILE natively on a dataset (IDX, npz, image folder, CSV, CoNLL, "
+                       "label-TAB-text: docs/data.md; the training block "
                        "gives the defaults; flags override it), or evaluate saved weights with --eval-only.")
     p.add_argument("file", metavar="FILE")
     d = p.add_argument_group("data")
-    d.add_argument("--data", metavar="NAME", help="dataset name (default: the training block's dataset)")
+    d.add_argument("--data", metavar="SPEC", help="dataset: a name such as mnist, or KIND:PATH with KIND one of "
+                   "idx, npz, images, csv, conll, tsv (default: the training block's dataset; see docs/data.md)")
     d.add_argument("--data-dir", metavar="DIR", help="where to look for NAME/ first (then $NETDSL_DATA, "
                    "then ~/.cache/netdsl)")
     d.add_argument("--download", action="store_true", help="fetch MNIST into --data-dir, $NETDSL_DATA or "
                    "the cache dir if it is not there")
     d.add_argument("--limit-train", type=_positive, metavar="N", help="train on the first N samples only")
     d.add_argument("--limit-test", type=_positive, metavar="N", help="evaluate on the first N test samples")
+    d.add_argument("--label-column", metavar="COL", help="csv: the label column, by header name or 0-based "
+                   "index (default: 'label', else the last column)")
+    d.add_argument("--val-split", type=_fraction, metavar="F", help="hold out the last fraction F of the "
+                   "training split for validation, evaluated after every epoch")
+    d.add_argument("--normalize", choices=("auto", "none"), help="auto: scale inputs by the training split's "
+                   "per-channel mean and std, stored in --save's weights file (data/mean, data/std)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=_nonneg, metavar="N")
     t.add_argument("--batch-size", type=_positive, metavar="B")
@@ -117,11 +135,12 @@ def _timed(fn, timing, *args):
 
 def cmd_run(args) -> int:
     from ..data import DataError
+    from ..errors import printable
 
     try:
         return _run(args)
     except DataError as e:
-        print(f"{args.file}: error: {e}", file=sys.stderr)
+        print(f"{printable(args.file)}: error: {e}", file=sys.stderr)
         return 1
 
 
@@ -148,7 +167,7 @@ def _run(args) -> int:
             (tr.span if tr and tr.span else graph.span) or NO_SPAN,
             "pass --data mnist (or write dataset = \"mnist\" in the train block)"))
     if args.download:
-        if name != "mnist":
+        if datamod.parse_spec(name) != (None, "mnist"):
             print(f"netdsl run: error: --download fetches only 'mnist', not {name!r}", file=sys.stderr)
             return 2
         root = args.data_dir or os.environ.get("NETDSL_DATA") or datamod.cache_dir()
@@ -164,7 +183,7 @@ def _run(args) -> int:
     timing = {}
     with ThreadPoolExecutor(1) as pool:
         t0 = time.perf_counter()
-        future = pool.submit(_timed, datamod.load_mnist, timing, name, args.data_dir)
+        future = pool.submit(_timed, datamod.load_for_run, timing, name, graph, args)
         from . import checkpoint, memory, runtime, train
         from .optim import make_optimizer
         from .weights import graph_sources, init_params, load_weights, save_weights
@@ -219,7 +238,7 @@ def _run(args) -> int:
     if result.interrupted:
         return 128 + int(result.signal or signal.SIGINT)
     if args.save:
-        save_weights(args.save, trainer.ex.params)
+        save_weights(args.save, trainer.ex.params, datamod.stats_arrays(dataset))
         print(f"weights saved to {args.save}", file=sys.stderr)
     return 0
 

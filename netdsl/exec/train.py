@@ -31,7 +31,8 @@ from .. import ir
 from ..errors import Diagnostic, NetdslError, NO_SPAN, Span
 from . import checkpoint as ckpt
 from . import memory
-from .feed import make_feed, make_loss
+from ..data.feed import make_feed, masked_loss
+from .feed import make_loss
 from .graph import Executor
 from .optim import make_optimizer  # noqa: F401  (also imported from here by tests/test_emit_legacy.py)
 from .runtime import blas_threads
@@ -116,7 +117,9 @@ class Trainer:
         self.log = log or (lambda s: print(s, flush=True))
         tr = graph.training or ir.Training()
         self.training = tr
-        self.feed = make_feed(graph, dataset_name, dataset.x_train.shape[1:])
+        self.dataset = dataset
+        # any dataset netdsl.data reads: dense arrays, or token sequences padded per batch
+        self.feed = make_feed(graph, dataset, dataset_name)
         self.ex = Executor(graph, params)
         self.loss_fn = make_loss(tr, self.feed.classes)
         self.optimizer = make_optimizer(tr, opts.lr)
@@ -125,8 +128,8 @@ class Trainer:
         self.epochs = int(tr.epochs if opts.epochs is None else opts.epochs)
         n_train = len(dataset.x_train) if opts.limit_train is None else min(opts.limit_train, len(dataset.x_train))
         n_test = len(dataset.x_test) if opts.limit_test is None else min(opts.limit_test, len(dataset.x_test))
-        self.x_train, self.y_train = dataset.x_train[:n_train], dataset.y_train[:n_train].astype(np.int64)
-        self.x_test, self.y_test = dataset.x_test[:n_test], dataset.y_test[:n_test].astype(np.int64)
+        self.x_train, self.y_train = dataset.x_train[:n_train], dataset.y_train[:n_train]
+        self.x_test, self.y_test = dataset.x_test[:n_test], dataset.y_test[:n_test]
         self.epoch = 0  # completed epochs
         self.step = 0  # completed steps of the current epoch
         self.global_step = 0
@@ -152,24 +155,31 @@ class Trainer:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, x=None, y=None) -> tuple[float, int, int]:
-        """(accuracy, correct, n) on the test split in inference mode."""
+        """(accuracy, correct, n) on the test split in inference mode; n counts samples,
+        or real tokens for tagging data."""
         x = self.x_test if x is None else x
         y = self.y_test if y is None else y
-        correct = 0
+        correct = total = 0
         bs = self.eval_batch
         for i in range(0, len(x), bs):
             out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + bs])}, training=False)[self.feed.output]
-            correct += int((out.argmax(axis=-1) == y[i:i + bs]).sum())
+            c, t = self.feed.count_correct(out, y[i:i + bs])
+            correct += c
+            total += t
         self.ex.release()  # drop the last batch's buffers
-        return (correct / len(x) if len(x) else float("nan")), correct, len(x)
+        return (correct / total if total else float("nan")), correct, total
 
     # -------------------------------------------------------------- training
-    def train_step(self, xb: np.ndarray, yb: np.ndarray, rng) -> tuple[float, int]:
+    def train_step(self, xb: np.ndarray, yb, rng) -> tuple[float, float]:
+        """One step; `correct` is scaled to samples, so the epoch's running accuracy
+        (correct / samples seen) is the token accuracy for tagging data."""
         out = self.ex.forward({self.feed.input: xb}, training=True, rng=rng)[self.feed.output]
-        loss, dout = self.loss_fn(out, yb)
+        labels, mask = self.feed.targets(yb)
+        loss, dout = masked_loss(self.loss_fn, out, labels, mask)
         if not math.isfinite(loss):
             self._nonfinite_loss(loss)
-        correct = int((out.argmax(axis=-1) == yb).sum())
+        hit = out.argmax(axis=-1) == labels
+        correct = int(hit.sum()) if mask is None else float(hit[mask].mean()) * len(labels)
         grads = self.ex.backward({self.feed.output: dout})
         self.optimizer.step(self._trainable, grads)
         self._check_weights()
@@ -241,6 +251,10 @@ class Trainer:
         self.log(f"epoch {e + 1}/{self.epochs}: loss {rec['loss']:.4f}, train accuracy "
                  f"{100 * rec['train_accuracy']:.2f}%, test accuracy {100 * acc:.2f}% ({correct}/{n}), "
                  f"{dt:.1f} s, {rec['samples_per_s']:.0f} samples/s")
+        if getattr(self.dataset, "x_val", None) is not None:
+            vacc, vcorrect, vn = self.evaluate(self.dataset.x_val, self.dataset.y_val)
+            rec["val_accuracy"] = vacc
+            self.log(f"epoch {e + 1}/{self.epochs}: validation accuracy {100 * vacc:.2f}% ({vcorrect}/{vn})")
         return stop.signum is not None and self.epoch < self.epochs
 
     def _interrupted(self, signum) -> Result:

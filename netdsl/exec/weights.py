@@ -114,14 +114,16 @@ def atomic_savez(path, arrays: dict) -> None:
         raise NetdslError(Diagnostic(E_WRITE, f"cannot write: {e.strerror or e}", _file_span(path))) from None
 
 
-def save_weights(path, params: dict) -> None:
-    """Write canonical parameters to `path` (.npz), atomically."""
-    atomic_savez(path, {k: np.asarray(v) for k, v in params.items()})
+def save_weights(path, params: dict, extra: dict | None = None) -> None:
+    """Write canonical parameters to `path` (.npz), atomically; `extra` holds data
+    statistics under the reserved "data/" prefix (netdsl.data.stats_arrays)."""
+    atomic_savez(path, {**{k: np.asarray(v) for k, v in params.items()}, **(extra or {})})
 
 
 # ---------------------------------------------------------------- the rule
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DATA_PREFIX = "data/"
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,8 @@ def weight_problems(arrays, expected) -> list:
             bad = int((~np.isfinite(a)).sum())
             out.append(WeightProblem(E_NONFINITE, name, f"parameter '{name}' holds {bad} NaN/Inf "
                                      f"value{'s' if bad != 1 else ''}"))
-    for name in sorted(k for k in arrays if k not in expected):
+    # "data/..." entries are the training data's statistics and vocabulary (netdsl.data), not parameters
+    for name in sorted(k for k in arrays if k not in expected and not k.startswith(DATA_PREFIX)):
         out.append(WeightProblem(E_EXTRA, name, f"unexpected entry '{name}'"))
     return out
 
@@ -318,7 +321,8 @@ def check_params(arrays: dict, graph: ir.Graph, path, dtype=np.float32) -> dict:
             diags.append(Diagnostic(pr.code, f"weight file {path}: {pr.message}", span))
     if diags:
         raise NetdslError(diags, graph_sources(graph))
-    return {k: np.array(v, dtype=dtype, copy=True) for k, v in arrays.items() if isinstance(v, np.ndarray)}
+    return {k: np.array(v, dtype=dtype, copy=True) for k, v in arrays.items()
+            if k in expected and isinstance(v, np.ndarray)}
 
 
 def _close(key, known):

@@ -6,6 +6,7 @@ CLI can print it as a diagnostic instead of a traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import http.client
@@ -15,16 +16,19 @@ import struct
 import tempfile
 import urllib.request
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from .base import (
+    MAX_DATA_BYTES, DataError, Dataset, check_bytes, check_labels, check_not_empty, require_regular,
+)
+
 __all__ = [
-    "DataError", "Dataset", "MNIST_FILES", "MNIST_SHA256", "MNIST_MIRRORS",
-    "MAX_IDX_BYTES", "NUM_CLASSES", "cache_dir", "find_dataset", "load_idx",
-    "load_mnist", "download_mnist", "as_images", "as_rows", "as_vectors",
+    "MNIST_FILES", "MNIST_SHA256", "MNIST_MIRRORS", "MAX_IDX_BYTES", "MAX_IDX_DIMS", "NUM_CLASSES",
+    "cache_dir", "find_dataset", "load_idx", "load_mnist", "load_idx_dir", "download_mnist",
+    "as_images", "as_rows", "as_vectors",
 ]
 
 # The four files every MNIST-family dataset (MNIST, Fashion-MNIST, ...) ships.
@@ -50,11 +54,12 @@ MNIST_MIRRORS = [
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 ]
 
-# A corrupt or hostile header can claim terabytes; refuse before allocating.
-MAX_IDX_BYTES = 2**31
+MAX_IDX_BYTES = MAX_DATA_BYTES
+# Real IDX files have 1 to 4 dimensions; numpy refuses more than 32 (64 in numpy 2).
+MAX_IDX_DIMS = 16
 
-# Models for this family have 10 outputs, so a label outside 0..9 is an error
-# in the data, not something to discover as an index error mid-training.
+# The output size of the MNIST models; labels are checked against the model's own
+# output size when a model is fed (feed.py), not against this.
 NUM_CLASSES = 10
 
 # Downloads are bounded too: the largest MNIST file is under 10 MB gzipped.
@@ -67,21 +72,16 @@ _IDX_TYPES = {
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DataError(Exception):
-    """A dataset problem to show the user as a diagnostic, not a traceback."""
-
-
-@dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous; compare fields yourself
-class Dataset:
-    x_train: np.ndarray  # (N, 28, 28) uint8, unscaled
-    y_train: np.ndarray  # (N,) uint8
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: Path | None = None  # directory the files came from, for messages
-
-
 # --------------------------------------------------------------------------- #
 # Finding the files
+
+def _public(name: str):
+    # The tables as netdsl.data exports them, so that replacing netdsl.data.MNIST_MIRRORS
+    # (a test's local mirror, a site's own) takes effect here too.
+    import netdsl.data
+
+    return getattr(netdsl.data, name)
+
 
 def cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
     """The user cache root, ~/.cache/netdsl (or $XDG_CACHE_HOME/netdsl)."""
@@ -100,7 +100,8 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path | None:
 def _exists(path: Path, kind: str) -> bool:
     # Path.is_dir() raises on e.g. permission errors; for searching, that just means "not here".
     try:
-        return path.is_dir() if kind == "dir" else path.is_file()
+        # A FIFO or device counts as a file here, so that reading it is refused by name.
+        return path.is_dir() if kind == "dir" else (path.exists() and not path.is_dir())
     except (OSError, ValueError):
         return False
 
@@ -167,66 +168,47 @@ def find_dataset(name: str, data_dir: str | os.PathLike | None = None,
 def _open(path: Path):
     # Sniff rather than trust the extension: browsers and some mirrors hand
     # out decompressed bytes under a .gz name.
+    require_regular(path)
     with open(path, "rb") as f:
         head = f.read(2)
     return gzip.open(path, "rb") if head == _GZIP_MAGIC else open(path, "rb")
 
 
-def _read_idx(path: Path, max_bytes: int, want_hash: bool = False, label: str | None = None):
-    """Parse one IDX file; return (array, sha256 hex of the uncompressed bytes or None).
+def _header(f, name):
+    """Read an IDX header from the open file: (dtype, dims, raw header bytes)."""
+    magic = f.read(4)
+    if len(magic) < 4:
+        raise DataError(f"{name}: too short to be an IDX file "
+                        f"({len(magic)} bytes; the 4-byte header is missing)")
+    if magic[:2] != b"\0\0":
+        hint = " (looks like an HTML page: a failed download?)" if magic[:1] == b"<" else ""
+        raise DataError(f"{name}: not an IDX file: bad magic number 0x{magic.hex()}{hint}; "
+                        f"expected 0x0000TTNN (type code TT, NN dimensions)")
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_TYPES:
+        raise DataError(f"{name}: unsupported IDX element type 0x{code:02x} "
+                        f"(supported: {', '.join(f'0x{c:02x}' for c in _IDX_TYPES)})")
+    if ndim == 0:
+        raise DataError(f"{name}: IDX header declares 0 dimensions")
+    if ndim > MAX_IDX_DIMS:
+        raise DataError(f"{name}: IDX header declares {ndim} dimensions; at most {MAX_IDX_DIMS} are "
+                        f"supported (the header is corrupt or this is not an IDX file)")
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataError(f"{name}: truncated IDX header: {ndim} dimensions declared "
+                        f"but only {len(dims_raw)} of {4 * ndim} size bytes present")
+    return _IDX_TYPES[code], struct.unpack(f">{ndim}I", dims_raw), magic + dims_raw
 
-    `label` replaces the path in messages (a download's temp file means nothing to users).
-    """
-    name = label or path
+
+@contextlib.contextmanager
+def _guard(name):
+    """Turn every way a damaged file can fail to read into a DataError naming it."""
     try:
-        with _open(path) as f:
-            magic = f.read(4)
-            if len(magic) < 4:
-                raise DataError(f"{name}: too short to be an IDX file "
-                                f"({len(magic)} bytes; the 4-byte header is missing)")
-            if magic[:2] != b"\0\0":
-                hint = " (looks like an HTML page: a failed download?)" if magic[:1] == b"<" else ""
-                raise DataError(f"{name}: not an IDX file: bad magic number 0x{magic.hex()}{hint}; "
-                                f"expected 0x0000TTNN (type code TT, NN dimensions)")
-            code, ndim = magic[2], magic[3]
-            if code not in _IDX_TYPES:
-                raise DataError(f"{name}: unsupported IDX element type 0x{code:02x} "
-                                f"(supported: {', '.join(f'0x{c:02x}' for c in _IDX_TYPES)})")
-            if ndim == 0:
-                raise DataError(f"{name}: IDX header declares 0 dimensions")
-            dims_raw = f.read(4 * ndim)
-            if len(dims_raw) < 4 * ndim:
-                raise DataError(f"{name}: truncated IDX header: {ndim} dimensions declared "
-                                f"but only {len(dims_raw)} of {4 * ndim} size bytes present")
-            dims = struct.unpack(f">{ndim}I", dims_raw)
-            dtype = _IDX_TYPES[code]
-            count = math.prod(dims)
-            nbytes = count * dtype.itemsize
-            if nbytes > max_bytes:
-                raise DataError(f"{name}: IDX header claims shape {dims} = {nbytes} bytes, "
-                                f"over the {max_bytes}-byte limit; the header is corrupt "
-                                f"or this is not the file you meant")
-
-            arr = np.empty(count, dtype)
-            buf = memoryview(arr.view(np.uint8))
-            got = 0
-            while got < nbytes:
-                n = f.readinto(buf[got:])
-                if not n:
-                    break
-                got += n
-            if got < nbytes:
-                raise DataError(f"{name}: truncated: header promises shape {dims} = {nbytes} "
-                                f"data bytes but the file holds only {got}")
-            if f.read(1):
-                raise DataError(f"{name}: trailing garbage: unexpected data after the {nbytes} "
-                                f"bytes that header shape {dims} describes")
-    except gzip.BadGzipFile as e:
+        yield
+    except (gzip.BadGzipFile, zlib.error) as e:
         raise DataError(f"{name}: corrupt gzip data ({e})") from None
     except EOFError:
         raise DataError(f"{name}: corrupt gzip data (compressed stream is truncated)") from None
-    except zlib.error as e:
-        raise DataError(f"{name}: corrupt gzip data ({e})") from None
     except FileNotFoundError:
         raise DataError(f"{name}: file not found") from None
     except OSError as e:
@@ -234,77 +216,153 @@ def _read_idx(path: Path, max_bytes: int, want_hash: bool = False, label: str | 
     except MemoryError:
         raise DataError(f"{name}: not enough memory to load it") from None
 
+
+def idx_header(path: Path, label: str | None = None):
+    """(dtype, dims) of an IDX file, reading only its header."""
+    name = label or path
+    with _guard(name), _open(path) as f:
+        dtype, dims, _ = _header(f, name)
+    return dtype, dims
+
+
+def _read_idx(path: Path, max_bytes: int, want_hash: bool = False, label: str | None = None,
+              limit: int | None = None):
+    """Parse one IDX file; return (array, sha256 hex of the uncompressed bytes or None).
+
+    Only the first `limit` records (first dimension) are read when it is given; the size
+    is checked against `max_bytes` from the header, before anything is allocated.
+    `label` replaces the path in messages (a download's temp file means nothing to users).
+    """
+    name = label or path
+    with _guard(name), _open(path) as f:
+        dtype, dims, head = _header(f, name)
+        full = math.prod(dims) * dtype.itemsize
+        n = dims[0] if limit is None or want_hash else min(dims[0], limit)
+        shape = (n, *dims[1:])
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        if nbytes > max_bytes:
+            raise DataError(f"{name}: IDX header claims shape {dims} = {full} bytes"
+                            + (f" ({nbytes} for the first {n})" if n != dims[0] else "")
+                            + f", over the {max_bytes}-byte limit; the header is corrupt "
+                            f"or this is not the file you meant")
+        arr = np.empty(count, dtype)
+        buf = memoryview(arr.view(np.uint8))
+        got = 0
+        while got < nbytes:
+            k = f.readinto(buf[got:])
+            if not k:
+                break
+            got += k
+        if got < nbytes:
+            raise DataError(f"{name}: truncated: header promises shape {dims} = {full} "
+                            f"data bytes but the file holds only {got}")
+        # With a limit the rest of the file is not read, so trailing bytes go unseen.
+        if n == dims[0] and f.read(1):
+            raise DataError(f"{name}: trailing garbage: unexpected data after the {nbytes} "
+                            f"bytes that header shape {dims} describes")
+
     digest = None
     if want_hash:
-        h = hashlib.sha256(magic + dims_raw)
+        h = hashlib.sha256(head)
         h.update(buf)
         digest = h.hexdigest()
     if dtype.itemsize > 1:
         arr = arr.astype(dtype.newbyteorder("="))  # compute in native byte order
-    return arr.reshape(dims), digest
+    return arr.reshape(shape), digest
 
 
-def load_idx(path: str | os.PathLike, max_bytes: int | None = None) -> np.ndarray:
+def load_idx(path: str | os.PathLike, max_bytes: int | None = None, limit: int | None = None) -> np.ndarray:
     """Parse an IDX file (gzipped or raw) into a native-endian array.
 
     Headers whose data would exceed `max_bytes` (default MAX_IDX_BYTES) are
-    refused before any allocation.
+    refused before any allocation. `limit` reads only the first records.
     """
-    limit = MAX_IDX_BYTES if max_bytes is None else max_bytes
-    return _read_idx(Path(path), limit)[0]
+    lim = MAX_IDX_BYTES if max_bytes is None else max_bytes
+    return _read_idx(Path(path), lim, limit=limit)[0]
 
 
 # --------------------------------------------------------------------------- #
 # Loading a dataset
 
-def _check_split(split: str, img_path: Path, x: np.ndarray, lbl_path: Path, y: np.ndarray):
-    if x.ndim != 3:
-        raise DataError(f"{img_path}: expected {split} images of shape (N, rows, cols), "
-                        f"got shape {x.shape}")
-    if x.dtype != np.uint8:
-        raise DataError(f"{img_path}: expected uint8 pixels, got {x.dtype}")
-    if y.ndim != 1:
-        raise DataError(f"{lbl_path}: expected {split} labels of shape (N,), got shape {y.shape}")
-    if y.dtype.kind not in "iu":
-        raise DataError(f"{lbl_path}: expected integer labels, got {y.dtype}")
-    if len(x) != len(y):
-        raise DataError(f"{split} count mismatch: {img_path} has {len(x)} images "
-                        f"but {lbl_path} has {len(y)} labels")
-    if y.size and (int(y.min()) < 0 or int(y.max()) >= NUM_CLASSES):
-        raise DataError(f"{lbl_path}: labels must be in 0..{NUM_CLASSES - 1}, "
-                        f"found values in {int(y.min())}..{int(y.max())}")
+def _in_cache(directory: Path, env: Mapping[str, str]) -> bool:
+    cache = cache_dir(env)
+    if cache is None:
+        return False
+    try:
+        return Path(os.path.realpath(directory)).is_relative_to(os.path.realpath(cache))
+    except (OSError, ValueError):
+        return False
 
 
 def load_mnist(name: str = "mnist", data_dir: str | os.PathLike | None = None,
-               verify: bool = True, env: Mapping[str, str] = os.environ) -> Dataset:
-    """Find and load an MNIST-family dataset.
+               verify: bool = True, env: Mapping[str, str] = os.environ,
+               limit_train: int | None = None, limit_test: int | None = None,
+               max_bytes: int | None = None) -> Dataset:
+    """Find and load an MNIST-family dataset (see find_dataset for where it looks).
 
-    For name "mnist" (and verify=True) each file's uncompressed content must
-    match the genuine MNIST SHA-256; other names are user data and load unchecked.
+    Checksums verify what netdsl downloads into its own cache: for name "mnist" found
+    in the user cache (and verify=True), each file's uncompressed content must match
+    genuine MNIST. A directory the user points at (--data-dir, $NETDSL_DATA) trains on
+    whatever it holds.
     """
     root = find_dataset(name, data_dir, env)
-    check = verify and name == "mnist"
-    paths, arrays = {}, {}
+    return load_idx_dir(root, verify=verify and name == "mnist" and _in_cache(root, env),
+                        limit_train=limit_train, limit_test=limit_test, max_bytes=max_bytes)
+
+
+def load_idx_dir(root: Path, verify: bool = False, limit_train: int | None = None,
+                 limit_test: int | None = None, max_bytes: int | None = None) -> Dataset:
+    """Load the four MNIST-layout IDX files of `root`, headers first."""
+    root = Path(root)
+    paths = {}
     for key, base in MNIST_FILES.items():
         path = _idx_path(root, base)
-        if path is None:  # vanished between find and load
+        if path is None:
             raise DataError(f"{root / base}[.gz]: file not found")
-        arr, digest = _read_idx(path, MAX_IDX_BYTES, want_hash=check)
-        want = MNIST_SHA256.get(base)
-        if check and want and digest != want:
+        paths[key] = path
+    # Headers first: counts, shapes and the memory estimate are checked before any data is read.
+    heads = {k: idx_header(p) for k, p in paths.items()}
+    total = 0
+    for split, limit in (("train", limit_train), ("test", limit_test)):
+        (xd, xdims), (yd, ydims) = heads["x_" + split], heads["y_" + split]
+        xp, yp = paths["x_" + split], paths["y_" + split]
+        if len(xdims) < 2:
+            raise DataError(f"{xp}: expected {split} samples of shape (N, ...), got shape {xdims}")
+        if len(ydims) != 1:
+            raise DataError(f"{yp}: expected {split} labels of shape (N,), got shape {ydims}")
+        if xdims[0] != ydims[0]:
+            raise DataError(f"{split} count mismatch: {xp} has {xdims[0]} images "
+                            f"but {yp} has {ydims[0]} labels")
+        check_not_empty(xdims[0], xp, split)
+        n = xdims[0] if limit is None or verify else min(limit, xdims[0])
+        total += n * (math.prod(xdims[1:]) * xd.itemsize + yd.itemsize)
+    if heads["x_train"][1][1:] != heads["x_test"][1][1:]:
+        raise DataError(f"image size mismatch: {paths['x_train']} has "
+                        f"{heads['x_train'][1][1:]} images but {paths['x_test']} has "
+                        f"{heads['x_test'][1][1:]}")
+    limit_note = "" if limit_train or limit_test else "; --limit-train/--limit-test read only the first samples"
+    check_bytes(root, total, max_bytes, limit_note)
+    budget = MAX_IDX_BYTES if max_bytes is None else max_bytes
+
+    arrays = {}
+    for key, path in paths.items():
+        base = MNIST_FILES[key]
+        limit = limit_train if key.endswith("train") else limit_test
+        arr, digest = _read_idx(path, budget, want_hash=verify, limit=limit)
+        want = _public("MNIST_SHA256").get(base)
+        if verify and want and digest != want:
             raise DataError(
                 f"{path}: checksum mismatch: uncompressed SHA-256 is {digest}, expected "
-                f"{want} for genuine MNIST. The file is corrupt or not MNIST; delete it "
-                f"and download again, or put modified data under another dataset name.")
-        paths[key], arrays[key] = path, arr
-
-    _check_split("train", paths["x_train"], arrays["x_train"], paths["y_train"], arrays["y_train"])
-    _check_split("test", paths["x_test"], arrays["x_test"], paths["y_test"], arrays["y_test"])
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise DataError(f"image size mismatch: {paths['x_train']} has "
-                        f"{arrays['x_train'].shape[1:]} images but {paths['x_test']} has "
-                        f"{arrays['x_test'].shape[1:]}")
-    return Dataset(source=root, **arrays)
+                f"{want} for genuine MNIST. The file in netdsl's cache is corrupt; delete it "
+                f"and download again (--download).")
+        if limit is not None:
+            arr = arr[:limit]
+        if key.startswith("y"):
+            arr = check_labels(arr, str(path))
+        arrays[key] = arr
+    origin = {"train": paths["x_train"], "test": paths["x_test"]}
+    return Dataset(source=root, origin=origin, **arrays)
 
 
 # --------------------------------------------------------------------------- #
@@ -329,7 +387,8 @@ def download_mnist(dest_root: str | os.PathLike, mirrors: list[str] | None = Non
     (temp file + os.replace), so an interrupted or bad download never leaves a
     file that looks valid. Files already present and correct are kept.
     """
-    mirrors = list(MNIST_MIRRORS if mirrors is None else mirrors)
+    mirrors = list(_public("MNIST_MIRRORS") if mirrors is None else mirrors)
+    table = _public("MNIST_SHA256")
     dest = Path(os.path.expanduser(os.fspath(dest_root))) / "mnist"
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -337,7 +396,7 @@ def download_mnist(dest_root: str | os.PathLike, mirrors: list[str] | None = Non
         raise DataError(f"{dest}: cannot create download directory: {e.strerror or e}") from None
 
     for base in MNIST_FILES.values():
-        want = MNIST_SHA256[base]
+        want = table[base]
         final = dest / (base + ".gz")
         if _exists(final, "file"):
             try:
