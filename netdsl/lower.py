@@ -28,8 +28,8 @@ INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "u
 # The module-level names of every target's generated module are here too (tests/test_injection.py
 # checks this against the generated code of every model), so no user name can shadow one.
 RESERVED = frozenset("""
-    self torch nn F np numpy keras tf mx mxnet gluon nd autograd C cntk os sys math time json
-    argparse main super print len range int float str list dict tuple object type model
+    self torch nn np numpy keras tf mx mxnet gluon nd autograd C cntk os sys math time json
+    argparse main super print len range int float str list dict tuple object type
     Model Sequential Input layers ops
     gzip struct tempfile rnn Net
     MODEL_NAME INPUTS OUTPUTS TRAINING WEIGHTS WEIGHT_SHAPES INPUT OUTPUT ID_INPUTS

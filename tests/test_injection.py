@@ -57,7 +57,7 @@ IDENTIFIER_SHAPED = [
     ("__import__", "dunder"), ("__class__", "dunder"), ("__builtins__", "dunder"), ("_private", "underscore"),
     ("class", "keyword"), ("if", "keyword"), ("return", "keyword"), ("yield", "keyword"), ("async", "keyword"),
     ("await", "keyword"), ("match", "keyword"), ("case", "keyword"), ("nonlocal", "keyword"),
-    ("torch", "reserved"), ("nn", "reserved"), ("self", "reserved"), ("Model", "reserved"), ("F", "reserved"),
+    ("torch", "reserved"), ("nn", "reserved"), ("self", "reserved"), ("Model", "reserved"),
     ("np", "reserved"), ("keras", "reserved"), ("tf", "reserved"), ("C", "reserved"), ("main", "reserved"),
     ("mx", "reserved"), ("os", "reserved"), ("sys", "reserved"), ("super", "reserved"), ("print", "reserved"),
     ("predict", "reserved"), ("build_model", "reserved"), ("WEIGHTS", "reserved"), ("TRAINING", "reserved"),
@@ -139,6 +139,11 @@ def user_names(g) -> set:
             | {gr.name for gr in g.groups})
 
 
+# module-level names a user may take all the same: every target's name allocator renames the user's
+# value instead (tests/traps/name_clash.net runs such a model on every column)
+RENAMED = frozenset({"F"})
+
+
 @pytest.mark.parametrize("target", TARGET_NAMES)
 def test_every_module_level_name_of_generated_code_is_reserved(target):
     """A user name equal to one of these would shadow it; the front end must refuse them all."""
@@ -152,7 +157,7 @@ def test_every_module_level_name_of_generated_code_is_reserved(target):
         except NetdslError:
             continue
         own = module_level_names(code) - user_names(g) - {g.name + "Model"}
-        bad = {n for n in own if not n.startswith("_") and n not in RESERVED}
+        bad = {n for n in own if not n.startswith("_") and n not in RESERVED and n not in RENAMED}
         if bad:
             missing[path.name] = sorted(bad)
     assert not missing, f"add to RESERVED in netdsl/lower.py: {missing}"

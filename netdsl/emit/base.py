@@ -17,7 +17,7 @@ import jinja2
 from .. import ir
 from ..errors import Diagnostic, NetdslError
 
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+_SAFE_PATH = re.compile(r"[A-Za-z0-9_./-]+")  # used with fullmatch: "$" would let a final newline through
 
 
 class EmitBug(RuntimeError):
@@ -54,11 +54,24 @@ class Target:
 
 
 def header_source(graph: ir.Graph) -> str:
-    """The source path for the header comment: never absolute, never able to break out of the comment."""
+    """The source path for the header comment: never absolute, never able to break out of the comment.
+
+    However the path was spelled (models/m.net, ./models/m.net, /abs/.../models/m.net), the header
+    is the same, so `compile --check` does not depend on it: the path relative to the project root
+    (the nearest directory above the file with pyproject.toml or .git), else the file's name.
+    """
     src = graph.source
-    if src.startswith("/"):
-        src = Path(src).name
-    return src if _SAFE_PATH.match(src) else ascii(src)
+    path = Path(src)
+    try:
+        real = path.resolve() if path.is_file() else None
+    except (OSError, RuntimeError, ValueError):
+        real = None
+    if real is not None:
+        root = next((d for d in real.parents if (d / "pyproject.toml").exists() or (d / ".git").exists()), None)
+        src = real.relative_to(root).as_posix() if root is not None else real.name
+    elif src.startswith("/"):
+        src = path.name
+    return src if _SAFE_PATH.fullmatch(src) else ascii(src)
 
 
 def environment() -> jinja2.Environment:

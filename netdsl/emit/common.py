@@ -598,10 +598,10 @@ def shape_text(shape: tuple, time_axis: int | None = None) -> str:
 def doc_source(graph: ir.Graph) -> str:
     """The source path for a docstring: the header's, when it is a plain path, else a neutral phrase."""
     src = header_source(graph)
-    return src if _PLAIN_PATH.match(src) else "its .net file"
+    return src if _PLAIN_PATH.fullmatch(src) else "its .net file"
 
 
-_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
 def signature_text(idx: GraphIndex, shape_of) -> str:
