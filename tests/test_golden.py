@@ -60,3 +60,30 @@ def test_no_stale_goldens():
     """Every golden file belongs to a model that still exists."""
     stale = [str(p.relative_to(ROOT)) for t in TARGETS for p in GOLDEN.glob(f"*/{t}.py") if p.parent.name not in MODELS]
     assert not stale, f"golden files for models that no longer exist: {stale}"
+
+
+def main_flags(code: str) -> list:
+    """The add_argument calls of a generated main(), as source text, in order."""
+    import ast
+
+    tree = ast.parse(code)
+    main = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    return [ast.unparse(c) for c in ast.walk(main)
+            if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in
+            ("add_argument", "ArgumentParser")]
+
+
+def test_every_target_has_the_same_command_line():
+    """--data-dir, --epochs, --batch-size, --lr, --seed, --init, --eval-only, --out-dir, --limit-train:
+    the same flags, defaults and help texts in the generated main() of every target and model."""
+    flags = {}
+    for model in MODELS:
+        for target in ("pytorch", "keras", "tf_estimator", "gluon", "cntk"):
+            path = GOLDEN / model / f"{target}.py"
+            flags[(model, target)] = main_flags(path.read_text(encoding="utf-8"))
+    first = next(iter(flags.values()))
+    assert [f.split("(")[1].split(",")[0] for f in first[1:]] == [
+        "'--data-dir'", "'--epochs'", "'--batch-size'", "'--lr'", "'--seed'", "'--init'", "'--eval-only'",
+        "'--out-dir'", "'--limit-train'"]
+    differ = {k: v for k, v in flags.items() if v != first}
+    assert not differ, f"main() flags differ from {next(iter(flags))}: {sorted(differ)}"

@@ -41,7 +41,13 @@ def template_names(template: str, scopes: tuple) -> frozenset:
     by, one of the module's own names.
     """
     env = environment()
-    source = _JINJA_COMMENT.sub("", env.loader.get_source(env, template)[0])
+    sources, todo = {}, [template]
+    while todo:  # the template and every template it extends or includes
+        name = todo.pop()
+        if name not in sources:
+            sources[name] = _JINJA_COMMENT.sub("", env.loader.get_source(env, name)[0])
+            todo += re.findall(r"\{%-?\s*(?:extends|include)\s+\"([^\"]+)\"", sources[name])
+    source = "\n".join(sources.values())
     names = set(LEGACY_RESERVED)
     for m in _MODULE_LEVEL.finditer(source):
         if m.group(4):
