@@ -24,7 +24,14 @@ import math
 
 from .. import ir
 from .base import Target, pyrepr
-from .legacy import Legacy, cannot, common_context, is_image, rescale_terms, structure_diagnostics
+from .legacy import (
+    Legacy,
+    cannot,
+    common_context,
+    is_image,
+    rescale_terms,
+    structure_diagnostics,
+)
 from .legacy import calls as legacy_calls
 
 ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax"}

@@ -9,9 +9,7 @@ from those two (the Code type marks such text).
 """
 from __future__ import annotations
 
-import builtins
 import functools
-import keyword
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..errors import Diagnostic
 from .base import EmitBug, header_source, ident, pyrepr
+from .names import BUILTINS, PY_KEYWORDS, Names, auto_named, class_name  # noqa: F401  (emitters use C.Names)
 
 # ------------------------------------------------------------------ code text
 
@@ -140,59 +139,6 @@ def int_or_pair(pair) -> object:
     """(3, 3) -> 3; (3, 5) stays a pair: how people write square kernels and strides."""
     pair = tuple(pair)
     return pair[0] if len(set(pair)) == 1 else pair
-
-
-# --------------------------------------------------------------------- naming
-PY_KEYWORDS = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", ()))
-BUILTINS = frozenset(dir(builtins))
-
-
-class Names:
-    """Allocates unique, Python-safe identifiers in one scope.
-
-    A name the .net file chose is kept as it is whenever that is safe; when it
-    would shadow something the generated code uses in the same scope (a module,
-    a helper, a keyword) it gets a trailing underscore, then a number.
-    """
-
-    def __init__(self, reserved=(), builtins_reserved: bool = False):
-        self.taken = set(PY_KEYWORDS) | set(reserved)
-        if builtins_reserved:
-            self.taken |= BUILTINS
-        self.given: dict = {}
-
-    def reserve(self, *names: str) -> None:
-        self.taken.update(names)
-
-    def claim(self, name: str) -> str:
-        """A fresh identifier based on name; records it as taken."""
-        ident(name)
-        candidate = name
-        if candidate in self.taken:
-            candidate = name + "_"
-            n = 2
-            while candidate in self.taken:
-                candidate = f"{name}_{n}"
-                n += 1
-        self.taken.add(candidate)
-        return candidate
-
-    def of(self, key: str, base: str | None = None) -> str:
-        """The identifier for key, claimed on first use (base defaults to key)."""
-        if key not in self.given:
-            self.given[key] = self.claim(base or key)
-        return self.given[key]
-
-
-def class_name(name: str, taken=()) -> str:
-    """The model's class name: its netdsl name unless that clashes with a module-level name."""
-    ident(name)
-    return name + "Model" if name in taken or name in PY_KEYWORDS or name in BUILTINS else name
-
-
-def auto_named(node: ir.Node) -> bool:
-    """True when the value's name was made up by netdsl (the layer's name, maybe numbered), not by the user."""
-    return node.name == node.layer or re.fullmatch(re.escape(node.layer) + r"_\d+", node.name) is not None
 
 
 # ---------------------------------------------------------------- graph index

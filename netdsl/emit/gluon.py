@@ -16,8 +16,16 @@ from __future__ import annotations
 
 from .. import ir
 from .base import Target
-from .legacy import (Legacy, block_tree, calls, cannot, common_context, prod, rescale_terms,
-                     structure_diagnostics)
+from .legacy import (
+    Legacy,
+    block_tree,
+    calls,
+    cannot,
+    common_context,
+    prod,
+    rescale_terms,
+    structure_diagnostics,
+)
 
 # a HybridBlock's own attributes (mxnet 1.9): a child block must not take one of these names
 BLOCK_ATTRS = frozenset("""

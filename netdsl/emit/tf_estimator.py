@@ -22,9 +22,16 @@ latest checkpoint back.
 """
 from __future__ import annotations
 
-from .. import ir
 from .base import Target
-from .legacy import Legacy, cannot, common_context, is_image, rescale_terms, structure_diagnostics
+from .legacy import (
+    Legacy,
+    cannot,
+    common_context,
+    is_image,
+    rescale_terms,
+    structure_diagnostics,
+)
+from .passes.nhwc_flatten import dense_rows, flatten_orders
 
 ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax"}
 
@@ -118,47 +125,13 @@ LAYERS = {kind: _view(fn) for kind, fn in {
 }.items()}
 
 
-def _flatten_orders(lg: Legacy) -> dict:
-    """Node name -> (C, H, W) for every value that is an NHWC image flattened in NHWC order.
-
-    A Flatten keeps NHWC order only when every reader is a Dense (whose rows get permuted);
-    otherwise it transposes to NCHW first and its output is canonical."""
-    readers = lg.consumers
-    out = {}
-    for node in lg.graph.nodes:
-        layer = lg.layer(node.layer)
-        if layer.kind == "Flatten":
-            t = lg.value_type(node.inputs[0])
-            if is_image(t) and readers.get(node.name) and \
-                    all(lg.layer(r.layer).kind == "Dense" for r in readers[node.name]):
-                out[node.name] = tuple(t.shape)
-    return out
-
-
-def _dense_rows(lg: Legacy) -> dict:
-    """Dense layer -> (C, H, W) when it reads NHWC-ordered images (its rows are permuted), else None;
-    plus the layers whose applications disagree."""
-    orders = _flatten_orders(lg)
-    rows, conflicts = {}, []
-    for node in lg.graph.nodes:
-        layer = lg.layer(node.layer)
-        if layer.kind != "Dense":
-            continue
-        t = lg.value_type(node.inputs[0])
-        chw = tuple(t.shape) if is_image(t) else orders.get(node.inputs[0])
-        if layer.name in rows and rows[layer.name] != chw:
-            conflicts.append(layer)
-        rows[layer.name] = chw
-    return rows, conflicts
-
-
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "tf-estimator")
     for layer in lg.graph.layers:
         if layer.kind == "LayerNormalization":
             diags.append(cannot(lg, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
                                 "and this target does not write one yet"))
-    _, conflicts = _dense_rows(lg)
+    _, conflicts = dense_rows(lg)
     for layer in conflicts:
         diags.append(cannot(lg, layer, "tf-estimator", "it reads flattened images in one application and "
                             "other vectors in another, so no single row order of its NHWC weights fits both"))
@@ -167,8 +140,8 @@ def check(lg: Legacy) -> list:
 
 def context(lg: Legacy, views: dict) -> dict:
     ctx = common_context(lg)
-    rows, _ = _dense_rows(lg)
-    orders = _flatten_orders(lg)
+    rows, _ = dense_rows(lg)
+    orders = flatten_orders(lg)
     params = []
     for layer in lg.graph.layers:
         for short, tf_short, conv in views[layer.name]["params"]:
