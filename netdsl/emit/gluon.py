@@ -14,8 +14,10 @@ pooling); average pooling uses count_include_pad=False.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .. import ir
-from .base import Target
+from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
     block_tree,
@@ -40,13 +42,52 @@ BLOCK_ATTRS = frozenset("""
 ACT = {None: None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": None}
 
 
+@dataclass
+class View:
+    """A layer as Gluon code: the block's constructor expression and where its parameters go."""
+
+    code: str
+    params: list = field(default_factory=list)  # (canonical short name, gluon parameter name, [frozen twin])
+    backwards: bool = False  # an LSTM wrapped in _reverse_time()
+    padded: bool = False  # an explicit _pad() in front
+    bn: dict | None = None  # a BatchNorm's running-variance bookkeeping for train_step
+
+
+LAYERS: dict = {}  # IR kind -> fn(lg, layer) -> View
+
+
+def emits(*kinds):
+    """Register the function that writes these IR kinds (one per kind; a second is a bug)."""
+    def register(fn):
+        for kind in kinds:
+            if kind in LAYERS:
+                raise EmitBug(f"gluon: two emitters for {kind}")
+            LAYERS[kind] = fn
+        return fn
+    return register
+
+
+def _prefix(layer: ir.Layer) -> str:
+    return pyrepr(layer.name + "_")
+
+
+def _act_kw(layer: ir.Layer) -> str:
+    return f"activation={pyrepr(ACT[layer.attr('activation')])}"
+
+
+def _softmax(layer: ir.Layer, out_t: ir.TensorType) -> list:
+    """The softmax block after a layer with activation=softmax (Gluon's activations have none)."""
+    if layer.attr("activation") != "softmax":
+        return []
+    return [f"nn.HybridLambda(lambda F, x: F.softmax(x, axis={_softmax_axis(out_t)}))"]
+
+
 def _softmax_axis(t: ir.TensorType) -> int:
     return 1 if (len(t.shape) == 3 and not t.seq) else -1
 
 
-def _act(layer: ir.Layer, out_t: ir.TensorType) -> dict:
-    a = layer.attr("activation")
-    return {"act": ACT[a], "softmax_axis": _softmax_axis(out_t) if a == "softmax" else None}
+def _wrap(layer: ir.Layer, parts: list) -> str:
+    return parts[0] if len(parts) == 1 else f"_sequential({_prefix(layer)}, [{', '.join(parts)}])"
 
 
 def _pads(pads):
@@ -57,89 +98,131 @@ def _pads(pads):
     return (0, 0), (0, 0, 0, 0, t, b, l, r)
 
 
-def _dense(lg, layer):
-    it, ot = lg.in_type(layer), lg.out_type(layer)
+def _weights(layer: ir.Layer) -> list:
+    return [("W", "weight"), ("b", "bias")] if layer.attr("bias") else [("W", "weight")]
+
+
+@emits("Dense")
+def dense(lg, layer):
+    it = lg.in_type(layer)
     flat = not it.seq
     in_units = prod(it.shape) if flat else it.shape[-1]
-    return dict(_act(layer, ot), units=layer.attr("units"), in_units=in_units, flatten=flat,
-                bias=bool(layer.attr("bias")),
-                params=[("W", "weight"), ("b", "bias")] if layer.attr("bias") else [("W", "weight")])
+    core = (f"nn.Dense({layer.attr('units')}, {_act_kw(layer)}, use_bias={pyrepr(bool(layer.attr('bias')))}, "
+            f"flatten={pyrepr(flat)}, in_units={in_units}, prefix={_prefix(layer)})")
+    return View(_wrap(layer, [core] + _softmax(layer, lg.out_type(layer))), _weights(layer))
 
 
-def _conv(lg, layer):
-    it, ot = lg.in_type(layer), lg.out_type(layer)
+@emits("Convolution")
+def convolution(lg, layer):
     padding, pad_width = _pads(layer.attr("pads"))
-    return dict(_act(layer, ot), filters=layer.attr("filters"), kernel=tuple(layer.attr("kernel")),
-                strides=tuple(layer.attr("strides")), padding=padding, pad_width=pad_width,
-                in_channels=it.shape[0], bias=bool(layer.attr("bias")),
-                params=[("W", "weight"), ("b", "bias")] if layer.attr("bias") else [("W", "weight")])
+    core = (f"nn.Conv2D({layer.attr('filters')}, {pyrepr(tuple(layer.attr('kernel')))}, "
+            f"strides={pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, "
+            f"in_channels={lg.in_type(layer).shape[0]}, {_act_kw(layer)}, "
+            f"use_bias={pyrepr(bool(layer.attr('bias')))}, prefix={_prefix(layer)})")
+    pad = [f"_pad({pyrepr(pad_width)}, 0.0)"] if pad_width else []
+    return View(_wrap(layer, pad + [core] + _softmax(layer, lg.out_type(layer))), _weights(layer),
+                padded=bool(pad_width))
 
 
-def _pool(lg, layer):
+@emits("MaxPooling")
+def max_pooling(lg, layer):
     padding, pad_width = _pads(layer.attr("pads"))
-    return dict(window=tuple(layer.attr("window")), strides=tuple(layer.attr("strides")),
-                padding=padding, pad_width=pad_width, params=[])
+    core = (f"nn.MaxPool2D(pool_size={pyrepr(tuple(layer.attr('window')))}, "
+            f"strides={pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, prefix={_prefix(layer)})")
+    pad = [f"_pad({pyrepr(pad_width)}, -np.inf)"] if pad_width else []
+    return View(_wrap(layer, pad + [core]), padded=bool(pad_width))
 
 
-def _bn(lg, layer):
+@emits("AveragePooling")
+def average_pooling(lg, layer):
+    padding, pad_width = _pads(layer.attr("pads"))
+    window, strides = pyrepr(tuple(layer.attr("window"))), pyrepr(tuple(layer.attr("strides")))
+    if pad_width:  # count_include_pad=False cannot see pads Gluon does not make itself
+        return View(f"_avg_pool_padded({window}, {strides}, {pyrepr(pad_width)}, {_prefix(layer)})", padded=True)
+    return View(f"nn.AvgPool2D(pool_size={window}, strides={strides}, padding={pyrepr(padding)}, "
+                f"count_include_pad=False, prefix={_prefix(layer)})")
+
+
+@emits("Dropout")
+def dropout(lg, layer):
+    return View(f"nn.Dropout({pyrepr(float(layer.attr('rate')))}, prefix={_prefix(layer)})")
+
+
+@emits("BatchNormalization")
+def batch_norm(lg, layer):
     it = lg.in_type(layer)
-    axis = 1 if not it.seq else 2
-    return dict(axis=axis, channels=it.shape[0] if not it.seq else it.shape[-1], seq=it.seq,
-                per_sample=prod(it.shape[1:]) if not it.seq else 1,
-                momentum=1.0 - float(layer.attr("momentum")), epsilon=float(layer.attr("epsilon")),
-                params=[("scale", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
-                        ("running_var", "running_var")])
+    momentum = 1.0 - float(layer.attr("momentum"))
+    channels = it.shape[0] if not it.seq else it.shape[-1]
+    code = (f"nn.BatchNorm(axis={1 if not it.seq else 2}, momentum={pyrepr(momentum)}, "
+            f"epsilon={pyrepr(float(layer.attr('epsilon')))}, in_channels={channels}, prefix={_prefix(layer)})")
+    bn = {"name": layer.name + "_running_var", "per_sample": prod(it.shape[1:]) if not it.seq else 1,
+          "seq": it.seq, "momentum": momentum}
+    return View(code, [("scale", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
+                       ("running_var", "running_var")], bn=bn)
 
 
-def _ln(lg, layer):
-    it = lg.in_type(layer)
-    return dict(channels=it.shape[-1], epsilon=float(layer.attr("epsilon")),
-                params=[("scale", "gamma"), ("bias", "beta")])
+@emits("LayerNormalization")
+def layer_norm(lg, layer):
+    return View(f"nn.LayerNorm(axis=-1, epsilon={pyrepr(float(layer.attr('epsilon')))}, "
+                f"in_channels={lg.in_type(layer).shape[-1]}, prefix={_prefix(layer)})",
+                [("scale", "gamma"), ("bias", "beta")])
 
 
-def _lstm(lg, layer):
-    it = lg.in_type(layer)
-    return dict(units=layer.attr("units"), input_size=it.shape[-1], backwards=bool(layer.attr("go_backwards")),
-                params=[("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias", "l0_h2h_bias")])
+@emits("Embedding")
+def embedding(lg, layer):
+    return View(f"nn.Embedding({lg.in_type(layer).vocab}, {layer.attr('dim')}, prefix={_prefix(layer)})",
+                [("E", "weight")])
 
 
-def _embedding(lg, layer):
-    it = lg.in_type(layer)
-    return dict(vocab=it.vocab, dim=layer.attr("dim"), params=[("E", "weight")])
+@emits("LSTM")
+def lstm(lg, layer):
+    core = (f"rnn.LSTM({layer.attr('units')}, layout='NTC', input_size={lg.in_type(layer).shape[-1]}, "
+            f"prefix={_prefix(layer)})")
+    backwards = bool(layer.attr("go_backwards"))
+    code = f"_sequential({_prefix(layer)}, [_reverse_time(), {core}, _reverse_time()])" if backwards else core
+    return View(code, [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias", "l0_h2h_bias")],
+                backwards=backwards)
 
 
-def _activation(lg, layer):
-    return dict(_act(layer, lg.out_type(layer)), params=[])
+@emits("Activation")
+def activation(lg, layer):
+    softmax = _softmax(layer, lg.out_type(layer))
+    if softmax:
+        return View(softmax[0])
+    return View(f"nn.Activation({pyrepr(ACT[layer.attr('activation')])}, prefix={_prefix(layer)})")
 
 
-def _rescale(lg, layer):
-    return dict(rescale_terms(layer), params=[])
+@emits("Rescale")
+def rescale(lg, layer):
+    t = rescale_terms(layer)
+    grouped = t["has_mean"] or t["has_std"]
+    body = ("(" if grouped else "") + "x" + (f" * {pyrepr(t['scale'])}" if t["has_scale"] else "")
+    body += (f" - {pyrepr(t['mean'])}" if t["has_mean"] else "") + (")" if grouped else "")
+    body += f" / {pyrepr(t['std'])}" if t["has_std"] else ""
+    return View(f"nn.HybridLambda(lambda F, x: {body}, prefix={_prefix(layer)})")
 
 
-def _splice(lg, layer):
-    t = lg.out_type(layer)
-    return dict(axis=1 if (len(t.shape) == 3 and not t.seq) else -1, params=[])
+@emits("Flatten")
+def flatten(lg, layer):
+    return View(f"nn.Flatten(prefix={_prefix(layer)})")
 
 
-def _plain(lg, layer):
-    return dict(params=[])
+@emits("Splice")
+def splice(lg, layer):
+    return View(f"nn.HybridLambda(lambda F, *xs: F.concat(*xs, dim={_softmax_axis(lg.out_type(layer))}), "
+                f"prefix={_prefix(layer)})")
 
 
-def _view(fn):
-    def view(lg, layer):
-        v = fn(lg, layer)
-        v.update(kind=layer.kind, name=layer.name, prefix=layer.name + "_")
-        return v
-    return view
+@emits("SelectLast", "SelectFirst")
+def select(lg, layer):
+    begin, end = ("-1", "None") if layer.kind == "SelectLast" else ("0", "1")
+    return View(f"nn.HybridLambda(lambda F, x: F.squeeze(F.slice_axis(x, axis=1, begin={begin}, end={end}), "
+                f"axis=1), prefix={_prefix(layer)})")
 
 
-LAYERS = {kind: _view(fn) for kind, fn in {
-    "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda lg, l: dict(rate=float(l.attr("rate")), params=[]),
-    "Embedding": _embedding, "LSTM": _lstm, "BatchNormalization": _bn, "LayerNormalization": _ln,
-    "Activation": _activation, "Rescale": _rescale, "Flatten": _plain, "Splice": _splice,
-    "SelectLast": _plain, "SelectFirst": _plain, "CosineDistance": _plain,
-}.items()}
+@emits("CosineDistance")
+def cosine(lg, layer):
+    return View(f"nn.HybridLambda(_cosine_similarity, prefix={_prefix(layer)})")
 
 
 def check(lg: Legacy) -> list:
@@ -155,7 +238,7 @@ def context(lg: Legacy, views: dict) -> dict:
     ctx = common_context(lg)
     params = []
     for layer in lg.graph.layers:
-        for entry in views[layer.name]["params"]:
+        for entry in views[layer.name].params:
             short, names = entry[0], entry[1:]
             p = layer.param(short)
             params.append({"name": p.name, "gluon": [layer.name + "_" + n for n in names],
@@ -165,11 +248,10 @@ def context(lg: Legacy, views: dict) -> dict:
         calls=calls(lg),
         params=params,
         frozen=[n for p in params for n in p["gluon"][1:]],
-        uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
-        backwards=any(v["kind"] == "LSTM" and v["backwards"] for v in views.values()),
-        pads=any(v.get("pad_width") for v in views.values()),
-        bn_vars=[{"name": v["prefix"] + "running_var", "per_sample": v["per_sample"], "seq": v["seq"],
-                  "momentum": v["momentum"]} for v in views.values() if v["kind"] == "BatchNormalization"],
+        uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        backwards=any(v.backwards for v in views.values()),
+        pads=any(v.padded for v in views.values()),
+        bn_vars=[v.bn for v in views.values() if v.bn is not None],
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
     )
     return ctx
