@@ -35,6 +35,7 @@ from .legacy import (
 )
 from .legacy import calls as legacy_calls
 
+
 @dataclass
 class View:
     """A layer as CNTK code: its constructor, positional and keyword arguments as code text, or, for a

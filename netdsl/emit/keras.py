@@ -18,9 +18,11 @@ from .. import ir
 from . import common as C
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
+from .names import template_names
 from .passes.keras_flatten import flatten_modes
 from .passes.lstm_fusion import fused_lstms
 
+TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
                "TorchBatchNormalization")
 
@@ -367,7 +369,10 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     weights.sort(key=lambda w: order[w[0]])
     weights = [C.table_row(name, shapes[name], path, i, conv) for name, path, i, conv in weights]
 
-    locals_ = C.Names(BUILD_NAMES)
+    # the module's own names and the builtins it calls: a user's value is a local of build_model(),
+    # predict() or train_step() and must not shadow one of them
+    module_own = template_names(TEMPLATE, ()) | {"INPUTS", "OUTPUTS"}
+    locals_ = C.Names(set(BUILD_NAMES) | module_own)
     inputs = [{"name": i.name, "local": locals_.of(i.name), "shape": keras_shape(i.type),
                "dtype": "int32" if C.is_ids(i.type) else None} for i in graph.inputs]
     input_lines = []
@@ -452,7 +457,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
 
     training = C.training_dict(graph)
     loss = (graph.training or ir.Training()).loss
-    fn_names = C.Names(("model", "trainer", "inputs", "targets", "outputs", "np", "keras"))
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "outputs"} | module_own)
     outputs = []
     for k, o in enumerate(graph.outputs):
         image = C.is_image(idx.types[o])
@@ -558,4 +563,4 @@ def check(idx: C.GraphIndex) -> list:
     return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(idx, "keras")
 
 
-TARGET = Target("keras", "keras/module.py.j2", LAYERS, context, check)
+TARGET = Target("keras", TEMPLATE, LAYERS, context, check)

@@ -7,17 +7,10 @@ target's generated module. Nothing here knows a framework.
 """
 from __future__ import annotations
 
-import functools
-import re
-
 from .. import ir
 from ..errors import Diagnostic
-from .base import environment
-from .common import BUILTINS, GraphIndex, Names, dataset_plan, training_dict
-
-_IDENT = re.compile(r"(?<![.\w])[A-Za-z_]\w*")  # a name, not an attribute after a dot
-_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.S)
-
+from .common import GraphIndex, Names, dataset_plan, training_dict
+from .names import template_names
 
 # names the legacy templates use in lambdas and helpers next to user values (kept from the first
 # version, so that its renames stay as they were)
@@ -25,40 +18,6 @@ LEGACY_RESERVED = frozenset({"F", "C", "tf", "np", "nd", "mx", "nn", "rnn", "glu
                              "mode", "params", "features", "labels", "training", "model", "inputs", "outputs",
                              "argv", "args", "os", "sys", "math", "time", "gzip", "struct", "argparse",
                              "tempfile", "shutil", "json", "i", "net"})
-# what in a function body is not its own Python code: Jinja tags, strings, comments
-_CODE_ONLY = re.compile(r"\{%.*?%\}|\{\{.*?\}\}|\"\"\".*?\"\"\"|\"[^\"\n]*\"|'[^'\n]*'|#[^\n]*", re.S)
-_MODULE_LEVEL = re.compile(r"^(?:(?:def|class)\s+(\w+)|(\w+)\s*=|import\s+(?:\S+\s+as\s+)?(\w+)|from\s+\S+\s+import\s+(.+))",
-                           re.M)
-
-
-@functools.lru_cache(maxsize=None)
-def template_names(template: str, scopes: tuple) -> frozenset:
-    """The names a user's value must not take in a legacy template's generated module.
-
-    Every module-level name (imports, functions, classes, constants), every identifier written in the
-    functions named in `scopes` (where the user's values become locals), and every builtin the template
-    calls anywhere: a user's name equal to one of them is renamed, so it can never shadow, or be shadowed
-    by, one of the module's own names.
-    """
-    env = environment()
-    sources, todo = {}, [template]
-    while todo:  # the template and every template it extends or includes
-        name = todo.pop()
-        if name not in sources:
-            sources[name] = _JINJA_COMMENT.sub("", env.loader.get_source(env, name)[0])
-            todo += re.findall(r"\{%-?\s*(?:extends|include)\s+\"([^\"]+)\"", sources[name])
-    source = "\n".join(sources.values())
-    names = set(LEGACY_RESERVED)
-    for m in _MODULE_LEVEL.finditer(source):
-        if m.group(4):
-            names.update(_IDENT.findall(re.sub(r"\{.*?\}", "", m.group(4))))
-        else:
-            names.update(g for g in m.groups()[:3] if g)
-    for scope in scopes:
-        for body in re.findall(rf"^(?:class|def) {scope}\b.*?(?=^[^\s{{]|\Z)", source, re.M | re.S):
-            names.update(_IDENT.findall(_CODE_ONLY.sub(" ", body)))
-    names.update(BUILTINS & set(_IDENT.findall(source)))
-    return frozenset(names)
 
 
 class Legacy(GraphIndex):
@@ -68,7 +27,7 @@ class Legacy(GraphIndex):
         built = GraphIndex.build(graph)
         self.__dict__.update(built.__dict__)
         # values, layers held in locals, and groups: one scope of Python names, the module's own reserved
-        self.names = Names(template_names(template, scopes))
+        self.names = Names(template_names(template, scopes) | LEGACY_RESERVED)
         # attribute names of a block object (gluon's self.<name>): a namespace of their own
         self.attrs = Names(attributes)
         self.value_names = {n.name for n in graph.nodes} | set(self.inputs)
@@ -232,6 +191,3 @@ def common_context(lg: Legacy) -> dict:
             "mnist_shape": mnist, "main_reason": plan["reason"],
             "trainable_total": sum(p.size for p in graph.params() if p.trainable)}
 
-
-__all__ = ["BUILTINS", "Legacy", "block_tree", "calls", "cannot", "common_context", "is_image", "prod",
-           "rescale_terms", "structure_diagnostics", "template_names"]

@@ -15,8 +15,10 @@ from .. import ir
 from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
+from .names import template_names
 
 # nn.Module attributes a submodule must not shadow (self.eval = nn.Linear(...) would be unreachable)
+TEMPLATE = "pytorch/module.py.j2"
 MODULE_ATTRS = frozenset("""
     T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
     dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half
@@ -303,6 +305,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     graph = idx.graph
     chains = C.group_chains(idx, lambda n: views[n.layer].chainable and idx.layers[n.layer].kind != "Rescale")
     chain_nodes = {name for cs in chains.values() for c in cs for name in c}
+    # the module's own names (imports, constants, functions) and the builtins it calls: a user's value
+    # that is a local of forward(), predict() or train_step() must not shadow one of them
+    module_own = template_names(TEMPLATE, ()) | set(MODULE_NAMES)
     module_names = C.Names(MODULE_NAMES)
     cls = C.class_name(graph.name, module_names.taken)
     attrs = C.Names(MODULE_ATTRS)
@@ -382,7 +387,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         layer = idx.layers[s.node.layer]
         if len(s.nodes) == 1 and layer.kind == "Flatten" and views[layer.name].flatten is None:
             s.alias = True  # flattening a vector changes nothing
-    names = C.Names(FORWARD_NAMES)
+    names = C.Names(set(FORWARD_NAMES) | module_own)
     local = C.assign_locals(idx, steps, names)
     forward = []
     for s in steps:
@@ -398,7 +403,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "y", "torch", "F", "np", "nn"))
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y"} | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
     loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
@@ -529,4 +534,4 @@ def check(idx: C.GraphIndex) -> list:
     return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
 
 
-TARGET = Target("pytorch", "pytorch/module.py.j2", LAYERS, context, check)
+TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check)
