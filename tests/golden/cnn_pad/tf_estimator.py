@@ -86,7 +86,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
     image_scaled = image * 0.00392156862745098
     # cnn: Sequential

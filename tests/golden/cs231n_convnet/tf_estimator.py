@@ -65,7 +65,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
     # net: Sequential
     convolution_1 = tf.compat.v1.layers.conv2d(image, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1")
@@ -297,7 +296,7 @@ def main(argv=None):
                         help="where the trained weights go (the framework's own file and a netdsl .npz)")
     parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
+    raise SystemExit("error: %s: cannot train on %s: %s" % (MODEL_NAME, args.data_dir, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def main(argv=None):
     parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
     raise SystemExit(
-        f"{MODEL_NAME}: cannot train here: "
+        f"{MODEL_NAME}: cannot train on {args.data_dir}: "
         "the training block names no dataset (train it with train_step() in a loop of your own)"
     )
 

@@ -76,7 +76,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     doc = tf.transpose(tf.cast(features["doc"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
     query = tf.transpose(tf.cast(features["query"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
     doc_scaled = doc * 0.00392156862745098
@@ -321,7 +320,7 @@ def main(argv=None):
                         help="where the trained weights go (the framework's own file and a netdsl .npz)")
     parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
+    raise SystemExit("error: %s: cannot train on %s: %s" % (MODEL_NAME, args.data_dir, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     features_ = tf.cast(features["features"], tf.float32)
     features_scaled = (features_ - 33.328500000000005) / 78.5655
     h = tf.compat.v1.layers.dense(features_scaled, 200, activation=tf.nn.relu, use_bias=True, name="dense_1")

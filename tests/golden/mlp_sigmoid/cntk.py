@@ -11,7 +11,6 @@ Convolution bias to (out, 1, 1).
 """
 import argparse
 import gzip
-import math
 import os
 import struct
 

@@ -61,7 +61,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     features_ = tf.cast(features["features"], tf.float32)
     features_scaled = features_ * 0.00392156862745098
     # mlp: Sequential

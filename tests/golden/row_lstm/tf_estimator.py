@@ -85,7 +85,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     rows = tf.cast(features["rows"], tf.float32)
     lstm_1 = tf.keras.layers.LSTM(128, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
     rows_scaled = rows * 0.00392156862745098

@@ -93,7 +93,6 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    training = mode == tf.estimator.ModeKeys.TRAIN
     words = tf.cast(features["words"], tf.int64)
     lstm_1_ = tf.keras.layers.LSTM(300, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
     # tagging_model: Sequential
@@ -325,7 +324,7 @@ def main(argv=None):
                         help="where the trained weights go (the framework's own file and a netdsl .npz)")
     parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
+    raise SystemExit("error: %s: cannot train on %s: %s" % (MODEL_NAME, args.data_dir, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Convolution bias to (out, 1, 1).
 """
 import argparse
 import gzip
-import math
 import os
 import struct
 
@@ -264,7 +263,7 @@ def main(argv=None):
                         help="where the trained weights go (the framework's own file and a netdsl .npz)")
     parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
+    raise SystemExit("error: %s: cannot train on %s: %s" % (MODEL_NAME, args.data_dir, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":
