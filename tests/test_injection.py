@@ -1,9 +1,10 @@
 """Code injection through names, strings and paths.
 
 Policy (docs/security.md): a name in a .net file becomes an identifier in generated code, so the
-front end REJECTS (error E106, never renames) any name that is not a plain ASCII identifier, is a
-Python keyword or dunder, starts with '_', or is in RESERVED (every module-level name of every
-target's generated module). Strings (dataset names) and the source path reach generated code only
+front end REJECTS (error E106) any name that is not a plain ASCII identifier, is a Python keyword or
+dunder, or starts with '_'. A valid name equal to one the generated code uses for itself (an import,
+helper, constant, local or builtin) is RENAMED by the target's name allocator, never shadowed
+(RESERVED in lower.py is empty). Strings (dataset names) and the source path reach generated code only
 as literals made by repr, or, for the header comment, in ascii() form on one line.
 """
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_invalid_name_reason_matches_python():
         assert invalid_name_reason(name) is not None, name
 
 
-# ------------------------------------------------------ RESERVED vs targets
+# ------------------------------------------- the generated code's own names
 def module_level_names(code: str) -> set:
     names = set()
     for node in ast.parse(code).body:
