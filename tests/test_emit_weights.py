@@ -115,3 +115,46 @@ def test_generated_loader_refuses_what_netdsl_refuses(tmp_path, target):
             assert message.endswith(native[0]), (message, native)
         else:  # missing (netdsl also names the layer) and pickle (numpy's own words)
             assert f"'{first}'" in message and str(path) in message, (case, message)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of uint8 (MNIST's format)."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_init_and_eval_only_give_netdsls_accuracy(tmp_path, target):
+    """`--init W.npz --eval-only` on every target: the same test accuracy as netdsl's executor with W,
+    on a small deterministic IDX dataset; nothing is trained or saved."""
+    from netdsl.exec.graph import Executor
+    from netdsl.exec.weights import save_weights
+
+    graph = load(str(MODEL))
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, size=(200, 28, 28))
+    labels = rng.integers(0, 10, size=200)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "t10k"):
+        write_idx(data / f"{split}-images-idx3-ubyte", images)
+        write_idx(data / f"{split}-labels-idx1-ubyte", labels)
+    params = init_params(graph, 3)
+    save_weights(tmp_path / "init.npz", params)
+    x = images.reshape(-1, 784).astype(np.float32)
+    z = Executor(graph, params).forward({graph.inputs[0].name: x})[graph.outputs[0]]
+    expected = float((z.argmax(axis=1) == labels).mean())
+
+    py = sys.executable if target in ("pytorch", "keras") else _python(target)
+    script = tmp_path / "script.py"
+    script.write_text(emit(graph, target))
+    out = tmp_path / "out"
+    env = dict(os.environ, KERAS_BACKEND="torch", KERAS_HOME=str(tmp_path / "keras-home"), TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([py, str(script), "--data-dir", str(data), "--init", str(tmp_path / "init.npz"),
+                           "--eval-only", "--out-dir", str(out)], capture_output=True, text=True, timeout=900,
+                          env=env, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = float(proc.stdout.strip().splitlines()[-1].split("test accuracy ")[1])
+    assert abs(got - expected) <= 1 / 200 + 1e-9, (got, expected)  # one borderline sample at most
+    assert not out.exists()

@@ -323,16 +323,20 @@ def main(argv=None):
         return data.batch(batch_size).map(lambda xb, yb: (
             {INPUT: tf.cast(xb, tf.float32)}, yb))
 
+    if args.eval_only:  # a throwaway model_dir: nothing is saved
+        with tempfile.TemporaryDirectory() as model_dir:
+            model = build_model(model_dir, seed=args.seed)
+            if args.init:
+                load_netdsl_weights(model, args.init)
+            metrics = make_trainer(model, args.lr).evaluate(lambda: batches(x_test, y_test, 1000))
+        print("test accuracy %.4f" % float(metrics["accuracy"]), flush=True)
+        return
     os.makedirs(args.out_dir, exist_ok=True)
     model_dir = os.path.join(args.out_dir, MODEL_NAME + "-estimator")
     model = build_model(model_dir, seed=args.seed)
     if args.init:
         load_netdsl_weights(model, args.init)
     trainer = make_trainer(model, args.lr)
-    if args.eval_only:
-        metrics = trainer.evaluate(lambda: batches(x_test, y_test, 1000))
-        print("test accuracy %.4f" % float(metrics["accuracy"]), flush=True)
-        return
     for epoch in range(args.epochs):
         hook = LossHook()
         trainer.train(lambda: batches(x_train, y_train, args.batch_size, args.seed + epoch), hooks=[hook])
