@@ -113,7 +113,7 @@ def _conv(lg, layer):
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
     p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
     return View(ctor="C.layers.Convolution", pos=[repr(kernel), str(layer.attr("filters"))], args=args,
-            params=p, pattern=pattern, pad_value="0.0")
+                params=p, pattern=pattern, pad_value="0.0")
 
 
 def _pool(lg, layer):
@@ -121,38 +121,37 @@ def _pool(lg, layer):
     pad, pattern = _cntk_pad(lg, layer, window)
     strides = tuple(layer.attr("strides"))
     ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
-    return View(ctor=ctor, pos=[repr(window)], args={"strides": repr(strides) if strides != (1, 1) else "1",
-                                                          "pad": pad},
-            params=[], pattern=pattern, pad_value="-np.inf" if layer.kind == "MaxPooling" else None)
+    args = {"strides": repr(strides) if strides != (1, 1) else "1", "pad": pad}
+    return View(ctor=ctor, pos=[repr(window)], args=args, pattern=pattern,
+                pad_value="-np.inf" if layer.kind == "MaxPooling" else None)
 
 
 def _bn(lg, layer):
     it = lg.in_type(layer)
-    return View(ctor="C.layers.BatchNormalization", pos=[],
-            args={"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
-                     "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
-            always=["map_rank", "epsilon", "normalization_time_constant"],
-            params=[("scale", "scale", "identity"), ("bias", "bias", "identity"),
-                       ("running_mean", "aggregate_mean", "identity"),
-                       ("running_var", "aggregate_variance", "identity")])
+    return View(ctor="C.layers.BatchNormalization",
+                args={"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
+                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
+                always=("map_rank", "epsilon", "normalization_time_constant"),
+                params=[("scale", "scale", "identity"), ("bias", "bias", "identity"),
+                        ("running_mean", "aggregate_mean", "identity"),
+                        ("running_var", "aggregate_variance", "identity")])
 
 
 def _lstm(lg, layer):
     # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
     return View(ctor="C.layers.Recurrence", pos=[f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
-            args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
-            params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
+                args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
+                params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
 
 
 def _simple(ctor, pos=(), args=None):
-    return lambda lg, layer: View(ctor=ctor, pos=list(pos), args=dict(args or {}), params=[])
+    return lambda lg, layer: View(ctor=ctor, pos=list(pos), args=dict(args or {}))
 
 
 def _fn(expr, call):
     """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
     (a format string over {x} or {xs}) when applied on its own."""
-    return lambda lg, layer: View(ctor=None, fn=expr(lg, layer), call=call(lg, layer), pos=[],
-                                 args={}, params=[])
+    return lambda lg, layer: View(ctor=None, fn=expr(lg, layer), call=call(lg, layer))
 
 
 def _rescale(lg, layer, x="x"):
@@ -177,12 +176,11 @@ def _splice_axis(lg, layer):
 
 LAYERS_FN = {  # one function per IR kind: the explicit registration table of this target
     "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda lg, l: View(ctor="C.layers.Dropout", pos=[repr(float(l.attr("rate")))], args={},
-                             params=[]),
+    "Dropout": lambda lg, l: View(ctor="C.layers.Dropout", pos=[repr(float(l.attr("rate")))]),
     "Embedding": lambda lg, l: View(ctor="C.layers.Embedding", pos=[str(l.attr("dim"))],
-                               args={"init": init_expr(l.attr("init"))}, params=[("E", "E", "identity")]),
+                                    args={"init": init_expr(l.attr("init"))}, params=[("E", "E", "identity")]),
     "LSTM": _lstm, "BatchNormalization": _bn,
-    "Activation": lambda lg, l: View(ctor="C.layers.Activation", pos=[_act(l, lg)], args={}, params=[]),
+    "Activation": lambda lg, l: View(ctor="C.layers.Activation", pos=[_act(l, lg)]),
     "Rescale": _fn(lambda lg, l: "lambda x: " + _rescale(lg, l), lambda lg, l: _rescale(lg, l, "{x}")),
     "Flatten": _fn(lambda lg, l: "lambda x: C.reshape(x, (-1,))", lambda lg, l: "C.reshape({x}, (-1,))"),
     "Splice": _fn(_splice, lambda lg, l: "C.splice({xs}, axis=%d)" % _splice_axis(lg, l)),
@@ -190,7 +188,7 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     "SelectFirst": _fn(lambda lg, l: "C.sequence.first", lambda lg, l: "C.sequence.first({x})"),
     "CosineDistance": _fn(lambda lg, l: "_cosine_similarity", lambda lg, l: "_cosine_similarity({xs})"),
     # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda lg, l: View(ctor=None, fn=None, call=None, pos=[], args={}, params=[]),
+    "LayerNormalization": lambda lg, l: View(ctor=None),
 }
 
 
