@@ -144,10 +144,6 @@ def _lstm(lg, layer):
                 params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
 
 
-def _simple(ctor, pos=(), args=None):
-    return lambda lg, layer: View(ctor=ctor, pos=list(pos), args=dict(args or {}))
-
-
 def _fn(expr, call):
     """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
     (a format string over {x} or {xs}) when applied on its own."""
