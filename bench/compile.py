@@ -1,13 +1,15 @@
 """How long `netdsl compile` takes on a very deep model, per target, with the front end timed apart.
 
-    .venvs/main/bin/python bench/compile.py [--layers 10000] [--repeat 3] [--targets pytorch,keras]
+    .venvs/main/bin/python bench/compile.py [--layers 10000] [--repeat 3] [--targets pytorch,keras,...]
 
 The model is a LayerStack of N Dense layers (plus a classifier), written to a
 temporary .net file. Each repetition runs the front end (parse, lower, shape
 passes) once and then each target's emitter (which includes rendering the
 template and re-parsing the output with ast.parse). The best and median of the
 repetitions are printed, in seconds: wall-clock time, and the process's CPU
-time (which a loaded machine disturbs less).
+time (which a loaded machine disturbs less). The same is measured at a tenth of
+the layers, and the ratio of the best CPU times says how the time grows: 10.0
+is linear (the target is <= 11 for 10x the layers).
 """
 from __future__ import annotations
 
@@ -20,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netdsl.emit import common  # noqa: E402
 from netdsl.emit.base import emit  # noqa: E402
 from netdsl.frontend import load  # noqa: E402
 
@@ -46,16 +47,29 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--targets", default="pytorch,keras")
+    p.add_argument("--targets", default="pytorch,keras,tf-estimator,gluon,cntk")
     args = p.parse_args(argv)
     targets = [t for t in args.targets.split(",") if t]
+    small = measure(max(args.layers // 10, 1), targets, args.repeat)[1]
+    times, cpu, sizes, graph = measure(args.layers, targets, args.repeat)
+    print(f"{args.layers + 1} layers ({len(graph.nodes)} nodes), best / median of {args.repeat}, wall (cpu), "
+          f"and cpu(N) / cpu(N/10):")
+    for what, ts in times.items():
+        extra = f"  ({sizes[what][0]:,} lines, {sizes[what][1]:,} bytes)" if what in sizes else ""
+        ratio = min(cpu[what]) / max(min(small[what]), 1e-9)
+        print(f"  {what:<12} {min(ts):6.3f} s ({min(cpu[what]):.3f})  / {statistics.median(ts):6.3f} s "
+              f"({statistics.median(cpu[what]):.3f})  x{ratio:5.1f}{extra}")
+    return 0
+
+
+def measure(layers: int, targets: list, repeat: int) -> tuple:
     times = {"front end": []} | {t: [] for t in targets}
     cpu = {k: [] for k in times}
     sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"deep{args.layers}.net"
-        path.write_text(SOURCE.format(layers=args.layers))
-        for _ in range(args.repeat):
+        path = Path(tmp) / f"deep{layers}.net"
+        path.write_text(SOURCE.format(layers=layers))
+        for _ in range(repeat):
             t0, c0 = time.perf_counter(), time.process_time()
             graph = load(str(path))
             times["front end"].append(time.perf_counter() - t0)
@@ -66,13 +80,7 @@ def main(argv=None) -> int:
                 times[target].append(time.perf_counter() - t0)
                 cpu[target].append(time.process_time() - c0)
                 sizes[target] = (len(code.splitlines()), len(code))
-            common._INDEX[:] = [None, None]  # no cached index across repetitions
-    print(f"{args.layers + 1} layers ({len(graph.nodes)} nodes), best / median of {args.repeat}, wall (cpu):")
-    for what, ts in times.items():
-        extra = f"  ({sizes[what][0]:,} lines, {sizes[what][1]:,} bytes)" if what in sizes else ""
-        print(f"  {what:<10} {min(ts):6.3f} s ({min(cpu[what]):.3f})  / {statistics.median(ts):6.3f} s "
-              f"({statistics.median(cpu[what]):.3f}){extra}")
-    return 0
+    return times, cpu, sizes, graph
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from . import ir
 from . import syntax as S
 from .evaluate import Evaluator
 from .limits import LIMITS
-from .names import RESERVED, default_model_name, invalid_name_reason, snake
+from .names import default_model_name, invalid_name_reason, snake
 from .train_block import DEFAULT_TRAINING
 from .values import GroupSpec, LayerSpec, freeze, iter_leaves
 
-__all__ = ["RESERVED", "build_graph", "invalid_name_reason", "lower"]
+__all__ = ["build_graph", "invalid_name_reason", "lower"]
 
 # Python frames one level of evaluation can cost at most (eval -> _eval -> eval_call -> builtin
 # -> stack -> call_closure -> eval ...); the stack is sized from the limits so that the limits,

@@ -3,23 +3,9 @@ from __future__ import annotations
 
 import keyword
 
-# Names the generated code uses for itself; a user name equal to one is rejected
-# rather than renamed, so the name in the .net file is the name in the output.
-# The module-level names of every target's generated module are here too (tests/test_injection.py
-# checks this against the generated code of every model), so no user name can shadow one.
-RESERVED = frozenset("""
-    self torch nn F np numpy keras tf mx mxnet gluon nd autograd C cntk os sys math time json
-    argparse main super print len range int float str list dict tuple object type model
-    Model Sequential Input layers ops
-    gzip struct tempfile rnn Net
-    MODEL_NAME INPUTS OUTPUTS TRAINING WEIGHTS WEIGHT_SHAPES INPUT OUTPUT ID_INPUTS
-    LSTM_HIDDEN_BIASES BN_VARIANCES BN_MOMENTUM FROZEN
-    build_model read_netdsl_weights load_netdsl_weights export_netdsl_weights to_tensors predict
-    make_trainer train_step compute_loss evaluate read_idx load_mnist load_data model_fn default_params
-    find_layer keras_inputs keras_targets to_keras_layout to_netdsl_layout
-    AvgPool2dExcludePad AveragePooling2DExcludePad NegInfPadding2D TorchAdam TorchAdamOptimizer
-    TorchBatchNormalization LossHook
-""".split())
+# The language refuses no name for the generated code's sake: a user name equal to one a target uses
+# for itself (an import, a helper, a local, a builtin it calls) is renamed by that target's name
+# allocator (netdsl/emit/names.py; tests/traps/name_clash.net and reserved_names.net).
 
 
 def snake(kind: str) -> str:
@@ -57,8 +43,6 @@ def invalid_name_reason(name: str) -> str | None:
         return "is a dunder name"
     if name.startswith("_"):
         return "starts with an underscore, which generated code keeps for itself"
-    if name in RESERVED:
-        return "is reserved for the generated code's own variables"
     if len(name) > 64:
         return "is longer than 64 characters"
     return None

@@ -21,12 +21,42 @@ variance is unbiased like netdsl's.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field, replace
 
 from .. import ir
 from .base import Target, pyrepr
-from .gluon import calls as legacy_calls
-from .gluon import (cannot, common_context, flat_members, in_type, is_image, nodes_of, rescale_terms,
-                    structure_diagnostics, var)
+from .legacy import (
+    Legacy,
+    cannot,
+    common_context,
+    is_image,
+    rescale_terms,
+    structure_diagnostics,
+)
+from .legacy import calls as legacy_calls
+
+
+@dataclass
+class View:
+    """A layer as CNTK code: its constructor, positional and keyword arguments as code text, or, for a
+    layer that is a plain function of CNTK values, `fn` (inside a Sequential) and `call` (on its own,
+    a format string over {x} or {xs}); plus where its weights go."""
+
+    ctor: str | None
+    pos: list = field(default_factory=list)
+    args: dict = field(default_factory=dict)
+    params: list = field(default_factory=list)  # (canonical short name, CNTK name, conversion)
+    always: tuple = ()  # keyword arguments written even when they equal CNTK's default
+    unnamed: bool = False  # the name goes inside (an LSTM in its Recurrence)
+    pattern: list | None = None  # explicit C.pad pattern in front
+    pad_value: str | None = None
+    fn: str | None = None
+    call: str | None = None
+    kind: str = ""
+    name: str = ""
+    explicit: set = field(default_factory=set)
+    defaults: dict = field(default_factory=dict)
+
 
 ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax"}
 INIT = {"glorot_uniform": "C.glorot_uniform()", "glorot_normal": "C.glorot_normal()",
@@ -44,19 +74,19 @@ def init_expr(text: str) -> str:
     return "C.glorot_uniform()"
 
 
-def _act(layer: ir.Layer, graph) -> str:
+def _act(layer: ir.Layer, lg) -> str:
     a = layer.attr("activation")
-    if a == "softmax" and is_image(nodes_of(graph, layer)[0].type):
+    if a == "softmax" and is_image(lg.nodes_of(layer)[0].type):
         return "lambda x: C.softmax(x, axis=0)"
     return ACT[a]
 
 
-def _cntk_pad(graph, layer, kernel):
+def _cntk_pad(lg, layer, kernel):
     """(pad argument, explicit C.pad pattern or None): pad=True is exactly netdsl's pad=True rule."""
     pads = tuple(tuple(p) for p in layer.attr("pads"))
     if pads == ((0, 0), (0, 0)):
         return "False", None
-    it = in_type(graph, layer)
+    it = lg.in_type(layer)
     strides = tuple(layer.attr("strides"))
     same = []
     for size, k, s in zip(it.shape[1:], kernel, strides):
@@ -68,64 +98,59 @@ def _cntk_pad(graph, layer, kernel):
     return "False", [[0, 0], list(pads[0]), list(pads[1])]
 
 
-def _dense(graph, layer):
-    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")),
+def _dense(lg, layer):
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")),
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
     p = [("W", "W", "dense")] + ([("b", "b", "identity")] if layer.attr("bias") else [])
-    return {"ctor": "C.layers.Dense", "pos": [str(layer.attr("units"))], "args": args, "params": p}
+    return View(ctor="C.layers.Dense", pos=[str(layer.attr("units"))], args=args, params=p)
 
 
-def _conv(graph, layer):
+def _conv(lg, layer):
     kernel = tuple(layer.attr("kernel"))
-    pad, pattern = _cntk_pad(graph, layer, kernel)
-    args = {"activation": _act(layer, graph), "init": init_expr(layer.attr("init")), "pad": pad,
+    pad, pattern = _cntk_pad(lg, layer, kernel)
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
             "strides": repr(tuple(layer.attr("strides"))) if tuple(layer.attr("strides")) != (1, 1) else "1",
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
     p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
-    return {"ctor": "C.layers.Convolution", "pos": [repr(kernel), str(layer.attr("filters"))], "args": args,
-            "params": p, "pattern": pattern, "pad_value": "0.0"}
+    return View(ctor="C.layers.Convolution", pos=[repr(kernel), str(layer.attr("filters"))], args=args,
+                params=p, pattern=pattern, pad_value="0.0")
 
 
-def _pool(graph, layer):
+def _pool(lg, layer):
     window = tuple(layer.attr("window"))
-    pad, pattern = _cntk_pad(graph, layer, window)
+    pad, pattern = _cntk_pad(lg, layer, window)
     strides = tuple(layer.attr("strides"))
     ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
-    return {"ctor": ctor, "pos": [repr(window)], "args": {"strides": repr(strides) if strides != (1, 1) else "1",
-                                                          "pad": pad},
-            "params": [], "pattern": pattern, "pad_value": "-np.inf" if layer.kind == "MaxPooling" else None}
+    args = {"strides": repr(strides) if strides != (1, 1) else "1", "pad": pad}
+    return View(ctor=ctor, pos=[repr(window)], args=args, pattern=pattern,
+                pad_value="-np.inf" if layer.kind == "MaxPooling" else None)
 
 
-def _bn(graph, layer):
-    it = in_type(graph, layer)
-    return {"ctor": "C.layers.BatchNormalization", "pos": [],
-            "args": {"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
-                     "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
-            "always": ["map_rank", "epsilon", "normalization_time_constant"],
-            "params": [("scale", "scale", "identity"), ("bias", "bias", "identity"),
-                       ("running_mean", "aggregate_mean", "identity"),
-                       ("running_var", "aggregate_variance", "identity")]}
+def _bn(lg, layer):
+    it = lg.in_type(layer)
+    return View(ctor="C.layers.BatchNormalization",
+                args={"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
+                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
+                always=("map_rank", "epsilon", "normalization_time_constant"),
+                params=[("scale", "scale", "identity"), ("bias", "bias", "identity"),
+                        ("running_mean", "aggregate_mean", "identity"),
+                        ("running_var", "aggregate_variance", "identity")])
 
 
-def _lstm(graph, layer):
+def _lstm(lg, layer):
     # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
-    return {"ctor": "C.layers.Recurrence", "pos": [f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
-            "args": {"go_backwards": repr(bool(layer.attr("go_backwards")))}, "unnamed": True,
-            "params": [("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")]}
-
-
-def _simple(ctor, pos=(), args=None):
-    return lambda graph, layer: {"ctor": ctor, "pos": list(pos), "args": dict(args or {}), "params": []}
+    return View(ctor="C.layers.Recurrence", pos=[f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
+                args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
+                params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
 
 
 def _fn(expr, call):
     """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
     (a format string over {x} or {xs}) when applied on its own."""
-    return lambda graph, layer: {"ctor": None, "fn": expr(graph, layer), "call": call(graph, layer), "pos": [],
-                                 "args": {}, "params": []}
+    return lambda lg, layer: View(ctor=None, fn=expr(lg, layer), call=call(lg, layer))
 
 
-def _rescale(graph, layer, x="x"):
+def _rescale(lg, layer, x="x"):
     t = rescale_terms(layer)
     e = x
     if t["has_scale"]:
@@ -137,38 +162,36 @@ def _rescale(graph, layer, x="x"):
     return e
 
 
-def _splice(graph, layer):
-    return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(graph, layer)
+def _splice(lg, layer):
+    return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(lg, layer)
 
 
-def _splice_axis(graph, layer):
-    return 0 if is_image(nodes_of(graph, layer)[0].type) else -1
+def _splice_axis(lg, layer):
+    return 0 if is_image(lg.nodes_of(layer)[0].type) else -1
 
 
-LAYERS_FN = {
+LAYERS_FN = {  # one function per IR kind: the explicit registration table of this target
     "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda g, l: {"ctor": "C.layers.Dropout", "pos": [repr(float(l.attr("rate")))], "args": {},
-                             "params": []},
-    "Embedding": lambda g, l: {"ctor": "C.layers.Embedding", "pos": [str(l.attr("dim"))],
-                               "args": {"init": init_expr(l.attr("init"))}, "params": [("E", "E", "identity")]},
+    "Dropout": lambda lg, l: View(ctor="C.layers.Dropout", pos=[repr(float(l.attr("rate")))]),
+    "Embedding": lambda lg, l: View(ctor="C.layers.Embedding", pos=[str(l.attr("dim"))],
+                                    args={"init": init_expr(l.attr("init"))}, params=[("E", "E", "identity")]),
     "LSTM": _lstm, "BatchNormalization": _bn,
-    "Activation": lambda g, l: {"ctor": "C.layers.Activation", "pos": [_act(l, g)], "args": {}, "params": []},
-    "Rescale": _fn(lambda g, l: "lambda x: " + _rescale(g, l), lambda g, l: _rescale(g, l, "{x}")),
-    "Flatten": _fn(lambda g, l: "lambda x: C.reshape(x, (-1,))", lambda g, l: "C.reshape({x}, (-1,))"),
-    "Splice": _fn(_splice, lambda g, l: "C.splice({xs}, axis=%d)" % _splice_axis(g, l)),
-    "SelectLast": _fn(lambda g, l: "C.sequence.last", lambda g, l: "C.sequence.last({x})"),
-    "SelectFirst": _fn(lambda g, l: "C.sequence.first", lambda g, l: "C.sequence.first({x})"),
-    "CosineDistance": _fn(lambda g, l: "_cosine_similarity", lambda g, l: "_cosine_similarity({xs})"),
+    "Activation": lambda lg, l: View(ctor="C.layers.Activation", pos=[_act(l, lg)]),
+    "Rescale": _fn(lambda lg, l: "lambda x: " + _rescale(lg, l), lambda lg, l: _rescale(lg, l, "{x}")),
+    "Flatten": _fn(lambda lg, l: "lambda x: C.reshape(x, (-1,))", lambda lg, l: "C.reshape({x}, (-1,))"),
+    "Splice": _fn(_splice, lambda lg, l: "C.splice({xs}, axis=%d)" % _splice_axis(lg, l)),
+    "SelectLast": _fn(lambda lg, l: "C.sequence.last", lambda lg, l: "C.sequence.last({x})"),
+    "SelectFirst": _fn(lambda lg, l: "C.sequence.first", lambda lg, l: "C.sequence.first({x})"),
+    "CosineDistance": _fn(lambda lg, l: "_cosine_similarity", lambda lg, l: "_cosine_similarity({xs})"),
     # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda g, l: {"ctor": None, "fn": None, "call": None, "pos": [], "args": {}, "params": []},
+    "LayerNormalization": lambda lg, l: View(ctor=None),
 }
 
 
 def _view(fn):
-    def view(graph, layer):
-        v = fn(graph, layer)
-        v.update(kind=layer.kind, name=layer.name, explicit=set(layer.explicit), defaults=dict(layer.defaults))
-        return v
+    def view(lg, layer):
+        return replace(fn(lg, layer), kind=layer.kind, name=layer.name, explicit=set(layer.explicit),
+                       defaults=dict(layer.defaults))
     return view
 
 
@@ -194,7 +217,7 @@ def _scope_value(key, value):
     return None
 
 
-def _scope(graph, layers) -> dict:
+def _scope(lg, layers) -> dict:
     scope = {}
     for layer in layers:
         for k, v in layer.defaults:
@@ -209,42 +232,42 @@ def _scope(graph, layers) -> dict:
 
 def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     """The constructor call of one layer under a default_options scope."""
-    if v["ctor"] is None:
-        return v["fn"]
-    parts = list(v["pos"])
-    for key, code in v["args"].items():
+    if v.ctor is None:
+        return v.fn
+    parts = list(v.pos)
+    for key, code in v.args.items():
         effective = scope.get(key, CNTK_DEFAULTS.get(key))
-        if code != effective or key in v.get("always", ()) or (EXPLICIT.get(key) in v["explicit"]):
+        if code != effective or key in v.always or (EXPLICIT.get(key) in v.explicit):
             parts.append(f"{key}={code}")
-    if not v.get("unnamed"):
+    if not v.unnamed:
         parts.append(f"name={name_expr}")
-    core = f"{v['ctor']}({', '.join(parts)})"
-    if v.get("pattern") and v["ctor"] == "C.layers.AveragePooling":
+    core = f"{v.ctor}({', '.join(parts)})"
+    if v.pattern and v.ctor == "C.layers.AveragePooling":
         # explicit pads must not be counted: the mean over zero-padded x divided by that over padded ones
         # is sum/count over the real cells only
-        pat = repr(v["pattern"])
+        pat = repr(v.pattern)
         return (f"(lambda pool: lambda x: C.element_divide(pool(C.pad(x, pattern={pat}, constant_value=0.0)), "
                 f"pool(C.pad(C.ones_like(x), pattern={pat}, constant_value=0.0))))({core})")
-    if v.get("pattern"):
-        pad = f"lambda x: C.pad(x, pattern={v['pattern']!r}, constant_value={v['pad_value']})"
+    if v.pattern:
+        pad = f"lambda x: C.pad(x, pattern={v.pattern!r}, constant_value={v.pad_value})"
         return f"C.layers.Sequential([{pad}, {core}])"
     return core
 
 
-def _same_kinds(graph, members):
-    lists = [flat_members(graph, m) for m in members]
-    kinds = [[graph.layer(n).kind for n in lst] for lst in lists]
+def _same_kinds(lg, members):
+    lists = [lg.flat_members(m) for m in members]
+    kinds = [[lg.layer(n).kind for n in lst] for lst in lists]
     return lists if all(k == kinds[0] for k in kinds) else None
 
 
-def _entity_code(graph, views, name, scope, ind) -> str:
+def _entity_code(lg, views, name, scope, ind) -> str:
     """Python source of a top-level entity (group or layer), indented by `ind` after its first line."""
-    groups = {g.name: g for g in graph.groups}
+    groups = lg.groups
     if name not in groups:
         return layer_code(views[name], scope, pyrepr(name))
     g = groups[name]
     if g.kind == "LayerStack" and g.repeat > 1:
-        lists = _same_kinds(graph, g.members)
+        lists = _same_kinds(lg, g.members)
         if lists:
             n = g.repeat
             items = []
@@ -253,93 +276,94 @@ def _entity_code(graph, views, name, scope, ind) -> str:
                 items.append(_templated(vs, scope))
             inner = "".join(f"{ind}    {it},\n" for it in items)
             return f"C.layers.For(range({n}), lambda i: [\n{inner}{ind}], name={pyrepr(name)})"
-    inner = "".join(f"{ind}    {_entity_code(graph, views, m, scope, ind + '    ')},\n" for m in g.members)
+    inner = "".join(f"{ind}    {_entity_code(lg, views, m, scope, ind + '    ')},\n" for m in g.members)
     return f"C.layers.Sequential([\n{inner}{ind}], name={pyrepr(name)})"
 
 
 def _templated(vs, scope) -> str:
     """One constructor for the i-th repeat: values that differ become [a, b, c][i]."""
-    codes = [layer_code(v, scope, pyrepr(v["name"])) for v in vs]
+    codes = [layer_code(v, scope, pyrepr(v.name)) for v in vs]
     if all(c == codes[0] for c in codes):
         return codes[0]
     first = vs[0]
-    if first["ctor"] is None:
+    if first.ctor is None:
         return codes[0]
     pos = []
-    for k in range(len(first["pos"])):
-        vals = [v["pos"][k] for v in vs]
+    for k in range(len(first.pos)):
+        vals = [v.pos[k] for v in vs]
         pos.append(vals[0] if len(set(vals)) == 1 else "[" + ", ".join(vals) + "][i]")
     args = {}
-    for key in first["args"]:
-        vals = [v["args"][key] for v in vs]
+    for key in first.args:
+        vals = [v.args[key] for v in vs]
         args[key] = vals[0] if len(set(vals)) == 1 else "[" + ", ".join(vals) + "][i]"
-    names = "[" + ", ".join(pyrepr(v["name"]) for v in vs) + "][i]"
-    merged = dict(first, pos=pos, args=args, explicit=set().union(*(v["explicit"] for v in vs)))
-    if any(v.get("pattern") != first.get("pattern") for v in vs):
+    names = "[" + ", ".join(pyrepr(v.name) for v in vs) + "][i]"
+    merged = replace(first, pos=pos, args=args, explicit=set().union(*(v.explicit for v in vs)))
+    if any(v.pattern != first.pattern for v in vs):
         return codes[0]  # never reached for uniform stacks; keep the first as a fallback
     return layer_code(merged, scope, names)
 
 
-def check(graph: ir.Graph) -> list:
-    diags = structure_diagnostics(graph, "cntk")
-    if len(graph.outputs) != 1:
-        diags.append(cannot(graph, graph.layer(next(n.layer for n in graph.nodes if n.name == graph.outputs[1])),
+def check(lg: Legacy) -> list:
+    diags = structure_diagnostics(lg, "cntk")
+    if len(lg.graph.outputs) != 1:
+        diags.append(cannot(lg, lg.layer(next(n.layer for n in lg.graph.nodes if n.name == lg.graph.outputs[1])),
                             "cntk", "a second output: the generated trainer has one criterion"))
-    momenta = {float(layer.attr("momentum")) for layer in graph.layers if layer.kind == "BatchNormalization"}
+    momenta = {float(layer.attr("momentum")) for layer in lg.graph.layers if layer.kind == "BatchNormalization"}
     if len(momenta) > 1:
-        layer = next(layer for layer in graph.layers if layer.kind == "BatchNormalization")
-        diags.append(cannot(graph, layer, "cntk", "batch norms with different momenta (the generated "
+        layer = next(layer for layer in lg.graph.layers if layer.kind == "BatchNormalization")
+        diags.append(cannot(lg, layer, "cntk", "batch norms with different momenta (the generated "
                             "train_step re-blends CNTK's running statistics with one momentum)"))
-    for layer in graph.layers:
+    for layer in lg.graph.layers:
         if layer.kind == "LayerNormalization":
-            diags.append(cannot(graph, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
+            diags.append(cannot(lg, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
                                 "netdsl's are elementwise"))
     return diags
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    ctx = common_context(graph)
+def context(lg: Legacy, views: dict) -> dict:
+    ctx = common_context(lg)
     params = []
-    for layer in graph.layers:
-        for short, cntk_short, conv in views[layer.name]["params"]:
+    for layer in lg.graph.layers:
+        for short, cntk_short, conv in views[layer.name].params:
             p = layer.param(short)
             params.append({"name": p.name, "layer": layer.name, "cntk": cntk_short, "conv": conv,
                            "shape": tuple(p.shape), "trainable": p.trainable})
-    node_vars = {var(n.name) for n in graph.nodes} | {var(i.name) for i in graph.inputs}
     entities, statements = {}, []
     uses = {}
-    for c in legacy_calls(graph):
+    for c in legacy_calls(lg):
         uses[c["entity"]] = uses.get(c["entity"], 0) + 1
-    groups = {g.name for g in graph.groups}
-    for c in legacy_calls(graph):
+    groups = set(lg.groups)
+    for c in legacy_calls(lg):
         e = c["entity"]
-        layers = [graph.layer(n) for n in flat_members(graph, e)]
-        scope = _scope(graph, layers)
+        layers = [lg.layer(n) for n in lg.flat_members(e)]
+        scope = _scope(lg, layers)
         if e in groups or uses[e] > 1:
             if e not in entities:
-                ev = var(e) if var(e) not in node_vars else var(e) + "_layer"
+                ev = lg.local(e, e + "_layer" if e in lg.value_names else e)
                 entities[e] = ev
                 statements.append({"kind": "define", "var": ev, "scope": scope,
-                                   "code": _entity_code(graph, views, e, scope, "        " if scope else "    ")})
+                                   "code": _entity_code(lg, views, e, scope, "        " if scope else "    ")})
             statements.append({"kind": "apply", "out": c["output"], "fn": entities[e], "ins": c["inputs"]})
-        elif views[e]["ctor"] is None:
+        elif views[e].ctor is None:
             statements.append({"kind": "expr", "out": c["output"],
-                               "code": views[e]["call"].format(x=c["inputs"][0], xs=", ".join(c["inputs"]))})
+                               "code": views[e].call.format(x=c["inputs"][0], xs=", ".join(c["inputs"]))})
         else:
-            statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(graph, views, e, {}, "    "),
+            statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(lg, views, e, {}, "    "),
                                "ins": c["inputs"]})
-    out_t = graph.value_type(graph.outputs[0])
+    out_t = lg.value_type(lg.graph.outputs[0])
     ctx.update(
         params=params, statements=statements,
-        bn=any(v["kind"] == "BatchNormalization" for v in views.values()),
-        bn_momentum=next((float(layer.attr("momentum")) for layer in graph.layers
+        bn=any(v.kind == "BatchNormalization" for v in views.values()),
+        bn_momentum=next((float(layer.attr("momentum")) for layer in lg.graph.layers
                           if layer.kind == "BatchNormalization"), None),
-        uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
+        uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
-        vocabs={i.name: i.type.vocab for i in graph.inputs if i.type.vocab is not None},
+        vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
     )
     return ctx
 
 
-TARGET = Target(name="cntk", template="cntk/module.py.j2", layers=LAYERS, context=context, check=check)
+TEMPLATE = "cntk/module.py.j2"
+TARGET = Target(name="cntk", template=TEMPLATE, layers=LAYERS, context=context, check=check,
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("build_model",)))

@@ -9,9 +9,7 @@ from those two (the Code type marks such text).
 """
 from __future__ import annotations
 
-import builtins
 import functools
-import keyword
 import math
 import re
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..errors import Diagnostic
 from .base import EmitBug, header_source, ident, pyrepr
+from .names import BUILTINS, PY_KEYWORDS, Names, auto_named, class_name  # noqa: F401  (emitters use C.Names)
 
 # ------------------------------------------------------------------ code text
 
@@ -129,9 +128,9 @@ def const_dict(name: str, items: dict, width: int = 110) -> list:
     return [f"{name} = {{"] + [f"    {pyrepr(k)}: {pyrepr(v)}," for k, v in items.items()] + ["}"]
 
 
-def shape_tables(graph: ir.Graph) -> list:
+def shape_tables(idx: GraphIndex) -> list:
     """The INPUTS and OUTPUTS constants of the contract: canonical batch shapes by name."""
-    idx = index(graph)
+    graph = idx.graph
     return (const_dict("INPUTS", {i.name: batch_shape(i.type) for i in graph.inputs})
             + const_dict("OUTPUTS", {o: batch_shape(idx.types[o]) for o in graph.outputs}))
 
@@ -140,59 +139,6 @@ def int_or_pair(pair) -> object:
     """(3, 3) -> 3; (3, 5) stays a pair: how people write square kernels and strides."""
     pair = tuple(pair)
     return pair[0] if len(set(pair)) == 1 else pair
-
-
-# --------------------------------------------------------------------- naming
-PY_KEYWORDS = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", ()))
-BUILTINS = frozenset(dir(builtins))
-
-
-class Names:
-    """Allocates unique, Python-safe identifiers in one scope.
-
-    A name the .net file chose is kept as it is whenever that is safe; when it
-    would shadow something the generated code uses in the same scope (a module,
-    a helper, a keyword) it gets a trailing underscore, then a number.
-    """
-
-    def __init__(self, reserved=(), builtins_reserved: bool = False):
-        self.taken = set(PY_KEYWORDS) | set(reserved)
-        if builtins_reserved:
-            self.taken |= BUILTINS
-        self.given: dict = {}
-
-    def reserve(self, *names: str) -> None:
-        self.taken.update(names)
-
-    def claim(self, name: str) -> str:
-        """A fresh identifier based on name; records it as taken."""
-        ident(name)
-        candidate = name
-        if candidate in self.taken:
-            candidate = name + "_"
-            n = 2
-            while candidate in self.taken:
-                candidate = f"{name}_{n}"
-                n += 1
-        self.taken.add(candidate)
-        return candidate
-
-    def of(self, key: str, base: str | None = None) -> str:
-        """The identifier for key, claimed on first use (base defaults to key)."""
-        if key not in self.given:
-            self.given[key] = self.claim(base or key)
-        return self.given[key]
-
-
-def class_name(name: str, taken=()) -> str:
-    """The model's class name: its netdsl name unless that clashes with a module-level name."""
-    ident(name)
-    return name + "Model" if name in taken or name in PY_KEYWORDS or name in BUILTINS else name
-
-
-def auto_named(node: ir.Node) -> bool:
-    """True when the value's name was made up by netdsl (the layer's name, maybe numbered), not by the user."""
-    return node.name == node.layer or re.fullmatch(re.escape(node.layer) + r"_\d+", node.name) is not None
 
 
 # ---------------------------------------------------------------- graph index
@@ -245,16 +191,6 @@ class GraphIndex:
         for m in self.groups[name].members:
             out.extend(self.group_layers(m) if m in self.groups else [m])
         return out
-
-
-_INDEX: list = [None, None]
-
-
-def index(graph: ir.Graph) -> GraphIndex:
-    """The GraphIndex of the graph being emitted (one cached: emitters ask for it once per layer)."""
-    if _INDEX[0] is not graph:
-        _INDEX[0], _INDEX[1] = graph, GraphIndex.build(graph)
-    return _INDEX[1]
 
 
 # ---------------------------------------------------------------- type helpers
@@ -398,14 +334,14 @@ MNIST_FEATURES = {  # input sample type -> how an MNIST batch (N, 28, 28) of uin
 }
 
 
-def dataset_plan(graph: ir.Graph) -> dict:
+def dataset_plan(idx: GraphIndex) -> dict:
     """How main() feeds the dataset: {'ok': bool, 'reason': str, 'reshape': tuple, 'one_hot': bool, 'classes': int}.
 
     A model that cannot train on its dataset still compiles; its main() exits
     with the reason.
     """
+    graph = idx.graph
     t = graph.training
-    idx = index(graph)
     plan = {"ok": False, "reason": "", "reshape": (-1,), "one_hot": False, "classes": 10}
     if t is None or t.dataset is None:
         plan["reason"] = "the training block names no dataset (train it with train_step() in a loop of your own)"
@@ -486,7 +422,7 @@ def collapse_chains(graph: ir.Graph, steps: list, chains: list) -> list:
     return out
 
 
-def group_chains(graph: ir.Graph, chainable) -> dict:
+def group_chains(idx: GraphIndex, chainable) -> dict:
     """The groups a target can emit as one sequential container, with the node chains that apply them.
 
     Walks groups from the top: a group qualifies when every application of it
@@ -496,7 +432,7 @@ def group_chains(graph: ir.Graph, chainable) -> dict:
     not qualify is split into its member groups. Returns {group name: [chain
     of node names per application]}.
     """
-    idx = index(graph)
+    graph = idx.graph
     result = {}
     pos = {n.name: i for i, n in enumerate(graph.nodes)}
 
@@ -536,7 +472,7 @@ def group_chains(graph: ir.Graph, chainable) -> dict:
     return result
 
 
-def assign_locals(graph: ir.Graph, steps: list, names: Names, chain_var: str = "x") -> dict:
+def assign_locals(idx: GraphIndex, steps: list, names: Names, chain_var: str = "x") -> dict:
     """Choose the local variable of every value the steps read or write.
 
     Inputs keep their names. A value the user did not name, read exactly once
@@ -545,7 +481,6 @@ def assign_locals(graph: ir.Graph, steps: list, names: Names, chain_var: str = "
     other value gets its own name. Aliases (steps that are no-ops) share their
     input's variable. Returns {value name: local}.
     """
-    idx = index(graph)
     local = {}
     for name in idx.inputs:
         local[name] = names.of(name)
@@ -582,9 +517,9 @@ def check_activations(graph: ir.Graph, target: str) -> list:
     return out
 
 
-def check_shapes(graph: ir.Graph, target: str) -> list:
+def check_shapes(idx: GraphIndex, target: str) -> list:
     """Layer/type combinations the framework targets cannot express (reported, never emitted wrongly)."""
-    idx = index(graph)
+    graph = idx.graph
     out = []
     for n in graph.nodes:
         layer = idx.layers[n.layer]
@@ -609,15 +544,15 @@ def shape_text(shape: tuple, time_axis: int | None = None) -> str:
 def doc_source(graph: ir.Graph) -> str:
     """The source path for a docstring: the header's, when it is a plain path, else a neutral phrase."""
     src = header_source(graph)
-    return src if _PLAIN_PATH.match(src) else "its .net file"
+    return src if _PLAIN_PATH.fullmatch(src) else "its .net file"
 
 
-_PLAIN_PATH = re.compile(r"^[A-Za-z0-9_./-]+$")
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./-]+")
 
 
-def signature_text(graph: ir.Graph, shape_of) -> str:
+def signature_text(idx: GraphIndex, shape_of) -> str:
     """"image (N, 1, 28, 28) -> z (N, 10)" for docstrings; shape_of maps a TensorType to a batch shape."""
-    idx = index(graph)
+    graph = idx.graph
     ins = ", ".join(f"{ident(i.name)} {shape_text(shape_of(i.type))}" for i in graph.inputs)
     outs = ", ".join(f"{ident(o)} {shape_text(shape_of(idx.types[o]))}" for o in graph.outputs)
     return f"{ins} -> {outs}"

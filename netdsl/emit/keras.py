@@ -18,7 +18,11 @@ from .. import ir
 from . import common as C
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
+from .names import template_names
+from .passes.keras_flatten import flatten_modes
+from .passes.lstm_fusion import fused_lstms
 
+TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
                "TorchBatchNormalization")
 
@@ -83,11 +87,11 @@ def _act_kwargs(layer: ir.Layer) -> dict:
     return {"activation": act} if act is not None else {}
 
 
-def _first_type(graph, layer) -> ir.TensorType:
-    return C.index(graph).first_input_type(layer)
+def _first_type(idx, layer) -> ir.TensorType:
+    return idx.first_input_type(layer)
 
 
-def dense(graph, layer):
+def dense(idx, layer):
     kwargs = _act_kwargs(layer)
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
@@ -96,7 +100,7 @@ def dense(graph, layer):
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)], weights)
 
 
-def convolution(graph, layer):
+def convolution(idx, layer):
     pads = C.Pads.of(layer.attr("pads"))
     kernel, strides = tuple(layer.attr("kernel")), tuple(layer.attr("strides"))
     kwargs = {}
@@ -118,7 +122,7 @@ def convolution(graph, layer):
     return KerasView("Convolution", out, weights)
 
 
-def _pool(graph, layer, cls):
+def _pool(idx, layer, cls):
     pads = C.Pads.of(layer.attr("pads"))
     window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
     kwargs = {} if strides == window else {"strides": strides}
@@ -139,25 +143,25 @@ def _pool(graph, layer, cls):
     return view
 
 
-def max_pooling(graph, layer):
-    return _pool(graph, layer, "layers.MaxPooling2D")
+def max_pooling(idx, layer):
+    return _pool(idx, layer, "layers.MaxPooling2D")
 
 
-def average_pooling(graph, layer):
-    return _pool(graph, layer, "layers.AveragePooling2D")
+def average_pooling(idx, layer):
+    return _pool(idx, layer, "layers.AveragePooling2D")
 
 
-def dropout(graph, layer):
+def dropout(idx, layer):
     return KerasView("Dropout", [KLayer("", "layers.Dropout", (layer.attr("rate"),))])
 
 
-def embedding(graph, layer):
+def embedding(idx, layer):
     p = layer.param("E")
     kwargs = init_kwargs(layer, E="embeddings_initializer")
     return KerasView("Embedding", [KLayer("", "layers.Embedding", (p.shape[0], p.shape[1]), kwargs)], [(p.name, None)])
 
 
-def lstm(graph, layer):
+def lstm(idx, layer):
     kwargs = {"return_sequences": True}
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
@@ -170,15 +174,15 @@ def lstm(graph, layer):
     return view
 
 
-def batch_norm(graph, layer):
+def batch_norm(idx, layer):
     kwargs = {"momentum": round(1 - layer.attr("momentum"), 15), "epsilon": layer.attr("epsilon")}
     return KerasView("BatchNormalization", [KLayer("", "TorchBatchNormalization", (), kwargs)],
                      [(layer.param(s).name, None) for s in ("scale", "bias", "running_mean", "running_var")],
                      helper="batchnorm")
 
 
-def layer_norm(graph, layer):
-    t = _first_type(graph, layer)
+def layer_norm(idx, layer):
+    t = _first_type(idx, layer)
     first = 2 if t.seq else 1
     axes = tuple(range(first, first + len(t.shape)))  # every sample axis (per time step for sequences)
     kwargs = {} if len(axes) == 1 else {"axis": axes}
@@ -188,11 +192,11 @@ def layer_norm(graph, layer):
                      [(layer.param("scale").name, conv), (layer.param("bias").name, conv)])
 
 
-def activation(graph, layer):
+def activation(idx, layer):
     return KerasView("Activation", [KLayer("", "layers.Activation", (layer.attr("activation"),))])
 
 
-def rescale(graph, layer):
+def rescale(idx, layer):
     scale, mean, std = layer.attr("scale"), layer.attr("mean"), layer.attr("std")
     if std == 1.0:
         s = Code(C.number(scale))
@@ -206,23 +210,23 @@ def rescale(graph, layer):
     return KerasView("Rescale", [KLayer("", "layers.Rescaling", (s,), kwargs)])
 
 
-def flatten(graph, layer):
+def flatten(idx, layer):
     return KerasView("Flatten")  # context() decides: alias, Flatten, or Permute + Flatten
 
 
-def splice(graph, layer):
-    t = _first_type(graph, layer)
+def splice(idx, layer):
+    t = _first_type(idx, layer)
     axis = -1 if C.is_image(t) else C.feature_axis(t)
     return KerasView("Splice", [KLayer("", "layers.Concatenate", (), {} if axis == -1 else {"axis": axis})])
 
 
 def select(kind):
-    def f(graph, layer):
+    def f(idx, layer):
         return KerasView(kind)  # context(): fused into the LSTM before it, or x[:, -1] / x[:, 0]
     return f
 
 
-def cosine(graph, layer):
+def cosine(idx, layer):
     return KerasView("CosineDistance", [KLayer("", "layers.Dot", (), {"axes": 1, "normalize": True})])
 
 
@@ -245,68 +249,6 @@ LAYERS = {
     "CosineDistance": cosine,
 }
 
-TRANSPARENT = ("Dropout", "Activation", "Rescale")  # elementwise: the order of features does not matter
-
-
-# ------------------------------------------------------------- flatten order
-def flatten_modes(graph: ir.Graph, idx: C.GraphIndex) -> tuple:
-    """Where an NHWC image is flattened, flatten as Keras does ("nhwc") or in netdsl's C, H, W order ("nchw").
-
-    "nhwc" is the idiomatic choice and costs nothing at run time: the weights
-    of the Dense layers that read the flat vector get their input rows
-    reordered when loading. That works when every reader (through dropout and
-    activations) is a Dense layer that sees only such vectors of one image
-    shape; anywhere else (splice, outputs, normalisation, a Dense shared with
-    plain vectors) the image is transposed back to channels-first before
-    flattening. Returns ({site node: mode}, {dense layer: (C, H, W) or None}).
-    """
-    sites = {}
-    for n in graph.nodes:
-        kind = idx.layers[n.layer].kind
-        if kind in ("Flatten", "Dense") and C.is_image(idx.types[n.inputs[0]]):
-            sites[n.name] = "nhwc" if kind == "Dense" or _only_dense_reads(n.name, idx) else "nchw"
-    if not sites:
-        return sites, {}
-    while True:
-        origin = {}  # value -> the flatten site its feature order comes from
-        chw_apps: dict = {}
-        for n in graph.nodes:
-            kind = idx.layers[n.layer].kind
-            src = n.inputs[0] if n.inputs else None
-            if kind == "Flatten" and sites.get(n.name) == "nhwc":
-                origin[n.name] = n.name
-            elif kind in TRANSPARENT and src in origin:
-                origin[n.name] = origin[src]
-            elif kind == "Dense":
-                if sites.get(n.name) == "nhwc":  # a Dense straight on an image flattens it itself
-                    chw_apps.setdefault(n.layer, []).append((tuple(idx.types[src].shape), n.name))
-                elif src in origin:
-                    image = idx.producer[origin[src]].inputs[0]
-                    chw_apps.setdefault(n.layer, []).append((tuple(idx.types[image].shape), origin[src]))
-                else:
-                    chw_apps.setdefault(n.layer, []).append((None, None))
-        conflicts = [lname for lname, apps in chw_apps.items() if len({chw for chw, _ in apps}) > 1]
-        if not conflicts:
-            return sites, {lname: apps[0][0] for lname, apps in chw_apps.items()}
-        for lname in conflicts:
-            for chw, site in chw_apps[lname]:
-                if site is not None:
-                    sites[site] = "nchw"
-
-
-def _only_dense_reads(value: str, idx: C.GraphIndex) -> bool:
-    if value in idx.outputs:
-        return False
-    for c in idx.consumers[value]:
-        kind = idx.layers[c.layer].kind
-        if kind in TRANSPARENT:
-            if not _only_dense_reads(c.name, idx):
-                return False
-        elif kind != "Dense":
-            return False
-    return True
-
-
 # -------------------------------------------------------------------- context
 @dataclass
 class NodePlan:
@@ -320,18 +262,9 @@ class NodePlan:
 
 
 def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
-    sites, dense_chw = flatten_modes(graph, idx)
+    sites, dense_chw = flatten_modes(idx)
     plans = {}
-    fused_lstm = set()
-    # LSTM + select_last (select_first when it runs backwards) is an LSTM that returns its last state only
-    for lname, apps in idx.applications.items():
-        layer = idx.layers[lname]
-        if layer.kind != "LSTM":
-            continue
-        want = "SelectFirst" if layer.attr("go_backwards") else "SelectLast"
-        if all(n.name not in idx.outputs and len(idx.consumers[n.name]) == 1
-               and idx.layers[idx.consumers[n.name][0].layer].kind == want for n in apps):
-            fused_lstm.add(lname)
+    fused_lstm = fused_lstms(idx)
     for n in graph.nodes:
         layer = idx.layers[n.layer]
         view = views[n.layer]
@@ -385,8 +318,8 @@ def keras_batch_shape(t: ir.TensorType) -> tuple:
     return (None,) + keras_shape(t)
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    idx = C.index(graph)
+def context(idx: C.GraphIndex, views: dict) -> dict:
+    graph = idx.graph
     plans, dense_chw, fused = plan_nodes(graph, idx, views)
     knames = C.Names()  # Keras layer names: unique strings in the whole model
     for i in graph.inputs:
@@ -413,7 +346,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         return not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
 
     sequential = _is_sequential(graph, idx, steps, plans, pure)
-    chains = {} if sequential else C.group_chains(graph, pure)
+    chains = {} if sequential else C.group_chains(idx, pure)
     group_of_layer = {lname: g for g in chains for lname in idx.group_layers(g)}
 
     # the weight table: canonical name -> (shape, Keras layer path, index in get_weights(), conversion)
@@ -436,7 +369,10 @@ def context(graph: ir.Graph, views: dict) -> dict:
     weights.sort(key=lambda w: order[w[0]])
     weights = [C.table_row(name, shapes[name], path, i, conv) for name, path, i, conv in weights]
 
-    locals_ = C.Names(BUILD_NAMES)
+    # the module's own names and the builtins it calls: a user's value is a local of build_model(),
+    # predict() or train_step() and must not shadow one of them
+    module_own = template_names(TEMPLATE, ()) | {"INPUTS", "OUTPUTS"}
+    locals_ = C.Names(set(BUILD_NAMES) | module_own)
     inputs = [{"name": i.name, "local": locals_.of(i.name), "shape": keras_shape(i.type),
                "dtype": "int32" if C.is_ids(i.type) else None} for i in graph.inputs]
     input_lines = []
@@ -486,7 +422,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         for s in steps:
             if s.nodes[0].name in chain_nodes:
                 s.alias = False
-        local = C.assign_locals(graph, steps, locals_)
+        local = C.assign_locals(idx, steps, locals_)
         for s in steps:
             if s.alias:
                 continue
@@ -521,7 +457,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
 
     training = C.training_dict(graph)
     loss = (graph.training or ir.Training()).loss
-    fn_names = C.Names(("model", "trainer", "inputs", "targets", "outputs", "np", "keras"))
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "outputs"} | module_own)
     outputs = []
     for k, o in enumerate(graph.outputs):
         image = C.is_image(idx.types[o])
@@ -541,7 +477,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
             inp["expr"] = f"np.asarray({x}, dtype=np.int32)"
         else:
             inp["expr"] = f"np.asarray({x}, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if C.is_image(i.type) else "")
-    data = C.dataset_plan(graph)
+    data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
     helpers = {v.helper for v in views.values() if v.helper}
@@ -549,7 +485,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
     return {
         "model_name": graph.name,
         "inputs": inputs,
-        "shape_tables": C.shape_tables(graph),
+        "shape_tables": C.shape_tables(idx),
         "outputs": outputs,
         "training": training,
         "weights": weights,
@@ -567,7 +503,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "loss_doc": C.loss_doc(graph),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
-                           f"{C.signature_text(graph, keras_batch_shape)}.", 4),
+                           f"{C.signature_text(idx, keras_batch_shape)}.", 4),
         "nhwc": any(C.is_image(t) for t in idx.types.values()),
     }
 
@@ -622,8 +558,9 @@ def optimizer_lines(training: dict) -> list:
     return C.wrap_call(f"trainer = {code}", 4)
 
 
-def check(graph: ir.Graph) -> list:
-    return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(graph, "keras")
+def check(idx: C.GraphIndex) -> list:
+    graph = idx.graph
+    return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(idx, "keras")
 
 
-TARGET = Target("keras", "keras/module.py.j2", LAYERS, context, check)
+TARGET = Target("keras", TEMPLATE, LAYERS, context, check)

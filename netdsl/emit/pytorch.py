@@ -15,8 +15,10 @@ from .. import ir
 from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
+from .names import template_names
 
 # nn.Module attributes a submodule must not shadow (self.eval = nn.Linear(...) would be unreachable)
+TEMPLATE = "pytorch/module.py.j2"
 MODULE_ATTRS = frozenset("""
     T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda double
     dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter get_submodule half
@@ -83,8 +85,8 @@ def _params(layer: ir.Layer, **attrs) -> dict:
     return {f"{layer.name}.{short}": attr for short, attr in attrs.items() if f"{layer.name}.{short}" in have}
 
 
-def dense(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def dense(idx, layer):
+    t = idx.first_input_type(layer)
     n_in = C.sample_size(t)
     kwargs = {} if layer.attr("bias") else {"bias": False}
     flatten = None
@@ -94,8 +96,8 @@ def dense(graph, layer):
                       params=_params(layer, W="weight", b="bias"), **_act(layer, t))
 
 
-def convolution(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def convolution(idx, layer):
+    t = idx.first_input_type(layer)
     pads = C.Pads.of(layer.attr("pads"))
     kwargs = {"kernel_size": C.int_or_pair(layer.attr("kernel"))}
     if tuple(layer.attr("strides")) != (1, 1):
@@ -125,7 +127,7 @@ def _fits_torch_padding(pads: C.Pads, window) -> bool:
     return pads.symmetric and 2 * pads.top <= window[0] and 2 * pads.left <= window[1]
 
 
-def max_pooling(graph, layer):
+def max_pooling(idx, layer):
     k, kwargs, pads, window = _pool_args(layer)
     pad = None
     if not pads.zero:
@@ -136,7 +138,7 @@ def max_pooling(graph, layer):
     return TorchLayer("MaxPooling", call("nn.MaxPool2d", k, **kwargs), pad=pad)
 
 
-def average_pooling(graph, layer):
+def average_pooling(idx, layer):
     k, kwargs, pads, window = _pool_args(layer)
     if pads.zero:
         return TorchLayer("AveragePooling", call("nn.AvgPool2d", k, **kwargs))
@@ -146,23 +148,23 @@ def average_pooling(graph, layer):
     return TorchLayer("AveragePooling", call("AvgPool2dExcludePad", k, stride, pads.ltrb), helper="avgpool")
 
 
-def dropout(graph, layer):
+def dropout(idx, layer):
     return TorchLayer("Dropout", call("nn.Dropout", layer.attr("rate")))
 
 
-def embedding(graph, layer):
+def embedding(idx, layer):
     p = layer.param("E")
     return TorchLayer("Embedding", call("nn.Embedding", p.shape[0], p.shape[1]), params=_params(layer, E="weight"))
 
 
-def lstm(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def lstm(idx, layer):
+    t = idx.first_input_type(layer)
     return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("units"), batch_first=True),
                       params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0"), chainable=False)
 
 
-def batch_norm(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def batch_norm(idx, layer):
+    t = idx.first_input_type(layer)
     cls = "nn.BatchNorm2d" if C.is_image(t) else "nn.BatchNorm1d"
     channels = layer.param("scale").shape[0]
     return TorchLayer("BatchNormalization",
@@ -172,20 +174,20 @@ def batch_norm(graph, layer):
                       chainable=not t.seq)
 
 
-def layer_norm(graph, layer):
+def layer_norm(idx, layer):
     shape = tuple(layer.param("scale").shape)
     return TorchLayer("LayerNormalization",
                       call("nn.LayerNorm", shape[0] if len(shape) == 1 else shape, eps=layer.attr("epsilon")),
                       params=_params(layer, scale="weight", bias="bias"))
 
 
-def activation(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def activation(idx, layer):
+    t = idx.first_input_type(layer)
     return TorchLayer("Activation", **_act(layer, t))
 
 
-def flatten(graph, layer):
-    t = C.index(graph).first_input_type(layer)
+def flatten(idx, layer):
+    t = idx.first_input_type(layer)
     start = None
     if len(t.shape) > 1:
         start = 2 if t.seq else 1
@@ -193,7 +195,7 @@ def flatten(graph, layer):
 
 
 def functional(kind):
-    def f(graph, layer):
+    def f(idx, layer):
         return TorchLayer(kind, chainable=False)
     return f
 
@@ -299,10 +301,13 @@ def rescale(x: str, layer: ir.Layer) -> str:
 
 
 # -------------------------------------------------------------------- context
-def context(graph: ir.Graph, views: dict) -> dict:
-    idx = C.index(graph)
-    chains = C.group_chains(graph, lambda n: views[n.layer].chainable and idx.layers[n.layer].kind != "Rescale")
+def context(idx: C.GraphIndex, views: dict) -> dict:
+    graph = idx.graph
+    chains = C.group_chains(idx, lambda n: views[n.layer].chainable and idx.layers[n.layer].kind != "Rescale")
     chain_nodes = {name for cs in chains.values() for c in cs for name in c}
+    # the module's own names (imports, constants, functions) and the builtins it calls: a user's value
+    # that is a local of forward(), predict() or train_step() must not shadow one of them
+    module_own = template_names(TEMPLATE, ()) | set(MODULE_NAMES)
     module_names = C.Names(MODULE_NAMES)
     cls = C.class_name(graph.name, module_names.taken)
     attrs = C.Names(MODULE_ATTRS)
@@ -382,8 +387,8 @@ def context(graph: ir.Graph, views: dict) -> dict:
         layer = idx.layers[s.node.layer]
         if len(s.nodes) == 1 and layer.kind == "Flatten" and views[layer.name].flatten is None:
             s.alias = True  # flattening a vector changes nothing
-    names = C.Names(FORWARD_NAMES)
-    local = C.assign_locals(graph, steps, names)
+    names = C.Names(set(FORWARD_NAMES) | module_own)
+    local = C.assign_locals(idx, steps, names)
     forward = []
     for s in steps:
         if s.alias:
@@ -398,13 +403,13 @@ def context(graph: ir.Graph, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names(("model", "trainer", "inputs", "targets", "loss", "outputs", "y", "torch", "F", "np", "nn"))
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y"} | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
     loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
                                                         "[0]  # the training block's loss is on the first output"),
             f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}"]
-    data = C.dataset_plan(graph)
+    data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
     return {
@@ -412,7 +417,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "class_name": ident(cls),
         "inputs": [{"name": i.name, "dtype": "torch.long" if C.is_ids(i.type) else "torch.float32"}
                    for i in graph.inputs],
-        "shape_tables": C.shape_tables(graph),
+        "shape_tables": C.shape_tables(idx),
         "outputs": outputs,
         "forward_args": ", ".join(local[i.name] for i in graph.inputs),
         "training": training,
@@ -428,7 +433,7 @@ def context(graph: ir.Graph, views: dict) -> dict:
         "returns": returns,
         "avgpool_helper": any(v.helper == "avgpool" for v in views.values()),
         "data": data,
-        "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(graph, C.batch_shape)}.", 4),
+        "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(idx, C.batch_shape)}.", 4),
     }
 
 
@@ -524,8 +529,9 @@ def optimizer_call(training: dict) -> str:
     raise C.EmitBug(f"unknown optimizer {opt}")
 
 
-def check(graph: ir.Graph) -> list:
-    return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(graph, "pytorch")
+def check(idx: C.GraphIndex) -> list:
+    graph = idx.graph
+    return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
 
 
-TARGET = Target("pytorch", "pytorch/module.py.j2", LAYERS, context, check)
+TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check)

@@ -22,10 +22,19 @@ latest checkpoint back.
 """
 from __future__ import annotations
 
-from .. import ir
-from .base import Target
-from .gluon import (cannot, common_context, in_type, is_image, nodes_of, rescale_terms, structure_diagnostics,
-                    top_entity, var)
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .base import EmitBug, Target, pyrepr
+from .legacy import (
+    Legacy,
+    cannot,
+    common_context,
+    is_image,
+    rescale_terms,
+    structure_diagnostics,
+)
+from .passes.nhwc_flatten import dense_rows, flatten_orders
 
 ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax"}
 
@@ -37,9 +46,9 @@ def same_pads(size, k, s):
     return total // 2, total - total // 2
 
 
-def _padding(graph, layer, kernel):
+def _padding(lg, layer, kernel):
     """('same' | 'valid', explicit NHWC pads or None)."""
-    it = in_type(graph, layer)
+    it = lg.in_type(layer)
     pads = tuple(tuple(p) for p in layer.attr("pads"))
     strides = tuple(layer.attr("strides"))
     if pads == ((0, 0), (0, 0)):
@@ -50,162 +59,246 @@ def _padding(graph, layer, kernel):
     return "valid", [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]
 
 
-def _dense(graph, layer):
-    return {"units": layer.attr("units"), "act": ACT[layer.attr("activation")], "bias": bool(layer.attr("bias")),
-            "params": [("W", "kernel", "dense"), ("b", "bias", "identity")] if layer.attr("bias")
-            else [("W", "kernel", "dense")]}
+@dataclass
+class Statement:
+    """One node of model_fn: its variable, its inputs' variables, and what the passes found."""
+
+    out: str
+    ins: list
+    in_image: bool  # its first input is an (NHWC) image
+    nhwc_flat: bool  # a Flatten that keeps NHWC order (nhwc_flatten pass)
 
 
-def _conv(graph, layer):
+@dataclass
+class View:
+    """A layer as tf.compat.v1 code: the statement of one application, and where its weights go."""
+
+    write: Callable  # fn(Statement) -> the statement's code
+    params: list = field(default_factory=list)  # (canonical short name, TF variable short name, conversion)
+    setup: str | None = None  # a line before the statements (the Keras LSTM layer object)
+    avg_pads: bool = False  # uses _avg_pool_padded
+
+
+LAYERS: dict = {}  # IR kind -> fn(lg, layer) -> View
+
+
+def emits(*kinds):
+    """Register the function that writes these IR kinds (one per kind; a second is a bug)."""
+    def register(fn):
+        for kind in kinds:
+            if kind in LAYERS:
+                raise EmitBug(f"tf-estimator: two emitters for {kind}")
+            LAYERS[kind] = fn
+        return fn
+    return register
+
+
+def _named(lg, layer) -> str:
+    """name=..., and reuse of the variables when the layer is applied more than once."""
+    shared = ", reuse=tf.compat.v1.AUTO_REUSE" if len(lg.nodes_of(layer)) > 1 else ""
+    return f"name={pyrepr(layer.name)}{shared}"
+
+
+def _padded(s: Statement, pads, value: str) -> str:
+    return f"tf.pad({s.ins[0]}, {pyrepr(pads)}, constant_values={value})" if pads else s.ins[0]
+
+
+@emits("Dense")
+def dense(lg, layer):
+    head = f"{layer.attr('units')}, activation={ACT[layer.attr('activation')]}, " \
+           f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}"
+
+    def write(s):
+        if s.in_image:
+            return (f"{s.out} = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten({s.ins[0]}), {head})"
+                    "  # NHWC-flattened: rows permuted on load")
+        return f"{s.out} = tf.compat.v1.layers.dense({s.ins[0]}, {head})"
+    params = [("W", "kernel", "dense"), ("b", "bias", "identity")] if layer.attr("bias") else [("W", "kernel", "dense")]
+    return View(write, params)
+
+
+@emits("Convolution")
+def convolution(lg, layer):
     kernel = tuple(layer.attr("kernel"))
-    padding, pads = _padding(graph, layer, kernel)
-    return {"filters": layer.attr("filters"), "kernel": kernel, "strides": tuple(layer.attr("strides")),
-            "padding": padding, "tf_pads": pads, "act": ACT[layer.attr("activation")],
-            "bias": bool(layer.attr("bias")),
-            "params": [("W", "kernel", "oihw_hwio"), ("b", "bias", "identity")] if layer.attr("bias")
-            else [("W", "kernel", "oihw_hwio")]}
+    padding, pads = _padding(lg, layer, kernel)
+    tail = (f"{layer.attr('filters')}, {pyrepr(kernel)}, strides={pyrepr(tuple(layer.attr('strides')))}, "
+            f"padding={pyrepr(padding)}, activation={ACT[layer.attr('activation')]}, "
+            f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}")
+    params = [("W", "kernel", "oihw_hwio"), ("b", "bias", "identity")] if layer.attr("bias") \
+        else [("W", "kernel", "oihw_hwio")]
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.conv2d({_padded(s, pads, '0.0')}, {tail})", params)
 
 
-def _pool(graph, layer):
+@emits("MaxPooling")
+def max_pooling(lg, layer):
     window = tuple(layer.attr("window"))
-    padding, pads = _padding(graph, layer, window)
-    return {"window": window, "strides": tuple(layer.attr("strides")), "padding": padding, "tf_pads": pads,
-            "params": []}
+    padding, pads = _padding(lg, layer, window)
+    tail = (f"{pyrepr(window)}, {pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, "
+            f"name={pyrepr(layer.name)}")
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.max_pooling2d({_padded(s, pads, '-np.inf')}, {tail})")
 
 
-def _bn(graph, layer):
+@emits("AveragePooling")
+def average_pooling(lg, layer):
+    window, strides = tuple(layer.attr("window")), pyrepr(tuple(layer.attr("strides")))
+    padding, pads = _padding(lg, layer, window)
+    if pads:  # padding is never counted: sum / count over the real cells
+        return View(lambda s: f"{s.out} = _avg_pool_padded({s.ins[0]}, {pyrepr(window)}, {strides}, {pyrepr(pads)})",
+                    avg_pads=True)
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.average_pooling2d({s.ins[0]}, {pyrepr(window)}, "
+                          f"{strides}, padding={pyrepr(padding)}, name={pyrepr(layer.name)})")
+
+
+@emits("Dropout")
+def dropout(lg, layer):
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.dropout({s.ins[0]}, rate={pyrepr(float(layer.attr('rate')))}, "
+                          f"training=training, name={pyrepr(layer.name)})")
+
+
+@emits("BatchNormalization")
+def batch_norm(lg, layer):
     # Only TF's fused kernel (4-D input) updates the moving variance with the unbiased batch variance,
     # as netdsl does; vectors and sequences go through it as (-1, 1, 1, C).
     image = len(layer.param("scale").shape) == 1 and any(
-        len(graph.value_type(n.inputs[0]).shape) == 3 for n in graph.nodes if n.layer == layer.name)
-    return {"momentum": 1.0 - float(layer.attr("momentum")), "epsilon": float(layer.attr("epsilon")),
-            "image": image, "channels": layer.param("scale").shape[0],
-            "params": [("scale", "gamma", "identity"), ("bias", "beta", "identity"),
-                       ("running_mean", "moving_mean", "identity"),
-                       ("running_var", "moving_variance", "identity")]}
+        len(lg.value_type(n.inputs[0]).shape) == 3 for n in lg.nodes_of(layer))
+    args = (f"axis=-1, momentum={pyrepr(1.0 - float(layer.attr('momentum')))}, "
+            f"epsilon={pyrepr(float(layer.attr('epsilon')))}, training=training")
+    params = [("scale", "gamma", "identity"), ("bias", "beta", "identity"),
+              ("running_mean", "moving_mean", "identity"), ("running_var", "moving_variance", "identity")]
+    if image:
+        return View(lambda s: f"{s.out} = tf.compat.v1.layers.batch_normalization({s.ins[0]}, {args}, "
+                              f"{_named(lg, layer)})", params)
+    channels = layer.param("scale").shape[0]
+    return View(lambda s: f"{s.out} = tf.reshape(tf.compat.v1.layers.batch_normalization(tf.reshape({s.ins[0]}, "
+                          f"[-1, 1, 1, {channels}]), {args}, fused=True, {_named(lg, layer)}), tf.shape({s.ins[0]}))",
+                params)
 
 
-def _lstm(graph, layer):
-    return {"units": layer.attr("units"), "backwards": bool(layer.attr("go_backwards")),
-            "params": [("W", "lstm_cell/kernel", "transpose"), ("H", "lstm_cell/recurrent_kernel", "transpose"),
-                       ("b", "lstm_cell/bias", "identity")]}
+@emits("Embedding")
+def embedding(lg, layer):
+    vocab, dim = lg.in_type(layer).vocab, layer.attr("dim")
+    return View(lambda s: f"{s.out} = _embedding({s.ins[0]}, {vocab}, {dim}, {pyrepr(layer.name)})",
+                [("E", "embeddings", "identity")])
 
 
-def _embedding(graph, layer):
-    return {"vocab": in_type(graph, layer).vocab, "dim": layer.attr("dim"),
-            "params": [("E", "embeddings", "identity")]}
+@emits("LSTM")
+def lstm(lg, layer):
+    local = lg.local(layer.name, layer.name)  # the Keras layer object is a local of model_fn
+    backwards = bool(layer.attr("go_backwards"))
+    setup = (f"{local} = tf.keras.layers.LSTM({layer.attr('units')}, return_sequences=True"
+             f"{', go_backwards=True' if backwards else ''}, recurrent_initializer=\"glorot_uniform\", "
+             f"unit_forget_bias=False, name={pyrepr(layer.name)})")
+
+    def write(s):
+        if backwards:
+            return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
+        return f"{s.out} = {local}({s.ins[0]})"
+    params = [("W", "lstm_cell/kernel", "transpose"), ("H", "lstm_cell/recurrent_kernel", "transpose"),
+              ("b", "lstm_cell/bias", "identity")]
+    return View(write, params, setup=setup)
 
 
-def _view(fn):
-    def view(graph, layer):
-        v = fn(graph, layer)
-        v.update(kind=layer.kind, name=layer.name, shared=len(nodes_of(graph, layer)) > 1)
-        return v
-    return view
+@emits("Activation")
+def activation(lg, layer):
+    return View(lambda s: f"{s.out} = {ACT[layer.attr('activation')]}({s.ins[0]})")
 
 
-LAYERS = {kind: _view(fn) for kind, fn in {
-    "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
-    "Dropout": lambda g, l: {"rate": float(l.attr("rate")), "params": []},
-    "Embedding": _embedding, "LSTM": _lstm, "BatchNormalization": _bn,
-    "Activation": lambda g, l: {"act": ACT[l.attr("activation")], "params": []},
-    "Rescale": lambda g, l: dict(rescale_terms(l), params=[]),
-    "Flatten": lambda g, l: {"params": []}, "Splice": lambda g, l: {"params": []},
-    "SelectLast": lambda g, l: {"params": []}, "SelectFirst": lambda g, l: {"params": []},
-    "CosineDistance": lambda g, l: {"params": []},
-    # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda g, l: {"params": []},
-}.items()}
+@emits("Rescale")
+def rescale(lg, layer):
+    t = rescale_terms(layer)
+    grouped = t["has_mean"] or t["has_std"]
+
+    def write(s):
+        e = ("(" if grouped else "") + s.ins[0] + (f" * {pyrepr(t['scale'])}" if t["has_scale"] else "")
+        e += (f" - {pyrepr(t['mean'])}" if t["has_mean"] else "") + (")" if grouped else "")
+        return f"{s.out} = {e}" + (f" / {pyrepr(t['std'])}" if t["has_std"] else "")
+    return View(write)
 
 
-def _flatten_orders(graph: ir.Graph) -> dict:
-    """Node name -> (C, H, W) for every value that is an NHWC image flattened in NHWC order.
-
-    A Flatten keeps NHWC order only when every reader is a Dense (whose rows get permuted);
-    otherwise it transposes to NCHW first and its output is canonical."""
-    readers = {}
-    for node in graph.nodes:
-        for v in node.inputs:
-            readers.setdefault(v, []).append(node)
-    out = {}
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
-        if layer.kind == "Flatten":
-            t = graph.value_type(node.inputs[0])
-            if is_image(t) and readers.get(node.name) and \
-                    all(graph.layer(r.layer).kind == "Dense" for r in readers[node.name]):
-                out[node.name] = tuple(t.shape)
-    return out
+@emits("Flatten")
+def flatten(lg, layer):
+    def write(s):
+        if s.nhwc_flat:
+            return (f"{s.out} = tf.compat.v1.layers.flatten({s.ins[0]})"
+                    "  # NHWC order: the next Dense's rows are permuted on load")
+        if s.in_image:
+            return (f"{s.out} = tf.compat.v1.layers.flatten(tf.transpose({s.ins[0]}, [0, 3, 1, 2]))"
+                    "  # canonical NCHW order")
+        return f"{s.out} = tf.compat.v1.layers.flatten({s.ins[0]})"
+    return View(write)
 
 
-def _dense_rows(graph: ir.Graph) -> dict:
-    """Dense layer -> (C, H, W) when it reads NHWC-ordered images (its rows are permuted), else None;
-    plus the layers whose applications disagree."""
-    orders = _flatten_orders(graph)
-    rows, conflicts = {}, []
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
-        if layer.kind != "Dense":
-            continue
-        t = graph.value_type(node.inputs[0])
-        chw = tuple(t.shape) if is_image(t) else orders.get(node.inputs[0])
-        if layer.name in rows and rows[layer.name] != chw:
-            conflicts.append(layer)
-        rows[layer.name] = chw
-    return rows, conflicts
+@emits("Splice")
+def splice(lg, layer):
+    return View(lambda s: f"{s.out} = tf.concat([{', '.join(s.ins)}], axis=-1)")
 
 
-def check(graph: ir.Graph) -> list:
-    diags = structure_diagnostics(graph, "tf-estimator")
-    for layer in graph.layers:
+@emits("SelectLast", "SelectFirst")
+def select(lg, layer):
+    at = "-1" if layer.kind == "SelectLast" else "0"
+    return View(lambda s: f"{s.out} = {s.ins[0]}[:, {at}]")
+
+
+@emits("CosineDistance")
+def cosine(lg, layer):
+    return View(lambda s: f"{s.out} = _cosine_similarity({', '.join(s.ins)})")
+
+
+@emits("LayerNormalization")
+def layer_norm(lg, layer):
+    return View(lambda s: "")  # refused by check() (E802), never rendered
+
+
+def check(lg: Legacy) -> list:
+    diags = structure_diagnostics(lg, "tf-estimator")
+    for layer in lg.graph.layers:
         if layer.kind == "LayerNormalization":
-            diags.append(cannot(graph, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
+            diags.append(cannot(lg, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
                                 "and this target does not write one yet"))
-    _, conflicts = _dense_rows(graph)
+    _, conflicts = dense_rows(lg)
     for layer in conflicts:
-        diags.append(cannot(graph, layer, "tf-estimator", "it reads flattened images in one application and "
+        diags.append(cannot(lg, layer, "tf-estimator", "it reads flattened images in one application and "
                             "other vectors in another, so no single row order of its NHWC weights fits both"))
     return diags
 
 
-def context(graph: ir.Graph, views: dict) -> dict:
-    ctx = common_context(graph)
-    rows, _ = _dense_rows(graph)
-    orders = _flatten_orders(graph)
+def context(lg: Legacy, views: dict) -> dict:
+    ctx = common_context(lg)
+    rows, _ = dense_rows(lg)
+    orders = flatten_orders(lg)
     params = []
-    for layer in graph.layers:
-        for short, tf_short, conv in views[layer.name]["params"]:
+    for layer in lg.graph.layers:
+        for short, tf_short, conv in views[layer.name].params:
             p = layer.param(short)
             chw = rows.get(layer.name) if conv == "dense" else None
             params.append({"name": p.name, "tf": f"{layer.name}/{tf_short}", "conv": "dense_nhwc" if chw else conv,
                            "chw": chw, "shape": tuple(p.shape)})
     statements, seen_calls = [], set()
-    for node in graph.nodes:
-        layer = graph.layer(node.layer)
+    for node in lg.graph.nodes:
+        layer = lg.layer(node.layer)
         v = views[layer.name]
-        entity = top_entity(graph, layer.name)
+        entity = lg.top[layer.name]
         key = node.call or node.name
         comment = None
         if entity != layer.name and key not in seen_calls:
-            g = next(g for g in graph.groups if g.name == entity)
+            g = lg.groups[entity]
             comment = f"{entity}: {g.kind}" + (f" of {g.repeat}" if g.kind == "LayerStack" else "")
         seen_calls.add(key)
-        it = graph.value_type(node.inputs[0])
-        statements.append({
-            "out": var(node.name), "ins": [var(i) for i in node.inputs], "v": v, "comment": comment,
-            "in_image": is_image(it), "nhwc_flat": node.name in orders,
-        })
+        st = Statement(lg.var(node.name), [lg.var(i) for i in node.inputs],
+                       is_image(lg.value_type(node.inputs[0])), node.name in orders)
+        statements.append({"code": v.write(st), "comment": comment})
     ctx.update(
         statements=statements,
         params=params,
-        lstms=[v for v in views.values() if v["kind"] == "LSTM"],
+        setup=[v.setup for v in views.values() if v.setup],
         id_inputs=[i["name"] for i in ctx["inputs"] if i["ids"]],
-        image_inputs=[i.name for i in graph.inputs if is_image(i.type)],
-        uses={kind: any(v["kind"] == kind for v in views.values()) for kind in LAYERS},
-        avg_pads=any(v["kind"] == "AveragePooling" and v["tf_pads"] for v in views.values()),
+        image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
+        uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        avg_pads=any(v.avg_pads for v in views.values()),
     )
     return ctx
 
 
-TARGET = Target(name="tf-estimator", template="tf_estimator/module.py.j2", layers=LAYERS, context=context,
-                check=check)
+TEMPLATE = "tf_estimator/module.py.j2"
+TARGET = Target(name="tf-estimator", template=TEMPLATE, layers=LAYERS, context=context, check=check,
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("model_fn",)))

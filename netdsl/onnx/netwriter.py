@@ -4,13 +4,12 @@ from __future__ import annotations
 import keyword
 
 from ..library import builtin_names
-from ..names import RESERVED
 
 _BUILTINS = {"Input", "SequenceInput", "Recurrence", "LayerStack", "For", "Sequential", "splice", "select_last",
              "select_first", "cosine_distance", "cos_distance", "default_options", "range", "output", "model",
              "train", "with", "def", "import", "lambda", "True", "False", "None", "Convolution2D",
              "MaxPooling2D", "AveragePooling2D"}
-_TAKEN = set(RESERVED) | builtin_names() | _BUILTINS | set(keyword.kwlist)
+_TAKEN = set(builtin_names()) | _BUILTINS | set(keyword.kwlist)
 
 
 def taken(name: str) -> bool:

@@ -87,21 +87,9 @@ def _gluon_params(model):
     return {name: [table[g] for g in entry[1:]] for name, entry in WEIGHTS.items()}
 
 
-def _check_weights(path, arrays):
-    """A ValueError naming every missing, unexpected and mis-shaped array."""
-    problems = ["missing %s" % name for name in WEIGHTS if name not in arrays]
-    problems += ["unexpected %s" % name for name in sorted(arrays) if name not in WEIGHTS]
-    problems += ["%s has shape %s, expected %s" % (name, tuple(arrays[name].shape), WEIGHTS[name][0])
-                 for name in WEIGHTS if name in arrays and tuple(arrays[name].shape) != WEIGHTS[name][0]]
-    if problems:
-        raise ValueError("%s does not hold the weights of %s: %s" % (path, MODEL_NAME, "; ".join(problems)))
-
-
 def load_netdsl_weights(model, path):
-    """Load a canonical netdsl .npz (np.load with allow_pickle=False) into the model."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    _check_weights(path, arrays)
+    """Load a canonical netdsl .npz (checked by read_netdsl_weights) into the model."""
+    arrays = read_netdsl_weights(path)
     for name, params in _gluon_params(model).items():
         params[0].set_data(nd.array(arrays[name], dtype="float32"))
         for other in params[1:]:
@@ -192,6 +180,52 @@ def train_step(model, trainer, inputs, targets):
     return float(loss.asscalar())
 
 
+def read_netdsl_weights(path):
+    """The arrays of a netdsl .npz weight file as float32, checked by netdsl's own rule.
+
+    The rule of `netdsl run --load`: the file is read with allow_pickle=False; every parameter of
+    WEIGHTS is there, as float32 or float64, with its shape and only finite values; nothing else
+    is. A ValueError names every problem.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError("weight file %s: not a readable .npz weight file (%s)" % (path, e))
+    if not hasattr(npz, "files"):
+        raise ValueError("weight file %s: a single .npy array, not an .npz weight file" % path)
+    arrays, unreadable, problems = {}, set(), []
+    with npz:
+        for key in npz.files:
+            try:
+                arrays[key] = npz[key]
+            except ValueError as e:  # an object array needs pickle, which is refused
+                unreadable.add(key)
+                problems.append("weight file %s: entry '%s' is unreadable: %s" % (path, key, e))
+    out = {}
+    for name, entry in WEIGHTS.items():
+        shape, a = tuple(entry[0]), arrays.get(name)
+        if a is None:
+            if name not in unreadable:
+                problems.append("weight file %s lacks parameter '%s', shape %s" % (path, name, shape))
+        elif a.dtype not in (np.float32, np.float64):
+            problems.append("weight file %s: parameter '%s' has dtype %s, expected float32 or float64"
+                            % (path, name, a.dtype))
+        elif tuple(a.shape) != shape:
+            problems.append("weight file %s: parameter '%s' has shape %s, expected %s"
+                            % (path, name, tuple(a.shape), shape))
+        elif not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            problems.append("weight file %s: parameter '%s' holds %d NaN/Inf value%s"
+                            % (path, name, bad, "" if bad == 1 else "s"))
+        else:
+            out[name] = a.astype(np.float32)
+    for key in sorted(k for k in arrays if k not in WEIGHTS):
+        problems.append("weight file %s holds '%s', which is not a parameter of model %s" % (path, key, MODEL_NAME))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out
+
+
 def read_idx(path):
     """Read one IDX file (gzipped or raw) into a numpy array."""
     opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
@@ -218,18 +252,24 @@ def load_mnist(data_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train and evaluate %s (MXNet Gluon) on MNIST IDX files." % MODEL_NAME)
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"])
-    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"])
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--out-dir", default=".")
-    parser.add_argument("--limit-train", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description="Train %s as its training block says, then test it." % MODEL_NAME)
+    parser.add_argument("--data-dir", required=True, help="directory with the MNIST IDX files")
+    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"],
+                        help="passes over the training set (default: the training block's)")
+    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"],
+                        help="samples per step (default: the training block's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: the training block's optimizer's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
     parser.add_argument("--init", metavar="NPZ", default=None,
-                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
+                        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only test the model (its --init weights) on the test set: no training, nothing saved")
+    parser.add_argument("--out-dir", default=".",
+                        help="where the trained weights go (the framework's own file and a netdsl .npz)")
+    parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
-    raise SystemExit("error: %s: %s" % (MODEL_NAME, "the training block names no dataset (train it with train_step() in a loop of your own)"))
+    raise SystemExit("error: %s: cannot train on %s: %s" % (MODEL_NAME, args.data_dir, "the training block names no dataset (train it with train_step() in a loop of your own)"))
 
 
 if __name__ == "__main__":

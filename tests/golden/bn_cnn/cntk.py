@@ -120,15 +120,8 @@ def _from_cntk(conv, value, shape):
 
 
 def load_netdsl_weights(model, path):
-    """Load a canonical netdsl .npz (np.load with allow_pickle=False) into the model's parameters."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
-    problems = ["missing %s" % name for name in WEIGHTS if name not in arrays]
-    problems += ["unexpected %s" % name for name in sorted(arrays) if name not in WEIGHTS]
-    problems += ["%s has shape %s, expected %s" % (name, tuple(arrays[name].shape), WEIGHTS[name][0])
-                 for name in WEIGHTS if name in arrays and tuple(arrays[name].shape) != WEIGHTS[name][0]]
-    if problems:
-        raise ValueError("%s does not hold the weights of %s: %s" % (path, MODEL_NAME, "; ".join(problems)))
+    """Load a canonical netdsl .npz (checked by read_netdsl_weights) into the model's parameters."""
+    arrays = read_netdsl_weights(path)
     for name, variable in _variables(model).items():
         value = arrays[name].astype(np.float32)
         variable.value = np.ascontiguousarray(_to_cntk(WEIGHTS[name][3], value, variable.shape))
@@ -238,6 +231,52 @@ def train_step(model, trainer, inputs, targets):
     return float(trainer.previous_minibatch_loss_average)
 
 
+def read_netdsl_weights(path):
+    """The arrays of a netdsl .npz weight file as float32, checked by netdsl's own rule.
+
+    The rule of `netdsl run --load`: the file is read with allow_pickle=False; every parameter of
+    WEIGHTS is there, as float32 or float64, with its shape and only finite values; nothing else
+    is. A ValueError names every problem.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError("weight file %s: not a readable .npz weight file (%s)" % (path, e))
+    if not hasattr(npz, "files"):
+        raise ValueError("weight file %s: a single .npy array, not an .npz weight file" % path)
+    arrays, unreadable, problems = {}, set(), []
+    with npz:
+        for key in npz.files:
+            try:
+                arrays[key] = npz[key]
+            except ValueError as e:  # an object array needs pickle, which is refused
+                unreadable.add(key)
+                problems.append("weight file %s: entry '%s' is unreadable: %s" % (path, key, e))
+    out = {}
+    for name, entry in WEIGHTS.items():
+        shape, a = tuple(entry[0]), arrays.get(name)
+        if a is None:
+            if name not in unreadable:
+                problems.append("weight file %s lacks parameter '%s', shape %s" % (path, name, shape))
+        elif a.dtype not in (np.float32, np.float64):
+            problems.append("weight file %s: parameter '%s' has dtype %s, expected float32 or float64"
+                            % (path, name, a.dtype))
+        elif tuple(a.shape) != shape:
+            problems.append("weight file %s: parameter '%s' has shape %s, expected %s"
+                            % (path, name, tuple(a.shape), shape))
+        elif not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            problems.append("weight file %s: parameter '%s' holds %d NaN/Inf value%s"
+                            % (path, name, bad, "" if bad == 1 else "s"))
+        else:
+            out[name] = a.astype(np.float32)
+    for key in sorted(k for k in arrays if k not in WEIGHTS):
+        problems.append("weight file %s holds '%s', which is not a parameter of model %s" % (path, key, MODEL_NAME))
+    if problems:
+        raise ValueError("\n".join(problems))
+    return out
+
+
 def read_idx(path):
     """Read one IDX file (gzipped or raw) into a numpy array."""
     opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
@@ -263,17 +302,35 @@ def load_mnist(data_dir):
     raise SystemExit(f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}")
 
 
+INPUT = "image"
+
+
+def evaluate(model, x, labels, batch_size=1000):
+    """Test accuracy: how often the largest output is the label."""
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        out = predict(model, {INPUT: x[start:start + batch_size]})[OUTPUT]
+        correct += int((out.argmax(axis=1) == labels[start:start + batch_size]).sum())
+    return correct / len(x)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train and evaluate %s (CNTK) on MNIST IDX files." % MODEL_NAME)
-    parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"])
-    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"])
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--out-dir", default=".")
-    parser.add_argument("--limit-train", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description="Train %s as its training block says, then test it." % MODEL_NAME)
+    parser.add_argument("--data-dir", required=True, help="directory with the MNIST IDX files")
+    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"],
+                        help="passes over the training set (default: the training block's)")
+    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"],
+                        help="samples per step (default: the training block's)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: the training block's optimizer's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
     parser.add_argument("--init", metavar="NPZ", default=None,
-                        help="start from these netdsl weights (canonical .npz, e.g. from another target)")
+                        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only test the model (its --init weights) on the test set: no training, nothing saved")
+    parser.add_argument("--out-dir", default=".",
+                        help="where the trained weights go (the framework's own file and a netdsl .npz)")
+    parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
     args = parser.parse_args(argv)
     x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
     if args.limit_train:
@@ -285,6 +342,9 @@ def main(argv=None):
     model = build_model()
     if args.init:
         load_netdsl_weights(model, args.init)
+    if args.eval_only:
+        print("test accuracy %.4f" % evaluate(model, x_test, y_test), flush=True)
+        return
     trainer = make_trainer(model, args.lr)
     rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
@@ -294,20 +354,13 @@ def main(argv=None):
             idx = order[start:start + args.batch_size]
             target = y_train[idx].astype(np.int64)
             total += train_step(model, trainer, {INPUT: x_train[idx]}, {OUTPUT: target}) * len(idx)
-        correct = 0
-        for start in range(0, len(x_test), 1000):
-            out = predict(model, {INPUT: x_test[start:start + 1000]})[OUTPUT]
-            correct += int((out.argmax(axis=1) == y_test[start:start + 1000]).sum())
         print("epoch %d/%d: loss %.6f, test accuracy %.4f"
-              % (epoch + 1, args.epochs, total / len(x_train), correct / len(x_test)), flush=True)
+              % (epoch + 1, args.epochs, total / len(x_train), evaluate(model, x_test, y_test)), flush=True)
     os.makedirs(args.out_dir, exist_ok=True)
     model.save(os.path.join(args.out_dir, MODEL_NAME + ".cntk"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
     print("saved %s and %s" % (os.path.join(args.out_dir, MODEL_NAME + ".cntk"),
                                os.path.join(args.out_dir, MODEL_NAME + ".npz")))
-
-
-INPUT = "image"
 
 
 if __name__ == "__main__":
