@@ -22,13 +22,16 @@ def read_source(path: str, regular_only: bool = False) -> str:
     too_big = Diagnostic("E004", f"file is over the limit of {limit} bytes", Span(path, 1, 1, 1, 1),
                          "raise NETDSL_MAX_SOURCE_BYTES to allow larger files")
     try:
-        st = os.stat(path)
-        if regular_only and not stat.S_ISREG(st.st_mode):
-            # opening a FIFO would block until someone writes to it
-            raise NetdslError(Diagnostic("E006", "cannot read file: not a regular file", Span(path, 1, 1, 1, 1)))
-        if st.st_size > limit:
-            raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a blocking open of a FIFO waits forever for a writer. The check is on the
+        # opened file (fstat), so the path cannot be swapped for a FIFO between check and read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if (regular_only and not stat.S_ISREG(st.st_mode)) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                raise NetdslError(Diagnostic("E006", "cannot read file: not a regular file", Span(path, 1, 1, 1, 1)))
+            if st.st_size > limit:
+                raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
+            os.set_blocking(fd, True)
             data = _read_at_most(f, limit + 1)
     except OSError as e:
         raise NetdslError(Diagnostic("E006", f"cannot read file: {e.strerror or e}", Span(path, 1, 1, 1, 1))) from None
@@ -72,7 +75,11 @@ def _loader(rel: str, importer: str):
 
 
 def load_text(text: str, file: str = "<string>") -> ir.Graph:
-    sources = {file: text}
+    return _load(text, file, {file: text})
+
+
+def _load(text: str, file: str, sources: dict) -> ir.Graph:
+    """parse -> lower -> passes; `sources` collects the text of every file read (imports too)."""
     # The front end allocates many small objects and frees none until it returns; the cyclic
     # collector would rescan them over and over (superlinear on 10k-layer models), so pause it.
     was_enabled = gc.isenabled()
@@ -88,3 +95,12 @@ def load_text(text: str, file: str = "<string>") -> ir.Graph:
 
 def load(path: str) -> ir.Graph:
     return load_text(read_source(path), path)
+
+
+def load_with_inputs(path: str) -> tuple:
+    """(graph, files): the graph of a .net file and every file it read (itself and its imports),
+    so a command can refuse to write over any of them."""
+    text = read_source(path)
+    sources = {path: text}
+    graph = _load(text, path, sources)
+    return graph, tuple(sources)
