@@ -173,7 +173,7 @@ class _LiteralError(Exception):
 
 def _number(tok, span: Span):
     text = str(tok)
-    if any(c in text for c in ".eE"):
+    if "." in text or "e" in text or "E" in text:
         value = float(text)  # the NUMBER terminal is always a valid float literal
         if not math.isfinite(value):
             raise _LiteralError(Diagnostic("E501", f"number {_clip(text)} is out of range (too large for a float)", span))
@@ -252,6 +252,12 @@ def parse(text: str, file: str = "<string>") -> S.Module:
         t = e.token
         raise NetdslError(Diagnostic("E001", f"name '{str(t)[:20]}...' is {len(t)} characters long; the limit is {MAX_NAME}",
                                      Span(file, t.line, t.column, t.line, t.column + 1)), sources) from None
+    except _TooManyTokens as e:
+        t = e.token
+        raise NetdslError(Diagnostic("E004", f"file has more than {LIMITS.max_tokens} tokens (names, numbers and symbols)",
+                                     Span(file, t.line, t.column, t.line, t.column + 1),
+                                     "the limit bounds the time a file takes to compile; "
+                                     "raise NETDSL_MAX_TOKENS to allow more"), sources) from None
     except _TooDeep as e:
         raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep",
                                      Span(file, e.line, e.col, e.line, e.col + 1),
@@ -304,6 +310,12 @@ _ACTIONS = {
 }
 
 
+class _TooManyTokens(Exception):
+    def __init__(self, token):
+        super().__init__("too many tokens")
+        self.token = token
+
+
 class _TooDeep(Exception):
     def __init__(self, line, col):
         super().__init__("tree too deep")
@@ -334,16 +346,20 @@ def _parse_bounded(text: str, build: _Build):
     values, infos = [], []
     limit = _STACK_PER_LEVEL * LIMITS.max_expr_depth
     max_depth = LIMITS.max_expr_depth
+    units = _UNIT_CHAINS
+    max_tokens = LIMITS.max_tokens
     try:
-        for token in _lex(text, stack, state):
+        for count, token in enumerate(_lex(text, stack, state)):
             typ = token.type
             if typ == "NAME" and len(token) > MAX_NAME:
                 raise _LongName(token)
+            if count >= max_tokens and typ != "$END":
+                raise _TooManyTokens(token)
             while True:
                 try:
                     shift, arg = states[stack[-1]][typ]
                 except KeyError:
-                    expected = {s for s in states[stack[-1]].keys() if s.isupper()}
+                    expected = {s for s in states[stack[-1]] if s.isupper()}
                     raise UnexpectedToken(token, expected, state=state, interactive_parser=None) from None
                 if shift:
                     stack.append(arg)
@@ -351,8 +367,13 @@ def _parse_bounded(text: str, build: _Build):
                     line, col = token.line, token.column
                     infos.append((line, col, token.end_line, token.end_column, line or 1, col or 1, 0))
                     break
-                if arg[0] is _UNIT:  # ?a: b -- only the state changes
-                    stack[-1] = states[stack[-2]][arg[5]][1]
+                if arg[0] is _UNIT:  # ?a: b -- only the top state changes, so a chain of them
+                    key = (stack[-2], stack[-1], typ)  # (expr <- compose <- ... <- atom) is cached
+                    top = units.get(key)
+                    if top is None:
+                        top = _unit_chain(stack[-2], stack[-1], typ)
+                        units[key] = top
+                    stack[-1] = top
                     continue
                 _reduce(arg, stack, values, infos, build, max_depth)
                 stack.append(states[stack[-1]][arg[5]][1])
@@ -366,16 +387,29 @@ def _parse_bounded(text: str, build: _Build):
     raise AssertionError("the parser did not reach its end state")  # a bug in netdsl, not the input
 
 
+_UNIT_CHAINS: dict = {}
+
+
+def _unit_chain(below, top, typ):
+    """The top state after every unit reduction (?a: b) the parser makes in state top, over state
+    below, with lookahead typ: each replaces only the top state, so the result depends on no more."""
+    while True:
+        action = _ACTIONS[top].get(typ)
+        if action is None or action[0] or action[1][0] is not _UNIT:
+            return top
+        top = _ACTIONS[below][action[1][5]][1]
+
+
 _CLEXER = _PARSER.parser.lexer  # Lark's contextual lexer: one scanner per parser state
 _STATE_LEXERS: dict = {}
 
 
 def _state_lexer(st):
-    """The compiled patterns, token callbacks (a NAME that spells a keyword becomes that keyword)
-    and ignored token types of Lark's lexer for parser state st, built on first use."""
+    """The compiled patterns and token callbacks (a NAME that spells a keyword becomes that keyword)
+    of Lark's lexer for parser state st, built on first use."""
     lexer = _CLEXER.lexers[st]
     scanner = lexer.scanner  # builds lexer.callback too
-    entry = (tuple(scanner._mres), dict(lexer.callback), frozenset(lexer.ignore_types))
+    entry = (tuple(scanner._mres), dict(lexer.callback))
     _STATE_LEXERS[st] = entry
     return entry
 
@@ -400,7 +434,7 @@ def _lex(text: str, stack: list, state):
             pos = m.end()
         if pos >= end:
             break
-        mres, callback, ignore = lexers.get(stack[-1]) or _state_lexer(stack[-1])
+        mres, callback = lexers.get(stack[-1]) or _state_lexer(stack[-1])
         for mre in mres:
             m = mre.match(text, pos)
             if m:
@@ -514,24 +548,62 @@ def _reduce(plan, stack, values, infos, build, max_depth):
     values.append(value)
 
 
-# What the nesting check looks at: brackets and newlines, skipping comments and strings
-# exactly as the COMMENT and STRING terminals delimit them (a "(" in a comment nests nothing).
-_NESTING_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[()\[\]{}\n]""")
-
-
-_STRIP_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")  # comments and strings
+# The nesting check looks at brackets and newlines, skipping comments and strings exactly as the
+# COMMENT and STRING terminals delimit them (a "(" in a comment nests nothing), and as a leftmost
+# regex scan for them would: a quote that opens no complete string is skipped as one character.
+_QUOTE_OR_HASH = re.compile(r"""[#"']""")
+_RUNS = {'"': re.compile(r'"(?:[^"\\\n]|\\.)*'), "'": re.compile(r"'(?:[^'\\\n]|\\.)*")}
+_BRACKET_OR_NEWLINE = re.compile(r"[()\[\]{}\n]")
 _OPEN_CLOSE = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS = bytes(c for c in range(128) if chr(c) not in "()[]{}")
 
 
-def _bracket_depth_over(text: str, limit: int) -> bool:
-    """Whether matched brackets nest deeper than limit, in a few C-speed passes with no per-bracket
-    Python objects (a per-bracket loop takes seconds on a 1 MB file, ten times that under tracemalloc).
+def _blank_strings_and_comments(text: str) -> str:
+    """text with every comment and string literal replaced by spaces (so positions still hold).
+
+    Linear: a regex scan for strings restarts after each quote that opens no complete string and
+    runs to the end of the line again, quadratic on a line of 60,000 quotes. Here an unclosed run
+    is scanned once: a quote of the same kind inside it can only be the escaped half of a \\"
+    pair, and a run started there ends at the same place, unclosed too, so it is skipped.
+    """
+    parts, kept, pos, end = [], 0, 0, len(text)
+    dead = {'"': -1, "'": -1}  # a quote of this kind before this position opens no string
+    search = _QUOTE_OR_HASH.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            break
+        start = m.start()
+        ch = text[start]
+        if ch == "#":
+            stop = text.find("\n", start)
+            stop = end if stop < 0 else stop
+        elif start < dead[ch]:
+            pos = start + 1
+            continue
+        else:
+            stop = _RUNS[ch].match(text, start).end()
+            if stop < end and text[stop] == ch:
+                stop += 1
+            else:
+                dead[ch] = stop
+                pos = start + 1
+                continue
+        parts += (text[kept:start], " " * (stop - start))
+        kept = pos = stop
+    parts.append(text[kept:])
+    return "".join(parts)
+
+
+def _bracket_depth_over(bare: str, limit: int) -> bool:
+    """Whether matched brackets in bare (text without strings and comments) nest deeper than limit,
+    in a few C-speed passes with no per-bracket Python objects (a per-bracket loop takes seconds on
+    a 1 MB file, ten times that under tracemalloc).
 
     Each pass deletes the innermost "()" pairs; the number of passes is the nesting depth. Unmatched
     brackets are left to the parser (which bounds its own stack and reports them).
     """
-    b = _STRIP_RE.sub("", text).encode("ascii", "ignore").translate(_OPEN_CLOSE, _NOT_BRACKETS)
+    b = bare.encode("ascii", "ignore").translate(_OPEN_CLOSE, _NOT_BRACKETS)
     for _ in range(limit + 1):
         if b"()" not in b:
             return False
@@ -543,9 +615,10 @@ def _check_nesting(text: str, file: str, sources: dict) -> None:
     """Bound bracket depth before parsing, so no later stage can recurse without limit."""
     depth, line, line_start = 0, 1, 0
     limit = LIMITS.max_nesting
-    if not _bracket_depth_over(text, limit):
+    bare = _blank_strings_and_comments(text)
+    if not _bracket_depth_over(bare, limit):
         return
-    for m in _NESTING_RE.finditer(text):
+    for m in _BRACKET_OR_NEWLINE.finditer(bare):
         ch = m.group()
         if ch == "\n":
             line, line_start = line + 1, m.end()
@@ -556,7 +629,7 @@ def _check_nesting(text: str, file: str, sources: dict) -> None:
                 raise NetdslError(Diagnostic(
                     "E005", f"brackets nested more than {limit} deep", Span(file, line, col, line, col + 1),
                     "raise NETDSL_MAX_NESTING to allow deeper nesting"), sources)
-        elif ch in (")", "]", "}"):
+        else:
             depth = max(0, depth - 1)
 
 
