@@ -48,6 +48,13 @@ def test_output_onto_an_imported_file_is_refused(tmp_path):
     assert lib.read_bytes() == before
 
 
+def test_output_onto_a_symlink_to_the_model_is_refused(model, tmp_path):
+    (tmp_path / "out.py").symlink_to("m.net")
+    r = netdsl("compile", model.name, "--target", "gluon", "-o", "out.py", cwd=tmp_path)
+    assert r.returncode == 1 and "also an input" in r.stderr
+    assert model.read_text(encoding="utf-8") == MODEL and (tmp_path / "out.py").is_symlink()
+
+
 def test_output_onto_a_fifo_is_refused_and_the_fifo_kept(model, tmp_path):
     fifo = tmp_path / "out.py"
     os.mkfifo(fifo)
@@ -142,3 +149,9 @@ def test_ir_load_of_a_nan(model, tmp_path):
     (tmp_path / "nan.json").write_text(json.dumps(doc))  # json.dumps writes the non-JSON token NaN
     r = netdsl("ir", "--load", "nan.json", cwd=tmp_path)
     assert r.returncode == 1 and "[E007]" in r.stderr and "NaN" in r.stderr
+
+
+def test_check_against_a_fifo_does_not_block(model, tmp_path):
+    os.mkfifo(tmp_path / "out.py")
+    r = netdsl("compile", model.name, "--target", "pytorch", "--check", "out.py", cwd=tmp_path, timeout=60)
+    assert r.returncode == 1 and "not a regular file" in r.stderr
