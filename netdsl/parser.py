@@ -483,22 +483,16 @@ def _reduce(plan, stack, values, infos, build, max_depth):
     if size:
         raw, raw_info = values[-size:], infos[-size:]
         del stack[-size:], values[-size:], infos[-size:]
+        first, last = raw_info[0], raw_info[-1]
+        if first[0] is None:  # a child without a position (rare): Lark looks further
+            first = next((i for i in raw_info if i[0] is not None), None)
+        if last[0] is None:
+            last = next((i for i in reversed(raw_info) if i[0] is not None), None)
+        pos = None if first is None else (first[0], first[1], last[2], last[3])
     else:
-        raw, raw_info = [], []
-    first = last = None
-    for i in raw_info:
-        if i[0] is not None:
-            first = i
-            break
-    for i in reversed(raw_info):
-        if i[0] is not None:
-            last = i
-            break
-    pos = None if first is None else (first[0], first[1], last[2], last[3])
-    items, item_info = None, []
+        raw, raw_info, pos = (), (), None
+    items, item_info = [], []
     for i, splice, nones in include:
-        if items is None:
-            items = []
         if nones:
             items += [None] * nones
         if splice:
@@ -508,12 +502,11 @@ def _reduce(plan, stack, values, infos, build, max_depth):
                 items += raw[i]
             else:
                 items = raw[i]
-            item_info.append((raw_info[i][4], raw_info[i][5], raw_info[i][6] - 1))
+            info = raw_info[i]
+            item_info.append((info[4], info[5], info[6] - 1))
         else:
             items.append(raw[i])
             item_info.append(raw_info[i][4:])
-    if items is None:
-        items = []
     if pending:
         items += [None] * pending
     if kind is _KEEP1 and len(items) == 1:
