@@ -52,7 +52,7 @@ def cmd_summary(args) -> int:
 
 
 # An IR document of a 100k-layer model is tens of MB; anything far bigger is not one.
-MAX_IR_BYTES = 1 << 30
+MAX_IR_BYTES = 1 << 28
 
 
 def _refuse_constant(name: str):

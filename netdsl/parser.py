@@ -1,12 +1,14 @@
 """Source text -> syntax tree (netdsl.syntax), with a Span on every node.
 
-One module-level LALR parser; the transformer runs after parse() and does not
-recurse (Transformer_NonRecursive). Later stages recurse on the tree, so bracket
-nesting is bounded before parsing and tree depth while the tree is built (an
-operator chain like 1+1+1+... nests without brackets, and a 100k-term chain
-must stop at term 400, not after parsing all of it). Literals are checked here, at their token: numbers must
-be finite and within +-2**62 (as every result of arithmetic is), strings must
-be valid Python-style literals.
+Lark supplies the grammar's LALR tables and its contextual lexer's scanners; the loop that drives
+them is here, and builds each syntax node the moment its rule is reduced, with the positions Lark's
+propagate_positions would give it. No Lark tree is made and nothing recurses, so the cost is linear
+in the file (a Lark tree plus a transformer pass cost ~3x more, and rescanning repetitions made a
+10k-statement file quadratic). Later stages recurse on the tree, so bracket nesting is bounded
+before parsing and tree depth while the tree is built (an operator chain like 1+1+1+... nests
+without brackets, and a 100k-term chain must stop at term 400, not after parsing all of it).
+Literals are checked here, at their token: numbers must be finite and within +-2**62 (as every
+result of arithmetic is), strings must be valid Python-style literals.
 """
 from __future__ import annotations
 
