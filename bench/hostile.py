@@ -511,9 +511,9 @@ def gen_run_paths(rng: random.Random, base: Base) -> Trial:
 
 def gen_training(rng: random.Random, base: Base) -> Trial:
     # run_trial handles this class: train with --checkpoint-every 1, SIGKILL after `delay`, resume.
-    delay = round(rng.uniform(0.3, 4.0), 2)
+    delay = round(rng.uniform(0.3, 5.0), 2)  # start-up takes about 1.5 s: some kills land before training
     trial = Trial("training", f"kill -9 after {delay} s, then resume",
-                  RUN + ["--checkpoint", "ck.npz", "--resume", "--epochs", "4", "--checkpoint-every", "1"],
+                  RUN + ["--checkpoint", "ck.npz", "--resume", "--epochs", "150", "--checkpoint-every", "1"],
                   {**base.files, "ck.npz": base.checkpoint}, outputs=("ck.npz",), timeout=180)
     trial.kill_after = delay
     return trial
@@ -532,7 +532,8 @@ def run_trial(trial: Trial, d: Path) -> tuple[str, str]:
     if trial.cls == "training":
         rc, out, err = run_netdsl(trial.argv, d, trial.timeout, kill_after=trial.kill_after)
         if rc != "killed":  # finished before the kill: judge it as a normal run
-            return judge(trial, d, before, rc, out, err)
+            verdict, why = judge(trial, d, before, rc, out, err)
+            return verdict, why or "finished before the kill"
         rc, out, err = run_netdsl(trial.argv, d, trial.timeout)  # resume after the kill
         if rc == 1 and "checkpoint" in err.lower():
             return "lost", "the checkpoint left by kill -9 does not load: " + err.strip()[-200:]
@@ -588,6 +589,8 @@ def campaign(n: int, seed: str, time_limit: float, classes, workdir: Path, log=p
         if verdict in ("crash", "lost"):
             findings.append((i, cls, trial.what, verdict, why))
             log(f"[{i}] {cls}: {trial.what}: {verdict.upper()}: {why}")
+        elif why:
+            log(f"[{i}] {cls}: {trial.what}: {verdict}, note: {why}")
     return {"totals": totals, "findings": findings}
 
 
