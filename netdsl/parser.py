@@ -59,9 +59,9 @@ class _Build:
     def _tok(self, tok: Token) -> Span:
         return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
 
-    def _literal(self, convert, tok, placeholder):
+    def _literal(self, convert, tok, span, placeholder):
         try:
-            return convert(tok, self._tok(tok))
+            return convert(tok, span)
         except _LiteralError as e:
             if self.literal_error is None:
                 self.literal_error = e
@@ -75,7 +75,7 @@ class _Build:
         return S.ModelStmt(self._tok(items[0]), str(items[0]))
 
     def import_stmt(self, pos, items):
-        return S.Import(self._span(pos), self._literal(_unquote, items[0], ""))
+        return S.Import(self._span(pos), self._literal(_unquote, items[0], self._tok(items[0]), ""))
 
     def def_stmt(self, pos, items):
         name, params, body = items
@@ -139,11 +139,12 @@ class _Build:
         return S.Kwarg(self._tok(items[0]), str(items[0]), items[1])
 
     def number(self, pos, items):
-        tok = items[0]
-        return S.Number(self._tok(tok), self._literal(_number, tok, 0))
+        span = self._tok(items[0])
+        return S.Number(span, self._literal(_number, items[0], span, 0))
 
     def string(self, pos, items):
-        return S.String(self._tok(items[0]), self._literal(_unquote, items[0], ""))
+        span = self._tok(items[0])
+        return S.String(span, self._literal(_unquote, items[0], span, ""))
 
     def name(self, pos, items):
         return S.Name(self._tok(items[0]), str(items[0]))
@@ -425,6 +426,7 @@ def _lex(text: str, stack: list, state):
     last = None
     lexers = _STATE_LEXERS
     skip = _IGNORED.match
+    new_token = getattr(Token, "_future_new", Token)  # Token() without its keyword-argument shim
     while True:
         m = skip(text, pos)
         if m:  # whitespace and comments: every state's scanner ignores them, nothing else starts so
@@ -452,7 +454,7 @@ def _lex(text: str, stack: list, state):
             end_line = line + newlines
         else:
             line_start_new, end_line = line_start, line
-        tok = Token(typ, value, start, line, col, end_line, pos - line_start_new + 1, pos)
+        tok = new_token(typ, value, start, line, col, end_line, pos - line_start_new + 1, pos)
         if typ in callback:
             tok = callback[typ](tok)
         last = tok
@@ -535,7 +537,7 @@ def _reduce(plan, stack, values, infos, build, max_depth):
         value = items
         own = fpos  # a list is never a child itself: its elements are
     else:
-        value = getattr(build, name)(pos, items)
+        value = getattr(build, name)(pos, items)  # the _Build method named after the rule
         own = fpos if pos is None else (pos[0], pos[1])
     if own is None:
         own = (1, 1)
