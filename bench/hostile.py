@@ -252,7 +252,9 @@ def gen_injection(rng: random.Random, base: Base) -> Trial:
         lambda: MODEL.replace('"tiny"', quoted),
         lambda: MODEL.replace("output z", f"# {p}\noutput z"),
         lambda: MODEL.replace("h = Dense(200", f"h = Dense(200, name={quoted}"),
-        lambda: MODEL.replace("model MlpRelu", "model PWNED_" + "".join(rng.choice("abc_") for _ in range(5))),
+        # a model name is an identifier: ones the generated code uses itself must be refused
+        lambda: MODEL.replace("model MlpRelu", "model " + rng.choice(["__import__", "torch", "os", "self", "eval",
+                                                                      "build_model", "class", "Model"])),
         lambda: MODEL.replace("activation=relu", f"activation={quoted}"),
         lambda: MODEL.replace("metrics = [accuracy]", f"metrics = [{quoted}]"),
     ]
