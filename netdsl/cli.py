@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -38,9 +39,18 @@ def write_stdout(text: str) -> None:
     """Write and flush, so a full disk is reported here, as an error, not at interpreter exit."""
     try:
         sys.stdout.write(text)
-        sys.stdout.flush()
     except BrokenPipeError:
         raise  # the reader went away (| head): not an error, see main()
+    except OSError as e:
+        raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
+    _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
     except OSError as e:
         raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
 
@@ -150,7 +160,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        rc = args.func(args) or 0
+        _flush_stdout()  # what any command printed: a full disk is an error here, not at exit
+        return rc
     except NetdslError as e:
         print(e.format(), file=sys.stderr)
         return 1
@@ -163,6 +175,14 @@ def main(argv=None) -> int:
     except StdoutError as e:
         _silence_stdout()
         print(f"netdsl: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A full disk met by a write the command did not route through write_stdout (progress
+        # printed while training, a file): not the user's mistake, not a bug either.
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        print(f"netdsl: error: cannot write: {e.strerror}", file=sys.stderr)
         return 1
 
 

@@ -155,3 +155,19 @@ def test_check_against_a_fifo_does_not_block(model, tmp_path):
     os.mkfifo(tmp_path / "out.py")
     r = netdsl("compile", model.name, "--target", "pytorch", "--check", "out.py", cwd=tmp_path, timeout=60)
     assert r.returncode == 1 and "not a regular file" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_full_disk_on_stdout_of_a_command_that_prints(tmp_path):
+    """`run` prints its progress with print(): main() flushes it and reports the failure itself."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import hostile
+
+    for name, data in {"m.net": hostile.SMALL.encode(), **hostile.tiny_dataset()}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    with open("/dev/full", "w") as full:
+        r = netdsl("run", "m.net", "--data", "tiny", "--data-dir", ".", "--epochs", "1", "--no-progress",
+                   cwd=tmp_path, stdout=full, timeout=300)
+    assert r.returncode == 1 and "cannot write" in r.stderr and "No space left" in r.stderr
+    assert "Exception ignored" not in r.stderr
