@@ -8,7 +8,7 @@ kernels, Dense (out, in), LSTM gates i, f, g, o with one bias per gate.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import Span
