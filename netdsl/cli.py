@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import json
+import os
+import stat
 import sys
 from dataclasses import replace
 
 from . import __version__, ir
-from .errors import NetdslError
+from .errors import Diagnostic, NetdslError, Span
 from .frontend import load, load_with_warnings
 from .lint import format_warnings
 
@@ -38,23 +42,75 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+class StdoutError(Exception):
+    """Standard output cannot be written (a full disk, a closed terminal); str() is the message."""
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush, so a full disk is reported here, as an error, not at interpreter exit."""
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:
+        raise  # the reader went away (| head): not an error, see main()
+    except OSError as e:
+        raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
+    _flush_stdout()
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise StdoutError(f"cannot write to standard output: {e.strerror or e}") from None
+
+
 def cmd_summary(args) -> int:
     g = load(args.file)
-    print(summary_table(g))
+    write_stdout(summary_table(g) + "\n")
     return 0
 
 
+# An IR document of a 100k-layer model is tens of MB; anything far bigger is not one.
+MAX_IR_BYTES = 1 << 28
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number netdsl writes")
+
+
+def load_ir(path: str) -> ir.Graph:
+    """An IR JSON document, or a NetdslError [E007] saying why it is not one."""
+    def bad(why: str) -> NetdslError:
+        return NetdslError(Diagnostic("E007", f"not a netdsl IR document: {why}", Span(path, 1, 1, 1, 1)))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the open
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise bad("not a regular file")
+            if st.st_size > MAX_IR_BYTES:
+                raise bad(f"{st.st_size} bytes, over the limit of {MAX_IR_BYTES}")
+            data = f.read()
+    except OSError as e:
+        raise bad(f"cannot read it: {e.strerror or e}") from None
+    except ValueError as e:  # a NUL in the path
+        raise bad(str(e)) from None
+    try:
+        # NaN and Infinity are not JSON, and to_json would refuse them on the way out
+        return ir.from_json_value(json.loads(data.decode("utf-8"), parse_constant=_refuse_constant))
+    except UnicodeDecodeError:
+        raise bad("it is not UTF-8 text") from None
+    except RecursionError:
+        raise bad("it is nested too deeply") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise bad(f"{type(e).__name__}: {e}") from None
+
+
 def cmd_ir(args) -> int:
-    if args.load:
-        try:
-            with open(args.file, encoding="utf-8") as f:
-                g = ir.from_json(f.read())
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            print(f"{args.file}:1:1: error: not a netdsl IR document: {e} [E007]", file=sys.stderr)
-            return 1
-    else:
-        g = load(args.file)
-    sys.stdout.write(ir.to_json(g))
+    g = load_ir(args.file) if args.load else load(args.file)
+    write_stdout(ir.to_json(g))
     return 0
 
 
@@ -116,7 +172,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        rc = args.func(args) or 0
+        _flush_stdout()  # what any command printed: a full disk is an error here, not at exit
+        return rc
     except NetdslError as e:
         print(e.format(), file=sys.stderr)
         return 1
@@ -124,7 +182,30 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except StdoutError as e:
+        _silence_stdout()
+        print(f"netdsl: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A full disk met by a write the command did not route through write_stdout (progress
+        # printed while training, a file): not the user's mistake, not a bug either.
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+        _silence_stdout()
+        print(f"netdsl: error: cannot write: {e.strerror}", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the flush at interpreter exit does not raise the same error again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -22,13 +22,16 @@ def read_source(path: str, regular_only: bool = False) -> str:
     too_big = Diagnostic("E004", f"file is over the limit of {limit} bytes", Span(path, 1, 1, 1, 1),
                          "raise NETDSL_MAX_SOURCE_BYTES to allow larger files")
     try:
-        st = os.stat(path)
-        if regular_only and not stat.S_ISREG(st.st_mode):
-            # opening a FIFO would block until someone writes to it
-            raise NetdslError(Diagnostic("E006", "cannot read file: not a regular file", Span(path, 1, 1, 1, 1)))
-        if st.st_size > limit:
-            raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
-        with open(path, "rb") as f:
+        # O_NONBLOCK: a blocking open of a FIFO waits forever for a writer. The check is on the
+        # opened file (fstat), so the path cannot be swapped for a FIFO between check and read.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if (regular_only and not stat.S_ISREG(st.st_mode)) or stat.S_ISFIFO(st.st_mode) or stat.S_ISSOCK(st.st_mode):
+                raise NetdslError(Diagnostic("E006", "cannot read file: not a regular file", Span(path, 1, 1, 1, 1)))
+            if st.st_size > limit:
+                raise NetdslError(replace(too_big, message=f"file is {st.st_size} bytes, over the limit of {limit}"))
+            os.set_blocking(fd, True)
             data = _read_at_most(f, limit + 1)
     except OSError as e:
         raise NetdslError(Diagnostic("E006", f"cannot read file: {e.strerror or e}", Span(path, 1, 1, 1, 1))) from None
@@ -72,7 +75,12 @@ def _loader(rel: str, importer: str):
 
 
 def load_text(text: str, file: str = "<string>") -> ir.Graph:
-    sources = {file: text}
+    return _load(text, file, {file: text})[1]
+
+
+def _load(text: str, file: str, sources: dict) -> tuple:
+    """parse -> lower -> passes: (syntax tree, graph); `sources` collects the text of every file
+    read (imports too). The lint rules read the syntax tree too (a loss alias is not in the IR)."""
     # The front end allocates many small objects and frees none until it returns; the cyclic
     # collector would rescan them over and over (superlinear on 10k-layer models), so pause it.
     was_enabled = gc.isenabled()
@@ -80,7 +88,7 @@ def load_text(text: str, file: str = "<string>") -> ir.Graph:
     try:
         module = parse(text, file)
         graph = lower(module, file, sources, _loader)
-        return run_passes(graph, sources)
+        return module, run_passes(graph, sources)
     finally:
         if was_enabled:
             gc.enable()
@@ -91,20 +99,11 @@ def load(path: str) -> ir.Graph:
 
 
 def load_with_warnings(path: str) -> tuple[ir.Graph, list[Diagnostic], dict[str, str]]:
-    """load(), plus the lint warnings (netdsl/lint.py) and the sources that show them.
-
-    The same steps as load_text, kept apart so load() keeps its return type; the lint rules
-    also read the syntax tree (a loss alias is not in the IR), so it is kept here."""
+    """load(), plus the lint warnings (netdsl/lint.py) and the text of every file read (the file
+    and its imports), so a command can show the warnings and refuse to write over any input."""
     from .lint import lint
 
     text = read_source(path)
     sources = {path: text}
-    was_enabled = gc.isenabled()
-    gc.disable()  # as in load_text
-    try:
-        module = parse(text, path)
-        graph = run_passes(lower(module, path, sources, _loader), sources)
-        return graph, lint(graph, module), sources
-    finally:
-        if was_enabled:
-            gc.enable()
+    module, graph = _load(text, path, sources)
+    return graph, lint(graph, module), sources

@@ -8,7 +8,7 @@ kernels, Dense (out, in), LSTM gates i, f, g, o with one bias per gate.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from .errors import Span
@@ -199,7 +199,12 @@ def to_json(graph: Graph) -> str:
 
 
 def from_json(text: str) -> Graph:
-    graph = _decode(json.loads(text))
+    return from_json_value(json.loads(text))
+
+
+def from_json_value(value: Any) -> Graph:
+    """A Graph from an already-parsed JSON value; ValueError if it is not one."""
+    graph = _decode(value)
     if not isinstance(graph, Graph):
         raise ValueError("not a netdsl IR document")
     return graph

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 @dataclass
 class Limits:
     max_source_bytes: int = 1_000_000
+    max_tokens: int = 300_000  # words, numbers and symbols in one file: bounds the time to parse it
     max_nesting: int = 100
     max_expr_depth: int = 400
     max_layers: int = 100_000

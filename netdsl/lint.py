@@ -253,12 +253,12 @@ def format_warnings(diags: list[Diagnostic], sources: dict) -> str:
     return "\n".join(d.format(sources) for d in diags)
 
 
-def load_and_warn(path: str) -> ir.Graph:
-    """frontend.load() for `compile` and `run`: the same graph, with the warnings printed to stderr
-    (never stdout, which may be the generated code)."""
+def load_and_warn(path: str) -> tuple:
+    """frontend.load() for `compile` and `run`: (graph, every file read), with the warnings printed
+    to stderr (never stdout, which may be the generated code)."""
     from .frontend import load_with_warnings
 
     graph, diags, sources = load_with_warnings(path)
     if diags:
         print(format_warnings(diags, sources), file=sys.stderr)
-    return graph
+    return graph, tuple(sources)

@@ -1,23 +1,27 @@
 """Source text -> syntax tree (netdsl.syntax), with a Span on every node.
 
-One module-level LALR parser; the transformer runs after parse() and does not
-recurse (Transformer_NonRecursive). Later stages recurse on the tree, so bracket
-nesting is bounded before parsing and tree depth while the tree is built (an
-operator chain like 1+1+1+... nests without brackets, and a 100k-term chain
-must stop at term 400, not after parsing all of it). Literals are checked here, at their token: numbers must
-be finite and within +-2**62 (as every result of arithmetic is), strings must
-be valid Python-style literals.
+Lark supplies the grammar's LALR tables and its contextual lexer's scanners; the loop that drives
+them is here, and builds each syntax node the moment its rule is reduced, with the positions Lark's
+propagate_positions would give it. No Lark tree is made and nothing recurses, so the cost is linear
+in the file (a Lark tree plus a transformer pass cost ~3x more, and rescanning repetitions made a
+10k-statement file quadratic). Later stages recurse on the tree, so bracket nesting is bounded
+before parsing and tree depth while the tree is built (an operator chain like 1+1+1+... nests
+without brackets, and a 100k-term chain must stop at term 400, not after parsing all of it).
+Literals are checked here, at their token: numbers must be finite and within +-2**62 (as every
+result of arithmetic is), strings must be valid Python-style literals.
 """
 from __future__ import annotations
 
 import ast
+import gc
 import math
 import re
 import warnings
 from importlib import resources
 
-from lark import Lark, Token, Transformer_NonRecursive, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.parsers.lalr_analysis import Shift
 
 from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span
@@ -35,139 +39,130 @@ _TOKEN_NAMES = {
 }
 
 
-class _ToAst(Transformer_NonRecursive):
-    def __init__(self, file: str):
-        super().__init__()
-        self.file = file
+class _Build:
+    """The syntax node for each grammar rule, built the moment the LALR parser reduces it.
 
-    def _span(self, meta) -> Span:
-        if getattr(meta, "empty", True):
+    `pos` is what Lark's propagate_positions would give the rule's tree as meta (None when empty);
+    `items` are the rule's children after Lark's child filter (anonymous tokens dropped, "_x" rules
+    spliced in, None for a missing [optional] part).
+    """
+
+    def __init__(self, file: str):
+        self.file = file
+        self.literal_error = None  # the first malformed literal: reported only if the file parses
+
+    def _span(self, pos) -> Span:
+        if pos is None:
             return Span(self.file, 1, 1, 1, 1)
-        return Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+        return Span(self.file, *pos)
 
     def _tok(self, tok: Token) -> Span:
         return Span(self.file, tok.line, tok.column, tok.end_line, tok.end_column)
 
-    # statements
-    @v_args(meta=True)
-    def start(self, meta, items):
-        return S.Module(self._span(meta), tuple(items))
+    def _literal(self, convert, tok, span, placeholder):
+        try:
+            return convert(tok, span)
+        except _LiteralError as e:
+            if self.literal_error is None:
+                self.literal_error = e
+            return placeholder
 
-    @v_args(meta=True)
-    def model_stmt(self, meta, items):
+    # statements
+    def start(self, pos, items):
+        return S.Module(self._span(pos), tuple(items))
+
+    def model_stmt(self, pos, items):
         return S.ModelStmt(self._tok(items[0]), str(items[0]))
 
-    @v_args(meta=True)
-    def import_stmt(self, meta, items):
-        return S.Import(self._span(meta), _unquote(items[0], self._tok(items[0])))
+    def import_stmt(self, pos, items):
+        return S.Import(self._span(pos), self._literal(_unquote, items[0], self._tok(items[0]), ""))
 
-    @v_args(meta=True)
-    def def_stmt(self, meta, items):
+    def def_stmt(self, pos, items):
         name, params, body = items
         return S.Def(self._tok(name), str(name), tuple(params or ()), body)
 
-    def params(self, items):
+    def params(self, pos, items):
         return tuple(p for p in items if p is not None)
 
-    @v_args(meta=True)
-    def param(self, meta, items):
+    def param(self, pos, items):
         return S.Param(self._tok(items[0]), str(items[0]), items[1])
 
-    @v_args(meta=True)
-    def assign(self, meta, items):
+    def assign(self, pos, items):
         return S.Assign(self._tok(items[0]), str(items[0]), items[1])
 
-    @v_args(meta=True)
-    def with_stmt(self, meta, items):
-        return S.With(self._span(meta), items[0], tuple(items[1:]))
+    def with_stmt(self, pos, items):
+        return S.With(self._span(pos), items[0], tuple(items[1:]))
 
-    @v_args(meta=True)
-    def output_stmt(self, meta, items):
-        return S.Output(self._span(meta), tuple(S.Name(self._tok(t), str(t)) for t in items))
+    def output_stmt(self, pos, items):
+        return S.Output(self._span(pos), tuple(S.Name(self._tok(t), str(t)) for t in items))
 
-    @v_args(meta=True)
-    def train_block(self, meta, items):
-        return S.Train(self._span(meta), tuple(items))
+    def train_block(self, pos, items):
+        return S.Train(self._span(pos), tuple(items))
 
-    @v_args(meta=True)
-    def train_entry(self, meta, items):
+    def train_entry(self, pos, items):
         return S.TrainEntry(self._tok(items[0]), str(items[0]), items[1])
 
     # expressions
-    @v_args(meta=True)
-    def lambda_(self, meta, items):
+    def lambda_(self, pos, items):
         param, body = items
-        return S.Lambda(self._span(meta), None if param is None else str(param), body)
+        return S.Lambda(self._span(pos), None if param is None else str(param), body)
 
     def _bin(op):
-        @v_args(meta=True)
-        def f(self, meta, items):
-            return S.BinOp(self._span(meta), op, items[0], items[1])
+        def f(self, pos, items):
+            return S.BinOp(self._span(pos), op, items[0], items[1])
         return f
 
     compose = _bin(">>")
     add, sub, mul, div = _bin("+"), _bin("-"), _bin("*"), _bin("/")
     floordiv, mod, pow = _bin("//"), _bin("%"), _bin("**")
 
-    @v_args(meta=True)
-    def neg(self, meta, items):
-        return S.UnaryOp(self._span(meta), "-", items[0])
+    def neg(self, pos, items):
+        return S.UnaryOp(self._span(pos), "-", items[0])
 
-    @v_args(meta=True)
-    def pos(self, meta, items):
-        return S.UnaryOp(self._span(meta), "+", items[0])
+    def pos(self, pos, items):
+        return S.UnaryOp(self._span(pos), "+", items[0])
 
-    @v_args(meta=True)
-    def index(self, meta, items):
-        return S.Index(self._span(meta), items[0], items[1])
+    def index(self, pos, items):
+        return S.Index(self._span(pos), items[0], items[1])
 
-    @v_args(meta=True)
-    def call(self, meta, items):
+    def call(self, pos, items):
         func, args = items
-        pos, kw = [], []
+        positional, kw = [], []
         for a in args or ():
-            (kw if isinstance(a, S.Kwarg) else pos).append(a)
-        return S.Call(self._span(meta), func, tuple(pos), tuple(kw))
+            (kw if isinstance(a, S.Kwarg) else positional).append(a)
+        return S.Call(self._span(pos), func, tuple(positional), tuple(kw))
 
-    def args(self, items):
+    def args(self, pos, items):
         return [a for a in items if a is not None]
 
-    @v_args(meta=True)
-    def kwarg(self, meta, items):
+    def kwarg(self, pos, items):
         return S.Kwarg(self._tok(items[0]), str(items[0]), items[1])
 
-    @v_args(meta=True)
-    def number(self, meta, items):
-        tok = items[0]
-        return S.Number(self._tok(tok), _number(tok, self._tok(tok)))
+    def number(self, pos, items):
+        span = self._tok(items[0])
+        return S.Number(span, self._literal(_number, items[0], span, 0))
 
-    @v_args(meta=True)
-    def string(self, meta, items):
-        return S.String(self._tok(items[0]), _unquote(items[0], self._tok(items[0])))
+    def string(self, pos, items):
+        span = self._tok(items[0])
+        return S.String(span, self._literal(_unquote, items[0], span, ""))
 
-    @v_args(meta=True)
-    def name(self, meta, items):
+    def name(self, pos, items):
         return S.Name(self._tok(items[0]), str(items[0]))
 
-    @v_args(meta=True)
-    def true(self, meta, items):
-        return S.Const(self._span(meta), True)
+    def true(self, pos, items):
+        return S.Const(self._span(pos), True)
 
-    @v_args(meta=True)
-    def false(self, meta, items):
-        return S.Const(self._span(meta), False)
+    def false(self, pos, items):
+        return S.Const(self._span(pos), False)
 
-    @v_args(meta=True)
-    def none(self, meta, items):
-        return S.Const(self._span(meta), None)
+    def none(self, pos, items):
+        return S.Const(self._span(pos), None)
 
-    @v_args(meta=True)
-    def tuple_(self, meta, items):
-        return S.Tuple(self._span(meta), tuple(i for i in items if i is not None))
+    def tuple_(self, pos, items):
+        return S.Tuple(self._span(pos), tuple(i for i in items if i is not None))
 
-    @v_args(meta=True)
-    def list_(self, meta, items):
-        return S.List(self._span(meta), tuple(i for i in items if i is not None))
+    def list_(self, pos, items):
+        return S.List(self._span(pos), tuple(i for i in items if i is not None))
 
 
 MAX_INT = 2 ** 62  # the same bound lower.py puts on the result of arithmetic
@@ -181,7 +176,7 @@ class _LiteralError(Exception):
 
 def _number(tok, span: Span):
     text = str(tok)
-    if any(c in text for c in ".eE"):
+    if "." in text or "e" in text or "E" in text:
         value = float(text)  # the NUMBER terminal is always a valid float literal
         if not math.isfinite(value):
             raise _LiteralError(Diagnostic("E501", f"number {_clip(text)} is out of range (too large for a float)", span))
@@ -231,31 +226,12 @@ class _TooDeep(Exception):
         self.where = where  # the tree or token where the bound was crossed
 
 
-class _DepthTree(Tree):
-    """A parse tree node that knows its height and refuses to exceed max_expr_depth.
+_PARSER = Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", maybe_placeholders=True)
 
-    The LALR parser builds nodes bottom-up as it reduces, so the bound stops a long
-    operator chain after max_expr_depth terms instead of after parsing the whole file.
-    """
-
-    def __init__(self, data, children, meta=None):
-        super().__init__(data, children, meta)
-        h = 0
-        for c in children:
-            if type(c) is _DepthTree and c.height > h:
-                h = c.height
-        self.height = h + 1
-        if self.height > LIMITS.max_expr_depth:
-            raise _TooDeep(self)
-
-
-_PARSER = Lark(
-    GRAMMAR.read_text(encoding="utf-8"),
-    parser="lalr",
-    propagate_positions=True,
-    maybe_placeholders=True,
-    tree_class=_DepthTree,
-)
+# How each grammar rule is reduced, precomputed from Lark's rules exactly as Lark's parse-tree builder
+# (ChildFilterLALR, ExpandSingleChild, PropagatePositions) would build it, but into syntax nodes
+# directly: a Lark tree costs a node, a meta and a second (transformer) pass per rule.
+_UNIT, _KEEP1, _SPLICE, _BUILD = range(4)
 
 
 def parse(text: str, file: str = "<string>") -> S.Module:
@@ -266,91 +242,365 @@ def parse(text: str, file: str = "<string>") -> S.Module:
             "E004", f"file is {len(text)} bytes, over the limit of {LIMITS.max_source_bytes}",
             Span(file, 1, 1, 1, 1), "raise NETDSL_MAX_SOURCE_BYTES to allow larger files"), sources)
     _check_nesting(text, file, sources)
+    build = _Build(file)
+    # Parsing allocates objects and frees none; the cyclic collector would rescan them again and
+    # again (the time grows faster than the file), so it is paused for the parse.
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = _parse_bounded(text)
+        module = _parse_bounded(text, build)
     except UnexpectedInput as e:
         raise NetdslError(_syntax_diagnostic(e, text, file), sources) from None
     except _LongName as e:
         t = e.token
         raise NetdslError(Diagnostic("E001", f"name '{str(t)[:20]}...' is {len(t)} characters long; the limit is {MAX_NAME}",
                                      Span(file, t.line, t.column, t.line, t.column + 1)), sources) from None
+    except _TooManyTokens as e:
+        t = e.token
+        raise NetdslError(Diagnostic("E004", f"file has more than {LIMITS.max_tokens} tokens (names, numbers and symbols)",
+                                     Span(file, t.line, t.column, t.line, t.column + 1),
+                                     "the limit bounds the time a file takes to compile; "
+                                     "raise NETDSL_MAX_TOKENS to allow more"), sources) from None
     except _TooDeep as e:
-        line, col = _first_position(e.where)
         raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep",
-                                     Span(file, line, col, line, col + 1),
+                                     Span(file, e.line, e.col, e.line, e.col + 1),
                                      "a long chain like 1 + 1 + ... nests one level per operator; "
                                      "raise NETDSL_MAX_EXPR_DEPTH to allow more"), sources) from None
-    try:
-        module = _ToAst(file).transform(tree)
-    except VisitError as e:  # a malformed literal; anything else is a bug in netdsl
-        if isinstance(e.orig_exc, _LiteralError):
-            raise NetdslError(e.orig_exc.diagnostic, sources) from None
-        raise
+    finally:
+        if was_enabled:
+            gc.enable()
+    if build.literal_error is not None:  # after the whole parse: a syntax error anywhere comes first
+        raise NetdslError(build.literal_error.diagnostic, sources)
     return module
+
+
+def _rule_plan(rule):
+    expansion = rule.expansion
+    empty = rule.options.empty_indices
+    if empty:  # [optional] parts that are missing become None, at these places (Lark's rule)
+        bits = "".join(str(int(b)) for b in empty)
+        nones = [len(ones) for ones in bits.split("0")]
+    else:
+        nones = [0] * (len(expansion) + 1)
+    include, pending = [], 0
+    for i, sym in enumerate(expansion):
+        pending += nones[i]
+        if not (sym.is_term and sym.filter_out):
+            include.append((i, not sym.is_term and sym.name.startswith("_"), pending))
+            pending = 0
+    pending += nones[len(expansion)]
+    name = str(rule.alias or rule.origin.name)
+    expand1 = rule.options.expand1 and not rule.alias
+    if expand1 and len(expansion) == 1 and len(include) == 1 and not include[0][1] and not include[0][2] and not pending:
+        kind = _UNIT  # ?a: b  -- the value, its position and its height all stay as they are
+    elif expand1:
+        kind = _KEEP1  # ?atom: "(" expr ")" -- the child, with the parentheses as its container
+    elif rule.origin.name.startswith("_"):
+        kind = _SPLICE  # spliced into the parent
+    else:
+        kind = _BUILD
+    return kind, name, len(expansion), tuple(include), pending
+
+
+_TABLE = _PARSER.parser.parser.parser.parse_table
+# Lark's action table with each reduce action's rule replaced by its plan (plus the rule's name for
+# the goto), so the parser loop never hashes a Rule object (a Python-level __hash__).
+# Lark's symbol names are Token objects, whose Python-level __eq__ every dict lookup would call.
+_ACTIONS = {
+    state: {str(term): (True, arg) if action is Shift else (False, _rule_plan(arg) + (str(arg.origin.name),))
+            for term, (action, arg) in actions.items()}
+    for state, actions in _TABLE.states.items()
+}
+
+
+class _TooManyTokens(Exception):
+    def __init__(self, token):
+        super().__init__("too many tokens")
+        self.token = token
+
+
+class _TooDeep(Exception):
+    def __init__(self, line, col):
+        super().__init__("tree too deep")
+        self.line, self.col = line, col
 
 
 # Every grammar rule has at most 7 symbols, so the LALR stack of a parse whose tree is at most
 # max_expr_depth deep never holds more than 7 symbols per level of it: a longer stack means the
 # file is too deep. Right-recursive chains (1 ** 1 ** ..., - - - 1, lambda: lambda: ...) are only
-# reduced at their end, so this is what stops them early; left-recursive ones stop in _DepthTree.
+# reduced at their end, so this is what stops them early; left-recursive ones stop at the tree
+# height check in _reduce (a 100k-term chain 1+1+... stops at term 400, not after the whole file).
 _STACK_PER_LEVEL = 8
 
 
-def _parse_bounded(text: str):
-    """_PARSER.parse(text), but give up as soon as the parser stack shows the tree is too deep."""
+def _parse_bounded(text: str, build: _Build):
+    """Lark's LALR parse of text (its contextual lexer's scanners and its tables, so the same tokens
+    and the same errors), with syntax nodes built as rules are reduced, giving up as soon as the
+    tree is too deep.
+
+    Beside each value the parser keeps an info tuple: the value's container position (first line,
+    column, last line, column: what Lark's propagate_positions computes, None when it has none),
+    where the value starts for a "too deep" message, and its height as a Lark tree.
+    """
     ip = _PARSER.parse_interactive(text)
     state = ip.parser_state
+    states, end_state = _ACTIONS, _TABLE.end_states["start"]
+    stack = state.state_stack  # the lexer reads the parser's position from it: change it in place
+    values, infos = [], []
     limit = _STACK_PER_LEVEL * LIMITS.max_expr_depth
-    token = None
+    max_depth = LIMITS.max_expr_depth
+    units = _UNIT_CHAINS
+    max_tokens = LIMITS.max_tokens
     try:
-        for token in state.lexer.lex(state):
-            if token.type == "NAME" and len(token) > MAX_NAME:
+        for count, token in enumerate(_lex(text, stack, state)):
+            typ = token.type
+            if typ == "NAME" and len(token) > MAX_NAME:
                 raise _LongName(token)
-            state.feed_token(token)
-            if len(state.state_stack) > limit:
-                raise _TooDeep(token)
-        end = Token.new_borrow_pos("$END", "", token) if token else Token("$END", "", 0, 1, 1)
-        return state.feed_token(end, True)
+            if count >= max_tokens and typ != "$END":
+                raise _TooManyTokens(token)
+            while True:
+                try:
+                    shift, arg = states[stack[-1]][typ]
+                except KeyError:
+                    expected = {s for s in states[stack[-1]] if s.isupper()}
+                    raise UnexpectedToken(token, expected, state=state, interactive_parser=None) from None
+                if shift:
+                    stack.append(arg)
+                    values.append(token)
+                    line, col = token.line, token.column
+                    infos.append((line, col, token.end_line, token.end_column, line or 1, col or 1, 0))
+                    break
+                if arg[0] is _UNIT:  # ?a: b -- only the top state changes, so a chain of them
+                    key = (stack[-2], stack[-1], typ)  # (expr <- compose <- ... <- atom) is cached
+                    top = units.get(key)
+                    if top is None:
+                        top = _unit_chain(stack[-2], stack[-1], typ)
+                        units[key] = top
+                    stack[-1] = top
+                    continue
+                _reduce(arg, stack, values, infos, build, max_depth)
+                stack.append(states[stack[-1]][arg[5]][1])
+                if typ == "$END" and stack[-1] == end_state:
+                    return values[-1]
+            if len(stack) > limit:
+                raise _TooDeep(token.line or 1, token.column or 1)
     except UnexpectedInput as e:
         e.interactive_parser = ip  # as Lark's own loop does: it computes what the parser accepts
         raise
+    raise AssertionError("the parser did not reach its end state")  # a bug in netdsl, not the input
 
 
-def _first_position(tree) -> tuple:
-    """Line and column of the first token under a tree (walked iteratively: the tree is deep)."""
-    node = tree
-    if isinstance(node, Token):
-        return node.line or 1, node.column or 1
+_UNIT_CHAINS: dict = {}
+
+
+def _unit_chain(below, top, typ):
+    """The top state after every unit reduction (?a: b) the parser makes in state top, over state
+    below, with lookahead typ: each replaces only the top state, so the result depends on no more."""
     while True:
-        meta = getattr(node, "_meta", None)
-        if meta is not None and not getattr(meta, "empty", True):
-            return meta.line, meta.column
-        children = [c for c in getattr(node, "children", ()) if c is not None]
-        if not children:
-            return 1, 1
-        node = children[0]
-        if isinstance(node, Token):
-            return node.line or 1, node.column or 1
+        action = _ACTIONS[top].get(typ)
+        if action is None or action[0] or action[1][0] is not _UNIT:
+            return top
+        top = _ACTIONS[below][action[1][5]][1]
 
 
-# What the nesting check looks at: brackets and newlines, skipping comments and strings
-# exactly as the COMMENT and STRING terminals delimit them (a "(" in a comment nests nothing).
-_NESTING_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[()\[\]{}\n]""")
+_CLEXER = _PARSER.parser.lexer  # Lark's contextual lexer: one scanner per parser state
+_STATE_LEXERS: dict = {}
 
 
-_STRIP_RE = re.compile(r"""#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'""")  # comments and strings
+def _state_lexer(st):
+    """The compiled patterns and token callbacks (a NAME that spells a keyword becomes that keyword)
+    of Lark's lexer for parser state st, built on first use."""
+    lexer = _CLEXER.lexers[st]
+    scanner = lexer.scanner  # builds lexer.callback too
+    entry = (tuple(scanner._mres), dict(lexer.callback))
+    _STATE_LEXERS[st] = entry
+    return entry
+
+
+def _lex(text: str, stack: list, state):
+    """Tokens of text as Lark's contextual lexer makes them (the scanner of the parser's current
+    state, the same positions), then $END. Lark's lexer costs several Python calls per token; this
+    loop is one. Where no terminal matches, Lark's own lexer is run at that point to raise the
+    exact error it would (UnexpectedCharacters, or UnexpectedToken if another context accepts it)."""
+    pos, line, line_start, end = 0, 1, 0, len(text)
+    last = None
+    lexers = _STATE_LEXERS
+    skip = _IGNORED.match
+    new_token = getattr(Token, "_future_new", Token)  # Token() without its keyword-argument shim
+    while True:
+        m = skip(text, pos)
+        if m:  # whitespace and comments: every state's scanner ignores them, nothing else starts so
+            gap = m.group(0)
+            newlines = gap.count("\n")
+            if newlines:
+                line += newlines
+                line_start = pos + gap.rindex("\n") + 1
+            pos = m.end()
+        if pos >= end:
+            break
+        mres, callback = lexers.get(stack[-1]) or _state_lexer(stack[-1])
+        for mre in mres:
+            m = mre.match(text, pos)
+            if m:
+                break
+        else:
+            _lark_lex_error(state, pos, line, line_start, last)
+        value, typ = m.group(0), m.lastgroup
+        start, col = pos, pos - line_start + 1
+        pos += len(value)
+        newlines = value.count("\n")  # a string with an escaped newline: none in this grammar
+        if newlines:
+            line_start_new = start + value.rindex("\n") + 1
+            end_line = line + newlines
+        else:
+            line_start_new, end_line = line_start, line
+        tok = new_token(typ, value, start, line, col, end_line, pos - line_start_new + 1, pos)
+        if typ in callback:
+            tok = callback[typ](tok)
+        last = tok
+        line, line_start = end_line, line_start_new
+        yield tok
+    yield Token.new_borrow_pos("$END", "", last) if last is not None else Token("$END", "", 0, 1, 1)
+
+
+# The grammar's ignored terminals (WS and COMMENT), any number of them in a row.
+_IGNORED = re.compile(r"(?:[ \t\f\r\n]+|#[^\n]*)+")
+assert {t.name: t.pattern.to_regexp() for t in _PARSER.terminals if t.name in ("WS", "COMMENT")} == \
+    {"WS": "(?:[ \t\x0c\r\n])+", "COMMENT": "#[^\n]*"}, "_IGNORED must match the grammar's WS and COMMENT"
+
+
+def _lark_lex_error(state, pos, line, line_start, last):
+    lexer_state = state.lexer.state
+    counter = lexer_state.line_ctr
+    counter.char_pos, counter.line, counter.line_start_pos = pos, line, line_start
+    counter.column = pos - line_start + 1
+    lexer_state.last_token = last
+    for _ in state.lexer.lex(state):
+        break
+    raise AssertionError(f"Lark's lexer accepts what netdsl's did not, at {pos}")
+
+
+def _reduce(plan, stack, values, infos, build, max_depth):
+    """Replace the rule's symbols on the stacks by its value (stack loses them; the caller pushes
+    the goto state). Positions follow Lark's PropagatePositions, heights Lark's tree heights."""
+    kind, name, size, include, pending, _ = plan
+    if size:
+        raw, raw_info = values[-size:], infos[-size:]
+        del stack[-size:], values[-size:], infos[-size:]
+        first, last = raw_info[0], raw_info[-1]
+        if first[0] is None:  # a child without a position (rare): Lark looks further
+            first = next((i for i in raw_info if i[0] is not None), None)
+        if last[0] is None:
+            last = next((i for i in reversed(raw_info) if i[0] is not None), None)
+        pos = None if first is None else (first[0], first[1], last[2], last[3])
+    else:
+        raw, raw_info, pos = (), (), None
+    items, item_info = [], []
+    for i, splice, nones in include:
+        if nones:
+            items += [None] * nones
+        if splice:
+            # a "_x" child: its value is a list, spliced here; a left-recursive repetition reuses
+            # its list, so a 10k-statement file appends 10k times instead of copying 10k lists
+            if items:
+                items += raw[i]
+            else:
+                items = raw[i]
+            info = raw_info[i]
+            item_info.append((info[4], info[5], info[6] - 1))
+        else:
+            items.append(raw[i])
+            item_info.append(raw_info[i][4:])
+    if pending:
+        items += [None] * pending
+    if kind is _KEEP1 and len(items) == 1:
+        values.append(items[0])
+        child = raw_info[include[0][0]] if include else None
+        if child is None or isinstance(items[0], Token):
+            # a placeholder None, or a token: Lark gives neither a container
+            infos.append(child or (None, None, None, None, 1, 1, 0))
+        else:
+            infos.append((pos or (None, None, None, None)) + child[4:])
+        return
+    # A tree is made here (a syntax node, or a "_x" list): its height, and where it starts
+    # (its first child's start: Lark's meta is not set yet when the height check raises).
+    height = 0
+    for x in item_info:
+        if x[2] > height:
+            height = x[2]
+    height += 1
+    fpos = item_info[0][:2] if item_info else None
+    if height > max_depth:
+        line, col = fpos if fpos is not None else (1, 1)
+        raise _TooDeep(line, col)
+    if kind is _SPLICE:
+        value = items
+        own = fpos  # a list is never a child itself: its elements are
+    else:
+        value = getattr(build, name)(pos, items)  # the _Build method named after the rule
+        own = fpos if pos is None else (pos[0], pos[1])
+    if own is None:
+        own = (1, 1)
+    infos.append((pos or (None, None, None, None)) + own + (height,))
+    values.append(value)
+
+
+# The nesting check looks at brackets and newlines, skipping comments and strings exactly as the
+# COMMENT and STRING terminals delimit them (a "(" in a comment nests nothing), and as a leftmost
+# regex scan for them would: a quote that opens no complete string is skipped as one character.
+_QUOTE_OR_HASH = re.compile(r"""[#"']""")
+_RUNS = {'"': re.compile(r'"(?:[^"\\\n]|\\.)*'), "'": re.compile(r"'(?:[^'\\\n]|\\.)*")}
+_BRACKET_OR_NEWLINE = re.compile(r"[()\[\]{}\n]")
 _OPEN_CLOSE = bytes.maketrans(b"[{]}", b"(())")
 _NOT_BRACKETS = bytes(c for c in range(128) if chr(c) not in "()[]{}")
 
 
-def _bracket_depth_over(text: str, limit: int) -> bool:
-    """Whether matched brackets nest deeper than limit, in a few C-speed passes with no per-bracket
-    Python objects (a per-bracket loop takes seconds on a 1 MB file, ten times that under tracemalloc).
+def _blank_strings_and_comments(text: str) -> str:
+    """text with every comment and string literal replaced by spaces (so positions still hold).
+
+    Linear: a regex scan for strings restarts after each quote that opens no complete string and
+    runs to the end of the line again, quadratic on a line of 60,000 quotes. Here an unclosed run
+    is scanned once: a quote of the same kind inside it can only be the escaped half of a \\"
+    pair, and a run started there ends at the same place, unclosed too, so it is skipped.
+    """
+    parts, kept, pos, end = [], 0, 0, len(text)
+    dead = {'"': -1, "'": -1}  # a quote of this kind before this position opens no string
+    search = _QUOTE_OR_HASH.search
+    while True:
+        m = search(text, pos)
+        if m is None:
+            break
+        start = m.start()
+        ch = text[start]
+        if ch == "#":
+            stop = text.find("\n", start)
+            stop = end if stop < 0 else stop
+        elif start < dead[ch]:
+            pos = start + 1
+            continue
+        else:
+            stop = _RUNS[ch].match(text, start).end()
+            if stop < end and text[stop] == ch:
+                stop += 1
+            else:
+                dead[ch] = stop
+                pos = start + 1
+                continue
+        parts += (text[kept:start], " " * (stop - start))
+        kept = pos = stop
+    parts.append(text[kept:])
+    return "".join(parts)
+
+
+def _bracket_depth_over(bare: str, limit: int) -> bool:
+    """Whether matched brackets in bare (text without strings and comments) nest deeper than limit,
+    in a few C-speed passes with no per-bracket Python objects (a per-bracket loop takes seconds on
+    a 1 MB file, ten times that under tracemalloc).
 
     Each pass deletes the innermost "()" pairs; the number of passes is the nesting depth. Unmatched
     brackets are left to the parser (which bounds its own stack and reports them).
     """
-    b = _STRIP_RE.sub("", text).encode("ascii", "ignore").translate(_OPEN_CLOSE, _NOT_BRACKETS)
+    b = bare.encode("ascii", "ignore").translate(_OPEN_CLOSE, _NOT_BRACKETS)
     for _ in range(limit + 1):
         if b"()" not in b:
             return False
@@ -362,9 +612,10 @@ def _check_nesting(text: str, file: str, sources: dict) -> None:
     """Bound bracket depth before parsing, so no later stage can recurse without limit."""
     depth, line, line_start = 0, 1, 0
     limit = LIMITS.max_nesting
-    if not _bracket_depth_over(text, limit):
+    bare = _blank_strings_and_comments(text)
+    if not _bracket_depth_over(bare, limit):
         return
-    for m in _NESTING_RE.finditer(text):
+    for m in _BRACKET_OR_NEWLINE.finditer(bare):
         ch = m.group()
         if ch == "\n":
             line, line_start = line + 1, m.end()
@@ -375,7 +626,7 @@ def _check_nesting(text: str, file: str, sources: dict) -> None:
                 raise NetdslError(Diagnostic(
                     "E005", f"brackets nested more than {limit} deep", Span(file, line, col, line, col + 1),
                     "raise NETDSL_MAX_NESTING to allow deeper nesting"), sources)
-        elif ch in (")", "]", "}"):
+        else:
             depth = max(0, depth - 1)
 
 

@@ -231,3 +231,41 @@ def test_every_limit_has_an_env_var_documented():
     doc = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
     for name in Limits.__dataclass_fields__:
         assert f"NETDSL_{name.upper()}" in doc, name
+
+
+def test_token_count_is_bounded_at_the_token(monkeypatch):
+    monkeypatch.setattr(LIMITS, "max_tokens", 1000)
+    text = H + "t = (" + "1, " * 2000 + ")\n" + T  # tokens: x = Input ( 4 ) t = ( then 1 , pairs
+    err = run_bounded(lambda: load_text(text, "many.net"))
+    d = err.diagnostics[0]
+    assert d.code == "E004" and "1000 tokens" in d.message and "NETDSL_MAX_TOKENS" in d.note
+    # token 1001 (index 1000) is the 496th "1, " pair's comma: 9 tokens before the tuple's first 1
+    assert (d.span.line, d.span.col) == (2, 6 + 3 * 495 + 1)
+    assert Limits.from_env({"NETDSL_MAX_TOKENS": "500_000"}).max_tokens == 500_000
+
+
+# Shapes of a 1 MB file that cost the most per byte: one token per one or two characters, or
+# unclosed strings that a regex pre-pass rescans. Each must end in seconds (issue 16/17: the
+# input-size limit must also bound time), measured in CPU time because the machine may be shared.
+ONE_MB = 1_000_000
+HOSTILE_MB = {
+    "assignments": "a = 1\n" * (ONE_MB // 6),
+    "tuple": "t = (" + "1," * (ONE_MB // 2 - 10) + ")\n",
+    "output-names": H + "output " + ",".join(["x"] * (ONE_MB // 2 - 20)) + "\n",
+    "kwargs": H + "y = Dense(4, " + "bias=True, " * (ONE_MB // 11 - 10) + ")(x)\noutput y\n",
+    "escaped-quotes": '"' + '\\"' * (ONE_MB // 2 - 1),
+    "quote-per-line": ("\"'" * 500 + "\n") * (ONE_MB // 1001),
+    "brackets": "a = " + "(" * 100 + "()" * (ONE_MB // 2 - 200) + ")" * 100,
+    "comment-brackets": "#" + "(" * (ONE_MB - 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_MB))
+def test_one_megabyte_of_anything_finishes_in_seconds(name):
+    text = HOSTILE_MB[name][:ONE_MB]
+    t0 = time.process_time()
+    try:
+        load_text(text, f"{name}.net")
+    except NetdslError as e:
+        assert all(d.code.startswith("E") for d in e.diagnostics)
+    assert time.process_time() - t0 < 3.0

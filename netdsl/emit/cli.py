@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import sys
-import tempfile
 from pathlib import Path
 
+from ..cli import write_stdout
+from ..fsutil import OutputPathError, atomic_write, check_output
 from ..lint import load_and_warn
 from . import TARGETS
 from .base import emit
@@ -22,6 +24,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_compile)
 
 
+def _error(message: str) -> int:
+    print(f"netdsl compile: error: {message}", file=sys.stderr)
+    return 1
+
+
 def cmd_compile(args) -> int:
     if args.check and args.output:
         print("netdsl compile: error: use either -o OUT or --check OUT", file=sys.stderr)
@@ -29,45 +36,54 @@ def cmd_compile(args) -> int:
     if args.diff and not (args.output or args.check):
         print("netdsl compile: error: --diff needs -o OUT or --check OUT", file=sys.stderr)
         return 2
-    code = emit(load_and_warn(args.file), args.target)  # warnings to stderr
+    writing = args.output and not args.diff
+    if writing:
+        try:  # before any work: a bad output path is reported at once, not after compiling
+            check_output(args.output, inputs=[args.file])
+        except OutputPathError as e:
+            return _error(str(e))
+    graph, inputs = load_and_warn(args.file)  # warnings to stderr
+    if writing:
+        try:  # now the imports are known: none of them may be overwritten either
+            check_output(args.output, inputs=inputs)
+        except OutputPathError as e:
+            return _error(str(e))
+    code = emit(graph, args.target)
     if args.check or args.diff:
-        path = Path(args.check or args.output)
-        try:
-            old = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            old = ""
-        except OSError as e:
-            print(f"netdsl compile: error: cannot read {path}: {e.strerror}", file=sys.stderr)
-            return 1
-        if old == code:
-            if args.check:
-                print(f"{path} is up to date", file=sys.stderr)
-            return 0
-        sys.stdout.writelines(difflib.unified_diff(
-            old.splitlines(keepends=True), code.splitlines(keepends=True),
-            fromfile=f"{path} (committed)", tofile=f"{path} (generated now)"))
-        if args.check:
-            print(f"{path} is stale; regenerate with: netdsl compile {args.file} --target {args.target} -o {path}",
-                  file=sys.stderr)
-            return 1
-        return 0
+        return _compare(Path(args.check or args.output), code, args)
     if not args.output:
-        sys.stdout.write(code)
+        write_stdout(code)
         return 0
-    write_atomic(Path(args.output), code)
+    try:
+        atomic_write(args.output, code)
+    except OSError as e:
+        return _error(f"cannot write {os.fsdecode(args.output)!r}: {e.strerror or e}")
     return 0
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write only the path the user named, via a temp file beside it, so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent or Path(".")), prefix=f".{path.name}.", suffix=".tmp")
+def _compare(path: Path, code: str, args) -> int:
+    shown = repr(os.fsdecode(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        if not stat.S_ISREG(os.stat(path).st_mode):  # reading a FIFO would block
+            return _error(f"cannot read {shown}: not a regular file")
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    except OSError as e:
+        return _error(f"cannot read {shown}: {e.strerror or e}")
+    except UnicodeDecodeError:
+        return _error(f"{shown} is not UTF-8 text, so it is not generated code")
+    except ValueError as e:  # a NUL character in the path
+        return _error(f"cannot read {shown}: {e}")
+    if old == code:
+        if args.check:
+            print(f"{path} is up to date", file=sys.stderr)
+        return 0
+    write_stdout("".join(difflib.unified_diff(
+        old.splitlines(keepends=True), code.splitlines(keepends=True),
+        fromfile=f"{path} (committed)", tofile=f"{path} (generated now)")))
+    if args.check:
+        print(f"{path} is stale; regenerate with: netdsl compile {args.file} --target {args.target} -o {path}",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -157,8 +157,8 @@ def _run(args) -> int:
         flag = "--resume" if args.resume else "--checkpoint-every"
         print(f"netdsl run: error: {flag} needs --checkpoint PATH", file=sys.stderr)
         return 2
-    graph = load_and_warn(args.file)  # warnings to stderr
-    _check_outputs(args, graph)
+    graph, inputs = load_and_warn(args.file)  # warnings to stderr
+    _check_outputs(args, inputs)
     tr = graph.training
     name = args.data or (tr.dataset if tr else None)
     if not name:
@@ -243,7 +243,7 @@ def _run(args) -> int:
     return 0
 
 
-def _check_outputs(args, graph) -> None:
+def _check_outputs(args, model_files) -> None:
     """Before any work: every file this run will write is a place it may write
     (not an input, a regular file or new, in a writable directory; an existing
     checkpoint only with --resume or --overwrite). Temp files that a killed
@@ -253,7 +253,7 @@ def _check_outputs(args, graph) -> None:
 
     if args.eval_only:
         return  # writes nothing
-    inputs = _model_files(graph) + [args.load]
+    inputs = [*model_files, args.load]
     outputs = [("--save", args.save, True), ("--checkpoint", args.checkpoint, args.resume or args.overwrite)]
     if args.save and args.checkpoint and os.path.abspath(args.save) == os.path.abspath(args.checkpoint):
         raise NetdslError(Diagnostic("E608", "--save and --checkpoint name the same file",
@@ -268,13 +268,3 @@ def _check_outputs(args, graph) -> None:
                     if flag == "--checkpoint" and "already exists" in str(e) else None)
             raise NetdslError(Diagnostic("E608", f"{flag}: {e}", Span(path, 1, 1, 1, 1), note)) from None
         fsutil.remove_stale_temps(path)
-
-
-def _model_files(graph) -> list:
-    """The .net files this model was read from: the file and every import that defined part of it."""
-    files = {graph.source}
-    for obj in (*graph.inputs, *graph.layers, *graph.nodes, graph.training, graph):
-        span = getattr(obj, "span", None)
-        if span is not None:
-            files.add(span.file)
-    return sorted(files)
