@@ -482,6 +482,29 @@ def test_other_kinds_gradcheck_and_pytorch():
     assert np.array_equal(y1, y2) and not np.allclose(y1, out)
 
 
+STABILIZED = """
+img = Input((2, 4, 4))
+seq = SequenceInput(3)
+shared = Stabilizer(steepness=2.5)
+a = Stabilizer()(img)
+b = Dense(4)(a)
+c = shared(b)
+s = Recurrence(LSTM(4))(Stabilizer(steepness=0.5)(seq))
+d = shared(select_last(s))
+h = splice([c, d])
+output h
+"""
+
+
+def test_gradcheck_stabilizer_on_images_sequences_and_shared():
+    g = load_text(STABILIZED, "stabilized.net")
+    alphas = [p.name for p in g.params() if p.name.endswith(".alpha")]
+    assert len(alphas) == 3 and all(p.shape == () for p in g.params() if p.name in alphas)
+    rng = np.random.default_rng(3)
+    inputs = {"img": rng.standard_normal((3, 2, 4, 4)), "seq": rng.standard_normal((3, 5, 3))}
+    assert _fd_check(g, inputs, n_coords=4) >= 3 * 4 + 3  # the shared alpha's gradient is the sum of two
+
+
 # ------------------------------------------------------------ kernel registry
 
 def test_every_kind_has_one_kernel_and_a_second_registration_fails():

@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from netdsl.exec import init, losses  # noqa: E402
 from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, embedding,  # noqa: E402
-                                 lstm, norm, pool, shape)
+                                 lstm, norm, pool, shape, stabilizer)
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6
@@ -440,6 +440,46 @@ def test_layer_norm(shape):
     assert_close(dx, xt.grad, what="dx")
     assert_close(dscale, st.grad, what="dscale")
     assert_close(dbias, bt.grad, what="dbias")
+
+
+# ------------------------------------------------------------- stabilizer
+
+@pytest.mark.parametrize("steepness", [4.0, 0.5, 30.0])
+@pytest.mark.parametrize("shape", [(4, 5), (2, 3, 4), (2, 3, 2, 2)])
+def test_stabilizer(shape, steepness):
+    rng = rng_for("stabilizer", shape, steepness)
+    x = normal(rng, shape)
+    alpha = np.array(rng.uniform(-1.0, 1.5))
+    y, cache = stabilizer.stabilizer_forward(x, alpha, steepness)
+    R = normal(rng, y.shape)
+    dx, dalpha = stabilizer.stabilizer_backward(R, cache)
+    assert dalpha.shape == ()
+    fd_check(lambda x, a: stabilizer.stabilizer_forward(x, a, steepness), [x, alpha], [0, 1], [dx, dalpha], R)
+
+    x32, a32, R32 = (a.astype(np.float32) for a in (x, alpha, R))
+    y, cache = stabilizer.stabilizer_forward(x32, a32, steepness)
+    dx, dalpha = stabilizer.stabilizer_backward(R32, cache)
+    xt, at = T(x32), T(a32)
+    # torch's softplus(beta=s) returns its input where s * alpha > 20 (threshold): the same to float32
+    yt = xt * F.softplus(at, beta=steepness)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == np.float32 and dalpha.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dalpha, at.grad, what="dalpha")
+
+
+def test_stabilizer_starts_at_one_and_is_stable():
+    from netdsl.layers.stabilizer import initial_alpha
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    for s in (1e-6, 0.1, 4.0, 100.0, 1e6):
+        y, _ = stabilizer.stabilizer_forward(x, np.array(initial_alpha(s), np.float32), s)
+        assert_close(y, x, what=f"steepness {s}")
+    y, cache = stabilizer.stabilizer_forward(x, np.array(1e4, np.float32), 4.0)  # exp(4e4) would overflow
+    assert np.isfinite(y).all() and np.isfinite(stabilizer.stabilizer_backward(x, cache)[1])
+    y, _ = stabilizer.stabilizer_forward(x, np.array(-1e4, np.float32), 4.0)
+    assert np.isfinite(y).all() and np.abs(y).max() == 0
 
 
 # -------------------------------------------------------------- embedding

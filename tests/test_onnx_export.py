@@ -27,19 +27,22 @@ TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob
 
 # What models/ and the traps do not already cover: LayerNormalization on an image, a vector and a
 # sequence, BatchNormalization on a sequence, softmax over channels and over features, select_first,
-# Activation layers, a sigmoid Convolution with an even 'same' kernel, Dense without bias, two outputs.
+# Activation layers, a sigmoid Convolution with an even 'same' kernel, Dense without bias, two outputs,
+# a Stabilizer on an image and on a sequence.
 KINDS = """
 image = Input((3, 6, 5), mean=0.5, std=2)
 seq = SequenceInput(4)
 c = Convolution((2, 3), 4, pad=True, activation=sigmoid)(image)
 n = LayerNormalization(epsilon=0.001)(c)
 p = AveragePooling((2, 2), strides=(1, 2), pad=True)(n)
-sm = Activation(softmax)(p)
+ps = Stabilizer(steepness=1.5)(p)
+sm = Activation(softmax)(ps)
 f = Flatten()(sm)
 v = Dense(5, activation=softmax, bias=False)(f)
 vn = LayerNormalization()(v)
 b = BatchNormalization(epsilon=0.01, momentum=0.3)(seq)
-sl = LayerNormalization()(b)
+sb = Stabilizer()(b)
+sl = LayerNormalization()(sb)
 r = Recurrence(LSTM(3))(sl)
 d = Dense(4, activation=tanh)(r)
 t = Activation(relu)(d)

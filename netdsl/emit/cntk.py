@@ -183,6 +183,9 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     "SelectLast": _fn(lambda lg, l: "C.sequence.last", lambda lg, l: "C.sequence.last({x})"),
     "SelectFirst": _fn(lambda lg, l: "C.sequence.first", lambda lg, l: "C.sequence.first({x})"),
     "CosineDistance": _fn(lambda lg, l: "_cosine_similarity", lambda lg, l: "_cosine_similarity({xs})"),
+    # CNTK's own Stabilizer: its scalar Parameter 'alpha' is the canonical alpha
+    "Stabilizer": lambda lg, l: View(ctor="C.layers.Stabilizer", args={"steepness": repr(float(l.attr("steepness")))},
+                                     params=[("alpha", "alpha", "identity")]),
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
 }
@@ -357,6 +360,7 @@ def context(lg: Legacy, views: dict) -> dict:
         bn_momentum=next((float(layer.attr("momentum")) for layer in lg.graph.layers
                           if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
+        scalars=any(p["shape"] == () for p in params),
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},

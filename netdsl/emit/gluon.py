@@ -225,6 +225,11 @@ def cosine(lg, layer):
     return View(f"nn.HybridLambda(_cosine_similarity, prefix={_prefix(layer)})")
 
 
+@emits("Stabilizer")
+def stabilizer(lg, layer):
+    return View(f"_Stabilizer({pyrepr(float(layer.attr('steepness')))}, prefix={_prefix(layer)})", [("alpha", "alpha")])
+
+
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "gluon")
     for layer in lg.graph.layers:
@@ -249,6 +254,7 @@ def context(lg: Legacy, views: dict) -> dict:
         params=params,
         frozen=[n for p in params for n in p["gluon"][1:]],
         uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        scalars=any(p["shape"] == () for p in params),  # held as (1,) Parameters: mxnet 1.x has no 0-d ones
         backwards=any(v.backwards for v in views.values()),
         pads=any(v.padded for v in views.values()),
         bn_vars=[v.bn for v in views.values() if v.bn is not None],

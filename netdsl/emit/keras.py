@@ -230,6 +230,12 @@ def cosine(idx, layer):
     return KerasView("CosineDistance", [KLayer("", "layers.Dot", (), {"axes": 1, "normalize": True})])
 
 
+def stabilizer(idx, layer):
+    alpha = layer.param("alpha")
+    kwargs = {"steepness": layer.attr("steepness"), "alpha_initializer": keras_init(alpha.init)}
+    return KerasView("Stabilizer", [KLayer("", "Stabilizer", (), kwargs)], [(alpha.name, None)], helper="stabilizer")
+
+
 LAYERS = {
     "Dense": dense,
     "Convolution": convolution,
@@ -247,6 +253,7 @@ LAYERS = {
     "SelectLast": select("SelectLast"),
     "SelectFirst": select("SelectFirst"),
     "CosineDistance": cosine,
+    "Stabilizer": stabilizer,
 }
 
 # -------------------------------------------------------------------- context

@@ -32,10 +32,10 @@ MODULE_ATTRS = frozenset("""
 # what forward() refers to, so locals must not shadow them
 FORWARD_NAMES = ("self", "torch", "nn", "F", "float")
 MODULE_NAMES = ("argparse", "gzip", "os", "struct", "np", "torch", "nn", "F", "MODEL_NAME", "INPUTS", "OUTPUTS",
-                "TRAINING", "WEIGHT_SHAPES", "WEIGHTS", "LSTM_HIDDEN_BIASES", "AvgPool2dExcludePad", "build_model",
-                "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights", "to_tensors", "predict",
-                "make_trainer", "train_step", "compute_loss", "read_idx", "load_mnist", "load_data", "evaluate",
-                "main")
+                "TRAINING", "WEIGHT_SHAPES", "WEIGHTS", "LSTM_HIDDEN_BIASES", "AvgPool2dExcludePad", "Stabilizer",
+                "build_model", "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights", "to_tensors",
+                "predict", "make_trainer", "train_step", "compute_loss", "read_idx", "load_mnist", "load_data",
+                "evaluate", "main")
 
 ACT_MODULE = {"relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "softmax": "nn.Softmax"}
 ACT_FN = {"relu": "F.relu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh", "softmax": "F.softmax"}
@@ -194,6 +194,11 @@ def flatten(idx, layer):
     return TorchLayer("Flatten", flatten=start)
 
 
+def stabilizer(idx, layer):
+    return TorchLayer("Stabilizer", call("Stabilizer", layer.attr("steepness")), params=_params(layer, alpha="alpha"),
+                      helper="stabilizer")
+
+
 def functional(kind):
     def f(idx, layer):
         return TorchLayer(kind, chainable=False)
@@ -217,6 +222,7 @@ LAYERS = {
     "SelectLast": functional("SelectLast"),
     "SelectFirst": functional("SelectFirst"),
     "CosineDistance": functional("CosineDistance"),
+    "Stabilizer": stabilizer,
 }
 
 
@@ -432,6 +438,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "forward": forward,
         "returns": returns,
         "avgpool_helper": any(v.helper == "avgpool" for v in views.values()),
+        "stabilizer_helper": any(v.helper == "stabilizer" for v in views.values()),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(idx, C.batch_shape)}.", 4),
     }

@@ -244,6 +244,12 @@ def cosine(lg, layer):
     return View(lambda s: f"{s.out} = _cosine_similarity({', '.join(s.ins)})")
 
 
+@emits("Stabilizer")
+def stabilizer(lg, layer):
+    args = f"{pyrepr(float(layer.attr('steepness')))}, {pyrepr(layer.name)}"
+    return View(lambda s: f"{s.out} = _stabilizer({s.ins[0]}, {args})", [("alpha", "alpha", "identity")])
+
+
 @emits("LayerNormalization")
 def layer_norm(lg, layer):
     return View(lambda s: "")  # refused by check() (E802), never rendered

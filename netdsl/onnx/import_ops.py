@@ -467,3 +467,13 @@ handles("Div")(_rescale_step("Div"))
 def cosine(w, node):
     xs = [w.need(w.vals[i], node) for i in node.input]
     w.vals[node.output[0]] = w.apply(None, None, xs, _out_hint(node), _hint(node), func="cosine_distance")
+
+
+@handles("Stabilizer", domain="netdsl")
+def stabilizer(w, node):
+    alpha, steepness = w.const(node.input[1]), w.const(node.input[2])
+    if alpha is None or steepness is None or np.shape(alpha) != () or np.shape(steepness) != ():
+        raise _Refuse("alpha and steepness must be scalar constants")
+    x = w.need(w.vals[node.input[0]], node)
+    w.vals[node.output[0]] = w.apply("Stabilizer", {"steepness": fmt_float(steepness)}, [x], _out_hint(node),
+                                     _hint(node), {"alpha": np.asarray(alpha, np.float32)}, _key(w, node.input[1]))

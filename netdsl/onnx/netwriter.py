@@ -86,6 +86,8 @@ def constructor(layer) -> str:
         return "Flatten()"
     if k == "Activation":
         return f"Activation({a['activation']})"
+    if k == "Stabilizer":
+        return f"Stabilizer(steepness={a['steepness']!r})"
     raise ValueError(k)
 
 

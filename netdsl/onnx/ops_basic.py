@@ -1,10 +1,10 @@
 """ONNX converters for the feed-forward kinds: Dense, Convolution, pooling, normalisation, Dropout, Activation,
-Rescale, Flatten."""
+Rescale, Flatten, Stabilizer."""
 from __future__ import annotations
 
 import numpy as np
 
-from .export import activation, converter, feature_axis
+from .export import DOMAIN, activation, converter, feature_axis
 
 
 def _flat_pads(pads) -> list:
@@ -119,6 +119,26 @@ def flatten(b, layer, node, xs, ins, params):
         b.op("Reshape", [xs[0], shape], node.name, name=node.name)
     else:
         b.op("Flatten", xs, node.name, name=node.name, axis=1)
+
+
+def stabilizer_function(opset: int):
+    """netdsl.Stabilizer(x, alpha, steepness) = x * Softplus(steepness * alpha) / steepness (CNTK's)."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Mul", ["alpha", "steepness"], ["z"]),
+             helper.make_node("Softplus", ["z"], ["sp"]),
+             helper.make_node("Div", ["sp", "steepness"], ["beta"]),
+             helper.make_node("Mul", ["x", "beta"], ["y"])]
+    return helper.make_function(DOMAIN, "Stabilizer", ["x", "alpha", "steepness"], ["y"], nodes,
+                                [helper.make_opsetid("", opset)])
+
+
+@converter("Stabilizer")
+def stabilizer(b, layer, node, xs, ins, params):
+    if "Stabilizer" not in b.functions:
+        b.functions["Stabilizer"] = stabilizer_function(b.opset)
+    s = b.const(f"{layer.name}.steepness", np.array(layer.attr("steepness"), np.float32))
+    b.op("Stabilizer", [xs[0], b.param(layer, "alpha", params), s], node.name, name=node.name, domain=DOMAIN)
 
 
 __all__ = ["feature_axis"]
