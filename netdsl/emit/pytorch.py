@@ -31,11 +31,9 @@ MODULE_ATTRS = frozenset("""
 """.split())
 # what forward() refers to, so locals must not shadow them
 FORWARD_NAMES = ("self", "torch", "nn", "F", "float")
-MODULE_NAMES = ("argparse", "gzip", "os", "struct", "np", "torch", "nn", "F", "MODEL_NAME", "INPUTS", "OUTPUTS",
-                "TRAINING", "WEIGHT_SHAPES", "WEIGHTS", "LSTM_HIDDEN_BIASES", "AvgPool2dExcludePad", "Stabilizer",
-                "build_model", "read_netdsl_weights", "load_netdsl_weights", "export_netdsl_weights", "to_tensors",
-                "predict", "make_trainer", "train_step", "compute_loss", "read_idx", "load_mnist", "load_data",
-                "evaluate", "main")
+
+# module-level names this file renders into the template (template_names reads the rest from it)
+RENDERED_NAMES = frozenset({"INPUTS", "OUTPUTS", "WEIGHT_SHAPES", "compute_loss"})
 
 ACT_MODULE = {"relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "softmax": "nn.Softmax"}
 ACT_FN = {"relu": "F.relu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh", "softmax": "F.softmax"}
@@ -313,8 +311,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     chain_nodes = {name for cs in chains.values() for c in cs for name in c}
     # the module's own names (imports, constants, functions) and the builtins it calls: a user's value
     # that is a local of forward(), predict() or train_step() must not shadow one of them
-    module_own = template_names(TEMPLATE, ()) | set(MODULE_NAMES)
-    module_names = C.Names(MODULE_NAMES)
+    module_own = template_names(TEMPLATE, ()) | RENDERED_NAMES
+    module_names = C.Names(module_own)
     cls = C.class_name(graph.name, module_names.taken)
     attrs = C.Names(MODULE_ATTRS)
 
@@ -437,8 +435,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "init_lines": init_lines,
         "forward": forward,
         "returns": returns,
-        "avgpool_helper": any(v.helper == "avgpool" for v in views.values()),
-        "stabilizer_helper": any(v.helper == "stabilizer" for v in views.values()),
+        "uses": {v.helper for v in views.values() if v.helper},  # helper classes the module defines
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(idx, C.batch_shape)}.", 4),
     }
