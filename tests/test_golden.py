@@ -74,7 +74,8 @@ def main_flags(code: str) -> list:
 
 
 def test_every_target_has_the_same_command_line():
-    """--data-dir, --epochs, --batch-size, --lr, --seed, --init, --eval-only, --out-dir, --limit-train:
+    """--data, --data-dir, --label-column, --epochs, --batch-size, --lr, --seed, --init, --eval-only, --out-dir,
+    --limit-train, --predict, --output:
     the same flags, defaults and help texts in the generated main() of every target and model."""
     flags = {}
     for model in MODELS:
@@ -83,8 +84,8 @@ def test_every_target_has_the_same_command_line():
             flags[(model, target)] = main_flags(path.read_text(encoding="utf-8"))
     first = next(iter(flags.values()))
     assert [f.split("(")[1].split(",")[0] for f in first[1:]] == [
-        "'--data-dir'", "'--epochs'", "'--batch-size'", "'--lr'", "'--seed'", "'--init'", "'--eval-only'",
-        "'--out-dir'", "'--limit-train'"]
+        "'--data'", "'--data-dir'", "'--label-column'", "'--epochs'", "'--batch-size'", "'--lr'", "'--seed'",
+        "'--init'", "'--eval-only'", "'--out-dir'", "'--limit-train'", "'--predict'", "'-o'"]
     differ = {k: v for k, v in flags.items() if v != first}
     assert not differ, f"main() flags differ from {next(iter(flags))}: {sorted(differ)}"
 
