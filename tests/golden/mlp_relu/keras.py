@@ -162,9 +162,11 @@ def read_netdsl_weights(path):
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError("weight file %s: not a readable .npz weight file (%s)" % (path, e))
+        raise ValueError(f"weight file {path}: not a readable .npz weight file ({e})")
     if not hasattr(npz, "files"):
-        raise ValueError("weight file %s: a single .npy array, not an .npz weight file" % path)
+        raise ValueError(
+            f"weight file {path}: a single .npy array, not an .npz weight file"
+        )
     arrays, unreadable, problems = {}, set(), []
     with npz:
         for key in npz.files:
@@ -174,27 +176,37 @@ def read_netdsl_weights(path):
                 arrays[key] = npz[key]
             except ValueError as e:  # an object array needs pickle, which is refused
                 unreadable.add(key)
-                problems.append("weight file %s: entry '%s' is unreadable: %s" % (path, key, e))
+                problems.append(f"weight file {path}: entry '{key}' is unreadable: {e}")
     out = {}
     for name, entry in WEIGHTS.items():
         shape, a = tuple(entry[0]), arrays.get(name)
         if a is None:
             if name not in unreadable:
-                problems.append("weight file %s lacks parameter '%s', shape %s" % (path, name, shape))
+                problems.append(
+                    f"weight file {path} lacks parameter '{name}', shape {shape}"
+                )
         elif a.dtype not in (np.float32, np.float64):
-            problems.append("weight file %s: parameter '%s' has dtype %s, expected float32 or float64"
-                            % (path, name, a.dtype))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has dtype {a.dtype}, expected float32 or float64"
+            )
         elif tuple(a.shape) != shape:
-            problems.append("weight file %s: parameter '%s' has shape %s, expected %s"
-                            % (path, name, tuple(a.shape), shape))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has shape {tuple(a.shape)}, expected {shape}"
+            )
         elif not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
-            problems.append("weight file %s: parameter '%s' holds %d NaN/Inf value%s"
-                            % (path, name, bad, "" if bad == 1 else "s"))
+            plural = "" if bad == 1 else "s"
+            problems.append(
+                f"weight file {path}: parameter '{name}' holds {bad} NaN/Inf value{plural}"
+            )
         else:
             out[name] = a.astype(np.float32)
-    for key in sorted(k for k in arrays if k not in WEIGHTS and not k.startswith(DATA_PREFIX)):
-        problems.append("weight file %s holds '%s', which is not a parameter of model %s" % (path, key, MODEL_NAME))
+    for key in sorted(
+        k for k in arrays if k not in WEIGHTS and not k.startswith(DATA_PREFIX)
+    ):
+        problems.append(
+            f"weight file {path} holds '{key}', which is not a parameter of model {MODEL_NAME}"
+        )
     if problems:
         raise ValueError("\n".join(problems))
     return out
@@ -202,30 +214,42 @@ def read_netdsl_weights(path):
 
 def read_idx(path):
     """Read one IDX file (gzipped or raw) into a numpy array."""
-    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
     with opener(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load_mnist(data_dir):
     """The four MNIST IDX files, from DATA_DIR or DATA_DIR/mnist, as (x_train, y_train, x_test, y_test)."""
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     for root in (os.path.join(data_dir, "mnist"), data_dir):
         found = []
         for name in names:
-            for candidate in (os.path.join(root, name + ".gz"), os.path.join(root, name)):
+            for candidate in (
+                os.path.join(root, name + ".gz"),
+                os.path.join(root, name),
+            ):
                 if os.path.exists(candidate):
                     found.append(candidate)
                     break
         if len(found) == 4:
             return tuple(read_idx(p) for p in found)
-    raise SystemExit(f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}")
+    raise SystemExit(
+        f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}"
+    )
 
 
-DATA_INPUT = next(iter(INPUTS))  # a dataset feeds the first input and labels the first output
+# a dataset feeds the first input and labels the first output
+DATA_INPUT = next(iter(INPUTS))
 DATA_OUTPUT = next(iter(OUTPUTS))
 CLASSES = OUTPUTS[DATA_OUTPUT][-1]
 DATA_KINDS = ("idx", "npz", "images", "csv", "conll", "tsv")
@@ -248,11 +272,17 @@ def read_data_arrays(path):
     for name in ("mean", "std"):
         if name in out:
             v = out[name]
-            if v.dtype.kind != "f" or not np.isfinite(v).all() or (name == "std" and (v <= 0).any()):
+            if (
+                v.dtype.kind != "f"
+                or not np.isfinite(v).all()
+                or (name == "std" and (v <= 0).any())
+            ):
                 data_error(f"{path}: '{DATA_PREFIX}{name}' must hold finite numbers")
             out[name] = v.astype(np.float32)
     if ("mean" in out) != ("std" in out):
-        data_error(f"{path}: has only one of '{DATA_PREFIX}mean' and '{DATA_PREFIX}std'")
+        data_error(
+            f"{path}: has only one of '{DATA_PREFIX}mean' and '{DATA_PREFIX}std'"
+        )
     return out
 
 
@@ -264,9 +294,18 @@ def parse_data_spec(spec):
             data_error(f"dataset {spec!r}: no path after '{kind}:'")
         return kind, path
     if sep and kind.isalpha() and len(kind) > 1 and not os.path.exists(spec):
-        data_error(f"dataset {spec!r}: unknown kind '{kind}' (kinds: {', '.join(DATA_KINDS)})")
+        data_error(
+            f"dataset {spec!r}: unknown kind '{kind}' (kinds: {', '.join(DATA_KINDS)})"
+        )
     suffix = os.path.splitext(spec)[1].lower()
-    guess = {".npz": "npz", ".csv": "csv", ".conll": "conll", ".iob": "conll", ".bio": "conll", ".tsv": "tsv"}
+    guess = {
+        ".npz": "npz",
+        ".csv": "csv",
+        ".conll": "conll",
+        ".iob": "conll",
+        ".bio": "conll",
+        ".tsv": "tsv",
+    }
     if os.path.isfile(spec) and suffix in guess:
         return guess[suffix], spec
     if os.path.isdir(spec):
@@ -277,7 +316,9 @@ def parse_data_spec(spec):
         return "idx", spec
     if not os.path.exists(spec):
         data_error(f"dataset {spec!r}: no such file or directory")
-    data_error(f"{spec}: cannot tell the dataset kind: write KIND:{spec} (kinds: {', '.join(DATA_KINDS)})")
+    data_error(
+        f"{spec}: cannot tell the dataset kind: write KIND:{spec} (kinds: {', '.join(DATA_KINDS)})"
+    )
 
 
 def int_labels(y, where):
@@ -286,7 +327,9 @@ def int_labels(y, where):
     if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
         y = y.astype(np.int64)
     if y.ndim != 1 or y.dtype.kind not in "iu":
-        data_error(f"{where}: labels must be integers of shape (N,), not {y.dtype} {y.shape}")
+        data_error(
+            f"{where}: labels must be integers of shape (N,), not {y.dtype} {y.shape}"
+        )
     bad = np.flatnonzero((y < 0) | (y >= CLASSES))
     if len(bad):
         data_error(
@@ -305,7 +348,9 @@ def load_npz(path):
     if not hasattr(npz, "files"):
         data_error(f"{path}: a single .npy array, not an .npz file")
     with npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+        missing = [
+            k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files
+        ]
         if missing:
             data_error(f"{path}: lacks {', '.join(missing)}")
         out = []
@@ -313,14 +358,23 @@ def load_npz(path):
             try:
                 out.append(npz[key])
             except ValueError:
-                data_error(f"{path}: array '{key}': holds Python objects (pickled); refusing to load it")
+                data_error(
+                    f"{path}: array '{key}': holds Python objects (pickled); refusing to load it"
+                )
     x_train, y_train, x_test, y_test = out
     for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x.dtype.kind not in "biuf":
             data_error(f"{path}: x_{split} is {x.dtype}, not numbers")
         if len(x) != len(y):
-            data_error(f"{path}: x_{split} has {len(x)} samples but y_{split} {len(y)} labels")
-    return x_train, int_labels(y_train, f"{path}: y_train"), x_test, int_labels(y_test, f"{path}: y_test")
+            data_error(
+                f"{path}: x_{split} has {len(x)} samples but y_{split} {len(y)} labels"
+            )
+    return (
+        x_train,
+        int_labels(y_train, f"{path}: y_train"),
+        x_test,
+        int_labels(y_test, f"{path}: y_test"),
+    )
 
 
 def read_image(path, expect):
@@ -339,7 +393,9 @@ def read_image(path, expect):
             if im.mode == "P":
                 im = im.convert("RGBA" if "transparency" in im.info else "RGB")
             if im.mode not in channels:
-                data_error(f"{path}: image mode {im.mode} is not supported (only 8-bit grayscale, RGB or RGBA)")
+                data_error(
+                    f"{path}: image mode {im.mode} is not supported (only 8-bit grayscale, RGB or RGBA)"
+                )
             if im.mode == "1":
                 im = im.convert("L")
             c = channels[im.mode]
@@ -358,7 +414,8 @@ def image_files(directory):
     return sorted(
         os.path.join(directory, f)
         for f in os.listdir(directory)
-        if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(directory, f))
+        if f.lower().endswith(IMAGE_SUFFIXES)
+        and os.path.isfile(os.path.join(directory, f))
     )
 
 
@@ -366,7 +423,11 @@ def load_image_folder(root):
     """root/<split>/<class>/*.png|jpg: (x_train, y_train, x_test, y_test, class names)."""
     shape = INPUTS[DATA_INPUT][1:]
     expect = tuple(shape) if len(shape) == 3 else None
-    classes = sorted(d for d in os.listdir(os.path.join(root, "train")) if os.path.isdir(os.path.join(root, "train", d)))
+    classes = sorted(
+        d
+        for d in os.listdir(os.path.join(root, "train"))
+        if os.path.isdir(os.path.join(root, "train", d))
+    )
     if not os.path.isdir(os.path.join(root, "test")):
         data_error(f"{root}: no test/ folder beside train/")
     out = []
@@ -377,7 +438,9 @@ def load_image_folder(root):
             if not os.path.isdir(folder):
                 continue
             if name not in classes:
-                data_error(f"{folder}: class '{name}' does not occur in the training split")
+                data_error(
+                    f"{folder}: class '{name}' does not occur in the training split"
+                )
             for f in image_files(folder):
                 xs.append(read_image(f, expect))
                 ys.append(classes.index(name))
@@ -415,7 +478,11 @@ def read_csv(path, label_column=None, classes=None, labelled=True):
                 if len(row) != width:
                     data_error(
                         f"{path}:{lineno}: ragged row: {len(row)} fields, expected {width}"
-                        + (" (as in the header)" if header else " (as in the first row)")
+                        + (
+                            " (as in the header)"
+                            if header
+                            else " (as in the first row)"
+                        )
                     )
                 feats = []
                 for j, c in enumerate(row):
@@ -424,7 +491,9 @@ def read_csv(path, label_column=None, classes=None, labelled=True):
                         continue
                     v = number(c)
                     if v is None or not np.isfinite(v):
-                        data_error(f"{path}:{lineno}: column {header[j] if header else str(j)!r}: {c.strip()!r} is not a finite number")
+                        data_error(
+                            f"{path}:{lineno}: column {header[j] if header else str(j)!r}: {c.strip()!r} is not a finite number"
+                        )
                     feats.append(v)
                 rows.append(feats)
     except OSError as e:
@@ -458,7 +527,9 @@ def csv_files(path):
         head, name = os.path.split(path)
         i = name.rfind("train")
         if i < 0:
-            data_error(f"{path}: cannot tell where the test split is: name the training file *train*.csv")
+            data_error(
+                f"{path}: cannot tell where the test split is: name the training file *train*.csv"
+            )
         files = (path, os.path.join(head, name[:i] + "test" + name[i + 5 :]))
     for f in files:
         if not os.path.isfile(f):
@@ -471,13 +542,19 @@ def load_csv(path, label_column):
     x_train, names_train = read_csv(train, label_column)
     x_test, names_test = read_csv(test, label_column)
     if all(number(s) is not None for s in names_train + names_test):
-        return x_train, int_labels(np.array([float(s) for s in names_train]), train), x_test, int_labels(
-            np.array([float(s) for s in names_test]), test
-        ), None
+        return (
+            x_train,
+            int_labels(np.array([float(s) for s in names_train]), train),
+            x_test,
+            int_labels(np.array([float(s) for s in names_test]), test),
+            None,
+        )
     classes = sorted(set(names_train))
     unknown = sorted(set(names_test) - set(classes))
     if unknown:
-        data_error(f"{test}: label {unknown[0]!r} does not occur in the training split ({train})")
+        data_error(
+            f"{test}: label {unknown[0]!r} does not occur in the training split ({train})"
+        )
     y_train = int_labels(np.array([classes.index(s) for s in names_train]), train)
     y_test = int_labels(np.array([classes.index(s) for s in names_test]), test)
     return x_train, y_train, x_test, y_test, classes
@@ -505,7 +582,9 @@ def load_dataset(args):
     elif kind == "csv":
         x_train, y_train, x_test, y_test, classes = load_csv(path, args.label_column)
     else:
-        data_error(f"{path}: {kind} datasets hold token sequences; this script feeds numeric samples only")
+        data_error(
+            f"{path}: {kind} datasets hold token sequences; this script feeds numeric samples only"
+        )
     for x, split in ((x_train, "training"), (x_test, "test")):
         if len(x) == 0:
             data_error(f"{path}: the {split} split is empty")
@@ -520,13 +599,17 @@ def model_view(x, stats):
     if "mean" in stats:
         x = (x - stats["mean"]) / stats["std"]
     want, sample = tuple(INPUTS[DATA_INPUT][1:]), tuple(x.shape[1:])
-    if len(want) == len(sample) and all(w is None or w == s for w, s in zip(want, sample)):
+    if len(want) == len(sample) and all(
+        w is None or w == s for w, s in zip(want, sample)
+    ):
         return x
     if len(sample) == 2 and want == (1,) + sample:
         return x.reshape((len(x), 1) + sample)
     if len(want) == 1 and want[0] == int(np.prod(sample)):
         return x.reshape(len(x), -1)
-    data_error(f"samples of shape {sample} cannot feed input '{DATA_INPUT}' of shape {want}")
+    data_error(
+        f"samples of shape {sample} cannot feed input '{DATA_INPUT}' of shape {want}"
+    )
 
 
 def read_predict_inputs(paths, label_column):
@@ -538,7 +621,10 @@ def read_predict_inputs(paths, label_column):
         suffix = os.path.splitext(path)[1].lower()
         if os.path.isdir(path):
             files = sorted(
-                os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs if f.lower().endswith(IMAGE_SUFFIXES)
+                os.path.join(d, f)
+                for d, _, fs in os.walk(path)
+                for f in fs
+                if f.lower().endswith(IMAGE_SUFFIXES)
             )
             if not files:
                 data_error(f"{path}: no .png or .jpg images in this directory")
@@ -560,15 +646,21 @@ def read_predict_inputs(paths, label_column):
         elif suffix == ".csv":
             x = read_csv(path, label_column, labelled=label_column is not None)[0]
         else:
-            data_error(f"{path}: cannot tell what this is: give images (.png, .jpg), a folder of them, .npz, .npy or .csv files")
+            data_error(
+                f"{path}: cannot tell what this is: give images (.png, .jpg), a folder of them, .npz, .npy or .csv files"
+            )
         if x.dtype.kind not in "biuf" or x.ndim < 2:
-            data_error(f"{path}: expected a numeric array of shape (N, ...), got {x.dtype} {x.shape}")
+            data_error(
+                f"{path}: expected a numeric array of shape (N, ...), got {x.dtype} {x.shape}"
+            )
         names += [f"{path}[{i}]" for i in range(len(x))]
         samples += list(x)
     if not samples:
         data_error("no samples in the inputs")
     if len({s.shape for s in samples}) > 1:
-        data_error(f"the inputs have samples of different shapes: {sorted({s.shape for s in samples})[:4]}")
+        data_error(
+            f"the inputs have samples of different shapes: {sorted({s.shape for s in samples})[:4]}"
+        )
     return names, np.stack(samples)
 
 
@@ -597,12 +689,22 @@ def write_predictions(args, forward):
         for name, o in zip(names, out):
             k = int(o.argmax())
             cls = classes[k] if classes is not None and k < len(classes) else str(k)
-            w.writerow([name, cls, f"{o[k]:.6f}" if classifier else " ".join(f"{v:.6g}" for v in np.ravel(o))])
+            w.writerow(
+                [
+                    name,
+                    cls,
+                    f"{o[k]:.6f}"
+                    if classifier
+                    else " ".join(f"{v:.6g}" for v in np.ravel(o)),
+                ]
+            )
         text = buf.getvalue()
     if not args.output:
         sys.stdout.write(text)
         return
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(args.output)))
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(args.output))
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             if text is None:
@@ -626,38 +728,99 @@ def evaluate(model, x, labels, batch_size=1000):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train %s as its training block says, then test it." % MODEL_NAME)
-    parser.add_argument("--data", metavar="KIND:PATH", default=None,
-                        help="the dataset: idx:DIR, npz:FILE, images:DIR, csv:FILE|DIR (see netdsl's docs/data.md)")
-    parser.add_argument("--data-dir", default=None, help="directory with the MNIST-layout IDX files (as --data idx:DIR)")
-    parser.add_argument("--label-column", metavar="COL", default=None,
-                        help="CSV: the label column (header name or 0-based index; default: 'label', else the last)")
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"],
-                        help="passes over the training set (default: the training block's)")
-    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"],
-                        help="samples per step (default: the training block's)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: the training block's optimizer's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
-    parser.add_argument("--init", metavar="NPZ", default=None,
-                        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="only test the model (its --init weights) on the test set: no training, nothing saved")
-    parser.add_argument("--out-dir", default=".",
-                        help="where the trained weights go (the framework's own file and a netdsl .npz)")
-    parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
-    parser.add_argument("--predict", nargs="+", metavar="INPUT", default=None,
-                        help="run the --init weights on INPUT files (images, image folders, .npz, .npy, CSV) "
-                        "and print class and probability (classifiers) or the outputs")
-    parser.add_argument("-o", "--output", metavar="OUT", default=None,
-                        help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)")
+    parser = argparse.ArgumentParser(
+        description=f"Train {MODEL_NAME} as its training block says, then test it."
+    )
+    parser.add_argument(
+        "--data",
+        metavar="KIND:PATH",
+        default=None,
+        help="the dataset: idx:DIR, npz:FILE, images:DIR, csv:FILE|DIR (see netdsl's docs/data.md)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST-layout IDX files (as --data idx:DIR)",
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="COL",
+        default=None,
+        help="CSV: the label column (header name or 0-based index; default: 'label', else the last)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=TRAINING["epochs"],
+        help="passes over the training set (default: the training block's)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TRAINING["batch_size"],
+        help="samples per step (default: the training block's)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the training block's optimizer's)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and the shuffling",
+    )
+    parser.add_argument(
+        "--init",
+        metavar="NPZ",
+        default=None,
+        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only test the model (its --init weights) on the test set: no training, nothing saved",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=".",
+        help="where the trained weights go (the framework's own file and a netdsl .npz)",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        default=None,
+        help="train on the first N images only",
+    )
+    parser.add_argument(
+        "--predict",
+        nargs="+",
+        metavar="INPUT",
+        default=None,
+        help="run the --init weights on INPUT files (images, image folders, .npz, .npy, CSV) "
+        "and print class and probability (classifiers) or the outputs",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        default=None,
+        help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
+    )
     args = parser.parse_args(argv)
     if args.predict and not args.init:
         parser.error("--predict needs --init WEIGHTS.npz")
-    if args.output and (not args.predict or not args.output.lower().endswith((".csv", ".npy"))):
+    if args.output and (
+        not args.predict or not args.output.lower().endswith((".csv", ".npy"))
+    ):
         parser.error("-o goes with --predict and names a .csv or .npy file")
-    if args.output and (os.path.isdir(args.output) or args.output in args.predict + [args.init]):
-        parser.error("-o %s: a directory or one of the command's inputs" % args.output)
+    if args.output and (
+        os.path.isdir(args.output) or args.output in args.predict + [args.init]
+    ):
+        parser.error(f"-o {args.output}: a directory or one of the command's inputs")
     keras.utils.set_random_seed(args.seed)
     model = build_model()
     if args.init:
