@@ -70,7 +70,10 @@ def _call(func: str, args: tuple, kwargs: tuple) -> Code:
     return Code(f"{dotted(func)}({', '.join(parts)})")
 
 
-def wrap_call(code: str, indent: int, width: int = 110) -> list:
+WIDTH = 88  # ruff format's (and black's) line length: a user's formatter leaves the generated code alone
+
+
+def wrap_call(code: str, indent: int, width: int = WIDTH) -> list:
     """Split one long line `lhs = f(a, b, c)tail` into one argument per line when it exceeds width.
 
     Splits at the top-level commas of the first call on the line; what
@@ -120,7 +123,7 @@ def table_row(key: str, *values) -> str:
     return f"{lit(key)}: ({', '.join(map(lit, values))}),"
 
 
-def const_dict(name: str, items: dict, width: int = 110) -> list:
+def const_dict(name: str, items: dict, width: int = WIDTH) -> list:
     """`NAME = {...}` on one line, or one entry per line when that is too long."""
     one = f"{name} = {pyrepr(items)}"
     if len(one) <= width:

@@ -705,7 +705,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -714,7 +714,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -867,7 +870,7 @@ def main(argv=None):
     if args.init:
         load_netdsl_weights(model, args.init)
     if args.predict:
-        write_predictions(args, lambda x: predict(model, {DATA_INPUT: x})[DATA_OUTPUT])
+        write_predictions(args, model)
         return
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, y_train, x_test, y_test, _ = load_dataset(args)
@@ -883,17 +886,21 @@ def main(argv=None):
         for start in range(0, len(order), args.batch_size):
             idx = order[start : start + args.batch_size]
             target = y_train[idx].astype(np.int64)
-            total += train_step(model, trainer, {DATA_INPUT: x_train[idx]}, {DATA_OUTPUT: target}) * len(idx)
+            inputs = {DATA_INPUT: x_train[idx]}
+            loss = train_step(model, trainer, inputs, {DATA_OUTPUT: target})
+            total += loss * len(idx)
         accuracy = evaluate(model, x_test, y_test)
+        loss = total / len(x_train)
         print(
-            f"epoch {epoch + 1}/{args.epochs}: loss {total / len(x_train):.6f}, test accuracy {accuracy:.4f}",
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss:.6f}, test accuracy {accuracy:.4f}",
             flush=True,
         )
     os.makedirs(args.out_dir, exist_ok=True)
     saved = os.path.join(args.out_dir, MODEL_NAME + ".cntk")
     model.save(saved)
-    export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
-    print(f"saved {saved} and {os.path.join(args.out_dir, MODEL_NAME + '.npz')}")
+    weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
+    export_netdsl_weights(model, weights)
+    print(f"saved {saved} and {weights}")
 
 
 if __name__ == "__main__":

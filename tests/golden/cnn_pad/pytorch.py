@@ -641,7 +641,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -650,7 +650,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -803,7 +806,7 @@ def main(argv=None):
     if args.init:
         load_netdsl_weights(model, args.init)
     if args.predict:
-        write_predictions(args, lambda x: predict(model, {DATA_INPUT: x})[DATA_OUTPUT])
+        write_predictions(args, model)
         return
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
@@ -819,9 +822,14 @@ def main(argv=None):
         losses = []
         for start in range(0, len(order), args.batch_size):
             batch = order[start : start + args.batch_size]
-            losses.append(train_step(model, trainer, {DATA_INPUT: x_train[batch]}, y_train[batch]))
+            inputs = {DATA_INPUT: x_train[batch]}
+            losses.append(train_step(model, trainer, inputs, y_train[batch]))
         accuracy = evaluate(model, x_test, labels_test)
-        print(f"epoch {epoch}/{args.epochs}: loss {np.mean(losses):.4f}, test accuracy {accuracy:.4f}", flush=True)
+        loss = np.mean(losses)
+        print(
+            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
     os.makedirs(args.out_dir, exist_ok=True)
     torch.save(model.state_dict(), os.path.join(args.out_dir, MODEL_NAME + ".pt"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))

@@ -685,7 +685,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -694,7 +694,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -833,7 +836,9 @@ def main(argv=None):
         os.path.isdir(args.output) or args.output in args.predict + [args.init]
     ):
         parser.error(f"-o {args.output}: a directory or one of the command's inputs")
-    raise SystemExit(f"error: {MODEL_NAME}: cannot train: " "main() can only train a model with one input and one output")
+    raise SystemExit(
+        "error: Dssm: cannot train: main() can only train a model with one input and one output"
+    )
 
 
 if __name__ == "__main__":

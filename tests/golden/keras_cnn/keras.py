@@ -65,7 +65,11 @@ def build_model():
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1), name="image"),
-            layers.Rescaling(1 / 78.5655, offset=-33.328500000000005 / 78.5655, name="image_scaled"),
+            layers.Rescaling(
+                1 / 78.5655,
+                offset=-33.328500000000005 / 78.5655,
+                name="image_scaled",
+            ),
             layers.Conv2D(32, (3, 3), activation="relu", name="convolution_1"),
             layers.MaxPooling2D((2, 2), name="max_pooling_1"),
             layers.Conv2D(64, (3, 3), activation="relu", name="convolution_2"),
@@ -682,7 +686,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -691,7 +695,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -844,7 +851,7 @@ def main(argv=None):
     if args.init:
         load_netdsl_weights(model, args.init)
     if args.predict:
-        write_predictions(args, lambda x: predict(model, {DATA_INPUT: x})[DATA_OUTPUT])
+        write_predictions(args, model)
         return
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
@@ -857,11 +864,19 @@ def main(argv=None):
     x_train = keras_inputs({DATA_INPUT: x_train})
     for epoch in range(1, args.epochs + 1):
         history = model.fit(
-            x_train, keras_targets(y_train), batch_size=args.batch_size, epochs=1, shuffle=True, verbose=0
+            x_train,
+            keras_targets(y_train),
+            batch_size=args.batch_size,
+            epochs=1,
+            shuffle=True,
+            verbose=0,
         )
         accuracy = evaluate(model, x_test, labels_test)
         loss = history.history["loss"][0]
-        print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}", flush=True)
+        print(
+            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
     os.makedirs(args.out_dir, exist_ok=True)
     model.save_weights(os.path.join(args.out_dir, MODEL_NAME + ".weights.h5"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))

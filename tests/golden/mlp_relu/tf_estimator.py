@@ -739,7 +739,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -748,7 +748,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -798,7 +801,11 @@ def batches(x, y, batch_size, shuffle_seed=None):
     data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
     if shuffle_seed is not None:
         data = data.shuffle(len(x), seed=shuffle_seed)
-    return data.batch(batch_size).map(lambda xb, yb: ({DATA_INPUT: tf.cast(xb, tf.float32)}, yb))
+
+    def features(xb, yb):
+        return {DATA_INPUT: tf.cast(xb, tf.float32)}, yb
+
+    return data.batch(batch_size).map(features)
 
 
 def main(argv=None):
@@ -902,12 +909,13 @@ def main(argv=None):
             if args.init:
                 load_netdsl_weights(model, args.init)
             if args.predict:
-                write_predictions(args, lambda x: predict(model, {DATA_INPUT: x})[DATA_OUTPUT])
+                write_predictions(args, model)
                 return
             stats = read_data_arrays(args.init) if args.init else {}
             _, _, x_test, y_test, _ = load_dataset(args)
             x_test = model_view(x_test, stats)
-            metrics = make_trainer(model, args.lr).evaluate(lambda: batches(x_test, y_test, 1000))
+            trainer = make_trainer(model, args.lr)
+            metrics = trainer.evaluate(lambda: batches(x_test, y_test, 1000))
         print(f"test accuracy {float(metrics['accuracy']):.4f}", flush=True)
         return
     stats = read_data_arrays(args.init) if args.init else {}
@@ -921,12 +929,20 @@ def main(argv=None):
     trainer = make_trainer(model, args.lr)
     for epoch in range(args.epochs):
         hook = LossHook()
-        trainer.train(lambda seed=args.seed + epoch: batches(x_train, y_train, args.batch_size, seed), hooks=[hook])
+        seed = args.seed + epoch
+        trainer.train(
+            lambda seed=seed: batches(x_train, y_train, args.batch_size, seed),
+            hooks=[hook],
+        )
         metrics = trainer.evaluate(lambda: batches(x_test, y_test, 1000))
         loss, accuracy = float(np.mean(hook.losses)), float(metrics["accuracy"])
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {loss:.6f}, test accuracy {accuracy:.4f}", flush=True)
-    export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
-    print(f"saved {model.latest_checkpoint()} and {os.path.join(args.out_dir, MODEL_NAME + '.npz')}")
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss:.6f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+    weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
+    export_netdsl_weights(model, weights)
+    print(f"saved {model.latest_checkpoint()} and {weights}")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,10 @@ def predict(model, inputs):
 
 def make_trainer(model, lr=None):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate)."""
-    trainer = keras.optimizers.SGD(learning_rate=TRAINING["lr"] if lr is None else lr, momentum=0.9)
+    trainer = keras.optimizers.SGD(
+        learning_rate=TRAINING["lr"] if lr is None else lr,
+        momentum=0.9,
+    )
     loss = keras.losses.MeanSquaredError()
     model.compile(optimizer=trainer, loss=loss)
     return trainer
@@ -637,7 +640,7 @@ def read_predict_inputs(paths, label_column):
     return names, np.stack(samples)
 
 
-def write_predictions(args, forward):
+def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
@@ -646,7 +649,10 @@ def write_predictions(args, forward):
 
     stats = read_data_arrays(args.init)
     names, x = read_predict_inputs(args.predict, args.label_column)
-    outs = [forward(model_view(x[i : i + 256], stats)) for i in range(0, len(x), 256)]
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
     out = np.concatenate(outs).astype(np.float64)
     classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
     if classifier:
@@ -799,12 +805,13 @@ def main(argv=None):
     if args.init:
         load_netdsl_weights(model, args.init)
     if args.predict:
-        write_predictions(args, lambda x: predict(model, {DATA_INPUT: x})[DATA_OUTPUT])
+        write_predictions(args, model)
         return
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
     x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
-    y_train = np.eye(CLASSES, dtype=np.float32)[labels_train]  # squared error against one-hot targets
+    # squared error against one-hot targets
+    y_train = np.eye(CLASSES, dtype=np.float32)[labels_train]
     if args.eval_only:
         print(f"test accuracy {evaluate(model, x_test, labels_test):.4f}", flush=True)
         return
@@ -812,11 +819,19 @@ def main(argv=None):
     x_train = keras_inputs({DATA_INPUT: x_train})
     for epoch in range(1, args.epochs + 1):
         history = model.fit(
-            x_train, keras_targets(y_train), batch_size=args.batch_size, epochs=1, shuffle=True, verbose=0
+            x_train,
+            keras_targets(y_train),
+            batch_size=args.batch_size,
+            epochs=1,
+            shuffle=True,
+            verbose=0,
         )
         accuracy = evaluate(model, x_test, labels_test)
         loss = history.history["loss"][0]
-        print(f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}", flush=True)
+        print(
+            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
     os.makedirs(args.out_dir, exist_ok=True)
     model.save_weights(os.path.join(args.out_dir, MODEL_NAME + ".weights.h5"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
