@@ -386,7 +386,10 @@ def load_npz(path):
 
 def read_image(path, expect):
     """One image file as a (C, H, W) uint8 array, its size and channels checked against expect (C, H, W)."""
-    from PIL import Image  # only image folders need Pillow
+    try:
+        from PIL import Image  # only image folders need Pillow
+    except ImportError:
+        data_error(f"{path}: reading images needs Pillow: pip install pillow")
 
     channels = {"1": 1, "L": 1, "RGB": 3, "RGBA": 4}
     try:
