@@ -800,10 +800,12 @@ def main(argv=None):
         not args.predict or not args.output.lower().endswith((".csv", ".npy"))
     ):
         parser.error("-o goes with --predict and names a .csv or .npy file")
-    if args.output and (
-        os.path.isdir(args.output) or args.output in args.predict + [args.init]
-    ):
-        parser.error(f"-o {args.output}: a directory or one of the command's inputs")
+    if args.output:
+        inputs = [os.path.realpath(p) for p in args.predict + [args.init]]
+        if os.path.realpath(args.output) in inputs:
+            parser.error(f"-o {args.output}: one of the command's own inputs")
+        if os.path.exists(args.output) and not os.path.isfile(args.output):
+            parser.error(f"-o {args.output}: not a regular file")
     torch.manual_seed(args.seed)
     model = build_model()
     if args.init:
