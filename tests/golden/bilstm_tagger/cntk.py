@@ -9,6 +9,7 @@ name: canonical name -> layer name -> CNTK parameter, converting Dense W to
 (in..., out), LSTM W/H to (in, 4n) with CNTK's gate order i, g, f, o, and a
 Convolution bias to (out, 1, 1).
 """
+
 import argparse
 import gzip
 import math
@@ -21,7 +22,18 @@ import numpy as np
 MODEL_NAME = "BilstmTagger"
 INPUTS = {"words": (None, None)}
 OUTPUTS = {"tags": (None, None, 129)}
-TRAINING = {"dataset": None, "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 16, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": None,
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "Adam",
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-08,
+    "lr": 0.001,
+    "batch_size": 16,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = {"words": 943}  # token-id input -> vocabulary size
 OUTPUT = "tags"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
@@ -158,8 +170,8 @@ class TorchAdam(_TorchLearner):
         m, v = slots
         m[...] = b1 * m + (1.0 - b1) * g
         v[...] = b2 * v + (1.0 - b2) * g * g
-        denom = np.sqrt(v) / math.sqrt(1.0 - b2 ** self.t) + eps
-        return w - (self.lr_value / (1.0 - b1 ** self.t)) * m / denom
+        denom = np.sqrt(v) / math.sqrt(1.0 - b2**self.t) + eps
+        return w - (self.lr_value / (1.0 - b1**self.t)) * m / denom
 
 
 def _learner(parameters, lr):

@@ -9,6 +9,7 @@ name: canonical name -> layer name -> CNTK parameter, converting Dense W to
 (in..., out), LSTM W/H to (in, 4n) with CNTK's gate order i, g, f, o, and a
 Convolution bias to (out, 1, 1).
 """
+
 import argparse
 import gzip
 import os
@@ -20,7 +21,17 @@ import numpy as np
 MODEL_NAME = "CntkForConvNet"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "SGD", "lr": 0.05, "momentum": 0.9, "nesterov": True, "batch_size": 64, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "SGD",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "batch_size": 64,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)

@@ -8,6 +8,7 @@ top-level layers. Arrays use netdsl's canonical layout (NCHW images,
 load unchanged, except that an LSTM's canonical bias goes to i2h_bias while
 h2h_bias stays zero and frozen (grad_req='null').
 """
+
 import argparse
 import gzip
 import os
@@ -21,7 +22,17 @@ from mxnet.gluon import nn
 MODEL_NAME = "CntkForConvNet"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "SGD", "lr": 0.05, "momentum": 0.9, "nesterov": True, "batch_size": 64, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "SGD",
+    "lr": 0.05,
+    "momentum": 0.9,
+    "nesterov": True,
+    "batch_size": 64,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
 WEIGHTS = {

@@ -9,6 +9,7 @@ name: canonical name -> layer name -> CNTK parameter, converting Dense W to
 (in..., out), LSTM W/H to (in, 4n) with CNTK's gate order i, g, f, o, and a
 Convolution bias to (out, 1, 1).
 """
+
 import argparse
 import gzip
 import os
@@ -20,7 +21,17 @@ import numpy as np
 MODEL_NAME = "Dssm"
 INPUTS = {"doc": (None, 1, 28, 28), "query": (None, 1, 28, 28)}
 OUTPUTS = {"sim": (None, 1)}
-TRAINING = {"dataset": None, "loss": "squared_error", "optimizer": "SGD", "lr": 0.01, "momentum": 0.0, "nesterov": False, "batch_size": 32, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": None,
+    "loss": "squared_error",
+    "optimizer": "SGD",
+    "lr": 0.01,
+    "momentum": 0.0,
+    "nesterov": False,
+    "batch_size": 32,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "sim"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)

@@ -7,6 +7,7 @@ sequences); inside, images run NHWC. Canonical weights enter through a
 checkpoint: load_netdsl_weights writes model.ckpt-0 into the Estimator's
 model_dir, which train/evaluate/predict then restore.
 """
+
 import argparse
 import gzip
 import os
@@ -19,7 +20,17 @@ import tensorflow as tf
 MODEL_NAME = "EstimatorCnn"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"logits_out": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "SGD", "lr": 0.001, "momentum": 0.0, "nesterov": False, "batch_size": 100, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "SGD",
+    "lr": 0.001,
+    "momentum": 0.0,
+    "nesterov": False,
+    "batch_size": 100,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)

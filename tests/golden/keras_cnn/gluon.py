@@ -8,6 +8,7 @@ top-level layers. Arrays use netdsl's canonical layout (NCHW images,
 load unchanged, except that an LSTM's canonical bias goes to i2h_bias while
 h2h_bias stays zero and frozen (grad_req='null').
 """
+
 import argparse
 import gzip
 import math
@@ -22,7 +23,18 @@ from mxnet.gluon import nn
 MODEL_NAME = "KerasCnn"
 INPUTS = {"image": (None, 1, 28, 28)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.002, "batch_size": 64, "epochs": 2, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "Adam",
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-08,
+    "lr": 0.002,
+    "batch_size": 64,
+    "epochs": 2,
+    "metrics": ["accuracy"],
+}
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
 WEIGHTS = {
@@ -140,8 +152,8 @@ class TorchAdam(mx.optimizer.Optimizer):
         g = grad * self.rescale_grad
         m[:] = self.beta1 * m + (1.0 - self.beta1) * g
         v[:] = self.beta2 * v + (1.0 - self.beta2) * g * g
-        denom = nd.sqrt(v) / math.sqrt(1.0 - self.beta2 ** t) + self.epsilon
-        weight[:] = weight - (lr / (1.0 - self.beta1 ** t)) * m / denom
+        denom = nd.sqrt(v) / math.sqrt(1.0 - self.beta2**t) + self.epsilon
+        weight[:] = weight - (lr / (1.0 - self.beta1**t)) * m / denom
 
 
 def make_trainer(model, lr=None):

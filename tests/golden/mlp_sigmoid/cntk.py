@@ -9,6 +9,7 @@ name: canonical name -> layer name -> CNTK parameter, converting Dense W to
 (in..., out), LSTM W/H to (in, 4n) with CNTK's gate order i, g, f, o, and a
 Convolution bias to (out, 1, 1).
 """
+
 import argparse
 import gzip
 import os
@@ -20,7 +21,17 @@ import numpy as np
 MODEL_NAME = "MlpSigmoid"
 INPUTS = {"features": (None, 784)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "squared_error", "optimizer": "SGD", "lr": 1.0, "momentum": 0.9, "nesterov": False, "batch_size": 10, "epochs": 3, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "squared_error",
+    "optimizer": "SGD",
+    "lr": 1.0,
+    "momentum": 0.9,
+    "nesterov": False,
+    "batch_size": 10,
+    "epochs": 3,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)

@@ -8,6 +8,7 @@ top-level layers. Arrays use netdsl's canonical layout (NCHW images,
 load unchanged, except that an LSTM's canonical bias goes to i2h_bias while
 h2h_bias stays zero and frozen (grad_req='null').
 """
+
 import argparse
 import gzip
 import os
@@ -21,7 +22,17 @@ from mxnet.gluon import nn
 MODEL_NAME = "MlpSigmoid"
 INPUTS = {"features": (None, 784)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "squared_error", "optimizer": "SGD", "lr": 1.0, "momentum": 0.9, "nesterov": False, "batch_size": 10, "epochs": 3, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "squared_error",
+    "optimizer": "SGD",
+    "lr": 1.0,
+    "momentum": 0.9,
+    "nesterov": False,
+    "batch_size": 10,
+    "epochs": 3,
+    "metrics": ["accuracy"],
+}
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
 WEIGHTS = {

@@ -7,6 +7,7 @@ sequences); inside, images run NHWC. Canonical weights enter through a
 checkpoint: load_netdsl_weights writes model.ckpt-0 into the Estimator's
 model_dir, which train/evaluate/predict then restore.
 """
+
 import argparse
 import gzip
 import os
@@ -19,7 +20,18 @@ import tensorflow as tf
 MODEL_NAME = "SlotTagger"
 INPUTS = {"words": (None, None)}
 OUTPUTS = {"tags": (None, None, 129)}
-TRAINING = {"dataset": None, "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 16, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": None,
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "Adam",
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-08,
+    "lr": 0.001,
+    "batch_size": 16,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = ["words"]  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)

@@ -7,6 +7,7 @@ sequences); inside, images run NHWC. Canonical weights enter through a
 checkpoint: load_netdsl_weights writes model.ckpt-0 into the Estimator's
 model_dir, which train/evaluate/predict then restore.
 """
+
 import argparse
 import gzip
 import os
@@ -19,7 +20,17 @@ import tensorflow as tf
 MODEL_NAME = "Vgg9"
 INPUTS = {"image": (None, 3, 32, 32)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": None, "loss": "cross_entropy_with_softmax", "optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "nesterov": False, "batch_size": 32, "epochs": 1, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": None,
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "SGD",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "nesterov": False,
+    "batch_size": 32,
+    "epochs": 1,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)
