@@ -74,7 +74,9 @@ def _variables(model):
             if found is not None:
                 break
         if found is None:
-            raise RuntimeError(f"no {short} in layer {layer} of the CNTK model: this is a bug in netdsl")
+            raise RuntimeError(
+                f"no {short} in layer {layer} of the CNTK model: this is a bug in netdsl"
+            )
         out[name] = found
     return out
 
@@ -106,14 +108,20 @@ def load_netdsl_weights(model, path):
     arrays = read_netdsl_weights(path)
     for name, variable in _variables(model).items():
         value = arrays[name].astype(np.float32)
-        variable.value = np.ascontiguousarray(_to_cntk(WEIGHTS[name][3], value, variable.shape))
+        variable.value = np.ascontiguousarray(
+            _to_cntk(WEIGHTS[name][3], value, variable.shape)
+        )
     return model
 
 
 def export_netdsl_weights(model, path):
     """Write the model's weights as a canonical netdsl .npz (the reverse of load_netdsl_weights)."""
-    arrays = {name: _from_cntk(WEIGHTS[name][3], np.asarray(v.value), WEIGHTS[name][0]).astype(np.float32)
-              for name, v in _variables(model).items()}
+    arrays = {
+        name: _from_cntk(
+            WEIGHTS[name][3], np.asarray(v.value), WEIGHTS[name][0]
+        ).astype(np.float32)
+        for name, v in _variables(model).items()
+    }
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -124,7 +132,9 @@ def _feed(model, inputs):
     for name in INPUTS:
         x = np.asarray(inputs[name])
         if name in ID_INPUTS:
-            feed[args[name]] = C.Value.one_hot([[int(t) for t in row] for row in x], ID_INPUTS[name])
+            feed[args[name]] = C.Value.one_hot(
+                [[int(t) for t in row] for row in x], ID_INPUTS[name]
+            )
         else:
             feed[args[name]] = np.ascontiguousarray(x, dtype=np.float32)
     return feed
@@ -148,12 +158,16 @@ class _TorchLearner(C.learners.UserLearner):
         self.lr_value = lr
         self.hyper = hyper
         self.t = 0
-        self.slots = {p.uid: (np.zeros(p.shape, np.float32), np.zeros(p.shape, np.float32)) for p in parameters}
+        self.slots = {
+            p.uid: (np.zeros(p.shape, np.float32), np.zeros(p.shape, np.float32))
+            for p in parameters
+        }
 
     def update(self, gradient_values, training_sample_count, sweep_end):
         self.t += 1
         for p, g in gradient_values.items():
-            if g.is_sparse:  # an embedding's gradient: densify (torch updates every row)
+            # an embedding's gradient: densify (torch updates every row)
+            if g.is_sparse:
                 dense = C.NDArrayView.from_dense(np.zeros(g.shape, np.float32))
                 dense.copy_from(g)
                 g = dense
@@ -176,7 +190,9 @@ class TorchAdam(_TorchLearner):
 
 def _learner(parameters, lr):
     attrs = TRAINING
-    return TorchAdam(parameters, lr, beta1=attrs["beta1"], beta2=attrs["beta2"], eps=attrs["eps"])
+    return TorchAdam(
+        parameters, lr, beta1=attrs["beta1"], beta2=attrs["beta2"], eps=attrs["eps"]
+    )
 
 
 def make_trainer(model, lr=None):

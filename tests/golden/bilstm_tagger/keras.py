@@ -114,7 +114,9 @@ def load_netdsl_weights(model, path):
     arrays = read_netdsl_weights(path)
     per_layer = {}
     for name, (_, layer, index, conversion) in WEIGHTS.items():
-        per_layer.setdefault(layer, {})[index] = to_keras_layout(arrays[name], conversion)
+        per_layer.setdefault(layer, {})[index] = to_keras_layout(
+            arrays[name], conversion
+        )
     for layer, values in per_layer.items():
         find_layer(model, layer).set_weights([values[i] for i in range(len(values))])
     return model
@@ -166,8 +168,12 @@ def train_step(model, trainer, inputs, targets):
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
     """
     if model.optimizer is not trainer:
-        raise ValueError("train_step needs the trainer that make_trainer(model) returned")
-    logs = model.train_on_batch(keras_inputs(inputs), keras_targets(targets), return_dict=True)
+        raise ValueError(
+            "train_step needs the trainer that make_trainer(model) returned"
+        )
+    logs = model.train_on_batch(
+        keras_inputs(inputs), keras_targets(targets), return_dict=True
+    )
     return float(logs["loss"])
 
 

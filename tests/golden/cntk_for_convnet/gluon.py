@@ -142,7 +142,9 @@ def make_trainer(model, lr=None):
     # mxnet's sgd/nag with momentum equal torch's SGD(momentum, nesterov) at a constant lr
     momentum = TRAINING["momentum"]
     kind = "nag" if TRAINING["nesterov"] and momentum else "sgd"
-    return gluon.Trainer(params, kind, {"learning_rate": lr, "momentum": momentum, "wd": 0.0})
+    return gluon.Trainer(
+        params, kind, {"learning_rate": lr, "momentum": momentum, "wd": 0.0}
+    )
 
 
 def _loss(out, target):

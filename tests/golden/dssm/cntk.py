@@ -86,7 +86,9 @@ def _variables(model):
             if found is not None:
                 break
         if found is None:
-            raise RuntimeError(f"no {short} in layer {layer} of the CNTK model: this is a bug in netdsl")
+            raise RuntimeError(
+                f"no {short} in layer {layer} of the CNTK model: this is a bug in netdsl"
+            )
         out[name] = found
     return out
 
@@ -118,14 +120,20 @@ def load_netdsl_weights(model, path):
     arrays = read_netdsl_weights(path)
     for name, variable in _variables(model).items():
         value = arrays[name].astype(np.float32)
-        variable.value = np.ascontiguousarray(_to_cntk(WEIGHTS[name][3], value, variable.shape))
+        variable.value = np.ascontiguousarray(
+            _to_cntk(WEIGHTS[name][3], value, variable.shape)
+        )
     return model
 
 
 def export_netdsl_weights(model, path):
     """Write the model's weights as a canonical netdsl .npz (the reverse of load_netdsl_weights)."""
-    arrays = {name: _from_cntk(WEIGHTS[name][3], np.asarray(v.value), WEIGHTS[name][0]).astype(np.float32)
-              for name, v in _variables(model).items()}
+    arrays = {
+        name: _from_cntk(
+            WEIGHTS[name][3], np.asarray(v.value), WEIGHTS[name][0]
+        ).astype(np.float32)
+        for name, v in _variables(model).items()
+    }
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
@@ -136,7 +144,9 @@ def _feed(model, inputs):
     for name in INPUTS:
         x = np.asarray(inputs[name])
         if name in ID_INPUTS:
-            feed[args[name]] = C.Value.one_hot([[int(t) for t in row] for row in x], ID_INPUTS[name])
+            feed[args[name]] = C.Value.one_hot(
+                [[int(t) for t in row] for row in x], ID_INPUTS[name]
+            )
         else:
             feed[args[name]] = np.ascontiguousarray(x, dtype=np.float32)
     return feed
@@ -158,7 +168,9 @@ def _learner(parameters, lr):
     if not attrs["momentum"]:
         return C.sgd(parameters, schedule)
     learner = C.nesterov if attrs["nesterov"] else C.momentum_sgd
-    return learner(parameters, schedule, C.momentum_schedule(attrs["momentum"]), unit_gain=False)
+    return learner(
+        parameters, schedule, C.momentum_schedule(attrs["momentum"]), unit_gain=False
+    )
 
 
 def make_trainer(model, lr=None):

@@ -161,8 +161,16 @@ def make_trainer(model, lr=None):
     lr = TRAINING["lr"] if lr is None else float(lr)
     params = [p for p in model.collect_params().values() if p.grad_req != "null"]
     attrs = TRAINING
-    return gluon.Trainer(params, TorchAdam(learning_rate=lr, beta1=attrs["beta1"], beta2=attrs["beta2"],
-                                           epsilon=attrs["eps"], wd=0.0))
+    return gluon.Trainer(
+        params,
+        TorchAdam(
+            learning_rate=lr,
+            beta1=attrs["beta1"],
+            beta2=attrs["beta2"],
+            epsilon=attrs["eps"],
+            wd=0.0,
+        ),
+    )
 
 
 def _loss(out, target):

@@ -94,7 +94,12 @@ def to_keras_layout(array, conversion):
         return array.transpose(2, 3, 1, 0)
     if isinstance(conversion, tuple):
         c, h, w = conversion
-        return array.reshape(len(array), c, h, w).transpose(0, 2, 3, 1).reshape(len(array), -1).T
+        return (
+            array.reshape(len(array), c, h, w)
+            .transpose(0, 2, 3, 1)
+            .reshape(len(array), -1)
+            .T
+        )
     return array
 
 
@@ -114,7 +119,9 @@ def load_netdsl_weights(model, path):
     arrays = read_netdsl_weights(path)
     per_layer = {}
     for name, (_, layer, index, conversion) in WEIGHTS.items():
-        per_layer.setdefault(layer, {})[index] = to_keras_layout(arrays[name], conversion)
+        per_layer.setdefault(layer, {})[index] = to_keras_layout(
+            arrays[name], conversion
+        )
     for layer, values in per_layer.items():
         find_layer(model, layer).set_weights([values[i] for i in range(len(values))])
     return model
@@ -166,8 +173,12 @@ def train_step(model, trainer, inputs, targets):
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
     """
     if model.optimizer is not trainer:
-        raise ValueError("train_step needs the trainer that make_trainer(model) returned")
-    logs = model.train_on_batch(keras_inputs(inputs), keras_targets(targets), return_dict=True)
+        raise ValueError(
+            "train_step needs the trainer that make_trainer(model) returned"
+        )
+    logs = model.train_on_batch(
+        keras_inputs(inputs), keras_targets(targets), return_dict=True
+    )
     return float(logs["loss"])
 
 

@@ -83,7 +83,9 @@ def load_netdsl_weights(model, path):
 def export_netdsl_weights(model, path):
     """Write the model's weights as a netdsl .npz weight file (canonical layout)."""
     state = model.state_dict()
-    arrays = {name: state[key].detach().cpu().numpy() for name, (_, key) in WEIGHTS.items()}
+    arrays = {
+        name: state[key].detach().cpu().numpy() for name, (_, key) in WEIGHTS.items()
+    }
     np.savez(path, **arrays)
 
 

@@ -45,7 +45,9 @@ def _to_tf(conv, value, chw):
         return value.transpose(2, 3, 1, 0)
     if conv in ("dense", "transpose"):
         return value.T
-    if conv == "dense_nhwc":  # rows of a Dense that reads an NHWC-flattened (C, H, W) image
+    if (
+        conv == "dense_nhwc"
+    ):  # rows of a Dense that reads an NHWC-flattened (C, H, W) image
         c, h, w = chw
         return value.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
     return value
@@ -67,7 +69,9 @@ def _optimizer(lr):
     if not attrs["momentum"]:
         return tf.compat.v1.train.GradientDescentOptimizer(lr)
     # accum = m * accum + g; w -= lr * accum (nesterov: w -= lr * (g + m * accum)): torch's SGD
-    return tf.compat.v1.train.MomentumOptimizer(lr, attrs["momentum"], use_nesterov=attrs["nesterov"])
+    return tf.compat.v1.train.MomentumOptimizer(
+        lr, attrs["momentum"], use_nesterov=attrs["nesterov"]
+    )
 
 
 def model_fn(features, labels, mode, params):
@@ -93,13 +97,24 @@ def model_fn(features, labels, mode, params):
         optimizer = _optimizer(params["lr"])
         # dense gradients everywhere (an embedding's are IndexedSlices): torch's optimizers
         # update every row, TF's sparse updates only the rows in the batch
-        grads = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
-                 for g, v in optimizer.compute_gradients(loss) if g is not None]
-        with tf.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
-            train_op = optimizer.apply_gradients(grads, global_step=tf.compat.v1.train.get_global_step())
+        grads = [
+            (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+            for g, v in optimizer.compute_gradients(loss)
+            if g is not None
+        ]
+        with tf.control_dependencies(
+            tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        ):
+            train_op = optimizer.apply_gradients(
+                grads, global_step=tf.compat.v1.train.get_global_step()
+            )
         return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
-    accuracy = tf.compat.v1.metrics.accuracy(labels=classes, predictions=tf.argmax(logits, axis=-1))
-    return tf.estimator.EstimatorSpec(mode=mode, loss=loss, eval_metric_ops={"accuracy": accuracy})
+    accuracy = tf.compat.v1.metrics.accuracy(
+        labels=classes, predictions=tf.argmax(logits, axis=-1)
+    )
+    return tf.estimator.EstimatorSpec(
+        mode=mode, loss=loss, eval_metric_ops={"accuracy": accuracy}
+    )
 
 
 def default_params():
@@ -109,18 +124,27 @@ def default_params():
 def build_model(model_dir=None, seed=None, lr=None):
     """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new temp dir)."""
     model_dir = model_dir or tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
-    config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=seed, keep_checkpoint_max=2,
-                                    log_step_count_steps=None, save_summary_steps=None)
+    config = tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=seed,
+        keep_checkpoint_max=2,
+        log_step_count_steps=None,
+        save_summary_steps=None,
+    )
     params = default_params()
     if lr is not None:
         params["lr"] = float(lr)
-    return tf.estimator.Estimator(model_fn, model_dir=model_dir, config=config, params=params)
+    return tf.estimator.Estimator(
+        model_fn, model_dir=model_dir, config=config, params=params
+    )
 
 
 def _placeholders():
     features = {}
     for name, shape in INPUTS.items():
-        features[name] = tf.compat.v1.placeholder(tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name)
+        features[name] = tf.compat.v1.placeholder(
+            tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name
+        )
     out_shape = next(iter(OUTPUTS.values()))
     labels = tf.compat.v1.placeholder(tf.float32, out_shape, name="labels")
     return features, labels
@@ -138,21 +162,26 @@ def _write_checkpoint(model, values=None):
         variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
         missing = sorted(set(values or ()) - set(variables))
         if missing:
-            raise RuntimeError(f"model_fn made no variables {missing}: this is a bug in netdsl")
+            raise RuntimeError(
+                f"model_fn made no variables {missing}: this is a bug in netdsl"
+            )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             for name, value in (values or {}).items():
                 variables[name].load(value, sess)
-            tf.compat.v1.train.Saver(max_to_keep=2).save(sess, os.path.join(model.model_dir, "model.ckpt"),
-                                                        global_step=0)
+            tf.compat.v1.train.Saver(max_to_keep=2).save(
+                sess, os.path.join(model.model_dir, "model.ckpt"), global_step=0
+            )
 
 
 def load_netdsl_weights(model, path):
     """Load a canonical netdsl .npz (checked by read_netdsl_weights): written as checkpoint
     model.ckpt-0 of the Estimator (the optimizer's state restarts at zero)."""
     arrays = read_netdsl_weights(path)
-    values = {tf_name: _to_tf(conv, arrays[name].astype(np.float32), chw)
-              for name, (shape, tf_name, conv, chw) in WEIGHTS.items()}
+    values = {
+        tf_name: _to_tf(conv, arrays[name].astype(np.float32), chw)
+        for name, (shape, tf_name, conv, chw) in WEIGHTS.items()
+    }
     _write_checkpoint(model, values)
     return model
 
@@ -162,14 +191,21 @@ def export_netdsl_weights(model, path):
     if model.latest_checkpoint() is None:
         _write_checkpoint(model)  # a fresh model: its initial weights
     reader = tf.train.load_checkpoint(model.latest_checkpoint())
-    arrays = {name: _from_tf(conv, reader.get_tensor(tf_name), chw).astype(np.float32)
-              for name, (shape, tf_name, conv, chw) in WEIGHTS.items()}
+    arrays = {
+        name: _from_tf(conv, reader.get_tensor(tf_name), chw).astype(np.float32)
+        for name, (shape, tf_name, conv, chw) in WEIGHTS.items()
+    }
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
 def _features(inputs):
-    return {name: np.asarray(inputs[name]).astype(np.int64 if name in ID_INPUTS else np.float32) for name in INPUTS}
+    return {
+        name: np.asarray(inputs[name]).astype(
+            np.int64 if name in ID_INPUTS else np.float32
+        )
+        for name in INPUTS
+    }
 
 
 def predict(model, inputs):
@@ -178,7 +214,9 @@ def predict(model, inputs):
         _write_checkpoint(model)
     features = _features(inputs)
     n = len(next(iter(features.values())))
-    batches = model.predict(lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False)
+    batches = model.predict(
+        lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False
+    )
     out = [b for b in batches]
     return {name: np.concatenate([b[name] for b in out])[:n] for name in OUTPUTS}
 
@@ -190,7 +228,9 @@ class LossHook(tf.estimator.SessionRunHook):
         self.losses = []
 
     def before_run(self, run_context):
-        return tf.estimator.SessionRunArgs(run_context.session.graph.get_tensor_by_name("netdsl_loss:0"))
+        return tf.estimator.SessionRunArgs(
+            run_context.session.graph.get_tensor_by_name("netdsl_loss:0")
+        )
 
     def after_run(self, run_context, run_values):
         self.losses.append(float(run_values.results))
@@ -207,9 +247,13 @@ def make_trainer(model, lr=None):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step (Estimator.train with steps=1); returns the loss before the update."""
     features = _features(inputs)
-    labels = np.asarray(targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets)
+    labels = np.asarray(
+        targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
+    )
     hook = LossHook()
-    trainer.train(lambda: tf.data.Dataset.from_tensors((features, labels)), steps=1, hooks=[hook])
+    trainer.train(
+        lambda: tf.data.Dataset.from_tensors((features, labels)), steps=1, hooks=[hook]
+    )
     return hook.losses[-1]
 
 
