@@ -82,9 +82,7 @@ def export_netdsl_weights(model, path):
 
 def to_tensors(inputs):
     """The model's arguments, in order, from canonical numpy arrays."""
-    return (
-        torch.as_tensor(np.asarray(inputs["features"]), dtype=torch.float32),
-    )
+    return (torch.as_tensor(np.asarray(inputs["features"]), dtype=torch.float32),)
 
 
 def predict(model, inputs):

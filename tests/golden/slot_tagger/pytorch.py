@@ -101,9 +101,7 @@ def export_netdsl_weights(model, path):
 
 def to_tensors(inputs):
     """The model's arguments, in order, from canonical numpy arrays."""
-    return (
-        torch.as_tensor(np.asarray(inputs["words"]), dtype=torch.long),
-    )
+    return (torch.as_tensor(np.asarray(inputs["words"]), dtype=torch.long),)
 
 
 def predict(model, inputs):
