@@ -70,7 +70,10 @@ def _call(func: str, args: tuple, kwargs: tuple) -> Code:
     return Code(f"{dotted(func)}({', '.join(parts)})")
 
 
-def wrap_call(code: str, indent: int, width: int = 110) -> list:
+WIDTH = 88  # ruff format's (and black's) line length: a user's formatter leaves the generated code alone
+
+
+def wrap_call(code: str, indent: int, width: int = WIDTH) -> list:
     """Split one long line `lhs = f(a, b, c)tail` into one argument per line when it exceeds width.
 
     Splits at the top-level commas of the first call on the line; what
@@ -120,7 +123,7 @@ def table_row(key: str, *values) -> str:
     return f"{lit(key)}: ({', '.join(map(lit, values))}),"
 
 
-def const_dict(name: str, items: dict, width: int = 110) -> list:
+def const_dict(name: str, items: dict, width: int = WIDTH) -> list:
     """`NAME = {...}` on one line, or one entry per line when that is too long."""
     one = f"{name} = {pyrepr(items)}"
     if len(one) <= width:
@@ -327,41 +330,32 @@ def loss_doc(graph: ir.Graph) -> str:
     return docstring(text, 4, width=116)  # a paragraph of its own: no quotes on its lines
 
 
-MNIST_FEATURES = {  # input sample type -> how an MNIST batch (N, 28, 28) of uint8 is shaped for it
-    ((1, 28, 28), False): (-1, 1, 28, 28),
-    ((784,), False): (-1, 784),
-    ((28,), True): (-1, 28, 28),
-}
-
-
 def dataset_plan(idx: GraphIndex) -> dict:
-    """How main() feeds the dataset: {'ok': bool, 'reason': str, 'reshape': tuple, 'one_hot': bool, 'classes': int}.
+    """How main() feeds a dataset: {'ok': bool, 'reason': str, 'reshape': tuple, 'one_hot': bool, 'classes': int}.
 
-    A model that cannot train on its dataset still compiles; its main() exits
-    with the reason.
+    main() reads any numeric dataset (--data, common/data.py.j2) into a model with one
+    input that is not token ids and one output of class scores; the samples are shaped
+    for the input at run time. A model that cannot train so still compiles; its main()
+    exits with the reason.
     """
     graph = idx.graph
     t = graph.training
     plan = {"ok": False, "reason": "", "reshape": (-1,), "one_hot": False, "classes": 10}
-    if t is None or t.dataset is None:
-        plan["reason"] = "the training block names no dataset (train it with train_step() in a loop of your own)"
-        return plan
-    if t.dataset != "mnist":
-        plan["reason"] = f"main() can only read MNIST, not {t.dataset!r}"
+    if t is None:
+        plan["reason"] = "the model has no training block (train it with train_step() in a loop of your own)"
         return plan
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        plan["reason"] = "main() can only train a model with one input and one output on MNIST"
+        plan["reason"] = "main() can only train a model with one input and one output"
         return plan
     inp = graph.inputs[0].type
-    key = (tuple(inp.shape), inp.seq)
-    if inp.vocab is not None or key not in MNIST_FEATURES or (inp.seq and inp.length not in (None, 28)):
-        plan["reason"] = f"MNIST images do not fit the input {graph.inputs[0].name}: {inp.describe()}"
+    if inp.vocab is not None:
+        plan["reason"] = f"main() feeds numeric samples; the input {graph.inputs[0].name} takes token ids"
         return plan
     out = idx.types[graph.outputs[0]]
-    if out.seq or tuple(out.shape) != (10,):
-        plan["reason"] = f"MNIST has 10 classes but the output {graph.outputs[0]} is {out.describe()}"
+    if out.seq or len(out.shape) != 1:
+        plan["reason"] = f"main() trains classifiers; the output {graph.outputs[0]} is {out.describe()}"
         return plan
-    plan.update(ok=True, reshape=MNIST_FEATURES[key], one_hot=t.loss == "squared_error")
+    plan.update(ok=True, reshape=(-1, *inp.shape), one_hot=t.loss == "squared_error", classes=out.shape[0])
     return plan
 
 

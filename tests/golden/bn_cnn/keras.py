@@ -56,12 +56,22 @@ class TorchBatchNormalization(layers.BatchNormalization):
             return super().call(inputs, training=False)
         mean, variance = ops.moments(inputs, axes=list(range(len(inputs.shape) - 1)))
         count = ops.cast(ops.size(inputs) // ops.shape(inputs)[-1], variance.dtype)
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1 - self.momentum))
-        self.moving_variance.assign(
-            self.moving_variance * self.momentum + variance * (count / (count - 1)) * (1 - self.momentum)
+        self.moving_mean.assign(
+            self.moving_mean * self.momentum + mean * (1 - self.momentum)
         )
-        return ops.batch_normalization(inputs, mean, variance, axis=-1, offset=self.beta, scale=self.gamma,
-                                       epsilon=self.epsilon)
+        self.moving_variance.assign(
+            self.moving_variance * self.momentum
+            + variance * (count / (count - 1)) * (1 - self.momentum)
+        )
+        return ops.batch_normalization(
+            inputs,
+            mean,
+            variance,
+            axis=-1,
+            offset=self.beta,
+            scale=self.gamma,
+            epsilon=self.epsilon,
+        )
 
 
 class TorchAdam(keras.optimizers.Adam):
@@ -92,13 +102,25 @@ def build_model():
     return keras.Sequential(
         [
             keras.Input(shape=(28, 28, 1), name="image"),
-            layers.Rescaling(1 / 78.5655, offset=-33.328500000000005 / 78.5655, name="image_scaled"),
+            layers.Rescaling(
+                1 / 78.5655,
+                offset=-33.328500000000005 / 78.5655,
+                name="image_scaled",
+            ),
             layers.Conv2D(16, (5, 5), padding="same", name="convolution_1"),
-            TorchBatchNormalization(momentum=0.9, epsilon=1e-05, name="batch_normalization_1"),
+            TorchBatchNormalization(
+                momentum=0.9,
+                epsilon=1e-05,
+                name="batch_normalization_1",
+            ),
             layers.Activation("relu", name="activation_1"),
             layers.MaxPooling2D((2, 2), name="max_pooling_1"),
             layers.Conv2D(32, (5, 5), padding="same", name="convolution_2"),
-            TorchBatchNormalization(momentum=0.9, epsilon=1e-05, name="batch_normalization_2"),
+            TorchBatchNormalization(
+                momentum=0.9,
+                epsilon=1e-05,
+                name="batch_normalization_2",
+            ),
             layers.Activation("relu", name="activation_2"),
             layers.MaxPooling2D((2, 2), name="max_pooling_2"),
             layers.Flatten(name="fc_flatten"),
@@ -121,7 +143,12 @@ def to_keras_layout(array, conversion):
         return array.transpose(2, 3, 1, 0)
     if isinstance(conversion, tuple):
         c, h, w = conversion
-        return array.reshape(len(array), c, h, w).transpose(0, 2, 3, 1).reshape(len(array), -1).T
+        return (
+            array.reshape(len(array), c, h, w)
+            .transpose(0, 2, 3, 1)
+            .reshape(len(array), -1)
+            .T
+        )
     return array
 
 
@@ -141,7 +168,9 @@ def load_netdsl_weights(model, path):
     arrays = read_netdsl_weights(path)
     per_layer = {}
     for name, (_, layer, index, conversion) in WEIGHTS.items():
-        per_layer.setdefault(layer, {})[index] = to_keras_layout(arrays[name], conversion)
+        per_layer.setdefault(layer, {})[index] = to_keras_layout(
+            arrays[name], conversion
+        )
     for layer, values in per_layer.items():
         find_layer(model, layer).set_weights([values[i] for i in range(len(values))])
     return model
@@ -193,9 +222,16 @@ def train_step(model, trainer, inputs, targets):
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
     """
     if model.optimizer is not trainer:
-        raise ValueError("train_step needs the trainer that make_trainer(model) returned")
-    logs = model.train_on_batch(keras_inputs(inputs), keras_targets(targets), return_dict=True)
+        raise ValueError(
+            "train_step needs the trainer that make_trainer(model) returned"
+        )
+    logs = model.train_on_batch(
+        keras_inputs(inputs), keras_targets(targets), return_dict=True
+    )
     return float(logs["loss"])
+
+
+DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
 
 
 def read_netdsl_weights(path):
@@ -203,42 +239,56 @@ def read_netdsl_weights(path):
 
     The rule of `netdsl run --load`: the file is read with allow_pickle=False; every parameter of
     WEIGHTS is there, as float32 or float64, with its shape and only finite values; nothing else
-    is. A ValueError names every problem.
+    is, except entries under DATA_PREFIX (read by read_data_arrays). A ValueError names every problem.
     """
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError("weight file %s: not a readable .npz weight file (%s)" % (path, e))
+        raise ValueError(f"weight file {path}: not a readable .npz weight file ({e})")
     if not hasattr(npz, "files"):
-        raise ValueError("weight file %s: a single .npy array, not an .npz weight file" % path)
+        raise ValueError(
+            f"weight file {path}: a single .npy array, not an .npz weight file"
+        )
     arrays, unreadable, problems = {}, set(), []
     with npz:
         for key in npz.files:
+            if key.startswith(DATA_PREFIX):
+                continue
             try:
                 arrays[key] = npz[key]
             except ValueError as e:  # an object array needs pickle, which is refused
                 unreadable.add(key)
-                problems.append("weight file %s: entry '%s' is unreadable: %s" % (path, key, e))
+                problems.append(f"weight file {path}: entry '{key}' is unreadable: {e}")
     out = {}
     for name, entry in WEIGHTS.items():
         shape, a = tuple(entry[0]), arrays.get(name)
         if a is None:
             if name not in unreadable:
-                problems.append("weight file %s lacks parameter '%s', shape %s" % (path, name, shape))
+                problems.append(
+                    f"weight file {path} lacks parameter '{name}', shape {shape}"
+                )
         elif a.dtype not in (np.float32, np.float64):
-            problems.append("weight file %s: parameter '%s' has dtype %s, expected float32 or float64"
-                            % (path, name, a.dtype))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has dtype {a.dtype}, expected float32 or float64"
+            )
         elif tuple(a.shape) != shape:
-            problems.append("weight file %s: parameter '%s' has shape %s, expected %s"
-                            % (path, name, tuple(a.shape), shape))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has shape {tuple(a.shape)}, expected {shape}"
+            )
         elif not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
-            problems.append("weight file %s: parameter '%s' holds %d NaN/Inf value%s"
-                            % (path, name, bad, "" if bad == 1 else "s"))
+            plural = "" if bad == 1 else "s"
+            problems.append(
+                f"weight file {path}: parameter '{name}' holds {bad} NaN/Inf value{plural}"
+            )
         else:
             out[name] = a.astype(np.float32)
-    for key in sorted(k for k in arrays if k not in WEIGHTS):
-        problems.append("weight file %s holds '%s', which is not a parameter of model %s" % (path, key, MODEL_NAME))
+    for key in sorted(
+        k for k in arrays if k not in WEIGHTS and not k.startswith(DATA_PREFIX)
+    ):
+        problems.append(
+            f"weight file {path} holds '{key}', which is not a parameter of model {MODEL_NAME}"
+        )
     if problems:
         raise ValueError("\n".join(problems))
     return out
@@ -246,83 +296,652 @@ def read_netdsl_weights(path):
 
 def read_idx(path):
     """Read one IDX file (gzipped or raw) into a numpy array."""
-    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
     with opener(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load_mnist(data_dir):
     """The four MNIST IDX files, from DATA_DIR or DATA_DIR/mnist, as (x_train, y_train, x_test, y_test)."""
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     for root in (os.path.join(data_dir, "mnist"), data_dir):
         found = []
         for name in names:
-            for candidate in (os.path.join(root, name + ".gz"), os.path.join(root, name)):
+            for candidate in (
+                os.path.join(root, name + ".gz"),
+                os.path.join(root, name),
+            ):
                 if os.path.exists(candidate):
                     found.append(candidate)
                     break
         if len(found) == 4:
             return tuple(read_idx(p) for p in found)
-    raise SystemExit(f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}")
+    raise SystemExit(
+        f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}"
+    )
 
 
-def load_data(data_dir):
-    """MNIST in this model's canonical input layout: pixels stay 0..255 (the model rescales them itself)."""
-    x_train, y_train, x_test, y_test = load_mnist(data_dir)
-    x_train = x_train.reshape(-1, 1, 28, 28).astype(np.float32)
-    x_test = x_test.reshape(-1, 1, 28, 28).astype(np.float32)
-    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+# a dataset feeds the first input and labels the first output
+DATA_INPUT = next(iter(INPUTS))
+DATA_OUTPUT = next(iter(OUTPUTS))
+CLASSES = OUTPUTS[DATA_OUTPUT][-1]
+DATA_KINDS = ("idx", "npz", "images", "csv", "conll", "tsv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VAL_NAMES = ("val", "validation", "valid", "dev")
+
+
+def data_error(message):
+    """Stop with a message naming the file (exit status 1, no traceback)."""
+    raise SystemExit("error: " + message)
+
+
+def read_data_arrays(path):
+    """What a netdsl weight file keeps of its training data (data/mean, data/std, data/vocab, data/classes)."""
+    out = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            if key.startswith(DATA_PREFIX):
+                out[key[len(DATA_PREFIX) :]] = npz[key]
+    for name in ("mean", "std"):
+        if name in out:
+            v = out[name]
+            if (
+                v.dtype.kind != "f"
+                or not np.isfinite(v).all()
+                or (name == "std" and (v <= 0).any())
+            ):
+                data_error(f"{path}: '{DATA_PREFIX}{name}' must hold finite numbers")
+            out[name] = v.astype(np.float32)
+    if ("mean" in out) != ("std" in out):
+        data_error(
+            f"{path}: has only one of '{DATA_PREFIX}mean' and '{DATA_PREFIX}std'"
+        )
+    return out
+
+
+def parse_data_spec(spec):
+    """'npz:d.npz' -> ('npz', 'd.npz'); without a kind, an existing path's kind is guessed."""
+    kind, sep, path = spec.partition(":")
+    if sep and kind in DATA_KINDS:
+        if not path:
+            data_error(f"dataset {spec!r}: no path after '{kind}:'")
+        return kind, path
+    if sep and kind.isalpha() and len(kind) > 1 and not os.path.exists(spec):
+        data_error(
+            f"dataset {spec!r}: unknown kind '{kind}' (kinds: {', '.join(DATA_KINDS)})"
+        )
+    suffix = os.path.splitext(spec)[1].lower()
+    guess = {
+        ".npz": "npz",
+        ".csv": "csv",
+        ".conll": "conll",
+        ".iob": "conll",
+        ".bio": "conll",
+        ".tsv": "tsv",
+    }
+    if os.path.isfile(spec) and suffix in guess:
+        return guess[suffix], spec
+    if os.path.isdir(spec):
+        if os.path.isdir(os.path.join(spec, "train")):
+            return "images", spec
+        if os.path.exists(os.path.join(spec, "train.csv")):
+            return "csv", spec
+        return "idx", spec
+    if not os.path.exists(spec):
+        data_error(f"dataset {spec!r}: no such file or directory")
+    data_error(
+        f"{spec}: cannot tell the dataset kind: write KIND:{spec} (kinds: {', '.join(DATA_KINDS)})"
+    )
+
+
+def int_labels(y, where):
+    """Integer class labels (whole-number floats are accepted), each checked against the output's classes."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        data_error(
+            f"{where}: labels must be integers of shape (N,), not {y.dtype} {y.shape}"
+        )
+    bad = np.flatnonzero((y < 0) | (y >= CLASSES))
+    if len(bad):
+        data_error(
+            f"{where}: sample {bad[0]}: label {y[bad[0]]} is out of range for the model's {CLASSES} output "
+            f"classes (labels must be 0..{CLASSES - 1})"
+        )
+    return y.astype(np.int64)
+
+
+def load_npz(path):
+    """x_train, y_train, x_test, y_test of one .npz file (read without pickle)."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        data_error(f"{path}: not a readable .npz file ({e})")
+    if not hasattr(npz, "files"):
+        data_error(f"{path}: a single .npy array, not an .npz file")
+    with npz:
+        missing = [
+            k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files
+        ]
+        if missing:
+            data_error(f"{path}: lacks {', '.join(missing)}")
+        out = []
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            try:
+                out.append(npz[key])
+            except ValueError:
+                data_error(
+                    f"{path}: array '{key}': holds Python objects (pickled); refusing to load it"
+                )
+    x_train, y_train, x_test, y_test = out
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.dtype.kind not in "biuf":
+            data_error(f"{path}: x_{split} is {x.dtype}, not numbers")
+        if len(x) != len(y):
+            data_error(
+                f"{path}: x_{split} has {len(x)} samples but y_{split} {len(y)} labels"
+            )
+    return (
+        x_train,
+        int_labels(y_train, f"{path}: y_train"),
+        x_test,
+        int_labels(y_test, f"{path}: y_test"),
+    )
+
+
+def read_image(path, expect):
+    """One image file as a (C, H, W) uint8 array, its size and channels checked against expect (C, H, W)."""
+    try:
+        from PIL import Image  # only image folders need Pillow
+    except ImportError:
+        data_error(f"{path}: reading images needs Pillow: pip install pillow")
+
+    channels = {"1": 1, "L": 1, "RGB": 3, "RGBA": 4}
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if expect is not None and (h, w) != tuple(expect[1:]):
+                data_error(
+                    f"{path}: image is {w}x{h} (width x height); the model's Input expects {expect[2]}x{expect[1]}"
+                )
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode not in channels:
+                data_error(
+                    f"{path}: image mode {im.mode} is not supported (only 8-bit grayscale, RGB or RGBA)"
+                )
+            if im.mode == "1":
+                im = im.convert("L")
+            c = channels[im.mode]
+            if expect is not None and c != expect[0]:
+                data_error(
+                    f"{path}: image has {c} channel{'s' if c != 1 else ''} ({im.mode}); "
+                    f"the model's Input expects {expect[0]}"
+                )
+            a = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        data_error(f"{path}: not a readable image ({e})")
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def image_files(directory):
+    return sorted(
+        os.path.join(directory, f)
+        for f in os.listdir(directory)
+        if f.lower().endswith(IMAGE_SUFFIXES)
+        and os.path.isfile(os.path.join(directory, f))
+    )
+
+
+def load_image_folder(root):
+    """root/<split>/<class>/*.png|jpg: (x_train, y_train, x_test, y_test, class names)."""
+    shape = INPUTS[DATA_INPUT][1:]
+    expect = tuple(shape) if len(shape) == 3 else None
+    classes = sorted(
+        d
+        for d in os.listdir(os.path.join(root, "train"))
+        if os.path.isdir(os.path.join(root, "train", d))
+    )
+    if not os.path.isdir(os.path.join(root, "test")):
+        data_error(f"{root}: no test/ folder beside train/")
+    out = []
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for name in sorted(os.listdir(os.path.join(root, split))):
+            folder = os.path.join(root, split, name)
+            if not os.path.isdir(folder):
+                continue
+            if name not in classes:
+                data_error(
+                    f"{folder}: class '{name}' does not occur in the training split"
+                )
+            for f in image_files(folder):
+                xs.append(read_image(f, expect))
+                ys.append(classes.index(name))
+        if not xs:
+            data_error(f"{os.path.join(root, split)}: the {split} split is empty")
+        out += [np.stack(xs), int_labels(np.array(ys), os.path.join(root, split))]
+    return out + [classes]
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_csv(path, label_column=None, classes=None, labelled=True):
+    """(features float32 (N, F), label strings or None) of one CSV file; see docs/data.md (CSV)."""
+    import csv
+
+    rows, labels, header, width, lab = [], [], None, None, None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for lineno, row in enumerate(csv.reader(f), 1):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if width is None:
+                    width = len(row)
+                    if any(number(c) is None for c in row):
+                        header = [c.strip() for c in row]
+                    if labelled:
+                        lab = label_index(header, label_column, path, width)
+                    if header is not None:
+                        continue
+                if len(row) != width:
+                    data_error(
+                        f"{path}:{lineno}: ragged row: {len(row)} fields, expected {width}"
+                        + (
+                            " (as in the header)"
+                            if header
+                            else " (as in the first row)"
+                        )
+                    )
+                feats = []
+                for j, c in enumerate(row):
+                    if j == lab:
+                        labels.append(c.strip())
+                        continue
+                    v = number(c)
+                    if v is None or not np.isfinite(v):
+                        data_error(
+                            f"{path}:{lineno}: column {header[j] if header else str(j)!r}: {c.strip()!r} is not a finite number"
+                        )
+                    feats.append(v)
+                rows.append(feats)
+    except OSError as e:
+        data_error(f"{path}: cannot read: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        data_error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    if not rows:
+        data_error(f"{path}: no data rows")
+    return np.array(rows, np.float32), labels if labelled else None
+
+
+def label_index(header, label_column, path, width):
+    if label_column is None:
+        return header.index("label") if header and "label" in header else width - 1
+    if header and label_column in header:
+        return header.index(label_column)
+    try:
+        j = int(label_column)
+    except ValueError:
+        data_error(f"{path}: no column {label_column!r} in the header")
+    if not -width <= j < width:
+        data_error(f"{path}: --label-column {j} is out of range for {width} columns")
+    return j % width
+
+
+def csv_files(path):
+    """(train file, test file): a directory holding train.csv and test.csv, or a *train*.csv file."""
+    if os.path.isdir(path):
+        files = (os.path.join(path, "train.csv"), os.path.join(path, "test.csv"))
+    else:
+        head, name = os.path.split(path)
+        i = name.rfind("train")
+        if i < 0:
+            data_error(
+                f"{path}: cannot tell where the test split is: name the training file *train*.csv"
+            )
+        files = (path, os.path.join(head, name[:i] + "test" + name[i + 5 :]))
+    for f in files:
+        if not os.path.isfile(f):
+            data_error(f"{f}: missing")
+    return files
+
+
+def load_csv(path, label_column):
+    train, test = csv_files(path)
+    x_train, names_train = read_csv(train, label_column)
+    x_test, names_test = read_csv(test, label_column)
+    if all(number(s) is not None for s in names_train + names_test):
+        return (
+            x_train,
+            int_labels(np.array([float(s) for s in names_train]), train),
+            x_test,
+            int_labels(np.array([float(s) for s in names_test]), test),
+            None,
+        )
+    classes = sorted(set(names_train))
+    unknown = sorted(set(names_test) - set(classes))
+    if unknown:
+        data_error(
+            f"{test}: label {unknown[0]!r} does not occur in the training split ({train})"
+        )
+    y_train = int_labels(np.array([classes.index(s) for s in names_train]), train)
+    y_test = int_labels(np.array([classes.index(s) for s in names_test]), test)
+    return x_train, y_train, x_test, y_test, classes
+
+
+def load_dataset(args):
+    """(x_train, y_train, x_test, y_test, class names or None) from --data KIND:PATH, else --data-dir's IDX files."""
+    spec = args.data
+    if spec is None and args.data_dir is not None:
+        spec = "idx:" + args.data_dir
+    if spec is None:
+        named = TRAINING.get("dataset")
+        if not named or ":" not in named:
+            data_error("no dataset: give --data KIND:PATH or --data-dir DIR")
+        spec = named
+    kind, path = parse_data_spec(spec)
+    classes = None
+    if kind == "idx":
+        x_train, y_train, x_test, y_test = load_mnist(path)
+        y_train, y_test = int_labels(y_train, path), int_labels(y_test, path)
+    elif kind == "npz":
+        x_train, y_train, x_test, y_test = load_npz(path)
+    elif kind == "images":
+        x_train, y_train, x_test, y_test, classes = load_image_folder(path)
+    elif kind == "csv":
+        x_train, y_train, x_test, y_test, classes = load_csv(path, args.label_column)
+    else:
+        data_error(
+            f"{path}: {kind} datasets hold token sequences; this script feeds numeric samples only"
+        )
+    for x, split in ((x_train, "training"), (x_test, "test")):
+        if len(x) == 0:
+            data_error(f"{path}: the {split} split is empty")
+    if args.limit_train is not None:
+        x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
+    return x_train, y_train, x_test, y_test, classes
+
+
+def model_view(x, stats):
+    """Samples as the model's input: float32, scaled by the weight file's data/mean and data/std, reshaped."""
+    x = np.asarray(x, dtype=np.float32)
+    if "mean" in stats:
+        x = (x - stats["mean"]) / stats["std"]
+    want, sample = tuple(INPUTS[DATA_INPUT][1:]), tuple(x.shape[1:])
+    if len(want) == len(sample) and all(
+        w is None or w == s for w, s in zip(want, sample)
+    ):
+        return x
+    if len(sample) == 2 and want == (1,) + sample:
+        return x.reshape((len(x), 1) + sample)
+    if len(want) == 1 and want[0] == int(np.prod(sample)):
+        return x.reshape(len(x), -1)
+    data_error(
+        f"samples of shape {sample} cannot feed input '{DATA_INPUT}' of shape {want}"
+    )
+
+
+def read_predict_inputs(paths, label_column):
+    """(names, samples) of --predict's inputs: images, image folders, .npz (x, else x_test), .npy, CSV."""
+    shape = INPUTS[DATA_INPUT][1:]
+    expect = tuple(shape) if len(shape) == 3 else None
+    names, samples = [], []
+    for path in paths:
+        suffix = os.path.splitext(path)[1].lower()
+        if os.path.isdir(path):
+            files = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(path)
+                for f in fs
+                if f.lower().endswith(IMAGE_SUFFIXES)
+            )
+            if not files:
+                data_error(f"{path}: no .png or .jpg images in this directory")
+            names += files
+            samples += [read_image(f, expect) for f in files]
+            continue
+        if suffix in IMAGE_SUFFIXES:
+            names.append(path)
+            samples.append(read_image(path, expect))
+            continue
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                key = "x" if "x" in npz.files else "x_test"
+                if key not in npz.files:
+                    data_error(f"{path}: holds neither 'x' nor 'x_test'")
+                x = npz[key]
+        elif suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            x = read_csv(path, label_column, labelled=label_column is not None)[0]
+        else:
+            data_error(
+                f"{path}: cannot tell what this is: give images (.png, .jpg), a folder of them, .npz, .npy or .csv files"
+            )
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            data_error(
+                f"{path}: expected a numeric array of shape (N, ...), got {x.dtype} {x.shape}"
+            )
+        names += [f"{path}[{i}]" for i in range(len(x))]
+        samples += list(x)
+    if not samples:
+        data_error("no samples in the inputs")
+    if len({s.shape for s in samples}) > 1:
+        data_error(
+            f"the inputs have samples of different shapes: {sorted({s.shape for s in samples})[:4]}"
+        )
+    return names, np.stack(samples)
+
+
+def write_predictions(args, model):
+    """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
+    import csv
+    import io
+    import sys
+    import tempfile
+
+    stats = read_data_arrays(args.init)
+    names, x = read_predict_inputs(args.predict, args.label_column)
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
+    out = np.concatenate(outs).astype(np.float64)
+    classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
+    if classifier:
+        e = np.exp(out - out.max(axis=-1, keepdims=True))
+        out = e / e.sum(axis=-1, keepdims=True)
+    classes = [str(c) for c in stats["classes"]] if "classes" in stats else None
+    if args.output and args.output.lower().endswith(".npy"):
+        text = None
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["input", "class", "probability" if classifier else "output"])
+        for name, o in zip(names, out):
+            k = int(o.argmax())
+            cls = classes[k] if classes is not None and k < len(classes) else str(k)
+            w.writerow(
+                [
+                    name,
+                    cls,
+                    f"{o[k]:.6f}"
+                    if classifier
+                    else " ".join(f"{v:.6g}" for v in np.ravel(o)),
+                ]
+            )
+        text = buf.getvalue()
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(args.output))
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if text is None:
+                np.save(f, out.astype(np.float32), allow_pickle=False)
+            else:
+                f.write(text.encode("utf-8"))
+        os.replace(tmp, args.output)  # atomic: a reader never sees half a file
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(f"{len(out)} outputs written to {args.output}", file=sys.stderr)
 
 
 def evaluate(model, x, labels, batch_size=1000):
     """Test accuracy: how often the largest output is the label."""
     correct = 0
     for start in range(0, len(x), batch_size):
-        z = predict(model, {"image": x[start:start + batch_size]})["z"]
-        correct += int((z.argmax(axis=1) == labels[start:start + batch_size]).sum())
+        z = predict(model, {DATA_INPUT: x[start : start + batch_size]})[DATA_OUTPUT]
+        correct += int((z.argmax(axis=1) == labels[start : start + batch_size]).sum())
     return correct / len(x)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train %s as its training block says, then test it." % MODEL_NAME)
-    parser.add_argument("--data-dir", required=True, help="directory with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"],
-                        help="passes over the training set (default: the training block's)")
-    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"],
-                        help="samples per step (default: the training block's)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: the training block's optimizer's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
-    parser.add_argument("--init", metavar="NPZ", default=None,
-                        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="only test the model (its --init weights) on the test set: no training, nothing saved")
-    parser.add_argument("--out-dir", default=".",
-                        help="where the trained weights go (the framework's own file and a netdsl .npz)")
-    parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
+    parser = argparse.ArgumentParser(
+        description=f"Train {MODEL_NAME} as its training block says, then test it."
+    )
+    parser.add_argument(
+        "--data",
+        metavar="KIND:PATH",
+        default=None,
+        help="the dataset: idx:DIR, npz:FILE, images:DIR, csv:FILE|DIR (see netdsl's docs/data.md)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST-layout IDX files (as --data idx:DIR)",
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="COL",
+        default=None,
+        help="CSV: the label column (header name or 0-based index; default: 'label', else the last)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=TRAINING["epochs"],
+        help="passes over the training set (default: the training block's)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TRAINING["batch_size"],
+        help="samples per step (default: the training block's)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the training block's optimizer's)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and the shuffling",
+    )
+    parser.add_argument(
+        "--init",
+        metavar="NPZ",
+        default=None,
+        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only test the model (its --init weights) on the test set: no training, nothing saved",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=".",
+        help="where the trained weights go (the framework's own file and a netdsl .npz)",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        default=None,
+        help="train on the first N images only",
+    )
+    parser.add_argument(
+        "--predict",
+        nargs="+",
+        metavar="INPUT",
+        default=None,
+        help="run the --init weights on INPUT files (images, image folders, .npz, .npy, CSV) "
+        "and print class and probability (classifiers) or the outputs",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        default=None,
+        help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
+    )
     args = parser.parse_args(argv)
+    if args.predict and not args.init:
+        parser.error("--predict needs --init WEIGHTS.npz")
+    if args.output and (
+        not args.predict or not args.output.lower().endswith((".csv", ".npy"))
+    ):
+        parser.error("-o goes with --predict and names a .csv or .npy file")
+    if args.output:
+        inputs = [os.path.realpath(p) for p in args.predict + [args.init]]
+        if os.path.realpath(args.output) in inputs:
+            parser.error(f"-o {args.output}: one of the command's own inputs")
+        if os.path.exists(args.output) and not os.path.isfile(args.output):
+            parser.error(f"-o {args.output}: not a regular file")
     keras.utils.set_random_seed(args.seed)
-    x_train, labels_train, x_test, labels_test = load_data(args.data_dir)
-    if args.limit_train is not None:
-        x_train, labels_train = x_train[:args.limit_train], labels_train[:args.limit_train]
-    y_train = labels_train
     model = build_model()
     if args.init:
         load_netdsl_weights(model, args.init)
+    if args.predict:
+        write_predictions(args, model)
+        return
+    stats = read_data_arrays(args.init) if args.init else {}
+    x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
+    x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
+    y_train = labels_train
     if args.eval_only:
         print(f"test accuracy {evaluate(model, x_test, labels_test):.4f}", flush=True)
         return
     make_trainer(model, args.lr)
-    x_train = keras_inputs({"image": x_train})
+    x_train = keras_inputs({DATA_INPUT: x_train})
     for epoch in range(1, args.epochs + 1):
-        history = model.fit(x_train, keras_targets(y_train), batch_size=args.batch_size, epochs=1, shuffle=True,
-                            verbose=0)
+        history = model.fit(
+            x_train,
+            keras_targets(y_train),
+            batch_size=args.batch_size,
+            epochs=1,
+            shuffle=True,
+            verbose=0,
+        )
         accuracy = evaluate(model, x_test, labels_test)
-        print(f"epoch {epoch}/{args.epochs}: loss {history.history['loss'][0]:.4f}, test accuracy {accuracy:.4f}",
-              flush=True)
+        loss = history.history["loss"][0]
+        print(
+            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
     os.makedirs(args.out_dir, exist_ok=True)
     model.save_weights(os.path.join(args.out_dir, MODEL_NAME + ".weights.h5"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))

@@ -7,6 +7,7 @@ sequences); inside, images run NHWC. Canonical weights enter through a
 checkpoint: load_netdsl_weights writes model.ckpt-0 into the Estimator's
 model_dir, which train/evaluate/predict then restore.
 """
+
 import argparse
 import gzip
 import os
@@ -19,7 +20,18 @@ import tensorflow as tf
 MODEL_NAME = "MlpRelu"
 INPUTS = {"features": (None, 784)}
 OUTPUTS = {"z": (None, 10)}
-TRAINING = {"dataset": "mnist", "loss": "cross_entropy_with_softmax", "optimizer": "Adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-08, "lr": 0.001, "batch_size": 32, "epochs": 3, "metrics": ["accuracy"]}
+TRAINING = {
+    "dataset": "mnist",
+    "loss": "cross_entropy_with_softmax",
+    "optimizer": "Adam",
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-08,
+    "lr": 0.001,
+    "batch_size": 32,
+    "epochs": 3,
+    "metrics": ["accuracy"],
+}
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)
@@ -36,7 +48,9 @@ def _to_tf(conv, value, chw):
         return value.transpose(2, 3, 1, 0)
     if conv in ("dense", "transpose"):
         return value.T
-    if conv == "dense_nhwc":  # rows of a Dense that reads an NHWC-flattened (C, H, W) image
+    if (
+        conv == "dense_nhwc"
+    ):  # rows of a Dense that reads an NHWC-flattened (C, H, W) image
         c, h, w = chw
         return value.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
     return value
@@ -61,14 +75,18 @@ class TorchAdamOptimizer(tf.compat.v1.train.AdamOptimizer):
 
     def _torch_update(self, grad, var):
         dtype = var.dtype.base_dtype
-        beta1_power, beta2_power = [tf.cast(p, dtype) for p in self._get_beta_accumulators()]
+        beta1_power, beta2_power = [
+            tf.cast(p, dtype) for p in self._get_beta_accumulators()
+        ]
         lr, beta1 = tf.cast(self._lr_t, dtype), tf.cast(self._beta1_t, dtype)
         beta2, eps = tf.cast(self._beta2_t, dtype), tf.cast(self._epsilon_t, dtype)
         m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
         m_t = m.assign(beta1 * m + (1.0 - beta1) * grad)
         v_t = v.assign(beta2 * v + (1.0 - beta2) * grad * grad)
         denom = tf.sqrt(v_t) / tf.sqrt(1.0 - beta2_power) + eps
-        return tf.group(var.assign_sub(lr / (1.0 - beta1_power) * m_t / denom), m_t, v_t)
+        return tf.group(
+            var.assign_sub(lr / (1.0 - beta1_power) * m_t / denom), m_t, v_t
+        )
 
     def _apply_dense(self, grad, var):
         return self._torch_update(grad, var)
@@ -97,20 +115,35 @@ def model_fn(features, labels, mode, params):
     if isinstance(labels, dict):
         labels = labels["z"]
     # mean over samples (and time steps) of -log softmax(logits)[label]
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int64), logits=logits))
+    loss = tf.reduce_mean(
+        tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int64), logits=logits
+        )
+    )
     classes = tf.cast(labels, tf.int64)
     loss = tf.identity(loss, name="netdsl_loss")
     if mode == tf.estimator.ModeKeys.TRAIN:
         optimizer = _optimizer(params["lr"])
         # dense gradients everywhere (an embedding's are IndexedSlices): torch's optimizers
         # update every row, TF's sparse updates only the rows in the batch
-        grads = [(tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
-                 for g, v in optimizer.compute_gradients(loss) if g is not None]
-        with tf.control_dependencies(tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)):
-            train_op = optimizer.apply_gradients(grads, global_step=tf.compat.v1.train.get_global_step())
+        grads = [
+            (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+            for g, v in optimizer.compute_gradients(loss)
+            if g is not None
+        ]
+        with tf.control_dependencies(
+            tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+        ):
+            train_op = optimizer.apply_gradients(
+                grads, global_step=tf.compat.v1.train.get_global_step()
+            )
         return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
-    accuracy = tf.compat.v1.metrics.accuracy(labels=classes, predictions=tf.argmax(logits, axis=-1))
-    return tf.estimator.EstimatorSpec(mode=mode, loss=loss, eval_metric_ops={"accuracy": accuracy})
+    accuracy = tf.compat.v1.metrics.accuracy(
+        labels=classes, predictions=tf.argmax(logits, axis=-1)
+    )
+    return tf.estimator.EstimatorSpec(
+        mode=mode, loss=loss, eval_metric_ops={"accuracy": accuracy}
+    )
 
 
 def default_params():
@@ -120,19 +153,28 @@ def default_params():
 def build_model(model_dir=None, seed=None, lr=None):
     """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new temp dir)."""
     model_dir = model_dir or tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
-    config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=seed, keep_checkpoint_max=2,
-                                    log_step_count_steps=None, save_summary_steps=None)
+    config = tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=seed,
+        keep_checkpoint_max=2,
+        log_step_count_steps=None,
+        save_summary_steps=None,
+    )
     params = default_params()
     if lr is not None:
         params["lr"] = float(lr)
-    return tf.estimator.Estimator(model_fn, model_dir=model_dir, config=config, params=params)
+    return tf.estimator.Estimator(
+        model_fn, model_dir=model_dir, config=config, params=params
+    )
 
 
 def _placeholders():
     features = {}
     for name, shape in INPUTS.items():
-        features[name] = tf.compat.v1.placeholder(tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name)
-    out_shape = list(OUTPUTS.values())[0]
+        features[name] = tf.compat.v1.placeholder(
+            tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name
+        )
+    out_shape = next(iter(OUTPUTS.values()))
     labels = tf.compat.v1.placeholder(tf.int64, out_shape[:-1], name="labels")
     return features, labels
 
@@ -149,21 +191,26 @@ def _write_checkpoint(model, values=None):
         variables = {v.op.name: v for v in tf.compat.v1.global_variables()}
         missing = sorted(set(values or ()) - set(variables))
         if missing:
-            raise RuntimeError("model_fn made no variables %s: this is a bug in netdsl" % missing)
+            raise RuntimeError(
+                f"model_fn made no variables {missing}: this is a bug in netdsl"
+            )
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             for name, value in (values or {}).items():
                 variables[name].load(value, sess)
-            tf.compat.v1.train.Saver(max_to_keep=2).save(sess, os.path.join(model.model_dir, "model.ckpt"),
-                                                        global_step=0)
+            tf.compat.v1.train.Saver(max_to_keep=2).save(
+                sess, os.path.join(model.model_dir, "model.ckpt"), global_step=0
+            )
 
 
 def load_netdsl_weights(model, path):
     """Load a canonical netdsl .npz (checked by read_netdsl_weights): written as checkpoint
     model.ckpt-0 of the Estimator (the optimizer's state restarts at zero)."""
     arrays = read_netdsl_weights(path)
-    values = {tf_name: _to_tf(conv, arrays[name].astype(np.float32), chw)
-              for name, (shape, tf_name, conv, chw) in WEIGHTS.items()}
+    values = {
+        tf_name: _to_tf(conv, arrays[name].astype(np.float32), chw)
+        for name, (shape, tf_name, conv, chw) in WEIGHTS.items()
+    }
     _write_checkpoint(model, values)
     return model
 
@@ -173,14 +220,21 @@ def export_netdsl_weights(model, path):
     if model.latest_checkpoint() is None:
         _write_checkpoint(model)  # a fresh model: its initial weights
     reader = tf.train.load_checkpoint(model.latest_checkpoint())
-    arrays = {name: _from_tf(conv, reader.get_tensor(tf_name), chw).astype(np.float32)
-              for name, (shape, tf_name, conv, chw) in WEIGHTS.items()}
+    arrays = {
+        name: _from_tf(conv, reader.get_tensor(tf_name), chw).astype(np.float32)
+        for name, (shape, tf_name, conv, chw) in WEIGHTS.items()
+    }
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
 def _features(inputs):
-    return {name: np.asarray(inputs[name]).astype(np.int64 if name in ID_INPUTS else np.float32) for name in INPUTS}
+    return {
+        name: np.asarray(inputs[name]).astype(
+            np.int64 if name in ID_INPUTS else np.float32
+        )
+        for name in INPUTS
+    }
 
 
 def predict(model, inputs):
@@ -189,7 +243,9 @@ def predict(model, inputs):
         _write_checkpoint(model)
     features = _features(inputs)
     n = len(next(iter(features.values())))
-    batches = model.predict(lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False)
+    batches = model.predict(
+        lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False
+    )
     out = [b for b in batches]
     return {name: np.concatenate([b[name] for b in out])[:n] for name in OUTPUTS}
 
@@ -201,7 +257,9 @@ class LossHook(tf.estimator.SessionRunHook):
         self.losses = []
 
     def before_run(self, run_context):
-        return tf.estimator.SessionRunArgs(run_context.session.graph.get_tensor_by_name("netdsl_loss:0"))
+        return tf.estimator.SessionRunArgs(
+            run_context.session.graph.get_tensor_by_name("netdsl_loss:0")
+        )
 
     def after_run(self, run_context, run_values):
         self.losses.append(float(run_values.results))
@@ -218,10 +276,17 @@ def make_trainer(model, lr=None):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step (Estimator.train with steps=1); returns the loss before the update."""
     features = _features(inputs)
-    labels = np.asarray(targets[list(OUTPUTS)[0]] if isinstance(targets, dict) else targets)
+    labels = np.asarray(
+        targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
+    )
     hook = LossHook()
-    trainer.train(lambda: tf.data.Dataset.from_tensors((features, labels)), steps=1, hooks=[hook])
+    trainer.train(
+        lambda: tf.data.Dataset.from_tensors((features, labels)), steps=1, hooks=[hook]
+    )
     return hook.losses[-1]
+
+
+DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
 
 
 def read_netdsl_weights(path):
@@ -229,42 +294,56 @@ def read_netdsl_weights(path):
 
     The rule of `netdsl run --load`: the file is read with allow_pickle=False; every parameter of
     WEIGHTS is there, as float32 or float64, with its shape and only finite values; nothing else
-    is. A ValueError names every problem.
+    is, except entries under DATA_PREFIX (read by read_data_arrays). A ValueError names every problem.
     """
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise ValueError("weight file %s: not a readable .npz weight file (%s)" % (path, e))
+        raise ValueError(f"weight file {path}: not a readable .npz weight file ({e})")
     if not hasattr(npz, "files"):
-        raise ValueError("weight file %s: a single .npy array, not an .npz weight file" % path)
+        raise ValueError(
+            f"weight file {path}: a single .npy array, not an .npz weight file"
+        )
     arrays, unreadable, problems = {}, set(), []
     with npz:
         for key in npz.files:
+            if key.startswith(DATA_PREFIX):
+                continue
             try:
                 arrays[key] = npz[key]
             except ValueError as e:  # an object array needs pickle, which is refused
                 unreadable.add(key)
-                problems.append("weight file %s: entry '%s' is unreadable: %s" % (path, key, e))
+                problems.append(f"weight file {path}: entry '{key}' is unreadable: {e}")
     out = {}
     for name, entry in WEIGHTS.items():
         shape, a = tuple(entry[0]), arrays.get(name)
         if a is None:
             if name not in unreadable:
-                problems.append("weight file %s lacks parameter '%s', shape %s" % (path, name, shape))
+                problems.append(
+                    f"weight file {path} lacks parameter '{name}', shape {shape}"
+                )
         elif a.dtype not in (np.float32, np.float64):
-            problems.append("weight file %s: parameter '%s' has dtype %s, expected float32 or float64"
-                            % (path, name, a.dtype))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has dtype {a.dtype}, expected float32 or float64"
+            )
         elif tuple(a.shape) != shape:
-            problems.append("weight file %s: parameter '%s' has shape %s, expected %s"
-                            % (path, name, tuple(a.shape), shape))
+            problems.append(
+                f"weight file {path}: parameter '{name}' has shape {tuple(a.shape)}, expected {shape}"
+            )
         elif not np.isfinite(a).all():
             bad = int((~np.isfinite(a)).sum())
-            problems.append("weight file %s: parameter '%s' holds %d NaN/Inf value%s"
-                            % (path, name, bad, "" if bad == 1 else "s"))
+            plural = "" if bad == 1 else "s"
+            problems.append(
+                f"weight file {path}: parameter '{name}' holds {bad} NaN/Inf value{plural}"
+            )
         else:
             out[name] = a.astype(np.float32)
-    for key in sorted(k for k in arrays if k not in WEIGHTS):
-        problems.append("weight file %s holds '%s', which is not a parameter of model %s" % (path, key, MODEL_NAME))
+    for key in sorted(
+        k for k in arrays if k not in WEIGHTS and not k.startswith(DATA_PREFIX)
+    ):
+        problems.append(
+            f"weight file {path} holds '{key}', which is not a parameter of model {MODEL_NAME}"
+        )
     if problems:
         raise ValueError("\n".join(problems))
     return out
@@ -272,73 +351,643 @@ def read_netdsl_weights(path):
 
 def read_idx(path):
     """Read one IDX file (gzipped or raw) into a numpy array."""
-    opener = gzip.open if open(path, "rb").read(2) == b"\x1f\x8b" else open
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
     with opener(path, "rb") as f:
         data = f.read()
     ndim = data[3]
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def load_mnist(data_dir):
     """The four MNIST IDX files, from DATA_DIR or DATA_DIR/mnist, as (x_train, y_train, x_test, y_test)."""
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     for root in (os.path.join(data_dir, "mnist"), data_dir):
         found = []
         for name in names:
-            for candidate in (os.path.join(root, name + ".gz"), os.path.join(root, name)):
+            for candidate in (
+                os.path.join(root, name + ".gz"),
+                os.path.join(root, name),
+            ):
                 if os.path.exists(candidate):
                     found.append(candidate)
                     break
         if len(found) == 4:
             return tuple(read_idx(p) for p in found)
-    raise SystemExit(f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}")
+    raise SystemExit(
+        f"error: no MNIST IDX files in {data_dir!r} or {os.path.join(data_dir, 'mnist')!r}"
+    )
 
 
-INPUT = "features"
-OUTPUT = "z"
+# a dataset feeds the first input and labels the first output
+DATA_INPUT = next(iter(INPUTS))
+DATA_OUTPUT = next(iter(OUTPUTS))
+CLASSES = OUTPUTS[DATA_OUTPUT][-1]
+DATA_KINDS = ("idx", "npz", "images", "csv", "conll", "tsv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VAL_NAMES = ("val", "validation", "valid", "dev")
+
+
+def data_error(message):
+    """Stop with a message naming the file (exit status 1, no traceback)."""
+    raise SystemExit("error: " + message)
+
+
+def read_data_arrays(path):
+    """What a netdsl weight file keeps of its training data (data/mean, data/std, data/vocab, data/classes)."""
+    out = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            if key.startswith(DATA_PREFIX):
+                out[key[len(DATA_PREFIX) :]] = npz[key]
+    for name in ("mean", "std"):
+        if name in out:
+            v = out[name]
+            if (
+                v.dtype.kind != "f"
+                or not np.isfinite(v).all()
+                or (name == "std" and (v <= 0).any())
+            ):
+                data_error(f"{path}: '{DATA_PREFIX}{name}' must hold finite numbers")
+            out[name] = v.astype(np.float32)
+    if ("mean" in out) != ("std" in out):
+        data_error(
+            f"{path}: has only one of '{DATA_PREFIX}mean' and '{DATA_PREFIX}std'"
+        )
+    return out
+
+
+def parse_data_spec(spec):
+    """'npz:d.npz' -> ('npz', 'd.npz'); without a kind, an existing path's kind is guessed."""
+    kind, sep, path = spec.partition(":")
+    if sep and kind in DATA_KINDS:
+        if not path:
+            data_error(f"dataset {spec!r}: no path after '{kind}:'")
+        return kind, path
+    if sep and kind.isalpha() and len(kind) > 1 and not os.path.exists(spec):
+        data_error(
+            f"dataset {spec!r}: unknown kind '{kind}' (kinds: {', '.join(DATA_KINDS)})"
+        )
+    suffix = os.path.splitext(spec)[1].lower()
+    guess = {
+        ".npz": "npz",
+        ".csv": "csv",
+        ".conll": "conll",
+        ".iob": "conll",
+        ".bio": "conll",
+        ".tsv": "tsv",
+    }
+    if os.path.isfile(spec) and suffix in guess:
+        return guess[suffix], spec
+    if os.path.isdir(spec):
+        if os.path.isdir(os.path.join(spec, "train")):
+            return "images", spec
+        if os.path.exists(os.path.join(spec, "train.csv")):
+            return "csv", spec
+        return "idx", spec
+    if not os.path.exists(spec):
+        data_error(f"dataset {spec!r}: no such file or directory")
+    data_error(
+        f"{spec}: cannot tell the dataset kind: write KIND:{spec} (kinds: {', '.join(DATA_KINDS)})"
+    )
+
+
+def int_labels(y, where):
+    """Integer class labels (whole-number floats are accepted), each checked against the output's classes."""
+    y = np.asarray(y)
+    if y.dtype.kind == "f" and np.isfinite(y).all() and (y == np.round(y)).all():
+        y = y.astype(np.int64)
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        data_error(
+            f"{where}: labels must be integers of shape (N,), not {y.dtype} {y.shape}"
+        )
+    bad = np.flatnonzero((y < 0) | (y >= CLASSES))
+    if len(bad):
+        data_error(
+            f"{where}: sample {bad[0]}: label {y[bad[0]]} is out of range for the model's {CLASSES} output "
+            f"classes (labels must be 0..{CLASSES - 1})"
+        )
+    return y.astype(np.int64)
+
+
+def load_npz(path):
+    """x_train, y_train, x_test, y_test of one .npz file (read without pickle)."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        data_error(f"{path}: not a readable .npz file ({e})")
+    if not hasattr(npz, "files"):
+        data_error(f"{path}: a single .npy array, not an .npz file")
+    with npz:
+        missing = [
+            k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files
+        ]
+        if missing:
+            data_error(f"{path}: lacks {', '.join(missing)}")
+        out = []
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            try:
+                out.append(npz[key])
+            except ValueError:
+                data_error(
+                    f"{path}: array '{key}': holds Python objects (pickled); refusing to load it"
+                )
+    x_train, y_train, x_test, y_test = out
+    for x, y, split in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.dtype.kind not in "biuf":
+            data_error(f"{path}: x_{split} is {x.dtype}, not numbers")
+        if len(x) != len(y):
+            data_error(
+                f"{path}: x_{split} has {len(x)} samples but y_{split} {len(y)} labels"
+            )
+    return (
+        x_train,
+        int_labels(y_train, f"{path}: y_train"),
+        x_test,
+        int_labels(y_test, f"{path}: y_test"),
+    )
+
+
+def read_image(path, expect):
+    """One image file as a (C, H, W) uint8 array, its size and channels checked against expect (C, H, W)."""
+    try:
+        from PIL import Image  # only image folders need Pillow
+    except ImportError:
+        data_error(f"{path}: reading images needs Pillow: pip install pillow")
+
+    channels = {"1": 1, "L": 1, "RGB": 3, "RGBA": 4}
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if expect is not None and (h, w) != tuple(expect[1:]):
+                data_error(
+                    f"{path}: image is {w}x{h} (width x height); the model's Input expects {expect[2]}x{expect[1]}"
+                )
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            if im.mode not in channels:
+                data_error(
+                    f"{path}: image mode {im.mode} is not supported (only 8-bit grayscale, RGB or RGBA)"
+                )
+            if im.mode == "1":
+                im = im.convert("L")
+            c = channels[im.mode]
+            if expect is not None and c != expect[0]:
+                data_error(
+                    f"{path}: image has {c} channel{'s' if c != 1 else ''} ({im.mode}); "
+                    f"the model's Input expects {expect[0]}"
+                )
+            a = np.asarray(im, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:
+        data_error(f"{path}: not a readable image ({e})")
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def image_files(directory):
+    return sorted(
+        os.path.join(directory, f)
+        for f in os.listdir(directory)
+        if f.lower().endswith(IMAGE_SUFFIXES)
+        and os.path.isfile(os.path.join(directory, f))
+    )
+
+
+def load_image_folder(root):
+    """root/<split>/<class>/*.png|jpg: (x_train, y_train, x_test, y_test, class names)."""
+    shape = INPUTS[DATA_INPUT][1:]
+    expect = tuple(shape) if len(shape) == 3 else None
+    classes = sorted(
+        d
+        for d in os.listdir(os.path.join(root, "train"))
+        if os.path.isdir(os.path.join(root, "train", d))
+    )
+    if not os.path.isdir(os.path.join(root, "test")):
+        data_error(f"{root}: no test/ folder beside train/")
+    out = []
+    for split in ("train", "test"):
+        xs, ys = [], []
+        for name in sorted(os.listdir(os.path.join(root, split))):
+            folder = os.path.join(root, split, name)
+            if not os.path.isdir(folder):
+                continue
+            if name not in classes:
+                data_error(
+                    f"{folder}: class '{name}' does not occur in the training split"
+                )
+            for f in image_files(folder):
+                xs.append(read_image(f, expect))
+                ys.append(classes.index(name))
+        if not xs:
+            data_error(f"{os.path.join(root, split)}: the {split} split is empty")
+        out += [np.stack(xs), int_labels(np.array(ys), os.path.join(root, split))]
+    return out + [classes]
+
+
+def number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def read_csv(path, label_column=None, classes=None, labelled=True):
+    """(features float32 (N, F), label strings or None) of one CSV file; see docs/data.md (CSV)."""
+    import csv
+
+    rows, labels, header, width, lab = [], [], None, None, None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for lineno, row in enumerate(csv.reader(f), 1):
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if width is None:
+                    width = len(row)
+                    if any(number(c) is None for c in row):
+                        header = [c.strip() for c in row]
+                    if labelled:
+                        lab = label_index(header, label_column, path, width)
+                    if header is not None:
+                        continue
+                if len(row) != width:
+                    data_error(
+                        f"{path}:{lineno}: ragged row: {len(row)} fields, expected {width}"
+                        + (
+                            " (as in the header)"
+                            if header
+                            else " (as in the first row)"
+                        )
+                    )
+                feats = []
+                for j, c in enumerate(row):
+                    if j == lab:
+                        labels.append(c.strip())
+                        continue
+                    v = number(c)
+                    if v is None or not np.isfinite(v):
+                        data_error(
+                            f"{path}:{lineno}: column {header[j] if header else str(j)!r}: {c.strip()!r} is not a finite number"
+                        )
+                    feats.append(v)
+                rows.append(feats)
+    except OSError as e:
+        data_error(f"{path}: cannot read: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        data_error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    if not rows:
+        data_error(f"{path}: no data rows")
+    return np.array(rows, np.float32), labels if labelled else None
+
+
+def label_index(header, label_column, path, width):
+    if label_column is None:
+        return header.index("label") if header and "label" in header else width - 1
+    if header and label_column in header:
+        return header.index(label_column)
+    try:
+        j = int(label_column)
+    except ValueError:
+        data_error(f"{path}: no column {label_column!r} in the header")
+    if not -width <= j < width:
+        data_error(f"{path}: --label-column {j} is out of range for {width} columns")
+    return j % width
+
+
+def csv_files(path):
+    """(train file, test file): a directory holding train.csv and test.csv, or a *train*.csv file."""
+    if os.path.isdir(path):
+        files = (os.path.join(path, "train.csv"), os.path.join(path, "test.csv"))
+    else:
+        head, name = os.path.split(path)
+        i = name.rfind("train")
+        if i < 0:
+            data_error(
+                f"{path}: cannot tell where the test split is: name the training file *train*.csv"
+            )
+        files = (path, os.path.join(head, name[:i] + "test" + name[i + 5 :]))
+    for f in files:
+        if not os.path.isfile(f):
+            data_error(f"{f}: missing")
+    return files
+
+
+def load_csv(path, label_column):
+    train, test = csv_files(path)
+    x_train, names_train = read_csv(train, label_column)
+    x_test, names_test = read_csv(test, label_column)
+    if all(number(s) is not None for s in names_train + names_test):
+        return (
+            x_train,
+            int_labels(np.array([float(s) for s in names_train]), train),
+            x_test,
+            int_labels(np.array([float(s) for s in names_test]), test),
+            None,
+        )
+    classes = sorted(set(names_train))
+    unknown = sorted(set(names_test) - set(classes))
+    if unknown:
+        data_error(
+            f"{test}: label {unknown[0]!r} does not occur in the training split ({train})"
+        )
+    y_train = int_labels(np.array([classes.index(s) for s in names_train]), train)
+    y_test = int_labels(np.array([classes.index(s) for s in names_test]), test)
+    return x_train, y_train, x_test, y_test, classes
+
+
+def load_dataset(args):
+    """(x_train, y_train, x_test, y_test, class names or None) from --data KIND:PATH, else --data-dir's IDX files."""
+    spec = args.data
+    if spec is None and args.data_dir is not None:
+        spec = "idx:" + args.data_dir
+    if spec is None:
+        named = TRAINING.get("dataset")
+        if not named or ":" not in named:
+            data_error("no dataset: give --data KIND:PATH or --data-dir DIR")
+        spec = named
+    kind, path = parse_data_spec(spec)
+    classes = None
+    if kind == "idx":
+        x_train, y_train, x_test, y_test = load_mnist(path)
+        y_train, y_test = int_labels(y_train, path), int_labels(y_test, path)
+    elif kind == "npz":
+        x_train, y_train, x_test, y_test = load_npz(path)
+    elif kind == "images":
+        x_train, y_train, x_test, y_test, classes = load_image_folder(path)
+    elif kind == "csv":
+        x_train, y_train, x_test, y_test, classes = load_csv(path, args.label_column)
+    else:
+        data_error(
+            f"{path}: {kind} datasets hold token sequences; this script feeds numeric samples only"
+        )
+    for x, split in ((x_train, "training"), (x_test, "test")):
+        if len(x) == 0:
+            data_error(f"{path}: the {split} split is empty")
+    if args.limit_train is not None:
+        x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
+    return x_train, y_train, x_test, y_test, classes
+
+
+def model_view(x, stats):
+    """Samples as the model's input: float32, scaled by the weight file's data/mean and data/std, reshaped."""
+    x = np.asarray(x, dtype=np.float32)
+    if "mean" in stats:
+        x = (x - stats["mean"]) / stats["std"]
+    want, sample = tuple(INPUTS[DATA_INPUT][1:]), tuple(x.shape[1:])
+    if len(want) == len(sample) and all(
+        w is None or w == s for w, s in zip(want, sample)
+    ):
+        return x
+    if len(sample) == 2 and want == (1,) + sample:
+        return x.reshape((len(x), 1) + sample)
+    if len(want) == 1 and want[0] == int(np.prod(sample)):
+        return x.reshape(len(x), -1)
+    data_error(
+        f"samples of shape {sample} cannot feed input '{DATA_INPUT}' of shape {want}"
+    )
+
+
+def read_predict_inputs(paths, label_column):
+    """(names, samples) of --predict's inputs: images, image folders, .npz (x, else x_test), .npy, CSV."""
+    shape = INPUTS[DATA_INPUT][1:]
+    expect = tuple(shape) if len(shape) == 3 else None
+    names, samples = [], []
+    for path in paths:
+        suffix = os.path.splitext(path)[1].lower()
+        if os.path.isdir(path):
+            files = sorted(
+                os.path.join(d, f)
+                for d, _, fs in os.walk(path)
+                for f in fs
+                if f.lower().endswith(IMAGE_SUFFIXES)
+            )
+            if not files:
+                data_error(f"{path}: no .png or .jpg images in this directory")
+            names += files
+            samples += [read_image(f, expect) for f in files]
+            continue
+        if suffix in IMAGE_SUFFIXES:
+            names.append(path)
+            samples.append(read_image(path, expect))
+            continue
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                key = "x" if "x" in npz.files else "x_test"
+                if key not in npz.files:
+                    data_error(f"{path}: holds neither 'x' nor 'x_test'")
+                x = npz[key]
+        elif suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".csv":
+            x = read_csv(path, label_column, labelled=label_column is not None)[0]
+        else:
+            data_error(
+                f"{path}: cannot tell what this is: give images (.png, .jpg), a folder of them, .npz, .npy or .csv files"
+            )
+        if x.dtype.kind not in "biuf" or x.ndim < 2:
+            data_error(
+                f"{path}: expected a numeric array of shape (N, ...), got {x.dtype} {x.shape}"
+            )
+        names += [f"{path}[{i}]" for i in range(len(x))]
+        samples += list(x)
+    if not samples:
+        data_error("no samples in the inputs")
+    if len({s.shape for s in samples}) > 1:
+        data_error(
+            f"the inputs have samples of different shapes: {sorted({s.shape for s in samples})[:4]}"
+        )
+    return names, np.stack(samples)
+
+
+def write_predictions(args, model):
+    """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
+    import csv
+    import io
+    import sys
+    import tempfile
+
+    stats = read_data_arrays(args.init)
+    names, x = read_predict_inputs(args.predict, args.label_column)
+    outs = []
+    for start in range(0, len(x), 256):
+        inputs = {DATA_INPUT: model_view(x[start : start + 256], stats)}
+        outs.append(predict(model, inputs)[DATA_OUTPUT])
+    out = np.concatenate(outs).astype(np.float64)
+    classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
+    if classifier:
+        e = np.exp(out - out.max(axis=-1, keepdims=True))
+        out = e / e.sum(axis=-1, keepdims=True)
+    classes = [str(c) for c in stats["classes"]] if "classes" in stats else None
+    if args.output and args.output.lower().endswith(".npy"):
+        text = None
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["input", "class", "probability" if classifier else "output"])
+        for name, o in zip(names, out):
+            k = int(o.argmax())
+            cls = classes[k] if classes is not None and k < len(classes) else str(k)
+            w.writerow(
+                [
+                    name,
+                    cls,
+                    f"{o[k]:.6f}"
+                    if classifier
+                    else " ".join(f"{v:.6g}" for v in np.ravel(o)),
+                ]
+            )
+        text = buf.getvalue()
+    if not args.output:
+        sys.stdout.write(text)
+        return
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(args.output))
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if text is None:
+                np.save(f, out.astype(np.float32), allow_pickle=False)
+            else:
+                f.write(text.encode("utf-8"))
+        os.replace(tmp, args.output)  # atomic: a reader never sees half a file
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(f"{len(out)} outputs written to {args.output}", file=sys.stderr)
+
+
+def batches(x, y, batch_size, shuffle_seed=None):
+    """A tf.data pipeline of (features, labels) from canonical arrays, shuffled when a seed is given."""
+    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
+    if shuffle_seed is not None:
+        data = data.shuffle(len(x), seed=shuffle_seed)
+
+    def features(xb, yb):
+        return {DATA_INPUT: tf.cast(xb, tf.float32)}, yb
+
+    return data.batch(batch_size).map(features)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Train %s as its training block says, then test it." % MODEL_NAME)
-    parser.add_argument("--data-dir", required=True, help="directory with the MNIST IDX files")
-    parser.add_argument("--epochs", type=int, default=TRAINING["epochs"],
-                        help="passes over the training set (default: the training block's)")
-    parser.add_argument("--batch-size", type=int, default=TRAINING["batch_size"],
-                        help="samples per step (default: the training block's)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: the training block's optimizer's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
-    parser.add_argument("--init", metavar="NPZ", default=None,
-                        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)")
-    parser.add_argument("--eval-only", action="store_true",
-                        help="only test the model (its --init weights) on the test set: no training, nothing saved")
-    parser.add_argument("--out-dir", default=".",
-                        help="where the trained weights go (the framework's own file and a netdsl .npz)")
-    parser.add_argument("--limit-train", type=int, metavar="N", default=None, help="train on the first N images only")
+    parser = argparse.ArgumentParser(
+        description=f"Train {MODEL_NAME} as its training block says, then test it."
+    )
+    parser.add_argument(
+        "--data",
+        metavar="KIND:PATH",
+        default=None,
+        help="the dataset: idx:DIR, npz:FILE, images:DIR, csv:FILE|DIR (see netdsl's docs/data.md)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the MNIST-layout IDX files (as --data idx:DIR)",
+    )
+    parser.add_argument(
+        "--label-column",
+        metavar="COL",
+        default=None,
+        help="CSV: the label column (header name or 0-based index; default: 'label', else the last)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=TRAINING["epochs"],
+        help="passes over the training set (default: the training block's)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=TRAINING["batch_size"],
+        help="samples per step (default: the training block's)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the training block's optimizer's)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the initial weights and the shuffling",
+    )
+    parser.add_argument(
+        "--init",
+        metavar="NPZ",
+        default=None,
+        help="start from these netdsl weights (canonical .npz, e.g. from netdsl or another target)",
+    )
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="only test the model (its --init weights) on the test set: no training, nothing saved",
+    )
+    parser.add_argument(
+        "--out-dir",
+        default=".",
+        help="where the trained weights go (the framework's own file and a netdsl .npz)",
+    )
+    parser.add_argument(
+        "--limit-train",
+        type=int,
+        metavar="N",
+        default=None,
+        help="train on the first N images only",
+    )
+    parser.add_argument(
+        "--predict",
+        nargs="+",
+        metavar="INPUT",
+        default=None,
+        help="run the --init weights on INPUT files (images, image folders, .npz, .npy, CSV) "
+        "and print class and probability (classifiers) or the outputs",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        default=None,
+        help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
+    )
     args = parser.parse_args(argv)
+    if args.predict and not args.init:
+        parser.error("--predict needs --init WEIGHTS.npz")
+    if args.output and (
+        not args.predict or not args.output.lower().endswith((".csv", ".npy"))
+    ):
+        parser.error("-o goes with --predict and names a .csv or .npy file")
+    if args.output:
+        inputs = [os.path.realpath(p) for p in args.predict + [args.init]]
+        if os.path.realpath(args.output) in inputs:
+            parser.error(f"-o {args.output}: one of the command's own inputs")
+        if os.path.exists(args.output) and not os.path.isfile(args.output):
+            parser.error(f"-o {args.output}: not a regular file")
     tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.WARN)
-    x_train, y_train, x_test, y_test = load_mnist(args.data_dir)
-    if args.limit_train:
-        x_train, y_train = x_train[:args.limit_train], y_train[:args.limit_train]
-    shape = (784,)
-    x_train, x_test = x_train.reshape((-1,) + shape), x_test.reshape((-1,) + shape)
-
-    def batches(x, y, batch_size, shuffle_seed=None):
-        data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int64)))
-        if shuffle_seed is not None:
-            data = data.shuffle(len(x), seed=shuffle_seed)
-        return data.batch(batch_size).map(lambda xb, yb: (
-            {INPUT: tf.cast(xb, tf.float32)}, yb))
-
-    if args.eval_only:  # a throwaway model_dir: nothing is saved
+    if args.predict or args.eval_only:  # a throwaway model_dir: nothing is saved
         with tempfile.TemporaryDirectory() as model_dir:
             model = build_model(model_dir, seed=args.seed)
             if args.init:
                 load_netdsl_weights(model, args.init)
-            metrics = make_trainer(model, args.lr).evaluate(lambda: batches(x_test, y_test, 1000))
-        print("test accuracy %.4f" % float(metrics["accuracy"]), flush=True)
+            if args.predict:
+                write_predictions(args, model)
+                return
+            stats = read_data_arrays(args.init) if args.init else {}
+            _, _, x_test, y_test, _ = load_dataset(args)
+            x_test = model_view(x_test, stats)
+            trainer = make_trainer(model, args.lr)
+            metrics = trainer.evaluate(lambda: batches(x_test, y_test, 1000))
+        print(f"test accuracy {float(metrics['accuracy']):.4f}", flush=True)
         return
+    stats = read_data_arrays(args.init) if args.init else {}
+    x_train, y_train, x_test, y_test, _ = load_dataset(args)
+    x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
     os.makedirs(args.out_dir, exist_ok=True)
     model_dir = os.path.join(args.out_dir, MODEL_NAME + "-estimator")
     model = build_model(model_dir, seed=args.seed)
@@ -347,12 +996,20 @@ def main(argv=None):
     trainer = make_trainer(model, args.lr)
     for epoch in range(args.epochs):
         hook = LossHook()
-        trainer.train(lambda: batches(x_train, y_train, args.batch_size, args.seed + epoch), hooks=[hook])
+        seed = args.seed + epoch
+        trainer.train(
+            lambda seed=seed: batches(x_train, y_train, args.batch_size, seed),
+            hooks=[hook],
+        )
         metrics = trainer.evaluate(lambda: batches(x_test, y_test, 1000))
-        print("epoch %d/%d: loss %.6f, test accuracy %.4f"
-              % (epoch + 1, args.epochs, float(np.mean(hook.losses)), float(metrics["accuracy"])), flush=True)
-    export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
-    print("saved %s and %s" % (model.latest_checkpoint(), os.path.join(args.out_dir, MODEL_NAME + ".npz")))
+        loss, accuracy = float(np.mean(hook.losses)), float(metrics["accuracy"])
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss:.6f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+    weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
+    export_netdsl_weights(model, weights)
+    print(f"saved {model.latest_checkpoint()} and {weights}")
 
 
 if __name__ == "__main__":
