@@ -8,8 +8,10 @@ checkpoint: load_netdsl_weights writes model.ckpt-0 into the Estimator's
 model_dir, which train/evaluate/predict then restore.
 """
 import argparse
+import atexit
 import gzip
 import os
+import shutil
 import struct
 import tempfile
 
@@ -96,8 +98,11 @@ def default_params():
 
 
 def build_model(model_dir=None, seed=None, lr=None):
-    """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new temp dir)."""
-    model_dir = model_dir or tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
+    """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new temp dir,
+    removed when the program exits)."""
+    if not model_dir:
+        model_dir = tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
+        atexit.register(shutil.rmtree, model_dir, True)
     config = tf.estimator.RunConfig(model_dir=model_dir, tf_random_seed=seed, keep_checkpoint_max=2,
                                     log_step_count_steps=None, save_summary_steps=None)
     params = default_params()
