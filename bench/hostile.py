@@ -201,6 +201,8 @@ def judge(trial: Trial, d: Path, before: dict, rc, out: str, errtext: str) -> tu
             continue
         if name in trial.outputs and rc == 0 and (now is None or now[0] == was[0] == "file"):
             continue
+        if now is not None and now[:2] == was[:2]:
+            return "lost", f"{name}: its content changed"
         return "lost", f"{name} changed from {was[:2]} to {now[:2] if now else 'nothing'}"
     if rc != 0 and not errtext.strip():
         return "crash", f"exit {rc} without a message"
