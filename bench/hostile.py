@@ -296,7 +296,7 @@ def mutate_arrays(rng: random.Random, arrays: dict, keys: list) -> tuple[dict, s
     kinds = {
         "short": lambda: np.zeros(1, a.dtype),
         "empty": lambda: np.zeros((0,), a.dtype),
-        "transposed": lambda: a.T.copy() if a.ndim > 1 else a[:-1],
+        "transposed": lambda: a.T.copy() if a.ndim > 1 else a.reshape(-1)[:-1],  # 0-d: an empty one
         "int8": lambda: a.astype(np.int8),
         "float64": lambda: a.astype(np.float64),
         "nan": lambda: np.full_like(a, np.nan) if a.dtype.kind == "f" else a,
