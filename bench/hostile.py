@@ -7,7 +7,8 @@ checkpoint from one real run), applies one hostile change, runs the real command
   ok     exit 0, nothing lost;
   clean  exit 1 or 2 with a message on stderr and no traceback (a diagnostic);
   crash  a traceback, a signal (segfault, kill), a hang past the time bound, another exit code,
-         or generated code that does not parse or that contains the injected payload as code;
+         generated code that does not parse or that contains the injected payload as code, or
+         (training) a stale temp file of the killed run that the resume did not remove;
   lost   data lost: a file the command did not write changed (an input, an import, a FIFO or
          device node replaced), or a file it may write changed although it failed.
 
@@ -24,7 +25,7 @@ Classes:
   run-paths    `run --save/--checkpoint/--load` at inputs, FIFOs, device nodes, directories
   training     kill -9 of a training run at a random moment, then resume: the checkpoint must load
 
-Run:  python bench/hostile.py -n 2000 --seed 1 --time-limit 3600
+Run:  python bench/hostile.py -n 2000 --seed 1 --time-limit 3600 [--mix parser=4,training=1] [--jobs 2]
 Every trial i of a campaign is drawn from random.Random(f"{seed}:{i}"): `--replay i` reruns one and
 keeps its directory. Exit 1 if any crash or loss was seen in the classes asked for.
 """
@@ -32,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import concurrent.futures
 import gzip
 import hashlib
 import io
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import stat
@@ -147,10 +148,11 @@ def snapshot(d: Path) -> dict:
     return out
 
 
-def _limits():
-    os.setsid()
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+# the bounds are set by a small launcher that then execs netdsl: a preexec_fn is unsafe with --jobs threads
+LAUNCHER = ("import os, resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))\n"
+            "resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+            "os.execv(sys.executable, [sys.executable, '-m', 'netdsl', *sys.argv[1:]])\n")
 
 
 def run_netdsl(argv, cwd: Path, timeout: float, stdout: str = "pipe", kill_after: float | None = None):
@@ -161,8 +163,8 @@ def run_netdsl(argv, cwd: Path, timeout: float, stdout: str = "pipe", kill_after
     out = open("/dev/full", "w") if stdout == "full" else tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "netdsl", *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=err, preexec_fn=_limits)
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=err, start_new_session=True)
         try:
             rc = proc.wait(timeout=kill_after if kill_after is not None else timeout)
         except subprocess.TimeoutExpired:
@@ -199,6 +201,8 @@ def judge(trial: Trial, d: Path, before: dict, rc, out: str, errtext: str) -> tu
             continue
         if name in trial.outputs and rc == 0 and (now is None or now[0] == was[0] == "file"):
             continue
+        if now is not None and now[:2] == was[:2]:
+            return "lost", f"{name}: its content changed"
         return "lost", f"{name} changed from {was[:2]} to {now[:2] if now else 'nothing'}"
     if rc != 0 and not errtext.strip():
         return "crash", f"exit {rc} without a message"
@@ -292,7 +296,7 @@ def mutate_arrays(rng: random.Random, arrays: dict, keys: list) -> tuple[dict, s
     kinds = {
         "short": lambda: np.zeros(1, a.dtype),
         "empty": lambda: np.zeros((0,), a.dtype),
-        "transposed": lambda: a.T.copy() if a.ndim > 1 else a[:-1],
+        "transposed": lambda: a.T.copy() if a.ndim > 1 else a.reshape(-1)[:-1],  # 0-d: an empty one
         "int8": lambda: a.astype(np.int8),
         "float64": lambda: a.astype(np.float64),
         "nan": lambda: np.full_like(a, np.nan) if a.dtype.kind == "f" else a,
@@ -536,13 +540,18 @@ def run_trial(trial: Trial, d: Path) -> tuple[str, str]:
         if rc != "killed":  # finished before the kill: judge it as a normal run
             verdict, why = judge(trial, d, before, rc, out, err)
             return verdict, why or "finished before the kill"
+        # the kill may leave a temp file mid-write: age it past fsutil's 60 s guard (which spares a live
+        # concurrent writer), as if the resume came later; the resume must then remove it
+        for p in d.iterdir():
+            if p.name.endswith(".netdsl-tmp"):
+                os.utime(p, (time.time() - 120, time.time() - 120))
         rc, out, err = run_netdsl(trial.argv, d, trial.timeout)  # resume after the kill
         if rc == 1 and "checkpoint" in err.lower():
             return "lost", "the checkpoint left by kill -9 does not load: " + err.strip()[-200:]
         verdict, why = judge(trial, d, before, rc, out, err)
-        temps = [p.name for p in d.iterdir() if "tmp" in p.name]
+        temps = [p.name for p in d.iterdir() if p.name.endswith(".netdsl-tmp")]
         if verdict in ("ok", "clean") and temps:
-            why = f"temp files left: {temps}"
+            return "crash", f"the resume left stale temp files: {temps}"
         return verdict, why
     rc, out, err = run_netdsl(trial.argv, d, trial.timeout, trial.stdout)
     verdict, why = judge(trial, d, before, rc, out, err)
@@ -560,9 +569,17 @@ def run_trial(trial: Trial, d: Path) -> tuple[str, str]:
     return verdict, why
 
 
-def campaign(n: int, seed: str, time_limit: float, classes, workdir: Path, log=print, replay=None) -> dict:
-    """Run up to n trials, round-robin over classes, for at most time_limit seconds."""
-    totals = {c: {"tried": 0, "ok": 0, "clean": 0, "crash": 0, "lost": 0} for c in classes}
+def schedule(classes, mix: dict | None = None) -> list:
+    """The cycle of classes trial i is drawn from (trial i gets cycle[i % len]): mix gives each class a
+    weight (default 1), and the weights are interleaved so that any prefix of a campaign covers every class."""
+    weights = {c: (mix or {}).get(c, 1) for c in classes}
+    return [c for r in range(max(weights.values())) for c in classes if weights[c] > r]
+
+
+def campaign(n: int, seed: str, time_limit: float, classes, workdir: Path, log=print, replay=None, mix=None,
+             jobs: int = 1) -> dict:
+    """Run up to n trials, classes weighted by mix, on `jobs` threads, for at most time_limit seconds."""
+    totals = {c: {"tried": 0, "ok": 0, "clean": 0, "crash": 0, "lost": 0, "seconds": 0.0} for c in classes}
     findings = []
     base = Base(workdir, train=bool(NEEDS_BASE & set(classes)))
     if base.error:
@@ -570,29 +587,43 @@ def campaign(n: int, seed: str, time_limit: float, classes, workdir: Path, log=p
         classes = [c for c in classes if c not in NEEDS_BASE]
         if not classes:
             return {"totals": totals, "findings": findings}
+    cycle = schedule(classes, mix)
     t0 = time.monotonic()
-    indices = [replay] if replay is not None else range(n)
-    for i in indices:
+
+    def one(i):
         if time.monotonic() - t0 > time_limit:
-            log(f"time limit reached after {i} trials")
-            break
+            return None
         rng = random.Random(f"{seed}:{i}")
-        cls = classes[i % len(classes)]
+        cls = cycle[i % len(cycle)]
         trial = GENERATORS[cls](rng, base)
         d = workdir / f"t{i}"
+        start = time.monotonic()
         try:
             verdict, why = run_trial(trial, d)
         finally:
             if replay is None:
                 _remove(d)
-        t = totals[cls]
-        t["tried"] += 1
-        t[verdict] += 1
         if verdict in ("crash", "lost"):
-            findings.append((i, cls, trial.what, verdict, why))
             log(f"[{i}] {cls}: {trial.what}: {verdict.upper()}: {why}")
         elif why:
             log(f"[{i}] {cls}: {trial.what}: {verdict}, note: {why}")
+        if i % 100 == 99:
+            log(f"... trial {i + 1} of {n}, {time.monotonic() - t0:.0f} s")
+        return i, cls, trial.what, verdict, why, time.monotonic() - start
+
+    indices = [replay] if replay is not None else range(n)
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        results = list(pool.map(one, indices))
+    skipped = sum(r is None for r in results)
+    if skipped:
+        log(f"time limit reached: {skipped} of {len(results)} trials not run")
+    for i, cls, what, verdict, why, seconds in filter(None, results):
+        t = totals[cls]
+        t["tried"] += 1
+        t[verdict] += 1
+        t["seconds"] += seconds
+        if verdict in ("crash", "lost"):
+            findings.append((i, cls, what, verdict, why))
     return {"totals": totals, "findings": findings}
 
 
@@ -607,11 +638,14 @@ def _remove(d: Path) -> None:
 
 
 def table(totals: dict) -> str:
-    rows = ["| class | tried | ok | clean diagnostic | crash | data lost |", "|---|---|---|---|---|---|"]
+    rows = ["| class | tried | ok | clean diagnostic | crash | data lost | seconds (sum of trials) |",
+            "|---|---|---|---|---|---|---|"]
     for c, t in totals.items():
-        rows.append(f"| {c} | {t['tried']} | {t['ok']} | {t['clean']} | {t['crash']} | {t['lost']} |")
-    s = {k: sum(t[k] for t in totals.values()) for k in ("tried", "ok", "clean", "crash", "lost")}
-    rows.append(f"| all | {s['tried']} | {s['ok']} | {s['clean']} | {s['crash']} | {s['lost']} |")
+        rows.append(f"| {c} | {t['tried']} | {t['ok']} | {t['clean']} | {t['crash']} | {t['lost']} | "
+                    f"{t['seconds']:.0f} |")
+    s = {k: sum(t[k] for t in totals.values()) for k in ("tried", "ok", "clean", "crash", "lost", "seconds")}
+    rows.append(f"| all | {s['tried']} | {s['ok']} | {s['clean']} | {s['crash']} | {s['lost']} | "
+                f"{s['seconds']:.0f} |")
     return "\n".join(rows)
 
 
@@ -621,6 +655,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", default="1")
     ap.add_argument("--time-limit", type=float, default=600.0, metavar="T", help="stop after T seconds (default 600)")
     ap.add_argument("--classes", default=",".join(CLASSES), help="comma-separated subset of: " + ", ".join(CLASSES))
+    ap.add_argument("--mix", default="", metavar="C=W,...",
+                    help="weight of each class in the round-robin (default 1 each), e.g. parser=4,training=1")
+    ap.add_argument("--jobs", type=int, default=1, help="trials run at once (default 1)")
     ap.add_argument("--replay", type=int, metavar="I", help="run only trial I and keep its directory")
     ap.add_argument("--netdsl-root", metavar="DIR", help="attack the netdsl of this checkout (default: this one)")
     args = ap.parse_args(argv)
@@ -628,19 +665,27 @@ def main(argv=None) -> int:
         global NETDSL_ROOT
         NETDSL_ROOT = Path(args.netdsl_root).resolve()
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    unknown = sorted(set(classes) - set(CLASSES))
+    try:
+        mix = {c.strip(): int(w) for c, w in (x.split("=") for x in args.mix.split(",") if x.strip())}
+    except ValueError:
+        ap.error("--mix wants class=weight pairs, e.g. parser=4,training=1")
+    if any(w < 1 for w in mix.values()):
+        ap.error("--mix weights are whole numbers >= 1")
+    unknown = sorted((set(classes) | set(mix)) - set(CLASSES))
     if unknown:
         ap.error(f"unknown classes: {', '.join(unknown)}")
     workdir = Path(tempfile.mkdtemp(prefix="netdsl-hostile-"))
     t0 = time.monotonic()
     try:
-        result = campaign(args.n, args.seed, args.time_limit, classes, workdir, replay=args.replay)
+        result = campaign(args.n, args.seed, args.time_limit, classes, workdir, replay=args.replay, mix=mix,
+                          jobs=args.jobs)
     finally:
         if args.replay is None:
             _remove(workdir)
         else:
             print(f"kept {workdir}")
-    print(f"\nseed {args.seed}, {time.monotonic() - t0:.0f} s\n")
+    print(f"\n{' '.join(['python', 'bench/hostile.py', *(argv if argv is not None else sys.argv[1:])])}")
+    print(f"seed {args.seed}, {time.monotonic() - t0:.0f} s\n")
     print(table(result["totals"]))
     bad = sum(t["crash"] + t["lost"] for t in result["totals"].values())
     return 1 if bad else 0

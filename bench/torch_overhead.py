@@ -51,11 +51,12 @@ def generated_module(model_path: str):
     from netdsl.frontend import load
 
     code = emit(load(model_path), "pytorch")
-    path = Path(tempfile.mkdtemp(prefix="netdsl-bench-")) / "generated_keras_cnn.py"
-    path.write_text(code)
-    spec = importlib.util.spec_from_file_location("generated_keras_cnn", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory(prefix="netdsl-bench-") as d:  # the module is loaded, then the file goes
+        path = Path(d) / "generated_keras_cnn.py"
+        path.write_text(code)
+        spec = importlib.util.spec_from_file_location("generated_keras_cnn", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 

@@ -189,7 +189,10 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
     from .exec.weights import save_weights
     from .frontend import load
 
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="netdsl-conformance-"))
+    if not workdir:  # a temp dir of our own, removed at the end: nothing is left behind
+        with tempfile.TemporaryDirectory(prefix="netdsl-conformance-") as d:
+            return run(models, columns, seed, step, d, log)
+    tmp = Path(workdir)
     tmp.mkdir(parents=True, exist_ok=True)
     cells: dict = {}
     prepared = {}
@@ -415,6 +418,9 @@ def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, see
 
     Returns the loss, or the reason the column cannot run. Used to check dropout's training-mode
     scale, which no inference comparison can see."""
+    if not workdir:  # a temp dir of our own, removed at the end: nothing is left behind
+        with tempfile.TemporaryDirectory(prefix="netdsl-probe-") as d:
+            return training_loss(path, col, inputs, targets, seed, d)
     from .emit.base import emit
     from .exec.weights import save_weights
     from .frontend import load
@@ -427,7 +433,7 @@ def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, see
         code = emit(graph, col.target)
     except ModuleNotFoundError:
         return f"target {col.target} is not implemented"
-    tmp = Path(workdir or tempfile.mkdtemp(prefix="netdsl-probe-"))
+    tmp = Path(workdir)
     tag = col.name.replace("/", "_")
     (tmp / f"probe_{tag}.py").write_text(code)
     from .exec.weights import init_params

@@ -290,3 +290,17 @@ def test_checkpoint_module_reads_what_trainer_writes(base, tmp_path):
     t = _trainer(TINY)
     ck = checkpoint.read(path, t.graph, t.optimizer)
     assert ck.meta["step"] == 3 and set(ck.params) == set(t.ex.params)
+
+
+def test_an_epoch_boundary_checkpoint_without_rng_state_resumes(base, tmp_path):
+    """Found by bench/hostile.py: checkpoint.read accepts a missing 'rng_state' at step 0 (nothing
+    to restore), but the trainer then read meta["rng_state"]: a KeyError traceback."""
+    def at_epoch_start(arrays, meta):
+        meta = dict(meta, step=0, running={"loss": 0.0, "correct": 0, "seen": 0})
+        del meta["rng_state"]
+        return arrays, meta
+
+    t = _trainer(TINY, epochs=2)
+    t.load_checkpoint(_craft(base["adam"], tmp_path, at_epoch_start), {})
+    assert t.step == 0 and t.rng_state is None
+    assert t.fit().history  # the remaining epoch trains

@@ -135,3 +135,32 @@ def test_an_existing_file_keeps_its_mode_a_new_one_gets_the_umask(model, tmp_pat
     assert rc == 1 and "already exists" in out.err
     rc, out = _run(capsys, model, "--checkpoint", ck, "--overwrite", *QUICK)
     assert rc == 0, out.err
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, arr.ndim]) + b"".join(n.to_bytes(4, "big") for n in arr.shape) + arr.tobytes()
+
+
+@pytest.mark.parametrize("flag", ["--save", "--checkpoint"])
+@pytest.mark.parametrize("kind", ["idx", "npz"])
+def test_an_output_over_a_dataset_file_is_refused(model, tmp_path, capsys, flag, kind):
+    """Found by bench/hostile.py: `--save tiny/train-labels-idx1-ubyte` trained and then replaced the
+    labels with weights. The dataset's files are inputs of the run too."""
+    rng = np.random.default_rng(0)
+    x = {s: rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) for s, n in (("train", 32), ("test", 16))}
+    y = {s: rng.integers(0, 10, len(x[s]), dtype=np.uint8) for s in x}
+    if kind == "idx":
+        (tmp_path / "tiny").mkdir()
+        for s, name in (("train", "train"), ("test", "t10k")):
+            (tmp_path / "tiny" / f"{name}-images-idx3-ubyte").write_bytes(_idx(x[s]))
+            (tmp_path / "tiny" / f"{name}-labels-idx1-ubyte").write_bytes(_idx(y[s]))
+        data, target = ["--data", "tiny", "--data-dir", tmp_path], tmp_path / "tiny" / "train-labels-idx1-ubyte"
+    else:
+        target = tmp_path / "d.npz"
+        np.savez(target, x_train=x["train"], y_train=y["train"], x_test=x["test"], y_test=y["test"])
+        data = ["--data", target]
+    before = target.read_bytes()
+    extra = ["--overwrite"] if flag == "--checkpoint" else []
+    rc, out = _run(capsys, model, *data, flag, target, *extra, "--epochs", "1", "--no-progress")
+    assert rc == 1 and "is also an input of this command" in out.err and "[E608]" in out.err, out.err
+    assert target.read_bytes() == before and "epoch" not in out.out

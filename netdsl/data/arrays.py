@@ -125,7 +125,7 @@ def load_npz(path, limits: dict | None = None, max_bytes: int | None = None) -> 
         raise DataError(f"{shown(path)}: x_train samples have shape {out['x_train'].shape[1:]} "
                         f"but x_test samples {out['x_test'].shape[1:]}")
     origin = {s: f"{shown(path)}: x_{s}" for s in splits}
-    return Dataset(source=Path(path), origin=origin, **out)
+    return Dataset(source=Path(path), origin=origin, files=(path,), **out)
 
 
 def load_npz_inputs(path, max_bytes: int | None = None) -> np.ndarray:
@@ -231,7 +231,7 @@ def load_image_folder(root, expect: tuple | None = None, limits: dict | None = N
     if not classes:
         raise DataError(f"{shown(splits['train'])}: no class subdirectories")
     index = {c: i for i, c in enumerate(classes)}
-    listed = {}
+    listed, every = {}, []
     for s, d in splits.items():
         files = []
         for cd in _class_dirs(d):
@@ -239,6 +239,7 @@ def load_image_folder(root, expect: tuple | None = None, limits: dict | None = N
                 raise DataError(f"{shown(cd)}: class '{cd.name}' does not occur in the training split "
                                 f"({shown(splits['train'])})")
             files += [(p, index[cd.name]) for p in _image_files(cd)]
+        every += [p for p, _ in files]  # before any limit: an unread image is the dataset's too
         check_not_empty(len(files), shown(d), s)
         if limits.get(s) is not None:
             # A limit takes a class-balanced prefix: the first file of every class, then the second ...
@@ -259,7 +260,7 @@ def load_image_folder(root, expect: tuple | None = None, limits: dict | None = N
         out["x_" + s] = x
         out["y_" + s] = np.array([k for _, k in files], np.int64)
     return Dataset(source=root, origin={s: shown(d) for s, d in splits.items()}, classes=tuple(classes),
-                   **out)
+                   files=tuple(every), **out)
 
 
 # ---------------------------------------------------------------------------- CSV
@@ -408,4 +409,4 @@ def load_csv(files: dict, label_column=None, limits: dict | None = None,
                             f"({shown(files['train'])}) has {width}")
         out["x_" + s], out["y_" + s] = x, y
     return Dataset(source=Path(files["train"]), origin={s: shown(p) for s, p in files.items()},
-                   classes=tuple(classes) if classes else None, **out)
+                   files=tuple(files.values()), classes=tuple(classes) if classes else None, **out)

@@ -54,6 +54,7 @@ class Dataset:
     vocab: tuple | None = None  # token list, index = id; 0 is the pad, 1 the unknown token
     stats: dict = field(default_factory=dict)  # e.g. {"mean": arr, "std": arr}, applied by the feed
     origin: dict = field(default_factory=dict)  # split -> file or directory it came from
+    files: tuple = ()  # every file of the dataset: `run` never writes an output over one of them
 
     def where(self, split: str) -> str:
         return str(self.origin.get(split) or self.source or f"the {split} split")

@@ -362,7 +362,7 @@ def load_idx_dir(root: Path, verify: bool = False, limit_train: int | None = Non
             arr = check_labels(arr, str(path))
         arrays[key] = arr
     origin = {"train": paths["x_train"], "test": paths["x_test"]}
-    return Dataset(source=root, origin=origin, **arrays)
+    return Dataset(source=root, origin=origin, files=tuple(paths.values()), **arrays)
 
 
 # --------------------------------------------------------------------------- #

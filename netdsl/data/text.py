@@ -166,7 +166,7 @@ def load_conll(files: dict, limits: dict | None = None, max_bytes: int | None = 
         out["x_" + s] = encode([t for t, _, _ in sents], vocab)
         out["y_" + s] = y
     return Dataset(source=Path(files["train"]), origin={s: shown(p) for s, p in files.items()},
-                   kind="tags", classes=tuple(tags), vocab=vocab, **out)
+                   files=tuple(files.values()), kind="tags", classes=tuple(tags), vocab=vocab, **out)
 
 
 def load_labelled_text(files: dict, limits: dict | None = None, max_bytes: int | None = None,
@@ -195,4 +195,4 @@ def load_labelled_text(files: dict, limits: dict | None = None, max_bytes: int |
         out["x_" + s] = encode([t for _, t, _ in rows], vocab)
         out["y_" + s] = np.array(y, np.int64)
     return Dataset(source=Path(files["train"]), origin={s: shown(p) for s, p in files.items()},
-                   kind="text", classes=tuple(names) if names else None, vocab=vocab, **out)
+                   files=tuple(files.values()), kind="text", classes=tuple(names) if names else None, vocab=vocab, **out)

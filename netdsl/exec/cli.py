@@ -206,6 +206,7 @@ def _run(args) -> int:
         timing["warm-up"] = time.perf_counter() - t1
         timing["imports+init"] = t1 - t0
         dataset = future.result()
+    _check_outputs_spare_data(args, dataset)
 
     opts = train.Options(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
@@ -241,6 +242,19 @@ def _run(args) -> int:
         save_weights(args.save, trainer.ex.params, datamod.stats_arrays(dataset))
         print(f"weights saved to {args.save}", file=sys.stderr)
     return 0
+
+
+def _check_outputs_spare_data(args, dataset) -> None:
+    """Once the dataset is known, before training: no output is one of its files."""
+    from .. import fsutil
+    from ..errors import Diagnostic, NetdslError, Span
+
+    for flag, path in (("--save", args.save), ("--checkpoint", args.checkpoint)):
+        if path and os.path.lexists(path) and not args.eval_only:
+            try:
+                fsutil.check_output(path, dataset.files, what=flag[2:])
+            except fsutil.OutputPathError as e:
+                raise NetdslError(Diagnostic("E608", f"{flag}: {e}", Span(path, 1, 1, 1, 1))) from None
 
 
 def _check_outputs(args, model_files) -> None:

@@ -373,7 +373,7 @@ class Trainer:
         if "lr" in explicit and explicit["lr"] is not None:
             self.optimizer.lr = float(explicit["lr"])
         self.epoch, self.step, self.global_step = meta["epoch"], meta["step"], meta["global_step"]
-        self.rng_state = meta["rng_state"]
+        self.rng_state = meta.get("rng_state")  # checkpoint.read allows none at the start of an epoch
         if meta.get("threads") != blas_threads():
             # Not an error: the run continues correctly, only not bit for bit.
             print(f"warning: checkpoint was written with {meta.get('threads')} BLAS thread(s), this run "

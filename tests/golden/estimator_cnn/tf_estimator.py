@@ -9,8 +9,10 @@ model_dir, which train/evaluate/predict then restore.
 """
 
 import argparse
+import atexit
 import gzip
 import os
+import shutil
 import struct
 import tempfile
 
@@ -139,8 +141,11 @@ def default_params():
 
 
 def build_model(model_dir=None, seed=None, lr=None):
-    """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new temp dir)."""
-    model_dir = model_dir or tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
+    """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new
+    temp dir, removed when the program exits)."""
+    if not model_dir:
+        model_dir = tempfile.mkdtemp(prefix=MODEL_NAME + "-estimator-")
+        atexit.register(shutil.rmtree, model_dir, True)
     config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=seed,
