@@ -16,6 +16,7 @@ from . import ir, layers, library
 from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span, did_you_mean
 from .limits import LIMITS
+from .layers.elementwise import BY_SYMBOL
 from .names import invalid_name_reason, snake
 from .train_block import lower_train
 from .values import (
@@ -315,6 +316,16 @@ class Evaluator:
                 members = library.layers_of(self, [a, b], e.span, "'>>'")
                 return library.adopt(self.make_group("Sequential", members, e.span))
             return self.err("E103", f"'>>' composes layers, got {describe(a)} and {describe(b)}", e.span)
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and e.op in BY_SYMBOL:
+            # an elementwise node; its shape rule checks that the two types agree (E201 at e.span)
+            spec = self.new_layer("Elementwise", {"op": BY_SYMBOL[e.op]}, e.span)
+            spec.name = self.fresh(BY_SYMBOL[e.op], numbered=True)
+            with self.outer_call():
+                return self.add_node(spec, [a.name, b.name], e.span)
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            ops = "'+', '-' and '*' take two values" if e.op in BY_SYMBOL else f"'{e.op}' takes numbers"
+            return self.err("E103", f"{ops}, got {describe(a)} and {describe(b)}", e.span,
+                            "a value and a number do not combine; scale an input with Input(..., scale=)")
         if not (is_number(a) and is_number(b)):
             return self.err("E103", f"'{e.op}' needs numbers, got {describe(a)} and {describe(b)}", e.span)
         try:

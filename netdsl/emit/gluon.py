@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
@@ -223,6 +224,11 @@ def select(lg, layer):
 @emits("CosineDistance")
 def cosine(lg, layer):
     return View(f"nn.HybridLambda(_cosine_similarity, prefix={_prefix(layer)})")
+
+
+@emits("Elementwise")
+def elementwise(lg, layer):
+    return View(f"nn.HybridLambda(lambda F, a, b: a {OPS[layer.attr('op')]} b, prefix={_prefix(layer)})")
 
 
 def check(lg: Legacy) -> list:

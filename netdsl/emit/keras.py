@@ -230,6 +230,11 @@ def cosine(idx, layer):
     return KerasView("CosineDistance", [KLayer("", "layers.Dot", (), {"axes": 1, "normalize": True})])
 
 
+def elementwise(idx, layer):
+    func = {"add": "layers.Add", "sub": "layers.Subtract", "mul": "layers.Multiply"}[layer.attr("op")]
+    return KerasView("Elementwise", [KLayer("", func)])
+
+
 LAYERS = {
     "Dense": dense,
     "Convolution": convolution,
@@ -247,6 +252,7 @@ LAYERS = {
     "SelectLast": select("SelectLast"),
     "SelectFirst": select("SelectFirst"),
     "CosineDistance": cosine,
+    "Elementwise": elementwise,
 }
 
 # -------------------------------------------------------------------- context

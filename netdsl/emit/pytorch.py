@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from . import common as C
+from ..layers.elementwise import OPS
 from .base import Target, ident
 from .common import Code, call, lit
 from .names import template_names
@@ -217,6 +218,7 @@ LAYERS = {
     "SelectLast": functional("SelectLast"),
     "SelectFirst": functional("SelectFirst"),
     "CosineDistance": functional("CosineDistance"),
+    "Elementwise": functional("Elementwise"),
 }
 
 
@@ -272,6 +274,8 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         a, b = (f"torch.flatten({v}, 1)" if len(idx.types[name].shape) > 1 else v
                 for v, name in zip(args, node.inputs))
         return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
+    if kind == "Elementwise":
+        return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
     if kind == "LSTM":
         if layer.attr("go_backwards"):
             return [f"{out}, _ = self.{attr}({x}.flip(1))",

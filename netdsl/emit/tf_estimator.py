@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
@@ -242,6 +243,11 @@ def select(lg, layer):
 @emits("CosineDistance")
 def cosine(lg, layer):
     return View(lambda s: f"{s.out} = _cosine_similarity({', '.join(s.ins)})")
+
+
+@emits("Elementwise")
+def elementwise(lg, layer):
+    return View(lambda s: f"{s.out} = {s.ins[0]} {OPS[layer.attr('op')]} {s.ins[1]}")
 
 
 @emits("LayerNormalization")

@@ -110,6 +110,7 @@ def option_constructor(key: str) -> Constructor:
 MODULES = (
     "dense", "convolution", "pooling", "dropout", "embedding", "lstm", "batch_normalization",
     "layer_normalization", "flatten", "activation", "rescale", "splice", "select", "cosine",
+    "elementwise",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

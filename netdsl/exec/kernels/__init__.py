@@ -115,4 +115,4 @@ def pair(v) -> tuple:
 
 
 # The kind modules, imported for their @register calls. A new kind: one module, one name here.
-from . import activation, conv, cosine, dense, dropout, embedding, lstm, norm, pool, shape  # noqa: E402,F401
+from . import activation, conv, cosine, dense, dropout, elementwise, embedding, lstm, norm, pool, shape  # noqa: E402,F401
