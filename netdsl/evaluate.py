@@ -322,10 +322,12 @@ class Evaluator:
             spec.name = self.fresh(BY_SYMBOL[e.op], numbered=True)
             with self.outer_call():
                 return self.add_node(spec, [a.name, b.name], e.span)
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            return self.err("E103", f"'{e.op}' is not defined on values; '+', '-' and '*' are", e.span)
         if isinstance(a, Tensor) or isinstance(b, Tensor):
-            ops = "'+', '-' and '*' take two values" if e.op in BY_SYMBOL else f"'{e.op}' takes numbers"
-            return self.err("E103", f"{ops}, got {describe(a)} and {describe(b)}", e.span,
-                            "a value and a number do not combine; scale an input with Input(..., scale=)")
+            takes = "two values or two numbers" if e.op in BY_SYMBOL else "numbers"
+            return self.err("E103", f"'{e.op}' takes {takes}, got {describe(a)} and {describe(b)}",
+                            e.span, "a value and a number do not combine; scale an input with Input(..., scale=)")
         if not (is_number(a) and is_number(b)):
             return self.err("E103", f"'{e.op}' needs numbers, got {describe(a)} and {describe(b)}", e.span)
         try:
