@@ -15,8 +15,8 @@ import math
 from . import ir, layers, library
 from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span, did_you_mean
-from .limits import LIMITS
 from .layers.elementwise import BY_SYMBOL
+from .limits import LIMITS
 from .names import invalid_name_reason, snake
 from .train_block import lower_train
 from .values import (

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
-from . import common as C
 from ..layers.elementwise import OPS
+from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
 from .names import template_names
