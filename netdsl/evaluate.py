@@ -15,6 +15,7 @@ import math
 from . import ir, layers, library
 from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span, did_you_mean
+from .layers.elementwise import BY_SYMBOL
 from .limits import LIMITS
 from .names import invalid_name_reason, snake
 from .train_block import lower_train
@@ -315,6 +316,18 @@ class Evaluator:
                 members = library.layers_of(self, [a, b], e.span, "'>>'")
                 return library.adopt(self.make_group("Sequential", members, e.span))
             return self.err("E103", f"'>>' composes layers, got {describe(a)} and {describe(b)}", e.span)
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and e.op in BY_SYMBOL:
+            # an elementwise node; its shape rule checks that the two types agree (E201 at e.span)
+            spec = self.new_layer("Elementwise", {"op": BY_SYMBOL[e.op]}, e.span)
+            spec.name = self.fresh(BY_SYMBOL[e.op], numbered=True)
+            with self.outer_call():
+                return self.add_node(spec, [a.name, b.name], e.span)
+        if isinstance(a, Tensor) and isinstance(b, Tensor):
+            return self.err("E103", f"'{e.op}' is not defined on values; '+', '-' and '*' are", e.span)
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            takes = "two values or two numbers" if e.op in BY_SYMBOL else "numbers"
+            return self.err("E103", f"'{e.op}' takes {takes}, got {describe(a)} and {describe(b)}",
+                            e.span, "a value and a number do not combine; scale an input with Input(..., scale=)")
         if not (is_number(a) and is_number(b)):
             return self.err("E103", f"'{e.op}' needs numbers, got {describe(a)} and {describe(b)}", e.span)
         try:

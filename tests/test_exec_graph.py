@@ -176,6 +176,13 @@ def test_gradcheck_bn_cnn_training_mode():
     assert _fd_check(g, make_inputs(g, 3, np.random.default_rng(2)), n_coords=5) > 0
 
 
+def test_gradcheck_resnet_mnist_training_mode():
+    """Residual adds: the block's input gets the gradient of both branches."""
+    g = load(REPO / "models" / "resnet_mnist.net")
+    assert {"add"} == {l.attr("op") for l in g.layers if l.kind == "Elementwise"}
+    assert _fd_check(g, make_inputs(g, 2, np.random.default_rng(9)), n_coords=3) > 0
+
+
 def test_gradcheck_row_lstm_truncated():
     g = load(REPO / "models" / "row_lstm.net")
     x = (np.random.default_rng(3).random((3, 6, 28)) * 255)  # 6 of the 28 rows
@@ -301,6 +308,8 @@ def torch_forward(g, params, inputs, training=True):
         elif k == "CosineDistance":
             y = F.cosine_similarity(x.reshape(x.shape[0], -1), xs[1].reshape(x.shape[0], -1),
                                     dim=1, eps=1e-8)[:, None]
+        elif k == "Elementwise":
+            y = {"add": torch.add, "sub": torch.sub, "mul": torch.mul}[L.attr("op")](x, xs[1])
         elif k == "Dropout" and not training:
             y = x
         else:
@@ -346,6 +355,7 @@ TORCH_CASES = {
     "cntk_cnn": dict(n=4),  # overlapping 3x3/2 pooling and "same" pads
     "cnn_pad": dict(n=4),
     "mlp_sigmoid": dict(n=8),
+    "resnet_mnist": dict(n=4),  # residual adds after BatchNormalization
 }
 
 

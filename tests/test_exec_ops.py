@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from netdsl.exec import init, losses  # noqa: E402
-from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, embedding,  # noqa: E402
+from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, elementwise, embedding,  # noqa: E402
                                  lstm, norm, pool, shape, stabilizer)
 
 FD_STEP = 1e-6
@@ -669,6 +669,29 @@ def test_cosine_distance(shape):
     yt = F.cosine_similarity(at.flatten(1), bt.flatten(1), dim=1, eps=1e-8)[:, None]
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == da.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(da, at.grad, what="da")
+    assert_close(db, bt.grad, what="db")
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul"])
+@pytest.mark.parametrize("shape", [(5, 4), (2, 3, 4, 4)])
+def test_elementwise(op, shape):
+    rng = rng_for("elementwise" + op, shape)
+    a, b = normal(rng, shape), normal(rng, shape)
+    y, cache = elementwise.elementwise_forward(a, b, op)
+    assert y.shape == shape
+    R = normal(rng, y.shape)
+    da, db = elementwise.elementwise_backward(R, cache, op)
+    fd_check(lambda u, v: elementwise.elementwise_forward(u, v, op), [a, b], [0, 1], [da, db], R)
+
+    a32, b32, R32 = (v.astype(np.float32) for v in (a, b, R))
+    y, cache = elementwise.elementwise_forward(a32, b32, op)
+    da, db = elementwise.elementwise_backward(R32, cache, op)
+    at, bt = T(a32), T(b32)
+    yt = {"add": torch.add, "sub": torch.sub, "mul": torch.mul}[op](at, bt)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == da.dtype == db.dtype == np.float32
     assert_close(y, yt.detach(), what="y")
     assert_close(da, at.grad, what="da")
     assert_close(db, bt.grad, what="db")

@@ -108,16 +108,36 @@ def test_three_unsupported_ops_are_all_named():
     assert "fc" not in e.value.diagnostics[0].message and len(e.value.diagnostics) == 4
 
 
-def test_residual_add_is_refused_by_name():
+def test_residual_add_sub_mul_of_two_tensors_import_as_elementwise():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    W = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "W")
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc"),
+             helper.make_node("Add", ["h", "x"], ["r"], name="block1/add"),
+             helper.make_node("Sub", ["x", "r"], ["s"], name="block1/sub"),
+             helper.make_node("Mul", ["s", "h"], ["y"], name="block1/mul")]
+    model = _model(nodes, [x], [y], [W])
+    text, weights = from_onnx_model(model, "m.onnx", "m")
+    graph = load_text(text, "m.net")
+    assert [graph.layer(n.layer).attr("op") for n in graph.nodes[1:]] == ["add", "sub", "mul"]
+    feed = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    from netdsl.onnx.check import run_onnxruntime
+
+    want = run_onnxruntime(model, {"x": feed}, ["y"])["y"]
+    got = conf.native_predict(graph, weights, {graph.inputs[0].name: feed})[graph.outputs[0]]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_div_of_two_tensors_is_refused_by_name():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
     W = numpy_helper.from_array(np.eye(4, dtype=np.float32), "W")
     nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc"),
-             helper.make_node("Add", ["h", "x"], ["y"], name="block1/add")]
+             helper.make_node("Div", ["h", "x"], ["y"], name="block1/div")]
     with pytest.raises(NetdslError) as e:
         from_onnx_model(_model(nodes, [x], [y], [W]), "m.onnx", "m")
-    assert "'block1/add' (Add)" in e.value.diagnostics[0].message
-    assert "residual" in e.value.diagnostics[1].message
+    assert "'block1/div' (Div)" in e.value.diagnostics[0].message
+    assert "Div of two tensors" in e.value.diagnostics[1].message
 
 
 def test_exporter_spellings_fold_and_fuse():

@@ -162,6 +162,9 @@ def _rescale(lg, layer, x="x"):
     return e
 
 
+CNTK_OPS = {"add": "C.plus", "sub": "C.minus", "mul": "C.element_times"}  # Elementwise's op
+
+
 def _splice(lg, layer):
     return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(lg, layer)
 
@@ -186,6 +189,7 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     # CNTK's own Stabilizer: its scalar Parameter 'alpha' is the canonical alpha
     "Stabilizer": lambda lg, l: View(ctor="C.layers.Stabilizer", args={"steepness": repr(float(l.attr("steepness")))},
                                      params=[("alpha", "alpha", "identity")]),
+    "Elementwise": _fn(lambda lg, l: CNTK_OPS[l.attr("op")], lambda lg, l: CNTK_OPS[l.attr("op")] + "({xs})"),
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
 }

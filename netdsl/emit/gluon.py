@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
@@ -228,6 +229,11 @@ def cosine(lg, layer):
 @emits("Stabilizer")
 def stabilizer(lg, layer):
     return View(f"_Stabilizer({pyrepr(float(layer.attr('steepness')))}, prefix={_prefix(layer)})", [("alpha", "alpha")])
+
+
+@emits("Elementwise")
+def elementwise(lg, layer):
+    return View(f"nn.HybridLambda(lambda F, a, b: a {OPS[layer.attr('op')]} b, prefix={_prefix(layer)})")
 
 
 def check(lg: Legacy) -> list:

@@ -236,6 +236,11 @@ def stabilizer(idx, layer):
     return KerasView("Stabilizer", [KLayer("", "Stabilizer", (), kwargs)], [(alpha.name, None)], helper="stabilizer")
 
 
+def elementwise(idx, layer):
+    func = {"add": "layers.Add", "sub": "layers.Subtract", "mul": "layers.Multiply"}[layer.attr("op")]
+    return KerasView("Elementwise", [KLayer("", func)])
+
+
 LAYERS = {
     "Dense": dense,
     "Convolution": convolution,
@@ -254,6 +259,7 @@ LAYERS = {
     "SelectFirst": select("SelectFirst"),
     "CosineDistance": cosine,
     "Stabilizer": stabilizer,
+    "Elementwise": elementwise,
 }
 
 # -------------------------------------------------------------------- context

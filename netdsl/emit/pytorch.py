@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.elementwise import OPS
 from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
@@ -221,6 +222,7 @@ LAYERS = {
     "SelectFirst": functional("SelectFirst"),
     "CosineDistance": functional("CosineDistance"),
     "Stabilizer": stabilizer,
+    "Elementwise": functional("Elementwise"),
 }
 
 
@@ -276,6 +278,8 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         a, b = (f"torch.flatten({v}, 1)" if len(idx.types[name].shape) > 1 else v
                 for v, name in zip(args, node.inputs))
         return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
+    if kind == "Elementwise":
+        return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
     if kind == "LSTM":
         if layer.attr("go_backwards"):
             return [f"{out}, _ = self.{attr}({x}.flip(1))",

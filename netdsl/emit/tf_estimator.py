@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
@@ -248,6 +249,11 @@ def cosine(lg, layer):
 def stabilizer(lg, layer):
     args = f"{pyrepr(float(layer.attr('steepness')))}, {pyrepr(layer.name)}"
     return View(lambda s: f"{s.out} = _stabilizer({s.ins[0]}, {args})", [("alpha", "alpha", "identity")])
+
+
+@emits("Elementwise")
+def elementwise(lg, layer):
+    return View(lambda s: f"{s.out} = {s.ins[0]} {OPS[layer.attr('op')]} {s.ins[1]}")
 
 
 @emits("LayerNormalization")

@@ -108,8 +108,22 @@ def option_constructor(key: str) -> Constructor:
 
 # The kind modules, in registration order (default_options checks an option as its first kind does).
 MODULES = (
-    "dense", "convolution", "pooling", "dropout", "embedding", "lstm", "batch_normalization",
-    "layer_normalization", "flatten", "activation", "rescale", "splice", "select", "cosine", "stabilizer",
+    "dense",
+    "convolution",
+    "pooling",
+    "dropout",
+    "embedding",
+    "lstm",
+    "batch_normalization",
+    "layer_normalization",
+    "flatten",
+    "activation",
+    "rescale",
+    "splice",
+    "select",
+    "cosine",
+    "stabilizer",
+    "elementwise",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

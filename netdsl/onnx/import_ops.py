@@ -168,10 +168,12 @@ def add(w, node):
     if w.const(a) is not None:
         a, b = b, a
     v, bias = w.vals.get(a), w.const(b)
+    if bias is None and w.vals.get(b) is not None:
+        return _two_tensors("add")(w, node)
     if v is not None and v.pending is not None and v.pending[0] == "rescale":
         return _rescale_step("Add")(w, node)
     if v is None or bias is None:
-        raise _Refuse("an elementwise sum of two tensors (a residual connection) has no IR kind")
+        raise _Refuse("an Add of a value and something that is neither a value nor a constant")
     if v.done and v.done[0] == "bias":
         w.vals[node.output[0]] = replace(v, done=v.done[1:])
         return
@@ -429,11 +431,21 @@ def concat(w, node):
     w.vals[node.output[0]] = w.apply(None, None, xs, _out_hint(node), _hint(node), func="splice")
 
 
+def _two_tensors(func):
+    """Add, Sub or Mul of two values of one type: an Elementwise node (`a + b` in the .net)."""
+    def handler(w, node):
+        xs = [w.need(w.vals[i], node) for i in node.input]
+        w.vals[node.output[0]] = w.apply(None, None, xs, _out_hint(node), _hint(node), func=func)
+    return handler
+
+
 def _rescale_step(op):
     def handler(w, node):
         a, b = node.input[0], node.input[1]
         c = w.const(b)
         v = w.vals.get(a)
+        if op in ("Sub", "Mul") and c is None and w.const(a) is None and w.vals.get(b) is not None:
+            return _two_tensors(op.lower())(w, node)
         if c is None or c.size != 1 or v is None:
             raise _Refuse(f"{op} of two tensors, or of a non-scalar constant, has no IR kind "
                           f"(only Input scale/mean/std)")

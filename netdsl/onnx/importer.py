@@ -45,7 +45,7 @@ class LayerDef:
 class App:
     out: str
     layer: str | None  # a LayerDef name, or None for functions
-    func: str | None  # splice, select_last, select_first, cosine_distance
+    func: str | None  # splice, select_last, select_first, cosine_distance, add, sub, mul (Elementwise)
     inputs: list
 
 
@@ -217,9 +217,10 @@ class Walk:
         types = [v.type for v in ins]
         if func is not None:
             kind, layer = {"splice": "Splice", "select_last": "SelectLast", "select_first": "SelectFirst",
-                           "cosine_distance": "CosineDistance"}[func], None
+                           "cosine_distance": "CosineDistance", "add": "Elementwise", "sub": "Elementwise",
+                           "mul": "Elementwise"}[func], None
             try:
-                out, _, _ = kinds.get(kind).shape({}, types)
+                out, _, _ = kinds.get(kind).shape({"op": func} if kind == "Elementwise" else {}, types)
             except shapes.ShapeError as e:
                 raise _Refuse(str(e)) from None
         else:
@@ -309,9 +310,8 @@ class Walk:
         domain = node.domain if node.domain not in ("", "ai.onnx") else ""
         if (domain, node.op_type) not in HANDLERS:
             return f"unsupported op {node.op_type}" + (f" (domain {domain})" if domain else "")
-        if node.op_type in ("Add", "Sub", "Mul", "Div") and all(i not in self.known for i in node.input):
-            what = " (a residual connection)" if node.op_type == "Add" else ""
-            return f"an elementwise {node.op_type} of two tensors{what} has no IR kind"
+        if node.op_type == "Div" and all(i not in self.known for i in node.input):
+            return "an elementwise Div of two tensors has no IR kind"
         return ""
 
     def fold(self, node) -> None:

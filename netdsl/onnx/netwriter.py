@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import keyword
 
+from ..layers.elementwise import OPS
 from ..library import builtin_names
 
 _BUILTINS = {"Input", "SequenceInput", "Recurrence", "LayerStack", "For", "Sequential", "splice", "select_last",
@@ -147,6 +148,8 @@ def write(walk, outputs: list, model_name: str, source: str) -> tuple[str, dict]
             continue
         if app.func == "splice":
             lines.append(f"{app.out} = splice([{', '.join(app.inputs)}])")
+        elif app.func in OPS:
+            lines.append(f"{app.out} = {app.inputs[0]} {OPS[app.func]} {app.inputs[1]}")
         elif app.func is not None:
             lines.append(f"{app.out} = {app.func}({', '.join(app.inputs)})")
         else:

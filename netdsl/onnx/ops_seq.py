@@ -1,4 +1,5 @@
-"""ONNX converters for sequences and joins: Embedding, LSTM, Splice, SelectLast/First, CosineDistance."""
+"""ONNX converters for sequences and joins: Embedding, LSTM, Splice, SelectLast/First, CosineDistance,
+Elementwise."""
 from __future__ import annotations
 
 import numpy as np
@@ -90,3 +91,11 @@ def cosine(b, layer, node, xs, ins, params):
     if "CosineDistance" not in b.functions:
         b.functions["CosineDistance"] = cosine_function(b.opset)
     b.op("CosineDistance", xs, node.name, name=node.name, domain=DOMAIN)
+
+
+ONNX_OPS = {"add": "Add", "sub": "Sub", "mul": "Mul"}  # Elementwise's op -> the ONNX op
+
+
+@converter("Elementwise")
+def elementwise(b, layer, node, xs, ins, params):
+    b.op(ONNX_OPS[layer.attr("op")], xs, node.name, name=node.name)

@@ -114,5 +114,19 @@ def pair(v) -> tuple:
     return int(a), int(b)
 
 
-# The kind modules, imported for their @register calls. A new kind: one module, one name here.
-from . import activation, conv, cosine, dense, dropout, embedding, lstm, norm, pool, shape, stabilizer  # noqa: E402,F401
+# The kind modules, imported for their @register calls. A new kind: one module, one line here
+# (one name per line, so two new kinds never conflict).
+from . import (  # noqa: E402,F401
+    activation,
+    conv,
+    cosine,
+    dense,
+    dropout,
+    elementwise,
+    embedding,
+    lstm,
+    norm,
+    pool,
+    shape,
+    stabilizer,
+)
