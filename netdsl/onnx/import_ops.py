@@ -337,8 +337,9 @@ def activation(w, node):
             raise _Refuse(f"softmax over axis {axis}: the IR's softmax runs over the feature axis")
     app = w.apps[v.app] if v.app is not None and not v.done and v.pending is None and v.layout == "c" else None
     layer = w.layers.get(app.layer) if app and app.layer else None
+    doc = _layer_doc(node)  # netdsl's exporter names the layer an op belongs to: an Activation layer stays one
     if (layer is not None and layer.kind in ("Dense", "Convolution") and layer.attrs["activation"] is None
-            and layer.uses == 1 and w.uses.get(node.input[0], 0) == 1):
+            and layer.uses == 1 and w.uses.get(node.input[0], 0) == 1 and doc in (None, layer.name)):
         layer.attrs["activation"] = act
         w.vals[node.output[0]] = w.rename(v, _out_hint(node))
         return
