@@ -66,6 +66,16 @@ INFERENCE_COLUMNS = [Column("onnx", "onnx", None, None, inference_only=True)]
 ALL_COLUMNS = COLUMNS + INFERENCE_COLUMNS
 
 
+def driver_error(res, missing: str) -> str:
+    """A failed job's reason: the exception's own text (the driver's message), else the traceback's last line."""
+    if res is None:
+        return missing
+    if res.get("message"):
+        return res["message"]
+    lines = res.get("error", missing).strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 @dataclass
 class Cell:
     status: str  # pass, FAIL, not run, unsupported
@@ -246,8 +256,8 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
             tag = col.name.replace("/", "_")
             res = results.get(path)
             if res is None or not res.get("ok"):
-                reason = (res or {}).get("error", "the driver did not report this job").strip().splitlines()
-                cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason[-1] if reason else "")
+                reason = driver_error(res, "the driver did not report this job")
+                cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason)
                 continue
             got = dict(np.load(tmp / f"{stem}_{tag}.outputs.npz", allow_pickle=False))
             worst_abs, worst_rel = 0.0, 0.0
@@ -260,8 +270,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                 sres = results.get(path + "#step")
                 if sres is None or not sres.get("ok"):
                     cell.step_status = "FAIL"
-                    err = (sres or {}).get("error", "no result").strip().splitlines()
-                    cell.reason = "step: " + (err[-1] if err else "")
+                    cell.reason = "step: " + driver_error(sres, "no result")
                     cell.status = "FAIL"
                 else:
                     mine = dict(np.load(tmp / f"{stem}_{tag}.stepped.npz", allow_pickle=False))

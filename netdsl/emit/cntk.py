@@ -93,7 +93,9 @@ def _cntk_pad(lg, layer, kernel):
         out = -(-size // s)
         total = max((out - 1) * s + k - size, 0)
         same.append(((k - 1) // 2, total - (k - 1) // 2))
-    if pads == tuple(same):
+    # CNTK checks kernel <= input before its own padding (ValueError at build time): a window larger than
+    # its input map gets the same pads explicitly
+    if pads == tuple(same) and all(k <= size for size, k in zip(it.shape[1:], kernel)):
         return "True", None
     return "False", [[0, 0], list(pads[0]), list(pads[1])]
 
