@@ -146,6 +146,8 @@ def targets_for(graph: ir.Graph, outputs: dict, seed: int) -> np.ndarray:
     first = outputs[graph.outputs[0]]
     loss = (graph.training or ir.Training()).loss
     if loss == "cross_entropy_with_softmax":
+        if first.ndim == 4:  # a feature map: one class per position, on the channel axis (docs/ir.md)
+            return rng.integers(0, first.shape[1], first.shape[:1] + first.shape[2:]).astype(np.int64)
         return rng.integers(0, first.shape[-1], first.shape[:-1]).astype(np.int64)
     return rng.uniform(-1, 1, first.shape).astype(np.float32)
 

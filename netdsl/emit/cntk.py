@@ -360,6 +360,8 @@ def context(lg: Legacy, views: dict) -> dict:
                           if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
+        out_channels=out_t.shape[0] if is_image(out_t) else None,
+        out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
     )
