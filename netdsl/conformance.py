@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -258,7 +259,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
             tag = col.name.replace("/", "_")
             res = results.get(path)
             if res is None or not res.get("ok"):
-                reason = driver_error(res, "the driver did not report this job")
+                reason = driver_error(res, results.get(DRIVER_EXIT, "the driver did not report this job"))
                 cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason)
                 continue
             got = dict(np.load(tmp / f"{stem}_{tag}.outputs.npz", allow_pickle=False))
@@ -272,7 +273,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                 sres = results.get(path + "#step")
                 if sres is None or not sres.get("ok"):
                     cell.step_status = "FAIL"
-                    cell.reason = "step: " + driver_error(sres, "no result")
+                    cell.reason = "step: " + driver_error(sres, results.get(DRIVER_EXIT, "no result"))
                     cell.status = "FAIL"
                 else:
                     mine = dict(np.load(tmp / f"{stem}_{tag}.stepped.npz", allow_pickle=False))
@@ -414,8 +415,25 @@ def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
     try:
         results = json.loads(results_path.read_text())
     except (OSError, ValueError):
-        return {}
-    return {r["id"]: r for r in results}
+        results = []
+    out = {r["id"]: r for r in results}
+    if proc.returncode != 0:  # the jobs it did not report died with it: say how
+        out[DRIVER_EXIT] = driver_exit(proc.returncode, proc.stderr)
+    return out
+
+
+DRIVER_EXIT = "\0exit"
+
+
+def driver_exit(code: int, stderr: str) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"the framework's process died with signal {name} (a crash inside the framework)"
+    last = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"the framework's process exited {code}" + (f": {last[-1].strip()}" if last else "")
 
 
 def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, seed: int = 0,
