@@ -472,8 +472,11 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         target = "np.asarray(targets, dtype=np.int32)"
     n_rest = len(outputs) - 1
     loss_code = LOSS_CODE[loss]
-    if loss == "cross_entropy_with_softmax" and _activation_of(idx, graph.outputs[0]) in ("softmax", "sigmoid"):
-        loss_code = "_cross_entropy_as_written"
+    first_t = idx.types[graph.outputs[0]]
+    classes = first_t.shape[0] if C.is_image(first_t) else (first_t.shape[-1] if first_t.shape else 1)
+    if loss == "cross_entropy_with_softmax" and (_activation_of(idx, graph.outputs[0]) in ("softmax", "sigmoid")
+                                                 or classes == 1):
+        loss_code = "CrossEntropyAsWritten()"
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
