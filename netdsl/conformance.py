@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,16 @@ COLUMNS = [
 # tests of training (traps, transfer, dropout) iterate.
 INFERENCE_COLUMNS = [Column("onnx", "onnx", None, None, inference_only=True)]
 ALL_COLUMNS = COLUMNS + INFERENCE_COLUMNS
+
+
+def driver_error(res, missing: str) -> str:
+    """A failed job's reason: the exception's own text (the driver's message), else the traceback's last line."""
+    if res is None:
+        return missing
+    if res.get("message"):
+        return res["message"]
+    lines = res.get("error", missing).strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 @dataclass
@@ -138,6 +149,8 @@ def targets_for(graph: ir.Graph, outputs: dict, seed: int) -> np.ndarray:
     first = outputs[graph.outputs[0]]
     loss = (graph.training or ir.Training()).loss
     if loss == "cross_entropy_with_softmax":
+        if first.ndim == 4:  # a feature map: one class per position, on the channel axis (docs/ir.md)
+            return rng.integers(0, first.shape[1], first.shape[:1] + first.shape[2:]).astype(np.int64)
         return rng.integers(0, first.shape[-1], first.shape[:-1]).astype(np.int64)
     return rng.uniform(-1, 1, first.shape).astype(np.float32)
 
@@ -251,8 +264,8 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
             tag = col.name.replace("/", "_")
             res = results.get(path)
             if res is None or not res.get("ok"):
-                reason = (res or {}).get("error", "the driver did not report this job").strip().splitlines()
-                cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason[-1] if reason else "")
+                reason = driver_error(res, results.get(DRIVER_EXIT, "the driver did not report this job"))
+                cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason)
                 continue
             got = dict(np.load(tmp / f"{stem}_{tag}.outputs.npz", allow_pickle=False))
             worst_abs, worst_rel = 0.0, 0.0
@@ -265,8 +278,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                 sres = results.get(path + "#step")
                 if sres is None or not sres.get("ok"):
                     cell.step_status = "FAIL"
-                    err = (sres or {}).get("error", "no result").strip().splitlines()
-                    cell.reason = "step: " + (err[-1] if err else "")
+                    cell.reason = "step: " + driver_error(sres, results.get(DRIVER_EXIT, "no result"))
                     cell.status = "FAIL"
                 else:
                     mine = dict(np.load(tmp / f"{stem}_{tag}.stepped.npz", allow_pickle=False))
@@ -408,8 +420,25 @@ def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
     try:
         results = json.loads(results_path.read_text())
     except (OSError, ValueError):
-        return {}
-    return {r["id"]: r for r in results}
+        results = []
+    out = {r["id"]: r for r in results}
+    if proc.returncode != 0:  # the jobs it did not report died with it: say how
+        out[DRIVER_EXIT] = driver_exit(proc.returncode, proc.stderr)
+    return out
+
+
+DRIVER_EXIT = "\0exit"
+
+
+def driver_exit(code: int, stderr: str) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"the framework's process died with signal {name} (a crash inside the framework)"
+    last = [line for line in stderr.strip().splitlines() if line.strip()]
+    return f"the framework's process exited {code}" + (f": {last[-1].strip()}" if last else "")
 
 
 def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, seed: int = 0,

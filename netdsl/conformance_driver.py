@@ -23,6 +23,16 @@ def load_module(path, name):
     return module
 
 
+def exception_message(e):
+    """The exception's own text, one line: CNTK appends its C++ call stack to the message, which is
+    noise (and, cut to its tail, hides the message); a long message is cut at 500 characters."""
+    text = str(e).split("[CALL STACK]")[0].strip()
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    if len(text) > 500:
+        text = text[:500] + " ..."
+    return "{}: {}".format(type(e).__name__, text) if text else type(e).__name__
+
+
 def run_job(job, index):
     result = {"id": job["id"]}
     t0 = time.time()
@@ -43,9 +53,10 @@ def run_job(job, index):
             result["loss"] = float(loss)
             mod.export_netdsl_weights(model, job["stepped"])
         result["ok"] = True
-    except BaseException:  # the cell fails, the run goes on
+    except BaseException as e:  # the cell fails, the run goes on
         result["ok"] = False
         result["error"] = traceback.format_exc(limit=8)[-4000:]
+        result["message"] = exception_message(e)
     result["seconds"] = time.time() - t0
     return result
 

@@ -93,7 +93,9 @@ def _cntk_pad(lg, layer, kernel):
         out = -(-size // s)
         total = max((out - 1) * s + k - size, 0)
         same.append(((k - 1) // 2, total - (k - 1) // 2))
-    if pads == tuple(same):
+    # CNTK checks kernel <= input before its own padding (ValueError at build time): a window larger than
+    # its input map gets the same pads explicitly
+    if pads == tuple(same) and all(k <= size for size, k in zip(it.shape[1:], kernel)):
         return "True", None
     return "False", [[0, 0], list(pads[0]), list(pads[1])]
 
@@ -366,6 +368,8 @@ def context(lg: Legacy, views: dict) -> dict:
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
+        out_channels=out_t.shape[0] if is_image(out_t) else None,
+        out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
     )

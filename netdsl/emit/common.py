@@ -452,6 +452,10 @@ def group_chains(idx: GraphIndex, chainable) -> dict:
 
     def visit(name):
         layer_names = idx.group_layers(name)
+        # a layer listed twice (Sequential([l, l]), LayerStack(2, lambda: l)) is one layer applied twice: a
+        # container would build it twice, so its applications are emitted one by one
+        if len(set(layer_names)) != len(layer_names):
+            return
         chains = calls_of(layer_names) if layer_names else None
         if chains is not None and all(pos[c[-1]] - pos[c[0]] == len(c) - 1 for c in chains):
             result[name] = chains

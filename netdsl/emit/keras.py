@@ -484,6 +484,12 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     else:
         target = "np.asarray(targets, dtype=np.int32)"
     n_rest = len(outputs) - 1
+    loss_code = LOSS_CODE[loss]
+    first_t = idx.types[graph.outputs[0]]
+    classes = first_t.shape[0] if C.is_image(first_t) else (first_t.shape[-1] if first_t.shape else 1)
+    if loss == "cross_entropy_with_softmax" and (_activation_of(idx, graph.outputs[0]) in ("softmax", "sigmoid")
+                                                 or classes == 1):
+        loss_code = "CrossEntropyAsWritten()"
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
@@ -512,13 +518,19 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "optimizer": optimizer_lines(training),
         "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
         "target": target if not n_rest else f"[{target}" + ", None" * n_rest + "]",
-        "loss_code": LOSS_CODE[loss],
+        "loss_code": loss_code,
         "loss_doc": C.loss_doc(graph),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(idx, keras_batch_shape)}.", 4),
         "nhwc": any(C.is_image(t) for t in idx.types.values()),
     }
+
+
+def _activation_of(idx: C.GraphIndex, value: str):
+    """The activation of the layer that computes a value, or None (an input, a layer without one)."""
+    node = idx.producer.get(value)
+    return idx.layers[node.layer].attr("activation") if node is not None else None
 
 
 def _list(items) -> str:

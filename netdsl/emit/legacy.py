@@ -31,6 +31,7 @@ class Legacy(GraphIndex):
         # attribute names of a block object (gluon's self.<name>): a namespace of their own
         self.attrs = Names(attributes)
         self.value_names = {n.name for n in graph.nodes} | set(self.inputs)
+        self._flat: dict = {}
         self.top = {}  # layer name -> outermost group it was built in, or itself
         for layer in graph.layers:
             g = layer.group
@@ -40,7 +41,15 @@ class Legacy(GraphIndex):
             while self.groups[g].parent is not None:
                 g = self.groups[g].parent
             self.top[layer.name] = g
-        self._flat: dict = {}
+        # a group listing a layer twice (Sequential([l, l]), LayerStack(2, lambda: l)) is one layer applied
+        # twice: a Sequential would build it twice, so such a group's layers are applied one node at a time
+        self.dissolved = set()
+        for name in set(self.top.values()):
+            members = self.flat_members(name) if name in self.groups else [name]
+            if len(set(members)) != len(members):
+                self.dissolved.update(members)
+        for name in self.dissolved:
+            self.top[name] = name
         # every value's variable, inputs first then nodes in order: the same names whatever asks first
         for name in self.inputs:
             self.var(name)
@@ -112,7 +121,7 @@ def cannot(lg: Legacy, layer: ir.Layer, target: str, why: str) -> Diagnostic:
 def _call_nodes(lg: Legacy) -> list:
     order, by_key = [], {}
     for node in lg.graph.nodes:
-        key = node.call or ("node:" + node.name)
+        key = node.call if node.call and node.layer not in lg.dissolved else "node:" + node.name
         if key not in by_key:
             by_key[key] = []
             order.append(key)

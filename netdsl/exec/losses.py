@@ -22,13 +22,19 @@ def _flat_logits(logits, labels):
     return logits.reshape(-1, c), lab
 
 
+def _classes_last(logits):
+    """A feature map (N, C, H, W) has its classes on the channel axis (docs/ir.md): move them last."""
+    return np.moveaxis(logits, 1, -1) if logits.ndim == 4 else logits
+
+
 def softmax_cross_entropy(logits, labels):
-    """logits (N, C) or (N, T, C); labels int (N,) or (N, T).
+    """logits (N, C), (N, T, C) or a feature map (N, C, H, W); labels int (N,), (N, T) or (N, H, W).
 
     Mean of -log softmax(logits)[label], computed from log-sum-exp so large
-    logits neither overflow nor lose the label's term.
+    logits neither overflow nor lose the label's term. The classes of a feature
+    map are its channels, one class per position (docs/ir.md).
     """
-    z, lab = _flat_logits(logits, labels)
+    z, lab = _flat_logits(_classes_last(logits), labels)
     m = z.shape[0]
     shifted = z - z.max(axis=1, keepdims=True)
     lse = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -38,6 +44,9 @@ def softmax_cross_entropy(logits, labels):
     d = np.exp(logp)
     d[rows, lab] -= 1
     d /= m
+    if logits.ndim == 4:
+        n, c, h, w = logits.shape
+        return float(loss), np.ascontiguousarray(d.reshape(n, h, w, c).transpose(0, 3, 1, 2))
     return float(loss), d.reshape(logits.shape)
 
 
@@ -51,6 +60,6 @@ def mse(pred, target):
 
 
 def accuracy(logits, labels):
-    """Fraction of samples (and time steps) whose argmax equals the label."""
-    z, lab = _flat_logits(logits, labels)
+    """Fraction of samples (and time steps, or positions of a feature map) whose argmax equals the label."""
+    z, lab = _flat_logits(_classes_last(logits), labels)
     return float((z.argmax(axis=1) == lab).mean())

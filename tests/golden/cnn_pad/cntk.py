@@ -49,6 +49,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = image * 0.00392156862745098
     with C.layers.default_options(activation=C.relu):

@@ -181,14 +181,12 @@ def _loss(out, target):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step; returns the loss before the update."""
     xs = _inputs(inputs)
-    if not isinstance(targets, dict):  # one output: the array itself
-        targets = {next(iter(OUTPUTS)): targets}
-    ys = [nd.array(np.asarray(targets[name]), dtype="float32") for name in OUTPUTS]
+    # the loss trains the first output only (docs/ir.md): targets are its array, or {name: array}
+    y = targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
+    y = nd.array(np.asarray(y), dtype="float32")
     with autograd.record():
         outs = _tuple(model(*xs))
-        loss = _loss(outs[0], ys[0])
-        for out, y in zip(outs[1:], ys[1:]):
-            loss = loss + _loss(out, y)
+        loss = _loss(outs[0], y)
     loss.backward()
     trainer.step(1)  # the loss is already a mean: no further 1/batch scaling
     return float(loss.asscalar())

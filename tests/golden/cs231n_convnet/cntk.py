@@ -47,6 +47,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((3, 32, 32), np.float32, name="image")
     net_ = C.layers.Sequential([
         C.layers.Convolution((5, 5), 32, activation=C.relu, pad=True, name="convolution_1"),

@@ -47,6 +47,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     features_ = C.input_variable((784,), np.float32, name="features")
     features_scaled = (features_ - 33.328500000000005) / 78.5655
     h = C.layers.Dense(200, activation=C.relu, name="dense_1")(features_scaled)

@@ -48,6 +48,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     rows = C.sequence.input_variable((28,), np.float32, name="rows")
     rows_scaled = rows * 0.00392156862745098
     h = C.layers.Recurrence(C.layers.LSTM(128, name="lstm_1"), go_backwards=False)(rows_scaled)

@@ -49,6 +49,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     words = C.sequence.input_variable(943, is_sparse=True, name="words")  # one-hot token ids
     tagging_model = C.layers.Sequential([
         C.layers.Embedding(150, name="embedding_1"),

@@ -55,6 +55,9 @@ WEIGHTS = {
 
 def build_model():
     """The network as a CNTK Function of its named input variables."""
+    # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
+    # its thread count is only implied by the environment; setting it, to the same value, avoids that
+    C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     feats = C.input_variable((40,), np.float32, name="feats")
     dnn = C.layers.Sequential([
         C.layers.For(range(6), lambda i: [
