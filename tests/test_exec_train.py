@@ -303,3 +303,18 @@ def test_unwritable_checkpoint_dir_fails_before_training(tmp_path, capsys):
     rc = main(["run", str(MODELS / "mlp_relu.net"), "--checkpoint", str(tmp_path / "no" / "ck.npz")])
     err = capsys.readouterr().err
     assert rc == 1 and "--checkpoint: cannot write checkpoint" in err and "does not exist [E608]" in err
+
+
+def test_a_signal_without_a_checkpoint_stops_cleanly():
+    # SIGTERM/SIGINT mid-epoch with no --checkpoint: stop and say nothing was saved (was a TypeError)
+    import signal as _signal
+
+    class Stopped:
+        signum = _signal.SIGTERM
+
+    logs = []
+    t = trainer()
+    t.log = logs.append
+    assert t._run_epoch(Stopped()) is True
+    r = t._interrupted(_signal.SIGTERM)
+    assert r.interrupted and any("nothing saved" in line for line in logs)

@@ -233,7 +233,8 @@ class Trainer:
                         and self.global_step % self.opts.checkpoint_every == 0:
                     self.save_checkpoint(rng)
                 if stop.signum is not None and self.step < steps:
-                    self.save_checkpoint(rng)
+                    if self.opts.checkpoint:  # without one, _interrupted says nothing was saved
+                        self.save_checkpoint(rng)
                     return True
         finally:
             if bar is not None:
