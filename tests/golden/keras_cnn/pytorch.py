@@ -20,7 +20,7 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.002,
+    "lr": 0.0015,
     "batch_size": 64,
     "epochs": 2,
     "metrics": ["accuracy"],
