@@ -484,8 +484,9 @@ def read_csv(path, label_column=None, classes=None, labelled=True):
                         continue
                     v = number(c)
                     if v is None or not np.isfinite(v):
+                        col = header[j] if header else str(j)
                         data_error(
-                            f"{path}:{lineno}: column {header[j] if header else str(j)!r}: {c.strip()!r} is not a finite number"
+                            f"{path}:{lineno}: column {col!r}: {c.strip()!r} is not a finite number"
                         )
                     feats.append(v)
                 rows.append(feats)
@@ -640,7 +641,8 @@ def read_predict_inputs(paths, label_column):
             x = read_csv(path, label_column, labelled=label_column is not None)[0]
         else:
             data_error(
-                f"{path}: cannot tell what this is: give images (.png, .jpg), a folder of them, .npz, .npy or .csv files"
+                f"{path}: cannot tell what this is: "
+                "give images (.png, .jpg), a folder of them, .npz, .npy or .csv files"
             )
         if x.dtype.kind not in "biuf" or x.ndim < 2:
             data_error(
