@@ -75,7 +75,8 @@ def main_flags(code: str) -> list:
 
 def test_every_target_has_the_same_command_line():
     """--data, --data-dir, --label-column, --epochs, --batch-size, --lr, --seed, --init, --eval-only, --out-dir,
-    --limit-train, --predict, --output:
+    --limit-train, --device, --amp, --compile, --checkpoint, --resume, --predict, --output (a target that does not
+    honour a runtime flag stops with a usage error, netdsl/emit/base.py RUNTIME_FLAGS):
     the same flags, defaults and help texts in the generated main() of every target and model."""
     flags = {}
     for model in MODELS:
@@ -85,7 +86,8 @@ def test_every_target_has_the_same_command_line():
     first = next(iter(flags.values()))
     assert [f.split("(")[1].split(",")[0] for f in first[1:]] == [
         "'--data'", "'--data-dir'", "'--label-column'", "'--epochs'", "'--batch-size'", "'--lr'", "'--seed'",
-        "'--init'", "'--eval-only'", "'--out-dir'", "'--limit-train'", "'--predict'", "'-o'"]
+        "'--init'", "'--eval-only'", "'--out-dir'", "'--limit-train'", "'--device'", "'--amp'", "'--compile'",
+        "'--checkpoint'", "'--resume'", "'--predict'", "'-o'"]
     differ = {k: v for k, v in flags.items() if v != first}
     assert not differ, f"main() flags differ from {next(iter(flags))}: {sorted(differ)}"
 

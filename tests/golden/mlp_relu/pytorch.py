@@ -772,6 +772,33 @@ def main(argv=None):
         help="train on the first N images only",
     )
     parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="where the model runs (auto: CUDA if present, else MPS, else the CPU)",
+    )
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision: autocast, with a gradient scaler on CUDA",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with the framework's graph compiler before training",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        default=None,
+        help="write a resumable checkpoint here after every epoch (written atomically)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training from --checkpoint: weights, optimizer state, epoch and RNG state",
+    )
+    parser.add_argument(
         "--predict",
         nargs="+",
         metavar="INPUT",
@@ -787,6 +814,16 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
+    if args.device in ("cuda", "mps"):
+        parser.error("--device: the pytorch script does not support it")
+    if args.amp:
+        parser.error("--amp: the pytorch script does not support it")
+    if args.compile:
+        parser.error("--compile: the pytorch script does not support it")
+    if args.checkpoint is not None:
+        parser.error("--checkpoint: the pytorch script does not support it")
+    if args.resume and not args.checkpoint:
+        parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:
         parser.error("--predict needs --init WEIGHTS.npz")
     if args.output and (
