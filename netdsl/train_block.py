@@ -134,11 +134,15 @@ def _word(ev, env, node):
 
 
 def _split_call(node):
-    """(name, call or None) of a setting written `name` or `name(k=v, ...)`; (None, None) if neither."""
+    """(name, call or None) of a setting written `name`, `"name"` or `name(k=v, ...)`; (None, None) if none."""
     if isinstance(node, S.Call) and isinstance(node.func, S.Name):
         return node.func.id, node
     if isinstance(node, S.Name):
         return node.id, None
+    if isinstance(node, S.String):
+        return node.value, None
+    if isinstance(node, str):  # an expression that evaluated to a string
+        return node, None
     return None, None
 
 
