@@ -205,6 +205,8 @@ def rescale(lg, layer):
 
 @emits("Flatten")
 def flatten(lg, layer):
+    if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        return View(f"nn.HybridLambda(lambda F, x: x, prefix={_prefix(layer)})")
     return View(f"nn.Flatten(prefix={_prefix(layer)})")
 
 

@@ -218,6 +218,9 @@ def rescale(lg, layer):
 
 @emits("Flatten")
 def flatten(lg, layer):
+    if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        return View(lambda s: f"{s.out} = {s.ins[0]}")
+
     def write(s):
         if s.nhwc_flat:
             return (f"{s.out} = tf.compat.v1.layers.flatten({s.ins[0]})"

@@ -42,8 +42,10 @@ select_last_backward = select_backward
 select_first_backward = select_backward
 
 
-def flatten_forward(x):
-    return x.reshape(x.shape[0], -1), x.shape
+def flatten_forward(x, seq=False):
+    """(N, ...) -> (N, features); a sequence (N, T, ...) is flattened per step, as the IR's type says."""
+    lead = 2 if seq else 1
+    return x.reshape(*x.shape[:lead], -1), x.shape
 
 
 def flatten_backward(dy, cache):
@@ -53,7 +55,7 @@ def flatten_backward(dy, cache):
 @register("Flatten")
 class Flatten(Kernel):
     def forward(self, call, xs, training, rng):
-        return flatten_forward(xs[0])
+        return flatten_forward(xs[0], bool(call.input_types[0].seq))
 
     def backward(self, call, dy, cache, need):
         return [flatten_backward(dy, cache)], {}

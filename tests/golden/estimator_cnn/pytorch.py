@@ -17,12 +17,14 @@ TRAINING = {
     "dataset": "mnist",
     "loss": "cross_entropy_with_softmax",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 0.001,
     "momentum": 0.0,
     "nesterov": False,
     "batch_size": 100,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -753,8 +755,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -24,6 +24,7 @@ TRAINING = {
     "batch_size": 64,
     "epochs": 2,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -754,8 +755,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",
