@@ -58,6 +58,6 @@ KIND = register(LayerKind(
         Constructor("LSTM", ("shape",), {"shape": REQUIRED, "init": DEFAULT_INIT, "use_peepholes": False}, check,
                     options=("init",)),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False}, check_recurrence,
-                    wraps="LSTM", wraps_what="an LSTM(...)"),
+                    wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),
 ))

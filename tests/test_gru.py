@@ -1,0 +1,97 @@
+"""GRU: the executor's kernel against finite differences and PyTorch (nn.GRU for reset_after=True, the
+CNTK cell written in torch for reset_after=False), and the front end's checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from netdsl.exec.kernels import gru  # noqa: E402
+from tests.test_exec_ops import T, assert_close, fd_check, normal, rng_for  # noqa: E402
+
+
+def torch_gru(x, W, H, b, bh, go_backwards):
+    """(output, the tensors to read gradients from) for canonical weights: nn.GRU when bh is given
+    (reset_after=True), else CNTK's cell, reset before the recurrent product, in torch ops."""
+    hs = H.shape[1]
+    xin = torch.flip(x, [1]) if go_backwards else x
+    if bh is not None:
+        m = torch.nn.GRU(x.shape[2], hs, batch_first=True).to(x.dtype)
+        with torch.no_grad():
+            m.weight_ih_l0.copy_(W)
+            m.weight_hh_l0.copy_(H)
+            m.bias_ih_l0.copy_(b)
+            m.bias_hh_l0.copy_(bh)
+        out, _ = m(xin)
+        params = (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
+    else:
+        params = tuple(T(a) for a in (W, H, b))
+        Wt, Ht, bt = params
+        h = torch.zeros(x.shape[0], hs, dtype=x.dtype)
+        steps = []
+        for t in range(x.shape[1]):
+            a = xin[:, t] @ Wt.T + bt
+            r = torch.sigmoid(a[:, :hs] + h @ Ht[:hs].T)
+            z = torch.sigmoid(a[:, hs:2 * hs] + h @ Ht[hs:2 * hs].T)
+            n = torch.tanh(a[:, 2 * hs:] + (r * h) @ Ht[2 * hs:].T)
+            h = (1 - z) * n + z * h
+            steps.append(h)
+        out = torch.stack(steps, 1)
+    return (torch.flip(out, [1]) if go_backwards else out), params
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_gru_kernel(reset_after, go_backwards):
+    rng = rng_for("gru", reset_after, go_backwards)
+    n, T_, f, hs = 2, 4, 3, 3
+    x = normal(rng, (n, T_, f))
+    W = normal(rng, (3 * hs, f)) * 0.5
+    H = normal(rng, (3 * hs, hs)) * 0.5
+    b = normal(rng, (3 * hs,)) * 0.5
+    bh = normal(rng, (3 * hs,)) * 0.5 if reset_after else None
+    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards)
+    assert y.shape == (n, T_, hs)
+    R = normal(rng, y.shape)
+    dx, dW, dH, db, dbh = gru.gru_backward(R, cache)
+    args = [x, W, H, b] + ([bh] if reset_after else [])
+    grads = [dx, dW, dH, db] + ([dbh] if reset_after else [])
+    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards),
+             args, list(range(len(args))), grads, R)
+
+    a32 = [a.astype(np.float32) for a in args]
+    R32 = R.astype(np.float32)
+    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards)
+    dx, dW, dH, db, dbh = gru.gru_backward(R32, cache)
+    xt = T(a32[0])
+    yt, params = torch_gru(xt, *(torch.tensor(a) for a in a32[1:4]),
+                           torch.tensor(a32[4]) if reset_after else None, go_backwards)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == dW.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    for ours, ref, what in zip((dW, dH, db, dbh), params, ("dW", "dH", "db", "dbh")):
+        assert_close(ours, ref.grad, what=what)
+
+
+def test_gru_conventions_differ():
+    """The two reset_after values are different functions (with bh = 0), so a target that confused them
+    would fail conformance."""
+    rng = rng_for("gru-conventions")
+    x = normal(rng, (2, 5, 3), np.float32)
+    W, H, b = normal(rng, (6, 3), np.float32), normal(rng, (6, 2), np.float32), normal(rng, (6,), np.float32)
+    before, _ = gru.gru_forward(x, W, H, b)
+    after, _ = gru.gru_forward(x, W, H, b, np.zeros(6, np.float32))
+    assert np.abs(before - after).max() > 1e-2
+
+
+def test_gru_go_backwards_output_alignment():
+    rng = rng_for("gru-align")
+    x = normal(rng, (2, 5, 3), np.float32)
+    W, H, b = normal(rng, (6, 3), np.float32), normal(rng, (6, 2), np.float32), normal(rng, (6,), np.float32)
+    y, _ = gru.gru_forward(x, W, H, b, go_backwards=True)
+    first_step, _ = gru.gru_forward(x[:, -1:], W, H, b)
+    np.testing.assert_allclose(y[:, -1], first_step[:, 0], rtol=1e-6)
+    reversed_fwd, _ = gru.gru_forward(x[:, ::-1].copy(), W, H, b)
+    np.testing.assert_allclose(y[:, 0], reversed_fwd[:, -1], rtol=1e-6)
