@@ -146,6 +146,18 @@ def _lstm(lg, layer):
                 params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
 
 
+def _gru(lg, layer):
+    # _gru (the template's step function) holds netdsl's layout, transposed for x @ W: W (in, 3n), H (n, 3n),
+    # gates r, z, n. CNTK's own GRU resets before the recurrent product only, with H split in two.
+    step = (f"_gru({layer.attr('units')}, {bool(layer.attr('reset_after'))!r}, {init_expr(layer.attr('init'))}, "
+            f"name={pyrepr(layer.name)})")
+    params = [("W", "W", "dense"), ("H", "H", "dense"), ("b", "b", "identity")]
+    if layer.attr("reset_after"):
+        params.append(("bh", "bh", "identity"))
+    return View(ctor="C.layers.Recurrence", pos=[step], args={"go_backwards": repr(bool(layer.attr("go_backwards")))},
+                unnamed=True, params=params)
+
+
 def _fn(expr, call):
     """A layer written as a Python function of CNTK values: `fn` inside a Sequential, `call`
     (a format string over {x} or {xs}) when applied on its own."""
@@ -192,6 +204,7 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     "Stabilizer": lambda lg, l: View(ctor="C.layers.Stabilizer", args={"steepness": repr(float(l.attr("steepness")))},
                                      params=[("alpha", "alpha", "identity")]),
     "Elementwise": _fn(lambda lg, l: CNTK_OPS[l.attr("op")], lambda lg, l: CNTK_OPS[l.attr("op")] + "({xs})"),
+    "GRU": _gru,
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
 }
