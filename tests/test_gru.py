@@ -95,3 +95,46 @@ def test_gru_go_backwards_output_alignment():
     np.testing.assert_allclose(y[:, -1], first_step[:, 0], rtol=1e-6)
     reversed_fwd, _ = gru.gru_forward(x[:, ::-1].copy(), W, H, b)
     np.testing.assert_allclose(y[:, 0], reversed_fwd[:, -1], rtol=1e-6)
+
+
+# ------------------------------------------------------------------ front end
+
+def diagnostics(text):
+    from netdsl.errors import NetdslError
+    from netdsl.frontend import load_text
+
+    with pytest.raises(NetdslError) as e:
+        load_text(text, "t.net")
+    return [(d.code, d.message, d.span.line, d.span.col) for d in e.value.diagnostics]
+
+
+@pytest.mark.parametrize("text,code,message,col", [
+    ("rows = SequenceInput(4)\nh = GRU(3)(rows)\noutput h\n", "E103",
+     "GRU must be wrapped in Recurrence(...) to run over a sequence", 5),
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, reset_after=1))(rows)\noutput h\n", "E103",
+     "GRU reset_after must be True or False, got the number 1", 23),
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(0))(rows)\noutput h\n", "E103",
+     "GRU shape must be a positive integer, got the number 0", 20),
+    ("rows = SequenceInput(4)\nh = Recurrence(Dense(3))(rows)\noutput h\n", "E103",
+     "Recurrence takes an LSTM(...) or a GRU(...), got", 16),
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, use_peepholes=True))(rows)\noutput h\n", "E102",
+     "GRU has no argument 'use_peepholes'", 23),
+    ("image = Input((1, 8, 8))\nh = Recurrence(GRU(3))(image)\noutput h\n", "E201",
+     "Recurrence(GRU) needs a sequence of feature vectors, got (1, 8, 8)", 5),
+])
+def test_gru_errors_are_located(text, code, message, col):
+    (got,) = diagnostics(text)
+    assert got[0] == code and message in got[1] and got[2:] == (2, col), got
+
+
+def test_gru_parameters_and_attrs():
+    from netdsl.frontend import load_text
+
+    g = load_text("rows = SequenceInput(4)\nf = Recurrence(GRU(3))(rows)\n"
+                  "b = Recurrence(GRU(2, reset_after=True), go_backwards=True)(rows)\ns = splice([f, b])\noutput s\n",
+                  "t.net")
+    shapes = {p.name: tuple(p.shape) for p in g.params()}
+    assert shapes == {"gru_1.W": (9, 4), "gru_1.H": (9, 3), "gru_1.b": (9,),
+                      "gru_2.W": (6, 4), "gru_2.H": (6, 2), "gru_2.b": (6,), "gru_2.bh": (6,)}
+    attrs = {layer.name: (layer.attr("reset_after"), layer.attr("go_backwards")) for layer in g.layers if layer.kind == "GRU"}
+    assert attrs == {"gru_1": (False, False), "gru_2": (True, True)}
