@@ -64,7 +64,7 @@ def test_constructor_names_and_attrs_are_consistent():
     # every default_options key reaches at least one kind, and Dense is checked first (messages depend on it)
     assert layers.option_kinds() == {
         "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM", "GRU"),
-        "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution"),
+        "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution", "LSTM", "GRU"),
         "pad": ("Convolution", "MaxPooling", "AveragePooling")}
 
 

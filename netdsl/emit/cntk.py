@@ -141,7 +141,11 @@ def _bn(lg, layer):
 
 def _lstm(lg, layer):
     # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
-    return View(ctor="C.layers.Recurrence", pos=[f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
+    # init_bias is written when given or not 0: CNTK's LSTM would otherwise take a default_options scope's
+    bias = layer.attr("init_bias", 0.0)
+    bias = f", init_bias={float(bias)!r}" if bias or "init_bias" in layer.explicit else ""
+    return View(ctor="C.layers.Recurrence",
+                pos=[f"C.layers.LSTM({layer.attr('units')}{bias}, name={pyrepr(layer.name)})"],
                 args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
                 params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
 
@@ -150,7 +154,7 @@ def _gru(lg, layer):
     # _gru (the template's step function) holds netdsl's layout, transposed for x @ W: W (in, 3n), H (n, 3n),
     # gates r, z, n. CNTK's own GRU resets before the recurrent product only, with H split in two.
     step = (f"_gru({layer.attr('units')}, {bool(layer.attr('reset_after'))!r}, {init_expr(layer.attr('init'))}, "
-            f"name={pyrepr(layer.name)})")
+            f"{float(layer.attr('init_bias', 0.0))!r}, name={pyrepr(layer.name)})")
     params = [("W", "W", "dense"), ("H", "H", "dense"), ("b", "b", "identity")]
     if layer.attr("reset_after"):
         params.append(("bh", "bh", "identity"))

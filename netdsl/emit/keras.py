@@ -24,7 +24,7 @@ from .passes.lstm_fusion import fused_lstms
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization")
+               "TorchBatchNormalization", "GRUInputBias")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -182,12 +182,16 @@ def gru(idx, layer):
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
     kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
+    helper = None
+    if reset_after and "bias_initializer" in kwargs:  # init_bias starts b, not bh: the first row only
+        kwargs["bias_initializer"] = call("GRUInputBias", kwargs["bias_initializer"])
+        helper = "gru_bias"
     weights = [(layer.param("W").name, "gru"), (layer.param("H").name, "gru")]
     if reset_after:
         weights += [(layer.param("b").name, "gru_bias_in"), (layer.param("bh").name, "gru_bias_rec")]
     else:
         weights.append((layer.param("b").name, "gru_bias"))
-    view = KerasView("GRU", [KLayer("", "layers.GRU", (layer.attr("units"),), kwargs)], weights)
+    view = KerasView("GRU", [KLayer("", "layers.GRU", (layer.attr("units"),), kwargs)], weights, helper=helper)
     if layer.attr("go_backwards"):
         view.after = "flip"
     return view

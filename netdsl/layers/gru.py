@@ -11,7 +11,7 @@ from ..ir import TensorType
 from ..shapes import ShapeError, float_features
 from ..values import describe
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, first_error, positive, weights
+from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
 
 
 def check(a: dict):
@@ -44,7 +44,7 @@ def shape(a, ins):
 
 def inits(layer):
     init = layer.attr("init", DEFAULT_INIT)
-    out = {"W": init, "H": init, "b": "zeros"}
+    out = {"W": init, "H": init, "b": bias_init(layer)}  # CNTK's GRU has one bias, b
     if layer.attr("reset_after"):
         out["bh"] = "zeros"
     return out
@@ -53,11 +53,13 @@ def inits(layer):
 KIND = register(LayerKind(
     "GRU", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
-           "reset_after": ("reset_after", False)},
+           "reset_after": ("reset_after", False), "init_bias": ("init_bias", 0)},
+    floats=("init_bias",),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
-        Constructor("GRU", ("shape",), {"shape": REQUIRED, "init": DEFAULT_INIT, "reset_after": False}, check,
-                    options=("init",)),
+        Constructor("GRU", ("shape",),
+                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "reset_after": False}, check,
+                    options=("init", "init_bias")),
     ),
 ))
