@@ -194,3 +194,53 @@ def test_init_bias_starts_the_bias(tmp_path, target):
     np.testing.assert_array_equal(params["gru_1.b"], np.full(6, -0.5, np.float32))
     np.testing.assert_array_equal(params["gru_2.b"], np.full(6, 0.25, np.float32))
     np.testing.assert_array_equal(params["gru_2.bh"], np.zeros(6, np.float32))
+
+
+TORCH_GRU = '''
+from torch import nn
+
+
+class GruTagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        h, _ = self.gru(x)
+        return self.fc(h)
+'''
+
+
+def test_a_torch_gru_imports_as_reset_after(tmp_path):
+    """torch.onnx writes nn.GRU as ONNX GRU with linear_before_reset=1: Recurrence(GRU(n, reset_after=True)),
+    which the executor runs to torch's numbers."""
+    import importlib.util
+
+    from netdsl.cli import main
+    from netdsl.exec.graph import Executor
+    from netdsl.exec.weights import load_weights
+    from netdsl.frontend import load
+
+    src = tmp_path / "tagger.py"
+    src.write_text(TORCH_GRU)
+    spec = importlib.util.spec_from_file_location("tagger_for_test", src)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    module = mod.GruTagger().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    out = tmp_path / "imported.net"
+    assert main(["import", f"{src}:GruTagger", "--input-shape", "7,4", "--state-dict", str(tmp_path / "state.pt"),
+                 "-o", str(out)]) == 0
+    assert "GRU(6, reset_after=True)" in out.read_text()
+    graph = load(str(out))
+    weights = load_weights(tmp_path / "imported.npz", graph)
+    x = np.random.default_rng(3).uniform(-1, 1, (3, 7, 4)).astype(np.float32)
+    got = Executor(graph, weights).forward({graph.inputs[0].name: x})[graph.outputs[0]]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert_close(got, want, what="imported GRU")
