@@ -244,3 +244,36 @@ def test_a_torch_gru_imports_as_reset_after(tmp_path):
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
     assert_close(got, want, what="imported GRU")
+
+
+@pytest.mark.parametrize("reset_after", [False, True])
+def test_a_keras_gru_imports(tmp_path, reset_after):
+    """A Keras GRU (z, r, h gates, one or two biases) imports as Recurrence(GRU(n, reset_after=...)); a
+    backward one read for its last state becomes select_first of a go_backwards GRU."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    from netdsl.cli import main
+    from netdsl.exec.graph import Executor
+    from netdsl.exec.weights import load_weights
+    from netdsl.frontend import load
+
+    L = keras.layers
+    rows = keras.Input((5, 4))
+    h = L.GRU(6, return_sequences=True, reset_after=reset_after)(rows)
+    last = L.GRU(3, go_backwards=True, reset_after=reset_after)(h)
+    model = keras.Model(rows, L.Dense(2)(last), name="gru_model")
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(w.dtype) for w in layer.get_weights()])
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "m.net"
+    assert main(["import", str(tmp_path / "m.keras"), "-o", str(out)]) == 0
+    assert out.read_text().count("reset_after=True") == (2 if reset_after else 0)
+    graph = load(str(out))
+    weights = load_weights(tmp_path / "m.npz", graph)
+    x = rng.uniform(-1, 1, (3, 5, 4)).astype(np.float32)
+    got = Executor(graph, weights).forward({graph.inputs[0].name: x})[graph.outputs[0]]
+    assert_close(got, np.asarray(model.predict(x, verbose=0)), what="imported Keras GRU")
