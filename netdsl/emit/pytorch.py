@@ -198,6 +198,17 @@ def stabilizer(idx, layer):
                       helper="stabilizer")
 
 
+def gru(idx, layer):
+    t = idx.first_input_type(layer)
+    if layer.attr("reset_after"):  # nn.GRU's own convention: reset after the recurrent product, two biases
+        return TorchLayer("GRU", call("nn.GRU", t.shape[0], layer.attr("units"), batch_first=True),
+                          params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0", bh="bias_hh_l0"),
+                          chainable=False)
+    return TorchLayer("GRU", call("GRUResetBefore", t.shape[0], layer.attr("units")),
+                      params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih"), chainable=False,
+                      helper="gru_reset_before")
+
+
 def functional(kind):
     def f(idx, layer):
         return TorchLayer(kind, chainable=False)
@@ -223,6 +234,7 @@ LAYERS = {
     "CosineDistance": functional("CosineDistance"),
     "Stabilizer": stabilizer,
     "Elementwise": functional("Elementwise"),
+    "GRU": gru,
 }
 
 
@@ -280,7 +292,7 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
     if kind == "Elementwise":
         return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
-    if kind == "LSTM":
+    if kind in ("LSTM", "GRU"):
         if layer.attr("go_backwards"):
             return [f"{out}, _ = self.{attr}({x}.flip(1))",
                     f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]

@@ -124,6 +124,7 @@ from . import (  # noqa: E402,F401
     dropout,
     elementwise,
     embedding,
+    gru,
     lstm,
     norm,
     pool,
