@@ -218,6 +218,11 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
                                      params=[("alpha", "alpha", "identity")]),
     "Elementwise": _fn(lambda lg, l: CNTK_OPS[l.attr("op")], lambda lg, l: CNTK_OPS[l.attr("op")] + "({xs})"),
     "GRU": _gru,
+    # CNTK's own Delay (past_value for T > 0, future_value for T < 0) on its native sequence axis;
+    # initial_state always written, since a default_options scope could otherwise change it
+    "Delay": lambda lg, l: View(ctor="C.layers.Delay", args={"T": repr(int(l.attr("T"))),
+                                                             "initial_state": repr(float(l.attr("initial_state")))},
+                                always=("T", "initial_state")),
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
 }

@@ -254,6 +254,12 @@ def elementwise(lg, layer):
     return View(f"nn.HybridLambda(lambda F, a, b: a {OPS[layer.attr('op')]} b, prefix={_prefix(layer)})")
 
 
+@emits("Delay")
+def delay(lg, layer):
+    shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
+    return View(f"_delay({shift}, {value!r}, prefix={_prefix(layer)})")
+
+
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "gluon")
     for layer in lg.graph.layers:

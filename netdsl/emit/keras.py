@@ -24,7 +24,7 @@ from .passes.lstm_fusion import fused_lstms
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization", "GRUInputBias")
+               "TorchBatchNormalization", "GRUInputBias", "Delay")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -264,6 +264,11 @@ def elementwise(idx, layer):
     return KerasView("Elementwise", [KLayer("", func)])
 
 
+def delay(idx, layer):
+    kwargs = {"shift": int(layer.attr("T")), "initial_state": float(layer.attr("initial_state"))}
+    return KerasView("Delay", [KLayer("", "Delay", (), kwargs)], helper="delay")
+
+
 LAYERS = {
     "Dense": dense,
     "Convolution": convolution,
@@ -284,6 +289,7 @@ LAYERS = {
     "Stabilizer": stabilizer,
     "Elementwise": elementwise,
     "GRU": gru,
+    "Delay": delay,
 }
 
 # -------------------------------------------------------------------- context

@@ -209,6 +209,15 @@ def gru(idx, layer):
                       helper="gru_reset_before")
 
 
+def delay_expr(x: str, layer: ir.Layer) -> str:
+    """Delay on (N, L, F): pad |T| steps of initial_state on the time axis, then keep L steps."""
+    shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
+    fill = f", value={value!r}" if value else ""
+    if shift > 0:
+        return f"F.pad({x}, (0, 0, {shift}, 0){fill})[:, :-{shift}]"
+    return f"F.pad({x}, (0, 0, 0, {-shift}){fill})[:, {-shift}:]"
+
+
 def functional(kind):
     def f(idx, layer):
         return TorchLayer(kind, chainable=False)
@@ -235,6 +244,7 @@ LAYERS = {
     "Stabilizer": stabilizer,
     "Elementwise": functional("Elementwise"),
     "GRU": gru,
+    "Delay": functional("Delay"),
 }
 
 
@@ -297,6 +307,8 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
             return [f"{out}, _ = self.{attr}({x}.flip(1))",
                     f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]
         return [f"{out}, _ = self.{attr}({x})"]
+    if kind == "Delay":
+        return [f"{out} = {delay_expr(x, layer)}"]
     if kind == "BatchNormalization" and t.seq:
         return [f"{out} = self.{attr}({x}.transpose(1, 2)).transpose(1, 2)"]
     if kind == "Activation":

@@ -282,6 +282,15 @@ def elementwise(lg, layer):
     return View(lambda s: f"{s.out} = {s.ins[0]} {OPS[layer.attr('op')]} {s.ins[1]}")
 
 
+@emits("Delay")
+def delay(lg, layer):
+    # pad |T| steps of initial_state on the time axis of (N, L, F), then keep L steps
+    shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
+    pads = f"[[0, 0], [{shift}, 0], [0, 0]]" if shift > 0 else f"[[0, 0], [0, {-shift}], [0, 0]]"
+    keep = f"[:, :-{shift}]" if shift > 0 else f"[:, {-shift}:]"
+    return View(lambda s: f"{s.out} = tf.pad({s.ins[0]}, {pads}, constant_values={value!r}){keep}")
+
+
 @emits("LayerNormalization")
 def layer_norm(lg, layer):
     return View(lambda s: "")  # refused by check() (E802), never rendered

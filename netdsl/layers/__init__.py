@@ -125,6 +125,7 @@ MODULES = (
     "stabilizer",
     "elementwise",
     "gru",
+    "delay",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

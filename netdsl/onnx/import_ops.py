@@ -525,3 +525,17 @@ def stabilizer(w, node):
     x = w.need(w.vals[node.input[0]], node)
     w.vals[node.output[0]] = w.apply("Stabilizer", {"steepness": fmt_float(steepness)}, [x], _out_hint(node),
                                      _hint(node), {"alpha": np.asarray(alpha, np.float32)}, _key(w, node.input[1]))
+
+
+@handles("Delay", domain="netdsl")
+def delay(w, node):
+    """netdsl's own Delay function: T and initial_state read back from its pads and pad value."""
+    pads, value = w.const(node.input[1]), w.const(node.input[2])
+    if pads is None or value is None or np.shape(pads) != (6,) or np.shape(value) != ():
+        raise _Refuse("pads and the pad value must be constants")
+    before, after = int(pads[1]), int(pads[4])
+    if (before > 0) == (after > 0) or any(int(pads[k]) for k in (0, 2, 3, 5)):
+        raise _Refuse("exactly one end of the time axis must be padded")
+    x = w.need(w.vals[node.input[0]], node)
+    attrs = {"T": before or -after, "initial_state": fmt_float(value)}
+    w.vals[node.output[0]] = w.apply("Delay", attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))

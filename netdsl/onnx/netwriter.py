@@ -92,6 +92,8 @@ def constructor(layer) -> str:
     if k == "GRU":
         inner = f"GRU({a['units']}" + (", reset_after=True)" if a.get("reset_after") else ")")
         return f"Recurrence({inner}" + (", go_backwards=True)" if a["go_backwards"] else ")")
+    if k == "Delay":
+        return f"Delay(T={a['T']!r}, initial_state={a['initial_state']!r})"
     raise ValueError(k)
 
 

@@ -1,5 +1,5 @@
 """ONNX converters for sequences and joins: Embedding, LSTM, Splice, SelectLast/First, CosineDistance,
-Elementwise, GRU."""
+Elementwise, GRU, Delay."""
 from __future__ import annotations
 
 import numpy as np
@@ -132,3 +132,28 @@ def gru(b, layer, node, xs, ins, params):
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
+
+
+def delay_function(opset: int):
+    """netdsl.Delay(x, pads, value, starts, ends, axes) = Slice(Pad(x, pads, value), starts, ends, axes):
+    |T| steps of initial_state padded on the time axis of (N, L, F), then L steps kept."""
+    from onnx import helper
+
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["padded"], mode="constant"),
+             helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["y"])]
+    return helper.make_function(DOMAIN, "Delay", ["x", "pads", "value", "starts", "ends", "axes"], ["y"], nodes,
+                                [helper.make_opsetid("", opset)])
+
+
+@converter("Delay")
+def delay(b, layer, node, xs, ins, params):
+    if "Delay" not in b.functions:
+        b.functions["Delay"] = delay_function(b.opset)
+    shift, n, p = int(layer.attr("T")), abs(int(layer.attr("T"))), layer.name
+    pads = [0, shift, 0, 0, 0, 0] if shift > 0 else [0, 0, 0, 0, n, 0]
+    starts, ends = ([0], [-n]) if shift > 0 else ([n], [np.iinfo(np.int64).max])
+    args = [xs[0], b.const(f"{p}.pads", np.array(pads, np.int64)),
+            b.const(f"{p}.initial_state", np.array(layer.attr("initial_state"), np.float32)),
+            b.const(f"{p}.starts", np.array(starts, np.int64)), b.const(f"{p}.ends", np.array(ends, np.int64)),
+            b.const(f"{p}.axes", np.array([1], np.int64))]
+    b.op("Delay", args, node.name, name=node.name, domain=DOMAIN)

@@ -120,6 +120,7 @@ from . import (  # noqa: E402,F401
     activation,
     conv,
     cosine,
+    delay,
     dense,
     dropout,
     elementwise,
