@@ -20,8 +20,6 @@ FLOAT32_MAX = 3.4028234663852886e38
 def check(a: dict):
     out = {}
     t = a.get("T", 1)
-    if isinstance(t, float) and t.is_integer():
-        t = int(t)
     if not is_number(t) or not isinstance(t, int) or t == 0 or abs(t) > LIMITS.max_dim:
         return "T", (f"Delay T must be a non-zero whole number of steps (negative: future values), at most "
                      f"{LIMITS.max_dim:,} either way, got {describe(a.get('T', 1))}")

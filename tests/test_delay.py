@@ -1,0 +1,113 @@
+"""Delay: the executor's kernel against the seed's own example, an explicit loop in torch and finite
+differences; what Delay(T < 0) reads at the end of a shorter sample; the front end's checks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from netdsl.exec.kernels import delay  # noqa: E402
+from tests.test_exec_ops import T, assert_close, fd_check, normal, rng_for  # noqa: E402
+
+
+def torch_delay(x, shift, value):
+    """y[:, t] = x[:, t - shift] inside the sequence, else value: one step at a time, in torch."""
+    steps = []
+    for t in range(x.shape[1]):
+        s = t - shift
+        # x * 0 + value rather than full_like: a zero gradient path even when every step is a fill
+        steps.append(x[:, s] if 0 <= s < x.shape[1] else x[:, 0] * 0 + value)
+    return torch.stack(steps, 1)
+
+
+def test_the_seeds_example():
+    """Seed 004, lines 399-424: "a b c b" as one-hot rows, delayed by 1 and by -1."""
+    x = np.eye(3)[[0, 1, 2, 1]][None]
+    past, _ = delay.delay_forward(x, 1)
+    future, _ = delay.delay_forward(x, -1)
+    np.testing.assert_array_equal(past[0], [[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(future[0], [[0, 1, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("shift,value", [(1, 0.0), (-1, 0.0), (2, 0.5), (-3, -1.25), (6, 2.0), (-6, 0.0)])
+def test_delay_kernel(shift, value):
+    rng = rng_for("delay", shift, value)
+    x = normal(rng, (2, 5, 3))
+    y, cache = delay.delay_forward(x, shift, value)
+    R = normal(rng, y.shape)
+    dx = delay.delay_backward(R, cache)
+    fd_check(lambda x: delay.delay_forward(x, shift, value), [x], [0], [dx], R)
+
+    x32, R32 = x.astype(np.float32), R.astype(np.float32)
+    y, cache = delay.delay_forward(x32, shift, value)
+    dx = delay.delay_backward(R32, cache)
+    xt = T(x32)
+    yt = torch_delay(xt, shift, value)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+
+
+@pytest.mark.parametrize("shift", [-1, -2, 1])
+def test_delay_reads_initial_state_not_padding(shift):
+    """A padded batch: sample 0 has 2 valid steps of 4. Delay(T < 0) at its last valid steps reads
+    initial_state, exactly as if the sample were alone at its own length, and no gradient reaches the
+    padding from them (docs/ir.md)."""
+    rng = rng_for("delay-lengths", shift)
+    x = normal(rng, (2, 4, 3))
+    lengths = np.array([2, 4])
+    y, cache = delay.delay_forward(x, shift, 0.75, lengths)
+    alone, _ = delay.delay_forward(x[:1, :2], shift, 0.75)
+    np.testing.assert_array_equal(y[0, :2], alone[0])
+    full, _ = delay.delay_forward(x[1:], shift, 0.75)
+    np.testing.assert_array_equal(y[1], full[0])
+    R = normal(rng, y.shape)
+    R[0, 2:] = 0  # the padding's outputs are ignored by every reader
+    dx = delay.delay_backward(R, cache)
+    fd_check(lambda x: delay.delay_forward(x, shift, 0.75, lengths), [x], [0], [dx], R)
+    np.testing.assert_array_equal(dx[0, 2:], 0)
+
+
+# ------------------------------------------------------------------ front end
+
+def diagnostics(text):
+    from netdsl.errors import NetdslError
+    from netdsl.frontend import load_text
+
+    with pytest.raises(NetdslError) as e:
+        load_text(text, "t.net")
+    return [(d.code, d.message, d.span.line, d.span.col) for d in e.value.diagnostics]
+
+
+@pytest.mark.parametrize("text,code,message", [
+    ("x = SequenceInput(4)\ny = Delay(T=0)(x)\noutput y\n", "E103",
+     "Delay T must be a non-zero whole number of steps (negative: future values), at most 100,000,000 either way, "
+     "got the number 0"),
+    ("x = SequenceInput(4)\ny = Delay(1.5)(x)\noutput y\n", "E103", "Delay T must be a non-zero whole number"),
+    ("x = SequenceInput(4)\ny = Delay(T=True)(x)\noutput y\n", "E103", "got the boolean True"),
+    ("x = SequenceInput(4)\ny = Delay(T=1000000000)(x)\noutput y\n", "E103", "at most 100,000,000 either way"),
+    ("x = SequenceInput(4)\ny = Delay(initial_state='a')(x)\noutput y\n", "E103",
+     "Delay initial_state must be a finite number (float32), got the string"),
+    ("x = SequenceInput(4)\ny = Delay(initial_state=1e39)(x)\noutput y\n", "E103",
+     "Delay initial_state must be a finite number (float32), got the number 1e+39"),
+    ("x = SequenceInput(4)\ny = Delay(steps=2)(x)\noutput y\n", "E102", "Delay has no argument 'steps'"),
+    ("x = Input(4)\ny = Delay()(x)\noutput y\n", "E201", "Delay needs a sequence of feature vectors, got (4,)"),
+    ("x = SequenceInput(vocab=5)\ny = Delay()(x)\noutput y\n", "E201", "Delay needs float features"),
+])
+def test_delay_errors_are_located(text, code, message):
+    (got,) = diagnostics(text)
+    assert got[0] == code and message in got[1] and got[2] == 2, got
+
+
+def test_delay_attrs_and_type():
+    from netdsl.frontend import load_text
+
+    g = load_text("x = SequenceInput(4, length=6)\np = Delay()(x)\nn = Delay(-2, 0.5)(x)\n"
+                  "t = splice([p, x, n])\noutput t\n", "t.net")
+    attrs = {layer.name: (layer.attr("T"), layer.attr("initial_state")) for layer in g.layers if layer.kind == "Delay"}
+    assert sorted(attrs.values()) == [(-2, 0.5), (1, 0.0)]
+    assert all(isinstance(v, float) for _, v in attrs.values())
+    assert not list(g.params())
+    assert g.value_type("t").describe() == "seq[6] of (12,)"
