@@ -83,8 +83,8 @@ def diagnostics(text):
 
 @pytest.mark.parametrize("text,code,message", [
     ("x = SequenceInput(4)\ny = Delay(T=0)(x)\noutput y\n", "E103",
-     "Delay T must be a non-zero whole number of steps (negative: future values), at most 100,000,000 either way, "
-     "got the number 0"),
+     ("Delay T must be a non-zero whole number of steps (negative: future values), at most 100,000,000 "
+      "either way, got the number 0")),
     ("x = SequenceInput(4)\ny = Delay(1.5)(x)\noutput y\n", "E103", "Delay T must be a non-zero whole number"),
     ("x = SequenceInput(4)\ny = Delay(T=True)(x)\noutput y\n", "E103", "got the boolean True"),
     ("x = SequenceInput(4)\ny = Delay(T=1000000000)(x)\noutput y\n", "E103", "at most 100,000,000 either way"),
@@ -111,3 +111,25 @@ def test_delay_attrs_and_type():
     assert all(isinstance(v, float) for _, v in attrs.values())
     assert not list(g.params())
     assert g.value_type("t").describe() == "seq[6] of (12,)"
+
+
+TRIGRAM = """
+seq = SequenceInput(3)
+e = Dense(3)(seq)
+xp = Delay()(e)
+xn = Delay(T=-2, initial_state=0.5)(e)
+h = Recurrence(LSTM(4))(splice([xp, e, xn]))
+d = Dense(2)(select_last(h))
+output d
+"""
+
+
+def test_executor_gradcheck_through_delays():
+    """The executor's graph with two Delays between a Dense and an LSTM: every parameter's gradient against
+    finite differences (the Dense's gradient comes back through both Delays)."""
+    from netdsl.frontend import load_text
+    from tests.test_exec_graph import _fd_check
+
+    g = load_text(TRIGRAM, "trigram.net")
+    rng = np.random.default_rng(12)
+    assert _fd_check(g, {"seq": rng.standard_normal((3, 5, 3))}, n_coords=4) > 0
