@@ -1,0 +1,275 @@
+"""Variable-length sequence batches (docs/ir.md): padded (N, T, ...) batches with (N,) lengths.
+
+The native executor's LSTM (both directions), select_last/select_first and the masked loss,
+forward and backward, against finite differences (float64) and PyTorch's packed sequences
+(float32); outputs at valid positions that do not depend on how far a batch is padded.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from netdsl.data.feed import masked_loss
+from netdsl.exec import losses
+from netdsl.exec.graph import Executor
+from netdsl.exec.kernels import lstm, masking
+from netdsl.exec.weights import init_params
+from netdsl.frontend import load, load_text
+
+torch = pytest.importorskip("torch")
+
+
+def rng_for(*key):
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def close(ours, ref, tol, what):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != {ref.shape}"
+    scale = max(1.0, float(np.abs(ref).max()))
+    err = float(np.abs(ours - ref).max())
+    assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol * scale:.3g}"
+
+
+def lstm_weights(rng, f, hs, dtype):
+    return [(rng.standard_normal(s) * 0.5).astype(dtype) for s in ((4 * hs, f), (4 * hs, hs), (4 * hs,))]
+
+
+def masked_lstm(x, W, H, b, lengths, go_backwards):
+    """The LSTM kernel's path for a padded batch."""
+    return masking.run_masked(lambda v: lstm.lstm_forward(v, W, H, b), lstm.lstm_backward, x, lengths,
+                              go_backwards)
+
+
+# ------------------------------------------------------------ the helpers
+
+def test_reverse_valid_reverses_each_prefix_and_is_its_own_inverse():
+    x = np.arange(2 * 5).reshape(2, 5, 1)
+    r = masking.reverse_valid(x, np.array([3, 5]))
+    assert r[..., 0].tolist() == [[2, 1, 0, 3, 4], [9, 8, 7, 6, 5]]
+    assert (masking.reverse_valid(r, np.array([3, 5])) == x).all()
+
+
+@pytest.mark.parametrize("bad", [[0, 2], [2, 6], [2.0, 3.0], [1, 2, 3]])
+def test_lengths_are_checked(bad):
+    with pytest.raises(ValueError):
+        masking.check_lengths(np.array(bad), 2, 5)
+
+
+# ------------------------------------------------------------ LSTM kernel
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_masked_lstm_finite_differences(go_backwards):
+    rng = rng_for("fd", go_backwards)
+    n, T, f, hs = 3, 5, 2, 3
+    lengths = np.array([5, 2, 3])
+    x = rng.standard_normal((n, T, f))
+    W, H, b = lstm_weights(rng, f, hs, np.float64)
+    y, cache = masked_lstm(x, W, H, b, lengths, go_backwards)
+    assert (y[~masking.valid_mask(lengths, T)] == 0).all()
+    R = rng.standard_normal(y.shape)
+    grads = masking.backward_masked(R, cache)
+    args = [x, W, H, b]
+    for i, g in enumerate(grads):
+        a, num = args[i], np.zeros_like(args[i])
+        for idx in np.ndindex(a.shape):
+            old = a[idx]
+            a[idx] = old + 1e-6
+            lp = float((masked_lstm(*args, lengths, go_backwards)[0] * R).sum())
+            a[idx] = old - 1e-6
+            lm = float((masked_lstm(*args, lengths, go_backwards)[0] * R).sum())
+            a[idx] = old
+            num[idx] = (lp - lm) / 2e-6
+        close(g, num, 1e-6, f"gradient {i}")
+    # padded input steps get no gradient: nothing reads them
+    assert (grads[0][~masking.valid_mask(lengths, T)] == 0).all()
+
+
+def torch_bilstm(x, lengths, fwd, bwd):
+    """nn.LSTM(bidirectional=True) over a packed batch: (forward half, backward half), padded with 0."""
+    f, hs = x.shape[2], fwd[1].shape[1]
+    m = torch.nn.LSTM(f, hs, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for suffix, (W, H, b) in (("", fwd), ("_reverse", bwd)):
+            getattr(m, "weight_ih_l0" + suffix).copy_(torch.tensor(W))
+            getattr(m, "weight_hh_l0" + suffix).copy_(torch.tensor(H))
+            getattr(m, "bias_ih_l0" + suffix).copy_(torch.tensor(b))
+            getattr(m, "bias_hh_l0" + suffix).zero_()
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
+                                                     enforce_sorted=False)
+    out, _ = m(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+    return out[..., :hs], out[..., hs:], m
+
+
+def test_masked_lstm_matches_pytorch_packed_bidirectional():
+    """Both directions against one nn.LSTM(bidirectional=True) on a packed batch: outputs, and the
+    gradients of every weight and of x."""
+    rng = rng_for("torch")
+    n, T, f, hs = 4, 7, 3, 5
+    lengths = np.array([7, 1, 4, 6])
+    x = rng.standard_normal((n, T, f)).astype(np.float32)
+    x[~masking.valid_mask(lengths, T)] = 9.0  # padding that would show if it were read
+    fwd, bwd = lstm_weights(rng, f, hs, np.float32), lstm_weights(rng, f, hs, np.float32)
+    yf, cf = masked_lstm(x, *fwd, lengths, False)
+    yb, cb = masked_lstm(x, *bwd, lengths, True)
+    Rf, Rb = (rng.standard_normal(yf.shape).astype(np.float32) for _ in range(2))
+    xt = torch.tensor(x, requires_grad=True)
+    tf_, tb, m = torch_bilstm(xt, lengths, fwd, bwd)
+    close(yf, tf_.detach(), 1e-5, "forward half")
+    close(yb, tb.detach(), 1e-5, "backward half")
+    ((tf_ * torch.tensor(Rf)).sum() + (tb * torch.tensor(Rb)).sum()).backward()
+    dxf, *gf = masking.backward_masked(Rf, cf)
+    dxb, *gb = masking.backward_masked(Rb, cb)
+    close(dxf + dxb, xt.grad, 1e-5, "dx")
+    for suffix, grads in (("", gf), ("_reverse", gb)):
+        for short, g in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0"), grads):
+            close(g, getattr(m, short + suffix).grad, 1e-5, short + suffix)
+
+
+def test_full_lengths_equal_no_lengths():
+    rng = rng_for("full")
+    x = rng.standard_normal((2, 4, 3)).astype(np.float32)
+    W, H, b = lstm_weights(rng, 3, 2, np.float32)
+    for back in (False, True):
+        plain, _ = lstm.lstm_forward(x, W, H, b, back)
+        masked, _ = masked_lstm(x, W, H, b, np.array([4, 4]), back)
+        close(masked, plain, 1e-6, f"go_backwards={back}")
+
+
+# ------------------------------------------------------------ whole models
+
+TAGGER = """
+words = SequenceInput(vocab=20)
+e = Embedding(4)(words)
+h_fwd = Recurrence(LSTM(3))(e)
+h_bwd = Recurrence(LSTM(3), go_backwards=True)(e)
+h = splice([h_fwd, h_bwd])
+tags = Dense(5)(h)
+last = select_last(h_fwd)
+first = select_first(h_bwd)
+output tags, last, first
+"""
+
+
+def tagger(dtype=np.float64):
+    g = load_text(TAGGER, "tagger.net")
+    return g, {k: v.astype(dtype) for k, v in init_params(g, 0).items()}
+
+
+def padded(rng, lengths, T, vocab=20):
+    ids = rng.integers(1, vocab, (len(lengths), T))
+    ids[~masking.valid_mask(lengths, T)] = 0
+    return ids
+
+
+def test_outputs_at_valid_positions_do_not_depend_on_the_padding_length():
+    """The same batch padded to T and T + 5 (and padded with other ids): equal at valid positions,
+    and each sample equal to itself run alone, unpadded."""
+    g, params = tagger(np.float32)
+    rng = rng_for("pad-len")
+    lengths = np.array([6, 2, 4])
+    ids = padded(rng, lengths, 6)
+    ex = Executor(g, params, np.float32)
+    a = ex.forward({"words": ids}, lengths={"words": lengths})
+    longer = np.concatenate([ids, rng.integers(1, 20, (3, 5))], axis=1)
+    b = ex.forward({"words": longer}, lengths={"words": lengths})
+    mask = masking.valid_mask(lengths, 6)
+    np.testing.assert_allclose(a["tags"][mask], b["tags"][:, :6][mask], rtol=1e-6, atol=1e-7)
+    for name in ("last", "first"):
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7)
+    for k, L in enumerate(lengths):
+        alone = ex.forward({"words": ids[k:k + 1, :L]})
+        np.testing.assert_allclose(a["tags"][k, :L], alone["tags"][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a["last"][k], alone["last"][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(a["first"][k], alone["first"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_without_lengths_a_padded_backward_lstm_differs():
+    """Why masks matter: unmasked, the backward LSTM reads the padding first."""
+    g, params = tagger(np.float32)
+    lengths = np.array([6, 2])
+    ids = padded(rng_for("nomask"), lengths, 6)
+    ex = Executor(g, params, np.float32)
+    masked = ex.forward({"words": ids}, lengths={"words": lengths})["first"]
+    plain = ex.forward({"words": ids})["first"]
+    np.testing.assert_allclose(masked[0], plain[0], rtol=1e-6)  # full length: the same
+    assert np.abs(masked[1] - plain[1]).max() > 1e-3
+
+
+def test_model_gradients_finite_differences_with_lengths():
+    """The graph's backward on a padded batch (embedding, both LSTMs, splice, dense, both
+    selects, the masked loss) against central differences of the masked loss."""
+    g, params = tagger(np.float64)
+    rng = rng_for("graph-fd")
+    lengths = np.array([5, 2, 3])
+    ids = padded(rng, lengths, 5)
+    labels = rng.integers(0, 5, (3, 5))
+    mask = masking.valid_mask(lengths, 5)
+    R_last, R_first = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+
+    def loss_and_grads(need):
+        ex = Executor(g, params, np.float64)
+        out = ex.forward({"words": ids}, lengths={"words": lengths})
+        loss, d = masked_loss(losses.softmax_cross_entropy, out["tags"], labels, mask)
+        loss += float((out["last"] * R_last).sum() + (out["first"] * R_first).sum())
+        grads = ex.backward({"tags": d, "last": R_last, "first": R_first}) if need else None
+        return loss, grads
+
+    _, grads = loss_and_grads(True)
+    pick = np.random.default_rng(0)
+    for name, p in params.items():
+        for _ in range(4):
+            idx = tuple(int(pick.integers(0, s)) for s in p.shape)
+            if name.endswith(".E"):
+                idx = (int(ids[mask][pick.integers(0, mask.sum())]),) + idx[1:]  # a row the batch reads
+            old = p[idx]
+            p[idx] = old + 1e-6
+            lp = loss_and_grads(False)[0]
+            p[idx] = old - 1e-6
+            lm = loss_and_grads(False)[0]
+            p[idx] = old
+            num = (lp - lm) / 2e-6
+            assert abs(grads[name][idx] - num) <= 1e-6 * max(1.0, abs(num)), (name, idx, grads[name][idx], num)
+
+
+def test_padding_ids_change_no_gradient():
+    """Padding is never read: two paddings of one batch give the same weight gradients."""
+    g, params = tagger(np.float32)
+    lengths = np.array([4, 1])
+    mask = masking.valid_mask(lengths, 4)
+    grads = []
+    for pad in (0, 7):
+        ids = np.where(mask, np.array([[1, 2, 3, 4], [5, 6, 6, 6]]), pad)
+        ex = Executor(g, params, np.float32)
+        out = ex.forward({"words": ids}, lengths={"words": lengths})
+        _, d = masked_loss(losses.softmax_cross_entropy, out["tags"], np.zeros((2, 4), np.int64), mask)
+        grads.append(ex.backward({"tags": d}))
+    for k in grads[0]:
+        np.testing.assert_allclose(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-7, err_msg=k)
+    assert not grads[1]["embedding_1.E"][7].any()  # the pad id 7 is never a real token here
+
+
+def test_lengths_reach_only_sequence_inputs():
+    g, params = tagger(np.float32)
+    ex = Executor(g, params, np.float32)
+    with pytest.raises(ValueError):
+        ex.forward({"words": np.ones((2, 3), np.int64)}, lengths={"words": np.array([0, 3])})
+    with pytest.raises(KeyError):
+        ex.forward({"words": np.ones((2, 3), np.int64)}, lengths={"nope": np.array([1, 3])})
+
+
+def test_bilstm_tagger_model_file_padded_matches_per_sample():
+    """models/bilstm_tagger.net natively: a padded batch equals each sample run alone."""
+    g = load("models/bilstm_tagger.net")
+    params = init_params(g, 0)
+    rng = rng_for("model-file")
+    lengths = np.array([9, 3, 6, 1])
+    ids = padded(rng, lengths, 9, vocab=943)
+    ex = Executor(g, params, np.float32)
+    out = ex.forward({"words": ids}, lengths={"words": lengths})["tags"]
+    for k, L in enumerate(lengths):
+        alone = ex.forward({"words": ids[k:k + 1, :L]})["tags"][0]
+        np.testing.assert_allclose(out[k, :L], alone, rtol=1e-4, atol=1e-5)
