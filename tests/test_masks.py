@@ -273,3 +273,77 @@ def test_bilstm_tagger_model_file_padded_matches_per_sample():
     for k, L in enumerate(lengths):
         alone = ex.forward({"words": ids[k:k + 1, :L]})["tags"][0]
         np.testing.assert_allclose(out[k, :L], alone, rtol=1e-4, atol=1e-5)
+
+
+# ------------------------------------------------------------ the PyTorch target
+
+def generated(graph, target, tmp_path, name):
+    import importlib.util
+
+    from netdsl.emit.base import emit
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(emit(graph, target))
+    spec = importlib.util.spec_from_file_location(f"mask_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pytorch_bilstm_tagger_is_one_bidirectional_lstm_equal_on_padded_batches(tmp_path):
+    """models/bilstm_tagger.net on PyTorch: ONE nn.LSTM(bidirectional=True) (issue 14); on a padded
+    batch, its valid positions equal the native executor's; padding the same batch to T + 5 changes
+    nothing at valid positions; without lengths the backward half reads the padding."""
+    from netdsl.conformance import conformance_params
+    from netdsl.exec.weights import save_weights
+
+    g = load("models/bilstm_tagger.net")
+    mod = generated(g, "pytorch", tmp_path, "bilstm")
+    model = mod.build_model()
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == 1 and lstms[0].bidirectional
+    params = conformance_params(g, 0)
+    save_weights(tmp_path / "w.npz", params)
+    mod.load_netdsl_weights(model, str(tmp_path / "w.npz"))
+    rng = rng_for("torch-bilstm")
+    lengths = np.array([8, 3, 5, 1])
+    ids = padded(rng, lengths, 8, vocab=943)
+    mask = masking.valid_mask(lengths, 8)
+    native = Executor(g, params, np.float32).forward({"words": ids}, lengths={"words": lengths})["tags"]
+    got = mod.predict(model, {"words": ids}, {"words": lengths})["tags"]
+    close(got[mask], native[mask], 1e-5, "valid positions")
+    longer = np.concatenate([ids, rng.integers(1, 943, (4, 5))], axis=1)
+    got5 = mod.predict(model, {"words": longer}, {"words": lengths})["tags"]
+    close(got5[:, :8][mask], got[mask], 1e-6, "padded to T + 5")
+    unmasked = mod.predict(model, {"words": ids})["tags"]
+    assert np.abs(unmasked[1, :3] - got[1, :3]).max() > 1e-4  # why lengths matter
+    close(unmasked[0], got[0], 1e-5, "a full-length sample")
+
+
+def test_pytorch_train_step_loss_and_gradients_on_valid_steps(tmp_path):
+    """One plain-SGD train_step on a padded batch equals the native step with the masked loss; labels
+    at padded positions change nothing."""
+    from dataclasses import replace
+
+    from netdsl.conformance import STEP_LR, native_step, step_graph
+    from netdsl.exec.weights import save_weights
+
+    g = step_graph(load("tests/traps/padded_backward.net"))
+    g = replace(g, training=replace(g.training, optimizer_attrs=(("lr", STEP_LR), ("momentum", 0.0),
+                                                                 ("nesterov", False))))
+    mod = generated(g, "pytorch", tmp_path, "padded_backward")
+    params = init_params(g, 0)
+    save_weights(tmp_path / "w.npz", params)
+    rng = rng_for("torch-step")
+    lengths = np.array([6, 2, 4])
+    ids = padded(rng, lengths, 6, vocab=12)
+    labels = rng.integers(0, 5, (3, 6))
+    want = native_step(g, params, {"words": ids}, labels, {"words": lengths})
+    for junk in (0, 4):
+        labels2 = np.where(masking.valid_mask(lengths, 6), labels, junk)
+        model = mod.load_netdsl_weights(mod.build_model(), str(tmp_path / "w.npz"))
+        mod.train_step(model, mod.make_trainer(model), {"words": ids}, labels2, {"words": lengths})
+        mod.export_netdsl_weights(model, str(tmp_path / "out.npz"))
+        got = dict(np.load(tmp_path / "out.npz"))
+        for k, w in want.items():
+            close(got[k], w, 1e-5, k)
