@@ -17,7 +17,7 @@ from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
 from .names import template_names
-from .passes.masks import bidirectional_pairs, length_sources
+from .passes.masks import RECURRENCES, bidirectional_pairs, length_sources
 
 # nn.Module attributes a submodule must not shadow (self.eval = nn.Linear(...) would be unreachable)
 TEMPLATE = "pytorch/module.py.j2"
@@ -295,9 +295,9 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
     if kind == "Elementwise":
         return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
-    if kind == "LSTM" and lengths:
+    if kind in RECURRENCES and lengths:  # every recurrence kind runs through run_recurrence()
         backwards = ", go_backwards=True" if layer.attr("go_backwards") else ""
-        return [f"{out} = run_lstm(self.{attr}, {x}, {lengths}{backwards})"]
+        return [f"{out} = run_recurrence(self.{attr}, {x}, {lengths}{backwards})"]
     if kind == "LSTM":
         if layer.attr("go_backwards"):
             return [f"{out}, _ = self.{attr}({x}.flip(1))",
@@ -452,7 +452,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y"} | module_own)
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y", "lengths", "steps"}
+                       | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
     call_model = "model(*to_tensors(inputs), **to_lengths(lengths))" if seq_inputs else "model(*to_tensors(inputs))"

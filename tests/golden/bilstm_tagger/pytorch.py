@@ -44,19 +44,20 @@ LSTM_HIDDEN_BIASES = {
 }
 
 
-def run_lstm(lstm, x, lengths, go_backwards=False):
-    """The LSTM's output sequence. With (N,) lengths, each sample's steps from its length on are padding:
-    packed away (never read) and 0 in the output; go_backwards starts at each sample's last valid step."""
+def run_recurrence(rnn, x, lengths, go_backwards=False):
+    """The output sequence of rnn (an nn.LSTM). With (N,) lengths, each sample's steps from its length on
+    are padding: packed away (never read) and 0 in the output; go_backwards starts at each sample's last
+    valid step."""
     if go_backwards:
         x = reverse_valid(x, lengths)
     if lengths is None:
-        y, _ = lstm(x)
+        y, _ = rnn(x)
     else:
         packed = nn.utils.rnn.pack_padded_sequence(
             x, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         y, _ = nn.utils.rnn.pad_packed_sequence(
-            lstm(packed)[0], batch_first=True, total_length=x.shape[1]
+            rnn(packed)[0], batch_first=True, total_length=x.shape[1]
         )
     return reverse_valid(y, lengths) if go_backwards else y
 
@@ -115,7 +116,7 @@ class BilstmTagger(nn.Module):
 
     def forward(self, words, lengths=None):
         e = self.embedding_1(words)
-        h = run_lstm(self.lstm_1, e, lengths)
+        h = run_recurrence(self.lstm_1, e, lengths)
         tags = self.dense_1(h)
         return tags
 
