@@ -547,7 +547,7 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
             row.append(txt.replace("|", "\\|"))
         out.append(f"| {Path(m).stem} | " + " | ".join(row) + " |")
     if notes:
-        out += ["", "## Failures", ""] + notes
+        out += ["", "## Failures and notes", ""] + notes  # notes: e.g. padded batches not checked
     return "\n".join(out) + "\n"
 
 
