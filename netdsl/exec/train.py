@@ -166,7 +166,7 @@ class Trainer:
         correct = total = 0
         bs = self.eval_batch
         for i in range(0, len(x), bs):
-            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + bs])}, training=False)[self.feed.output]
+            out = self.ex.forward(**self.feed.forward_args(x[i:i + bs]), training=False)[self.feed.output]
             c, t = self.feed.count_correct(out, y[i:i + bs])
             correct += c
             total += t
@@ -174,10 +174,12 @@ class Trainer:
         return (correct / total if total else float("nan")), correct, total
 
     # -------------------------------------------------------------- training
-    def train_step(self, xb: np.ndarray, yb, rng) -> tuple[float, float]:
-        """One step; `correct` is scaled to samples, so the epoch's running accuracy
-        (correct / samples seen) is the token accuracy for tagging data."""
-        out = self.ex.forward({self.feed.input: xb}, training=True, rng=rng)[self.feed.output]
+    def train_step(self, xb: np.ndarray, yb, rng, lengths=None) -> tuple[float, float]:
+        """One step on the input batch xb (its (N,) lengths when padded); `correct` is scaled to
+        samples, so the epoch's running accuracy (correct / samples seen) is the token accuracy
+        for tagging data."""
+        lens = None if lengths is None else {self.feed.input: lengths}
+        out = self.ex.forward({self.feed.input: xb}, training=True, rng=rng, lengths=lens)[self.feed.output]
         labels, mask = self.feed.targets(yb)
         loss, dout = masked_loss(self.loss_fn, out, labels, mask)
         loss += self.rule.penalty(self._trainable)
@@ -258,7 +260,8 @@ class Trainer:
                 idx = perm[self.step * bs:(self.step + 1) * bs]
                 if self.t_first_step is None:
                     self.t_first_step = time.perf_counter()
-                loss, correct = self.train_step(self.feed.batch(self.x_train[idx]), self.y_train[idx], rng)
+                xb, lengths = self.feed.batch_lengths(self.x_train[idx])
+                loss, correct = self.train_step(xb, self.y_train[idx], rng, lengths)
                 self.step += 1
                 self.global_step += 1
                 r = self.running

@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import Kernel, register
+from . import Kernel, masking, register
 
 
 @register("GRU")
 class GRU(Kernel):
     def forward(self, call, xs, training, rng):
-        return gru_forward(xs[0], call.p("W"), call.p("H"), call.p("b"), call.opt("bh"),
-                           bool(call.attr("go_backwards", False)))
+        W, H, b, bh = call.p("W"), call.p("H"), call.p("b"), call.opt("bh")
+        go_backwards = bool(call.attr("go_backwards", False))
+        lengths = call.lengths()
+        if lengths is None:
+            y, cache = gru_forward(xs[0], W, H, b, bh, go_backwards)
+            return y, (gru_backward, cache)
+        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py).
+        y, cache = masking.run_masked(lambda x: gru_forward(x, W, H, b, bh), gru_backward, xs[0], lengths,
+                                      go_backwards)
+        return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
-        dx, dW, dH, db, dbh = gru_backward(dy, cache, need[0])
+        backward, cache = cache
+        dx, dW, dH, db, dbh = backward(dy, cache, need[0])
         grads = {"W": dW, "H": dH, "b": db}
         if dbh is not None:
             grads["bh"] = dbh

@@ -86,8 +86,10 @@ def to_tensors(inputs):
     return (torch.as_tensor(np.asarray(inputs["features"]), dtype=torch.float32),)
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats)."""
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
     with torch.no_grad():
         z = model(*to_tensors(inputs))
@@ -104,7 +106,7 @@ def make_trainer(model, lr=None):
     )
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
