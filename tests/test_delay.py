@@ -133,3 +133,22 @@ def test_executor_gradcheck_through_delays():
     g = load_text(TRIGRAM, "trigram.net")
     rng = np.random.default_rng(12)
     assert _fd_check(g, {"seq": rng.standard_normal((3, 5, 3))}, n_coords=4) > 0
+
+
+def test_executor_padded_batch_is_each_sample_alone():
+    """The executor passes a padded batch's lengths to Delay: each sample's valid outputs equal those of the
+    sample run alone at its own length (Delay(T=-1) reads initial_state at its last valid step)."""
+    from netdsl.exec.graph import Executor
+    from netdsl.exec.weights import init_params
+    from netdsl.frontend import load_text
+
+    g = load_text(TRIGRAM, "trigram.net")
+    h = load_text(TRIGRAM.replace("Dense(2)(select_last(h))", "Dense(2)(h)"), "tagger.net")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    lengths = np.array([3, 5], np.int64)
+    for graph, out in ((g, "d"), (h, "d")):
+        ex = Executor(graph, init_params(graph, 1))
+        batch = ex.forward({"seq": x}, lengths={"seq": lengths}, training=False)[out]
+        alone = ex.forward({"seq": x[:1, :3]}, training=False)[out]
+        np.testing.assert_allclose(batch[:1, :3] if batch.ndim == 3 else batch[:1], alone, rtol=1e-6, atol=1e-6)

@@ -230,6 +230,11 @@ def delay_expr(x: str, layer: ir.Layer) -> str:
     return f"F.pad({x}, (0, 0, 0, {-shift}){fill})[:, {-shift}:]"
 
 
+def delay(idx, layer):
+    # T < 0 on a padded batch: delay_future() refills the steps that would read padding
+    return TorchLayer("Delay", chainable=False, helper="delay_future" if layer.attr("T") < 0 else None)
+
+
 def functional(kind):
     def f(idx, layer):
         return TorchLayer(kind, chainable=False)
@@ -256,7 +261,7 @@ LAYERS = {
     "Stabilizer": stabilizer,
     "Elementwise": functional("Elementwise"),
     "GRU": gru,
-    "Delay": functional("Delay"),
+    "Delay": delay,
 }
 
 
@@ -325,6 +330,9 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
             return [f"{out}, _ = self.{attr}({x}.flip(1))",
                     f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]
         return [f"{out}, _ = self.{attr}({x})"]
+    if kind == "Delay" and lengths and layer.attr("T") < 0:
+        n, value = -int(layer.attr("T")), float(layer.attr("initial_state"))
+        return [f"{out} = delay_future({delay_expr(x, layer)}, {n}, {lengths}, {value!r})"]
     if kind == "Delay":
         return [f"{out} = {delay_expr(x, layer)}"]
     if kind == "BatchNormalization" and t.seq:

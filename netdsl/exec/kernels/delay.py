@@ -43,9 +43,9 @@ def delay_backward(dy, cache):
 
 @register("Delay")
 class Delay(Kernel):
-    # the executor has no per-sample lengths yet (padded batches, issue 12): every sequence is full-length
     def forward(self, call, xs, training, rng):
-        return delay_forward(xs[0], int(call.attr("T")), float(call.attr("initial_state", 0.0)))
+        # lengths: None for full-length sequences; else T < 0 reads initial_state at each sample's end
+        return delay_forward(xs[0], int(call.attr("T")), float(call.attr("initial_state", 0.0)), call.lengths())
 
     def backward(self, call, dy, cache, need):
         return [delay_backward(dy, cache) if need[0] else None], {}
