@@ -184,6 +184,17 @@ def max_difference(a: dict, b: dict) -> float:
     return max(float(np.abs(a[k] - b[k]).max()) for k in a)
 
 
+def script_and_data(tmp: Path) -> Path:
+    """The generated script of MIRRORED and a learnable d.npz (40 training, 8 test samples) beside it."""
+    script = tmp / "mirrored.py"
+    script.write_text(emit(load_text(MIRRORED, "mirrored.net"), "keras"))
+    rng = np.random.default_rng(1)
+    y = (np.arange(48) % 3).astype(np.int64)
+    x = rng.normal(0, 0.3, (48, 1, 8, 8)).astype(np.float32) + y[:, None, None, None]
+    np.savez(tmp / "d.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    return script
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_saved_model_reloads_without_netdsl_and_trains_on(backend, tmp_path):
     setup_model(tmp_path, ROUND_TRIP, "roundtrip", 16)
@@ -212,13 +223,7 @@ def test_mirrored_strategy_trains_as_one_replica(tmp_path):
 
 def test_script_checkpoints_and_resumes(tmp_path):
     """--checkpoint writes a .keras file each epoch (atomically, with its epoch); --resume continues there."""
-    graph = load_text(MIRRORED, "mirrored.net")
-    script = tmp_path / "mirrored.py"
-    script.write_text(emit(graph, "keras"))
-    rng = np.random.default_rng(1)
-    y = (np.arange(48) % 3).astype(np.int64)
-    x = rng.normal(0, 0.3, (48, 1, 8, 8)).astype(np.float32) + y[:, None, None, None]
-    np.savez(tmp_path / "d.npz", x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    script = script_and_data(tmp_path)
     checkpoint = tmp_path / "run.keras"
 
     def run(*argv):
@@ -243,3 +248,20 @@ def test_script_checkpoints_and_resumes(tmp_path):
     assert bad.returncode == 2 and "name it PATH.keras" in bad.stderr
     mps = run("--device", "mps")
     assert mps.returncode == 2 and "--device mps: Keras's tensorflow back end cannot use MPS" in mps.stderr
+
+
+def test_script_trains_with_amp_and_compile(tmp_path):
+    """--amp (bfloat16 on the CPU) and --compile (XLA) on TensorFlow: the script trains and says how well;
+    the saved model carries the mixed-precision policy. Its numbers are not compared with float32's."""
+    script = script_and_data(tmp_path)
+    proc = subprocess.run([sys.executable, str(script), "--data", f"npz:{tmp_path / 'd.npz'}", "--out-dir",
+                           str(tmp_path / "out"), "--epochs", "1", "--amp", "--compile", "--device", "cpu"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env=keras_env(tmp_path, "tensorflow"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("epoch 1/1: loss "))
+    assert np.isfinite(float(line.split("loss ")[1].split(",")[0]))
+    with zipfile.ZipFile(tmp_path / "out" / "Mirrored.keras") as archive:
+        config = json.loads(archive.read("config.json"))
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    assert dense["config"]["dtype"]["config"]["name"] == "mixed_bfloat16"
