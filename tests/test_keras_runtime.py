@@ -265,3 +265,45 @@ def test_script_trains_with_amp_and_compile(tmp_path):
         config = json.loads(archive.read("config.json"))
     dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
     assert dense["config"]["dtype"]["config"]["name"] == "mixed_bfloat16"
+
+
+CLASSES_ROUND_TRIP = NO_NETDSL + '''
+import importlib
+
+import keras
+import numpy as np
+
+for name in sys.argv[2:]:
+    m = importlib.import_module(name)
+    rng = np.random.default_rng(0)
+    def shape(batch_shape):  # 4 samples; sequences of 5 steps
+        return (4,) + tuple(5 if d is None else d for d in batch_shape[1:])
+
+    inputs = {k: rng.uniform(-1, 1, shape(v)).astype(np.float32) for k, v in m.INPUTS.items()}
+    out = shape(m.OUTPUTS[list(m.OUTPUTS)[0]])
+    targets = rng.integers(0, out[-1], out[:-1])
+    model = m.build_model()
+    m.make_trainer(model)
+    m.train_step(model, model.optimizer, inputs, targets)
+    model.save(name + ".keras")
+    loaded = keras.models.load_model(name + ".keras")
+    assert type(loaded.loss).__name__ == type(model.loss).__name__
+    before, after = m.predict(model, inputs), m.predict(loaded, inputs)
+    assert all(np.array_equal(before[k], after[k]) for k in before), name
+    losses = [m.train_step(net, net.optimizer, inputs, targets) for net in (model, loaded)]
+    assert losses[0] == losses[1], (name, losses)
+'''
+
+
+def test_other_custom_classes_reload(tmp_path):
+    """Stabilizer and CrossEntropyAsWritten (the loss of a softmax head) also come back from a .keras file."""
+    root = Path(__file__).resolve().parent / "traps"
+    from netdsl.frontend import load
+
+    names = []
+    for trap in ("stabilizer", "softmax_head"):
+        code = emit(load(root / f"{trap}.net"), "keras")
+        assert "Stabilizer(" in code or "CrossEntropyAsWritten()" in code
+        (tmp_path / f"trap_{trap}.py").write_text(code)
+        names.append(f"trap_{trap}")
+    child(tmp_path, "tensorflow", CLASSES_ROUND_TRIP, *names)

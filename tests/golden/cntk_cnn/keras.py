@@ -1078,10 +1078,15 @@ def main(argv=None):
     with training_scope(device):
         if args.resume:
             # weights, optimizer state and compile configuration, as saved
-            model = keras.models.load_model(args.checkpoint)
+            try:
+                model = keras.models.load_model(args.checkpoint)
+            except (OSError, ValueError) as e:
+                data_error(f"{args.checkpoint}: cannot resume from it ({e})")
             epoch = checkpoint_epoch(args.checkpoint)
             if args.lr is not None:
                 model.optimizer.learning_rate = args.lr
+            if args.compile:
+                model.jit_compile = True
         else:
             model = build_model()
             if args.init:
