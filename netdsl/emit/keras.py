@@ -619,4 +619,7 @@ def check(idx: C.GraphIndex) -> list:
     return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(idx, "keras")
 
 
-TARGET = Target("keras", TEMPLATE, LAYERS, context, check)
+# the shared runtime flags the script honours (emit/base.py RUNTIME_FLAGS): --device picks a Keras device,
+# --amp a mixed-precision policy, --compile sets jit_compile=True, --checkpoint writes a .keras file per epoch
+TARGET = Target("keras", TEMPLATE, LAYERS, context, check,
+                extras={"flags": ("--device", "--amp", "--compile", "--checkpoint")})

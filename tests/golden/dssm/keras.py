@@ -161,11 +161,16 @@ def predict(model, inputs):
     return {"sim": sim}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate)."""
+def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
+
+    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    """
     trainer = keras.optimizers.SGD(learning_rate=TRAINING["lr"] if lr is None else lr)
     loss = keras.losses.MeanSquaredError()
-    model.compile(optimizer=trainer, loss=loss)
+    model.compile(
+        optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
+    )
     return trainer
 
 
@@ -182,6 +187,127 @@ def train_step(model, trainer, inputs, targets):
         keras_inputs(inputs), keras_targets(targets), return_dict=True
     )
     return float(logs["loss"])
+
+
+def gpu_count():
+    """The GPUs Keras's back end can use."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return keras.distribution.get_device_count("gpu")
+
+
+def keras_device(device):
+    """--device as a Keras device name ("cpu:0", "gpu:0", "mps"), or None: the back end's own choice."""
+    backend = keras.backend.backend()
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return "cpu:0"
+    if backend == "torch":
+        import torch
+
+        found = (
+            torch.cuda.is_available()
+            if device == "cuda"
+            else torch.backends.mps.is_available()
+        )
+    elif device == "cuda":
+        found = gpu_count() > 0
+    else:
+        raise ValueError(f"--device mps: Keras's {backend} back end cannot use MPS")
+    if not found:
+        raise ValueError(
+            f"--device {device}: no such device is visible to Keras's {backend} back end"
+        )
+    return "gpu:0" if device == "cuda" else "mps"
+
+
+def data_parallel_strategy(devices=None):
+    """tf.distribute.MirroredStrategy over devices (default: every GPU) when there are two or more, else None.
+
+    Each step splits the global batch across the devices and sums their gradients; build the model and
+    call make_trainer() inside strategy.scope(). TensorFlow back end only.
+    """
+    import tensorflow as tf
+
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
+
+
+def training_scope(device):
+    """Where main() builds and trains: several GPUs data-parallel, else the one device --device names.
+
+    TensorFlow: tf.distribute.MirroredStrategy; JAX: keras.distribution.DataParallel (it shards each
+    batch over every device); the torch back end trains on one device.
+    """
+    import contextlib
+
+    backend = keras.backend.backend()
+    if device in (None, "gpu:0"):
+        if backend == "tensorflow":
+            strategy = data_parallel_strategy()
+            if strategy is not None:
+                return strategy.scope()
+        elif backend == "jax" and gpu_count() > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return keras.device(device) if device else contextlib.nullcontext()
+
+
+def save_model(model, path):
+    """model.save(path) (a native .keras file: architecture, weights, optimizer state), written atomically."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    model.save(temp)
+    os.replace(temp, path)
+
+
+CHECKPOINT_EPOCH = "netdsl-epoch.json"  # an entry of a checkpoint's .keras zip: the epochs it has trained
+
+
+def checkpoint_callbacks(path):
+    """keras.callbacks.ModelCheckpoint writing the whole model (weights, optimizer state, compile
+    configuration) each epoch to a temporary .keras file beside path, which then replaces path in one
+    step (os.replace): a crash leaves the previous checkpoint, never half of one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    # ModelCheckpoint formats its path: braces in it are doubled
+
+    escaped = temp.replace("{", "{{").replace("}", "}}")
+    return [
+        keras.callbacks.ModelCheckpoint(escaped),
+        PublishCheckpoint(temp, path),
+    ]
+
+
+class PublishCheckpoint(keras.callbacks.Callback):
+    """Notes the epoch in the file ModelCheckpoint has just written, then moves it onto the checkpoint."""
+
+    def __init__(self, temp, path):
+        super().__init__()
+        self.temp = temp
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(self.temp, "a") as archive:
+            archive.writestr(CHECKPOINT_EPOCH, json.dumps({"epoch": epoch + 1}))
+        os.replace(self.temp, self.path)
+
+
+def checkpoint_epoch(path):
+    """The epochs a checkpoint written by checkpoint_callbacks() has trained (0 for another .keras file)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        if CHECKPOINT_EPOCH not in archive.namelist():
+            return 0
+        return int(json.loads(archive.read(CHECKPOINT_EPOCH))["epoch"])
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -872,14 +998,6 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
-    if args.device in ("cuda", "mps"):
-        parser.error("--device: the keras script does not support it")
-    if args.amp:
-        parser.error("--amp: the keras script does not support it")
-    if args.compile:
-        parser.error("--compile: the keras script does not support it")
-    if args.checkpoint is not None:
-        parser.error("--checkpoint: the keras script does not support it")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:

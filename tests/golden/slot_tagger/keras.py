@@ -37,23 +37,50 @@ WEIGHTS = {
 }
 
 
-class TorchAdam(keras.optimizers.Adam):
+@keras.saving.register_keras_serializable(package="netdsl")
+class TorchAdam(keras.optimizers.Optimizer):
     """Adam with PyTorch's update, as netdsl specifies: epsilon is added to sqrt(v / (1 - beta_2^t)).
 
-    (Keras adds it to sqrt(v), which differs in the first steps.)
+    (Keras's Adam adds it to sqrt(v), which differs in the first steps.) Written over the public
+    Optimizer API (build, update_step, get_config), so a saved model keeps its moments.
     """
+
+    def __init__(
+        self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **kwargs
+    ):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums, self.velocities = self.add_optimizer_variables(
+            variables, ["momentum", "velocity"]
+        )
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
         gradient = ops.cast(gradient, variable.dtype)
         step = ops.cast(self.iterations + 1, variable.dtype)
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
+        # the variable's slot, found as Keras's guide to custom optimizers does
+        m = self.momentums[self._get_variable_index(variable)]
+        v = self.velocities[self._get_variable_index(variable)]
         self.assign_add(m, (gradient - m) * (1 - self.beta_1))
         self.assign_add(v, (ops.square(gradient) - v) * (1 - self.beta_2))
         m_hat = m / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
         v_hat = v / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
         self.assign_sub(variable, lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "epsilon": self.epsilon,
+        }
 
 
 def build_model():
@@ -141,8 +168,11 @@ def predict(model, inputs):
     return {"tags": tags}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate)."""
+def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
+
+    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    """
     trainer = TorchAdam(
         learning_rate=TRAINING["lr"] if lr is None else lr,
         beta_1=0.9,
@@ -150,7 +180,9 @@ def make_trainer(model, lr=None):
         epsilon=1e-08,
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=trainer, loss=loss)
+    model.compile(
+        optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
+    )
     return trainer
 
 
@@ -167,6 +199,127 @@ def train_step(model, trainer, inputs, targets):
         keras_inputs(inputs), keras_targets(targets), return_dict=True
     )
     return float(logs["loss"])
+
+
+def gpu_count():
+    """The GPUs Keras's back end can use."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return keras.distribution.get_device_count("gpu")
+
+
+def keras_device(device):
+    """--device as a Keras device name ("cpu:0", "gpu:0", "mps"), or None: the back end's own choice."""
+    backend = keras.backend.backend()
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return "cpu:0"
+    if backend == "torch":
+        import torch
+
+        found = (
+            torch.cuda.is_available()
+            if device == "cuda"
+            else torch.backends.mps.is_available()
+        )
+    elif device == "cuda":
+        found = gpu_count() > 0
+    else:
+        raise ValueError(f"--device mps: Keras's {backend} back end cannot use MPS")
+    if not found:
+        raise ValueError(
+            f"--device {device}: no such device is visible to Keras's {backend} back end"
+        )
+    return "gpu:0" if device == "cuda" else "mps"
+
+
+def data_parallel_strategy(devices=None):
+    """tf.distribute.MirroredStrategy over devices (default: every GPU) when there are two or more, else None.
+
+    Each step splits the global batch across the devices and sums their gradients; build the model and
+    call make_trainer() inside strategy.scope(). TensorFlow back end only.
+    """
+    import tensorflow as tf
+
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
+
+
+def training_scope(device):
+    """Where main() builds and trains: several GPUs data-parallel, else the one device --device names.
+
+    TensorFlow: tf.distribute.MirroredStrategy; JAX: keras.distribution.DataParallel (it shards each
+    batch over every device); the torch back end trains on one device.
+    """
+    import contextlib
+
+    backend = keras.backend.backend()
+    if device in (None, "gpu:0"):
+        if backend == "tensorflow":
+            strategy = data_parallel_strategy()
+            if strategy is not None:
+                return strategy.scope()
+        elif backend == "jax" and gpu_count() > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return keras.device(device) if device else contextlib.nullcontext()
+
+
+def save_model(model, path):
+    """model.save(path) (a native .keras file: architecture, weights, optimizer state), written atomically."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    model.save(temp)
+    os.replace(temp, path)
+
+
+CHECKPOINT_EPOCH = "netdsl-epoch.json"  # an entry of a checkpoint's .keras zip: the epochs it has trained
+
+
+def checkpoint_callbacks(path):
+    """keras.callbacks.ModelCheckpoint writing the whole model (weights, optimizer state, compile
+    configuration) each epoch to a temporary .keras file beside path, which then replaces path in one
+    step (os.replace): a crash leaves the previous checkpoint, never half of one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    # ModelCheckpoint formats its path: braces in it are doubled
+
+    escaped = temp.replace("{", "{{").replace("}", "}}")
+    return [
+        keras.callbacks.ModelCheckpoint(escaped),
+        PublishCheckpoint(temp, path),
+    ]
+
+
+class PublishCheckpoint(keras.callbacks.Callback):
+    """Notes the epoch in the file ModelCheckpoint has just written, then moves it onto the checkpoint."""
+
+    def __init__(self, temp, path):
+        super().__init__()
+        self.temp = temp
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(self.temp, "a") as archive:
+            archive.writestr(CHECKPOINT_EPOCH, json.dumps({"epoch": epoch + 1}))
+        os.replace(self.temp, self.path)
+
+
+def checkpoint_epoch(path):
+    """The epochs a checkpoint written by checkpoint_callbacks() has trained (0 for another .keras file)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        if CHECKPOINT_EPOCH not in archive.namelist():
+            return 0
+        return int(json.loads(archive.read(CHECKPOINT_EPOCH))["epoch"])
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -857,14 +1010,6 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
-    if args.device in ("cuda", "mps"):
-        parser.error("--device: the keras script does not support it")
-    if args.amp:
-        parser.error("--amp: the keras script does not support it")
-    if args.compile:
-        parser.error("--compile: the keras script does not support it")
-    if args.checkpoint is not None:
-        parser.error("--checkpoint: the keras script does not support it")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:

@@ -123,14 +123,19 @@ def predict(model, inputs):
     return {"z": z}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate)."""
+def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+    """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
+
+    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    """
     trainer = keras.optimizers.SGD(
         learning_rate=TRAINING["lr"] if lr is None else lr,
         momentum=0.9,
     )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=trainer, loss=loss)
+    model.compile(
+        optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
+    )
     return trainer
 
 
@@ -147,6 +152,127 @@ def train_step(model, trainer, inputs, targets):
         keras_inputs(inputs), keras_targets(targets), return_dict=True
     )
     return float(logs["loss"])
+
+
+def gpu_count():
+    """The GPUs Keras's back end can use."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return keras.distribution.get_device_count("gpu")
+
+
+def keras_device(device):
+    """--device as a Keras device name ("cpu:0", "gpu:0", "mps"), or None: the back end's own choice."""
+    backend = keras.backend.backend()
+    if device == "auto":
+        return None
+    if device == "cpu":
+        return "cpu:0"
+    if backend == "torch":
+        import torch
+
+        found = (
+            torch.cuda.is_available()
+            if device == "cuda"
+            else torch.backends.mps.is_available()
+        )
+    elif device == "cuda":
+        found = gpu_count() > 0
+    else:
+        raise ValueError(f"--device mps: Keras's {backend} back end cannot use MPS")
+    if not found:
+        raise ValueError(
+            f"--device {device}: no such device is visible to Keras's {backend} back end"
+        )
+    return "gpu:0" if device == "cuda" else "mps"
+
+
+def data_parallel_strategy(devices=None):
+    """tf.distribute.MirroredStrategy over devices (default: every GPU) when there are two or more, else None.
+
+    Each step splits the global batch across the devices and sums their gradients; build the model and
+    call make_trainer() inside strategy.scope(). TensorFlow back end only.
+    """
+    import tensorflow as tf
+
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return tf.distribute.MirroredStrategy(devices) if len(devices) > 1 else None
+
+
+def training_scope(device):
+    """Where main() builds and trains: several GPUs data-parallel, else the one device --device names.
+
+    TensorFlow: tf.distribute.MirroredStrategy; JAX: keras.distribution.DataParallel (it shards each
+    batch over every device); the torch back end trains on one device.
+    """
+    import contextlib
+
+    backend = keras.backend.backend()
+    if device in (None, "gpu:0"):
+        if backend == "tensorflow":
+            strategy = data_parallel_strategy()
+            if strategy is not None:
+                return strategy.scope()
+        elif backend == "jax" and gpu_count() > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel())
+    return keras.device(device) if device else contextlib.nullcontext()
+
+
+def save_model(model, path):
+    """model.save(path) (a native .keras file: architecture, weights, optimizer state), written atomically."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    model.save(temp)
+    os.replace(temp, path)
+
+
+CHECKPOINT_EPOCH = "netdsl-epoch.json"  # an entry of a checkpoint's .keras zip: the epochs it has trained
+
+
+def checkpoint_callbacks(path):
+    """keras.callbacks.ModelCheckpoint writing the whole model (weights, optimizer state, compile
+    configuration) each epoch to a temporary .keras file beside path, which then replaces path in one
+    step (os.replace): a crash leaves the previous checkpoint, never half of one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    temp = os.path.join(folder, ".tmp-" + name)
+    # ModelCheckpoint formats its path: braces in it are doubled
+
+    escaped = temp.replace("{", "{{").replace("}", "}}")
+    return [
+        keras.callbacks.ModelCheckpoint(escaped),
+        PublishCheckpoint(temp, path),
+    ]
+
+
+class PublishCheckpoint(keras.callbacks.Callback):
+    """Notes the epoch in the file ModelCheckpoint has just written, then moves it onto the checkpoint."""
+
+    def __init__(self, temp, path):
+        super().__init__()
+        self.temp = temp
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import zipfile
+
+        with zipfile.ZipFile(self.temp, "a") as archive:
+            archive.writestr(CHECKPOINT_EPOCH, json.dumps({"epoch": epoch + 1}))
+        os.replace(self.temp, self.path)
+
+
+def checkpoint_epoch(path):
+    """The epochs a checkpoint written by checkpoint_callbacks() has trained (0 for another .keras file)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        if CHECKPOINT_EPOCH not in archive.namelist():
+            return 0
+        return int(json.loads(archive.read(CHECKPOINT_EPOCH))["epoch"])
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -735,6 +861,23 @@ def evaluate(model, x, labels, batch_size=1000):
     return correct / len(x)
 
 
+class EpochReport(keras.callbacks.Callback):
+    """After each epoch: one line with the epoch's mean loss and the test accuracy."""
+
+    def __init__(self, x_test, labels_test, epochs):
+        super().__init__()
+        self.x_test = x_test
+        self.labels_test = labels_test
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        accuracy = evaluate(self.model, self.x_test, self.labels_test)
+        print(
+            f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=f"Train {MODEL_NAME} as its training block says, then test it."
@@ -846,14 +989,6 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
-    if args.device in ("cuda", "mps"):
-        parser.error("--device: the keras script does not support it")
-    if args.amp:
-        parser.error("--amp: the keras script does not support it")
-    if args.compile:
-        parser.error("--compile: the keras script does not support it")
-    if args.checkpoint is not None:
-        parser.error("--checkpoint: the keras script does not support it")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:
@@ -868,39 +1003,88 @@ def main(argv=None):
             parser.error(f"-o {args.output}: one of the command's own inputs")
         if os.path.exists(args.output) and not os.path.isfile(args.output):
             parser.error(f"-o {args.output}: not a regular file")
+    if args.checkpoint and not args.checkpoint.endswith(".keras"):
+        parser.error(
+            "--checkpoint: Keras writes a native .keras file: name it PATH.keras"
+        )
+    if args.resume and args.init:
+        parser.error("--resume starts from --checkpoint, not from --init")
+    if args.resume and not os.path.isfile(args.checkpoint):
+        data_error(f"{args.checkpoint}: no checkpoint to resume from")
+    try:
+        device = keras_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.checkpoint:
+        if os.path.exists(args.checkpoint) and not os.path.isfile(args.checkpoint):
+            parser.error(f"--checkpoint {args.checkpoint}: not a regular file")
+        folder = os.path.dirname(os.path.abspath(args.checkpoint))
+        if not os.access(folder, os.W_OK):
+            data_error(f"{args.checkpoint}: cannot write in {folder}")
+    if args.amp:
+        # float16 with loss scaling (compile adds it) on a GPU, bfloat16 elsewhere
+        gpu = device == "gpu:0" or (device is None and gpu_count() > 0)
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if gpu else "mixed_bfloat16"
+        )
     keras.utils.set_random_seed(args.seed)
-    model = build_model()
-    if args.init:
-        load_netdsl_weights(model, args.init)
     if args.predict:
+        model = build_model()
+        load_netdsl_weights(model, args.init)
         write_predictions(args, model)
         return
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
     x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
     y_train = labels_train
-    if args.eval_only:
-        print(f"test accuracy {evaluate(model, x_test, labels_test):.4f}", flush=True)
-        return
-    make_trainer(model, args.lr)
-    x_train = keras_inputs({DATA_INPUT: x_train})
-    for epoch in range(1, args.epochs + 1):
-        history = model.fit(
-            x_train,
+    epoch = 0
+    with training_scope(device):
+        if args.resume:
+            # weights, optimizer state and compile configuration, as saved
+            try:
+                model = keras.models.load_model(args.checkpoint)
+            except (OSError, ValueError) as e:
+                data_error(f"{args.checkpoint}: cannot resume from it ({e})")
+            epoch = checkpoint_epoch(args.checkpoint)
+            if args.lr is not None:
+                model.optimizer.learning_rate = args.lr
+            if args.compile:
+                model.jit_compile = True
+        else:
+            model = build_model()
+            if args.init:
+                load_netdsl_weights(model, args.init)
+        if args.eval_only:
+            print(
+                f"test accuracy {evaluate(model, x_test, labels_test):.4f}", flush=True
+            )
+            return
+        if not args.resume:
+            make_trainer(
+                model,
+                args.lr,
+                metrics=["accuracy"],
+                jit_compile=True if args.compile else "auto",
+            )
+        callbacks = [
+            keras.callbacks.ProgbarLogger(),  # before the report, which then starts a line of its own
+            EpochReport(x_test, labels_test, args.epochs),
+        ]
+        if args.checkpoint:
+            callbacks += checkpoint_callbacks(args.checkpoint)
+        model.fit(
+            keras_inputs({DATA_INPUT: x_train}),
             keras_targets(y_train),
             batch_size=args.batch_size,
-            epochs=1,
+            epochs=args.epochs,
+            initial_epoch=epoch,
             shuffle=True,
-            verbose=0,
-        )
-        accuracy = evaluate(model, x_test, labels_test)
-        loss = history.history["loss"][0]
-        print(
-            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
-            flush=True,
+            verbose=1,
+            callbacks=callbacks,
         )
     os.makedirs(args.out_dir, exist_ok=True)
     model.save_weights(os.path.join(args.out_dir, MODEL_NAME + ".weights.h5"))
+    save_model(model, os.path.join(args.out_dir, MODEL_NAME + ".keras"))
     export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
 
 
