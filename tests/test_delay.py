@@ -2,6 +2,8 @@
 differences; what Delay(T < 0) reads at the end of a shorter sample; the front end's checks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,30 @@ def test_executor_padded_batch_is_each_sample_alone():
         batch = ex.forward({"seq": x}, lengths={"seq": lengths}, training=False)[out]
         alone = ex.forward({"seq": x[:1, :3]}, training=False)[out]
         np.testing.assert_allclose(batch[:1, :3] if batch.ndim == 3 else batch[:1], alone, rtol=1e-6, atol=1e-6)
+
+
+DELAY_RELOAD = '''
+import keras
+import numpy as np
+
+import trap_delay
+
+model = trap_delay.build_model()
+x = {"x": np.random.default_rng(0).uniform(-1, 1, (3, 5, 3)).astype(np.float32)}
+model.save("delay.keras")
+loaded = keras.models.load_model("delay.keras")
+before, after = trap_delay.predict(model, x), trap_delay.predict(loaded, x)
+assert all(np.array_equal(before[k], after[k]) for k in before)
+'''
+
+
+def test_keras_delay_reloads_without_netdsl(tmp_path):
+    """The Keras target's Delay helper layer is registered as serializable: a saved .keras model holding it
+    loads back, without netdsl, and predicts the same."""
+    from netdsl.emit.base import emit
+    from netdsl.frontend import load
+    from tests.test_keras_runtime import NO_NETDSL, child
+
+    trap = Path(__file__).resolve().parent / "traps" / "delay_trigram.net"
+    (tmp_path / "trap_delay.py").write_text(emit(load(trap), "keras"))
+    child(tmp_path, "tensorflow", NO_NETDSL + DELAY_RELOAD)
