@@ -124,6 +124,7 @@ MODULES = (
     "cosine",
     "stabilizer",
     "elementwise",
+    "global_pooling",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

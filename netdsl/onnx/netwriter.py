@@ -89,6 +89,8 @@ def constructor(layer) -> str:
         return f"Activation({a['activation']})"
     if k == "Stabilizer":
         return f"Stabilizer(steepness={a['steepness']!r})"
+    if k in ("GlobalAveragePooling", "GlobalMaxPooling"):
+        return f"{k}()"
     raise ValueError(k)
 
 
