@@ -486,6 +486,7 @@ class Evaluator:
         given = dict(zip(positional, args))
         spans = {p: a.span for p, a in zip(positional, e.args)}
         for k, (v, span) in kwargs.items():
+            k = ctor.keyword_aliases.get(k, k)
             if k not in sig:
                 return self.err("E102", f"{name} has no argument '{k}'{did_you_mean(k, sig)}", span)
             if k in given:

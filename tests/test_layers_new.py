@@ -157,3 +157,31 @@ def test_global_pooling_needs_an_image():
     assert e.value.diagnostics[0].code == "E201"
     g = lower("x = Input((3, 5, 7))\ny = GlobalMaxPooling()(x)\noutput y\n")
     assert g.nodes[-1].type.shape == (3,)
+
+
+def test_seed_004_convolution_keywords():
+    """rf_shape= is seed 004's name for filter_shape (Convolution, MaxPooling, AveragePooling); sharing=True and
+    reduction_rank=1 are CNTK's defaults and accepted; the values netdsl cannot honour are refused at the argument."""
+    g = lower("img = Input((2, 6, 6))\n"
+              "c = Convolution(rf_shape=(3, 3), num_filters=4, sharing=True, reduction_rank=1)(img)\n"
+              "p = AveragePooling(rf_shape=(2, 2), strides=2)(MaxPooling(rf_shape=3, pad=True)(c))\n"
+              "output p\n")
+    conv = g.layers[0]
+    assert conv.attr("kernel") == (3, 3) and conv.attr("filters") == 4
+    assert sorted(layer.attr("window") for layer in g.layers[1:]) == [(2, 2), (3, 3)]
+    assert g.nodes[-1].type.shape == (4, 2, 2)
+
+
+@pytest.mark.parametrize("args, code, words", [
+    ("(3, 3), 4, sharing=False", "E103", "sharing=False (a separate filter per position) is not supported"),
+    ("(3, 3), 4, sharing=1", "E103", "sharing must be True or False"),
+    ("(3, 3), 4, reduction_rank=0", "E103", "reduction_rank must be 1"),
+    ("(3, 3), 4, rf_shape=(3, 3)", "E105", "'filter_shape' given twice"),
+])
+def test_convolution_arguments_netdsl_cannot_honour_are_refused(args, code, words):
+    text = f"img = Input((2, 6, 6))\nc = Convolution({args})(img)\noutput c\n"
+    with pytest.raises(NetdslError) as e:
+        lower(text)
+    d = e.value.diagnostics[0]
+    assert d.code == code and words in d.message, d.message
+    assert d.span.line == 2

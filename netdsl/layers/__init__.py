@@ -33,6 +33,8 @@ class Constructor:
     # added; `wraps_what` says what it takes in a message
     wraps: str | None = None
     wraps_what: str = ""
+    # other keyword names of an argument: seed 004 writes Convolution(rf_shape=...), CNTK 2.7 filter_shape=
+    keyword_aliases: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
