@@ -177,6 +177,8 @@ def test_seed_004_convolution_keywords():
     ("(3, 3), 4, sharing=1", "E103", "sharing must be True or False"),
     ("(3, 3), 4, reduction_rank=0", "E103", "reduction_rank must be 1"),
     ("(3, 3), 4, rf_shape=(3, 3)", "E105", "'filter_shape' given twice"),
+    ("(3,), 4", "E103", "1-D convolution over a sequence (filter_shape (3,)) is not supported yet"),
+    ("(3, 3, 3), 4", "E103", "3-D convolution (filter_shape (3, 3, 3)) is not supported yet"),
 ])
 def test_convolution_arguments_netdsl_cannot_honour_are_refused(args, code, words):
     text = f"img = Input((2, 6, 6))\nc = Convolution({args})(img)\noutput c\n"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..ir import TensorType
 from ..shapes import window_output
-from ..values import describe
+from ..values import describe, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import DEFAULT_INIT, bias_init, first_error, positive, weights, window
 
@@ -22,9 +22,20 @@ def cntk_only(a: dict):
     return None
 
 
+def rank(a: dict):
+    """1-D (a sequence) and 3-D (volumes) convolution are not implemented: say so, not "not a pair"."""
+    fs = a["filter_shape"]
+    if isinstance(fs, tuple) and len(fs) in (1, 3) and all(is_dim(d) for d in fs):
+        what = "1-D convolution over a sequence" if len(fs) == 1 else "3-D convolution"
+        return "filter_shape", (f"{what} (filter_shape {fs!r}) is not supported yet: netdsl's Convolution is 2-D, "
+                                f"over (channels, height, width) images, with filter_shape k or (kh, kw)")
+    return None
+
+
 def check(a: dict):
     out = dict(a)
-    res = first_error(lambda: window("Convolution", a, out),
+    res = first_error(lambda: rank(a),
+                      lambda: window("Convolution", a, out),
                       lambda: positive("Convolution", "num_filters", a),
                       lambda: weights(a, out),
                       lambda: cntk_only(a))
