@@ -6,11 +6,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from test_exec_ops import T, assert_close, away_from_zero, fd_check, normal, rng_for  # noqa: E402
 
 from netdsl.errors import NetdslError  # noqa: E402
 from netdsl.exec.kernels import activation, global_pool  # noqa: E402
 from netdsl.frontend import load_text  # noqa: E402
-from test_exec_ops import T, assert_close, away_from_zero, fd_check, normal, rng_for  # noqa: E402
 
 # IR spelling -> the same function in PyTorch
 TORCH_ACTS = {
@@ -57,12 +57,12 @@ def test_activation(act, shape):
 
 def test_activations_do_not_overflow():
     x = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], np.float32)
-    for act in TORCH_ACTS:
+    for act, fn in TORCH_ACTS.items():
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             y, cache = activation.activation_forward(x, act)
             dx = activation.activation_backward(np.ones_like(x), cache)
         assert np.isfinite(y).all() and np.isfinite(dx).all(), act
-        assert_close(y, TORCH_ACTS[act](torch.tensor(x)), what=act)
+        assert_close(y, fn(torch.tensor(x)), what=act)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 1, 1), (3, 1, 7, 2)])
@@ -106,7 +106,7 @@ def test_global_max_pooling(shape):
 
 def test_global_max_pooling_ties_go_to_the_first_position_as_torch():
     x = np.zeros((1, 1, 2, 3), np.float32)
-    y, cache = global_pool.global_max_forward(x)
+    _, cache = global_pool.global_max_forward(x)
     dx = global_pool.global_max_backward(np.ones((1, 1), np.float32), cache)
     xt = T(x)
     F.adaptive_max_pool2d(xt, 1).sum().backward()

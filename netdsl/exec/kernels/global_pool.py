@@ -13,13 +13,12 @@ def global_avg_forward(x):
 
 
 def global_avg_backward(dy, shape):
-    n, c, h, w = shape
+    h, w = shape[2:]
     return np.broadcast_to((dy / (h * w))[:, :, None, None], shape).astype(dy.dtype)
 
 
 def global_max_forward(x):
-    n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w)
+    flat = x.reshape(x.shape[0], x.shape[1], -1)
     arg = flat.argmax(axis=2)
     return np.take_along_axis(flat, arg[:, :, None], axis=2)[:, :, 0], (arg, x.shape)
 
