@@ -15,6 +15,7 @@ import math
 from . import ir, layers, library
 from . import syntax as S
 from .errors import Diagnostic, NetdslError, Span, did_you_mean
+from .layers.common import activation_arguments
 from .layers.elementwise import BY_SYMBOL
 from .limits import LIMITS
 from .names import invalid_name_reason, snake
@@ -385,6 +386,12 @@ class Evaluator:
             return self.call_block(func, e, args, kwargs)
         if isinstance(func, Closure):
             return self.call_closure(func, args, e.span)
+        if isinstance(func, Activation) and (kwargs or args and not any(isinstance(a, Tensor) for a in args)):
+            # leaky_relu(0.2), gelu(approximate=True): the activation with arguments, not applied
+            res = activation_arguments(func.fn, args, {k: v for k, (v, _) in kwargs.items()})
+            if isinstance(res, tuple):
+                return self.err(res[0], res[1], e.span)
+            return Activation(res)
         if is_layer(func):
             if kwargs:
                 return self.err("E103", "applying a layer takes inputs only, no keyword arguments", e.span)
@@ -479,6 +486,7 @@ class Evaluator:
         given = dict(zip(positional, args))
         spans = {p: a.span for p, a in zip(positional, e.args)}
         for k, (v, span) in kwargs.items():
+            k = ctor.keyword_aliases.get(k, k)
             if k not in sig:
                 return self.err("E102", f"{name} has no argument '{k}'{did_you_mean(k, sig)}", span)
             if k in given:

@@ -13,7 +13,7 @@ from functools import partial
 from . import ir, layers
 from . import syntax as S
 from .errors import did_you_mean
-from .layers.common import ACTIVATIONS, INITIALIZERS, MAX_INIT_SCALE
+from .layers.common import ACTIVATIONS, INITIALIZERS, MAX_INIT_SCALE, spell_activation
 from .limits import LIMITS
 from .values import (
     POISON, Activation, Block, Builtin, Closure, GroupSpec, InitSpec, LayerList, LayerSpec, PendingInput, Tensor,
@@ -37,7 +37,7 @@ def builtins(ev) -> dict:
     for name in layers.CONSTRUCTORS:
         b[name] = Builtin(name, partial(ev.construct, name))
     for fn in ACTIVATIONS:
-        b[fn] = Activation(fn)
+        b[fn] = Activation(spell_activation(fn))
     for init in INITIALIZERS:
         b[init] = Builtin(init, partial(make_init, ev, init))
     for name, kind in layers.FUNCTIONS.items():

@@ -89,4 +89,7 @@ def test_the_builtin_names():
         "Dropout", "Embedding", "LSTM", "Recurrence", "BatchNormalization", "LayerNormalization", "Flatten",
         "Activation", "relu", "sigmoid", "tanh", "softmax", "glorot_uniform", "glorot_normal", "he_uniform",
         "he_normal", "uniform", "normal", "zeros", "ones", "Sequential", "LayerStack", "For", "range", "Input",
-        "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance", "Stabilizer", "GRU", "Delay"}
+        "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance", "Stabilizer", "GRU", "Delay"} | {
+        # issue 12: global pooling and the activations beyond the first four
+        "GlobalAveragePooling", "GlobalMaxPooling", "elu", "leaky_relu", "gelu", "softplus", "silu", "swish",
+        "hard_sigmoid"}

@@ -24,7 +24,8 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .. import ir
-from .base import Target, pyrepr
+from ..layers.common import split_activation
+from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
     cannot,
@@ -58,7 +59,8 @@ class View:
     defaults: dict = field(default_factory=dict)
 
 
-ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax"}
+ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax",
+       "elu": "C.elu", "softplus": "C.softplus"}
 INIT = {"glorot_uniform": "C.glorot_uniform()", "glorot_normal": "C.glorot_normal()",
         "he_uniform": "C.he_uniform()", "he_normal": "C.he_normal()", "zeros": "0", "ones": "1"}
 CNTK_DEFAULTS = {"activation": "None", "init": "C.glorot_uniform()", "bias": "True", "init_bias": "0.0",
@@ -78,7 +80,23 @@ def _act(layer: ir.Layer, lg) -> str:
     a = layer.attr("activation")
     if a == "softmax" and is_image(lg.nodes_of(layer)[0].type):
         return "lambda x: C.softmax(x, axis=0)"
-    return ACT[a]
+    return act_expr(a)
+
+
+def act_expr(act: str | None) -> str:
+    """An IR activation as a CNTK function (check() refuses exact gelu: CNTK 2.7 has no erf)."""
+    if act in ACT:
+        return ACT[act]
+    name, params = split_activation(act)
+    if name == "leaky_relu":
+        return f"lambda x: C.leaky_relu(x, alpha={params['alpha']!r})"
+    if name == "gelu":
+        return "lambda x: 0.5 * x * (1 + C.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
+    if name == "silu":
+        return "lambda x: x * C.sigmoid(x)"
+    if name == "hard_sigmoid":  # the IR's relu6(x + 3) / 6; CNTK's own hard_sigmoid is 0.2 x + 0.5
+        return "lambda x: C.clip(x / 6.0 + 0.5, 0.0, 1.0)"
+    raise EmitBug(f"cntk: no spelling for the activation {act}")
 
 
 def _cntk_pad(lg, layer, kernel):
@@ -225,6 +243,11 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
                                 always=("T", "initial_state")),
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
+    # CNTK's own global pools give (C, 1, 1); the IR's result is (C,)
+    "GlobalAveragePooling": _fn(lambda lg, l: "lambda x: C.reshape(C.layers.GlobalAveragePooling()(x), (-1,))",
+                                lambda lg, l: "C.reshape(C.layers.GlobalAveragePooling()({x}), (-1,))"),
+    "GlobalMaxPooling": _fn(lambda lg, l: "lambda x: C.reshape(C.layers.GlobalMaxPooling()(x), (-1,))",
+                            lambda lg, l: "C.reshape(C.layers.GlobalMaxPooling()({x}), (-1,))"),
 }
 
 
@@ -245,7 +268,7 @@ EXPLICIT = {"activation": "activation", "init": "init", "bias": "bias", "init_bi
 def _scope_value(key, value):
     """A default_options value as CNTK code, or None when CNTK's default_options cannot say it."""
     if key == "activation":
-        return ACT.get(value)
+        return None if value == "gelu(approximate=False)" else act_expr(value)
     if key == "init":
         return init_expr(value)
     if key in ("bias",):
@@ -354,6 +377,9 @@ def check(lg: Legacy) -> list:
         diags.append(cannot(lg, layer, "cntk", "batch norms with different momenta (the generated "
                             "train_step re-blends CNTK's running statistics with one momentum)"))
     for layer in lg.graph.layers:
+        if layer.attr("activation") == "gelu(approximate=False)":
+            diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
+                                "erf (gelu(approximate=True), the tanh form, it has)"))
         if layer.kind == "LayerNormalization":
             diags.append(cannot(lg, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
                                 "netdsl's are elementwise"))

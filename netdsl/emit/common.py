@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from ..errors import Diagnostic
+from ..layers.common import split_activation
 from .base import EmitBug, header_source, ident, pyrepr
 from .names import BUILTINS, PY_KEYWORDS, Names, auto_named, class_name  # noqa: F401  (emitters use C.Names)
 
@@ -503,14 +504,14 @@ def assign_locals(idx: GraphIndex, steps: list, names: Names, chain_var: str = "
 
 
 # --------------------------------------------------------------- activations
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "elu", "leaky_relu", "gelu", "softplus", "silu", "hard_sigmoid")
 
 
 def check_activations(graph: ir.Graph, target: str) -> list:
     out = []
     for layer in graph.layers:
         act = layer.attr("activation")
-        if act is not None and act not in ACTIVATIONS:
+        if act is not None and split_activation(act)[0] not in ACTIVATIONS:
             out.append(Diagnostic("E802", f"target '{target}' has no activation {act!r} (layer {layer.name})",
                                   layer.span or graph.span))
     return out

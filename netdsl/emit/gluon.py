@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
@@ -40,7 +41,7 @@ BLOCK_ATTRS = frozenset("""
 # ---------------------------------------------------------------------------
 # Gluon
 
-ACT = {None: None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": None}
+ACT = {None: None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh", "softmax": None, "softplus": "softrelu"}
 
 
 @dataclass
@@ -73,14 +74,33 @@ def _prefix(layer: ir.Layer) -> str:
 
 
 def _act_kw(layer: ir.Layer) -> str:
-    return f"activation={pyrepr(ACT[layer.attr('activation')])}"
+    return f"activation={pyrepr(ACT.get(layer.attr('activation')))}"  # else a block after it (_softmax)
 
 
 def _softmax(layer: ir.Layer, out_t: ir.TensorType) -> list:
     """The softmax block after a layer with activation=softmax (Gluon's activations have none)."""
-    if layer.attr("activation") != "softmax":
-        return []
+    act = layer.attr("activation")
+    if act != "softmax":
+        return [] if act in ACT else [act_block(act)]  # and the activations no act_type spells
     return [f"nn.HybridLambda(lambda F, x: F.softmax(x, axis={_softmax_axis(out_t)}))"]
+
+
+def act_block(act: str) -> str:
+    """The block of an IR activation that Gluon's activation= cannot say."""
+    name, params = split_activation(act)
+    if name == "elu":
+        return "nn.ELU()"  # alpha 1.0, the IR's
+    if name == "leaky_relu":
+        return f"nn.LeakyReLU({params['alpha']!r})"
+    if name == "gelu" and not params["approximate"]:
+        return "nn.GELU()"  # mxnet's act_type='gelu', the erf form
+    if name == "gelu":
+        return "nn.HybridLambda(lambda F, x: 0.5 * x * (1 + F.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))))"
+    if name == "silu":
+        return "nn.HybridLambda(lambda F, x: x * F.sigmoid(x))"
+    if name == "hard_sigmoid":  # the IR's relu6(x + 3) / 6
+        return "nn.HybridLambda(lambda F, x: F.clip(x / 6.0 + 0.5, 0.0, 1.0))"
+    raise EmitBug(f"gluon: no spelling for the activation {act}")
 
 
 def _softmax_axis(t: ir.TensorType) -> int:
@@ -258,6 +278,11 @@ def elementwise(lg, layer):
 def delay(lg, layer):
     shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
     return View(f"_delay({shift}, {value!r}, prefix={_prefix(layer)})")
+@emits("GlobalAveragePooling", "GlobalMaxPooling")
+def global_pooling(lg, layer):
+    # gluon's global pools keep (N, C, 1, 1); the IR's result is (N, C)
+    pool = "nn.GlobalAvgPool2D()" if layer.kind == "GlobalAveragePooling" else "nn.GlobalMaxPool2D()"
+    return View(f"_sequential({_prefix(layer)}, [{pool}, nn.Flatten()])")
 
 
 def check(lg: Legacy) -> list:

@@ -15,6 +15,7 @@ import functools
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.common import split_activation
 from . import common as C
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
@@ -82,9 +83,27 @@ class KerasView:
     helper: str | None = None  # a helper class the code needs
 
 
+# IR activations whose Keras 3 string is the same function (Keras 3's hard_sigmoid is relu6(x + 3) / 6 and
+# its gelu the exact erf form, as the IR's); the others become a layer of their own (_act_layer)
+KERAS_ACTS = ("relu", "sigmoid", "tanh", "softmax", "elu", "softplus", "silu", "hard_sigmoid",
+              "gelu(approximate=False)")
+
+
 def _act_kwargs(layer: ir.Layer) -> dict:
     act = layer.attr("activation")
-    return {"activation": act} if act is not None else {}
+    return {"activation": act.split("(")[0]} if act in KERAS_ACTS else {}
+
+
+def _act_layer(act: str | None, suffix: str) -> list:
+    """The Keras layer for an IR activation no Keras activation string spells with its parameters."""
+    if act is None or act in KERAS_ACTS:
+        return []
+    name, params = split_activation(act)
+    if name == "leaky_relu":  # the IR's slope, never Keras's defaults (0.3 for the layer, 0.2 for the function)
+        return [KLayer(suffix, "layers.LeakyReLU", (), {"negative_slope": params["alpha"]})]
+    if name == "gelu":
+        return [KLayer(suffix, "layers.Activation", (Code(f"lambda v: keras.ops.gelu(v, approximate={params['approximate']})"),))]
+    raise EmitBug(f"no Keras spelling for the activation {act}")
 
 
 def _first_type(idx, layer) -> ir.TensorType:
@@ -97,7 +116,8 @@ def dense(idx, layer):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
     weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
-    return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)], weights)
+    return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)]
+                     + _act_layer(layer.attr("activation"), "_act"), weights)
 
 
 def convolution(idx, layer):
@@ -118,6 +138,7 @@ def convolution(idx, layer):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
     out.append(KLayer("", "layers.Conv2D", (layer.attr("filters"), kernel), kwargs))
+    out += _act_layer(layer.attr("activation"), "_act")
     weights = [(layer.param("W").name, "conv")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
     return KerasView("Convolution", out, weights)
 
@@ -216,7 +237,10 @@ def layer_norm(idx, layer):
 
 
 def activation(idx, layer):
-    return KerasView("Activation", [KLayer("", "layers.Activation", (layer.attr("activation"),))])
+    act = layer.attr("activation")
+    if act not in KERAS_ACTS:
+        return KerasView("Activation", _act_layer(act, ""))
+    return KerasView("Activation", [KLayer("", "layers.Activation", (act.split("(")[0],))])
 
 
 def rescale(idx, layer):
@@ -267,6 +291,10 @@ def elementwise(idx, layer):
 def delay(idx, layer):
     kwargs = {"shift": int(layer.attr("T")), "initial_state": float(layer.attr("initial_state"))}
     return KerasView("Delay", [KLayer("", "Delay", (), kwargs)], helper="delay")
+def global_pooling(idx, layer):
+    # NHWC inside Keras; the result is (N, C) as the IR's
+    cls = "layers.GlobalAveragePooling2D" if layer.kind == "GlobalAveragePooling" else "layers.GlobalMaxPooling2D"
+    return KerasView(layer.kind, [KLayer("", cls)])
 
 
 LAYERS = {
@@ -290,6 +318,8 @@ LAYERS = {
     "Elementwise": elementwise,
     "GRU": gru,
     "Delay": delay,
+    "GlobalAveragePooling": global_pooling,
+    "GlobalMaxPooling": global_pooling,
 }
 
 # -------------------------------------------------------------------- context

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from . import common as C
 from .base import Target, ident
@@ -37,8 +38,10 @@ FORWARD_NAMES = ("self", "torch", "nn", "F", "float")
 # module-level names this file renders into the template (template_names reads the rest from it)
 RENDERED_NAMES = frozenset({"INPUTS", "OUTPUTS", "WEIGHT_SHAPES", "compute_loss"})
 
-ACT_MODULE = {"relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "softmax": "nn.Softmax"}
-ACT_FN = {"relu": "F.relu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh", "softmax": "F.softmax"}
+ACT_MODULE = {"relu": "nn.ReLU", "sigmoid": "nn.Sigmoid", "tanh": "nn.Tanh", "softmax": "nn.Softmax",
+              "elu": "nn.ELU", "softplus": "nn.Softplus", "silu": "nn.SiLU", "hard_sigmoid": "nn.Hardsigmoid"}
+ACT_FN = {"relu": "F.relu", "sigmoid": "torch.sigmoid", "tanh": "torch.tanh", "softmax": "F.softmax",
+          "elu": "F.elu", "softplus": "F.softplus", "silu": "F.silu", "hard_sigmoid": "F.hardsigmoid"}
 INIT_FN = {  # netdsl initialiser -> (torch.nn.init function, extra arguments)
     "glorot_uniform": ("nn.init.xavier_uniform_", lambda a: {}),
     "glorot_normal": ("nn.init.xavier_normal_", lambda a: {}),
@@ -205,6 +208,30 @@ def flatten(idx, layer):
     return TorchLayer("Flatten", flatten=start)
 
 
+def act_module(act: str, dim: int) -> Code:
+    """The nn.Module of an IR activation spelling (its parameters given explicitly)."""
+    name, params = split_activation(act)
+    if name == "softmax":
+        return call("nn.Softmax", dim=dim)
+    if name == "leaky_relu":
+        return call("nn.LeakyReLU", params["alpha"])
+    if name == "gelu":
+        return call("nn.GELU", approximate="tanh") if params["approximate"] else call("nn.GELU")
+    return call(ACT_MODULE[name])
+
+
+def act_call(act: str, expr: str, dim: int) -> str:
+    """An IR activation applied to expr, functionally."""
+    name, params = split_activation(act)
+    if name == "softmax":
+        return f"F.softmax({expr}, dim={dim})"
+    if name == "leaky_relu":
+        return f"F.leaky_relu({expr}, {params['alpha']!r})"
+    if name == "gelu":
+        return f'F.gelu({expr}, approximate="tanh")' if params["approximate"] else f"F.gelu({expr})"
+    return f"{ACT_FN[name]}({expr})"
+
+
 def stabilizer(idx, layer):
     return TorchLayer("Stabilizer", call("Stabilizer", layer.attr("steepness")), params=_params(layer, alpha="alpha"),
                       helper="stabilizer")
@@ -233,6 +260,10 @@ def delay_expr(x: str, layer: ir.Layer) -> str:
 def delay(idx, layer):
     # T < 0 on a padded batch: delay_future() refills the steps that would read padding
     return TorchLayer("Delay", chainable=False, helper="delay_future" if layer.attr("T") < 0 else None)
+def global_pooling(idx, layer):
+    # (N, C, H, W) -> (N, C): the adaptive pool to 1x1, then the unit axes dropped (the IR's vector)
+    pool = "nn.AdaptiveAvgPool2d" if layer.kind == "GlobalAveragePooling" else "nn.AdaptiveMaxPool2d"
+    return TorchLayer(layer.kind, call("nn.Sequential", call(pool, 1), call("nn.Flatten")))
 
 
 def functional(kind):
@@ -262,6 +293,8 @@ LAYERS = {
     "Elementwise": functional("Elementwise"),
     "GRU": gru,
     "Delay": delay,
+    "GlobalAveragePooling": global_pooling,
+    "GlobalMaxPooling": global_pooling,
 }
 
 
@@ -278,17 +311,14 @@ def sequential_modules(tl: TorchLayer) -> list:
     if tl.module is not None:
         mods.append(tl.module)
     if tl.activation is not None:
-        mods.append(call(ACT_MODULE[tl.activation], dim=tl.act_dim) if tl.activation == "softmax"
-                    else call(ACT_MODULE[tl.activation]))
+        mods.append(act_module(tl.activation, tl.act_dim))
     return mods
 
 
 def _apply_act(expr: str, tl: TorchLayer) -> str:
     if tl.activation is None:
         return expr
-    if tl.activation == "softmax":
-        return f"F.softmax({expr}, dim={tl.act_dim})"
-    return f"{ACT_FN[tl.activation]}({expr})"
+    return act_call(tl.activation, expr, tl.act_dim)
 
 
 def _pre(expr: str, tl: TorchLayer) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
@@ -37,7 +38,27 @@ from .legacy import (
 )
 from .passes.nhwc_flatten import dense_rows, flatten_orders
 
-ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax"}
+ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax",
+       "elu": "tf.nn.elu", "softplus": "tf.nn.softplus", "silu": "tf.nn.silu"}
+
+
+def act_apply(act: str, x: str) -> str:
+    """An IR activation applied to the expression x."""
+    name, params = split_activation(act)
+    if name == "leaky_relu":
+        return f"tf.nn.leaky_relu({x}, alpha={params['alpha']!r})"
+    if name == "gelu":
+        return f"tf.nn.gelu({x}, approximate={params['approximate']})"
+    if name == "hard_sigmoid":  # the IR's relu6(x + 3) / 6; TF 2.15's hard_sigmoid is 0.2 x + 0.5
+        return f"tf.clip_by_value({x} / 6.0 + 0.5, 0.0, 1.0)"
+    return f"{ACT[name]}({x})"
+
+
+def act_fn(act: str | None) -> str | None:
+    """An IR activation as the callable a tf.compat.v1.layers constructor takes."""
+    if act in ACT:
+        return ACT[act]
+    return f"lambda v: {act_apply(act, 'v')}"
 
 
 def same_pads(size, k, s):
@@ -106,7 +127,7 @@ def _padded(s: Statement, pads, value: str) -> str:
 
 @emits("Dense")
 def dense(lg, layer):
-    head = f"{layer.attr('units')}, activation={ACT[layer.attr('activation')]}, " \
+    head = f"{layer.attr('units')}, activation={act_fn(layer.attr('activation'))}, " \
            f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}"
 
     def write(s):
@@ -123,7 +144,7 @@ def convolution(lg, layer):
     kernel = tuple(layer.attr("kernel"))
     padding, pads = _padding(lg, layer, kernel)
     tail = (f"{layer.attr('filters')}, {pyrepr(kernel)}, strides={pyrepr(tuple(layer.attr('strides')))}, "
-            f"padding={pyrepr(padding)}, activation={ACT[layer.attr('activation')]}, "
+            f"padding={pyrepr(padding)}, activation={act_fn(layer.attr('activation'))}, "
             f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}")
     params = [("W", "kernel", "oihw_hwio"), ("b", "bias", "identity")] if layer.attr("bias") \
         else [("W", "kernel", "oihw_hwio")]
@@ -224,7 +245,7 @@ def gru(lg, layer):
 
 @emits("Activation")
 def activation(lg, layer):
-    return View(lambda s: f"{s.out} = {ACT[layer.attr('activation')]}({s.ins[0]})")
+    return View(lambda s: f"{s.out} = {act_apply(layer.attr('activation'), s.ins[0])}")
 
 
 @emits("Rescale")
@@ -289,6 +310,11 @@ def delay(lg, layer):
     pads = f"[[0, 0], [{shift}, 0], [0, 0]]" if shift > 0 else f"[[0, 0], [0, {-shift}], [0, 0]]"
     keep = f"[:, :-{shift}]" if shift > 0 else f"[:, {-shift}:]"
     return View(lambda s: f"{s.out} = tf.pad({s.ins[0]}, {pads}, constant_values={value!r}){keep}")
+@emits("GlobalAveragePooling", "GlobalMaxPooling")
+def global_pooling(lg, layer):
+    # images run NHWC here: the positions are axes 1 and 2; the result is (N, C)
+    fn = "tf.reduce_mean" if layer.kind == "GlobalAveragePooling" else "tf.reduce_max"
+    return View(lambda s: f"{s.out} = {fn}({s.ins[0]}, axis=[1, 2], name={pyrepr(layer.name)})")
 
 
 @emits("LayerNormalization")

@@ -33,6 +33,8 @@ class Constructor:
     # arguments added; `wraps_what` says what it takes in a message
     wraps: tuple | None = None
     wraps_what: str = ""
+    # other keyword names of an argument: seed 004 writes Convolution(rf_shape=...), CNTK 2.7 filter_shape=
+    keyword_aliases: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,7 @@ MODULES = (
     "elementwise",
     "gru",
     "delay",
+    "global_pooling",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

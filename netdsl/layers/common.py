@@ -8,7 +8,63 @@ from __future__ import annotations
 from ..limits import LIMITS
 from ..values import Activation, Builtin, InitSpec, describe, describe_dim, is_dim, is_number
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "softmax", "elu", "leaky_relu", "gelu", "softplus", "silu", "swish",
+               "hard_sigmoid")
+# activations with parameters: name -> {parameter: IR default}. The IR spells an activation with every
+# parameter written out ("leaky_relu(alpha=0.01)", "gelu(approximate=False)"), so no target's own
+# default (Keras's leaky_relu slope 0.2, LeakyReLU layer 0.3, mxnet's 0.25) can leak in.
+ACTIVATION_PARAMS = {"leaky_relu": {"alpha": 0.01}, "gelu": {"approximate": False}}
+ACTIVATION_ALIASES = {"swish": "silu"}  # Keras and TF spell x * sigmoid(x) both ways; the IR says silu
+
+
+def spell_activation(name: str, params: dict | None = None) -> str:
+    """The IR spelling of an activation: its canonical name and every parameter, in a fixed order."""
+    name = ACTIVATION_ALIASES.get(name, name)
+    defaults = ACTIVATION_PARAMS.get(name)
+    if not defaults:
+        return name
+    values = {**defaults, **(params or {})}
+    return f"{name}({', '.join(f'{k}={values[k]!r}' for k in defaults)})"
+
+
+def split_activation(act: str | None) -> tuple:
+    """An IR activation spelling -> (name, {parameter: value}); None -> (None, {})."""
+    if act is None:
+        return None, {}
+    name, _, rest = act.partition("(")
+    params = {}
+    for item in rest[:-1].split(", ") if rest else ():
+        key, _, value = item.partition("=")
+        params[key] = value == "True" if value in ("True", "False") else float(value)
+    return name, params
+
+
+def activation_arguments(act: str, args: list, kwargs: dict):
+    """leaky_relu(0.2), gelu(approximate=True): the activation with its arguments set, as its IR
+    spelling, or (code, message)."""
+    name, params = split_activation(act)
+    names = tuple(ACTIVATION_PARAMS.get(name, ()))
+    if not names:
+        return "E109", f"the activation {name} takes no arguments; apply it to a value, e.g. {name}(x)"
+    if len(args) > len(names):
+        return "E109", f"{name} takes at most {len(names)} argument{'s' if len(names) != 1 else ''}, got {len(args)}"
+    given = dict(zip(names, args))
+    for k, v in kwargs.items():
+        if k not in names:
+            return "E102", f"{name} has no argument '{k}' (it takes {', '.join(names)})"
+        if k in given:
+            return "E105", f"{name} argument '{k}' given twice"
+        given[k] = v
+    for k, v in given.items():
+        if k == "alpha":
+            if not is_number(v) or not (0 <= v <= 1):  # also refuses nan and inf
+                return "E103", f"{name} alpha must be a number between 0 and 1, got {describe(v)}"
+            params[k] = float(v)
+        elif not isinstance(v, bool):
+            return "E103", f"{name} {k} must be True or False, got {describe(v)}"
+        else:
+            params[k] = v
+    return spell_activation(name, params)
 INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "uniform", "normal", "zeros", "ones")
 DEFAULT_INIT = "glorot_uniform"
 # the largest initial weight scale or bias: far below the float32 maximum (3.4e38), so that no

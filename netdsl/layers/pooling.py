@@ -21,7 +21,8 @@ def pooling(kind: str) -> LayerKind:
         kind, shape,
         attrs={"window": ("filter_shape", None), "strides": ("strides", (1, 1)), "pad": ("pad", False)},
         constructors=(Constructor(kind, ("filter_shape",), {"filter_shape": REQUIRED, "strides": 1, "pad": False},
-                                  check, aliases=(kind + "2D",), options=("pad",)),),
+                                  check, aliases=(kind + "2D",), options=("pad",),
+                                  keyword_aliases={"rf_shape": "filter_shape"}),),
     ))
 
 

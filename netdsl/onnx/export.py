@@ -80,7 +80,46 @@ def activation(b: Builder, x: str, act, t: ir.TensorType, out: str, name: str) -
         return b.op(ops[act], [x], out, name=name)
     if act == "softmax":
         return b.op("Softmax", [x], out, name=name, axis=feature_axis(t))
-    raise KeyError(act)
+    return extra_activation(b, x, act, out, name)
+
+
+# the IR's activations without an ONNX op of their own at opset 17 (Gelu is opset 20): model-local functions
+# of standard ops, which the importer reads back by name
+ACT_FUNCTIONS = {
+    "silu": ("Silu", [("Sigmoid", ["x"], ["s"]), ("Mul", ["x", "s"], ["y"])]),
+    "gelu(approximate=False)": ("Gelu", [  # x * (1 + erf(x / sqrt 2)) / 2
+        ("Constant", [], ["r2"], {"value_float": 1.4142135623730951}), ("Constant", [], ["one"], {"value_float": 1.0}),
+        ("Constant", [], ["half"], {"value_float": 0.5}), ("Div", ["x", "r2"], ["u"]), ("Erf", ["u"], ["e"]),
+        ("Add", ["e", "one"], ["p"]), ("Mul", ["x", "p"], ["xp"]), ("Mul", ["xp", "half"], ["y"])]),
+    "gelu(approximate=True)": ("GeluTanh", [  # x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) / 2
+        ("Constant", [], ["k"], {"value_float": 0.7978845608028654}), ("Constant", [], ["c"], {"value_float": 0.044715}),
+        ("Constant", [], ["one"], {"value_float": 1.0}), ("Constant", [], ["half"], {"value_float": 0.5}),
+        ("Mul", ["x", "x"], ["x2"]), ("Mul", ["x2", "x"], ["x3"]), ("Mul", ["x3", "c"], ["cx3"]),
+        ("Add", ["x", "cx3"], ["inner"]), ("Mul", ["inner", "k"], ["u"]), ("Tanh", ["u"], ["t"]),
+        ("Add", ["t", "one"], ["p"]), ("Mul", ["x", "p"], ["xp"]), ("Mul", ["xp", "half"], ["y"])]),
+}
+
+
+def extra_activation(b: Builder, x: str, act: str, out: str, name: str) -> str:
+    """elu, leaky_relu, softplus, hard_sigmoid as ONNX ops; silu and gelu as model-local functions."""
+    from onnx import helper
+
+    from ..layers.common import split_activation
+
+    kind, params = split_activation(act)
+    if kind == "elu":
+        return b.op("Elu", [x], out, name=name, alpha=1.0)
+    if kind == "leaky_relu":
+        return b.op("LeakyRelu", [x], out, name=name, alpha=params["alpha"])
+    if kind == "softplus":
+        return b.op("Softplus", [x], out, name=name)
+    if kind == "hard_sigmoid":  # the IR's relu6(x + 3) / 6
+        return b.op("HardSigmoid", [x], out, name=name, alpha=1 / 6, beta=0.5)
+    fname, steps = ACT_FUNCTIONS[act]
+    if fname not in b.functions:
+        nodes = [helper.make_node(s[0], s[1], s[2], **(s[3] if len(s) > 3 else {})) for s in steps]
+        b.functions[fname] = helper.make_function(DOMAIN, fname, ["x"], ["y"], nodes, [helper.make_opsetid("", b.opset)])
+    return b.op(fname, [x], out, name=name, domain=DOMAIN)
 
 
 def unsupported(graph: ir.Graph) -> list:
@@ -90,7 +129,9 @@ def unsupported(graph: ir.Graph) -> list:
         if layer.kind not in CONVERTERS:
             diags.append(Diagnostic("E801", f"target 'onnx' cannot express layer '{layer.name}' ({layer.kind})",
                                     layer.span or graph.span))
-        elif layer.attr("activation") not in (None, "relu", "sigmoid", "tanh", "softmax"):
+        elif layer.attr("activation") not in (None, "relu", "sigmoid", "tanh", "softmax", "elu", "softplus",
+                                              "hard_sigmoid", *ACT_FUNCTIONS) \
+                and not layer.attr("activation").startswith("leaky_relu("):
             diags.append(Diagnostic("E802", f"target 'onnx' has no activation {layer.attr('activation')!r} "
                                             f"(layer {layer.name})", layer.span or graph.span))
     return diags

@@ -360,7 +360,12 @@ handles("GlobalMaxPool")(_global_pool("MaxPooling"))
 
 @handles("Relu", "Sigmoid", "Tanh", "Softmax")
 def activation(w, node):
-    act = ACTS[node.op_type]
+    apply_activation(w, node, ACTS[node.op_type])
+
+
+def apply_activation(w, node, act):
+    """The IR activation act (its spelling) on the node's input: fused into the Dense or Convolution before
+    it when netdsl's exporter wrote it that way, else an Activation layer."""
     v = w.vals[node.input[0]]
     if v.done and v.done[0] == act:
         w.vals[node.output[0]] = replace(v, done=v.done[1:])
@@ -539,3 +544,50 @@ def delay(w, node):
     x = w.need(w.vals[node.input[0]], node)
     attrs = {"T": before or -after, "initial_state": fmt_float(value)}
     w.vals[node.output[0]] = w.apply("Delay", attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+def _reduce_positions(kind):
+    """ReduceMean / ReduceMax over the positions of an image, keepdims=0: the global pools."""
+    def handler(w, node):
+        x = w.need(w.vals[node.input[0]], node)
+        _image(x, node.op_type)
+        a = attrs_of(node)
+        axes = a.get("axes")
+        if axes is None and len(node.input) > 1:
+            axes = w.const(node.input[1])
+        axes = None if axes is None else sorted(int(v) % 4 for v in np.ravel(axes))
+        if axes != [2, 3] or a.get("keepdims", 1) != 0:
+            raise _Refuse("only a reduction over the positions (axes 2 and 3, keepdims=0) has an IR spelling")
+        w.vals[node.output[0]] = w.apply(kind, {}, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+    return handler
+
+
+handles("ReduceMean")(_reduce_positions("GlobalAveragePooling"))
+handles("ReduceMax")(_reduce_positions("GlobalMaxPooling"))
+
+
+@handles("Elu", "LeakyRelu", "Softplus", "HardSigmoid")
+def activation_with_attributes(w, node):
+    from ..layers.common import spell_activation
+
+    a = attrs_of(node)
+    if node.op_type == "Elu":
+        if abs(a.get("alpha", 1.0) - 1.0) > 1e-6:
+            raise _Refuse("an Elu alpha other than 1 has no IR spelling (the IR's elu is CNTK's, alpha 1)")
+        act = "elu"
+    elif node.op_type == "LeakyRelu":
+        alpha = fmt_float(a.get("alpha", 0.01))
+        if not 0 <= alpha <= 1:
+            raise _Refuse(f"LeakyRelu alpha {alpha} is outside the IR's [0, 1]")
+        act = spell_activation("leaky_relu", {"alpha": alpha})
+    elif node.op_type == "HardSigmoid":
+        if abs(a.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(a.get("beta", 0.5) - 0.5) > 1e-6:
+            raise _Refuse("only HardSigmoid(alpha=1/6, beta=0.5) is the IR's hard_sigmoid (relu6(x + 3) / 6)")
+        act = "hard_sigmoid"
+    else:
+        act = "softplus"
+    apply_activation(w, node, act)
+
+
+@handles("Silu", "Gelu", "GeluTanh", domain="netdsl")
+def activation_function(w, node):
+    apply_activation(w, node, {"Silu": "silu", "Gelu": "gelu(approximate=False)",
+                               "GeluTanh": "gelu(approximate=True)"}[node.op_type])

@@ -94,6 +94,8 @@ def constructor(layer) -> str:
         return f"Recurrence({inner}" + (", go_backwards=True)" if a["go_backwards"] else ")")
     if k == "Delay":
         return f"Delay(T={a['T']!r}, initial_state={a['initial_state']!r})"
+    if k in ("GlobalAveragePooling", "GlobalMaxPooling"):
+        return f"{k}()"
     raise ValueError(k)
 
 

@@ -142,3 +142,14 @@ def stabilizer(b, layer, node, xs, ins, params):
 
 
 __all__ = ["feature_axis"]
+
+
+@converter("GlobalAveragePooling")
+def global_average_pooling(b, layer, node, xs, ins, params):
+    # over the positions, keepdims=0: (N, C, H, W) -> (N, C) as the IR's (opset 17: axes an attribute)
+    b.op("ReduceMean", xs, node.name, name=node.name, axes=[2, 3], keepdims=0)
+
+
+@converter("GlobalMaxPooling")
+def global_max_pooling(b, layer, node, xs, ins, params):
+    b.op("ReduceMax", xs, node.name, name=node.name, axes=[2, 3], keepdims=0)

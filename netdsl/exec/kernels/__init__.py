@@ -138,4 +138,5 @@ from . import (  # noqa: E402,F401
     pool,
     shape,
     stabilizer,
+    global_pool,
 )

@@ -31,7 +31,7 @@ TRAINING = {
     "eps": 1e-08,
     "lr": 0.001,
     "batch_size": 100,
-    "epochs": 2,
+    "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
 }
@@ -69,7 +69,7 @@ WEIGHTS = {
     "batch_normalization_6.bias": ((32,), "batch_normalization_6", "bias", "identity"),
     "batch_normalization_6.running_mean": ((32,), "batch_normalization_6", "aggregate_mean", "identity"),
     "batch_normalization_6.running_var": ((32,), "batch_normalization_6", "aggregate_variance", "identity"),
-    "dense_1.W": ((10, 1568), "dense_1", "W", "dense"),
+    "dense_1.W": ((10, 32), "dense_1", "W", "dense"),
     "dense_1.b": ((10,), "dense_1", "b", "identity"),
 }
 
@@ -134,7 +134,8 @@ def build_model():
     add_2 = C.plus(batch_normalization_6, stem2)
     block2 = C.layers.Activation(C.relu, name="activation_6")(add_2)
     pool2 = C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_2")(block2)
-    z = C.layers.Dense(10, name="dense_1")(pool2)
+    features_ = C.reshape(C.layers.GlobalAveragePooling()(pool2), (-1,))
+    z = C.layers.Dense(10, name="dense_1")(features_)
     # netdsl's running statistics start at mean 0, variance 1 and are blended from the first
     # minibatch on; CNTK's start at 0 with count 0 (the first minibatch replaces them)
     for c in z.constants:

@@ -32,7 +32,7 @@ TRAINING = {
     "eps": 1e-08,
     "lr": 0.001,
     "batch_size": 100,
-    "epochs": 2,
+    "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
 }
@@ -69,7 +69,7 @@ WEIGHTS = {
     "batch_normalization_6.bias": ((32,), "batch_normalization_6_beta"),
     "batch_normalization_6.running_mean": ((32,), "batch_normalization_6_running_mean"),
     "batch_normalization_6.running_var": ((32,), "batch_normalization_6_running_var"),
-    "dense_1.W": ((10, 1568), "dense_1_weight"),
+    "dense_1.W": ((10, 32), "dense_1_weight"),
     "dense_1.b": ((10,), "dense_1_bias"),
 }
 FROZEN = []
@@ -129,7 +129,8 @@ class Net(gluon.HybridBlock):
         self.add_2 = nn.HybridLambda(lambda F, a, b: a + b, prefix="add_2_")
         self.activation_6 = nn.Activation("relu", prefix="activation_6_")
         self.max_pooling_2 = nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_")
-        self.dense_1 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=1568, prefix="dense_1_")
+        self.global_average_pooling_1 = _sequential("global_average_pooling_1_", [nn.GlobalAvgPool2D(), nn.Flatten()])
+        self.dense_1 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=32, prefix="dense_1_")
 
     def hybrid_forward(self, F, image):
         image_scaled = self.image_scaled(image)
@@ -145,7 +146,8 @@ class Net(gluon.HybridBlock):
         add_2 = self.add_2(batch_normalization_6, stem2)
         block2 = self.activation_6(add_2)
         pool2 = self.max_pooling_2(block2)
-        z = self.dense_1(pool2)
+        features_ = self.global_average_pooling_1(pool2)
+        z = self.dense_1(features_)
         return z
 
 

@@ -21,13 +21,13 @@ TRAINING = {
     "eps": 1e-08,
     "lr": 0.001,
     "batch_size": 100,
-    "epochs": 2,
+    "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
 }
 # netdsl weight -> (canonical shape, Keras layer, index in its get_weights(), conversion to Keras's layout)
+#   "dense": (out, in) -> (in, out)
 #   "conv": OIHW -> HWIO
-#   (C, H, W): a Dense kernel after an NHWC flatten: transposed, rows reordered from C, H, W to H, W, C
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 3, 3), "sequential_1/convolution_1", 0, "conv"),
     "batch_normalization_1.scale": ((16,), "sequential_1/batch_normalization_1", 0, None),
@@ -59,7 +59,7 @@ WEIGHTS = {
     "batch_normalization_6.bias": ((32,), "sequential_10/batch_normalization_6", 1, None),
     "batch_normalization_6.running_mean": ((32,), "sequential_10/batch_normalization_6", 2, None),
     "batch_normalization_6.running_var": ((32,), "sequential_10/batch_normalization_6", 3, None),
-    "dense_1.W": ((10, 1568), "dense_1", 0, (32, 7, 7)),
+    "dense_1.W": ((10, 32), "dense_1", 0, "dense"),
     "dense_1.b": ((10,), "dense_1", 1, None),
 }
 
@@ -262,8 +262,8 @@ def build_model():
     x = layers.Add(name="add_2")([x, stem2])
     block2 = layers.Activation("relu", name="activation_6")(x)
     pool2 = layers.MaxPooling2D((2, 2), name="max_pooling_2")(block2)
-    z = layers.Flatten(name="dense_1_flatten")(pool2)
-    z = layers.Dense(10, name="dense_1")(z)
+    features = layers.GlobalAveragePooling2D(name="global_average_pooling_1")(pool2)
+    z = layers.Dense(10, name="dense_1")(features)
     return keras.Model(inputs=image, outputs=z, name="ResnetMnist")
 
 
@@ -276,27 +276,19 @@ def find_layer(model, path):
 
 def to_keras_layout(array, conversion):
     """A canonical array in Keras's layout (conversion as in WEIGHTS)."""
+    if conversion == "dense":
+        return array.T
     if conversion == "conv":
         return array.transpose(2, 3, 1, 0)
-    if isinstance(conversion, tuple):
-        c, h, w = conversion
-        return (
-            array.reshape(len(array), c, h, w)
-            .transpose(0, 2, 3, 1)
-            .reshape(len(array), -1)
-            .T
-        )
     return array
 
 
 def to_netdsl_layout(array, conversion):
     """A Keras array in the canonical layout: the inverse of to_keras_layout()."""
+    if conversion == "dense":
+        return array.T
     if conversion == "conv":
         return array.transpose(3, 2, 0, 1)
-    if isinstance(conversion, tuple):
-        c, h, w = conversion
-        units = array.shape[1]
-        return array.T.reshape(units, h, w, c).transpose(0, 3, 1, 2).reshape(units, -1)
     return array
 
 

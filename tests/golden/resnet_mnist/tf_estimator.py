@@ -31,7 +31,7 @@ TRAINING = {
     "eps": 1e-08,
     "lr": 0.001,
     "batch_size": 100,
-    "epochs": 2,
+    "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
 }
@@ -69,7 +69,7 @@ WEIGHTS = {
     "batch_normalization_6.bias": ((32,), "batch_normalization_6/beta", "identity", None),
     "batch_normalization_6.running_mean": ((32,), "batch_normalization_6/moving_mean", "identity", None),
     "batch_normalization_6.running_var": ((32,), "batch_normalization_6/moving_variance", "identity", None),
-    "dense_1.W": ((10, 1568), "dense_1/kernel", "dense_nhwc", (32, 7, 7)),
+    "dense_1.W": ((10, 32), "dense_1/kernel", "dense", None),
     "dense_1.b": ((10,), "dense_1/bias", "identity", None),
 }
 
@@ -162,7 +162,8 @@ def model_fn(features, labels, mode, params):
     add_2 = batch_normalization_6 + stem2
     block2 = tf.nn.relu(add_2)
     pool2 = tf.compat.v1.layers.max_pooling2d(block2, (2, 2), (2, 2), padding="valid", name="max_pooling_2")
-    z = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(pool2), 10, activation=None, use_bias=True, name="dense_1")  # NHWC-flattened: rows permuted on load
+    features_ = tf.reduce_mean(pool2, axis=[1, 2], name="global_average_pooling_1")
+    z = tf.compat.v1.layers.dense(features_, 10, activation=None, use_bias=True, name="dense_1")
     predictions = {
         "z": z,
     }
