@@ -49,33 +49,35 @@ def rng_for(*key):
     return np.random.default_rng(zlib.crc32(repr(key).encode()))
 
 
-def test_gluon_conformance_on_padded_batches(tmp_path):
-    """`netdsl conformance` runs the gluon column on truly padded batches (no 'padded batches not
+@pytest.mark.parametrize("column", ["gluon", "tf-estimator"])
+def test_conformance_on_padded_batches(tmp_path, column):
+    """`netdsl conformance` runs the column on truly padded batches (no 'padded batches not
     checked' note) and it matches the native executor at valid positions, inference and one step."""
-    legacy_python("gluon")
+    legacy_python(column)
     gru = tmp_path / "gru_tagger.net"
     gru.write_text(GRU_TAGGER)
     models = ["models/bilstm_tagger.net", "tests/traps/padded_backward.net", "tests/traps/gru_reset_after.net",
               "tests/traps/gru_shared_last.net", str(gru)]
-    cols = [c for c in conf.COLUMNS if c.name == "gluon"]
+    cols = [c for c in conf.COLUMNS if c.name == column]
     cells = conf.run(models, cols, workdir=str(tmp_path / "work"), log=lambda m: None)
     for m in models:
-        cell = cells[(m, "gluon")]
+        cell = cells[(m, column)]
         assert cell.status == "pass" and cell.step_status == "pass" and not cell.reason, (m, cell)
 
 
-def test_gluon_bilstm_tagger_valid_positions_do_not_depend_on_the_padding(tmp_path):
-    """models/bilstm_tagger.net on Gluon: on a padded batch its valid positions equal the native
+@pytest.mark.parametrize("column", ["gluon", "tf-estimator"])
+def test_bilstm_tagger_valid_positions_do_not_depend_on_the_padding(tmp_path, column):
+    """models/bilstm_tagger.net on Gluon and tf.estimator: on a padded batch its valid positions equal the native
     executor's; the same batch padded to T + 5 changes nothing there; without lengths the backward
     half reads the padding (why lengths matter); labels at padded positions change no training step."""
-    python = legacy_python("gluon")
+    python = legacy_python(column)
     g = load("models/bilstm_tagger.net")
     sg = conf.step_graph(g)
     params = conf.conformance_params(g, 0)
     save_weights(tmp_path / "w.npz", params)
-    (tmp_path / "m.py").write_text(emit(g, "gluon"))
-    (tmp_path / "s.py").write_text(emit(sg, "gluon"))
-    rng = rng_for("gluon-bilstm")
+    (tmp_path / "m.py").write_text(emit(g, column))
+    (tmp_path / "s.py").write_text(emit(sg, column))
+    rng = rng_for("legacy-bilstm")
     lengths = np.array([8, 3, 5, 1])
     mask = valid(lengths, 8)
     ids = np.where(mask, rng.integers(1, 943, (4, 8)), 0)
@@ -102,7 +104,7 @@ def test_gluon_bilstm_tagger_valid_positions_do_not_depend_on_the_padding(tmp_pa
 
     jobs = [predict("padded", "ids.npz"), predict("longer", "longer.npz"),
             predict("unmasked", "ids.npz", masked=False), step("step", "labels.npz"), step("junk", "junk.npz")]
-    col = next(c for c in conf.COLUMNS if c.name == "gluon")
+    col = next(c for c in conf.COLUMNS if c.name == column)
     results = conf.run_driver(python, col, jobs, tmp_path, log=lambda m: None)
     for j in jobs:
         assert results.get(j["id"], {}).get("ok"), results.get(j["id"]) or results.get(conf.DRIVER_EXIT)
