@@ -14,7 +14,7 @@ import numpy as np
 
 from . import ir
 
-TARGETS_WITH_MASKS = frozenset({"pytorch"})
+TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator"})
 PAD_FEATURE = 9.0
 
 

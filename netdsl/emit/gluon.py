@@ -30,6 +30,7 @@ from .legacy import (
     rescale_terms,
     structure_diagnostics,
 )
+from .passes.masks import RECURRENCES, length_sources
 
 # a HybridBlock's own attributes (mxnet 1.9): a child block must not take one of these names
 BLOCK_ATTRS = frozenset("""
@@ -50,9 +51,9 @@ class View:
 
     code: str
     params: list = field(default_factory=list)  # (canonical short name, gluon parameter name, [frozen twin])
-    backwards: bool = False  # an LSTM wrapped in _reverse_time()
     padded: bool = False  # an explicit _pad() in front
     bn: dict | None = None  # a BatchNorm's running-variance bookkeeping for train_step
+    takes_lengths: bool = False  # called as block(x, lengths): a recurrence or select_last (docs/ir.md)
 
 
 LAYERS: dict = {}  # IR kind -> fn(lg, layer) -> View
@@ -199,10 +200,15 @@ def embedding(lg, layer):
 def lstm(lg, layer):
     core = (f"rnn.LSTM({layer.attr('units')}, layout='NTC', input_size={lg.in_type(layer).shape[-1]}, "
             f"prefix={_prefix(layer)})")
-    backwards = bool(layer.attr("go_backwards"))
-    code = f"_sequential({_prefix(layer)}, [_reverse_time(), {core}, _reverse_time()])" if backwards else core
-    return View(code, [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias", "l0_h2h_bias")],
-                backwards=backwards)
+    return View(_recurrence(layer, core),
+                [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias", "l0_h2h_bias")],
+                takes_lengths=True)
+
+
+def _recurrence(layer: ir.Layer, core: str) -> str:
+    """The recurrence block `core` under _Recurrence: padded steps (from the lengths) zeroed, go_backwards
+    run over each sample's reversed valid prefix (docs/ir.md)."""
+    return f"_Recurrence({core}, {pyrepr(bool(layer.attr('go_backwards')))}, prefix={_prefix(layer)})"
 
 
 @emits("GRU")
@@ -216,9 +222,7 @@ def gru(lg, layer):
     else:
         core = f"_GRUResetBefore({units}, {size}, prefix={_prefix(layer)})"
         params = [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias")]
-    backwards = bool(layer.attr("go_backwards"))
-    code = f"_sequential({_prefix(layer)}, [_reverse_time(), {core}, _reverse_time()])" if backwards else core
-    return View(code, params, backwards=backwards)
+    return View(_recurrence(layer, core), params, takes_lengths=True)
 
 
 @emits("Activation")
@@ -254,6 +258,8 @@ def splice(lg, layer):
 
 @emits("SelectLast", "SelectFirst")
 def select(lg, layer):
+    if layer.kind == "SelectLast":  # each sample's last valid step (docs/ir.md)
+        return View(f"_SelectLast(prefix={_prefix(layer)})", takes_lengths=True)
     begin, end = ("-1", "None") if layer.kind == "SelectLast" else ("0", "1")
     return View(f"nn.HybridLambda(lambda F, x: F.squeeze(F.slice_axis(x, axis=1, begin={begin}, end={end}), "
                 f"axis=1), prefix={_prefix(layer)})")
@@ -310,14 +316,41 @@ def context(lg: Legacy, views: dict) -> dict:
         frozen=[n for p in params for n in p["gluon"][1:]],
         uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),  # held as (1,) Parameters: mxnet 1.x has no 0-d ones
-        backwards=any(v.backwards for v in views.values()),
         pads=any(v.padded for v in views.values()),
         bn_vars=[v.bn for v in views.values() if v.bn is not None],
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
     )
+    ctx.update(_mask_context(lg, views, ctx))  # replaces calls: the ones that take lengths get them
     return ctx
+
+
+def _mask_context(lg: Legacy, views: dict, ctx: dict) -> dict:
+    """Variable-length batches (docs/ir.md): Net.hybrid_forward takes one (N,) lengths argument per
+    sequence input; every call whose block holds a recurrence or select_last gets its input's."""
+    seq_inputs = [i["name"] for i in ctx["inputs"] if i["seq"]]
+    arg = {i: lg.local("\0lengths:" + i, "lengths" if len(seq_inputs) == 1 else lg.var(i) + "_lengths")
+           for i in seq_inputs}
+    sources = length_sources(lg)
+    consumers = {name for name, v in views.items() if v.takes_lengths}
+    out = []
+    for c in calls(lg):
+        nodes = [lg.producer[n] for n in c["nodes"]]
+        source = sources.get(nodes[0].inputs[0]) if nodes[0].inputs else None
+        if source in arg and any(n.layer in consumers for n in nodes):  # a chain: one source throughout
+            c = dict(c, inputs=c["inputs"] + [arg[source]])
+        out.append(c)
+    loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
+    return {
+        "calls": out,
+        "length_inputs": seq_inputs,
+        "length_defaults": [arg[i] + "=None" for i in seq_inputs],
+        "loss_lengths": seq_inputs.index(loss_source) if loss_source in arg else None,
+        "length_groups": {g for g in lg.groups if any(m in consumers for m in lg.flat_members(g))},
+        "uses_select_last": any(layer.kind == "SelectLast" for layer in lg.graph.layers),
+        "recurrences": any(layer.kind in RECURRENCES for layer in lg.graph.layers),
+    }
 
 
 TEMPLATE = "gluon/module.py.j2"

@@ -36,6 +36,7 @@ from .legacy import (
     rescale_terms,
     structure_diagnostics,
 )
+from .passes.masks import RECURRENCES, length_sources
 from .passes.nhwc_flatten import dense_rows, flatten_orders
 
 ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax",
@@ -89,6 +90,7 @@ class Statement:
     ins: list
     in_image: bool  # its first input is an (NHWC) image
     nhwc_flat: bool  # a Flatten that keeps NHWC order (nhwc_flatten pass)
+    lengths: str | None = None  # the (N,) lengths of its first input, a sequence (docs/ir.md)
 
 
 @dataclass
@@ -212,6 +214,8 @@ def lstm(lg, layer):
              f"unit_forget_bias=False, name={pyrepr(layer.name)})")
 
     def write(s):
+        if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
+            return f"{s.out} = _recurrence({local}, {s.ins[0]}, {s.lengths}, {pyrepr(backwards)})"
         if backwards:
             return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
         return f"{s.out} = {local}({s.ins[0]})"
@@ -232,6 +236,8 @@ def gru(lg, layer):
              f"recurrent_initializer=\"glorot_uniform\", name={pyrepr(layer.name)})")
 
     def write(s):
+        if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
+            return f"{s.out} = _recurrence({local}, {s.ins[0]}, {s.lengths}, {pyrepr(backwards)})"
         if backwards:
             return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
         return f"{s.out} = {local}({s.ins[0]})"
@@ -284,7 +290,12 @@ def splice(lg, layer):
 @emits("SelectLast", "SelectFirst")
 def select(lg, layer):
     at = "-1" if layer.kind == "SelectLast" else "0"
-    return View(lambda s: f"{s.out} = {s.ins[0]}[:, {at}]")
+
+    def write(s):
+        if s.lengths and layer.kind == "SelectLast":  # each sample's last valid step (docs/ir.md)
+            return f"{s.out} = tf.gather({s.ins[0]}, {s.lengths} - 1, axis=1, batch_dims=1)"
+        return f"{s.out} = {s.ins[0]}[:, {at}]"
+    return View(write)
 
 
 @emits("CosineDistance")
@@ -346,6 +357,10 @@ def context(lg: Legacy, views: dict) -> dict:
             chw = rows.get(layer.name) if conv == "dense" else None
             params.append({"name": p.name, "tf": f"{layer.name}/{tf_short}", "conv": "dense_nhwc" if chw else conv,
                            "chw": chw, "shape": tuple(p.shape)})
+    seq_inputs = [i["name"] for i in ctx["inputs"] if i["seq"]]
+    length_var = {i: lg.local("\0lengths:" + i, "lengths" if len(seq_inputs) == 1 else lg.var(i) + "_lengths")
+                  for i in seq_inputs}
+    sources = length_sources(lg)
     statements, seen_calls = [], set()
     for node in lg.graph.nodes:
         layer = lg.layer(node.layer)
@@ -358,7 +373,8 @@ def context(lg: Legacy, views: dict) -> dict:
             comment = f"{entity}: {g.kind}" + (f" of {g.repeat}" if g.kind == "LayerStack" else "")
         seen_calls.add(key)
         st = Statement(lg.var(node.name), [lg.var(i) for i in node.inputs],
-                       is_image(lg.value_type(node.inputs[0])), node.name in orders)
+                       is_image(lg.value_type(node.inputs[0])), node.name in orders,
+                       length_var.get(sources.get(node.inputs[0])))
         statements.append({"code": v.write(st), "comment": comment})
     ctx.update(
         statements=statements,
@@ -368,6 +384,12 @@ def context(lg: Legacy, views: dict) -> dict:
         image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
         uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
         avg_pads=any(v.avg_pads for v in views.values()),
+    )
+    loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
+    ctx.update(  # variable-length batches (docs/ir.md)
+        length_vars=[{"name": i, "var": length_var[i], "input": lg.var(i)} for i in seq_inputs],
+        loss_lengths=length_var.get(loss_source),
+        recurrences=any(layer.kind in RECURRENCES for layer in lg.graph.layers),
     )
     return ctx
 

@@ -58,8 +58,33 @@ def _sequential(prefix, blocks):
     return seq
 
 
-def _reverse_time():
-    return nn.HybridLambda(lambda F, x: F.reverse(x, axis=1))
+class _Recurrence(gluon.HybridBlock):
+    """A recurrence over (batch, time, features) with optional (N,) lengths (docs/ir.md): the padded
+    steps after each sample's valid ones are never read before a valid one, and are 0 in the output;
+    go_backwards runs over each sample's valid prefix reversed, so it starts at its last valid step."""
+
+    takes_lengths = True
+
+    def __init__(self, rnn, go_backwards, prefix):
+        super().__init__(prefix=prefix)
+        self.go_backwards = go_backwards
+        self.rnn = rnn
+
+    def hybrid_forward(self, F, x, lengths=None):
+        if lengths is None:  # every sample full length
+            if self.go_backwards:
+                return F.reverse(self.rnn(F.reverse(x, axis=1)), axis=1)
+            return self.rnn(x)
+        if self.go_backwards:
+            x = _reverse_valid(F, x, lengths)
+        y = F.SequenceMask(self.rnn(x), lengths, use_sequence_length=True, axis=1)
+        return _reverse_valid(F, y, lengths) if self.go_backwards else y
+
+
+def _reverse_valid(F, x, lengths):
+    """x (N, T, ...) with each sample's first lengths[b] steps reversed, its padding left in place."""
+    tnc = F.swapaxes(x, 0, 1)  # SequenceReverse reverses axis 0 only
+    return F.swapaxes(F.SequenceReverse(tnc, lengths, use_sequence_length=True), 0, 1)
 
 
 class Net(gluon.HybridBlock):
@@ -68,15 +93,15 @@ class Net(gluon.HybridBlock):
     def __init__(self):
         super().__init__(prefix="")
         self.embedding_1 = nn.Embedding(943, 150, prefix="embedding_1_")
-        self.lstm_1 = rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_1_")
-        self.lstm_2 = _sequential("lstm_2_", [_reverse_time(), rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_2_"), _reverse_time()])
+        self.lstm_1 = _Recurrence(rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_1_"), False, prefix="lstm_1_")
+        self.lstm_2 = _Recurrence(rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_2_"), True, prefix="lstm_2_")
         self.splice_1 = nn.HybridLambda(lambda F, *xs: F.concat(*xs, dim=-1), prefix="splice_1_")
         self.dense_1 = nn.Dense(129, activation=None, use_bias=True, flatten=False, in_units=300, prefix="dense_1_")
 
-    def hybrid_forward(self, F, words):
+    def hybrid_forward(self, F, words, lengths=None):
         e = self.embedding_1(words)
-        h_fwd = self.lstm_1(e)
-        h_bwd = self.lstm_2(e)
+        h_fwd = self.lstm_1(e, lengths)
+        h_bwd = self.lstm_2(e, lengths)
         h = self.splice_1(h_fwd, h_bwd)
         tags = self.dense_1(h)
         return tags
@@ -130,9 +155,33 @@ def _tuple(outs):
     return tuple(outs) if isinstance(outs, (list, tuple)) else (outs,)
 
 
-def predict(model, inputs):
-    """Inference mode (dropout off, batch norm on running statistics): canonical arrays in and out."""
-    outs = _tuple(model(*_inputs(inputs)))
+# the sequence inputs, in the order of Net.hybrid_forward's lengths arguments (docs/ir.md)
+LENGTH_INPUTS = ["words"]
+
+
+def _lengths(inputs, lengths):
+    """The model's (N,) lengths arguments from {sequence input: (N,) int array}; none: all full length."""
+    out = []
+    for name in LENGTH_INPUTS:
+        given = (lengths or {}).get(name)
+        x = np.asarray(inputs[name])
+        n = np.full(x.shape[0], x.shape[1]) if given is None else np.asarray(given)
+        out.append(nd.array(n, dtype="float32"))
+    return out
+
+
+def _valid(out, n):
+    """(N, T) 1.0 at output out's valid steps, 0.0 at its padding, from (N,) lengths n."""
+    steps = nd.arange(out.shape[1]).reshape((1, -1))
+    return nd.broadcast_lesser(steps, n.reshape((-1, 1)))
+
+
+def predict(model, inputs, lengths=None):
+    """Inference mode (dropout off, batch norm on running statistics): canonical arrays in and out.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
+    outs = _tuple(model(*_inputs(inputs), *_lengths(inputs, lengths)))
     return {name: out.asnumpy() for name, out in zip(OUTPUTS, outs)}
 
 
@@ -180,20 +229,26 @@ def make_trainer(model, lr=None):
     )
 
 
-def _loss(out, target):
-    """Mean over samples (and time steps) of -log softmax(out)[label]."""
-    return -nd.pick(nd.log_softmax(out, axis=-1), target, axis=-1).mean()
+def _loss(out, target, valid):
+    """The mean over the valid steps only (valid: (N, T) 1/0; docs/ir.md) of
+    -log softmax(out)[label]; labels at padded steps are ignored."""
+    per_step = -nd.pick(nd.log_softmax(out, axis=-1), target, axis=-1)
+    return (per_step * valid).sum() / valid.sum()
 
 
-def train_step(model, trainer, inputs, targets):
-    """One optimisation step; returns the loss before the update."""
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step; returns the loss before the update.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
     xs = _inputs(inputs)
+    ns = _lengths(inputs, lengths)
     # the loss trains the first output only (docs/ir.md): targets are its array, or {name: array}
     y = targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
     y = nd.array(np.asarray(y), dtype="float32")
     with autograd.record():
-        outs = _tuple(model(*xs))
-        loss = _loss(outs[0], y)
+        outs = _tuple(model(*xs, *ns))
+        loss = _loss(outs[0], y, _valid(outs[0], ns[0]))
     loss.backward()
     trainer.step(1)  # the loss is already a mean: no further 1/batch scaling
     return float(loss.asscalar())

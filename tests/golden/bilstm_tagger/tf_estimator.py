@@ -118,14 +118,36 @@ def _optimizer(lr):
     return TorchAdamOptimizer(lr, attrs["beta1"], attrs["beta2"], attrs["eps"])
 
 
+# a padded batch's (N,) lengths of sequence input NAME travel as features[LENGTHS_PREFIX + NAME]
+LENGTHS_PREFIX = "lengths:"
+
+
+def _lengths(features, name, x):
+    """The (N,) lengths of sequence input `name` (docs/ir.md); not fed: every sample full length."""
+    if LENGTHS_PREFIX + name in features:
+        return tf.cast(features[LENGTHS_PREFIX + name], tf.int32)
+    return tf.fill([tf.shape(x)[0]], tf.shape(x)[1])
+
+
+def _recurrence(layer, x, lengths, go_backwards):
+    """A Keras recurrence over a padded batch: masked steps are skipped (so go_backwards starts at
+    each sample's last valid step) and its outputs there are 0."""
+    valid = tf.sequence_mask(lengths, tf.shape(x)[1])
+    y = layer(x, mask=valid)
+    if go_backwards:
+        y = tf.reverse(y, axis=[1])  # keras returns go_backwards steps last-first
+    return y * tf.cast(valid, y.dtype)[:, :, None]
+
+
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     words = tf.cast(features["words"], tf.int64)
+    lengths = _lengths(features, "words", words)
     lstm_1 = tf.keras.layers.LSTM(150, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
     lstm_2 = tf.keras.layers.LSTM(150, return_sequences=True, go_backwards=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_2")
     e = _embedding(words, 943, 150, "embedding_1")
-    h_fwd = lstm_1(e)
-    h_bwd = tf.reverse(lstm_2(e), axis=[1])  # keras returns go_backwards steps last-first
+    h_fwd = _recurrence(lstm_1, e, lengths, False)
+    h_bwd = _recurrence(lstm_2, e, lengths, True)
     h = tf.concat([h_fwd, h_bwd], axis=-1)
     tags = tf.compat.v1.layers.dense(h, 129, activation=None, use_bias=True, name="dense_1")
     predictions = {
@@ -136,13 +158,13 @@ def model_fn(features, labels, mode, params):
     logits = predictions["tags"]
     if isinstance(labels, dict):
         labels = labels["tags"]
-    # mean over samples (and time steps) of -log softmax(logits)[label]
-    loss = tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int64), logits=logits
-        )
+    # the mean over the valid steps only (docs/ir.md): labels at padded steps are ignored
+    valid = tf.cast(tf.sequence_mask(lengths, tf.shape(logits)[1]), tf.float32)
+    per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(labels, tf.int64), logits=logits
     )
     classes = tf.cast(labels, tf.int64)
+    loss = tf.reduce_sum(per_step * valid) / tf.reduce_sum(valid)
     loss = tf.identity(loss, name="netdsl_loss")
     if mode == tf.estimator.ModeKeys.TRAIN:
         optimizer = _optimizer(params["lr"])
@@ -262,11 +284,21 @@ def _features(inputs):
     }
 
 
-def predict(model, inputs):
-    """Inference (mode PREDICT: dropout off, batch norm on moving statistics): canonical arrays in and out."""
+def _with_lengths(features, lengths):
+    """features plus a padded batch's {sequence input: (N,) lengths} (docs/ir.md)."""
+    for name, n in (lengths or {}).items():
+        features[LENGTHS_PREFIX + name] = np.asarray(n).astype(np.int64)
+    return features
+
+
+def predict(model, inputs, lengths=None):
+    """Inference (mode PREDICT: dropout off, batch norm on moving statistics): canonical arrays in and out.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
     if model.latest_checkpoint() is None:
         _write_checkpoint(model)
-    features = _features(inputs)
+    features = _with_lengths(_features(inputs), lengths)
     n = len(next(iter(features.values())))
     batches = model.predict(
         lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False
@@ -298,9 +330,12 @@ def make_trainer(model, lr=None):
     return build_model(model.model_dir, model.config.tf_random_seed, lr)
 
 
-def train_step(model, trainer, inputs, targets):
-    """One optimisation step (Estimator.train with steps=1); returns the loss before the update."""
-    features = _features(inputs)
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step (Estimator.train with steps=1); returns the loss before the update.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
+    features = _with_lengths(_features(inputs), lengths)
     labels = np.asarray(
         targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
     )

@@ -104,13 +104,35 @@ def _optimizer(lr):
     return TorchAdamOptimizer(lr, attrs["beta1"], attrs["beta2"], attrs["eps"])
 
 
+# a padded batch's (N,) lengths of sequence input NAME travel as features[LENGTHS_PREFIX + NAME]
+LENGTHS_PREFIX = "lengths:"
+
+
+def _lengths(features, name, x):
+    """The (N,) lengths of sequence input `name` (docs/ir.md); not fed: every sample full length."""
+    if LENGTHS_PREFIX + name in features:
+        return tf.cast(features[LENGTHS_PREFIX + name], tf.int32)
+    return tf.fill([tf.shape(x)[0]], tf.shape(x)[1])
+
+
+def _recurrence(layer, x, lengths, go_backwards):
+    """A Keras recurrence over a padded batch: masked steps are skipped (so go_backwards starts at
+    each sample's last valid step) and its outputs there are 0."""
+    valid = tf.sequence_mask(lengths, tf.shape(x)[1])
+    y = layer(x, mask=valid)
+    if go_backwards:
+        y = tf.reverse(y, axis=[1])  # keras returns go_backwards steps last-first
+    return y * tf.cast(valid, y.dtype)[:, :, None]
+
+
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     rows = tf.cast(features["rows"], tf.float32)
+    lengths = _lengths(features, "rows", rows)
     lstm_1 = tf.keras.layers.LSTM(128, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
     rows_scaled = rows * 0.00392156862745098
-    h = lstm_1(rows_scaled)
-    last = h[:, -1]
+    h = _recurrence(lstm_1, rows_scaled, lengths, False)
+    last = tf.gather(h, lengths - 1, axis=1, batch_dims=1)
     z = tf.compat.v1.layers.dense(last, 10, activation=None, use_bias=True, name="dense_1")
     predictions = {
         "z": z,
@@ -246,11 +268,21 @@ def _features(inputs):
     }
 
 
-def predict(model, inputs):
-    """Inference (mode PREDICT: dropout off, batch norm on moving statistics): canonical arrays in and out."""
+def _with_lengths(features, lengths):
+    """features plus a padded batch's {sequence input: (N,) lengths} (docs/ir.md)."""
+    for name, n in (lengths or {}).items():
+        features[LENGTHS_PREFIX + name] = np.asarray(n).astype(np.int64)
+    return features
+
+
+def predict(model, inputs, lengths=None):
+    """Inference (mode PREDICT: dropout off, batch norm on moving statistics): canonical arrays in and out.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
     if model.latest_checkpoint() is None:
         _write_checkpoint(model)
-    features = _features(inputs)
+    features = _with_lengths(_features(inputs), lengths)
     n = len(next(iter(features.values())))
     batches = model.predict(
         lambda: tf.data.Dataset.from_tensors(features), yield_single_examples=False
@@ -282,9 +314,12 @@ def make_trainer(model, lr=None):
     return build_model(model.model_dir, model.config.tf_random_seed, lr)
 
 
-def train_step(model, trainer, inputs, targets):
-    """One optimisation step (Estimator.train with steps=1); returns the loss before the update."""
-    features = _features(inputs)
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step (Estimator.train with steps=1); returns the loss before the update.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
+    features = _with_lengths(_features(inputs), lengths)
     labels = np.asarray(
         targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
     )
