@@ -283,7 +283,9 @@ def elementwise(lg, layer):
 @emits("Delay")
 def delay(lg, layer):
     shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
-    return View(f"_delay({shift}, {value!r}, prefix={_prefix(layer)})")
+    # T < 0 takes the lengths: on a padded batch its last steps read initial_state, not padding
+    return View(f"_Delay({shift}, {value!r}, prefix={_prefix(layer)})", takes_lengths=shift < 0)
+
 @emits("GlobalAveragePooling", "GlobalMaxPooling")
 def global_pooling(lg, layer):
     # gluon's global pools keep (N, C, 1, 1); the IR's result is (N, C)

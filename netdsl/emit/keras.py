@@ -291,6 +291,8 @@ def elementwise(idx, layer):
 def delay(idx, layer):
     kwargs = {"shift": int(layer.attr("T")), "initial_state": float(layer.attr("initial_state"))}
     return KerasView("Delay", [KLayer("", "Delay", (), kwargs)], helper="delay")
+
+
 def global_pooling(idx, layer):
     # NHWC inside Keras; the result is (N, C) as the IR's
     cls = "layers.GlobalAveragePooling2D" if layer.kind == "GlobalAveragePooling" else "layers.GlobalMaxPooling2D"

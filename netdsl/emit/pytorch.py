@@ -260,6 +260,8 @@ def delay_expr(x: str, layer: ir.Layer) -> str:
 def delay(idx, layer):
     # T < 0 on a padded batch: delay_future() refills the steps that would read padding
     return TorchLayer("Delay", chainable=False, helper="delay_future" if layer.attr("T") < 0 else None)
+
+
 def global_pooling(idx, layer):
     # (N, C, H, W) -> (N, C): the adaptive pool to 1x1, then the unit axes dropped (the IR's vector)
     pool = "nn.AdaptiveAvgPool2d" if layer.kind == "GlobalAveragePooling" else "nn.AdaptiveMaxPool2d"

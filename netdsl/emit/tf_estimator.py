@@ -320,7 +320,16 @@ def delay(lg, layer):
     shift, value = int(layer.attr("T")), float(layer.attr("initial_state"))
     pads = f"[[0, 0], [{shift}, 0], [0, 0]]" if shift > 0 else f"[[0, 0], [0, {-shift}], [0, 0]]"
     keep = f"[:, :-{shift}]" if shift > 0 else f"[:, {-shift}:]"
-    return View(lambda s: f"{s.out} = tf.pad({s.ins[0]}, {pads}, constant_values={value!r}){keep}")
+
+    def write(s):
+        shifted = f"tf.pad({s.ins[0]}, {pads}, constant_values={value!r}){keep}"
+        if shift > 0 or not s.lengths:
+            return f"{s.out} = {shifted}"
+        # a padded batch (docs/ir.md): a step whose source is at or beyond its sample's length reads initial_state
+        beyond = f"tf.range(tf.shape({s.ins[0]})[1])[None, :, None] + {-shift} >= tf.cast({s.lengths}, tf.int32)[:, None, None]"
+        return f"{s.out} = tf.where({beyond}, tf.cast({value!r}, {s.ins[0]}.dtype), {shifted})"
+    return View(write)
+
 @emits("GlobalAveragePooling", "GlobalMaxPooling")
 def global_pooling(lg, layer):
     # images run NHWC here: the positions are axes 1 and 2; the result is (N, C)

@@ -544,6 +544,8 @@ def delay(w, node):
     x = w.need(w.vals[node.input[0]], node)
     attrs = {"T": before or -after, "initial_state": fmt_float(value)}
     w.vals[node.output[0]] = w.apply("Delay", attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+
+
 def _reduce_positions(kind):
     """ReduceMean / ReduceMax over the positions of an image, keepdims=0: the global pools."""
     def handler(w, node):
