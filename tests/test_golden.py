@@ -75,7 +75,7 @@ def main_flags(code: str) -> list:
 
 def test_every_target_has_the_same_command_line():
     """--data, --data-dir, --label-column, --epochs, --batch-size, --lr, --seed, --init, --eval-only, --out-dir,
-    --limit-train, --device, --amp, --compile, --checkpoint, --resume, --predict, --output (a target that does not
+    --limit-train, --device, --amp, --compile, --checkpoint, --resume, --max-steps, --predict, --output (a target that does not
     honour a runtime flag stops with a usage error, netdsl/emit/base.py RUNTIME_FLAGS):
     the same flags, defaults and help texts in the generated main() of every target and model."""
     flags = {}
@@ -87,7 +87,7 @@ def test_every_target_has_the_same_command_line():
     assert [f.split("(")[1].split(",")[0] for f in first[1:]] == [
         "'--data'", "'--data-dir'", "'--label-column'", "'--epochs'", "'--batch-size'", "'--lr'", "'--seed'",
         "'--init'", "'--eval-only'", "'--out-dir'", "'--limit-train'", "'--device'", "'--amp'", "'--compile'",
-        "'--checkpoint'", "'--resume'", "'--predict'", "'-o'"]
+        "'--checkpoint'", "'--resume'", "'--max-steps'", "'--predict'", "'-o'"]
     differ = {k: v for k, v in flags.items() if v != first}
     assert not differ, f"main() flags differ from {next(iter(flags))}: {sorted(differ)}"
 

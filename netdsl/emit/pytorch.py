@@ -411,12 +411,15 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y"} | module_own)
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y", "device"}
+                       | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
-    loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
+    target_dtype, loss_text = loss_expr(graph, idx.types[graph.outputs[0]], first, "targets")
+    loss = [f"{first} = model(*to_tensors(inputs, device))" + ("" if len(outputs) == 1 else
                                                         "[0]  # the training block's loss is on the first output"),
-            f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}"]
+            f"targets = torch.as_tensor(targets, dtype={target_dtype}, device=device)",
+            f"loss = {loss_text}"]
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
@@ -505,18 +508,17 @@ def init_statements(wanted: list, counts: dict) -> list:
     return lines
 
 
-def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str) -> str:
-    """The loss of one output z against numpy targets y, as an expression."""
+def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str) -> tuple:
+    """(the targets' torch dtype, the loss of one output z against the tensor y, as an expression)."""
     loss = (graph.training or ir.Training()).loss
     if loss == "squared_error":
-        return f"F.mse_loss({z}, torch.as_tensor({y}, dtype=torch.float32))"
-    labels = f"torch.as_tensor({y}, dtype=torch.long)"
+        return "torch.float32", f"F.mse_loss({z}, {y})"
     axis = C.feature_axis(t)
     if t.seq and len(t.shape) == 1:
-        return f"F.cross_entropy({z}.flatten(0, 1), {labels}.flatten())"
+        return "torch.long", f"F.cross_entropy({z}.flatten(0, 1), {y}.flatten())"
     if axis == 1 or len(t.shape) == 1:
-        return f"F.cross_entropy({z}, {labels})"
-    return f"F.cross_entropy({z}.movedim({axis}, 1), {labels})"
+        return "torch.long", f"F.cross_entropy({z}, {y})"
+    return "torch.long", f"F.cross_entropy({z}.movedim({axis}, 1), {y})"
 
 
 def optimizer_call(training: dict) -> str:
@@ -542,4 +544,6 @@ def check(idx: C.GraphIndex) -> list:
     return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
 
 
-TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check)
+# the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours
+FLAGS = ("--device", "--amp", "--compile", "--checkpoint", "--max-steps")
+TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check, extras={"flags": FLAGS})
