@@ -287,7 +287,7 @@ def load_checkpoint(path, model, trainer, generator):
     except (
         OSError,
         EOFError,
-        pickle.UnpicklingError,
+        pickle.UnpicklingError,  # what torch.load(weights_only=True) raises on a foreign object
         RuntimeError,
         ValueError,
         KeyError,
