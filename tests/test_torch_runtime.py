@@ -160,11 +160,16 @@ def test_meta_device_predict_and_train(model, tmp_path):
     shapes = {o: np.zeros(tuple(z.shape), np.float32) for o, z in zip(graph.outputs, outputs)}
     targets = conf.targets_for(graph, shapes, 0)
     trainer = mod.make_trainer(net)
-    loss = mod.fit_batch(net, trainer, inputs, targets)
-    assert loss.device.type == "meta" and loss.shape == ()
-    assert all(p.grad.device.type == "meta" for p in net.parameters() if p.requires_grad)
-    with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
-        mod.train_step(net, trainer, inputs, targets)
+    # a sequence loss keeps the valid steps (a boolean mask: nonzero()), whose count meta cannot know;
+    # without lengths every step is valid, which is exactly what this switch makes meta assume
+    from torch.fx.experimental import _config as fx_config
+
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+        loss = mod.fit_batch(net, trainer, inputs, targets)
+        assert loss.device.type == "meta" and loss.shape == ()
+        assert all(p.grad.device.type == "meta" for p in net.parameters() if p.requires_grad)
+        with pytest.raises(RuntimeError, match="cannot be called on meta tensors"):
+            mod.train_step(net, trainer, inputs, targets)
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert mod.pick_device("auto") == torch.device("cpu")
 

@@ -17,12 +17,14 @@ TRAINING = {
     "dataset": None,
     "loss": "cross_entropy_with_softmax",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 0.01,
     "momentum": 0.9,
     "nesterov": True,
     "batch_size": 64,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -100,8 +102,10 @@ def to_tensors(inputs, device=None):
     )
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats)."""
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
     device = model_device(model)
     with torch.no_grad():
@@ -119,7 +123,7 @@ def make_trainer(model, lr=None):
     )
 
 
-def batch_loss(model, inputs, targets):
+def batch_loss(model, inputs, targets, lengths=None):
     """The training block's loss on one batch (canonical arrays or CPU tensors), on the model's device.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
@@ -137,7 +141,7 @@ def autocast(device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False):
+def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
     """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
 
     With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
@@ -147,9 +151,9 @@ def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False):
     trainer.zero_grad()
     if amp:
         with autocast(model_device(model)):
-            loss = batch_loss(model, inputs, targets)
+            loss = batch_loss(model, inputs, targets, lengths)
     else:
-        loss = batch_loss(model, inputs, targets)
+        loss = batch_loss(model, inputs, targets, lengths)
     if scaler is None:
         loss.backward()
         trainer.step()
@@ -160,9 +164,11 @@ def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False):
     return loss.detach()
 
 
-def train_step(model, trainer, inputs, targets):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss."""
-    return fit_batch(model, trainer, inputs, targets).item()
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
+    return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
 
 
 class ArrayDataset(torch.utils.data.Dataset):
@@ -985,8 +991,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",
