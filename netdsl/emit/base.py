@@ -150,6 +150,7 @@ RUNTIME_FLAGS = {
     "--amp": "args.amp",
     "--compile": "args.compile",
     "--checkpoint": "args.checkpoint is not None",
+    "--max-steps": "args.max_steps is not None",
 }
 
 

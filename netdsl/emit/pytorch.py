@@ -516,20 +516,23 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y", "lengths", "steps"}
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y", "lengths", "steps", "device"}
                        | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
-    call_model = "model(*to_tensors(inputs), **to_lengths(lengths))" if seq_inputs else "model(*to_tensors(inputs))"
+    call_model = ("model(*to_tensors(inputs, device), **to_lengths(lengths))" if seq_inputs
+                  else "model(*to_tensors(inputs, device))")
     loss = [f"{first} = {call_model}" + ("" if len(outputs) == 1 else
                                         "[0]  # the training block's loss is on the first output")]
     first_t = idx.types[graph.outputs[0]]
     source = sources.get(graph.outputs[0])
+    steps = ""
     if first_t.seq and source is not None:  # the mean over valid steps only (docs/ir.md)
         loss.append(f"steps = valid_steps({first}, lengths, {lit(source)})")
-        loss += C.wrap_call(f"loss = {loss_expr(graph, first_t, f'{first}[steps]', 'targets', '[steps]')}", 4)
-    else:
-        loss.append(f"loss = {loss_expr(graph, first_t, first, 'targets')}")
+        steps = "[steps]"
+    target_dtype, loss_text = loss_expr(graph, first_t, first + steps, "targets", steps)
+    loss.append(f"targets = torch.as_tensor(targets, dtype={target_dtype}, device=device)")
+    loss += C.wrap_call(f"loss = {loss_text}", 4)
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
@@ -622,21 +625,20 @@ def init_statements(wanted: list, counts: dict) -> list:
     return lines
 
 
-def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str, steps: str = "") -> str:
-    """The loss of one output z against numpy targets y, as an expression. steps: an index of
-    the valid steps, already applied to z, to apply to the targets (then z has no time axis)."""
+def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str, steps: str = "") -> tuple:
+    """(the targets' torch dtype, the loss of one output z against the device tensor y, as an expression).
+    steps: an index of the valid steps, already applied to z, to apply to y (then z has no time axis)."""
     loss = (graph.training or ir.Training()).loss
     if loss == "squared_error":
-        return f"F.mse_loss({z}, torch.as_tensor({y}, dtype=torch.float32){steps})"
-    labels = f"torch.as_tensor({y}, dtype=torch.long)"
+        return "torch.float32", f"F.mse_loss({z}, {y}{steps})"
     axis = C.feature_axis(t)
     if steps and len(t.shape) == 1:
-        return f"F.cross_entropy({z}, {labels}{steps})"
+        return "torch.long", f"F.cross_entropy({z}, {y}{steps})"
     if t.seq and len(t.shape) == 1:
-        return f"F.cross_entropy({z}.flatten(0, 1), {labels}.flatten())"
+        return "torch.long", f"F.cross_entropy({z}.flatten(0, 1), {y}.flatten())"
     if axis == 1 or len(t.shape) == 1:
-        return f"F.cross_entropy({z}, {labels})"
-    return f"F.cross_entropy({z}.movedim({axis}, 1), {labels})"
+        return "torch.long", f"F.cross_entropy({z}, {y})"
+    return "torch.long", f"F.cross_entropy({z}.movedim({axis}, 1), {y})"
 
 
 def optimizer_call(training: dict) -> str:
@@ -662,4 +664,6 @@ def check(idx: C.GraphIndex) -> list:
     return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
 
 
-TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check)
+# the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours
+FLAGS = ("--device", "--amp", "--compile", "--checkpoint", "--max-steps")
+TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check, extras={"flags": FLAGS})

@@ -910,6 +910,13 @@ def main(argv=None):
         help="continue training from --checkpoint: weights, optimizer state, epoch and RNG state",
     )
     parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        default=None,
+        help="stop training after N optimisation steps in all (for tests and benchmarks)",
+    )
+    parser.add_argument(
         "--predict",
         nargs="+",
         metavar="INPUT",
@@ -933,6 +940,10 @@ def main(argv=None):
         parser.error("--compile: the gluon script does not support it")
     if args.checkpoint is not None:
         parser.error("--checkpoint: the gluon script does not support it")
+    if args.max_steps is not None:
+        parser.error("--max-steps: the gluon script does not support it")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:

@@ -97,11 +97,19 @@ def export_netdsl_weights(model, path):
     np.savez(path, **arrays)
 
 
-def to_tensors(inputs):
-    """The model's arguments, in order, from canonical numpy arrays."""
+def model_device(model):
+    """Where the model's parameters live: every tensor the script makes goes there."""
+    param = next(iter(model.parameters()), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+def to_tensors(inputs, device=None):
+    """The model's arguments, in order, on device, from canonical arrays (numpy, or CPU tensors)."""
     return (
-        torch.as_tensor(np.asarray(inputs["doc"]), dtype=torch.float32),
-        torch.as_tensor(np.asarray(inputs["query"]), dtype=torch.float32),
+        torch.as_tensor(np.asarray(inputs["doc"]), dtype=torch.float32, device=device),
+        torch.as_tensor(
+            np.asarray(inputs["query"]), dtype=torch.float32, device=device
+        ),
     )
 
 
@@ -110,9 +118,10 @@ def predict(model, inputs, lengths=None):
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
+    device = model_device(model)
     with torch.no_grad():
-        sim = model(*to_tensors(inputs))
-    return {"sim": sim.numpy()}
+        sim = model(*to_tensors(inputs, device))
+    return {"sim": sim.cpu().numpy()}
 
 
 def make_trainer(model, lr=None):
@@ -120,18 +129,176 @@ def make_trainer(model, lr=None):
     return torch.optim.SGD(model.parameters(), lr=TRAINING["lr"] if lr is None else lr)
 
 
-def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+def batch_loss(model, inputs, targets, lengths=None):
+    """The training block's loss on one batch (canonical arrays or CPU tensors), on the model's device.
 
     The loss is the squared error against float targets of the output's shape, the mean over all elements.
     """
+    device = model_device(model)
+    sim = model(*to_tensors(inputs, device))
+    targets = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    loss = F.mse_loss(sim, targets)
+    return loss
+
+
+def autocast(device):
+    """--amp: float16 autocast on CUDA and MPS, bfloat16 on the CPU (its float16 kernels are few)."""
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
+    """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
+
+    With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
+    loss so float16 gradients do not underflow.
+    """
     model.train()
     trainer.zero_grad()
-    sim = model(*to_tensors(inputs))
-    loss = F.mse_loss(sim, torch.as_tensor(targets, dtype=torch.float32))
-    loss.backward()
-    trainer.step()
-    return loss.item()
+    if amp:
+        with autocast(model_device(model)):
+            loss = batch_loss(model, inputs, targets, lengths)
+    else:
+        loss = batch_loss(model, inputs, targets, lengths)
+    if scaler is None:
+        loss.backward()
+        trainer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(trainer)
+        scaler.update()
+    return loss.detach()
+
+
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
+    return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Samples and targets held in numpy arrays; a list of indices gives a whole batch at once."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        x, y = self.x[index], np.asarray(self.y[index])
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def make_loader(x, y, batch_size, seed, rank=0, world=1):
+    """Batches of batch_size (per process) of the training set, reshuffled from seed every epoch.
+
+    Every process draws the same permutation (DistributedSampler; call set_epoch) and takes every
+    world-th sample of it, so the ranks' k-th batches together are the one-process k-th batch.
+    """
+    dataset = ArrayDataset(x, y)
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, sampler=batches, batch_size=None, generator=generator
+    )
+
+
+def pick_device(name, local_rank=0):
+    """--device: auto is CUDA if present, else MPS, else the CPU; None if name is not available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else None
+    if name == "mps":
+        return torch.device("mps") if torch.backends.mps.is_available() else None
+    return torch.device("cpu")
+
+
+def progress(batches, epoch, epochs, show):
+    """A tqdm bar over an epoch's batches when tqdm is installed and stderr is a terminal."""
+    import sys
+
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return batches
+    show = show and sys.stderr.isatty()
+    return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show)
+
+
+def save_checkpoint(path, model, trainer, epoch, step, generator):
+    """Everything --resume needs, written atomically (a temporary file, then os.replace)."""
+    import random
+    import tempfile
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": trainer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "rng": rng,
+    }
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint whole
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, model, trainer, generator):
+    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step)."""
+    import pickle
+    import random
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        trainer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        keys = keys.numpy().astype(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["loader"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return int(state["epoch"]), int(state["step"])
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,  # what torch.load(weights_only=True) raises on a foreign object
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+    ) as e:
+        raise SystemExit(f"error: checkpoint {path}: cannot resume from it ({e})")
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -807,6 +974,13 @@ def main(argv=None):
         help="continue training from --checkpoint: weights, optimizer state, epoch and RNG state",
     )
     parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        default=None,
+        help="stop training after N optimisation steps in all (for tests and benchmarks)",
+    )
+    parser.add_argument(
         "--predict",
         nargs="+",
         metavar="INPUT",
@@ -822,14 +996,8 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
-    if args.device in ("cuda", "mps"):
-        parser.error("--device: the pytorch script does not support it")
-    if args.amp:
-        parser.error("--amp: the pytorch script does not support it")
-    if args.compile:
-        parser.error("--compile: the pytorch script does not support it")
-    if args.checkpoint is not None:
-        parser.error("--checkpoint: the pytorch script does not support it")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:

@@ -81,9 +81,19 @@ def export_netdsl_weights(model, path):
     np.savez(path, **arrays)
 
 
-def to_tensors(inputs):
-    """The model's arguments, in order, from canonical numpy arrays."""
-    return (torch.as_tensor(np.asarray(inputs["features"]), dtype=torch.float32),)
+def model_device(model):
+    """Where the model's parameters live: every tensor the script makes goes there."""
+    param = next(iter(model.parameters()), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+def to_tensors(inputs, device=None):
+    """The model's arguments, in order, on device, from canonical arrays (numpy, or CPU tensors)."""
+    return (
+        torch.as_tensor(
+            np.asarray(inputs["features"]), dtype=torch.float32, device=device
+        ),
+    )
 
 
 def predict(model, inputs, lengths=None):
@@ -91,9 +101,10 @@ def predict(model, inputs, lengths=None):
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
+    device = model_device(model)
     with torch.no_grad():
-        z = model(*to_tensors(inputs))
-    return {"z": z.numpy()}
+        z = model(*to_tensors(inputs, device))
+    return {"z": z.cpu().numpy()}
 
 
 def make_trainer(model, lr=None):
@@ -105,18 +116,176 @@ def make_trainer(model, lr=None):
     )
 
 
-def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+def batch_loss(model, inputs, targets, lengths=None):
+    """The training block's loss on one batch (canonical arrays or CPU tensors), on the model's device.
 
     The loss is the squared error against float targets of the output's shape, the mean over all elements.
     """
+    device = model_device(model)
+    z = model(*to_tensors(inputs, device))
+    targets = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    loss = F.mse_loss(z, targets)
+    return loss
+
+
+def autocast(device):
+    """--amp: float16 autocast on CUDA and MPS, bfloat16 on the CPU (its float16 kernels are few)."""
+    dtype = torch.bfloat16 if device.type == "cpu" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
+    """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
+
+    With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
+    loss so float16 gradients do not underflow.
+    """
     model.train()
     trainer.zero_grad()
-    z = model(*to_tensors(inputs))
-    loss = F.mse_loss(z, torch.as_tensor(targets, dtype=torch.float32))
-    loss.backward()
-    trainer.step()
-    return loss.item()
+    if amp:
+        with autocast(model_device(model)):
+            loss = batch_loss(model, inputs, targets, lengths)
+    else:
+        loss = batch_loss(model, inputs, targets, lengths)
+    if scaler is None:
+        loss.backward()
+        trainer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(trainer)
+        scaler.update()
+    return loss.detach()
+
+
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
+    return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Samples and targets held in numpy arrays; a list of indices gives a whole batch at once."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, index):
+        x, y = self.x[index], np.asarray(self.y[index])
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def make_loader(x, y, batch_size, seed, rank=0, world=1):
+    """Batches of batch_size (per process) of the training set, reshuffled from seed every epoch.
+
+    Every process draws the same permutation (DistributedSampler; call set_epoch) and takes every
+    world-th sample of it, so the ranks' k-th batches together are the one-process k-th batch.
+    """
+    dataset = ArrayDataset(x, y)
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed
+    )
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, sampler=batches, batch_size=None, generator=generator
+    )
+
+
+def pick_device(name, local_rank=0):
+    """--device: auto is CUDA if present, else MPS, else the CPU; None if name is not available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else None
+    if name == "mps":
+        return torch.device("mps") if torch.backends.mps.is_available() else None
+    return torch.device("cpu")
+
+
+def progress(batches, epoch, epochs, show):
+    """A tqdm bar over an epoch's batches when tqdm is installed and stderr is a terminal."""
+    import sys
+
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return batches
+    show = show and sys.stderr.isatty()
+    return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show)
+
+
+def save_checkpoint(path, model, trainer, epoch, step, generator):
+    """Everything --resume needs, written atomically (a temporary file, then os.replace)."""
+    import random
+    import tempfile
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+        "loader": generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    state = {
+        "model": model.state_dict(),
+        "optimizer": trainer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "rng": rng,
+    }
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)  # atomic: a crash leaves the previous checkpoint whole
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path, model, trainer, generator):
+    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step)."""
+    import pickle
+    import random
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        trainer.load_state_dict(state["optimizer"])
+        rng = state["rng"]
+        kind, keys, pos, has_gauss, gauss = rng["numpy"]
+        keys = keys.numpy().astype(np.uint32)
+        np.random.set_state((kind, keys, pos, has_gauss, gauss))
+        random.setstate(rng["python"])
+        torch.set_rng_state(rng["torch"])
+        generator.set_state(rng["loader"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        return int(state["epoch"]), int(state["step"])
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,  # what torch.load(weights_only=True) raises on a foreign object
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+    ) as e:
+        raise SystemExit(f"error: checkpoint {path}: cannot resume from it ({e})")
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -705,6 +874,74 @@ def evaluate(model, x, labels, batch_size=1000):
     return correct / len(x)
 
 
+def check_checkpoint_path(parser, args):
+    """--checkpoint: a regular file, not one of the command's inputs, in a writable folder."""
+    path = args.checkpoint
+    if os.path.exists(path) and not os.path.isfile(path):
+        parser.error(f"--checkpoint {path}: not a regular file")
+    if args.init and os.path.realpath(path) == os.path.realpath(args.init):
+        parser.error(f"--checkpoint {path}: it is the --init weight file")
+    if args.resume and not os.path.isfile(path):
+        parser.error(f"--resume: no checkpoint at {path}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.access(folder, os.W_OK):
+        parser.error(f"--checkpoint {path}: cannot write in {folder}")
+
+
+def train(args, model, device, data, rank, world):
+    """The training loop: DataLoader, --amp, --compile, DDP under torchrun, checkpoints, weights."""
+    x_train, y_train, x_test, labels_test = data
+    trainer = make_trainer(model, args.lr)
+    per_rank = args.batch_size // world
+    loader = make_loader(x_train, y_train, per_rank, args.seed, rank, world)
+    first, step = 1, 0
+    if args.resume:
+        done, step = load_checkpoint(args.checkpoint, model, trainer, loader.generator)
+        first = done + 1
+    runner = model  # what trains; model itself is what is evaluated and saved
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend)
+        ids = [device.index] if device.type == "cuda" else None
+        runner = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if args.compile:
+        runner = torch.compile(runner)
+    scaler = None
+    if args.amp and device.type == "cuda":  # float16 gradients underflow unscaled
+        scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(first, args.epochs + 1):
+        loader.sampler.sampler.set_epoch(epoch)
+        losses = []
+        for x, y in progress(loader, epoch, args.epochs, rank == 0):
+            inputs = {DATA_INPUT: x}
+            losses.append(fit_batch(runner, trainer, inputs, y, scaler, args.amp))
+            step += 1
+            if step == args.max_steps:
+                break
+        loss = torch.stack(losses).mean() if losses else torch.tensor(float("nan"))
+        if world > 1:  # the mean over all ranks' batches
+            torch.distributed.all_reduce(loss)
+            loss /= world
+        stopped = step == args.max_steps
+        if rank == 0:
+            accuracy = evaluate(model, x_test, labels_test)
+            print(
+                f"epoch {epoch}/{args.epochs}: loss {loss.item():.4f}, test accuracy {accuracy:.4f}",
+                flush=True,
+            )
+            if args.checkpoint and not stopped:
+                generator = loader.generator
+                save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
+        if stopped:
+            break
+    if rank == 0:
+        os.makedirs(args.out_dir, exist_ok=True)
+        torch.save(model.state_dict(), os.path.join(args.out_dir, MODEL_NAME + ".pt"))
+        export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=f"Train {MODEL_NAME} as its training block says, then test it."
@@ -801,6 +1038,13 @@ def main(argv=None):
         help="continue training from --checkpoint: weights, optimizer state, epoch and RNG state",
     )
     parser.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="N",
+        default=None,
+        help="stop training after N optimisation steps in all (for tests and benchmarks)",
+    )
+    parser.add_argument(
         "--predict",
         nargs="+",
         metavar="INPUT",
@@ -816,14 +1060,8 @@ def main(argv=None):
         help="with --predict: write OUT.csv (the table) or OUT.npy (probabilities or outputs)",
     )
     args = parser.parse_args(argv)
-    if args.device in ("cuda", "mps"):
-        parser.error("--device: the pytorch script does not support it")
-    if args.amp:
-        parser.error("--amp: the pytorch script does not support it")
-    if args.compile:
-        parser.error("--compile: the pytorch script does not support it")
-    if args.checkpoint is not None:
-        parser.error("--checkpoint: the pytorch script does not support it")
+    if args.max_steps is not None and args.max_steps < 1:
+        parser.error("--max-steps must be at least 1")
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint PATH")
     if args.predict and not args.init:
@@ -838,10 +1076,25 @@ def main(argv=None):
             parser.error(f"-o {args.output}: one of the command's own inputs")
         if os.path.exists(args.output) and not os.path.isfile(args.output):
             parser.error(f"-o {args.output}: not a regular file")
+    # under torchrun: one process per rank; the training block's batch is split across them
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and args.batch_size % world:
+        parser.error(
+            f"--batch-size {args.batch_size} does not split evenly over {world} processes"
+        )
+    device = pick_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    if device is None:
+        parser.error(f"--device {args.device}: not available on this machine")
+    if world > 1 and device.type == "mps":
+        parser.error("--device mps: torchrun needs CUDA (nccl) or the CPU (gloo)")
+    if args.checkpoint:
+        check_checkpoint_path(parser, args)
     torch.manual_seed(args.seed)
     model = build_model()
     if args.init:
         load_netdsl_weights(model, args.init)
+    model.to(device)
     if args.predict:
         write_predictions(args, model)
         return
@@ -851,26 +1104,11 @@ def main(argv=None):
     # squared error against one-hot targets
     y_train = np.eye(CLASSES, dtype=np.float32)[labels_train]
     if args.eval_only:
-        print(f"test accuracy {evaluate(model, x_test, labels_test):.4f}", flush=True)
+        if rank == 0:
+            accuracy = evaluate(model, x_test, labels_test)
+            print(f"test accuracy {accuracy:.4f}", flush=True)
         return
-    rng = np.random.default_rng(args.seed)
-    trainer = make_trainer(model, args.lr)
-    for epoch in range(1, args.epochs + 1):
-        order = rng.permutation(len(x_train))
-        losses = []
-        for start in range(0, len(order), args.batch_size):
-            batch = order[start : start + args.batch_size]
-            inputs = {DATA_INPUT: x_train[batch]}
-            losses.append(train_step(model, trainer, inputs, y_train[batch]))
-        accuracy = evaluate(model, x_test, labels_test)
-        loss = np.mean(losses)
-        print(
-            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
-            flush=True,
-        )
-    os.makedirs(args.out_dir, exist_ok=True)
-    torch.save(model.state_dict(), os.path.join(args.out_dir, MODEL_NAME + ".pt"))
-    export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
+    train(args, model, device, (x_train, y_train, x_test, labels_test), rank, world)
 
 
 if __name__ == "__main__":
