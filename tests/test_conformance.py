@@ -37,3 +37,35 @@ def test_conformance_doc_exists_and_covers_every_cell():
     for model in MODELS:
         assert f"| {Path(model).stem} |" in doc
     assert "FAIL" not in doc.split("## Failures")[0].split("|---|")[-1]
+
+
+@pytest.mark.parametrize("column", [c.name for c in conf.COLUMNS])
+def test_a_failing_framework_reports_its_own_error(column, tmp_path):
+    """A job the framework itself rejects (a 7-channel batch for a 2-channel convolution) is reported
+    as the exception's type and text, on one line: not the last frame of a C++ (CNTK) or Python
+    (TensorFlow's op definition) stack, and without terminal escapes (Keras)."""
+    import re
+
+    import numpy as np
+
+    from netdsl.emit.base import emit
+    from netdsl.exec.weights import init_params, save_weights
+    from netdsl.frontend import load_text
+
+    col = next(c for c in conf.COLUMNS if c.name == column)
+    python, why = col.python()
+    if python is None:
+        pytest.skip(f"{column.upper()} NOT EXECUTED: {why}")
+    g = load_text("x = Input((2, 5, 5))\nc = Convolution((3, 3), 4)(x)\nz = Dense(3)(c)\noutput z\n", "bad_batch.net")
+    save_weights(tmp_path / "w.npz", init_params(g, 0))
+    np.savez(tmp_path / "inputs.npz", x=np.ones((2, 7, 4, 4), np.float32))
+    (tmp_path / "model.py").write_text(emit(g, col.target))
+    job = {"id": "bad", "module": str(tmp_path / "model.py"), "inputs": str(tmp_path / "inputs.npz"),
+           "predict_weights": str(tmp_path / "w.npz"), "outputs": str(tmp_path / "out.npz")}
+    results = conf.run_driver(python, col, [job], tmp_path, lambda m: None)
+    assert not results["bad"]["ok"]
+    reason = conf.driver_error(results["bad"], "no result")
+    assert re.match(r"^\w+(Error|Exception)\w*: \S", reason), reason
+    assert "7" in reason, reason  # the framework's own account of the bad shape
+    for noise in ("\n", 'File "', "CALL STACK", "[0x", "most recent call last", "\x1b", "[[{{node"):
+        assert noise not in reason, reason
