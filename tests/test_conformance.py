@@ -69,3 +69,44 @@ def test_a_failing_framework_reports_its_own_error(column, tmp_path):
     assert "7" in reason, reason  # the framework's own account of the bad shape
     for noise in ("\n", 'File "', "CALL STACK", "[0x", "most recent call last", "\x1b", "[[{{node"):
         assert noise not in reason, reason
+
+
+# several outputs on CNTK (C.combine; the trainer's model is the first output's graph): sequences and vectors,
+# a feature map with its batch norm trained, an input only the second output reads
+SEVERAL_OUTPUTS = {
+    "seq_and_vector": "words = SequenceInput(vocab=7)\ne = Embedding(3)(words)\nh = Recurrence(LSTM(4))(e)\n"
+                      "z = Dense(3)(select_last(h))\noutput z, h\n",
+    "image_bn": "x = Input((2, 5, 5))\nc = Convolution((3, 3), 3, pad=True)(x)\nb = BatchNormalization()(c)\n"
+                "d = Dense(4)(b)\noutput b, d, c\ntrain {\n    loss = squared_error\n}\n",
+    "second_input": "x = Input(4)\ny = Input(3)\na = Dense(2)(x)\nb = Dense(2)(y)\noutput a, b\n",
+}
+
+
+def test_cntk_computes_and_trains_several_outputs(tmp_path, monkeypatch):
+    col = next(c for c in conf.COLUMNS if c.name == "cntk")
+    paths = []
+    for name, text in SEVERAL_OUTPUTS.items():
+        (tmp_path / f"{name}.net").write_text(text)
+        paths.append(str(tmp_path / f"{name}.net"))
+    monkeypatch.chdir(tmp_path)
+    cells = conf.run(paths, [col], workdir=str(tmp_path / "work"), log=lambda m: None)
+    for path in paths:
+        cell = cells[(path, "cntk")]
+        if cell.status == "not run":
+            pytest.skip(f"CNTK NOT EXECUTED: {cell.reason}")
+        assert cell.status == "pass" and cell.step_status == "pass", f"{path}: {cell.short()}: {cell.reason}"
+
+
+def test_cntk_refuses_a_batch_norm_only_an_untrained_output_reads():
+    from netdsl.emit.base import emit
+    from netdsl.errors import NetdslError
+    from netdsl.frontend import load_text
+
+    g = load_text("x = Input(4)\na = Dense(2)(x)\nb = BatchNormalization()(a)\noutput a, b\n", "bn_second.net")
+    with pytest.raises(NetdslError) as e:
+        emit(g, "cntk")
+    (d,) = e.value.diagnostics
+    assert d.code == "E802" and "'cntk'" in d.message and "running statistics" in d.message
+    assert (d.span.line, d.span.col) == (3, 5)
+    for target in ("pytorch", "keras", "tf-estimator", "gluon"):
+        emit(g, target)
