@@ -500,7 +500,9 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
            f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step. "
            f"`rel` is the largest elementwise |diff| / max(|native|, 1e-6): large where an output is near 0, "
            f"so it is shown, not judged. The **onnx** column is inference only: the model exported by `netdsl export` "
-           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown.", "",
+           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown. "
+           f"A cell a framework fails shows the framework's own exception, type and text, without the stacks "
+           f"some put into their messages (CNTK's C++ call stack, TensorFlow's op-definition stack).", "",
            "| model | " + " | ".join(c.name for c in columns) + " |",
            "|---|" + "---|" * len(columns)]
     notes = []
