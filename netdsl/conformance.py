@@ -283,7 +283,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
             tag = col.name.replace("/", "_")
             res = results.get(path)
             if res is None or not res.get("ok"):
-                reason = driver_error(res, results.get(DRIVER_EXIT, "the driver did not report this job"))
+                reason = driver_error(res, "the driver did not report this job")
                 cells[(path, col.name)] = Cell("FAIL", float("inf"), float("inf"), reason=reason)
                 continue
             got = dict(np.load(tmp / f"{stem}_{tag}.outputs.npz", allow_pickle=False))
@@ -299,7 +299,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
                 sres = results.get(path + "#step")
                 if sres is None or not sres.get("ok"):
                     cell.step_status = "FAIL"
-                    cell.reason = "step: " + driver_error(sres, results.get(DRIVER_EXIT, "no result"))
+                    cell.reason = "step: " + driver_error(sres, "no result")
                     cell.status = "FAIL"
                 else:
                     mine = dict(np.load(tmp / f"{stem}_{tag}.stepped.npz", allow_pickle=False))
@@ -432,7 +432,35 @@ def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
 
 
 def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
-    tag = col.name.replace("/", "_")
+    """{job id: result} of `jobs` run in the column's interpreter, one framework process for all of them.
+
+    A framework that crashes its process (a signal, not an exception) takes the jobs after the one it
+    died in along: those are run again in a fresh process, and the job it died in once more on its own,
+    so that a crash is charged to the model that causes it, not to the ones batched after it (nor to the
+    state a long batch accumulates: a job that passes on its own passes)."""
+    out: dict = {}
+    todo, attempt = list(jobs), 0
+    while todo:
+        attempt += 1
+        results, code, stderr = run_driver_once(python, col, todo, tmp, log, attempt)
+        out.update(results)
+        if code == 0:
+            break
+        unreported = [j for j in todo if j["id"] not in results]
+        if not unreported:
+            break
+        died_in, rest = unreported[0], unreported[1:]
+        if len(todo) > 1:  # once more alone: does this job itself crash the framework?
+            alone, code, stderr = run_driver_once(python, col, [died_in], tmp, log, f"{attempt}_alone")
+            out.update(alone)
+        if died_in["id"] not in out:
+            out[died_in["id"]] = {"id": died_in["id"], "ok": False, "message": driver_exit(code, stderr)}
+        todo = rest
+    return out
+
+
+def run_driver_once(python: str, col: Column, jobs: list, tmp: Path, log, attempt=1) -> tuple:
+    tag = col.name.replace("/", "_") + ("" if attempt == 1 else f"_{attempt}")
     jobs_path, results_path = tmp / f"jobs_{tag}.json", tmp / f"results_{tag}.json"
     jobs_path.write_text(json.dumps(jobs, indent=1))
     env = dict(os.environ, **col.env)
@@ -447,13 +475,7 @@ def run_driver(python: str, col: Column, jobs: list, tmp: Path, log) -> dict:
         results = json.loads(results_path.read_text())
     except (OSError, ValueError):
         results = []
-    out = {r["id"]: r for r in results}
-    if proc.returncode != 0:  # the jobs it did not report died with it: say how
-        out[DRIVER_EXIT] = driver_exit(proc.returncode, proc.stderr)
-    return out
-
-
-DRIVER_EXIT = "\0exit"
+    return {r["id"]: r for r in results}, proc.returncode, proc.stderr
 
 
 def driver_exit(code: int, stderr: str) -> str:
@@ -526,7 +548,9 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
            f"every updated weight is within {STEP_TOL:g} x max(1, max |weight|) of the native step. "
            f"`rel` is the largest elementwise |diff| / max(|native|, 1e-6): large where an output is near 0, "
            f"so it is shown, not judged. The **onnx** column is inference only: the model exported by `netdsl export` "
-           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown.", "",
+           f"runs on onnxruntime and on onnx's reference evaluator, and the worse of the two is shown. "
+           f"A cell a framework fails shows the framework's own exception, type and text, without the stacks "
+           f"some put into their messages (CNTK's C++ call stack, TensorFlow's op-definition stack).", "",
            "| model | " + " | ".join(c.name for c in columns) + " |",
            "|---|" + "---|" * len(columns)]
     notes = []

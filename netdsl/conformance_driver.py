@@ -9,6 +9,7 @@ hide the others.
 """
 import importlib.util
 import json
+import re
 import sys
 import time
 import traceback
@@ -23,11 +24,20 @@ def load_module(path, name):
     return module
 
 
+# the lines of a framework's message that locate rather than say: Python frames (TensorFlow repeats the
+# stack where the failing op was defined), C++ frames (CNTK), TensorFlow's [[{{node ...}}]] markers
+STACK_LINE = re.compile(r'^\s*(File ".*", line \d+|\[0x[0-9a-fA-F]+\]|\[\[\{\{node .*\}\}\]\])')
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Keras 3 prints its messages in bold
+
+
 def exception_message(e):
-    """The exception's own text, one line: CNTK appends its C++ call stack to the message, which is
-    noise (and, cut to its tail, hides the message); a long message is cut at 500 characters."""
-    text = str(e).split("[CALL STACK]")[0].strip()
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    """The exception's own text, one line, without the stacks some frameworks put into it: CNTK
+    appends its C++ call stack, TensorFlow the Python stack of the failing op's definition; cut to
+    their tail they hide the message. A long message is cut at 500 characters."""
+    text = str(e).split("[CALL STACK]")[0].split("Original stack trace for")[0]
+    lines = [line.strip() for line in ANSI.sub("", text).splitlines()]
+    text = " ".join(line for line in lines if line and not STACK_LINE.match(line)
+                    and not line.endswith("(most recent call last):"))
     if len(text) > 500:
         text = text[:500] + " ..."
     return "{}: {}".format(type(e).__name__, text) if text else type(e).__name__

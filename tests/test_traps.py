@@ -16,7 +16,6 @@ TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob
 COLUMNS = {c.name: c for c in conf.COLUMNS}
 # cells a target refuses at compile time (a located E8xx naming the target and the reason), never a wrong answer
 REFUSED = {
-    ("two_outputs", "cntk"): "a second output",
     ("gelu_exact", "cntk"): "CNTK 2.7 has no erf",
 }
 

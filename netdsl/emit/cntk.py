@@ -368,9 +368,7 @@ def _templated(vs, scope) -> str:
 
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "cntk")
-    if len(lg.graph.outputs) != 1:
-        diags.append(cannot(lg, lg.layer(next(n.layer for n in lg.graph.nodes if n.name == lg.graph.outputs[1])),
-                            "cntk", "a second output: the generated trainer has one criterion"))
+    diags += _untrained_batch_norms(lg)
     momenta = {float(layer.attr("momentum")) for layer in lg.graph.layers if layer.kind == "BatchNormalization"}
     if len(momenta) > 1:
         layer = next(layer for layer in lg.graph.layers if layer.kind == "BatchNormalization")
@@ -384,6 +382,21 @@ def check(lg: Legacy) -> list:
             diags.append(cannot(lg, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
                                 "netdsl's are elementwise"))
     return diags
+
+
+def _untrained_batch_norms(lg: Legacy) -> list:
+    """With several outputs, CNTK's trainer evaluates only the trained first one (the loss's graph), so a batch
+    norm applied off that graph would keep running statistics every other target moves in the step."""
+    by_name = {n.name: n for n in lg.graph.nodes}
+    trained, todo = set(), [lg.graph.outputs[0]]
+    while todo:
+        v = todo.pop()
+        if v in by_name and v not in trained:
+            trained.add(v)
+            todo.extend(by_name[v].inputs)
+    return [cannot(lg, lg.layer(n.layer), "cntk", "a batch normalization applied only for an output the loss does not "
+                   "train: CNTK's trainer evaluates the trained output alone, so its running statistics would not move")
+            for n in lg.graph.nodes if n.name not in trained and lg.layer(n.layer).kind == "BatchNormalization"][:1]
 
 
 def context(lg: Legacy, views: dict) -> dict:
