@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..errors import Diagnostic
 from .base import EmitBug, header_source, ident, pyrepr
+from .layout import layout  # noqa: F401  (emitters use C.layout)
 from .names import BUILTINS, PY_KEYWORDS, Names, auto_named, class_name  # noqa: F401  (emitters use C.Names)
 
 # ------------------------------------------------------------------ code text
@@ -119,8 +120,8 @@ def number(value) -> str:
 
 
 def table_row(key: str, *values) -> str:
-    """`"key": (v1, v2, ...),` for a constant table."""
-    return f"{lit(key)}: ({', '.join(map(lit, values))}),"
+    """`"key": (v1, v2, ...),` for a constant table, an entry indented by 4 (exploded when too long)."""
+    return layout(f"{lit(key)}: ({', '.join(map(lit, values))}),", 4)
 
 
 def const_dict(name: str, items: dict, width: int = WIDTH) -> list:

@@ -383,7 +383,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             a = layer_attr[layer.name]
             lstm_biases.append((layer.param("b").name, f"{a}.bias_hh_l0"))
             wanted.append((tl.cls, "bias_hh_l0", init_call("nn.init.zeros_", {}), f"self.{a}.bias_hh_l0"))
-            lstm_freeze.append(f"self.{a}.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0")
+            lstm_freeze.append(C.layout(f"self.{a}.bias_hh_l0.requires_grad_(False)"
+                                        "  # netdsl's one bias per gate is bias_ih_l0", 8))
     init_lines = init_statements(wanted, module_counts(views, layer_attr, group_attr, idx))
     for block in init_blocks:
         if "module" in block:
@@ -416,7 +417,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     first = outputs[0]["local"]
     loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
                                                         "[0]  # the training block's loss is on the first output"),
-            f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}"]
+            C.layout(f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}", 4)]
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])

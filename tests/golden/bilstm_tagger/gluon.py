@@ -67,10 +67,27 @@ class Net(gluon.HybridBlock):
     def __init__(self):
         super().__init__(prefix="")
         self.embedding_1 = nn.Embedding(943, 150, prefix="embedding_1_")
-        self.lstm_1 = rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_1_")
-        self.lstm_2 = _sequential("lstm_2_", [_reverse_time(), rnn.LSTM(150, layout='NTC', input_size=150, prefix="lstm_2_"), _reverse_time()])
-        self.splice_1 = nn.HybridLambda(lambda F, *xs: F.concat(*xs, dim=-1), prefix="splice_1_")
-        self.dense_1 = nn.Dense(129, activation=None, use_bias=True, flatten=False, in_units=300, prefix="dense_1_")
+        self.lstm_1 = rnn.LSTM(150, layout="NTC", input_size=150, prefix="lstm_1_")
+        self.lstm_2 = _sequential(
+            "lstm_2_",
+            [
+                _reverse_time(),
+                rnn.LSTM(150, layout="NTC", input_size=150, prefix="lstm_2_"),
+                _reverse_time(),
+            ],
+        )
+        self.splice_1 = nn.HybridLambda(
+            lambda F, *xs: F.concat(*xs, dim=-1),
+            prefix="splice_1_",
+        )
+        self.dense_1 = nn.Dense(
+            129,
+            activation=None,
+            use_bias=True,
+            flatten=False,
+            in_units=300,
+            prefix="dense_1_",
+        )
 
     def hybrid_forward(self, F, words):
         e = self.embedding_1(words)
@@ -147,8 +164,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

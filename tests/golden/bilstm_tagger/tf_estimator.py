@@ -120,13 +120,33 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     words = tf.cast(features["words"], tf.int64)
-    lstm_1 = tf.keras.layers.LSTM(150, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
-    lstm_2 = tf.keras.layers.LSTM(150, return_sequences=True, go_backwards=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_2")
+    lstm_1 = tf.keras.layers.LSTM(
+        150,
+        return_sequences=True,
+        recurrent_initializer="glorot_uniform",
+        unit_forget_bias=False,
+        name="lstm_1",
+    )
+    lstm_2 = tf.keras.layers.LSTM(
+        150,
+        return_sequences=True,
+        go_backwards=True,
+        recurrent_initializer="glorot_uniform",
+        unit_forget_bias=False,
+        name="lstm_2",
+    )
     e = _embedding(words, 943, 150, "embedding_1")
     h_fwd = lstm_1(e)
-    h_bwd = tf.reverse(lstm_2(e), axis=[1])  # keras returns go_backwards steps last-first
+    # keras returns go_backwards steps last-first
+    h_bwd = tf.reverse(lstm_2(e), axis=[1])
     h = tf.concat([h_fwd, h_bwd], axis=-1)
-    tags = tf.compat.v1.layers.dense(h, 129, activation=None, use_bias=True, name="dense_1")
+    tags = tf.compat.v1.layers.dense(
+        h,
+        129,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )
     predictions = {
         "tags": tags,
     }

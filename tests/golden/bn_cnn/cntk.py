@@ -40,16 +40,46 @@ OUTPUT = "z"
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 5, 5), "convolution_1", "W", "identity"),
     "convolution_1.b": ((16,), "convolution_1", "b", "reshape"),
-    "batch_normalization_1.scale": ((16,), "batch_normalization_1", "scale", "identity"),
+    "batch_normalization_1.scale": (
+        (16,),
+        "batch_normalization_1",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_1.bias": ((16,), "batch_normalization_1", "bias", "identity"),
-    "batch_normalization_1.running_mean": ((16,), "batch_normalization_1", "aggregate_mean", "identity"),
-    "batch_normalization_1.running_var": ((16,), "batch_normalization_1", "aggregate_variance", "identity"),
+    "batch_normalization_1.running_mean": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_1.running_var": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_2.W": ((32, 16, 5, 5), "convolution_2", "W", "identity"),
     "convolution_2.b": ((32,), "convolution_2", "b", "reshape"),
-    "batch_normalization_2.scale": ((32,), "batch_normalization_2", "scale", "identity"),
+    "batch_normalization_2.scale": (
+        (32,),
+        "batch_normalization_2",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_2.bias": ((32,), "batch_normalization_2", "bias", "identity"),
-    "batch_normalization_2.running_mean": ((32,), "batch_normalization_2", "aggregate_mean", "identity"),
-    "batch_normalization_2.running_var": ((32,), "batch_normalization_2", "aggregate_variance", "identity"),
+    "batch_normalization_2.running_mean": (
+        (32,),
+        "batch_normalization_2",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_2.running_var": (
+        (32,),
+        "batch_normalization_2",
+        "aggregate_variance",
+        "identity",
+    ),
     "fc.W": ((10, 1568), "fc", "W", "dense"),
     "fc.b": ((10,), "fc", "b", "identity"),
 }
@@ -69,19 +99,35 @@ def build_model():
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = (image - 33.328500000000005) / 78.5655
-    layer1 = C.layers.Sequential([
-        C.layers.Convolution((5, 5), 16, pad=True, name="convolution_1"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_1"),
-        C.layers.Activation(C.relu, name="activation_1"),
-        C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_1"),
-    ], name="layer1")
+    layer1 = C.layers.Sequential(
+        [
+            C.layers.Convolution((5, 5), 16, pad=True, name="convolution_1"),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_1",
+            ),
+            C.layers.Activation(C.relu, name="activation_1"),
+            C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_1"),
+        ],
+        name="layer1",
+    )
     max_pooling_1 = layer1(image_scaled)
-    layer2 = C.layers.Sequential([
-        C.layers.Convolution((5, 5), 32, pad=True, name="convolution_2"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_2"),
-        C.layers.Activation(C.relu, name="activation_2"),
-        C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_2"),
-    ], name="layer2")
+    layer2 = C.layers.Sequential(
+        [
+            C.layers.Convolution((5, 5), 32, pad=True, name="convolution_2"),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_2",
+            ),
+            C.layers.Activation(C.relu, name="activation_2"),
+            C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_2"),
+        ],
+        name="layer2",
+    )
     max_pooling_2 = layer2(max_pooling_1)
     z = C.layers.Dense(10, name="fc")(max_pooling_2)
     # netdsl's running statistics start at mean 0, variance 1 and are blended from the first
@@ -256,7 +302,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     stats = [
         c for c in model.constants if c.name in ("aggregate_mean", "aggregate_variance")
     ]

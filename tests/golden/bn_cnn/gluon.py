@@ -67,20 +67,76 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.image_scaled = nn.HybridLambda(lambda F, x: (x - 33.328500000000005) / 78.5655, prefix="image_scaled_")
-        self.layer1 = _sequential("layer1_", [  # Sequential
-            nn.Conv2D(16, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=1, activation=None, use_bias=True, prefix="convolution_1_"),
-            nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=16, prefix="batch_normalization_1_"),
-            nn.Activation("relu", prefix="activation_1_"),
-            nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
-        ])
-        self.layer2 = _sequential("layer2_", [  # Sequential
-            nn.Conv2D(32, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=16, activation=None, use_bias=True, prefix="convolution_2_"),
-            nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=32, prefix="batch_normalization_2_"),
-            nn.Activation("relu", prefix="activation_2_"),
-            nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_"),
-        ])
-        self.fc = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=1568, prefix="fc_")
+        self.image_scaled = nn.HybridLambda(
+            lambda F, x: (x - 33.328500000000005) / 78.5655,
+            prefix="image_scaled_",
+        )
+        self.layer1 = _sequential(
+            "layer1_",
+            [  # Sequential
+                nn.Conv2D(
+                    16,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=1,
+                    activation=None,
+                    use_bias=True,
+                    prefix="convolution_1_",
+                ),
+                nn.BatchNorm(
+                    axis=1,
+                    momentum=0.9,
+                    epsilon=1e-05,
+                    in_channels=16,
+                    prefix="batch_normalization_1_",
+                ),
+                nn.Activation("relu", prefix="activation_1_"),
+                nn.MaxPool2D(
+                    pool_size=(2, 2),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_1_",
+                ),
+            ],
+        )
+        self.layer2 = _sequential(
+            "layer2_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=16,
+                    activation=None,
+                    use_bias=True,
+                    prefix="convolution_2_",
+                ),
+                nn.BatchNorm(
+                    axis=1,
+                    momentum=0.9,
+                    epsilon=1e-05,
+                    in_channels=32,
+                    prefix="batch_normalization_2_",
+                ),
+                nn.Activation("relu", prefix="activation_2_"),
+                nn.MaxPool2D(
+                    pool_size=(2, 2),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_2_",
+                ),
+            ],
+        )
+        self.fc = nn.Dense(
+            10,
+            activation=None,
+            use_bias=True,
+            flatten=True,
+            in_units=1568,
+            prefix="fc_",
+        )
 
     def hybrid_forward(self, F, image):
         image_scaled = self.image_scaled(image)
@@ -156,8 +212,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

@@ -40,16 +40,56 @@ ID_INPUTS = []  # token-id inputs (int64); the others are float32
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 5, 5), "convolution_1/kernel", "oihw_hwio", None),
     "convolution_1.b": ((16,), "convolution_1/bias", "identity", None),
-    "batch_normalization_1.scale": ((16,), "batch_normalization_1/gamma", "identity", None),
-    "batch_normalization_1.bias": ((16,), "batch_normalization_1/beta", "identity", None),
-    "batch_normalization_1.running_mean": ((16,), "batch_normalization_1/moving_mean", "identity", None),
-    "batch_normalization_1.running_var": ((16,), "batch_normalization_1/moving_variance", "identity", None),
+    "batch_normalization_1.scale": (
+        (16,),
+        "batch_normalization_1/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.bias": (
+        (16,),
+        "batch_normalization_1/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.running_mean": (
+        (16,),
+        "batch_normalization_1/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.running_var": (
+        (16,),
+        "batch_normalization_1/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_2.W": ((32, 16, 5, 5), "convolution_2/kernel", "oihw_hwio", None),
     "convolution_2.b": ((32,), "convolution_2/bias", "identity", None),
-    "batch_normalization_2.scale": ((32,), "batch_normalization_2/gamma", "identity", None),
-    "batch_normalization_2.bias": ((32,), "batch_normalization_2/beta", "identity", None),
-    "batch_normalization_2.running_mean": ((32,), "batch_normalization_2/moving_mean", "identity", None),
-    "batch_normalization_2.running_var": ((32,), "batch_normalization_2/moving_variance", "identity", None),
+    "batch_normalization_2.scale": (
+        (32,),
+        "batch_normalization_2/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.bias": (
+        (32,),
+        "batch_normalization_2/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.running_mean": (
+        (32,),
+        "batch_normalization_2/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.running_var": (
+        (32,),
+        "batch_normalization_2/moving_variance",
+        "identity",
+        None,
+    ),
     "fc.W": ((10, 1568), "fc/kernel", "dense_nhwc", (32, 7, 7)),
     "fc.b": ((10,), "fc/bias", "identity", None),
 }
@@ -115,19 +155,70 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     training = mode == tf.estimator.ModeKeys.TRAIN
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     image_scaled = (image - 33.328500000000005) / 78.5655
     # layer1: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image_scaled, 16, (5, 5), strides=(1, 1), padding="same", activation=None, use_bias=True, name="convolution_1")
-    batch_normalization_1 = tf.compat.v1.layers.batch_normalization(convolution_1, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_1")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image_scaled,
+        16,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=True,
+        name="convolution_1",
+    )
+    batch_normalization_1 = tf.compat.v1.layers.batch_normalization(
+        convolution_1,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_1",
+    )
     activation_1 = tf.nn.relu(batch_normalization_1)
-    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(activation_1, (2, 2), (2, 2), padding="valid", name="max_pooling_1")
+    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(
+        activation_1,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
     # layer2: Sequential
-    convolution_2 = tf.compat.v1.layers.conv2d(max_pooling_1, 32, (5, 5), strides=(1, 1), padding="same", activation=None, use_bias=True, name="convolution_2")
-    batch_normalization_2 = tf.compat.v1.layers.batch_normalization(convolution_2, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_2")
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        max_pooling_1,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=True,
+        name="convolution_2",
+    )
+    batch_normalization_2 = tf.compat.v1.layers.batch_normalization(
+        convolution_2,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_2",
+    )
     activation_2 = tf.nn.relu(batch_normalization_2)
-    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(activation_2, (2, 2), (2, 2), padding="valid", name="max_pooling_2")
-    z = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(max_pooling_2), 10, activation=None, use_bias=True, name="fc")  # NHWC-flattened: rows permuted on load
+    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(
+        activation_2,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    z = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(max_pooling_2),
+        10,
+        activation=None,
+        use_bias=True,
+        name="fc",
+    )  # NHWC-flattened: rows permuted on load
     predictions = {
         "z": z,
     }

@@ -59,15 +59,56 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.image_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="image_scaled_")
-        self.cnn = _sequential("cnn_", [  # Sequential
-            nn.Conv2D(32, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=1, activation="relu", use_bias=True, prefix="convolution_1_"),
-            nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
-            nn.Conv2D(64, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=32, activation="relu", use_bias=True, prefix="convolution_2_"),
-            nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_"),
-            nn.Flatten(prefix="flatten_1_"),
-            nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=3136, prefix="dense_1_"),
-        ])
+        self.image_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="image_scaled_",
+        )
+        self.cnn = _sequential(
+            "cnn_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    in_channels=1,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_1_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(2, 2),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_1_",
+                ),
+                nn.Conv2D(
+                    64,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    in_channels=32,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_2_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(2, 2),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_2_",
+                ),
+                nn.Flatten(prefix="flatten_1_"),
+                nn.Dense(
+                    10,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=3136,
+                    prefix="dense_1_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, image):
         image_scaled = self.image_scaled(image)
@@ -141,8 +182,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

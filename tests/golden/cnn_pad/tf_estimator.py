@@ -106,15 +106,53 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     image_scaled = image * 0.00392156862745098
     # cnn: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image_scaled, 32, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1")
-    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(convolution_1, (2, 2), (2, 2), padding="valid", name="max_pooling_1")
-    convolution_2 = tf.compat.v1.layers.conv2d(max_pooling_1, 64, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2")
-    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(convolution_2, (2, 2), (2, 2), padding="valid", name="max_pooling_2")
-    flatten_1 = tf.compat.v1.layers.flatten(max_pooling_2)  # NHWC order: the next Dense's rows are permuted on load
-    z = tf.compat.v1.layers.dense(flatten_1, 10, activation=None, use_bias=True, name="dense_1")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image_scaled,
+        32,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+    )
+    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(
+        convolution_1,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        max_pooling_1,
+        64,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+    )
+    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_2,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    # NHWC order: the next Dense's rows are permuted on load
+    flatten_1 = tf.compat.v1.layers.flatten(max_pooling_2)
+    z = tf.compat.v1.layers.dense(
+        flatten_1,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )
     predictions = {
         "z": z,
     }

@@ -57,16 +57,19 @@ def build_model():
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = image * 0.00392156862745098
     with C.layers.default_options(activation=C.relu):
-        conv_net = C.layers.Sequential([
-            C.layers.Convolution((5, 5), 32, pad=True, name="convolution_1"),
-            C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_1"),
-            C.layers.Convolution((5, 5), 32, pad=True, name="convolution_2"),
-            C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_2"),
-            C.layers.Convolution((5, 5), 64, pad=True, name="convolution_3"),
-            C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_3"),
-            C.layers.Dense(64, name="dense_1"),
-            C.layers.Dense(10, activation=None, name="dense_2"),
-        ], name="conv_net")
+        conv_net = C.layers.Sequential(
+            [
+                C.layers.Convolution((5, 5), 32, pad=True, name="convolution_1"),
+                C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_1"),
+                C.layers.Convolution((5, 5), 32, pad=True, name="convolution_2"),
+                C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_2"),
+                C.layers.Convolution((5, 5), 64, pad=True, name="convolution_3"),
+                C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_3"),
+                C.layers.Dense(64, name="dense_1"),
+                C.layers.Dense(10, activation=None, name="dense_2"),
+            ],
+            name="conv_net",
+        )
     z = conv_net(image_scaled)
     return z
 
@@ -186,7 +189,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -61,17 +61,79 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.image_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="image_scaled_")
-        self.conv_net = _sequential("conv_net_", [  # Sequential
-            nn.Conv2D(32, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=1, activation="relu", use_bias=True, prefix="convolution_1_"),
-            nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
-            nn.Conv2D(32, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=32, activation="relu", use_bias=True, prefix="convolution_2_"),
-            nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_"),
-            nn.Conv2D(64, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=32, activation="relu", use_bias=True, prefix="convolution_3_"),
-            nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_3_"),
-            nn.Dense(64, activation="relu", use_bias=True, flatten=True, in_units=256, prefix="dense_1_"),
-            nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=64, prefix="dense_2_"),
-        ])
+        self.image_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="image_scaled_",
+        )
+        self.conv_net = _sequential(
+            "conv_net_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=1,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_1_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(3, 3),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_1_",
+                ),
+                nn.Conv2D(
+                    32,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=32,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_2_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(3, 3),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_2_",
+                ),
+                nn.Conv2D(
+                    64,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=32,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_3_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(3, 3),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_3_",
+                ),
+                nn.Dense(
+                    64,
+                    activation="relu",
+                    use_bias=True,
+                    flatten=True,
+                    in_units=256,
+                    prefix="dense_1_",
+                ),
+                nn.Dense(
+                    10,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=64,
+                    prefix="dense_2_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, image):
         image_scaled = self.image_scaled(image)

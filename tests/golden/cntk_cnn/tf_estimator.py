@@ -86,17 +86,75 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     image_scaled = image * 0.00392156862745098
     # conv_net: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image_scaled, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1")
-    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(convolution_1, (3, 3), (2, 2), padding="valid", name="max_pooling_1")
-    convolution_2 = tf.compat.v1.layers.conv2d(max_pooling_1, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2")
-    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(convolution_2, (3, 3), (2, 2), padding="valid", name="max_pooling_2")
-    convolution_3 = tf.compat.v1.layers.conv2d(max_pooling_2, 64, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_3")
-    max_pooling_3 = tf.compat.v1.layers.max_pooling2d(convolution_3, (3, 3), (2, 2), padding="valid", name="max_pooling_3")
-    dense_1 = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(max_pooling_3), 64, activation=tf.nn.relu, use_bias=True, name="dense_1")  # NHWC-flattened: rows permuted on load
-    z = tf.compat.v1.layers.dense(dense_1, 10, activation=None, use_bias=True, name="dense_2")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image_scaled,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+    )
+    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(
+        convolution_1,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        max_pooling_1,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+    )
+    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_2,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    convolution_3 = tf.compat.v1.layers.conv2d(
+        max_pooling_2,
+        64,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_3",
+    )
+    max_pooling_3 = tf.compat.v1.layers.max_pooling2d(
+        convolution_3,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_3",
+    )
+    dense_1 = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(max_pooling_3),
+        64,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_1",
+    )  # NHWC-flattened: rows permuted on load
+    z = tf.compat.v1.layers.dense(
+        dense_1,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_2",
+    )
     predictions = {
         "z": z,
     }

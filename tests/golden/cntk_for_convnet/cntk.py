@@ -55,14 +55,30 @@ def build_model():
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = image * 0.00392156862745098
     with C.layers.default_options(activation=C.relu, init=C.glorot_uniform()):
-        conv_net = C.layers.Sequential([
-            C.layers.For(range(2), lambda i: [
-                C.layers.Convolution((3, 3), [32, 64][i], pad=True, name=["convolution_1", "convolution_2"][i]),
-                C.layers.MaxPooling((2, 2), strides=(2, 2), name=["max_pooling_1", "max_pooling_2"][i]),
-            ], name="layer_stack_1"),
-            C.layers.Dense(64, name="dense_1"),
-            C.layers.Dense(10, activation=None, name="dense_2"),
-        ], name="conv_net")
+        conv_net = C.layers.Sequential(
+            [
+                C.layers.For(
+                    range(2),
+                    lambda i: [
+                        C.layers.Convolution(
+                            (3, 3),
+                            [32, 64][i],
+                            pad=True,
+                            name=["convolution_1", "convolution_2"][i],
+                        ),
+                        C.layers.MaxPooling(
+                            (2, 2),
+                            strides=(2, 2),
+                            name=["max_pooling_1", "max_pooling_2"][i],
+                        ),
+                    ],
+                    name="layer_stack_1",
+                ),
+                C.layers.Dense(64, name="dense_1"),
+                C.layers.Dense(10, activation=None, name="dense_2"),
+            ],
+            name="conv_net",
+        )
     z = conv_net(image_scaled)
     return z
 
@@ -182,7 +198,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -51,12 +51,27 @@ def build_model():
     # its thread count is only implied by the environment; setting it, to the same value, avoids that
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((3, 32, 32), np.float32, name="image")
-    net_ = C.layers.Sequential([
-        C.layers.Convolution((5, 5), 32, activation=C.relu, pad=True, name="convolution_1"),
-        C.layers.Convolution((3, 3), 16, activation=C.relu, pad=True, name="convolution_2"),
-        lambda x: C.reshape(x, (-1,)),
-        C.layers.Dense(10, name="dense_1"),
-    ], name="net")
+    net_ = C.layers.Sequential(
+        [
+            C.layers.Convolution(
+                (5, 5),
+                32,
+                activation=C.relu,
+                pad=True,
+                name="convolution_1",
+            ),
+            C.layers.Convolution(
+                (3, 3),
+                16,
+                activation=C.relu,
+                pad=True,
+                name="convolution_2",
+            ),
+            lambda x: C.reshape(x, (-1,)),
+            C.layers.Dense(10, name="dense_1"),
+        ],
+        name="net",
+    )
     scores = net_(image)
     return scores
 
@@ -176,7 +191,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

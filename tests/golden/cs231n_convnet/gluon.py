@@ -57,12 +57,40 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.net = _sequential("net_", [  # Sequential
-            nn.Conv2D(32, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=3, activation="relu", use_bias=True, prefix="convolution_1_"),
-            nn.Conv2D(16, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=32, activation="relu", use_bias=True, prefix="convolution_2_"),
-            nn.Flatten(prefix="flatten_1_"),
-            nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=16384, prefix="dense_1_"),
-        ])
+        self.net = _sequential(
+            "net_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=3,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_1_",
+                ),
+                nn.Conv2D(
+                    16,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    in_channels=32,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_2_",
+                ),
+                nn.Flatten(prefix="flatten_1_"),
+                nn.Dense(
+                    10,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=16384,
+                    prefix="dense_1_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, image):
         scores = self.net(image)

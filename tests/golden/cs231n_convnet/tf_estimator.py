@@ -82,12 +82,38 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     # net: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1")
-    convolution_2 = tf.compat.v1.layers.conv2d(convolution_1, 16, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2")
-    flatten_1 = tf.compat.v1.layers.flatten(convolution_2)  # NHWC order: the next Dense's rows are permuted on load
-    scores = tf.compat.v1.layers.dense(flatten_1, 10, activation=None, use_bias=True, name="dense_1")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+    )
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        convolution_1,
+        16,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+    )
+    # NHWC order: the next Dense's rows are permuted on load
+    flatten_1 = tf.compat.v1.layers.flatten(convolution_2)
+    scores = tf.compat.v1.layers.dense(
+        flatten_1,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )
     predictions = {
         "scores": scores,
     }

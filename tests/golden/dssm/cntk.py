@@ -62,14 +62,17 @@ def build_model():
     doc_scaled = doc * 0.00392156862745098
     query_scaled = query * 0.00392156862745098
     with C.layers.default_options(activation=C.relu):
-        image_to_vec = C.layers.Sequential([
-            C.layers.Convolution((5, 5), 32, pad=True, name="convolution_1"),
-            C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_1"),
-            C.layers.Convolution((5, 5), 64, pad=True, name="convolution_2"),
-            C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_2"),
-            C.layers.Dense(64, name="dense_1"),
-            C.layers.Dense(10, activation=None, name="dense_2"),
-        ], name="image_to_vec")
+        image_to_vec = C.layers.Sequential(
+            [
+                C.layers.Convolution((5, 5), 32, pad=True, name="convolution_1"),
+                C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_1"),
+                C.layers.Convolution((5, 5), 64, pad=True, name="convolution_2"),
+                C.layers.MaxPooling((3, 3), strides=(2, 2), name="max_pooling_2"),
+                C.layers.Dense(64, name="dense_1"),
+                C.layers.Dense(10, activation=None, name="dense_2"),
+            ],
+            name="image_to_vec",
+        )
     z_doc = image_to_vec(doc_scaled)
     z_query = image_to_vec(query_scaled)
     sim = _cosine_similarity(z_doc, z_query)

@@ -68,17 +68,71 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.doc_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="doc_scaled_")
-        self.query_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="query_scaled_")
-        self.image_to_vec = _sequential("image_to_vec_", [  # Sequential
-            nn.Conv2D(32, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=1, activation="relu", use_bias=True, prefix="convolution_1_"),
-            nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
-            nn.Conv2D(64, (5, 5), strides=(1, 1), padding=(2, 2), in_channels=32, activation="relu", use_bias=True, prefix="convolution_2_"),
-            nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_"),
-            nn.Dense(64, activation="relu", use_bias=True, flatten=True, in_units=2304, prefix="dense_1_"),
-            nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=64, prefix="dense_2_"),
-        ])
-        self.cosine_distance_1 = nn.HybridLambda(_cosine_similarity, prefix="cosine_distance_1_")
+        self.doc_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="doc_scaled_",
+        )
+        self.query_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="query_scaled_",
+        )
+        self.image_to_vec = _sequential(
+            "image_to_vec_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=1,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_1_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(3, 3),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_1_",
+                ),
+                nn.Conv2D(
+                    64,
+                    (5, 5),
+                    strides=(1, 1),
+                    padding=(2, 2),
+                    in_channels=32,
+                    activation="relu",
+                    use_bias=True,
+                    prefix="convolution_2_",
+                ),
+                nn.MaxPool2D(
+                    pool_size=(3, 3),
+                    strides=(2, 2),
+                    padding=(0, 0),
+                    prefix="max_pooling_2_",
+                ),
+                nn.Dense(
+                    64,
+                    activation="relu",
+                    use_bias=True,
+                    flatten=True,
+                    in_units=2304,
+                    prefix="dense_1_",
+                ),
+                nn.Dense(
+                    10,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=64,
+                    prefix="dense_2_",
+                ),
+            ],
+        )
+        self.cosine_distance_1 = nn.HybridLambda(
+            _cosine_similarity,
+            prefix="cosine_distance_1_",
+        )
 
     def hybrid_forward(self, F, doc, query):
         doc_scaled = self.doc_scaled(doc)

@@ -93,24 +93,118 @@ def _optimizer(lr):
 
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
-    doc = tf.transpose(tf.cast(features["doc"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
-    query = tf.transpose(tf.cast(features["query"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    doc = tf.transpose(tf.cast(features["doc"], tf.float32), [0, 2, 3, 1])
+    # NCHW -> NHWC
+    query = tf.transpose(tf.cast(features["query"], tf.float32), [0, 2, 3, 1])
     doc_scaled = doc * 0.00392156862745098
     query_scaled = query * 0.00392156862745098
     # image_to_vec: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(doc_scaled, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1", reuse=tf.compat.v1.AUTO_REUSE)
-    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(convolution_1, (3, 3), (2, 2), padding="valid", name="max_pooling_1")
-    convolution_2 = tf.compat.v1.layers.conv2d(max_pooling_1, 64, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2", reuse=tf.compat.v1.AUTO_REUSE)
-    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(convolution_2, (3, 3), (2, 2), padding="valid", name="max_pooling_2")
-    dense_1 = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(max_pooling_2), 64, activation=tf.nn.relu, use_bias=True, name="dense_1", reuse=tf.compat.v1.AUTO_REUSE)  # NHWC-flattened: rows permuted on load
-    z_doc = tf.compat.v1.layers.dense(dense_1, 10, activation=None, use_bias=True, name="dense_2", reuse=tf.compat.v1.AUTO_REUSE)
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        doc_scaled,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
+    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(
+        convolution_1,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        max_pooling_1,
+        64,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
+    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_2,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    dense_1 = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(max_pooling_2),
+        64,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_1",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )  # NHWC-flattened: rows permuted on load
+    z_doc = tf.compat.v1.layers.dense(
+        dense_1,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_2",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
     # image_to_vec: Sequential
-    convolution_1_2 = tf.compat.v1.layers.conv2d(query_scaled, 32, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1", reuse=tf.compat.v1.AUTO_REUSE)
-    max_pooling_1_2 = tf.compat.v1.layers.max_pooling2d(convolution_1_2, (3, 3), (2, 2), padding="valid", name="max_pooling_1")
-    convolution_2_2 = tf.compat.v1.layers.conv2d(max_pooling_1_2, 64, (5, 5), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2", reuse=tf.compat.v1.AUTO_REUSE)
-    max_pooling_2_2 = tf.compat.v1.layers.max_pooling2d(convolution_2_2, (3, 3), (2, 2), padding="valid", name="max_pooling_2")
-    dense_1_2 = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(max_pooling_2_2), 64, activation=tf.nn.relu, use_bias=True, name="dense_1", reuse=tf.compat.v1.AUTO_REUSE)  # NHWC-flattened: rows permuted on load
-    z_query = tf.compat.v1.layers.dense(dense_1_2, 10, activation=None, use_bias=True, name="dense_2", reuse=tf.compat.v1.AUTO_REUSE)
+    convolution_1_2 = tf.compat.v1.layers.conv2d(
+        query_scaled,
+        32,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
+    max_pooling_1_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_1_2,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
+    convolution_2_2 = tf.compat.v1.layers.conv2d(
+        max_pooling_1_2,
+        64,
+        (5, 5),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
+    max_pooling_2_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_2_2,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    dense_1_2 = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(max_pooling_2_2),
+        64,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_1",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )  # NHWC-flattened: rows permuted on load
+    z_query = tf.compat.v1.layers.dense(
+        dense_1_2,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_2",
+        reuse=tf.compat.v1.AUTO_REUSE,
+    )
     sim = _cosine_similarity(z_doc, z_query)
     predictions = {
         "sim": sim,

@@ -55,16 +55,29 @@ def build_model():
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = image * 0.00392156862745098
     with C.layers.default_options(activation=C.relu, pad=True):
-        cnn = C.layers.Sequential([
-            C.layers.Convolution((5, 5), 32, name="convolution_1"),
-            C.layers.MaxPooling((2, 2), strides=(2, 2), pad=False, name="max_pooling_1"),
-            C.layers.Convolution((5, 5), 64, name="convolution_2"),
-            C.layers.MaxPooling((2, 2), strides=(2, 2), pad=False, name="max_pooling_2"),
-            lambda x: C.reshape(x, (-1,)),
-            C.layers.Dense(1024, name="dense_1"),
-            C.layers.Dropout(0.4, name="dropout_1"),
-            C.layers.Dense(10, activation=None, name="dense_2"),
-        ], name="cnn")
+        cnn = C.layers.Sequential(
+            [
+                C.layers.Convolution((5, 5), 32, name="convolution_1"),
+                C.layers.MaxPooling(
+                    (2, 2),
+                    strides=(2, 2),
+                    pad=False,
+                    name="max_pooling_1",
+                ),
+                C.layers.Convolution((5, 5), 64, name="convolution_2"),
+                C.layers.MaxPooling(
+                    (2, 2),
+                    strides=(2, 2),
+                    pad=False,
+                    name="max_pooling_2",
+                ),
+                lambda x: C.reshape(x, (-1,)),
+                C.layers.Dense(1024, name="dense_1"),
+                C.layers.Dropout(0.4, name="dropout_1"),
+                C.layers.Dense(10, activation=None, name="dense_2"),
+            ],
+            name="cnn",
+        )
     logits_out = cnn(image_scaled)
     return logits_out
 
@@ -184,7 +197,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -57,9 +57,26 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.features_scaled = nn.HybridLambda(lambda F, x: (x - 33.328500000000005) / 78.5655, prefix="features_scaled_")
-        self.dense_1 = nn.Dense(200, activation="relu", use_bias=True, flatten=True, in_units=784, prefix="dense_1_")
-        self.dense_2 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=200, prefix="dense_2_")
+        self.features_scaled = nn.HybridLambda(
+            lambda F, x: (x - 33.328500000000005) / 78.5655,
+            prefix="features_scaled_",
+        )
+        self.dense_1 = nn.Dense(
+            200,
+            activation="relu",
+            use_bias=True,
+            flatten=True,
+            in_units=784,
+            prefix="dense_1_",
+        )
+        self.dense_2 = nn.Dense(
+            10,
+            activation=None,
+            use_bias=True,
+            flatten=True,
+            in_units=200,
+            prefix="dense_2_",
+        )
 
     def hybrid_forward(self, F, features_):
         features_scaled = self.features_scaled(features_)
@@ -134,8 +151,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

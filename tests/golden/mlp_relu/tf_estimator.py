@@ -106,7 +106,13 @@ def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     features_ = tf.cast(features["features"], tf.float32)
     features_scaled = (features_ - 33.328500000000005) / 78.5655
-    h = tf.compat.v1.layers.dense(features_scaled, 200, activation=tf.nn.relu, use_bias=True, name="dense_1")
+    h = tf.compat.v1.layers.dense(
+        features_scaled,
+        200,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_1",
+    )
     z = tf.compat.v1.layers.dense(h, 10, activation=None, use_bias=True, name="dense_2")
     predictions = {
         "z": z,

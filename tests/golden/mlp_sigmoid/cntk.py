@@ -49,10 +49,13 @@ def build_model():
     features_ = C.input_variable((784,), np.float32, name="features")
     features_scaled = features_ * 0.00392156862745098
     with C.layers.default_options(activation=C.sigmoid, bias=False):
-        mlp = C.layers.Sequential([
-            C.layers.Dense(200, name="dense_1"),
-            C.layers.Dense(10, name="dense_2"),
-        ], name="mlp")
+        mlp = C.layers.Sequential(
+            [
+                C.layers.Dense(200, name="dense_1"),
+                C.layers.Dense(10, name="dense_2"),
+            ],
+            name="mlp",
+        )
     z = mlp(features_scaled)
     return z
 

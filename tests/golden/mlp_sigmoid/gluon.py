@@ -53,11 +53,31 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.features_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="features_scaled_")
-        self.mlp = _sequential("mlp_", [  # Sequential
-            nn.Dense(200, activation="sigmoid", use_bias=False, flatten=True, in_units=784, prefix="dense_1_"),
-            nn.Dense(10, activation="sigmoid", use_bias=False, flatten=True, in_units=200, prefix="dense_2_"),
-        ])
+        self.features_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="features_scaled_",
+        )
+        self.mlp = _sequential(
+            "mlp_",
+            [  # Sequential
+                nn.Dense(
+                    200,
+                    activation="sigmoid",
+                    use_bias=False,
+                    flatten=True,
+                    in_units=784,
+                    prefix="dense_1_",
+                ),
+                nn.Dense(
+                    10,
+                    activation="sigmoid",
+                    use_bias=False,
+                    flatten=True,
+                    in_units=200,
+                    prefix="dense_2_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, features_):
         features_scaled = self.features_scaled(features_)

@@ -81,8 +81,20 @@ def model_fn(features, labels, mode, params):
     features_ = tf.cast(features["features"], tf.float32)
     features_scaled = features_ * 0.00392156862745098
     # mlp: Sequential
-    dense_1 = tf.compat.v1.layers.dense(features_scaled, 200, activation=tf.nn.sigmoid, use_bias=False, name="dense_1")
-    z = tf.compat.v1.layers.dense(dense_1, 10, activation=tf.nn.sigmoid, use_bias=False, name="dense_2")
+    dense_1 = tf.compat.v1.layers.dense(
+        features_scaled,
+        200,
+        activation=tf.nn.sigmoid,
+        use_bias=False,
+        name="dense_1",
+    )
+    z = tf.compat.v1.layers.dense(
+        dense_1,
+        10,
+        activation=tf.nn.sigmoid,
+        use_bias=False,
+        name="dense_2",
+    )
     predictions = {
         "z": z,
     }

@@ -39,35 +39,125 @@ OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 3, 3), "convolution_1", "W", "identity"),
-    "batch_normalization_1.scale": ((16,), "batch_normalization_1", "scale", "identity"),
+    "batch_normalization_1.scale": (
+        (16,),
+        "batch_normalization_1",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_1.bias": ((16,), "batch_normalization_1", "bias", "identity"),
-    "batch_normalization_1.running_mean": ((16,), "batch_normalization_1", "aggregate_mean", "identity"),
-    "batch_normalization_1.running_var": ((16,), "batch_normalization_1", "aggregate_variance", "identity"),
+    "batch_normalization_1.running_mean": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_1.running_var": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_2.W": ((16, 16, 3, 3), "convolution_2", "W", "identity"),
-    "batch_normalization_2.scale": ((16,), "batch_normalization_2", "scale", "identity"),
+    "batch_normalization_2.scale": (
+        (16,),
+        "batch_normalization_2",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_2.bias": ((16,), "batch_normalization_2", "bias", "identity"),
-    "batch_normalization_2.running_mean": ((16,), "batch_normalization_2", "aggregate_mean", "identity"),
-    "batch_normalization_2.running_var": ((16,), "batch_normalization_2", "aggregate_variance", "identity"),
+    "batch_normalization_2.running_mean": (
+        (16,),
+        "batch_normalization_2",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_2.running_var": (
+        (16,),
+        "batch_normalization_2",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_3.W": ((16, 16, 3, 3), "convolution_3", "W", "identity"),
-    "batch_normalization_3.scale": ((16,), "batch_normalization_3", "scale", "identity"),
+    "batch_normalization_3.scale": (
+        (16,),
+        "batch_normalization_3",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_3.bias": ((16,), "batch_normalization_3", "bias", "identity"),
-    "batch_normalization_3.running_mean": ((16,), "batch_normalization_3", "aggregate_mean", "identity"),
-    "batch_normalization_3.running_var": ((16,), "batch_normalization_3", "aggregate_variance", "identity"),
+    "batch_normalization_3.running_mean": (
+        (16,),
+        "batch_normalization_3",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_3.running_var": (
+        (16,),
+        "batch_normalization_3",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_4.W": ((32, 16, 3, 3), "convolution_4", "W", "identity"),
-    "batch_normalization_4.scale": ((32,), "batch_normalization_4", "scale", "identity"),
+    "batch_normalization_4.scale": (
+        (32,),
+        "batch_normalization_4",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_4.bias": ((32,), "batch_normalization_4", "bias", "identity"),
-    "batch_normalization_4.running_mean": ((32,), "batch_normalization_4", "aggregate_mean", "identity"),
-    "batch_normalization_4.running_var": ((32,), "batch_normalization_4", "aggregate_variance", "identity"),
+    "batch_normalization_4.running_mean": (
+        (32,),
+        "batch_normalization_4",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_4.running_var": (
+        (32,),
+        "batch_normalization_4",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_5.W": ((32, 32, 3, 3), "convolution_5", "W", "identity"),
-    "batch_normalization_5.scale": ((32,), "batch_normalization_5", "scale", "identity"),
+    "batch_normalization_5.scale": (
+        (32,),
+        "batch_normalization_5",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_5.bias": ((32,), "batch_normalization_5", "bias", "identity"),
-    "batch_normalization_5.running_mean": ((32,), "batch_normalization_5", "aggregate_mean", "identity"),
-    "batch_normalization_5.running_var": ((32,), "batch_normalization_5", "aggregate_variance", "identity"),
+    "batch_normalization_5.running_mean": (
+        (32,),
+        "batch_normalization_5",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_5.running_var": (
+        (32,),
+        "batch_normalization_5",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_6.W": ((32, 32, 3, 3), "convolution_6", "W", "identity"),
-    "batch_normalization_6.scale": ((32,), "batch_normalization_6", "scale", "identity"),
+    "batch_normalization_6.scale": (
+        (32,),
+        "batch_normalization_6",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_6.bias": ((32,), "batch_normalization_6", "bias", "identity"),
-    "batch_normalization_6.running_mean": ((32,), "batch_normalization_6", "aggregate_mean", "identity"),
-    "batch_normalization_6.running_var": ((32,), "batch_normalization_6", "aggregate_variance", "identity"),
+    "batch_normalization_6.running_mean": (
+        (32,),
+        "batch_normalization_6",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_6.running_var": (
+        (32,),
+        "batch_normalization_6",
+        "aggregate_variance",
+        "identity",
+    ),
     "dense_1.W": ((10, 1568), "dense_1", "W", "dense"),
     "dense_1.b": ((10,), "dense_1", "b", "identity"),
 }
@@ -87,48 +177,144 @@ def build_model():
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = (image - 33.328500000000005) / 78.5655
-    sequential_1 = C.layers.Sequential([
-        C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_1"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_1"),
-    ], name="sequential_1")
+    sequential_1 = C.layers.Sequential(
+        [
+            C.layers.Convolution(
+                (3, 3),
+                16,
+                pad=True,
+                bias=False,
+                name="convolution_1",
+            ),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_1",
+            ),
+        ],
+        name="sequential_1",
+    )
     batch_normalization_1 = sequential_1(image_scaled)
     stem1 = C.layers.Activation(C.relu, name="activation_1")(batch_normalization_1)
-    sequential_5 = C.layers.Sequential([
-        C.layers.Sequential([
-            C.layers.Sequential([
-                C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_2"),
-                C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_2"),
-            ], name="sequential_2"),
-            C.layers.Activation(C.relu, name="activation_2"),
-        ], name="sequential_3"),
-        C.layers.Sequential([
-            C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_3"),
-            C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_3"),
-        ], name="sequential_4"),
-    ], name="sequential_5")
+    sequential_5 = C.layers.Sequential(
+        [
+            C.layers.Sequential(
+                [
+                    C.layers.Sequential(
+                        [
+                            C.layers.Convolution(
+                                (3, 3),
+                                16,
+                                pad=True,
+                                bias=False,
+                                name="convolution_2",
+                            ),
+                            C.layers.BatchNormalization(
+                                map_rank=1,
+                                epsilon=1e-05,
+                                normalization_time_constant=_time_constant(0.1),
+                                name="batch_normalization_2",
+                            ),
+                        ],
+                        name="sequential_2",
+                    ),
+                    C.layers.Activation(C.relu, name="activation_2"),
+                ],
+                name="sequential_3",
+            ),
+            C.layers.Sequential(
+                [
+                    C.layers.Convolution(
+                        (3, 3),
+                        16,
+                        pad=True,
+                        bias=False,
+                        name="convolution_3",
+                    ),
+                    C.layers.BatchNormalization(
+                        map_rank=1,
+                        epsilon=1e-05,
+                        normalization_time_constant=_time_constant(0.1),
+                        name="batch_normalization_3",
+                    ),
+                ],
+                name="sequential_4",
+            ),
+        ],
+        name="sequential_5",
+    )
     batch_normalization_3 = sequential_5(stem1)
     add_1 = C.plus(batch_normalization_3, stem1)
     block1 = C.layers.Activation(C.relu, name="activation_3")(add_1)
     pool1 = C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_1")(block1)
-    sequential_6 = C.layers.Sequential([
-        C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_4"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_4"),
-    ], name="sequential_6")
+    sequential_6 = C.layers.Sequential(
+        [
+            C.layers.Convolution(
+                (3, 3),
+                32,
+                pad=True,
+                bias=False,
+                name="convolution_4",
+            ),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_4",
+            ),
+        ],
+        name="sequential_6",
+    )
     batch_normalization_4 = sequential_6(pool1)
     stem2 = C.layers.Activation(C.relu, name="activation_4")(batch_normalization_4)
-    sequential_10 = C.layers.Sequential([
-        C.layers.Sequential([
-            C.layers.Sequential([
-                C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_5"),
-                C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_5"),
-            ], name="sequential_7"),
-            C.layers.Activation(C.relu, name="activation_5"),
-        ], name="sequential_8"),
-        C.layers.Sequential([
-            C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_6"),
-            C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_6"),
-        ], name="sequential_9"),
-    ], name="sequential_10")
+    sequential_10 = C.layers.Sequential(
+        [
+            C.layers.Sequential(
+                [
+                    C.layers.Sequential(
+                        [
+                            C.layers.Convolution(
+                                (3, 3),
+                                32,
+                                pad=True,
+                                bias=False,
+                                name="convolution_5",
+                            ),
+                            C.layers.BatchNormalization(
+                                map_rank=1,
+                                epsilon=1e-05,
+                                normalization_time_constant=_time_constant(0.1),
+                                name="batch_normalization_5",
+                            ),
+                        ],
+                        name="sequential_7",
+                    ),
+                    C.layers.Activation(C.relu, name="activation_5"),
+                ],
+                name="sequential_8",
+            ),
+            C.layers.Sequential(
+                [
+                    C.layers.Convolution(
+                        (3, 3),
+                        32,
+                        pad=True,
+                        bias=False,
+                        name="convolution_6",
+                    ),
+                    C.layers.BatchNormalization(
+                        map_rank=1,
+                        epsilon=1e-05,
+                        normalization_time_constant=_time_constant(0.1),
+                        name="batch_normalization_6",
+                    ),
+                ],
+                name="sequential_9",
+            ),
+        ],
+        name="sequential_10",
+    )
     batch_normalization_6 = sequential_10(stem2)
     add_2 = C.plus(batch_normalization_6, stem2)
     block2 = C.layers.Activation(C.relu, name="activation_6")(add_2)
@@ -306,7 +492,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     stats = [
         c for c in model.constants if c.name in ("aggregate_mean", "aggregate_variance")
     ]

@@ -85,50 +85,190 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.image_scaled = nn.HybridLambda(lambda F, x: (x - 33.328500000000005) / 78.5655, prefix="image_scaled_")
-        self.sequential_1 = _sequential("sequential_1_", [  # Sequential
-            nn.Conv2D(16, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=1, activation=None, use_bias=False, prefix="convolution_1_"),
-            nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=16, prefix="batch_normalization_1_"),
-        ])
+        self.image_scaled = nn.HybridLambda(
+            lambda F, x: (x - 33.328500000000005) / 78.5655,
+            prefix="image_scaled_",
+        )
+        self.sequential_1 = _sequential(
+            "sequential_1_",
+            [  # Sequential
+                nn.Conv2D(
+                    16,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    in_channels=1,
+                    activation=None,
+                    use_bias=False,
+                    prefix="convolution_1_",
+                ),
+                nn.BatchNorm(
+                    axis=1,
+                    momentum=0.9,
+                    epsilon=1e-05,
+                    in_channels=16,
+                    prefix="batch_normalization_1_",
+                ),
+            ],
+        )
         self.activation_1 = nn.Activation("relu", prefix="activation_1_")
-        self.sequential_5 = _sequential("sequential_5_", [  # Sequential
-            _sequential("sequential_3_", [  # Sequential
-                _sequential("sequential_2_", [  # Sequential
-                    nn.Conv2D(16, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=16, activation=None, use_bias=False, prefix="convolution_2_"),
-                    nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=16, prefix="batch_normalization_2_"),
-                ]),
-                nn.Activation("relu", prefix="activation_2_"),
-            ]),
-            _sequential("sequential_4_", [  # Sequential
-                nn.Conv2D(16, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=16, activation=None, use_bias=False, prefix="convolution_3_"),
-                nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=16, prefix="batch_normalization_3_"),
-            ]),
-        ])
+        self.sequential_5 = _sequential(
+            "sequential_5_",
+            [  # Sequential
+                _sequential(
+                    "sequential_3_",
+                    [  # Sequential
+                        _sequential(
+                            "sequential_2_",
+                            [  # Sequential
+                                nn.Conv2D(
+                                    16,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=16,
+                                    activation=None,
+                                    use_bias=False,
+                                    prefix="convolution_2_",
+                                ),
+                                nn.BatchNorm(
+                                    axis=1,
+                                    momentum=0.9,
+                                    epsilon=1e-05,
+                                    in_channels=16,
+                                    prefix="batch_normalization_2_",
+                                ),
+                            ],
+                        ),
+                        nn.Activation("relu", prefix="activation_2_"),
+                    ],
+                ),
+                _sequential(
+                    "sequential_4_",
+                    [  # Sequential
+                        nn.Conv2D(
+                            16,
+                            (3, 3),
+                            strides=(1, 1),
+                            padding=(1, 1),
+                            in_channels=16,
+                            activation=None,
+                            use_bias=False,
+                            prefix="convolution_3_",
+                        ),
+                        nn.BatchNorm(
+                            axis=1,
+                            momentum=0.9,
+                            epsilon=1e-05,
+                            in_channels=16,
+                            prefix="batch_normalization_3_",
+                        ),
+                    ],
+                ),
+            ],
+        )
         self.add_1 = nn.HybridLambda(lambda F, a, b: a + b, prefix="add_1_")
         self.activation_3 = nn.Activation("relu", prefix="activation_3_")
-        self.max_pooling_1 = nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_")
-        self.sequential_6 = _sequential("sequential_6_", [  # Sequential
-            nn.Conv2D(32, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=16, activation=None, use_bias=False, prefix="convolution_4_"),
-            nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=32, prefix="batch_normalization_4_"),
-        ])
+        self.max_pooling_1 = nn.MaxPool2D(
+            pool_size=(2, 2),
+            strides=(2, 2),
+            padding=(0, 0),
+            prefix="max_pooling_1_",
+        )
+        self.sequential_6 = _sequential(
+            "sequential_6_",
+            [  # Sequential
+                nn.Conv2D(
+                    32,
+                    (3, 3),
+                    strides=(1, 1),
+                    padding=(1, 1),
+                    in_channels=16,
+                    activation=None,
+                    use_bias=False,
+                    prefix="convolution_4_",
+                ),
+                nn.BatchNorm(
+                    axis=1,
+                    momentum=0.9,
+                    epsilon=1e-05,
+                    in_channels=32,
+                    prefix="batch_normalization_4_",
+                ),
+            ],
+        )
         self.activation_4 = nn.Activation("relu", prefix="activation_4_")
-        self.sequential_10 = _sequential("sequential_10_", [  # Sequential
-            _sequential("sequential_8_", [  # Sequential
-                _sequential("sequential_7_", [  # Sequential
-                    nn.Conv2D(32, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=32, activation=None, use_bias=False, prefix="convolution_5_"),
-                    nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=32, prefix="batch_normalization_5_"),
-                ]),
-                nn.Activation("relu", prefix="activation_5_"),
-            ]),
-            _sequential("sequential_9_", [  # Sequential
-                nn.Conv2D(32, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=32, activation=None, use_bias=False, prefix="convolution_6_"),
-                nn.BatchNorm(axis=1, momentum=0.9, epsilon=1e-05, in_channels=32, prefix="batch_normalization_6_"),
-            ]),
-        ])
+        self.sequential_10 = _sequential(
+            "sequential_10_",
+            [  # Sequential
+                _sequential(
+                    "sequential_8_",
+                    [  # Sequential
+                        _sequential(
+                            "sequential_7_",
+                            [  # Sequential
+                                nn.Conv2D(
+                                    32,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=32,
+                                    activation=None,
+                                    use_bias=False,
+                                    prefix="convolution_5_",
+                                ),
+                                nn.BatchNorm(
+                                    axis=1,
+                                    momentum=0.9,
+                                    epsilon=1e-05,
+                                    in_channels=32,
+                                    prefix="batch_normalization_5_",
+                                ),
+                            ],
+                        ),
+                        nn.Activation("relu", prefix="activation_5_"),
+                    ],
+                ),
+                _sequential(
+                    "sequential_9_",
+                    [  # Sequential
+                        nn.Conv2D(
+                            32,
+                            (3, 3),
+                            strides=(1, 1),
+                            padding=(1, 1),
+                            in_channels=32,
+                            activation=None,
+                            use_bias=False,
+                            prefix="convolution_6_",
+                        ),
+                        nn.BatchNorm(
+                            axis=1,
+                            momentum=0.9,
+                            epsilon=1e-05,
+                            in_channels=32,
+                            prefix="batch_normalization_6_",
+                        ),
+                    ],
+                ),
+            ],
+        )
         self.add_2 = nn.HybridLambda(lambda F, a, b: a + b, prefix="add_2_")
         self.activation_6 = nn.Activation("relu", prefix="activation_6_")
-        self.max_pooling_2 = nn.MaxPool2D(pool_size=(2, 2), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_")
-        self.dense_1 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=1568, prefix="dense_1_")
+        self.max_pooling_2 = nn.MaxPool2D(
+            pool_size=(2, 2),
+            strides=(2, 2),
+            padding=(0, 0),
+            prefix="max_pooling_2_",
+        )
+        self.dense_1 = nn.Dense(
+            10,
+            activation=None,
+            use_bias=True,
+            flatten=True,
+            in_units=1568,
+            prefix="dense_1_",
+        )
 
     def hybrid_forward(self, F, image):
         image_scaled = self.image_scaled(image)
@@ -214,8 +354,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

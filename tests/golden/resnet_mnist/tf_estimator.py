@@ -39,35 +39,155 @@ ID_INPUTS = []  # token-id inputs (int64); the others are float32
 #                           (C, H, W) of the NHWC-flattened image a Dense reads, else None)
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 3, 3), "convolution_1/kernel", "oihw_hwio", None),
-    "batch_normalization_1.scale": ((16,), "batch_normalization_1/gamma", "identity", None),
-    "batch_normalization_1.bias": ((16,), "batch_normalization_1/beta", "identity", None),
-    "batch_normalization_1.running_mean": ((16,), "batch_normalization_1/moving_mean", "identity", None),
-    "batch_normalization_1.running_var": ((16,), "batch_normalization_1/moving_variance", "identity", None),
+    "batch_normalization_1.scale": (
+        (16,),
+        "batch_normalization_1/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.bias": (
+        (16,),
+        "batch_normalization_1/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.running_mean": (
+        (16,),
+        "batch_normalization_1/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_1.running_var": (
+        (16,),
+        "batch_normalization_1/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_2.W": ((16, 16, 3, 3), "convolution_2/kernel", "oihw_hwio", None),
-    "batch_normalization_2.scale": ((16,), "batch_normalization_2/gamma", "identity", None),
-    "batch_normalization_2.bias": ((16,), "batch_normalization_2/beta", "identity", None),
-    "batch_normalization_2.running_mean": ((16,), "batch_normalization_2/moving_mean", "identity", None),
-    "batch_normalization_2.running_var": ((16,), "batch_normalization_2/moving_variance", "identity", None),
+    "batch_normalization_2.scale": (
+        (16,),
+        "batch_normalization_2/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.bias": (
+        (16,),
+        "batch_normalization_2/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.running_mean": (
+        (16,),
+        "batch_normalization_2/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_2.running_var": (
+        (16,),
+        "batch_normalization_2/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_3.W": ((16, 16, 3, 3), "convolution_3/kernel", "oihw_hwio", None),
-    "batch_normalization_3.scale": ((16,), "batch_normalization_3/gamma", "identity", None),
-    "batch_normalization_3.bias": ((16,), "batch_normalization_3/beta", "identity", None),
-    "batch_normalization_3.running_mean": ((16,), "batch_normalization_3/moving_mean", "identity", None),
-    "batch_normalization_3.running_var": ((16,), "batch_normalization_3/moving_variance", "identity", None),
+    "batch_normalization_3.scale": (
+        (16,),
+        "batch_normalization_3/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_3.bias": (
+        (16,),
+        "batch_normalization_3/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_3.running_mean": (
+        (16,),
+        "batch_normalization_3/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_3.running_var": (
+        (16,),
+        "batch_normalization_3/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_4.W": ((32, 16, 3, 3), "convolution_4/kernel", "oihw_hwio", None),
-    "batch_normalization_4.scale": ((32,), "batch_normalization_4/gamma", "identity", None),
-    "batch_normalization_4.bias": ((32,), "batch_normalization_4/beta", "identity", None),
-    "batch_normalization_4.running_mean": ((32,), "batch_normalization_4/moving_mean", "identity", None),
-    "batch_normalization_4.running_var": ((32,), "batch_normalization_4/moving_variance", "identity", None),
+    "batch_normalization_4.scale": (
+        (32,),
+        "batch_normalization_4/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_4.bias": (
+        (32,),
+        "batch_normalization_4/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_4.running_mean": (
+        (32,),
+        "batch_normalization_4/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_4.running_var": (
+        (32,),
+        "batch_normalization_4/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_5.W": ((32, 32, 3, 3), "convolution_5/kernel", "oihw_hwio", None),
-    "batch_normalization_5.scale": ((32,), "batch_normalization_5/gamma", "identity", None),
-    "batch_normalization_5.bias": ((32,), "batch_normalization_5/beta", "identity", None),
-    "batch_normalization_5.running_mean": ((32,), "batch_normalization_5/moving_mean", "identity", None),
-    "batch_normalization_5.running_var": ((32,), "batch_normalization_5/moving_variance", "identity", None),
+    "batch_normalization_5.scale": (
+        (32,),
+        "batch_normalization_5/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_5.bias": (
+        (32,),
+        "batch_normalization_5/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_5.running_mean": (
+        (32,),
+        "batch_normalization_5/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_5.running_var": (
+        (32,),
+        "batch_normalization_5/moving_variance",
+        "identity",
+        None,
+    ),
     "convolution_6.W": ((32, 32, 3, 3), "convolution_6/kernel", "oihw_hwio", None),
-    "batch_normalization_6.scale": ((32,), "batch_normalization_6/gamma", "identity", None),
-    "batch_normalization_6.bias": ((32,), "batch_normalization_6/beta", "identity", None),
-    "batch_normalization_6.running_mean": ((32,), "batch_normalization_6/moving_mean", "identity", None),
-    "batch_normalization_6.running_var": ((32,), "batch_normalization_6/moving_variance", "identity", None),
+    "batch_normalization_6.scale": (
+        (32,),
+        "batch_normalization_6/gamma",
+        "identity",
+        None,
+    ),
+    "batch_normalization_6.bias": (
+        (32,),
+        "batch_normalization_6/beta",
+        "identity",
+        None,
+    ),
+    "batch_normalization_6.running_mean": (
+        (32,),
+        "batch_normalization_6/moving_mean",
+        "identity",
+        None,
+    ),
+    "batch_normalization_6.running_var": (
+        (32,),
+        "batch_normalization_6/moving_variance",
+        "identity",
+        None,
+    ),
     "dense_1.W": ((10, 1568), "dense_1/kernel", "dense_nhwc", (32, 7, 7)),
     "dense_1.b": ((10,), "dense_1/bias", "identity", None),
 }
@@ -133,35 +253,150 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     training = mode == tf.estimator.ModeKeys.TRAIN
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     image_scaled = (image - 33.328500000000005) / 78.5655
     # sequential_1: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image_scaled, 16, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_1")
-    batch_normalization_1 = tf.compat.v1.layers.batch_normalization(convolution_1, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_1")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image_scaled,
+        16,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_1",
+    )
+    batch_normalization_1 = tf.compat.v1.layers.batch_normalization(
+        convolution_1,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_1",
+    )
     stem1 = tf.nn.relu(batch_normalization_1)
     # sequential_5: Sequential
-    convolution_2 = tf.compat.v1.layers.conv2d(stem1, 16, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_2")
-    batch_normalization_2 = tf.compat.v1.layers.batch_normalization(convolution_2, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_2")
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        stem1,
+        16,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_2",
+    )
+    batch_normalization_2 = tf.compat.v1.layers.batch_normalization(
+        convolution_2,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_2",
+    )
     activation_2 = tf.nn.relu(batch_normalization_2)
-    convolution_3 = tf.compat.v1.layers.conv2d(activation_2, 16, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_3")
-    batch_normalization_3 = tf.compat.v1.layers.batch_normalization(convolution_3, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_3")
+    convolution_3 = tf.compat.v1.layers.conv2d(
+        activation_2,
+        16,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_3",
+    )
+    batch_normalization_3 = tf.compat.v1.layers.batch_normalization(
+        convolution_3,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_3",
+    )
     add_1 = batch_normalization_3 + stem1
     block1 = tf.nn.relu(add_1)
-    pool1 = tf.compat.v1.layers.max_pooling2d(block1, (2, 2), (2, 2), padding="valid", name="max_pooling_1")
+    pool1 = tf.compat.v1.layers.max_pooling2d(
+        block1,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
     # sequential_6: Sequential
-    convolution_4 = tf.compat.v1.layers.conv2d(pool1, 32, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_4")
-    batch_normalization_4 = tf.compat.v1.layers.batch_normalization(convolution_4, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_4")
+    convolution_4 = tf.compat.v1.layers.conv2d(
+        pool1,
+        32,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_4",
+    )
+    batch_normalization_4 = tf.compat.v1.layers.batch_normalization(
+        convolution_4,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_4",
+    )
     stem2 = tf.nn.relu(batch_normalization_4)
     # sequential_10: Sequential
-    convolution_5 = tf.compat.v1.layers.conv2d(stem2, 32, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_5")
-    batch_normalization_5 = tf.compat.v1.layers.batch_normalization(convolution_5, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_5")
+    convolution_5 = tf.compat.v1.layers.conv2d(
+        stem2,
+        32,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_5",
+    )
+    batch_normalization_5 = tf.compat.v1.layers.batch_normalization(
+        convolution_5,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_5",
+    )
     activation_5 = tf.nn.relu(batch_normalization_5)
-    convolution_6 = tf.compat.v1.layers.conv2d(activation_5, 32, (3, 3), strides=(1, 1), padding="same", activation=None, use_bias=False, name="convolution_6")
-    batch_normalization_6 = tf.compat.v1.layers.batch_normalization(convolution_6, axis=-1, momentum=0.9, epsilon=1e-05, training=training, name="batch_normalization_6")
+    convolution_6 = tf.compat.v1.layers.conv2d(
+        activation_5,
+        32,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=None,
+        use_bias=False,
+        name="convolution_6",
+    )
+    batch_normalization_6 = tf.compat.v1.layers.batch_normalization(
+        convolution_6,
+        axis=-1,
+        momentum=0.9,
+        epsilon=1e-05,
+        training=training,
+        name="batch_normalization_6",
+    )
     add_2 = batch_normalization_6 + stem2
     block2 = tf.nn.relu(add_2)
-    pool2 = tf.compat.v1.layers.max_pooling2d(block2, (2, 2), (2, 2), padding="valid", name="max_pooling_2")
-    z = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(pool2), 10, activation=None, use_bias=True, name="dense_1")  # NHWC-flattened: rows permuted on load
+    pool2 = tf.compat.v1.layers.max_pooling2d(
+        block2,
+        (2, 2),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    z = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(pool2),
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )  # NHWC-flattened: rows permuted on load
     predictions = {
         "z": z,
     }

@@ -53,7 +53,10 @@ def build_model():
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     rows = C.sequence.input_variable((28,), np.float32, name="rows")
     rows_scaled = rows * 0.00392156862745098
-    h = C.layers.Recurrence(C.layers.LSTM(128, name="lstm_1"), go_backwards=False)(rows_scaled)
+    h = C.layers.Recurrence(
+        C.layers.LSTM(128, name="lstm_1"),
+        go_backwards=False,
+    )(rows_scaled)
     last = C.sequence.last(h)
     z = C.layers.Dense(10, name="dense_1")(last)
     return z
@@ -208,7 +211,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -58,10 +58,23 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.rows_scaled = nn.HybridLambda(lambda F, x: x * 0.00392156862745098, prefix="rows_scaled_")
-        self.lstm_1 = rnn.LSTM(128, layout='NTC', input_size=28, prefix="lstm_1_")
-        self.select_last_1 = nn.HybridLambda(lambda F, x: F.squeeze(F.slice_axis(x, axis=1, begin=-1, end=None), axis=1), prefix="select_last_1_")
-        self.dense_1 = nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=128, prefix="dense_1_")
+        self.rows_scaled = nn.HybridLambda(
+            lambda F, x: x * 0.00392156862745098,
+            prefix="rows_scaled_",
+        )
+        self.lstm_1 = rnn.LSTM(128, layout="NTC", input_size=28, prefix="lstm_1_")
+        self.select_last_1 = nn.HybridLambda(
+            lambda F, x: F.squeeze(F.slice_axis(x, axis=1, begin=-1, end=None), axis=1),
+            prefix="select_last_1_",
+        )
+        self.dense_1 = nn.Dense(
+            10,
+            activation=None,
+            use_bias=True,
+            flatten=True,
+            in_units=128,
+            prefix="dense_1_",
+        )
 
     def hybrid_forward(self, F, rows):
         rows_scaled = self.rows_scaled(rows)
@@ -137,8 +150,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

@@ -46,7 +46,8 @@ class RowLstm(nn.Module):
         super().__init__()
         self.lstm_1 = nn.LSTM(28, 128, batch_first=True)
         self.dense_1 = nn.Linear(128, 10)
-        self.lstm_1.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0
+        # netdsl's one bias per gate is bias_ih_l0
+        self.lstm_1.bias_hh_l0.requires_grad_(False)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -106,11 +106,23 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     rows = tf.cast(features["rows"], tf.float32)
-    lstm_1 = tf.keras.layers.LSTM(128, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
+    lstm_1 = tf.keras.layers.LSTM(
+        128,
+        return_sequences=True,
+        recurrent_initializer="glorot_uniform",
+        unit_forget_bias=False,
+        name="lstm_1",
+    )
     rows_scaled = rows * 0.00392156862745098
     h = lstm_1(rows_scaled)
     last = h[:, -1]
-    z = tf.compat.v1.layers.dense(last, 10, activation=None, use_bias=True, name="dense_1")
+    z = tf.compat.v1.layers.dense(
+        last,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )
     predictions = {
         "z": z,
     }

@@ -52,12 +52,16 @@ def build_model():
     # CNTK 2.7 dies with SIGFPE (OMP_NUM_THREADS=1, a conv net evaluated before its first train_minibatch) while
     # its thread count is only implied by the environment; setting it, to the same value, avoids that
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
-    words = C.sequence.input_variable(943, is_sparse=True, name="words")  # one-hot token ids
-    tagging_model = C.layers.Sequential([
-        C.layers.Embedding(150, name="embedding_1"),
-        C.layers.Recurrence(C.layers.LSTM(300, name="lstm_1"), go_backwards=False),
-        C.layers.Dense(129, name="dense_1"),
-    ], name="tagging_model")
+    # one-hot token ids
+    words = C.sequence.input_variable(943, is_sparse=True, name="words")
+    tagging_model = C.layers.Sequential(
+        [
+            C.layers.Embedding(150, name="embedding_1"),
+            C.layers.Recurrence(C.layers.LSTM(300, name="lstm_1"), go_backwards=False),
+            C.layers.Dense(129, name="dense_1"),
+        ],
+        name="tagging_model",
+    )
     tags = tagging_model(words)
     return tags
 
@@ -211,7 +215,8 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = C.Value.one_hot([[int(t) for t in row] for row in y], 129)  # one-hot sequences
+    # one-hot sequences
+    feed[labels] = C.Value.one_hot([[int(t) for t in row] for row in y], 129)
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

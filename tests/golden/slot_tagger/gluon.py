@@ -59,11 +59,21 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.tagging_model = _sequential("tagging_model_", [  # Sequential
-            nn.Embedding(943, 150, prefix="embedding_1_"),
-            rnn.LSTM(300, layout='NTC', input_size=150, prefix="lstm_1_"),
-            nn.Dense(129, activation=None, use_bias=True, flatten=False, in_units=300, prefix="dense_1_"),
-        ])
+        self.tagging_model = _sequential(
+            "tagging_model_",
+            [  # Sequential
+                nn.Embedding(943, 150, prefix="embedding_1_"),
+                rnn.LSTM(300, layout="NTC", input_size=150, prefix="lstm_1_"),
+                nn.Dense(
+                    129,
+                    activation=None,
+                    use_bias=True,
+                    flatten=False,
+                    in_units=300,
+                    prefix="dense_1_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, words):
         tags = self.tagging_model(words)
@@ -136,8 +146,10 @@ class TorchAdam(mx.optimizer.Optimizer):
         self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
     def create_state(self, index, weight):
-        return (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
-                nd.zeros(weight.shape, weight.context, dtype=weight.dtype))
+        return (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),
+        )
 
     def update(self, index, weight, grad, state):
         self._update_count(index)

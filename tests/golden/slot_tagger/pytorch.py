@@ -48,7 +48,8 @@ class SlotTagger(nn.Module):
         self.embedding_1 = nn.Embedding(943, 150)
         self.lstm_1 = nn.LSTM(150, 300, batch_first=True)
         self.dense_1 = nn.Linear(300, 129)
-        self.lstm_1.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0
+        # netdsl's one bias per gate is bias_ih_l0
+        self.lstm_1.bias_hh_l0.requires_grad_(False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -130,7 +131,10 @@ def train_step(model, trainer, inputs, targets):
     model.train()
     trainer.zero_grad()
     tags = model(*to_tensors(inputs))
-    loss = F.cross_entropy(tags.flatten(0, 1), torch.as_tensor(targets, dtype=torch.long).flatten())
+    loss = F.cross_entropy(
+        tags.flatten(0, 1),
+        torch.as_tensor(targets, dtype=torch.long).flatten(),
+    )
     loss.backward()
     trainer.step()
     return loss.item()

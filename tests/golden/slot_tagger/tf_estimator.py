@@ -117,11 +117,23 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     words = tf.cast(features["words"], tf.int64)
-    lstm_1_ = tf.keras.layers.LSTM(300, return_sequences=True, recurrent_initializer="glorot_uniform", unit_forget_bias=False, name="lstm_1")
+    lstm_1_ = tf.keras.layers.LSTM(
+        300,
+        return_sequences=True,
+        recurrent_initializer="glorot_uniform",
+        unit_forget_bias=False,
+        name="lstm_1",
+    )
     # tagging_model: Sequential
     embedding_1 = _embedding(words, 943, 150, "embedding_1")
     lstm_1 = lstm_1_(embedding_1)
-    tags = tf.compat.v1.layers.dense(lstm_1, 129, activation=None, use_bias=True, name="dense_1")
+    tags = tf.compat.v1.layers.dense(
+        lstm_1,
+        129,
+        activation=None,
+        use_bias=True,
+        name="dense_1",
+    )
     predictions = {
         "tags": tags,
     }

@@ -59,12 +59,30 @@ def build_model():
     # its thread count is only implied by the environment; setting it, to the same value, avoids that
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     feats = C.input_variable((40,), np.float32, name="feats")
-    dnn = C.layers.Sequential([
-        C.layers.For(range(6), lambda i: [
-            C.layers.Dense(2048, activation=C.sigmoid, name=["dense_1", "dense_2", "dense_3", "dense_4", "dense_5", "dense_6"][i]),
-        ], name="layer_stack_1"),
-        C.layers.Dense(9000, name="dense_7"),
-    ], name="dnn")
+    dnn = C.layers.Sequential(
+        [
+            C.layers.For(
+                range(6),
+                lambda i: [
+                    C.layers.Dense(
+                        2048,
+                        activation=C.sigmoid,
+                        name=[
+                            "dense_1",
+                            "dense_2",
+                            "dense_3",
+                            "dense_4",
+                            "dense_5",
+                            "dense_6",
+                        ][i],
+                    ),
+                ],
+                name="layer_stack_1",
+            ),
+            C.layers.Dense(9000, name="dense_7"),
+        ],
+        name="dnn",
+    )
     z = dnn(feats)
     return z
 
@@ -184,7 +202,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(9000, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(9000, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -65,17 +65,72 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.dnn = _sequential("dnn_", [  # Sequential
-            _sequential("layer_stack_1_", [  # LayerStack of 6
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=40, prefix="dense_1_"),
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=2048, prefix="dense_2_"),
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=2048, prefix="dense_3_"),
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=2048, prefix="dense_4_"),
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=2048, prefix="dense_5_"),
-                nn.Dense(2048, activation="sigmoid", use_bias=True, flatten=True, in_units=2048, prefix="dense_6_"),
-            ]),
-            nn.Dense(9000, activation=None, use_bias=True, flatten=True, in_units=2048, prefix="dense_7_"),
-        ])
+        self.dnn = _sequential(
+            "dnn_",
+            [  # Sequential
+                _sequential(
+                    "layer_stack_1_",
+                    [  # LayerStack of 6
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=40,
+                            prefix="dense_1_",
+                        ),
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=2048,
+                            prefix="dense_2_",
+                        ),
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=2048,
+                            prefix="dense_3_",
+                        ),
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=2048,
+                            prefix="dense_4_",
+                        ),
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=2048,
+                            prefix="dense_5_",
+                        ),
+                        nn.Dense(
+                            2048,
+                            activation="sigmoid",
+                            use_bias=True,
+                            flatten=True,
+                            in_units=2048,
+                            prefix="dense_6_",
+                        ),
+                    ],
+                ),
+                nn.Dense(
+                    9000,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=2048,
+                    prefix="dense_7_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, feats):
         z = self.dnn(feats)

@@ -92,13 +92,55 @@ def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     feats = tf.cast(features["feats"], tf.float32)
     # dnn: Sequential
-    dense_1 = tf.compat.v1.layers.dense(feats, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_1")
-    dense_2 = tf.compat.v1.layers.dense(dense_1, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_2")
-    dense_3 = tf.compat.v1.layers.dense(dense_2, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_3")
-    dense_4 = tf.compat.v1.layers.dense(dense_3, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_4")
-    dense_5 = tf.compat.v1.layers.dense(dense_4, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_5")
-    dense_6 = tf.compat.v1.layers.dense(dense_5, 2048, activation=tf.nn.sigmoid, use_bias=True, name="dense_6")
-    z = tf.compat.v1.layers.dense(dense_6, 9000, activation=None, use_bias=True, name="dense_7")
+    dense_1 = tf.compat.v1.layers.dense(
+        feats,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_1",
+    )
+    dense_2 = tf.compat.v1.layers.dense(
+        dense_1,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_2",
+    )
+    dense_3 = tf.compat.v1.layers.dense(
+        dense_2,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_3",
+    )
+    dense_4 = tf.compat.v1.layers.dense(
+        dense_3,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_4",
+    )
+    dense_5 = tf.compat.v1.layers.dense(
+        dense_4,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_5",
+    )
+    dense_6 = tf.compat.v1.layers.dense(
+        dense_5,
+        2048,
+        activation=tf.nn.sigmoid,
+        use_bias=True,
+        name="dense_6",
+    )
+    z = tf.compat.v1.layers.dense(
+        dense_6,
+        9000,
+        activation=None,
+        use_bias=True,
+        name="dense_7",
+    )
     predictions = {
         "z": z,
     }

@@ -64,18 +64,43 @@ def build_model():
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((3, 32, 32), np.float32, name="image")
     with C.layers.default_options(activation=C.relu):
-        vgg = C.layers.Sequential([
-            C.layers.For(range(3), lambda i: [
-                C.layers.Convolution((3, 3), [64, 96, 128][i], pad=True, name=["convolution_1", "convolution_3", "convolution_5"][i]),
-                C.layers.Convolution((3, 3), [64, 96, 128][i], pad=True, name=["convolution_2", "convolution_4", "convolution_6"][i]),
-                C.layers.MaxPooling((3, 3), strides=(2, 2), name=["max_pooling_1", "max_pooling_2", "max_pooling_3"][i]),
-            ], name="layer_stack_1"),
-            C.layers.For(range(2), lambda i: [
-                C.layers.Dense(1024, name=["dense_1", "dense_2"][i]),
-                C.layers.Dropout(0.5, name=["dropout_1", "dropout_2"][i]),
-            ], name="layer_stack_2"),
-            C.layers.Dense(10, activation=None, name="dense_3"),
-        ], name="vgg")
+        vgg = C.layers.Sequential(
+            [
+                C.layers.For(
+                    range(3),
+                    lambda i: [
+                        C.layers.Convolution(
+                            (3, 3),
+                            [64, 96, 128][i],
+                            pad=True,
+                            name=["convolution_1", "convolution_3", "convolution_5"][i],
+                        ),
+                        C.layers.Convolution(
+                            (3, 3),
+                            [64, 96, 128][i],
+                            pad=True,
+                            name=["convolution_2", "convolution_4", "convolution_6"][i],
+                        ),
+                        C.layers.MaxPooling(
+                            (3, 3),
+                            strides=(2, 2),
+                            name=["max_pooling_1", "max_pooling_2", "max_pooling_3"][i],
+                        ),
+                    ],
+                    name="layer_stack_1",
+                ),
+                C.layers.For(
+                    range(2),
+                    lambda i: [
+                        C.layers.Dense(1024, name=["dense_1", "dense_2"][i]),
+                        C.layers.Dropout(0.5, name=["dropout_1", "dropout_2"][i]),
+                    ],
+                    name="layer_stack_2",
+                ),
+                C.layers.Dense(10, activation=None, name="dense_3"),
+            ],
+            name="vgg",
+        )
     z = vgg(image)
     return z
 
@@ -195,7 +220,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     trainer.train_minibatch(feed)
     return float(trainer.previous_minibatch_loss_average)
 

@@ -69,36 +69,150 @@ class Net(gluon.HybridBlock):
 
     def __init__(self):
         super().__init__(prefix="")
-        self.vgg = _sequential("vgg_", [  # Sequential
-            _sequential("layer_stack_1_", [  # LayerStack of 3
-                _sequential("sequential_1_", [  # Sequential
-                    nn.Conv2D(64, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=3, activation="relu", use_bias=True, prefix="convolution_1_"),
-                    nn.Conv2D(64, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=64, activation="relu", use_bias=True, prefix="convolution_2_"),
-                    nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_1_"),
-                ]),
-                _sequential("sequential_2_", [  # Sequential
-                    nn.Conv2D(96, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=64, activation="relu", use_bias=True, prefix="convolution_3_"),
-                    nn.Conv2D(96, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=96, activation="relu", use_bias=True, prefix="convolution_4_"),
-                    nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_2_"),
-                ]),
-                _sequential("sequential_3_", [  # Sequential
-                    nn.Conv2D(128, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=96, activation="relu", use_bias=True, prefix="convolution_5_"),
-                    nn.Conv2D(128, (3, 3), strides=(1, 1), padding=(1, 1), in_channels=128, activation="relu", use_bias=True, prefix="convolution_6_"),
-                    nn.MaxPool2D(pool_size=(3, 3), strides=(2, 2), padding=(0, 0), prefix="max_pooling_3_"),
-                ]),
-            ]),
-            _sequential("layer_stack_2_", [  # LayerStack of 2
-                _sequential("sequential_4_", [  # Sequential
-                    nn.Dense(1024, activation="relu", use_bias=True, flatten=True, in_units=1152, prefix="dense_1_"),
-                    nn.Dropout(0.5, prefix="dropout_1_"),
-                ]),
-                _sequential("sequential_5_", [  # Sequential
-                    nn.Dense(1024, activation="relu", use_bias=True, flatten=True, in_units=1024, prefix="dense_2_"),
-                    nn.Dropout(0.5, prefix="dropout_2_"),
-                ]),
-            ]),
-            nn.Dense(10, activation=None, use_bias=True, flatten=True, in_units=1024, prefix="dense_3_"),
-        ])
+        self.vgg = _sequential(
+            "vgg_",
+            [  # Sequential
+                _sequential(
+                    "layer_stack_1_",
+                    [  # LayerStack of 3
+                        _sequential(
+                            "sequential_1_",
+                            [  # Sequential
+                                nn.Conv2D(
+                                    64,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=3,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_1_",
+                                ),
+                                nn.Conv2D(
+                                    64,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=64,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_2_",
+                                ),
+                                nn.MaxPool2D(
+                                    pool_size=(3, 3),
+                                    strides=(2, 2),
+                                    padding=(0, 0),
+                                    prefix="max_pooling_1_",
+                                ),
+                            ],
+                        ),
+                        _sequential(
+                            "sequential_2_",
+                            [  # Sequential
+                                nn.Conv2D(
+                                    96,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=64,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_3_",
+                                ),
+                                nn.Conv2D(
+                                    96,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=96,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_4_",
+                                ),
+                                nn.MaxPool2D(
+                                    pool_size=(3, 3),
+                                    strides=(2, 2),
+                                    padding=(0, 0),
+                                    prefix="max_pooling_2_",
+                                ),
+                            ],
+                        ),
+                        _sequential(
+                            "sequential_3_",
+                            [  # Sequential
+                                nn.Conv2D(
+                                    128,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=96,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_5_",
+                                ),
+                                nn.Conv2D(
+                                    128,
+                                    (3, 3),
+                                    strides=(1, 1),
+                                    padding=(1, 1),
+                                    in_channels=128,
+                                    activation="relu",
+                                    use_bias=True,
+                                    prefix="convolution_6_",
+                                ),
+                                nn.MaxPool2D(
+                                    pool_size=(3, 3),
+                                    strides=(2, 2),
+                                    padding=(0, 0),
+                                    prefix="max_pooling_3_",
+                                ),
+                            ],
+                        ),
+                    ],
+                ),
+                _sequential(
+                    "layer_stack_2_",
+                    [  # LayerStack of 2
+                        _sequential(
+                            "sequential_4_",
+                            [  # Sequential
+                                nn.Dense(
+                                    1024,
+                                    activation="relu",
+                                    use_bias=True,
+                                    flatten=True,
+                                    in_units=1152,
+                                    prefix="dense_1_",
+                                ),
+                                nn.Dropout(0.5, prefix="dropout_1_"),
+                            ],
+                        ),
+                        _sequential(
+                            "sequential_5_",
+                            [  # Sequential
+                                nn.Dense(
+                                    1024,
+                                    activation="relu",
+                                    use_bias=True,
+                                    flatten=True,
+                                    in_units=1024,
+                                    prefix="dense_2_",
+                                ),
+                                nn.Dropout(0.5, prefix="dropout_2_"),
+                            ],
+                        ),
+                    ],
+                ),
+                nn.Dense(
+                    10,
+                    activation=None,
+                    use_bias=True,
+                    flatten=True,
+                    in_units=1024,
+                    prefix="dense_3_",
+                ),
+            ],
+        )
 
     def hybrid_forward(self, F, image):
         z = self.vgg(image)

@@ -95,22 +95,123 @@ def _optimizer(lr):
 def model_fn(features, labels, mode, params):
     """The Estimator model function: netdsl's graph with tf.compat.v1.layers, NHWC inside."""
     training = mode == tf.estimator.ModeKeys.TRAIN
-    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])  # NCHW -> NHWC
+    # NCHW -> NHWC
+    image = tf.transpose(tf.cast(features["image"], tf.float32), [0, 2, 3, 1])
     # vgg: Sequential
-    convolution_1 = tf.compat.v1.layers.conv2d(image, 64, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_1")
-    convolution_2 = tf.compat.v1.layers.conv2d(convolution_1, 64, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_2")
-    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(convolution_2, (3, 3), (2, 2), padding="valid", name="max_pooling_1")
-    convolution_3 = tf.compat.v1.layers.conv2d(max_pooling_1, 96, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_3")
-    convolution_4 = tf.compat.v1.layers.conv2d(convolution_3, 96, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_4")
-    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(convolution_4, (3, 3), (2, 2), padding="valid", name="max_pooling_2")
-    convolution_5 = tf.compat.v1.layers.conv2d(max_pooling_2, 128, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_5")
-    convolution_6 = tf.compat.v1.layers.conv2d(convolution_5, 128, (3, 3), strides=(1, 1), padding="same", activation=tf.nn.relu, use_bias=True, name="convolution_6")
-    max_pooling_3 = tf.compat.v1.layers.max_pooling2d(convolution_6, (3, 3), (2, 2), padding="valid", name="max_pooling_3")
-    dense_1 = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten(max_pooling_3), 1024, activation=tf.nn.relu, use_bias=True, name="dense_1")  # NHWC-flattened: rows permuted on load
-    dropout_1 = tf.compat.v1.layers.dropout(dense_1, rate=0.5, training=training, name="dropout_1")
-    dense_2 = tf.compat.v1.layers.dense(dropout_1, 1024, activation=tf.nn.relu, use_bias=True, name="dense_2")
-    dropout_2 = tf.compat.v1.layers.dropout(dense_2, rate=0.5, training=training, name="dropout_2")
-    z = tf.compat.v1.layers.dense(dropout_2, 10, activation=None, use_bias=True, name="dense_3")
+    convolution_1 = tf.compat.v1.layers.conv2d(
+        image,
+        64,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_1",
+    )
+    convolution_2 = tf.compat.v1.layers.conv2d(
+        convolution_1,
+        64,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_2",
+    )
+    max_pooling_1 = tf.compat.v1.layers.max_pooling2d(
+        convolution_2,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_1",
+    )
+    convolution_3 = tf.compat.v1.layers.conv2d(
+        max_pooling_1,
+        96,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_3",
+    )
+    convolution_4 = tf.compat.v1.layers.conv2d(
+        convolution_3,
+        96,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_4",
+    )
+    max_pooling_2 = tf.compat.v1.layers.max_pooling2d(
+        convolution_4,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_2",
+    )
+    convolution_5 = tf.compat.v1.layers.conv2d(
+        max_pooling_2,
+        128,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_5",
+    )
+    convolution_6 = tf.compat.v1.layers.conv2d(
+        convolution_5,
+        128,
+        (3, 3),
+        strides=(1, 1),
+        padding="same",
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="convolution_6",
+    )
+    max_pooling_3 = tf.compat.v1.layers.max_pooling2d(
+        convolution_6,
+        (3, 3),
+        (2, 2),
+        padding="valid",
+        name="max_pooling_3",
+    )
+    dense_1 = tf.compat.v1.layers.dense(
+        tf.compat.v1.layers.flatten(max_pooling_3),
+        1024,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_1",
+    )  # NHWC-flattened: rows permuted on load
+    dropout_1 = tf.compat.v1.layers.dropout(
+        dense_1,
+        rate=0.5,
+        training=training,
+        name="dropout_1",
+    )
+    dense_2 = tf.compat.v1.layers.dense(
+        dropout_1,
+        1024,
+        activation=tf.nn.relu,
+        use_bias=True,
+        name="dense_2",
+    )
+    dropout_2 = tf.compat.v1.layers.dropout(
+        dense_2,
+        rate=0.5,
+        training=training,
+        name="dropout_2",
+    )
+    z = tf.compat.v1.layers.dense(
+        dropout_2,
+        10,
+        activation=None,
+        use_bias=True,
+        name="dense_3",
+    )
     predictions = {
         "z": z,
     }
