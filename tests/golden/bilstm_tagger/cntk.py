@@ -15,6 +15,7 @@ import gzip
 import math
 import os
 import struct
+import tempfile
 
 import cntk as C
 import numpy as np
@@ -153,6 +154,23 @@ def predict(model, inputs):
     if isinstance(out, list):  # one array per sequence
         out = np.stack(out)
     return {OUTPUT: np.asarray(out, dtype=np.float32)}
+
+
+def export_native(model, directory):
+    """The model in CNTK's own format (Function.save): <MODEL_NAME>.model in `directory`, written
+    under a temporary name and then renamed; returns its path. C.Function.load(path) reads it back,
+    its arguments named as INPUTS (token ids one-hot, as _feed makes them)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, MODEL_NAME + ".model")
+    fd, staging = tempfile.mkstemp(prefix=".export-", dir=directory)
+    os.close(fd)
+    try:
+        model.save(staging)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
 
 
 class _TorchLearner(C.learners.UserLearner):

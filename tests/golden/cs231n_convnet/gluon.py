@@ -12,7 +12,9 @@ h2h_bias stays zero and frozen (grad_req='null').
 import argparse
 import gzip
 import os
+import shutil
 import struct
+import tempfile
 
 import mxnet as mx
 import numpy as np
@@ -149,6 +151,28 @@ def predict(model, inputs):
     """Inference mode (dropout off, batch norm on running statistics): canonical arrays in and out."""
     outs = _tuple(model(*_inputs(inputs)))
     return {name: out.asnumpy() for name, out in zip(OUTPUTS, outs)}
+
+
+def export_native(model, directory):
+    """The model in Gluon's own format: hybridize() + export(), <MODEL_NAME>-symbol.json and
+    <MODEL_NAME>-0000.params in `directory` (each written under a temporary name, then renamed);
+    returns the two paths. gluon.SymbolBlock.imports(symbol, ["data"] (one input) or ["data0", ...]
+    (INPUTS order), params) reads them back: canonical arrays in, the outputs in OUTPUTS order."""
+    model.hybridize()
+    # export() needs the graph of one forward pass
+    shapes = {k: [1 if d is None else d for d in s] for k, s in INPUTS.items()}
+    predict(model, {k: np.zeros(s) for k, s in shapes.items()})
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".export-", dir=directory)
+    try:
+        model.export(os.path.join(staging, MODEL_NAME), epoch=0)
+        paths = []
+        for name in (MODEL_NAME + "-symbol.json", MODEL_NAME + "-0000.params"):
+            os.replace(os.path.join(staging, name), os.path.join(directory, name))
+            paths.append(os.path.join(directory, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
 
 
 def make_trainer(model, lr=None):
@@ -932,11 +956,10 @@ def main(argv=None):
             flush=True,
         )
     os.makedirs(args.out_dir, exist_ok=True)
-    saved = os.path.join(args.out_dir, MODEL_NAME + ".params")
-    model.save_parameters(saved)
     weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
     export_netdsl_weights(model, weights)
-    print(f"saved {saved} and {weights}")
+    symbol, params = export_native(model, args.out_dir)
+    print(f"saved {weights}, {symbol} and {params}")
 
 
 if __name__ == "__main__":

@@ -327,6 +327,27 @@ def export_netdsl_weights(model, path):
         np.savez(f, **arrays)
 
 
+def export_native(model, directory):
+    """The model as a TensorFlow SavedModel (Estimator.export_saved_model, from the latest checkpoint):
+    a new timestamped directory under `directory`, written under a temporary name and then renamed;
+    returns its path. tf.saved_model.load(path).signatures["serving_default"] maps the canonical
+    inputs by name (INPUTS) to the canonical outputs by name (OUTPUTS), in inference mode."""
+    if model.latest_checkpoint() is None:
+        _write_checkpoint(model)
+
+    def serving_input():
+        features = {
+            name: tf.compat.v1.placeholder(
+                tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name
+            )
+            for name, shape in INPUTS.items()
+        }
+        return tf.estimator.export.ServingInputReceiver(features, features)
+
+    path = model.export_saved_model(directory, serving_input)
+    return path.decode() if isinstance(path, bytes) else path
+
+
 def _features(inputs):
     return {
         name: np.asarray(inputs[name]).astype(

@@ -522,6 +522,27 @@ def export_netdsl_weights(model, path):
         np.savez(f, **arrays)
 
 
+def export_native(model, directory):
+    """The model as a TensorFlow SavedModel (Estimator.export_saved_model, from the latest checkpoint):
+    a new timestamped directory under `directory`, written under a temporary name and then renamed;
+    returns its path. tf.saved_model.load(path).signatures["serving_default"] maps the canonical
+    inputs by name (INPUTS) to the canonical outputs by name (OUTPUTS), in inference mode."""
+    if model.latest_checkpoint() is None:
+        _write_checkpoint(model)
+
+    def serving_input():
+        features = {
+            name: tf.compat.v1.placeholder(
+                tf.int64 if name in ID_INPUTS else tf.float32, shape, name=name
+            )
+            for name, shape in INPUTS.items()
+        }
+        return tf.estimator.export.ServingInputReceiver(features, features)
+
+    path = model.export_saved_model(directory, serving_input)
+    return path.decode() if isinstance(path, bytes) else path
+
+
 def _features(inputs):
     return {
         name: np.asarray(inputs[name]).astype(
@@ -1342,7 +1363,9 @@ def main(argv=None):
         )
     weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
     export_netdsl_weights(model, weights)
-    print(f"saved {model.latest_checkpoint()} and {weights}")
+    saved_models = os.path.join(args.out_dir, MODEL_NAME + "-savedmodel")
+    native = export_native(model, saved_models)
+    print(f"saved {weights} and the SavedModel {native}")
 
 
 if __name__ == "__main__":

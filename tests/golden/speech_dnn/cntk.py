@@ -14,6 +14,7 @@ import argparse
 import gzip
 import os
 import struct
+import tempfile
 
 import cntk as C
 import numpy as np
@@ -172,6 +173,23 @@ def predict(model, inputs):
     if isinstance(out, list):  # one array per sequence
         out = np.stack(out)
     return {OUTPUT: np.asarray(out, dtype=np.float32)}
+
+
+def export_native(model, directory):
+    """The model in CNTK's own format (Function.save): <MODEL_NAME>.model in `directory`, written
+    under a temporary name and then renamed; returns its path. C.Function.load(path) reads it back,
+    its arguments named as INPUTS (token ids one-hot, as _feed makes them)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, MODEL_NAME + ".model")
+    fd, staging = tempfile.mkstemp(prefix=".export-", dir=directory)
+    os.close(fd)
+    try:
+        model.save(staging)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
 
 
 def _learner(parameters, lr):
@@ -957,11 +975,10 @@ def main(argv=None):
             flush=True,
         )
     os.makedirs(args.out_dir, exist_ok=True)
-    saved = os.path.join(args.out_dir, MODEL_NAME + ".cntk")
-    model.save(saved)
     weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
     export_netdsl_weights(model, weights)
-    print(f"saved {saved} and {weights}")
+    native = export_native(model, args.out_dir)
+    print(f"saved {weights} and {native}")
 
 
 if __name__ == "__main__":
