@@ -197,7 +197,7 @@ def common_context(lg: Legacy) -> dict:
             "input_shapes": {i["name"]: i["shape"] for i in inputs},
             "output_shapes": {o["name"]: o["shape"] for o in outputs},
             "loss": training["loss"], "optimizer": training["optimizer"],
-            "mnist_shape": mnist, "main_reason": plan["reason"],
+            "mnist_shape": mnist, "main_ok": plan["ok"], "main_reason": plan["reason"],
             "trainable_total": sum(p.size for p in graph.params() if p.trainable),
             "layout": layout}  # statements as ruff format keeps them (emit/layout.py)
 
