@@ -210,7 +210,7 @@ def make_conll(root, seed=0):
 
 
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_script_trains_the_slot_tagger_on_conll(target, tmp_path):
+def test_script_trains_the_slot_tagger_on_conll(target, tmp_path, capsys):
     """models/slot_tagger.net on a CoNLL corpus: PyTorch and Keras learn it well above the majority
     baseline; the legacy targets run one short epoch. The saved weights carry the vocabulary and the
     tags (data/vocab, data/classes) built by netdsl's own rule, and --init with them gives the ids back."""
@@ -239,3 +239,19 @@ def test_script_trains_the_slot_tagger_on_conll(target, tmp_path):
     again = run_script(target, script, tmp_path, "--data", spec, "--init", tmp_path / "out" / "SlotTagger.npz",
                        "--eval-only")
     assert float(re.findall(r"test accuracy ([0-9.]+)", again)[0]) == pytest.approx(accuracy[-1], abs=2e-4)
+
+    # --predict on sentences (an unknown word among them) is `netdsl predict`'s: probabilities per token
+    # to 1e-5, and the printed table's tags
+    net, saved = Path(__file__).resolve().parents[1] / "models" / "slot_tagger.net", tmp_path / "out" / "SlotTagger.npz"
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("w1 w2 w3\nw29 w0 w7 w7 w12 w3\nnever_seen w5\n", encoding="utf-8")
+    run_script(target, script, tmp_path, "--init", saved, "--predict", sentences, "-o", tmp_path / "s.npy")
+    native(capsys, "predict", net, "--load", saved, sentences, "-o", tmp_path / "n.npy")
+    got, want = np.load(tmp_path / "s.npy"), np.load(tmp_path / "n.npy")
+    assert got.shape == want.shape == (3, 6, 129)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    printed = list(csv.reader(io.StringIO(run_script(target, script, tmp_path, "--init", saved, "--predict",
+                                                      sentences))))
+    expected = list(csv.reader(io.StringIO(native(capsys, "predict", net, "--load", saved, sentences))))
+    assert printed[0] == expected[0] == ["input", "position", "token", "class", "probability"]
+    assert [r[:4] for r in printed] == [r[:4] for r in expected] and len(printed) == 12

@@ -957,10 +957,11 @@ def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
-    import sys
-    import tempfile
 
     stats = read_data_arrays(args.init)
+    if VOCAB is not None:
+        write_token_predictions(args, model, stats)
+        return
     names, x = read_predict_inputs(args.predict, args.label_column)
     outs = []
     for start in range(0, len(x), 256):
@@ -991,6 +992,14 @@ def write_predictions(args, model):
                 ]
             )
         text = buf.getvalue()
+    write_output(args, text, out)
+
+
+def write_output(args, text, out):
+    """--predict's table printed, or written to -o (the table, or `out` as .npy) atomically."""
+    import sys
+    import tempfile
+
     if not args.output:
         sys.stdout.write(text)
         return
@@ -1035,7 +1044,7 @@ def text_lines(path):
     return [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
 
 
-def read_conll(path):
+def read_conll(path, tagged=True):
     """[(tokens, tags, line)]: a token and a tag per line (first and last column), blank lines between."""
     sentences, tokens, tags, start = [], [], [], None
     for lineno, line in enumerate(text_lines(path), 1):
@@ -1047,7 +1056,7 @@ def read_conll(path):
                 sentences.append((tokens, tags, start))
                 tokens, tags = [], []
             continue
-        if len(fields) < 2:
+        if tagged and len(fields) < 2:
             data_error(
                 f"{path}:{lineno}: expected a token and a tag, found one field {fields[0]!r}"
             )
@@ -1262,6 +1271,77 @@ def train_tokens(args, model):
         data["classes"] = np.array(classes, dtype=str)
     add_data_arrays(path, data)
     print(f"saved {path}")
+
+
+def write_token_predictions(args, model, stats):
+    """--predict on token sequences, as `netdsl predict` does: text files of one sentence per line
+    (or CoNLL files, their first column), mapped by the weights' own vocabulary (data/vocab); a
+    row per token (tagging) or per sentence, or -o out.npy: (N, T, C) zero-padded, or (N, C)."""
+    import csv
+    import io
+
+    if "vocab" not in stats:
+        data_error(
+            f"{args.init}: holds no vocabulary (data/vocab); weights trained on a conll or tsv "
+            "dataset store it"
+        )
+    index = {str(w): i for i, w in enumerate(stats["vocab"])}
+    names, sentences = [], []
+    for path in args.predict:
+        if os.path.splitext(path)[1].lower() in (".conll", ".iob", ".bio"):
+            rows = [
+                (tokens, line) for tokens, _, line in read_conll(path, tagged=False)
+            ]
+        else:
+            lines = enumerate(text_lines(path), 1)
+            rows = [(line.split(), n) for n, line in lines if line.strip()]
+        names += [f"{path}:{line}" for _, line in rows]
+        sentences += [tokens for tokens, _ in rows]
+    if not sentences:
+        data_error("no samples in the inputs")
+    ids = [np.array([index.get(t, 1) for t in s], np.int64) for s in sentences]
+    outs = []
+    for start in range(0, len(ids), args.batch_size):
+        x, lengths = pad_ids(ids[start : start + args.batch_size])
+        z = predict(model, {DATA_INPUT: x, "lengths": lengths})[DATA_OUTPUT]
+        for k, n in enumerate(lengths):
+            z_k = z[k, :n] if TAGGING else z[k]
+            outs.append(z_k.astype(np.float64))
+    classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
+    if classifier:
+        outs = [np.exp(o - o.max(axis=-1, keepdims=True)) for o in outs]
+        outs = [e / e.sum(axis=-1, keepdims=True) for e in outs]
+    classes = [str(c) for c in stats["classes"]] if "classes" in stats else None
+    if args.output and args.output.lower().endswith(".npy"):
+        if TAGGING:
+            out = np.zeros((len(outs), max(len(o) for o in outs), CLASSES))
+            for i, o in enumerate(outs):
+                out[i, : len(o)] = o
+        else:
+            out = np.stack(outs)
+        write_output(args, None, out)
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    value = "probability" if classifier else "output"
+    w.writerow(
+        ["input", "position", "token", "class", value]
+        if TAGGING
+        else ["input", "class", value]
+    )
+    for name, tokens, o in zip(names, sentences, outs):
+        for pos, v in enumerate(o if TAGGING else [o]):
+            k = int(v.argmax())
+            cls = classes[k] if classes is not None and k < len(classes) else str(k)
+            shown = (
+                f"{v[k]:.6f}"
+                if classifier
+                else " ".join(f"{x:.6g}" for x in np.ravel(v))
+            )
+            w.writerow(
+                [name, pos, tokens[pos], cls, shown] if TAGGING else [name, cls, shown]
+            )
+    write_output(args, buf.getvalue(), np.zeros(len(outs)))
 
 
 def batches(x, y, batch_size, shuffle_seed=None):
