@@ -785,6 +785,11 @@ def data_spec(args):
 def load_dataset(args):
     """(x_train, y_train, x_test, y_test, class names or None) from --data KIND:PATH, else --data-dir's IDX files."""
     kind, path = data_spec(args)
+    if VOCAB is not None:
+        data_error(
+            f"{path}: {kind} datasets hold numbers; input '{DATA_INPUT}' takes token ids: "
+            "give --data conll:PATH or tsv:PATH"
+        )
     classes = None
     if kind == "idx":
         x_train, y_train, x_test, y_test = load_mnist(path)
