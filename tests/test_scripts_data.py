@@ -186,3 +186,72 @@ def test_script_without_pillow_says_so(formats, tmp_path):
                           cwd=str(tmp_path))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "reading images needs Pillow: pip install pillow" in proc.stderr
+
+
+# ------------------------------------------------------------------ token sequences (CoNLL)
+
+def make_conll(root, seed=0):
+    """A tagging corpus with a learnable rule: a word's tag is fixed by the word (w0..w29 -> one of
+    five tags, unevenly: the majority tag covers about a third of the tokens), sentences of 3 to 9 words.
+    Returns the majority baseline of the test split."""
+    rng = np.random.default_rng(seed)
+    tag_of = ["TAG" + "AAABBCCDEF"[k % 10] for k in range(30)]
+    counts = {}
+    for split, n in (("train", 320), ("test", 80)):
+        lines = []
+        for _ in range(n):
+            for w in rng.integers(0, 30, rng.integers(3, 10)):
+                lines.append(f"w{w} {tag_of[w]}")
+                if split == "test":
+                    counts[tag_of[w]] = counts.get(tag_of[w], 0) + 1
+            lines.append("")
+        (root / f"{split}.conll").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return max(counts.values()) / sum(counts.values())
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_script_trains_the_slot_tagger_on_conll(target, tmp_path, capsys):
+    """models/slot_tagger.net on a CoNLL corpus: PyTorch and Keras learn it well above the majority
+    baseline; the legacy targets run one short epoch. The saved weights carry the vocabulary and the
+    tags (data/vocab, data/classes) built by netdsl's own rule, and --init with them gives the ids back."""
+    from netdsl.data import text
+
+    script_python(target)  # skips before any work when the target's venv is missing
+    majority = make_conll(tmp_path)
+    graph = load(str(Path(__file__).resolve().parents[1] / "models" / "slot_tagger.net"))
+    script = tmp_path / f"tagger_{target}.py"
+    script.write_text(emit(graph, target))
+    spec = f"conll:{tmp_path}"
+    full = target in ("pytorch", "keras")
+    flags = ["--epochs", 3, "--lr", 0.01] if full else ["--epochs", 1, "--limit-train", 48, "--lr", 0.01]
+    out = run_script(target, script, tmp_path, "--data", spec, *flags, "--out-dir", tmp_path / "out")
+    accuracy = [float(a) for a in re.findall(r"test accuracy ([0-9.]+)", out)]
+    assert len(accuracy) == (3 if full else 1), out
+    if full:
+        assert accuracy[-1] >= max(0.9, majority + 0.4), (majority, out)
+    limits = {} if full else {"train": 48}
+    expected = text.load_conll({"train": tmp_path / "train.conll", "test": tmp_path / "test.conll"}, limits,
+                               vocab_size=943)
+    with np.load(tmp_path / "out" / "SlotTagger.npz", allow_pickle=False) as z:
+        assert list(z["data/vocab"]) == list(expected.vocab)
+        assert list(z["data/classes"]) == list(expected.classes)
+    # the saved vocabulary is used again: evaluating the saved weights gives the last epoch's accuracy
+    again = run_script(target, script, tmp_path, "--data", spec, "--init", tmp_path / "out" / "SlotTagger.npz",
+                       "--eval-only")
+    assert float(re.findall(r"test accuracy ([0-9.]+)", again)[0]) == pytest.approx(accuracy[-1], abs=2e-4)
+
+    # --predict on sentences (an unknown word among them) is `netdsl predict`'s: probabilities per token
+    # to 1e-5, and the printed table's tags
+    net, saved = Path(__file__).resolve().parents[1] / "models" / "slot_tagger.net", tmp_path / "out" / "SlotTagger.npz"
+    sentences = tmp_path / "sentences.txt"
+    sentences.write_text("w1 w2 w3\nw29 w0 w7 w7 w12 w3\nnever_seen w5\n", encoding="utf-8")
+    run_script(target, script, tmp_path, "--init", saved, "--predict", sentences, "-o", tmp_path / "s.npy")
+    native(capsys, "predict", net, "--load", saved, sentences, "-o", tmp_path / "n.npy")
+    got, want = np.load(tmp_path / "s.npy"), np.load(tmp_path / "n.npy")
+    assert got.shape == want.shape == (3, 6, 129)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    printed = list(csv.reader(io.StringIO(run_script(target, script, tmp_path, "--init", saved, "--predict",
+                                                      sentences))))
+    expected = list(csv.reader(io.StringIO(native(capsys, "predict", net, "--load", saved, sentences))))
+    assert printed[0] == expected[0] == ["input", "position", "token", "class", "probability"]
+    assert [r[:4] for r in printed] == [r[:4] for r in expected] and len(printed) == 12

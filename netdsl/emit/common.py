@@ -18,6 +18,7 @@ from .. import ir
 from ..errors import Diagnostic
 from ..layers.common import split_activation
 from .base import EmitBug, header_source, ident, pyrepr
+from .layout import layout  # noqa: F401  (emitters use C.layout)
 from .names import BUILTINS, PY_KEYWORDS, Names, auto_named, class_name  # noqa: F401  (emitters use C.Names)
 
 # ------------------------------------------------------------------ code text
@@ -120,8 +121,8 @@ def number(value) -> str:
 
 
 def table_row(key: str, *values) -> str:
-    """`"key": (v1, v2, ...),` for a constant table."""
-    return f"{lit(key)}: ({', '.join(map(lit, values))}),"
+    """`"key": (v1, v2, ...),` for a constant table, an entry indented by 4 (exploded when too long)."""
+    return layout(f"{lit(key)}: ({', '.join(map(lit, values))}),", 4)
 
 
 def const_dict(name: str, items: dict, width: int = WIDTH) -> list:
@@ -337,7 +338,9 @@ def dataset_plan(idx: GraphIndex) -> dict:
 
     main() reads any numeric dataset (--data, common/data.py.j2) into a model with one
     input that is not token ids and one output of class scores; the samples are shaped
-    for the input at run time. A model that cannot train so still compiles; its main()
+    for the input at run time. A model whose input takes token ids trains on token
+    datasets (conll, tsv: train_tokens() in common/data.py.j2) when its output is class
+    scores per sample or per time step. A model that cannot train so still compiles; its main()
     exits with the reason.
     """
     graph = idx.graph
@@ -350,10 +353,13 @@ def dataset_plan(idx: GraphIndex) -> dict:
         plan["reason"] = "main() can only train a model with one input and one output"
         return plan
     inp = graph.inputs[0].type
-    if inp.vocab is not None:
-        plan["reason"] = f"main() feeds numeric samples; the input {graph.inputs[0].name} takes token ids"
-        return plan
     out = idx.types[graph.outputs[0]]
+    if inp.vocab is not None and len(out.shape) == 1:  # a tagger or a text classifier: token datasets
+        plan.update(ok=True, one_hot=t.loss == "squared_error", classes=out.shape[0])
+        return plan
+    if inp.vocab is not None:
+        plan["reason"] = f"main() feeds token sequences to class scores; the output {graph.outputs[0]} is {out.describe()}"
+        return plan
     if out.seq or len(out.shape) != 1:
         plan["reason"] = f"main() trains classifiers; the output {graph.outputs[0]} is {out.describe()}"
         return plan

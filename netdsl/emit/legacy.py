@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import ir
 from ..errors import Diagnostic
-from .common import GraphIndex, Names, dataset_plan, training_dict
+from .common import GraphIndex, Names, dataset_plan, layout, training_dict
 from .names import template_names
 
 # names the legacy templates use in lambdas and helpers next to user values (kept from the first
@@ -197,6 +197,7 @@ def common_context(lg: Legacy) -> dict:
             "input_shapes": {i["name"]: i["shape"] for i in inputs},
             "output_shapes": {o["name"]: o["shape"] for o in outputs},
             "loss": training["loss"], "optimizer": training["optimizer"],
-            "mnist_shape": mnist, "main_reason": plan["reason"],
-            "trainable_total": sum(p.size for p in graph.params() if p.trainable)}
+            "mnist_shape": mnist, "main_ok": plan["ok"], "main_reason": plan["reason"],
+            "trainable_total": sum(p.size for p in graph.params() if p.trainable),
+            "layout": layout}  # statements as ruff format keeps them (emit/layout.py)
 

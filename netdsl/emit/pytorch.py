@@ -478,8 +478,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             bias = "bias_hh_l0_reverse" if owner != layer.name else "bias_hh_l0"
             lstm_biases.append((layer.param("b").name, f"{a}.{bias}"))
             wanted.append((init_cls, bias, init_call("nn.init.zeros_", {}), f"self.{a}.{bias}"))
-            lstm_freeze.append(f"self.{a}.{bias}.requires_grad_(False)" + (
-                "  # netdsl's one bias per gate is bias_ih_l0" if owner == layer.name else ""))
+            lstm_freeze.append(C.layout(f"self.{a}.{bias}.requires_grad_(False)" + (
+                "  # netdsl's one bias per gate is bias_ih_l0" if owner == layer.name else ""), 8))
     init_lines = init_statements(wanted, module_counts(views, layer_attr, group_attr, idx))
     for block in init_blocks:
         if "module" in block:
@@ -532,7 +532,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         steps = "[steps]"
     target_dtype, loss_text = loss_expr(graph, first_t, first + steps, "targets", steps)
     loss.append(f"targets = torch.as_tensor(targets, dtype={target_dtype}, device=device)")
-    loss += C.wrap_call(f"loss = {loss_text}", 4)
+    loss.append(C.layout(f"loss = {loss_text}", 4))
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])

@@ -15,6 +15,7 @@ import gzip
 import math
 import os
 import struct
+import tempfile
 
 import cntk as C
 import numpy as np
@@ -40,35 +41,125 @@ OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
 WEIGHTS = {
     "convolution_1.W": ((16, 1, 3, 3), "convolution_1", "W", "identity"),
-    "batch_normalization_1.scale": ((16,), "batch_normalization_1", "scale", "identity"),
+    "batch_normalization_1.scale": (
+        (16,),
+        "batch_normalization_1",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_1.bias": ((16,), "batch_normalization_1", "bias", "identity"),
-    "batch_normalization_1.running_mean": ((16,), "batch_normalization_1", "aggregate_mean", "identity"),
-    "batch_normalization_1.running_var": ((16,), "batch_normalization_1", "aggregate_variance", "identity"),
+    "batch_normalization_1.running_mean": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_1.running_var": (
+        (16,),
+        "batch_normalization_1",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_2.W": ((16, 16, 3, 3), "convolution_2", "W", "identity"),
-    "batch_normalization_2.scale": ((16,), "batch_normalization_2", "scale", "identity"),
+    "batch_normalization_2.scale": (
+        (16,),
+        "batch_normalization_2",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_2.bias": ((16,), "batch_normalization_2", "bias", "identity"),
-    "batch_normalization_2.running_mean": ((16,), "batch_normalization_2", "aggregate_mean", "identity"),
-    "batch_normalization_2.running_var": ((16,), "batch_normalization_2", "aggregate_variance", "identity"),
+    "batch_normalization_2.running_mean": (
+        (16,),
+        "batch_normalization_2",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_2.running_var": (
+        (16,),
+        "batch_normalization_2",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_3.W": ((16, 16, 3, 3), "convolution_3", "W", "identity"),
-    "batch_normalization_3.scale": ((16,), "batch_normalization_3", "scale", "identity"),
+    "batch_normalization_3.scale": (
+        (16,),
+        "batch_normalization_3",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_3.bias": ((16,), "batch_normalization_3", "bias", "identity"),
-    "batch_normalization_3.running_mean": ((16,), "batch_normalization_3", "aggregate_mean", "identity"),
-    "batch_normalization_3.running_var": ((16,), "batch_normalization_3", "aggregate_variance", "identity"),
+    "batch_normalization_3.running_mean": (
+        (16,),
+        "batch_normalization_3",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_3.running_var": (
+        (16,),
+        "batch_normalization_3",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_4.W": ((32, 16, 3, 3), "convolution_4", "W", "identity"),
-    "batch_normalization_4.scale": ((32,), "batch_normalization_4", "scale", "identity"),
+    "batch_normalization_4.scale": (
+        (32,),
+        "batch_normalization_4",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_4.bias": ((32,), "batch_normalization_4", "bias", "identity"),
-    "batch_normalization_4.running_mean": ((32,), "batch_normalization_4", "aggregate_mean", "identity"),
-    "batch_normalization_4.running_var": ((32,), "batch_normalization_4", "aggregate_variance", "identity"),
+    "batch_normalization_4.running_mean": (
+        (32,),
+        "batch_normalization_4",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_4.running_var": (
+        (32,),
+        "batch_normalization_4",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_5.W": ((32, 32, 3, 3), "convolution_5", "W", "identity"),
-    "batch_normalization_5.scale": ((32,), "batch_normalization_5", "scale", "identity"),
+    "batch_normalization_5.scale": (
+        (32,),
+        "batch_normalization_5",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_5.bias": ((32,), "batch_normalization_5", "bias", "identity"),
-    "batch_normalization_5.running_mean": ((32,), "batch_normalization_5", "aggregate_mean", "identity"),
-    "batch_normalization_5.running_var": ((32,), "batch_normalization_5", "aggregate_variance", "identity"),
+    "batch_normalization_5.running_mean": (
+        (32,),
+        "batch_normalization_5",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_5.running_var": (
+        (32,),
+        "batch_normalization_5",
+        "aggregate_variance",
+        "identity",
+    ),
     "convolution_6.W": ((32, 32, 3, 3), "convolution_6", "W", "identity"),
-    "batch_normalization_6.scale": ((32,), "batch_normalization_6", "scale", "identity"),
+    "batch_normalization_6.scale": (
+        (32,),
+        "batch_normalization_6",
+        "scale",
+        "identity",
+    ),
     "batch_normalization_6.bias": ((32,), "batch_normalization_6", "bias", "identity"),
-    "batch_normalization_6.running_mean": ((32,), "batch_normalization_6", "aggregate_mean", "identity"),
-    "batch_normalization_6.running_var": ((32,), "batch_normalization_6", "aggregate_variance", "identity"),
+    "batch_normalization_6.running_mean": (
+        (32,),
+        "batch_normalization_6",
+        "aggregate_mean",
+        "identity",
+    ),
+    "batch_normalization_6.running_var": (
+        (32,),
+        "batch_normalization_6",
+        "aggregate_variance",
+        "identity",
+    ),
     "dense_1.W": ((10, 32), "dense_1", "W", "dense"),
     "dense_1.b": ((10,), "dense_1", "b", "identity"),
 }
@@ -88,48 +179,144 @@ def build_model():
     C.cntk_py.set_max_num_cputhreads(C.cntk_py.get_max_num_cputhreads())
     image = C.input_variable((1, 28, 28), np.float32, name="image")
     image_scaled = (image - 33.328500000000005) / 78.5655
-    sequential_1 = C.layers.Sequential([
-        C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_1"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_1"),
-    ], name="sequential_1")
+    sequential_1 = C.layers.Sequential(
+        [
+            C.layers.Convolution(
+                (3, 3),
+                16,
+                pad=True,
+                bias=False,
+                name="convolution_1",
+            ),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_1",
+            ),
+        ],
+        name="sequential_1",
+    )
     batch_normalization_1 = sequential_1(image_scaled)
     stem1 = C.layers.Activation(C.relu, name="activation_1")(batch_normalization_1)
-    sequential_5 = C.layers.Sequential([
-        C.layers.Sequential([
-            C.layers.Sequential([
-                C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_2"),
-                C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_2"),
-            ], name="sequential_2"),
-            C.layers.Activation(C.relu, name="activation_2"),
-        ], name="sequential_3"),
-        C.layers.Sequential([
-            C.layers.Convolution((3, 3), 16, pad=True, bias=False, name="convolution_3"),
-            C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_3"),
-        ], name="sequential_4"),
-    ], name="sequential_5")
+    sequential_5 = C.layers.Sequential(
+        [
+            C.layers.Sequential(
+                [
+                    C.layers.Sequential(
+                        [
+                            C.layers.Convolution(
+                                (3, 3),
+                                16,
+                                pad=True,
+                                bias=False,
+                                name="convolution_2",
+                            ),
+                            C.layers.BatchNormalization(
+                                map_rank=1,
+                                epsilon=1e-05,
+                                normalization_time_constant=_time_constant(0.1),
+                                name="batch_normalization_2",
+                            ),
+                        ],
+                        name="sequential_2",
+                    ),
+                    C.layers.Activation(C.relu, name="activation_2"),
+                ],
+                name="sequential_3",
+            ),
+            C.layers.Sequential(
+                [
+                    C.layers.Convolution(
+                        (3, 3),
+                        16,
+                        pad=True,
+                        bias=False,
+                        name="convolution_3",
+                    ),
+                    C.layers.BatchNormalization(
+                        map_rank=1,
+                        epsilon=1e-05,
+                        normalization_time_constant=_time_constant(0.1),
+                        name="batch_normalization_3",
+                    ),
+                ],
+                name="sequential_4",
+            ),
+        ],
+        name="sequential_5",
+    )
     batch_normalization_3 = sequential_5(stem1)
     add_1 = C.plus(batch_normalization_3, stem1)
     block1 = C.layers.Activation(C.relu, name="activation_3")(add_1)
     pool1 = C.layers.MaxPooling((2, 2), strides=(2, 2), name="max_pooling_1")(block1)
-    sequential_6 = C.layers.Sequential([
-        C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_4"),
-        C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_4"),
-    ], name="sequential_6")
+    sequential_6 = C.layers.Sequential(
+        [
+            C.layers.Convolution(
+                (3, 3),
+                32,
+                pad=True,
+                bias=False,
+                name="convolution_4",
+            ),
+            C.layers.BatchNormalization(
+                map_rank=1,
+                epsilon=1e-05,
+                normalization_time_constant=_time_constant(0.1),
+                name="batch_normalization_4",
+            ),
+        ],
+        name="sequential_6",
+    )
     batch_normalization_4 = sequential_6(pool1)
     stem2 = C.layers.Activation(C.relu, name="activation_4")(batch_normalization_4)
-    sequential_10 = C.layers.Sequential([
-        C.layers.Sequential([
-            C.layers.Sequential([
-                C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_5"),
-                C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_5"),
-            ], name="sequential_7"),
-            C.layers.Activation(C.relu, name="activation_5"),
-        ], name="sequential_8"),
-        C.layers.Sequential([
-            C.layers.Convolution((3, 3), 32, pad=True, bias=False, name="convolution_6"),
-            C.layers.BatchNormalization(map_rank=1, epsilon=1e-05, normalization_time_constant=_time_constant(0.1), name="batch_normalization_6"),
-        ], name="sequential_9"),
-    ], name="sequential_10")
+    sequential_10 = C.layers.Sequential(
+        [
+            C.layers.Sequential(
+                [
+                    C.layers.Sequential(
+                        [
+                            C.layers.Convolution(
+                                (3, 3),
+                                32,
+                                pad=True,
+                                bias=False,
+                                name="convolution_5",
+                            ),
+                            C.layers.BatchNormalization(
+                                map_rank=1,
+                                epsilon=1e-05,
+                                normalization_time_constant=_time_constant(0.1),
+                                name="batch_normalization_5",
+                            ),
+                        ],
+                        name="sequential_7",
+                    ),
+                    C.layers.Activation(C.relu, name="activation_5"),
+                ],
+                name="sequential_8",
+            ),
+            C.layers.Sequential(
+                [
+                    C.layers.Convolution(
+                        (3, 3),
+                        32,
+                        pad=True,
+                        bias=False,
+                        name="convolution_6",
+                    ),
+                    C.layers.BatchNormalization(
+                        map_rank=1,
+                        epsilon=1e-05,
+                        normalization_time_constant=_time_constant(0.1),
+                        name="batch_normalization_6",
+                    ),
+                ],
+                name="sequential_9",
+            ),
+        ],
+        name="sequential_10",
+    )
     batch_normalization_6 = sequential_10(stem2)
     add_2 = C.plus(batch_normalization_6, stem2)
     block2 = C.layers.Activation(C.relu, name="activation_6")(add_2)
@@ -233,6 +420,23 @@ def predict(model, inputs):
     return {OUTPUT: np.asarray(out, dtype=np.float32)}
 
 
+def export_native(model, directory):
+    """The model in CNTK's own format (Function.save): <MODEL_NAME>.model in `directory`, written
+    under a temporary name and then renamed; returns its path. C.Function.load(path) reads it back,
+    its arguments named as INPUTS (token ids one-hot, as _feed makes them)."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, MODEL_NAME + ".model")
+    fd, staging = tempfile.mkstemp(prefix=".export-", dir=directory)
+    os.close(fd)
+    try:
+        model.save(staging)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return path
+
+
 class _TorchLearner(C.learners.UserLearner):
     """A CNTK learner in Python with PyTorch's update rule, on the minibatch-MEAN gradient
     (CNTK hands a learner the gradient summed over the minibatch's samples)."""
@@ -308,7 +512,7 @@ def train_step(model, trainer, inputs, targets):
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK's criterion wants
+    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
     stats = [
         c for c in model.constants if c.name in ("aggregate_mean", "aggregate_variance")
     ]
@@ -421,6 +625,8 @@ def load_mnist(data_dir):
 DATA_INPUT = "image"
 DATA_OUTPUT = "z"
 CLASSES = 10
+VOCAB = None  # the token ids the first input takes (None: it takes numbers)
+TAGGING = False  # the first output has a class per time step
 DATA_KINDS = ("idx", "npz", "images", "csv", "conll", "tsv")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VAL_NAMES = ("val", "validation", "valid", "dev")
@@ -482,6 +688,9 @@ def parse_data_spec(spec):
             return "images", spec
         if os.path.exists(os.path.join(spec, "train.csv")):
             return "csv", spec
+        for kind, suffixes in TEXT_SUFFIXES.items():
+            if any(os.path.exists(os.path.join(spec, "train" + s)) for s in suffixes):
+                return kind, spec
         return "idx", spec
     if not os.path.exists(spec):
         data_error(f"dataset {spec!r}: no such file or directory")
@@ -733,8 +942,8 @@ def load_csv(path, label_column):
     return x_train, y_train, x_test, y_test, classes
 
 
-def load_dataset(args):
-    """(x_train, y_train, x_test, y_test, class names or None) from --data KIND:PATH, else --data-dir's IDX files."""
+def data_spec(args):
+    """(kind, path) of --data KIND:PATH, else --data-dir's IDX files, else the training block's dataset."""
     spec = args.data
     if spec is None and args.data_dir is not None:
         spec = "idx:" + args.data_dir
@@ -743,7 +952,17 @@ def load_dataset(args):
         if not named or ":" not in named:
             data_error("no dataset: give --data KIND:PATH or --data-dir DIR")
         spec = named
-    kind, path = parse_data_spec(spec)
+    return parse_data_spec(spec)
+
+
+def load_dataset(args):
+    """(x_train, y_train, x_test, y_test, class names or None) from --data KIND:PATH, else --data-dir's IDX files."""
+    kind, path = data_spec(args)
+    if VOCAB is not None:
+        data_error(
+            f"{path}: {kind} datasets hold numbers; input '{DATA_INPUT}' takes token ids: "
+            "give --data conll:PATH or tsv:PATH"
+        )
     classes = None
     if kind == "idx":
         x_train, y_train, x_test, y_test = load_mnist(path)
@@ -842,10 +1061,11 @@ def write_predictions(args, model):
     """--predict: class and probability per sample for classifiers, else the raw outputs; printed or -o."""
     import csv
     import io
-    import sys
-    import tempfile
 
     stats = read_data_arrays(args.init)
+    if VOCAB is not None:
+        write_token_predictions(args, model, stats)
+        return
     names, x = read_predict_inputs(args.predict, args.label_column)
     outs = []
     for start in range(0, len(x), 256):
@@ -876,6 +1096,14 @@ def write_predictions(args, model):
                 ]
             )
         text = buf.getvalue()
+    write_output(args, text, out)
+
+
+def write_output(args, text, out):
+    """--predict's table printed, or written to -o (the table, or `out` as .npy) atomically."""
+    import sys
+    import tempfile
+
     if not args.output:
         sys.stdout.write(text)
         return
@@ -893,6 +1121,331 @@ def write_predictions(args, model):
         os.unlink(tmp)
         raise
     print(f"{len(out)} outputs written to {args.output}", file=sys.stderr)
+
+
+# Token-sequence datasets (conll, tsv): netdsl's own rule (netdsl/data/text.py). The vocabulary
+# is the training split's: <pad> (id 0), <unk> (id 1), then its words by falling frequency, ties
+# alphabetically, at most VOCAB; tags and labels are the training split's, sorted. A weights file
+# given with --init brings its own (data/vocab, data/classes), and the script saves them with the
+# trained weights, so that --init and --predict use the same ids.
+TEXT_SUFFIXES = {"conll": (".conll", ".iob", ".bio", ".txt"), "tsv": (".tsv", ".txt")}
+PAD, UNK = "<pad>", "<unk>"
+
+
+def token_data(args):
+    """Whether --data (or the training block's dataset) holds token sequences."""
+    return data_spec(args)[0] in TEXT_SUFFIXES
+
+
+def text_lines(path):
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except OSError as e:
+        data_error(f"{path}: cannot read: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        data_error(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    return [line[:-1] if line[-1:] == "\r" else line for line in text.split("\n")]
+
+
+def read_conll(path, tagged=True):
+    """[(tokens, tags, line)]: a token and a tag per line (first and last column), blank lines between."""
+    sentences, tokens, tags, start = [], [], [], None
+    for lineno, line in enumerate(text_lines(path), 1):
+        fields = line.split()
+        if fields and fields[0] == "-DOCSTART-":
+            continue
+        if not fields:
+            if tokens:
+                sentences.append((tokens, tags, start))
+                tokens, tags = [], []
+            continue
+        if tagged and len(fields) < 2:
+            data_error(
+                f"{path}:{lineno}: expected a token and a tag, found one field {fields[0]!r}"
+            )
+        if not tokens:
+            start = lineno
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        sentences.append((tokens, tags, start))
+    return sentences
+
+
+def read_tsv(path):
+    """[(tokens, [label], line)]: one sample per line, label TAB text."""
+    out = []
+    for lineno, line in enumerate(text_lines(path), 1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab:
+            data_error(f"{path}:{lineno}: expected 'label<TAB>text', found no tab")
+        if not label.strip() or not text.split():
+            data_error(
+                f"{path}:{lineno}: empty {'label' if not label.strip() else 'text'}"
+            )
+        out.append((text.split(), [label.strip()], lineno))
+    return out
+
+
+def text_files(kind, path):
+    """(train file, test file): a directory holding train.EXT and test.EXT, or a *train* file."""
+    suffixes = TEXT_SUFFIXES[kind]
+    if os.path.isdir(path):
+        files = []
+        for split in ("train", "test"):
+            names = [os.path.join(path, split + s) for s in suffixes]
+            found = next((n for n in names if os.path.isfile(n)), None)
+            if found is None:
+                data_error(
+                    f"{path}: no {split}{suffixes[0]} (a {kind} dataset directory)"
+                )
+            files.append(found)
+        return files
+    head, name = os.path.split(path)
+    i = name.rfind("train")
+    if i < 0:
+        data_error(
+            f"{path}: cannot tell where the test split is: name the training file *train*"
+        )
+    files = [path, os.path.join(head, name[:i] + "test" + name[i + 5 :])]
+    for f in files:
+        if not os.path.isfile(f):
+            data_error(f"{f}: missing")
+    return files
+
+
+def sorted_names(names):
+    if all(n.lstrip("-").isdigit() for n in names):
+        return sorted(names, key=int)
+    return sorted(names)
+
+
+def load_tokens(args, saved):
+    """(x_train, y_train, x_test, y_test, vocabulary, class names or None): x and y are lists of
+    int64 id arrays, one per sample (y: a tag per token for conll, one label for tsv)."""
+    kind, path = data_spec(args)
+    files = text_files(kind, path)
+    read = read_conll if kind == "conll" else read_tsv
+    splits = [read(f) for f in files]
+    # limited before the vocabulary is built, as netdsl run limits its reading
+    if args.limit_train is not None:
+        splits[0] = splits[0][: args.limit_train]
+    for f, rows in zip(files, splits):
+        if not rows:
+            data_error(f"{f}: the split is empty")
+    if "vocab" in saved:
+        vocab = [str(w) for w in saved["vocab"]]
+    else:
+        counts = {}
+        for tokens, _, _ in splits[0]:
+            for t in tokens:
+                counts[t] = counts.get(t, 0) + 1
+        words = sorted(counts, key=lambda w: (-counts[w], w))
+        vocab = [PAD, UNK] + words[: max(VOCAB - 2, 0)]
+    if len(vocab) > VOCAB:
+        data_error(
+            f"{args.init}: its vocabulary has {len(vocab)} tokens, the model takes {VOCAB}"
+        )
+    labels = {g for _, gs, _ in splits[0] for g in gs}
+    if "classes" in saved:
+        classes = [str(c) for c in saved["classes"]]
+    elif kind == "tsv" and all(g.isdigit() for g in labels):
+        classes = None  # class numbers
+    else:
+        classes = sorted_names(labels)
+    index = {w: i for i, w in enumerate(vocab)}
+    names = None if classes is None else {c: i for i, c in enumerate(classes)}
+    out = []
+    for f, rows in zip(files, splits):
+        xs, ys = [], []
+        for tokens, tags, line in rows:
+            xs.append(np.array([index.get(t, 1) for t in tokens], np.int64))
+            ids = []
+            for k, g in enumerate(tags):
+                where = f"{f}:{line + k}"
+                if names is None and not g.isdigit():
+                    data_error(
+                        f"{where}: label {g!r} is not a class number (the training split's are)"
+                    )
+                if names is not None and g not in names:
+                    data_error(
+                        f"{where}: {g!r} does not occur in the training split ({files[0]})"
+                    )
+                ids.append(int(g) if names is None else names[g])
+            ys.append(int_labels(np.array(ids, np.int64), f"{f}:{line}"))
+        out += [xs, ys]
+    return out + [vocab, classes]
+
+
+def pad_ids(seqs):
+    """(N, T) int64 padded with <pad> (0) to the batch's longest sequence, and the (N,) lengths:
+    padded at the end for tagging, at the front for a classifier (its last step is a real token)."""
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    out = np.zeros((len(seqs), int(lengths.max())), np.int64)
+    for i, s in enumerate(seqs):
+        if TAGGING:
+            out[i, : len(s)] = s
+        else:
+            out[i, out.shape[1] - len(s) :] = s
+    return out, lengths
+
+
+def token_batch(x, y, rows):
+    """One batch padded per batch: (inputs, labels). inputs is {DATA_INPUT: (N, T) ids, "lengths":
+    (N,) int64, the real tokens per sample}; labels (N, T) (padding labelled 0) or (N,)."""
+    ids, lengths = pad_ids([x[i] for i in rows])
+    if TAGGING:
+        labels = pad_ids([y[i] for i in rows])[0]
+    else:
+        labels = np.array([y[i][0] for i in rows], np.int64)
+    return {DATA_INPUT: ids, "lengths": lengths}, labels
+
+
+def token_accuracy(model, x, y, batch_size=256):
+    """How often the largest output is the label: over the real tokens (tagging) or the samples."""
+    correct = total = 0
+    for start in range(0, len(x), batch_size):
+        inputs, labels = token_batch(
+            x, y, range(start, min(start + batch_size, len(x)))
+        )
+        z = predict(model, inputs)[DATA_OUTPUT].argmax(axis=-1)
+        if TAGGING:
+            real = np.arange(z.shape[1])[None, :] < inputs["lengths"][:, None]
+            correct += int(((z == labels) & real).sum())
+            total += int(real.sum())
+        else:
+            correct += int((z == labels).sum())
+            total += len(labels)
+    return correct / total
+
+
+def add_data_arrays(path, data):
+    """Add data/<name> entries to a weights file (rewritten under a temporary name, then renamed)."""
+    import tempfile
+
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays.update({DATA_PREFIX + k: v for k, v in data.items()})
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
+    )
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def train_tokens(args, model):
+    """main() on a token dataset, the same for every target through the module's own functions:
+    trains, prints each epoch's test accuracy, saves the canonical weights with data/vocab and
+    data/classes. A batch is token_batch()'s: its "lengths" array sits next to the ids."""
+    saved = read_data_arrays(args.init) if args.init else {}
+    x_train, y_train, x_test, y_test, vocab, classes = load_tokens(args, saved)
+    if args.eval_only:
+        print(f"test accuracy {token_accuracy(model, x_test, y_test):.4f}", flush=True)
+        return
+    trainer = make_trainer(model, args.lr)
+    rng = np.random.default_rng(args.seed)
+    for epoch in range(1, args.epochs + 1):
+        order = rng.permutation(len(x_train))
+        losses = []
+        for start in range(0, len(order), args.batch_size):
+            rows = order[start : start + args.batch_size]
+            inputs, labels = token_batch(x_train, y_train, rows)
+            if TRAINING.get("loss") == "squared_error":
+                labels = np.eye(CLASSES, dtype=np.float32)[labels]
+            losses.append(train_step(model, trainer, inputs, labels))
+        accuracy = token_accuracy(model, x_test, y_test)
+        loss = np.mean(losses)
+        print(
+            f"epoch {epoch}/{args.epochs}: loss {loss:.4f}, test accuracy {accuracy:.4f}",
+            flush=True,
+        )
+    os.makedirs(args.out_dir, exist_ok=True)
+    path = os.path.join(args.out_dir, MODEL_NAME + ".npz")
+    export_netdsl_weights(model, path)
+    data = {"vocab": np.array(vocab, dtype=str)}
+    if classes is not None:
+        data["classes"] = np.array(classes, dtype=str)
+    add_data_arrays(path, data)
+    print(f"saved {path}")
+
+
+def write_token_predictions(args, model, stats):
+    """--predict on token sequences, as `netdsl predict` does: text files of one sentence per line
+    (or CoNLL files, their first column), mapped by the weights' own vocabulary (data/vocab); a
+    row per token (tagging) or per sentence, or -o out.npy: (N, T, C) zero-padded, or (N, C)."""
+    import csv
+    import io
+
+    if "vocab" not in stats:
+        data_error(
+            f"{args.init}: holds no vocabulary (data/vocab); weights trained on a conll or tsv "
+            "dataset store it"
+        )
+    index = {str(w): i for i, w in enumerate(stats["vocab"])}
+    names, sentences = [], []
+    for path in args.predict:
+        if os.path.splitext(path)[1].lower() in (".conll", ".iob", ".bio"):
+            rows = [
+                (tokens, line) for tokens, _, line in read_conll(path, tagged=False)
+            ]
+        else:
+            lines = enumerate(text_lines(path), 1)
+            rows = [(line.split(), n) for n, line in lines if line.strip()]
+        names += [f"{path}:{line}" for _, line in rows]
+        sentences += [tokens for tokens, _ in rows]
+    if not sentences:
+        data_error("no samples in the inputs")
+    ids = [np.array([index.get(t, 1) for t in s], np.int64) for s in sentences]
+    outs = []
+    for start in range(0, len(ids), args.batch_size):
+        x, lengths = pad_ids(ids[start : start + args.batch_size])
+        z = predict(model, {DATA_INPUT: x, "lengths": lengths})[DATA_OUTPUT]
+        for k, n in enumerate(lengths):
+            z_k = z[k, :n] if TAGGING else z[k]
+            outs.append(z_k.astype(np.float64))
+    classifier = TRAINING.get("loss") == "cross_entropy_with_softmax"
+    if classifier:
+        outs = [np.exp(o - o.max(axis=-1, keepdims=True)) for o in outs]
+        outs = [e / e.sum(axis=-1, keepdims=True) for e in outs]
+    classes = [str(c) for c in stats["classes"]] if "classes" in stats else None
+    if args.output and args.output.lower().endswith(".npy"):
+        if TAGGING:
+            out = np.zeros((len(outs), max(len(o) for o in outs), CLASSES))
+            for i, o in enumerate(outs):
+                out[i, : len(o)] = o
+        else:
+            out = np.stack(outs)
+        write_output(args, None, out)
+        return
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    value = "probability" if classifier else "output"
+    w.writerow(
+        ["input", "position", "token", "class", value]
+        if TAGGING
+        else ["input", "class", value]
+    )
+    for name, tokens, o in zip(names, sentences, outs):
+        for pos, v in enumerate(o if TAGGING else [o]):
+            k = int(v.argmax())
+            cls = classes[k] if classes is not None and k < len(classes) else str(k)
+            shown = (
+                f"{v[k]:.6f}"
+                if classifier
+                else " ".join(f"{x:.6g}" for x in np.ravel(v))
+            )
+            w.writerow(
+                [name, pos, tokens[pos], cls, shown] if TAGGING else [name, cls, shown]
+            )
+    write_output(args, buf.getvalue(), np.zeros(len(outs)))
 
 
 def evaluate(model, x, labels, batch_size=1000):
@@ -1079,11 +1632,10 @@ def main(argv=None):
             flush=True,
         )
     os.makedirs(args.out_dir, exist_ok=True)
-    saved = os.path.join(args.out_dir, MODEL_NAME + ".cntk")
-    model.save(saved)
     weights = os.path.join(args.out_dir, MODEL_NAME + ".npz")
     export_netdsl_weights(model, weights)
-    print(f"saved {saved} and {weights}")
+    native = export_native(model, args.out_dir)
+    print(f"saved {weights} and {native}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,154 @@
+"""One generated statement laid out as ruff format (and black) would keep it.
+
+A statement stays on one line when it fits in 88 columns; otherwise its first
+splittable bracket is exploded, one element per line with a magic trailing
+comma, and each element is laid out the same way one level deeper. ruff keeps
+a bracket with a magic trailing comma exploded, so the result is stable under
+a user's `ruff format` whatever ruff would have chosen for a long line itself.
+A trailing comment that makes a fitting statement too long moves to the line
+above. Single-quoted plain strings become double-quoted, as ruff writes them.
+Not handled (the emitters write none): a long operator expression at the top
+level of a statement, which ruff would parenthesise and split at operators.
+
+Only layout changes: the tokens are the input's, so no value is re-spelled.
+"""
+from __future__ import annotations
+
+import io
+import tokenize
+
+WIDTH = 88  # ruff format's (and black's) line length
+_SKIP = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.ENCODING}
+
+
+class _Bracket:
+    def __init__(self, open_: str, call: bool):
+        self.open, self.call = open_, call  # call: `f(` or `x[` (no space before), not a grouping/literal
+        self.close, self.comment, self.comma = "", None, False
+        self.elems = []  # [items, comment]
+
+
+def layout(code: str, indent: int, width: int = WIDTH) -> str:
+    """`code` (one statement, or one entry of a literal) for a line indented by `indent` columns.
+
+    The first line carries no indentation (the caller's template puts it);
+    continuation lines carry their full indentation.
+    """
+    if "\n" not in code and "'" not in code and indent + len(code) <= width:
+        return code  # the fast path: deep models emit thousands of short statements
+    items, comment = _parse(code)
+    return "\n".join(_lines(items, comment, indent, "", width))
+
+
+def _parse(code: str):
+    root: list = []
+    stack = [(None, root)]
+    comment, prev_end, prev = None, None, None
+    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+        if tok.type in _SKIP:
+            continue
+        sep = " " if prev_end is not None and tok.start != prev_end else ""
+        prev_end, text = tok.end, tok.string
+        bracket, items = stack[-1]
+        if tok.type == tokenize.COMMENT:
+            if bracket is None:
+                comment = text
+            elif not items and not bracket.elems:
+                bracket.comment = text
+            elif not items:
+                bracket.elems[-1][1] = text
+            else:
+                items.append(("", _Comment(text)))
+            continue
+        if tok.type == tokenize.STRING and text[0] == "'" and not text.startswith("'''") \
+                and '"' not in text and "\\" not in text:
+            text = '"' + text[1:-1] + '"'
+        if tok.type == tokenize.OP and text in "([{":
+            after_name = prev is not None and (prev.type in (tokenize.NAME, tokenize.STRING) or prev.string in ")]}")
+            new = _Bracket(text, text != "{" and sep == "" and after_name)
+            items.append((sep, new))
+            stack.append((new, []))
+        elif tok.type == tokenize.OP and text in ")]}":
+            bracket.close = text
+            bracket.comma = prev.string == ","
+            if items:
+                bracket.elems.append(_element(items))
+            stack.pop()
+        elif text == "," and bracket is not None and not _open_lambda(items):
+            bracket.elems.append(_element(items))
+            stack[-1] = (bracket, [])
+        else:
+            items.append((sep, text))
+        prev = tok
+    return root, comment
+
+
+class _Comment(str):
+    """A comment in the middle of an element: it ends the element's line."""
+
+
+def _element(items: list) -> list:
+    comments = [p for _, p in items if isinstance(p, _Comment)]
+    return [[(s, p) for s, p in items if not isinstance(p, _Comment)], comments[-1] if comments else None]
+
+
+def _open_lambda(items: list) -> bool:
+    """A comma between a lambda's parameters, not between elements."""
+    return bool(items) and items[0][1] == "lambda" and not any(p == ":" for _, p in items)
+
+
+def _flat(items: list) -> str:
+    return "".join((sep if i else "") + (p if isinstance(p, str) else _flat_bracket(p)) for i, (sep, p) in
+                   enumerate(items))
+
+
+def _flat_bracket(b: _Bracket) -> str:
+    inner = ", ".join(_flat(e) for e, _ in b.elems)
+    if b.comma and _one_tuple(b):
+        inner += ","
+    return b.open + inner + b.close
+
+
+def _one_tuple(b: _Bracket) -> bool:
+    return b.open == "(" and not b.call and len(b.elems) == 1
+
+
+def _forced(items: list) -> bool:
+    """A comment or a magic trailing comma inside: ruff would never join these lines."""
+    for _, p in items:
+        if isinstance(p, _Bracket):
+            if p.comment or (p.comma and not _one_tuple(p) and not (p.open == "[" and p.call)):
+                return True
+            if any(c or _forced(e) for e, c in p.elems):
+                return True
+    return False
+
+
+def _splittable(p) -> bool:
+    # never a subscript (a trailing comma there makes a tuple index), never a lone parenthesised expression
+    return isinstance(p, _Bracket) and bool(p.elems) and not (p.open == "[" and p.call) \
+        and not (_one_tuple(p) and not p.comma)
+
+
+def _lines(items: list, comment, indent: int, trailer: str, width: int) -> list:
+    pad = " " * indent
+    flat = _flat(items) + trailer
+    if not _forced(items):
+        if comment is None and indent + len(flat) <= width:
+            return [flat]
+        if comment is not None and indent + len(flat) + 2 + len(comment) <= width:
+            return [f"{flat}  {comment}"]
+        if comment is not None and indent + len(flat) <= width:
+            return [comment, pad + flat]
+    k = next((i for i, (_, p) in enumerate(items) if _splittable(p)), None)
+    if k is None:  # nothing to split: as it is, like ruff
+        return [flat + (f"  {comment}" if comment else "")]
+    b = items[k][1]
+    head = _flat(items[:k]) + (items[k][0] if k else "") + b.open
+    out = [head + (f"  {b.comment}" if b.comment else "")]
+    for elem, elem_comment in b.elems:
+        sub = _lines(elem, elem_comment, indent + 4, ",", width)
+        out.append(pad + "    " + sub[0])
+        out += sub[1:]
+    tail = b.close + "".join(sep + (p if isinstance(p, str) else _flat_bracket(p)) for sep, p in items[k + 1:])
+    return out + [pad + tail + trailer + (f"  {comment}" if comment else "")]
