@@ -272,6 +272,42 @@ class _Convert:
         self.meta[out] = self.meta[x]
         return self.b.op("Div", [y, self.b.const(f"{layer.name}.std", np.array(1.0, f32))], out, name=out)
 
+    def _merge(self, layer, ins, out, op):
+        """Add/Subtract/Multiply of values of one kind and shape: the IR's Elementwise, chained pairwise."""
+        metas = {self.meta[x] for x in ins}
+        if len(metas) != 1 or "ids" in {m[0] for m in metas}:
+            self.refuse(layer, "an elementwise merge of values of different kinds or shapes (no broadcasting)")
+        y = ins[0]
+        for k, x in enumerate(ins[1:], 1):
+            last = k == len(ins) - 1
+            y = self.b.op(op, [y, x], out if last else None, name=out if last else f"{out}/{k}")
+        self.meta[out] = self.meta[ins[0]]  # a flattened image stays in Keras's order: both sides are
+        return y
+
+    def _Add(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Add")
+
+    def _Subtract(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Sub")
+
+    def _Multiply(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Mul")
+
+    def _global_pool(self, layer, ins, out, op):
+        c = layer.get_config()
+        (x,) = ins
+        if self.meta[x][0] != "image" or c.get("keepdims") or c.get("data_format", "channels_last") != "channels_last":
+            self.refuse(layer, "only global pooling of a channels-last image to a vector (keepdims=False)")
+        y = self.b.op(op, [x], name=f"{layer.name}/pool")
+        self.meta[out] = ("vector",)  # (C, 1, 1) flattens to C in either order
+        return self.b.op("Flatten", [y], out, name=out, axis=1)
+
+    def _GlobalAveragePooling2D(self, layer, ins, out):
+        return self._global_pool(layer, ins, out, "GlobalAveragePool")
+
+    def _GlobalMaxPooling2D(self, layer, ins, out):
+        return self._global_pool(layer, ins, out, "GlobalMaxPool")
+
 
 class _Skip(Exception):
     pass
