@@ -79,7 +79,8 @@ def sequential_cnn():
 
 
 def residual_functional():
-    """A small Keras ResNet: two blocks of conv-BN-relu-conv-BN added to their input, global average pooling."""
+    """A small Keras ResNet: two blocks of conv-BN-relu-conv-BN added to their input, global average and max
+    pooling concatenated."""
     inp = keras.Input((8, 8, 3))
     x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
     for _ in range(2):
@@ -87,7 +88,7 @@ def residual_functional():
         y = L.Activation("relu")(L.BatchNormalization()(y))
         y = L.BatchNormalization()(L.Conv2D(8, 3, padding="same", use_bias=False)(y))
         x = L.Activation("relu")(L.Add()([x, y]))
-    x = L.GlobalAveragePooling2D()(x)
+    x = L.Concatenate()([L.GlobalAveragePooling2D()(x), L.GlobalMaxPooling2D()(x)])
     return keras.Model(inp, L.Dense(10)(x), name="resnet")
 
 
