@@ -194,6 +194,6 @@ def test_unsupported_keras_layers_are_all_listed(tmp_path, capsys):
     assert main(["import", str(path), "-o", str(tmp_path / "bad.net")]) == 1
     err = capsys.readouterr().err
     assert "[E822]" in err and "Traceback" not in err
-    assert "3 Keras layer(s)" in err
+    assert "3 Keras layer(s)" in err and err.count("[E822]") == 4  # the summary, then one per layer
     for what in ("conv2d", "up_sampling2d", "dense"):
         assert f"layer '{what}" in err

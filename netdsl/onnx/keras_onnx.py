@@ -390,8 +390,12 @@ def keras_model_to_onnx(model, source: str):
                 continue
             for t in node.output_tensors:
                 names[id(t)] = y
-    if conv.errors:
-        raise source_error(source, f"{len(conv.errors)} Keras layer(s) netdsl cannot import: " + "; ".join(conv.errors))
+    if conv.errors:  # as the ONNX importer does: a summary naming them all, then one diagnostic per layer
+        from ..errors import NetdslError
+
+        head = source_error(source, f"{len(conv.errors)} Keras layer(s) netdsl cannot import: "
+                            + ", ".join(e.split(":", 1)[0].removeprefix("layer ") for e in conv.errors))
+        raise NetdslError(head.diagnostics + [source_error(source, e).diagnostics[0] for e in conv.errors])
     outputs = []
     for t in fmodel.outputs:
         name = names.get(id(t))
