@@ -159,8 +159,9 @@ def compare(name, workdir):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_keras_model_imports_and_every_target_reproduces_it(tmp_path, name):
+def test_keras_model_imports_and_every_target_reproduces_it(tmp_path, name, record_property):
     diffs, skipped, tol = compare(name, tmp_path)
+    record_property("max_abs_diff", diffs)  # per target, in a --junitxml report too
     print(f"{name}: max |diff| per target (tolerance {tol:.1e}): {diffs}; not run: {skipped}")
     assert set(diffs) | set(skipped) == {"native"} | {c.name for c in COLUMNS}
     for column, diff in diffs.items():

@@ -179,8 +179,9 @@ def compare(name, shape, path, mod, workdir):
 
 
 @pytest.mark.parametrize("name,shape", CASES, ids=[c[0] for c in CASES])
-def test_torch_module_imports_and_every_target_reproduces_it(source, tmp_path, name, shape):
+def test_torch_module_imports_and_every_target_reproduces_it(source, tmp_path, name, shape, record_property):
     diffs, skipped, tol = compare(name, shape, *source, tmp_path)
+    record_property("max_abs_diff", diffs)  # per target, in a --junitxml report too
     print(f"{name}: max |diff| per target (tolerance {tol:.1e}): {diffs}; not run: {skipped}")
     assert set(diffs) | set(skipped) == {"native"} | {c.name for c in COLUMNS}
     for column, diff in diffs.items():
