@@ -39,17 +39,19 @@ def run_job(job, index):
     try:
         mod = load_module(job["module"], "netdsl_generated_{}".format(index))
         inputs = dict(np.load(job["inputs"], allow_pickle=False))
+        # a padded batch's {sequence input: (N,) lengths} (docs/ir.md), only when the job has one
+        more = {"lengths": dict(np.load(job["lengths"], allow_pickle=False))} if job.get("lengths") else {}
         if job.get("predict_weights"):
             model = mod.build_model()
             mod.load_netdsl_weights(model, job["predict_weights"])
-            outputs = mod.predict(model, inputs)
+            outputs = mod.predict(model, inputs, **more)
             np.savez(job["outputs"], **{k: np.asarray(v) for k, v in outputs.items()})
         if job.get("step_weights"):
             model = mod.build_model()
             mod.load_netdsl_weights(model, job["step_weights"])
             targets = np.load(job["targets"], allow_pickle=False)["targets"]
             trainer = mod.make_trainer(model)
-            loss = mod.train_step(model, trainer, inputs, targets)
+            loss = mod.train_step(model, trainer, inputs, targets, **more)
             result["loss"] = float(loss)
             mod.export_netdsl_weights(model, job["stepped"])
         result["ok"] = True

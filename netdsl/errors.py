@@ -80,7 +80,7 @@ CODES = {
     # warnings (netdsl/lint.py): the model is valid but probably not what was meant
     "W001": "a softmax or sigmoid output layer under cross_entropy_with_softmax, which applies softmax itself (a double softmax)",
     "W002": "a pooling layer with the default stride 1 feeding a Dense layer, which multiplies its parameter count",
-    "W003": "`loss = cross_entropy` is an alias for cross_entropy_with_softmax: the output must be logits",
+    "W003": "`loss = cross_entropy` (or categorical_crossentropy) is an alias for cross_entropy_with_softmax: the output must be logits",
     "W004": "a model with several outputs: the loss trains the first output only",
     "W005": "Dropout as the last layer of the trained output: the loss sees dropped-out values",
     "W006": "an Input that no output depends on",

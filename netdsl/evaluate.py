@@ -494,7 +494,7 @@ class Evaluator:
         if ctor.wraps is not None:
             over = positional[0]
             inner = given[over]
-            if not (isinstance(inner, LayerSpec) and inner.kind == ctor.wraps):
+            if not (isinstance(inner, LayerSpec) and inner.kind in ctor.wraps):
                 return self.err("E103", f"{name} takes {ctor.wraps_what}, got {describe(inner)}", spans.get(over, e.span))
             # the wrapper and the layer it wraps are one definition, with the wrapper's arguments added
             for k, d in sig.items():

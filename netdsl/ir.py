@@ -123,9 +123,26 @@ class Training:
     epochs: int = 1
     metrics: tuple = ("accuracy",)
     span: Span | None = None
+    # docs/language.md, "The train block", gives each setting's exact formula; the defaults change nothing.
+    loss_attrs: Attrs = ()  # reduction ("mean" | "sum")
+    schedule: str | None = None  # "step" | "piecewise" | "exponential" | "cosine"
+    schedule_attrs: Attrs = ()  # its arguments and unit ("epoch" | "step")
+    lr_unit: str = "minibatch"  # "sample": the gradient is the SUM over the minibatch, as CNTK's per-sample rates
+    weight_decay: float = 0.0
+    weight_decay_mode: str = "l2"  # "l2": (wd/2)*sum(w**2) in the loss; "decoupled": p -= lr*wd*p (AdamW)
+    clip_norm: float | None = None  # the global gradient norm, as torch.nn.utils.clip_grad_norm_
+    clip_value: float | None = None  # each gradient element into [-v, v]
+    seed: int | None = None
+    validation_split: float = 0.0
+    log_every: int | None = None  # steps between progress lines (None: once per epoch)
+    early_stopping: int | None = None  # patience in epochs, on the validation loss
+    spans: Attrs = ()  # setting -> the span of its value, for located refusals (E802)
 
     def opt(self, key: str, default: Any = None) -> Any:
         return dict(self.optimizer_attrs).get(key, default)
+
+    def span_of(self, key: str) -> Span | None:
+        return dict(self.spans).get(key, self.span)
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,8 @@ def _decode(obj: Any, field_name: str = "") -> Any:
                 value = obj[f.name]
                 if f.name == "span" and value is not None:
                     kwargs[f.name] = Span.from_json(value)
+                elif f.name == "spans":
+                    kwargs[f.name] = tuple((k, Span.from_json(v)) for k, v in value)
                 else:
                     kwargs[f.name] = _decode(value, f.name)
         return cls(**kwargs)

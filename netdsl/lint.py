@@ -138,10 +138,10 @@ def loss_alias(g: ir.Graph, module) -> list:
     out = []
     for entry in (e for st in _statements(module) if isinstance(st, S.Train) for e in st.entries):
         v = entry.value
-        if entry.key == "loss" and (isinstance(v, S.Name) and v.id == "cross_entropy"
-                                    or isinstance(v, S.String) and v.value == "cross_entropy"):
+        name = v.id if isinstance(v, S.Name) else v.value if isinstance(v, S.String) else None
+        if entry.key == "loss" and name in ("cross_entropy", "categorical_crossentropy"):
             out.append(warning(
-                "W003", "loss 'cross_entropy' is an alias for cross_entropy_with_softmax: it applies softmax "
+                "W003", f"loss '{name}' is an alias for cross_entropy_with_softmax: it applies softmax "
                 "to the output and takes the mean of -log softmax[label], so the output must be logits",
                 v.span, "write loss = cross_entropy_with_softmax to say so"))
     return out

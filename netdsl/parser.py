@@ -91,6 +91,11 @@ class _Build:
     def assign(self, pos, items):
         return S.Assign(self._tok(items[0]), str(items[0]), items[1])
 
+    def model_assign(self, pos, items):
+        # `model = ...` (seed code's usual name) beside the `model Name` statement
+        line, col = pos[0], pos[1]
+        return S.Assign(Span(self.file, line, col, line, col + len("model")), "model", items[0])
+
     def with_stmt(self, pos, items):
         return S.With(self._span(pos), items[0], tuple(items[1:]))
 
@@ -256,6 +261,13 @@ def parse(text: str, file: str = "<string>") -> S.Module:
                                      Span(file, t.line, t.column, t.line, t.column + 1),
                                      "the limit bounds the time a file takes to compile; "
                                      "raise NETDSL_MAX_TOKENS to allow more"), sources) from None
+    except _NoIndent as e:
+        t = e.token
+        where = Span(file, t.line, t.column, t.line, t.column + max(1, len(t))) if t.type != "$END" else \
+            Span(file, t.end_line or 1, t.end_column or 1, t.end_line or 1, (t.end_column or 1) + 1)
+        raise NetdslError(Diagnostic("E001", "expected an indented block after 'with ...:'", where,
+                                     "indent the statements the with applies to, or use braces: with ... { ... }"),
+                          sources) from None
     except _TooDeep as e:
         raise NetdslError(Diagnostic("E005", f"expression nested more than {LIMITS.max_expr_depth} deep",
                                      Span(file, e.line, e.col, e.line, e.col + 1),
@@ -314,6 +326,12 @@ class _TooManyTokens(Exception):
         self.token = token
 
 
+class _NoIndent(Exception):
+    def __init__(self, token):
+        super().__init__("no indented block")
+        self.token = token
+
+
 class _TooDeep(Exception):
     def __init__(self, line, col):
         super().__init__("tree too deep")
@@ -347,7 +365,7 @@ def _parse_bounded(text: str, build: _Build):
     units = _UNIT_CHAINS
     max_tokens = LIMITS.max_tokens
     try:
-        for count, token in enumerate(_lex(text, stack, state)):
+        for count, token in enumerate(_indented_blocks(_lex(text, stack, state))):
             typ = token.type
             if typ == "NAME" and len(token) > MAX_NAME:
                 raise _LongName(token)
@@ -386,6 +404,50 @@ def _parse_bounded(text: str, build: _Build):
 
 
 _UNIT_CHAINS: dict = {}
+_BRACKETS = {"LPAR": 1, "LSQB": 1, "LBRACE": 1, "RPAR": -1, "RSQB": -1, "RBRACE": -1}
+
+
+def _indented_blocks(tokens):
+    """The tokens, with _INDENT after the ':' of a Python-form `with ...:` and _DEDENT before the first
+    token, outside brackets, of a line indented less than the block's first line (or at the end).
+
+    Only such a block is indentation-sensitive: everywhere else newlines and indentation stay plain
+    whitespace. The header's ':' is the first one outside brackets after `with` (a lambda's colon is
+    inside the call's parentheses).
+    """
+    blocks = []  # indentation column of each open Python-form block
+    depth = 0  # bracket depth
+    header = None  # bracket depth at `with`, until its ':' or '{'
+    with_col = 0  # column of the last `with`
+    opening = False  # the next token starts the body of a block just opened
+    line = 0
+    for tok in tokens:
+        typ = tok.type
+        first_on_line = tok.line != line and typ != "$END"
+        if opening:
+            opening = False
+            if typ == "$END" or tok.line == line or tok.column <= with_col:
+                raise _NoIndent(tok)
+            blocks.append(tok.column)
+        elif blocks and depth == 0 and (first_on_line or typ == "$END"):
+            while blocks and (typ == "$END" or tok.column < blocks[-1]):
+                blocks.pop()
+                yield Token.new_borrow_pos("_DEDENT", "", tok)
+        if typ != "$END":
+            line = tok.end_line
+        if typ == "WITH":
+            header, with_col = depth, tok.column
+        elif typ in _BRACKETS:
+            depth += _BRACKETS[typ]
+            if typ == "LBRACE" and header == depth - 1:
+                header = None
+        elif typ == "COLON" and header == depth:
+            header = None
+            yield tok
+            yield Token.new_borrow_pos("_INDENT", "", tok)
+            opening = True
+            continue
+        yield tok
 
 
 def _unit_chain(below, top, typ):

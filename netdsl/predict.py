@@ -103,8 +103,8 @@ def _predict(args) -> int:
         seq_out = bool(graph.value_type(out_name).seq)
         for i in range(0, len(samples), args.batch_size):
             chunk = samples[i:i + args.batch_size]
-            x, lengths = pad_batch(chunk, PAD_ID, front=not seq_out)
-            y = ex.forward({inp.name: x}, training=False)[out_name]
+            x, lengths = pad_batch(chunk, PAD_ID)  # at the end, with lengths (docs/ir.md)
+            y = ex.forward({inp.name: x}, training=False, lengths={inp.name: lengths})[out_name]
             for k, n in enumerate(lengths):
                 outs.append(y[k, :n] if seq_out else y[k])
     else:

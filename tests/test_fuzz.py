@@ -154,7 +154,7 @@ TRAIN_REGRESSIONS = [
     ("loss-list", TRAIN % "loss = [1]", "E402"),
     ("loss-deep-tuple", H + "t0 = 1\n" + "".join(f"t{i + 1} = (t{i},)\n" for i in range(3000)) + T
      + "train { loss = t3000 }\n", "E402"),
-    ("loss-poison", TRAIN % "loss = nope(1)", "E101"),
+    ("loss-poison", TRAIN % "loss = nope(1)", "E402"),  # a call there names a loss: unknown loss
     ("loss-string", TRAIN % 'loss = "mse"', None),
     ("optimizer-int", TRAIN % "optimizer = 5", "E403"),
     ("optimizer-float", TRAIN % "optimizer = 1.5", "E403"),
@@ -164,7 +164,7 @@ TRAIN_REGRESSIONS = [
     ("optimizer-string", TRAIN % 'optimizer = "Adam"', None),
     ("metrics-deep-list", H + T + "t0 = 1\n" + "".join(f"t{i + 1} = (t{i},)\n" for i in range(3000))
      + "train { metrics = [t3000[0]] }\n", "E403"),
-    ("metrics-poison", TRAIN % "metrics = [accuracy, nope(2)]", "E101"),
+    ("metrics-poison", TRAIN % "metrics = [accuracy, nope(2)]", "E403"),  # a call there names a metric
 ]
 
 

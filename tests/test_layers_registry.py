@@ -63,8 +63,8 @@ def test_constructor_names_and_attrs_are_consistent():
         assert set(kind.floats) <= set(kind.attrs), kind.kind
     # every default_options key reaches at least one kind, and Dense is checked first (messages depend on it)
     assert layers.option_kinds() == {
-        "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM"),
-        "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution"),
+        "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM", "GRU"),
+        "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution", "LSTM", "GRU"),
         "pad": ("Convolution", "MaxPooling", "AveragePooling")}
 
 
@@ -89,4 +89,4 @@ def test_the_builtin_names():
         "Dropout", "Embedding", "LSTM", "Recurrence", "BatchNormalization", "LayerNormalization", "Flatten",
         "Activation", "relu", "sigmoid", "tanh", "softmax", "glorot_uniform", "glorot_normal", "he_uniform",
         "he_normal", "uniform", "normal", "zeros", "ones", "Sequential", "LayerStack", "For", "range", "Input",
-        "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance", "Stabilizer"}
+        "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance", "Stabilizer", "GRU"}

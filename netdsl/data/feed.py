@@ -4,9 +4,10 @@ make_feed checks the dataset against the model's single input and output before 
 training (E701 located at the input or output, as the executor reports it), and every
 label against the output size (a DataError naming the file and sample).
 
-Padding. Token batches are padded per batch with id 0. The native executor has no
-sequence masks yet, so the recurrences run over the padding too; the loss and the
-accuracy count real tokens only (the output gradient at a padded position is zero).
+Padding. Token batches are padded per batch with id 0, at the END of each sequence, and
+come with their (N,) lengths, which the executor takes (Executor.forward(lengths=)), so the
+recurrences and select_last ignore the padding (docs/ir.md); the loss and the accuracy
+count real tokens only (the output gradient at a padded position is zero).
 """
 from __future__ import annotations
 
@@ -33,8 +34,20 @@ class Feed:
 
     def batch(self, x) -> np.ndarray:
         """The model's input array for samples x."""
+        return self.batch_lengths(x)[0]
+
+    def batch_lengths(self, x) -> tuple:
+        """(the model's input array for samples x, its (N,) lengths or None when not padded)."""
         if self.kind != "dense":
-            return pad_batch(list(x), PAD_ID, front=self.kind == "text")[0]
+            return pad_batch(list(x), PAD_ID)
+        return self.dense(x), None
+
+    def forward_args(self, x) -> dict:
+        """Executor.forward's inputs= and lengths= for samples x."""
+        xb, lengths = self.batch_lengths(x)
+        return {"inputs": {self.input: xb}, "lengths": None if lengths is None else {self.input: lengths}}
+
+    def dense(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std

@@ -223,8 +223,11 @@ def load_for_run(spec: str, graph, args) -> Dataset:
     to the current directory.
     """
     from_block = getattr(args, "data", None) is None and graph is not None and graph.source
+    val_split = getattr(args, "val_split", None)
+    if val_split is None and graph is not None and graph.training is not None and graph.training.validation_split:
+        val_split = graph.training.validation_split  # the train block's, unless --val-split says otherwise
     return load_spec(spec, graph, data_dir=args.data_dir, label_column=getattr(args, "label_column", None),
                      limits={"train": args.limit_train, "test": args.limit_test},
-                     max_bytes=getattr(args, "max_memory", None), val_split=getattr(args, "val_split", None),
+                     max_bytes=getattr(args, "max_memory", None), val_split=val_split,
                      normalize=getattr(args, "normalize", None), saved=saved_data(getattr(args, "load", None)),
                      base_dir=os.path.dirname(os.path.abspath(graph.source)) if from_block else None)

@@ -5,9 +5,10 @@ unknown token, then the words by falling frequency (ties alphabetically). Words 
 other splits that the training split lacks become the unknown token. Tags and text
 labels also come from the training split; one the training split lacks is an error.
 
-Batches are padded per batch (pad_batch): tagging pads at the end, so a forward
-recurrence never sees padding before a real token; classification pads at the front, so
-the last step (select_last) is a real token.
+Batches are padded per batch (pad_batch), at the end of each sequence, with the (N,)
+lengths that the model takes (docs/ir.md, variable-length sequence batches): recurrences,
+select_last and the loss ignore the padding. front=True (padding first) is kept for callers
+that have no lengths to give.
 """
 from __future__ import annotations
 

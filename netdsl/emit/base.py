@@ -51,7 +51,9 @@ class Target:
         ]
         if self.check is not None:
             diags += self.check(cx if cx is not None else self.context_of(graph))
-        return diags
+        from .training import refusals
+
+        return diags + refusals(self.name, graph.training, self.extras.get("training"))
 
 
 def header_source(graph: ir.Graph) -> str:

@@ -141,9 +141,34 @@ def _bn(lg, layer):
 
 def _lstm(lg, layer):
     # the name goes on the LSTM (a block holding W, H, b), not on the Recurrence around it
-    return View(ctor="C.layers.Recurrence", pos=[f"C.layers.LSTM({layer.attr('units')}, name={pyrepr(layer.name)})"],
+    # init_bias is written when given or not 0: CNTK's LSTM would otherwise take a default_options scope's
+    bias = layer.attr("init_bias", 0.0)
+    bias = f", init_bias={float(bias)!r}" if bias or "init_bias" in layer.explicit else ""
+    return View(ctor="C.layers.Recurrence",
+                pos=[f"C.layers.LSTM({layer.attr('units')}{bias}, name={pyrepr(layer.name)})"],
                 args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
                 params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
+
+
+def _gru(lg, layer):
+    units, go_back = layer.attr("units"), {"go_backwards": repr(bool(layer.attr("go_backwards")))}
+    if not layer.attr("reset_after"):
+        # CNTK's own GRU: gates z, r, n (swapped on load and export), W (in, 3n), and H split into H (n, 2n)
+        # for z and r and H1 (n, n) for the candidate (the template's GRU_H1 table loads and exports H1)
+        extra = ""
+        if layer.attr("init") != "glorot_uniform" or "init" in layer.explicit:
+            extra += f", init={init_expr(layer.attr('init'))}"
+        if layer.attr("init_bias", 0.0) or "init_bias" in layer.explicit:  # else a default_options scope's
+            extra += f", init_bias={float(layer.attr('init_bias', 0.0))!r}"
+        return View(ctor="C.layers.Recurrence", pos=[f"C.layers.GRU({units}{extra}, name={pyrepr(layer.name)})"],
+                    args=go_back, unnamed=True,
+                    params=[("W", "W", "gru_W"), ("H", "H", "gru_H"), ("b", "b", "gru_b")])
+    # reset_after=True, which CNTK's GRU cannot compute: _gru (the template's step function) holds
+    # netdsl's layout transposed for x @ W: W (in, 3n), H (n, 3n), gates r, z, n, b and bh
+    step = (f"_gru({units}, {init_expr(layer.attr('init'))}, {float(layer.attr('init_bias', 0.0))!r}, "
+            f"name={pyrepr(layer.name)})")
+    return View(ctor="C.layers.Recurrence", pos=[step], args=go_back, unnamed=True,
+                params=[("W", "W", "dense"), ("H", "H", "dense"), ("b", "b", "identity"), ("bh", "bh", "identity")])
 
 
 def _fn(expr, call):
@@ -192,6 +217,7 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     "Stabilizer": lambda lg, l: View(ctor="C.layers.Stabilizer", args={"steepness": repr(float(l.attr("steepness")))},
                                      params=[("alpha", "alpha", "identity")]),
     "Elementwise": _fn(lambda lg, l: CNTK_OPS[l.attr("op")], lambda lg, l: CNTK_OPS[l.attr("op")] + "({xs})"),
+    "GRU": _gru,
     # listed so that check() can say why it is refused (E802), never rendered
     "LayerNormalization": lambda lg, l: View(ctor=None),
 }
@@ -372,6 +398,9 @@ def context(lg: Legacy, views: dict) -> dict:
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
+        gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
+        gru_h1=[(layer.param("H").name, layer.name) for layer in lg.graph.layers
+                if layer.kind == "GRU" and not layer.attr("reset_after")],
     )
     return ctx
 

@@ -312,7 +312,8 @@ def training_dict(graph: ir.Graph) -> dict:
     t = graph.training or ir.Training()
     out = {"dataset": t.dataset, "loss": t.loss, "optimizer": t.optimizer}
     out.update(sorted(t.optimizer_attrs))
-    out.update({"batch_size": t.batch_size, "epochs": t.epochs, "metrics": list(t.metrics)})
+    out.update({"batch_size": t.batch_size, "epochs": t.epochs, "metrics": list(t.metrics),
+                "seed": 0 if t.seed is None else t.seed})
     return out
 
 

@@ -185,6 +185,22 @@ def lstm(lg, layer):
                 backwards=backwards)
 
 
+@emits("GRU")
+def gru(lg, layer):
+    # rnn.GRU is cuDNN's GRU: gates r, z, n as netdsl's, the reset gate after the recurrent product, two
+    # biases; reset_after=False (CNTK's GRU) is the _GRUResetBefore helper, a loop over time
+    units, size = layer.attr("units"), lg.in_type(layer).shape[-1]
+    if layer.attr("reset_after"):
+        core = f"rnn.GRU({units}, layout='NTC', input_size={size}, prefix={_prefix(layer)})"
+        params = [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias"), ("bh", "l0_h2h_bias")]
+    else:
+        core = f"_GRUResetBefore({units}, {size}, prefix={_prefix(layer)})"
+        params = [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias")]
+    backwards = bool(layer.attr("go_backwards"))
+    code = f"_sequential({_prefix(layer)}, [_reverse_time(), {core}, _reverse_time()])" if backwards else core
+    return View(code, params, backwards=backwards)
+
+
 @emits("Activation")
 def activation(lg, layer):
     softmax = _softmax(layer, lg.out_type(layer))
@@ -205,6 +221,8 @@ def rescale(lg, layer):
 
 @emits("Flatten")
 def flatten(lg, layer):
+    if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        return View(f"nn.HybridLambda(lambda F, x: x, prefix={_prefix(layer)})")
     return View(f"nn.Flatten(prefix={_prefix(layer)})")
 
 
@@ -265,6 +283,8 @@ def context(lg: Legacy, views: dict) -> dict:
         pads=any(v.padded for v in views.values()),
         bn_vars=[v.bn for v in views.values() if v.bn is not None],
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
+        gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
+        gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
     )
     return ctx
 

@@ -24,7 +24,7 @@ from .passes.lstm_fusion import fused_lstms
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization")
+               "TorchBatchNormalization", "GRUInputBias")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -174,6 +174,29 @@ def lstm(idx, layer):
     return view
 
 
+def gru(idx, layer):
+    # Keras's gates are z, r, n (swapped on load and export); reset_after=True has one (2, 3n) bias whose
+    # rows are netdsl's b and bh
+    reset_after = bool(layer.attr("reset_after"))
+    kwargs = {"return_sequences": True, "reset_after": reset_after}
+    if layer.attr("go_backwards"):
+        kwargs["go_backwards"] = True
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
+    helper = None
+    if reset_after and "bias_initializer" in kwargs:  # init_bias starts b, not bh: the first row only
+        kwargs["bias_initializer"] = call("GRUInputBias", kwargs["bias_initializer"])
+        helper = "gru_bias"
+    weights = [(layer.param("W").name, "gru"), (layer.param("H").name, "gru")]
+    if reset_after:
+        weights += [(layer.param("b").name, "gru_bias_in"), (layer.param("bh").name, "gru_bias_rec")]
+    else:
+        weights.append((layer.param("b").name, "gru_bias"))
+    view = KerasView("GRU", [KLayer("", "layers.GRU", (layer.attr("units"),), kwargs)], weights, helper=helper)
+    if layer.attr("go_backwards"):
+        view.after = "flip"
+    return view
+
+
 def batch_norm(idx, layer):
     kwargs = {"momentum": round(1 - layer.attr("momentum"), 15), "epsilon": layer.attr("epsilon")}
     return KerasView("BatchNormalization", [KLayer("", "TorchBatchNormalization", (), kwargs)],
@@ -260,6 +283,7 @@ LAYERS = {
     "CosineDistance": cosine,
     "Stabilizer": stabilizer,
     "Elementwise": elementwise,
+    "GRU": gru,
 }
 
 # -------------------------------------------------------------------- context
@@ -376,7 +400,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 conversions.add("nhwc_dense")
             elif conv:
                 conversions.add(conv)
-            weights.append((pname, path, i, conv))
+            # a reset_after GRU's bh is the second row of the bias that b is the first of
+            weights.append((pname, path, i - 1 if conv == "gru_bias_rec" else i, conv))
     shapes = {p.name: tuple(p.shape) for p in graph.params()}
     order = {name: k for k, name in enumerate(shapes)}
     weights.sort(key=lambda w: order[w[0]])

@@ -17,6 +17,7 @@ from . import common as C
 from .base import Target, ident
 from .common import Code, call, lit
 from .names import template_names
+from .passes.masks import RECURRENCES, bidirectional_pairs, length_sources
 
 # nn.Module attributes a submodule must not shadow (self.eval = nn.Linear(...) would be unreachable)
 TEMPLATE = "pytorch/module.py.j2"
@@ -162,6 +163,17 @@ def lstm(idx, layer):
                       params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0"), chainable=False)
 
 
+def bidirectional_lstm(idx, fwd, bwd):
+    """One nn.LSTM(bidirectional=True) for a spliced forward/backward pair: its output is the splice,
+    [forward, backward] on the feature axis, and on a packed batch its backward half starts at
+    each sample's last valid step."""
+    t = idx.first_input_type(fwd)
+    return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], fwd.attr("units"), batch_first=True, bidirectional=True),
+                      params={**_params(fwd, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0"),
+                              **_params(bwd, W="weight_ih_l0_reverse", H="weight_hh_l0_reverse",
+                                        b="bias_ih_l0_reverse")}, chainable=False)
+
+
 def batch_norm(idx, layer):
     t = idx.first_input_type(layer)
     cls = "nn.BatchNorm2d" if C.is_image(t) else "nn.BatchNorm1d"
@@ -198,6 +210,17 @@ def stabilizer(idx, layer):
                       helper="stabilizer")
 
 
+def gru(idx, layer):
+    t = idx.first_input_type(layer)
+    if layer.attr("reset_after"):  # nn.GRU's own convention: reset after the recurrent product, two biases
+        return TorchLayer("GRU", call("nn.GRU", t.shape[0], layer.attr("units"), batch_first=True),
+                          params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0", bh="bias_hh_l0"),
+                          chainable=False)
+    return TorchLayer("GRU", call("GRUResetBefore", t.shape[0], layer.attr("units")),
+                      params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih"), chainable=False,
+                      helper="gru_reset_before")
+
+
 def functional(kind):
     def f(idx, layer):
         return TorchLayer(kind, chainable=False)
@@ -223,6 +246,7 @@ LAYERS = {
     "CosineDistance": functional("CosineDistance"),
     "Stabilizer": stabilizer,
     "Elementwise": functional("Elementwise"),
+    "GRU": gru,
 }
 
 
@@ -263,8 +287,9 @@ def _pre(expr: str, tl: TorchLayer) -> str:
 
 
 def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | None, args: list, out: str,
-                    idx: C.GraphIndex) -> list:
-    """The forward() lines for one node, given its inputs' locals and its output local."""
+                    idx: C.GraphIndex, lengths: str | None = None) -> list:
+    """The forward() lines for one node, given its inputs' locals, its output local and the local
+    holding its input's (N,) lengths (docs/ir.md; None: the model takes none)."""
     kind = layer.kind
     t = idx.types[node.inputs[0]]
     x = args[0]
@@ -272,6 +297,8 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = {rescale(x, layer)}"]
     if kind == "Splice":
         return [f"{out} = torch.cat([{', '.join(args)}], dim={C.feature_axis(t)})"]
+    if kind == "SelectLast" and lengths:
+        return [f"{out} = select_last({x}, {lengths})"]
     if kind in ("SelectLast", "SelectFirst"):
         return [f"{out} = {x}[:, {-1 if kind == 'SelectLast' else 0}]"]
     if kind == "CosineDistance":
@@ -280,7 +307,10 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = F.cosine_similarity({a}, {b}, dim=1, eps=1e-8).unsqueeze(1)"]
     if kind == "Elementwise":
         return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
-    if kind == "LSTM":
+    if kind in RECURRENCES and lengths:  # every recurrence kind runs through run_recurrence()
+        backwards = ", go_backwards=True" if layer.attr("go_backwards") else ""
+        return [f"{out} = run_recurrence(self.{attr}, {x}, {lengths}{backwards})"]
+    if kind in ("LSTM", "GRU"):
         if layer.attr("go_backwards"):
             return [f"{out}, _ = self.{attr}({x}.flip(1))",
                     f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]
@@ -311,6 +341,13 @@ def rescale(x: str, layer: ir.Layer) -> str:
 # -------------------------------------------------------------------- context
 def context(idx: C.GraphIndex, views: dict) -> dict:
     graph = idx.graph
+    # a forward/backward LSTM pair spliced together is ONE nn.LSTM(bidirectional=True) (issue 14)
+    pairs = bidirectional_pairs(idx)
+    paired = {}  # backward layer -> forward layer, whose module holds both
+    for _, fwd, bwd in pairs:
+        views[fwd.layer] = bidirectional_lstm(idx, idx.layers[fwd.layer], idx.layers[bwd.layer])
+        views[bwd.layer] = TorchLayer("LSTM", chainable=False)
+        paired[bwd.layer] = fwd.layer
     chains = C.group_chains(idx, lambda n: views[n.layer].chainable and idx.layers[n.layer].kind != "Rescale")
     chain_nodes = {name for cs in chains.values() for c in cs for name in c}
     # the module's own names (imports, constants, functions) and the builtins it calls: a user's value
@@ -368,8 +405,13 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     # reset_parameters(): netdsl's initialisers, by module class where every module of a class agrees
     wanted = []  # (module class, attribute, init call with \0 for the tensor, reference to the tensor)
     lstm_biases, lstm_freeze = [], []
+    pair_of = {f: b for b, f in paired.items()}
     for layer in graph.layers:
-        tl = views[layer.name]
+        owner = paired.get(layer.name, layer.name)
+        tl = views[owner]
+        # a bidirectional module's tensors are initialised one by one (cls None): an isinstance()
+        # rule for nn.LSTM would also name the _reverse tensors the one-way LSTMs lack
+        init_cls = None if owner in pair_of else tl.cls
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -378,12 +420,14 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             if DEFAULT_INIT.get((layer.kind, short)) == kind:
                 continue
             fn, extra = INIT_FN[kind]
-            wanted.append((tl.cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
-        if layer.kind == "LSTM" and layer.name in layer_attr:
-            a = layer_attr[layer.name]
-            lstm_biases.append((layer.param("b").name, f"{a}.bias_hh_l0"))
-            wanted.append((tl.cls, "bias_hh_l0", init_call("nn.init.zeros_", {}), f"self.{a}.bias_hh_l0"))
-            lstm_freeze.append(f"self.{a}.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0")
+            wanted.append((init_cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
+        if layer.kind == "LSTM" and owner in layer_attr:
+            a = layer_attr[owner]
+            bias = "bias_hh_l0_reverse" if owner != layer.name else "bias_hh_l0"
+            lstm_biases.append((layer.param("b").name, f"{a}.{bias}"))
+            wanted.append((init_cls, bias, init_call("nn.init.zeros_", {}), f"self.{a}.{bias}"))
+            lstm_freeze.append(f"self.{a}.{bias}.requires_grad_(False)" + (
+                "  # netdsl's one bias per gate is bias_ih_l0" if owner == layer.name else ""))
     init_lines = init_statements(wanted, module_counts(views, layer_attr, group_attr, idx))
     for block in init_blocks:
         if "module" in block:
@@ -396,10 +440,17 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         if len(s.nodes) == 1 and layer.kind == "Flatten" and views[layer.name].flatten is None:
             s.alias = True  # flattening a vector changes nothing
     names = C.Names(set(FORWARD_NAMES) | module_own)
+    seq_inputs = [i.name for i in graph.inputs if i.type.seq]
+    length_arg = {i: names.of("\0lengths:" + i, "lengths" if len(seq_inputs) == 1 else f"{ident(i)}_lengths")
+                  for i in seq_inputs}
+    sources = length_sources(idx)
+    skip = {b.name for _, _, b in pairs} | {sp.name for sp, _, _ in pairs}
     local = C.assign_locals(idx, steps, names)
+    for sp, fwd, _ in pairs:
+        local[fwd.name] = local[sp.name]  # the pair's module writes the splice's value
     forward = []
     for s in steps:
-        if s.alias:
+        if s.alias or s.output in skip:
             continue
         args = [local[v] for v in s.inputs]
         out = local[s.output]
@@ -407,16 +458,26 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             forward.append(f"{out} = self.{group_attr[group_of_node[s.nodes[0].name]]}({args[0]})")
             continue
         n = s.node
-        forward += node_statements(n, idx.layers[n.layer], views[n.layer], layer_attr.get(n.layer), args, out, idx)
+        lengths = length_arg.get(sources.get(n.inputs[0])) if n.inputs else None
+        forward += node_statements(n, idx.layers[n.layer], views[n.layer], layer_attr.get(n.layer), args, out, idx,
+                                   lengths)
     returns = ", ".join(local[o] for o in graph.outputs)
 
     training = C.training_dict(graph)
-    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y"} | module_own)
+    fn_names = C.Names({"model", "trainer", "inputs", "targets", "loss", "outputs", "y", "lengths", "steps"}
+                       | module_own)
     outputs = [{"name": o, "local": fn_names.of(o), "shape": C.batch_shape(idx.types[o])} for o in graph.outputs]
     first = outputs[0]["local"]
-    loss = [f"{first} = model(*to_tensors(inputs))" + ("" if len(outputs) == 1 else
-                                                        "[0]  # the training block's loss is on the first output"),
-            f"loss = {loss_expr(graph, idx.types[graph.outputs[0]], first, 'targets')}"]
+    call_model = "model(*to_tensors(inputs), **to_lengths(lengths))" if seq_inputs else "model(*to_tensors(inputs))"
+    loss = [f"{first} = {call_model}" + ("" if len(outputs) == 1 else
+                                        "[0]  # the training block's loss is on the first output")]
+    first_t = idx.types[graph.outputs[0]]
+    source = sources.get(graph.outputs[0])
+    if first_t.seq and source is not None:  # the mean over valid steps only (docs/ir.md)
+        loss.append(f"steps = valid_steps({first}, lengths, {lit(source)})")
+        loss += C.wrap_call(f"loss = {loss_expr(graph, first_t, f'{first}[steps]', 'targets', '[steps]')}", 4)
+    else:
+        loss.append(f"loss = {loss_expr(graph, first_t, first, 'targets')}")
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
@@ -427,7 +488,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                    for i in graph.inputs],
         "shape_tables": C.shape_tables(idx),
         "outputs": outputs,
-        "forward_args": ", ".join(local[i.name] for i in graph.inputs),
+        "forward_args": ", ".join([local[i.name] for i in graph.inputs] + [f"{a}=None" for a in length_arg.values()]),
+        "call_model": call_model,
+        "length_args": [(i, a) for i, a in length_arg.items()],
         "training": training,
         "optimizer": C.wrap_call("return " + optimizer_call(training), 4),
         "loss": loss,
@@ -439,7 +502,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "init_lines": init_lines,
         "forward": forward,
         "returns": returns,
-        "uses": {v.helper for v in views.values() if v.helper},  # helper classes the module defines
+        # helper classes and functions the module defines
+        "uses": {v.helper for v in views.values() if v.helper} | ({"lengths"} if seq_inputs else set()),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(idx, C.batch_shape)}.", 4),
     }
@@ -470,7 +534,8 @@ def init_statements(wanted: list, counts: dict) -> list:
     rules: dict = {}
     for cls, attr, init, _ in wanted:
         rules.setdefault(cls, {}).setdefault(attr, set()).add(init)
-    uniform = {cls for cls, attrs in rules.items() if all(len(inits) == 1 for inits in attrs.values())}
+    uniform = {cls for cls, attrs in rules.items()
+               if cls is not None and all(len(inits) == 1 for inits in attrs.values())}
     branches: dict = {}  # rule -> [classes]
     seen = {}
     for cls, attr, init, _ in wanted:
@@ -505,13 +570,16 @@ def init_statements(wanted: list, counts: dict) -> list:
     return lines
 
 
-def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str) -> str:
-    """The loss of one output z against numpy targets y, as an expression."""
+def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str, steps: str = "") -> str:
+    """The loss of one output z against numpy targets y, as an expression. steps: an index of
+    the valid steps, already applied to z, to apply to the targets (then z has no time axis)."""
     loss = (graph.training or ir.Training()).loss
     if loss == "squared_error":
-        return f"F.mse_loss({z}, torch.as_tensor({y}, dtype=torch.float32))"
+        return f"F.mse_loss({z}, torch.as_tensor({y}, dtype=torch.float32){steps})"
     labels = f"torch.as_tensor({y}, dtype=torch.long)"
     axis = C.feature_axis(t)
+    if steps and len(t.shape) == 1:
+        return f"F.cross_entropy({z}, {labels}{steps})"
     if t.seq and len(t.shape) == 1:
         return f"F.cross_entropy({z}.flatten(0, 1), {labels}.flatten())"
     if axis == 1 or len(t.shape) == 1:

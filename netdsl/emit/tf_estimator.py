@@ -199,6 +199,29 @@ def lstm(lg, layer):
     return View(write, params, setup=setup)
 
 
+@emits("GRU")
+def gru(lg, layer):
+    # tf.keras's GRU, with the written reset_after; its gates are z, r, n (swapped on load and export),
+    # and a reset_after GRU's b and bh are the rows of its one (2, 3n) bias
+    local = lg.local(layer.name, layer.name)
+    backwards = bool(layer.attr("go_backwards"))
+    reset_after = bool(layer.attr("reset_after"))
+    setup = (f"{local} = tf.keras.layers.GRU({layer.attr('units')}, return_sequences=True"
+             f"{', go_backwards=True' if backwards else ''}, reset_after={reset_after}, "
+             f"recurrent_initializer=\"glorot_uniform\", name={pyrepr(layer.name)})")
+
+    def write(s):
+        if backwards:
+            return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
+        return f"{s.out} = {local}({s.ins[0]})"
+    params = [("W", "gru_cell/kernel", "gru"), ("H", "gru_cell/recurrent_kernel", "gru")]
+    if reset_after:
+        params += [("b", "gru_cell/bias", "gru_bias_in"), ("bh", "gru_cell/bias", "gru_bias_rec")]
+    else:
+        params.append(("b", "gru_cell/bias", "gru_bias"))
+    return View(write, params, setup=setup)
+
+
 @emits("Activation")
 def activation(lg, layer):
     return View(lambda s: f"{s.out} = {ACT[layer.attr('activation')]}({s.ins[0]})")
@@ -218,6 +241,9 @@ def rescale(lg, layer):
 
 @emits("Flatten")
 def flatten(lg, layer):
+    if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        return View(lambda s: f"{s.out} = {s.ins[0]}")
+
     def write(s):
         if s.nhwc_flat:
             return (f"{s.out} = tf.compat.v1.layers.flatten({s.ins[0]})"

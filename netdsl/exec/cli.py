@@ -195,6 +195,8 @@ def _run(args) -> int:
         limit = args.max_memory or memory.default_limit()
         batch = 2 if args.eval_only else max(2, args.batch_size or (tr.batch_size if tr else 64))
         memory.check(graph, batch, limit, 1, "warm-up" if args.eval_only else "training", graph_sources(graph))
+        if args.seed is None and tr is not None and tr.seed is not None:
+            args.seed = tr.seed  # the train block's seed, unless --seed says otherwise
         seed = 0 if args.seed is None else args.seed
         params = load_weights(args.load, graph) if args.load else init_params(graph, seed)
         resume = None

@@ -66,14 +66,19 @@ class Executor:
             if any(p.trainable for p in layers[node.layer].params) or any(v in need for v in node.inputs):
                 need.add(node.name)
         self.needs_grad = need
+        self.lengths: dict = {}  # value name -> (N,) lengths of the current batch; Calls share it
         self.steps = self._plan(layers, fuse)
         self.values: dict = {}
         self._caches: list | None = None
 
     # ------------------------------------------------------------------ API
-    def forward(self, inputs: dict, training: bool = False, rng: np.random.Generator | None = None) -> dict:
+    def forward(self, inputs: dict, training: bool = False, rng: np.random.Generator | None = None,
+                lengths: dict | None = None) -> dict:
         """inputs: input name -> batch array (token ids stay integer).
+        lengths: sequence input name -> (N,) int64 valid lengths of a padded batch
+        (docs/ir.md); an input without lengths is all full length.
         Returns output name -> array. Keeps the caches for one backward()."""
+        self._set_lengths(inputs, lengths or {})
         values = {}
         for name, t in self.input_types.items():
             if name not in inputs:
@@ -135,7 +140,29 @@ class Executor:
         return None
 
     def _call(self, node, layer) -> Call:
-        return Call(layer, node, [self.types[v] for v in node.inputs], self.params, self.dtype)
+        return Call(layer, node, [self.types[v] for v in node.inputs], self.params, self.dtype, self.lengths)
+
+    def _set_lengths(self, inputs: dict, given: dict) -> None:
+        """Fill self.lengths (value name -> (N,) lengths) for this batch: a sequence value
+        has the lengths of the first sequence value it reads (kernels read them via Call)."""
+        from .kernels.masking import check_lengths
+
+        self.lengths.clear()
+        for name, lens in given.items():
+            if lens is None:
+                continue
+            t = self.input_types.get(name)
+            if t is None or not t.seq:
+                raise KeyError(f"lengths given for '{name}', which is no sequence input")
+            x = np.asarray(inputs[name])
+            self.lengths[name] = check_lengths(lens, x.shape[0], x.shape[1])
+        if not self.lengths:
+            return
+        for node in self.graph.nodes:
+            if self.types[node.name].seq:
+                src = next((v for v in node.inputs if v in self.lengths), None)
+                if src is not None:
+                    self.lengths[node.name] = self.lengths[src]
 
     def _plan(self, layers: dict, fuse: bool) -> list:
         """Steps in graph order; a node and its only reader run as one step

@@ -63,3 +63,32 @@ def accuracy(logits, labels):
     """Fraction of samples (and time steps, or positions of a feature map) whose argmax equals the label."""
     z, lab = _flat_logits(_classes_last(logits), labels)
     return float((z.argmax(axis=1) == lab).mean())
+
+
+def one_hot(labels, pred):
+    """Labels (N,) as one-hot float targets shaped like pred (N, K); for K = 1 the label itself (0 or 1)."""
+    labels = np.asarray(labels)
+    if pred.ndim == 2 and pred.shape[1] == 1:
+        return labels.reshape(-1, 1).astype(pred.dtype)
+    target = np.zeros(pred.shape, pred.dtype)
+    target[np.arange(len(labels)), labels] = 1
+    return target
+
+
+def bce_with_logits(logits, target):
+    """Mean over all elements of -t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)), computed as
+    max(z, 0) - z t + log(1 + exp(-|z|)) so large |z| neither overflows nor loses precision
+    (torch.nn.BCEWithLogitsLoss)."""
+    t = np.asarray(target, dtype=logits.dtype)
+    if t.shape != logits.shape:
+        raise ValueError(f"binary cross-entropy: targets {t.shape} != logits {logits.shape}")
+    z = logits
+    loss = np.maximum(z, 0) - z * t + np.log1p(np.exp(-np.abs(z)))
+    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    return float(loss.mean()), ((sig - t) / z.size).astype(z.dtype)
+
+
+def half_mse(pred, target):
+    """Gluon's L2Loss with trainer.step(batch_size): 0.5 * the mean over all elements of (pred - target)**2."""
+    loss, d = mse(pred, target)
+    return 0.5 * loss, 0.5 * d

@@ -143,6 +143,58 @@ class Adadelta(_Optimizer):
         p -= self.lr * delta
 
 
+class RMSProp(_Optimizer):
+    """torch.optim.RMSprop: v = rho*v + (1-rho)*g*g, with centered a = rho*a + (1-rho)*g and
+    v - a*a in place of v; the step divides g by sqrt(v) + eps (PyTorch) or, with eps_inside_sqrt,
+    by sqrt(v + eps) (TensorFlow and Keras); momentum keeps buf = momentum*buf + g/denominator and
+    steps lr*buf."""
+
+    hyper = ("lr", "rho", "eps", "momentum", "centered", "eps_inside_sqrt")
+    slots = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(self, lr=0.01, rho=0.99, eps=1e-8, momentum=0.0, centered=False, eps_inside_sqrt=False):
+        self.lr, self.rho, self.eps, self.momentum = float(lr), float(rho), float(eps), float(momentum)
+        self.centered, self.eps_inside_sqrt = bool(centered), bool(eps_inside_sqrt)
+        super().__init__()
+
+    def _update(self, name, p, g):
+        v = self._slot("square_avg", name, p)
+        v *= self.rho
+        v += (1 - self.rho) * g * g
+        var = v
+        if self.centered:
+            a = self._slot("grad_avg", name, p)
+            a += (1 - self.rho) * (g - a)  # torch's lerp
+            var = v - a * a
+        denom = np.sqrt(var + self.eps) if self.eps_inside_sqrt else np.sqrt(var) + self.eps
+        if self.momentum:
+            buf = self._slot("momentum_buffer", name, p)
+            buf *= self.momentum
+            buf += g / denom
+            p -= self.lr * buf
+        else:
+            p -= self.lr * g / denom
+
+
+class Adagrad(_Optimizer):
+    """torch.optim.Adagrad without lr_decay: s += g*g (s starts at initial_accumulator);
+    p -= lr * g / (sqrt(s) + eps)."""
+
+    hyper = ("lr", "eps", "initial_accumulator")
+    slots = ("sum",)
+
+    def __init__(self, lr=0.01, eps=1e-10, initial_accumulator=0.0):
+        self.lr, self.eps, self.initial_accumulator = float(lr), float(eps), float(initial_accumulator)
+        super().__init__()
+
+    def _update(self, name, p, g):
+        s = self.state["sum"].get(name)
+        if s is None:
+            s = self.state["sum"][name] = np.full_like(p, self.initial_accumulator)
+        s += g * g
+        p -= self.lr * g / (np.sqrt(s) + self.eps)
+
+
 # ------------------------------------------------------------ fused (numba)
 # What training uses: the same operations in one pass per parameter.
 
@@ -228,4 +280,11 @@ def make_optimizer(training: ir.Training, lr: float | None = None):
         return FusedAdam(o.get("lr", 1e-3), o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("eps", 1e-8))
     if name == "Adadelta":
         return Adadelta(o.get("lr", 1.0), o.get("rho", 0.9), o.get("eps", 1e-6))
+    if name == "AdamW":  # Adam; its decoupled weight decay is applied by steprule.StepRule
+        return FusedAdam(o.get("lr", 1e-3), o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("eps", 1e-8))
+    if name == "RMSProp":
+        return RMSProp(o.get("lr", 0.01), o.get("rho", 0.99), o.get("eps", 1e-8), o.get("momentum", 0.0),
+                       o.get("centered", False), o.get("eps_inside_sqrt", False))
+    if name == "Adagrad":
+        return Adagrad(o.get("lr", 0.01), o.get("eps", 1e-10), o.get("initial_accumulator", 0.0))
     raise NetdslError(Diagnostic(E_UNSUPPORTED, f"unsupported optimizer '{name}'", training.span or NO_SPAN))

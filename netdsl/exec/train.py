@@ -35,6 +35,7 @@ from ..data.feed import make_feed, masked_loss
 from .feed import make_loss
 from .graph import Executor
 from .optim import make_optimizer  # noqa: F401  (also imported from here by tests/test_emit_legacy.py)
+from .steprule import StepRule
 from .runtime import blas_threads
 from .weights import graph_sources
 
@@ -70,6 +71,7 @@ class Result:
     signal: int | None = None  # the signal that stopped the run
     epoch: int = 0
     step: int = 0
+    metrics: dict = field(default_factory=dict)  # the train block's metrics beyond accuracy, on the test split
 
 
 def epoch_generator(seed: int, epoch: int) -> np.random.Generator:
@@ -123,7 +125,9 @@ class Trainer:
         self.ex = Executor(graph, params)
         self.loss_fn = make_loss(tr, self.feed.classes)
         self.optimizer = make_optimizer(tr, opts.lr)
-        self.seed = 0 if opts.seed is None else int(opts.seed)
+        self.rule = StepRule(tr, self.optimizer.lr)  # schedule, weight decay, clipping (docs/language.md)
+        self.seed = int(opts.seed if opts.seed is not None else tr.seed if tr.seed is not None else 0)
+        self.best_val_loss, self.bad_epochs = math.inf, 0  # early_stopping
         self.batch_size = int(opts.batch_size or tr.batch_size)
         self.epochs = int(tr.epochs if opts.epochs is None else opts.epochs)
         n_train = len(dataset.x_train) if opts.limit_train is None else min(opts.limit_train, len(dataset.x_train))
@@ -162,7 +166,7 @@ class Trainer:
         correct = total = 0
         bs = self.eval_batch
         for i in range(0, len(x), bs):
-            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + bs])}, training=False)[self.feed.output]
+            out = self.ex.forward(**self.feed.forward_args(x[i:i + bs]), training=False)[self.feed.output]
             c, t = self.feed.count_correct(out, y[i:i + bs])
             correct += c
             total += t
@@ -170,18 +174,24 @@ class Trainer:
         return (correct / total if total else float("nan")), correct, total
 
     # -------------------------------------------------------------- training
-    def train_step(self, xb: np.ndarray, yb, rng) -> tuple[float, float]:
-        """One step; `correct` is scaled to samples, so the epoch's running accuracy
-        (correct / samples seen) is the token accuracy for tagging data."""
-        out = self.ex.forward({self.feed.input: xb}, training=True, rng=rng)[self.feed.output]
+    def train_step(self, xb: np.ndarray, yb, rng, lengths=None) -> tuple[float, float]:
+        """One step on the input batch xb (its (N,) lengths when padded); `correct` is scaled to
+        samples, so the epoch's running accuracy (correct / samples seen) is the token accuracy
+        for tagging data."""
+        lens = None if lengths is None else {self.feed.input: lengths}
+        out = self.ex.forward({self.feed.input: xb}, training=True, rng=rng, lengths=lens)[self.feed.output]
         labels, mask = self.feed.targets(yb)
         loss, dout = masked_loss(self.loss_fn, out, labels, mask)
+        loss += self.rule.penalty(self._trainable)
         if not math.isfinite(loss):
             self._nonfinite_loss(loss)
         hit = out.argmax(axis=-1) == labels
         correct = int(hit.sum()) if mask is None else float(hit[mask].mean()) * len(labels)
         grads = self.ex.backward({self.feed.output: dout})
-        self.optimizer.step(self._trainable, grads)
+        if self.rule.plain:
+            self.optimizer.step(self._trainable, grads)
+        else:
+            self.rule.step(self.optimizer, self._trainable, grads, self.epoch, self.global_step, len(labels))
         self._check_weights()
         return loss, correct
 
@@ -198,7 +208,40 @@ class Trainer:
         acc, correct, n = self.evaluate()
         self.result.test_accuracy = acc
         self.log(f"final test accuracy: {100 * acc:.2f}% ({correct}/{n})")
+        if any(m != "accuracy" for m in self.training.metrics):
+            self.report_metrics()
         return self.result
+
+    def report_metrics(self) -> dict:
+        """The train block's other metrics on the test split: top-k accuracy, the confusion matrix
+        (rows: the true class, columns: the predicted one); logged and kept in result.metrics."""
+        scores, labels = [], []
+        for i in range(0, len(self.x_test), self.eval_batch):
+            out = self.ex.forward({self.feed.input: self.feed.batch(self.x_test[i:i + self.eval_batch])},
+                                  training=False)[self.feed.output]
+            lab, mask = self.feed.targets(self.y_test[i:i + self.eval_batch])
+            scores.append(out[mask] if mask is not None else out.reshape(-1, out.shape[-1]))
+            labels.append(lab[mask] if mask is not None else lab.reshape(-1))
+        self.ex.release()
+        z, y = np.concatenate(scores), np.concatenate(labels)
+        k_classes = z.shape[1]
+        found = {}
+        for m in self.training.metrics:
+            if m.startswith("top_"):
+                k = min(int(m.split("_")[1]), k_classes)
+                top = np.argpartition(-z, k - 1, axis=1)[:, :k]
+                found[m] = float((top == y[:, None]).any(axis=1).mean())
+                self.log(f"test {m.replace('_', ' ')}: {100 * found[m]:.2f}%")
+            elif m == "confusion_matrix":
+                cm = np.bincount(y * k_classes + z.argmax(axis=1), minlength=k_classes ** 2)
+                found[m] = cm.reshape(k_classes, k_classes)
+                width = max(5, len(str(int(cm.max()))) + 1)
+                self.log("confusion matrix (rows: true class, columns: predicted):")
+                self.log(" " * 6 + "".join(f"{j:>{width}}" for j in range(k_classes)))
+                for j, row in enumerate(found[m]):
+                    self.log(f"{j:>5} " + "".join(f"{int(v):>{width}}" for v in row))
+        self.result.metrics = found
+        return found
 
     def _run_epoch(self, stop) -> bool:
         """One epoch from self.step; True if a signal stopped it."""
@@ -217,13 +260,18 @@ class Trainer:
                 idx = perm[self.step * bs:(self.step + 1) * bs]
                 if self.t_first_step is None:
                     self.t_first_step = time.perf_counter()
-                loss, correct = self.train_step(self.feed.batch(self.x_train[idx]), self.y_train[idx], rng)
+                xb, lengths = self.feed.batch_lengths(self.x_train[idx])
+                loss, correct = self.train_step(xb, self.y_train[idx], rng, lengths)
                 self.step += 1
                 self.global_step += 1
                 r = self.running
                 r["loss"] += loss * len(idx)
                 r["correct"] += correct
                 r["seen"] += len(idx)
+                every = self.training.log_every
+                if every and self.global_step % every == 0:
+                    self.log(f"epoch {e + 1}, step {self.step}/{steps}: loss {r['loss'] / r['seen']:.4f}, "
+                             f"train accuracy {100 * r['correct'] / r['seen']:.2f}%, lr {self.optimizer.lr:.6g}")
                 if bar is not None:
                     dt = time.perf_counter() - t0
                     bar.update(1)
@@ -256,7 +304,35 @@ class Trainer:
             vacc, vcorrect, vn = self.evaluate(self.dataset.x_val, self.dataset.y_val)
             rec["val_accuracy"] = vacc
             self.log(f"epoch {e + 1}/{self.epochs}: validation accuracy {100 * vacc:.2f}% ({vcorrect}/{vn})")
+            if self.training.early_stopping:
+                self._early_stopping(rec)
         return stop.signum is not None and self.epoch < self.epochs
+
+    def validation_loss(self) -> float:
+        """The loss (without weight decay) on the validation split, in inference mode."""
+        x, y = self.dataset.x_val, self.dataset.y_val
+        total = count = 0.0
+        for i in range(0, len(x), self.eval_batch):
+            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + self.eval_batch])},
+                                  training=False)[self.feed.output]
+            labels, mask = self.feed.targets(y[i:i + self.eval_batch])
+            loss, _ = masked_loss(self.loss_fn, out, labels, mask)
+            total += loss * len(labels)
+            count += len(labels)
+        self.ex.release()
+        return total / max(count, 1)
+
+    def _early_stopping(self, rec) -> None:
+        """Keras's EarlyStopping(monitor="val_loss", patience=p): stop after p epochs without a lower loss."""
+        loss = rec["val_loss"] = self.validation_loss()
+        if loss < self.best_val_loss:
+            self.best_val_loss, self.bad_epochs = loss, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.training.early_stopping:
+            self.log(f"early stopping after epoch {self.epoch}: the validation loss has not improved for "
+                     f"{self.bad_epochs} epoch{'s' if self.bad_epochs != 1 else ''} (best {self.best_val_loss:.4f})")
+            self.epochs = self.epoch
 
     def _interrupted(self, signum) -> Result:
         name = signal.Signals(signum).name if signum else "signal"
@@ -373,6 +449,7 @@ class Trainer:
         self.optimizer.load_state_dict(ck.optim_state)
         if "lr" in explicit and explicit["lr"] is not None:
             self.optimizer.lr = float(explicit["lr"])
+            self.rule.base_lr = float(explicit["lr"])
         self.epoch, self.step, self.global_step = meta["epoch"], meta["step"], meta["global_step"]
         self.rng_state = meta.get("rng_state")  # checkpoint.read allows none at the start of an epoch
         if meta.get("threads") != blas_threads():

@@ -29,9 +29,9 @@ class Constructor:
     check: Callable[[dict], dict | tuple]
     aliases: tuple = ()
     options: tuple = ()  # default_options keys that reach this constructor
-    # a wrapper (Recurrence) returns the layer it is given, of this kind, with its own arguments
-    # added; `wraps_what` says what it takes in a message
-    wraps: str | None = None
+    # a wrapper (Recurrence) returns the layer it is given, of one of these kinds, with its own
+    # arguments added; `wraps_what` says what it takes in a message
+    wraps: tuple | None = None
     wraps_what: str = ""
 
 
@@ -124,6 +124,7 @@ MODULES = (
     "cosine",
     "stabilizer",
     "elementwise",
+    "gru",
 )
 for _module in MODULES:
     importlib.import_module(f"{__name__}.{_module}")

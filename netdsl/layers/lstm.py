@@ -9,7 +9,7 @@ from ..ir import TensorType
 from ..shapes import ShapeError, float_features
 from ..values import describe
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, first_error, positive, weights
+from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
 
 
 def check(a: dict):
@@ -46,18 +46,21 @@ def shape(a, ins):
 
 def inits(layer):
     init = layer.attr("init", DEFAULT_INIT)
-    return {"W": init, "H": init, "b": "zeros"}
+    return {"W": init, "H": init, "b": bias_init(layer)}
 
 
 KIND = register(LayerKind(
     "LSTM", shape,
-    attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT)},
+    attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
+           "init_bias": ("init_bias", 0)},
+    floats=("init_bias",),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
-        Constructor("LSTM", ("shape",), {"shape": REQUIRED, "init": DEFAULT_INIT, "use_peepholes": False}, check,
-                    options=("init",)),
+        Constructor("LSTM", ("shape",),
+                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False}, check,
+                    options=("init", "init_bias")),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False}, check_recurrence,
-                    wraps="LSTM", wraps_what="an LSTM(...)"),
+                    wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),
 ))

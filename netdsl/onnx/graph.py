@@ -30,6 +30,8 @@ def describe(layer: ir.Layer) -> str:
         text = f"{'Max' if k == 'MaxPooling' else 'Avg'}Pool {_fmt(a['window'])}"
     elif k == "LSTM":
         text = f"LSTM {a['units']}" + (" backwards" if a.get("go_backwards") else "")
+    elif k == "GRU":
+        text = f"GRU {a['units']}" + (" backwards" if a.get("go_backwards") else "")
     elif k == "Embedding":
         text = f"Embedding {a['dim']}"
     elif k == "Dropout":

@@ -8,7 +8,7 @@ import numpy as np
 from .. import shapes
 from .export import LAYER_DOC
 from .importer import ACTS, Val, _Refuse, fmt_float, name_hint
-from .ops_seq import gates_from_onnx
+from .ops_seq import gates_from_onnx, gru_gates_swap
 
 HANDLERS: dict = {}
 
@@ -282,6 +282,41 @@ def lstm(w, node):
     x = w.need(replace(v, layout="c"), node)
     attrs = {"units": n, "go_backwards": direction == "reverse"}
     y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+
+
+@handles("GRU")
+def gru(w, node):
+    a = attrs_of(node)
+    v = w.vals[node.input[0]]
+    batch_first = a.get("layout", 0) == 1
+    if (v.layout != "tnf") if not batch_first else (v.layout != "c"):
+        raise _Refuse("the input must be the (T, N, F) transpose of a sequence (or layout=1 on the sequence)")
+    direction = _s(a.get("direction", "forward"))
+    if direction == "bidirectional":
+        raise _Refuse("a bidirectional GRU: write two Recurrence(GRU) (one go_backwards) and splice them")
+    extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
+        k == 5 and w.const(i) is not None and not np.any(w.const(i)))]
+    if extra or a.get("clip") is not None or "activations" in a:
+        raise _Refuse("sequence_lens, initial states, clip and custom activations have no IR spelling")
+    if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
+        raise _Refuse("Y_h is used: the IR's GRU gives the hidden sequence (select_last for the last state)")
+    W, R = w.const(node.input[1]), w.const(node.input[2])
+    B = w.const(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    if W is None or R is None:
+        raise _Refuse("W and R must be constants")
+    n = int(a.get("hidden_size", R.shape[-1]))
+    B = np.zeros((1, 6 * n), np.float32) if B is None else B
+    reset_after = bool(a.get("linear_before_reset", 0))
+    params = {"W": gru_gates_swap(W[0]).astype(np.float32), "H": gru_gates_swap(R[0]).astype(np.float32)}
+    if reset_after:
+        params["b"] = gru_gates_swap(B[0, :3 * n]).astype(np.float32)
+        params["bh"] = gru_gates_swap(B[0, 3 * n:]).astype(np.float32)
+    else:  # every recurrent bias is outside the reset gate then: one bias
+        params["b"] = gru_gates_swap(B[0, :3 * n] + B[0, 3 * n:]).astype(np.float32)
+    x = w.need(replace(v, layout="c"), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse", "reset_after": reset_after}
+    y = w.apply("GRU", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
     w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
 
 

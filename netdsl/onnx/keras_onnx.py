@@ -7,7 +7,7 @@ with x.transpose(0, 3, 1, 2)). Two places need more than a transpose of the kern
   gets its kernel rows permuted (through Dropout/Activation in between); anything else reading a
   flattened image is refused.
 - padding='same' is TF's rule (the smaller half first), written as explicit pads.
-Keras LSTM gates are i, f, c, o: the IR's order already.
+Keras LSTM gates are i, f, c, o: the IR's order already. Keras GRU gates are z, r, h: ONNX's order.
 """
 from __future__ import annotations
 
@@ -272,6 +272,37 @@ class _Convert:
         self.meta[out] = self.meta[x]
         return self.b.op("Div", [y, self.b.const(f"{layer.name}.std", np.array(1.0, f32))], out, name=out)
 
+    def _GRU(self, layer, ins, out):
+        c = layer.get_config()
+        (x,) = ins
+        if self.meta[x][0] != "seq":
+            self.refuse(layer, "a GRU needs a sequence")
+        if c["activation"] != "tanh" or c["recurrent_activation"] != "sigmoid" or not c["use_bias"] \
+                or c.get("return_state") or c.get("stateful") or (c["go_backwards"] and c["return_sequences"]):
+            self.refuse(layer, "only tanh/sigmoid GRUs with a bias, no state outputs, and go_backwards only "
+                               "with return_sequences=False (Keras reverses the output sequence)")
+        kernel, rec, bias = layer.get_weights()
+        n = rec.shape[0]
+        after = bool(c.get("reset_after", True))
+        # Keras's z, r, h is ONNX's order; reset_after's (2, 3n) bias is B = [Wb, Rb]
+        bias = bias.reshape(-1) if after else np.concatenate([bias, np.zeros(3 * n, bias.dtype)])
+        w = self.b.const(f"{layer.name}.W", kernel.T.astype(np.float32)[None])
+        r = self.b.const(f"{layer.name}.H", rec.T.astype(np.float32)[None])
+        bb = self.b.const(f"{layer.name}.b", bias.astype(np.float32)[None])
+        xt = self.b.op("Transpose", [x], name=f"{layer.name}/to_tnf", perm=[1, 0, 2])
+        y = self.b.op("GRU", [xt, w, r, bb], name=f"{layer.name}/gru", hidden_size=n, linear_before_reset=int(after),
+                      direction="reverse" if c["go_backwards"] else "forward")
+        y = self.b.op("Squeeze", [y, self.b.const(f"{layer.name}/axes", np.array([1], np.int64))],
+                      name=f"{layer.name}/squeeze")
+        seq_out = out if c["return_sequences"] else None
+        y = self.b.op("Transpose", [y], seq_out, name=seq_out or f"{layer.name}/to_ntf", perm=[1, 0, 2])
+        if c["return_sequences"]:
+            self.meta[out] = ("seq",)
+            return y
+        idx = self.b.const(f"{layer.name}/index", np.array(0 if c["go_backwards"] else -1, np.int64))
+        self.meta[out] = ("vector",)
+        return self.b.op("Gather", [y, idx], out, name=out, axis=1)
+
     def _merge(self, layer, ins, out, op):
         """Add/Subtract/Multiply of values of one kind and shape: the IR's Elementwise, chained pairwise."""
         metas = {self.meta[x] for x in ins}
@@ -320,7 +351,7 @@ def _static_check(conv, op) -> str:
     if not hasattr(conv, f"_{kind}"):
         return "no IR kind for this layer"
     c = op.get_config()
-    if "activation" in c and kind != "LSTM" and c["activation"] not in ACT:
+    if "activation" in c and kind not in ("LSTM", "GRU") and c["activation"] not in ACT:
         return f"activation {c['activation']!r} has no IR spelling"
     if kind == "Conv2D" and (c.get("data_format", "channels_last") != "channels_last"
                              or tuple(c["dilation_rate"]) != (1, 1) or c.get("groups", 1) != 1):

@@ -89,6 +89,9 @@ def constructor(layer) -> str:
         return f"Activation({a['activation']})"
     if k == "Stabilizer":
         return f"Stabilizer(steepness={a['steepness']!r})"
+    if k == "GRU":
+        inner = f"GRU({a['units']}" + (", reset_after=True)" if a.get("reset_after") else ")")
+        return f"Recurrence({inner}" + (", go_backwards=True)" if a["go_backwards"] else ")")
     raise ValueError(k)
 
 

@@ -1,5 +1,5 @@
 """ONNX converters for sequences and joins: Embedding, LSTM, Splice, SelectLast/First, CosineDistance,
-Elementwise."""
+Elementwise, GRU."""
 from __future__ import annotations
 
 import numpy as np
@@ -99,3 +99,36 @@ ONNX_OPS = {"add": "Add", "sub": "Sub", "mul": "Mul"}  # Elementwise's op -> the
 @converter("Elementwise")
 def elementwise(b, layer, node, xs, ins, params):
     b.op(ONNX_OPS[layer.attr("op")], xs, node.name, name=node.name)
+
+
+def gru_gates_swap(a: np.ndarray) -> np.ndarray:
+    """GRU gate blocks r, z, n (IR) <-> z, r, h (ONNX): the first two thirds trade places."""
+    n = a.shape[0] // 3
+    return np.concatenate([a[n:2 * n], a[:n], a[2 * n:]])
+
+
+@converter("GRU")
+def gru(b, layer, node, xs, ins, params):
+    n = node.name
+    u = int(layer.attr("units"))
+    p = layer.name
+    W = np.asarray(params[f"{p}.W"], np.float32)
+    H = np.asarray(params[f"{p}.H"], np.float32)
+    reset_after = bool(layer.attr("reset_after"))
+    wb = gru_gates_swap(np.asarray(params[f"{p}.b"], np.float32))
+    w = b.const(f"{p}.W", gru_gates_swap(W)[None])
+    r = b.const(f"{p}.H", gru_gates_swap(H)[None])
+    # B = [Wb, Rb]: reset_after's bh is Rb (one initializer each, joined by a Concat that importers fold);
+    # without it Rb is zero (ONNX adds Rb_h outside the reset gate there)
+    if reset_after:
+        rb = b.const(f"{p}.bh", gru_gates_swap(np.asarray(params[f"{p}.bh"], np.float32))[None])
+        bb = b.op("Concat", [b.const(f"{p}.b", wb[None]), rb], name=f"{n}/bias", axis=1)
+    else:
+        bb = b.const(f"{p}.b", np.concatenate([wb, np.zeros(3 * u, np.float32)])[None])
+    xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
+    direction = "reverse" if layer.attr("go_backwards") else "forward"
+    y = b.op("GRU", [xt, w, r, bb], name=f"{n}/gru", hidden_size=u, direction=direction,
+             linear_before_reset=int(reset_after))
+    axes = b.const(f"{n}/axes", np.array([1], np.int64))
+    y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
+    b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])

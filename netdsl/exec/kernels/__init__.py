@@ -29,11 +29,18 @@ class Call:
     the types of its inputs, the executor's dtype, and its parameters (looked
     up in the executor's dict on every use, so in-place updates are seen)."""
 
-    def __init__(self, layer: ir.Layer, node: ir.Node, input_types: list, params: dict, dtype):
+    def __init__(self, layer: ir.Layer, node: ir.Node, input_types: list, params: dict, dtype,
+                 lengths: dict | None = None):
         self.layer, self.node, self.input_types = layer, node, input_types
         self.dtype = np.dtype(dtype)
         self._params = params
         self._prefix = layer.name + "."
+        self._lengths = {} if lengths is None else lengths  # the executor's, refilled by every forward
+
+    def lengths(self, i: int = 0):
+        """The (N,) valid lengths of sequence input i in this batch, or None: all full
+        length (docs/ir.md, variable-length sequence batches; kernels/masking.py)."""
+        return self._lengths.get(self.node.inputs[i])
 
     def p(self, short):
         """A parameter the layer always has ('W')."""
@@ -124,6 +131,7 @@ from . import (  # noqa: E402,F401
     dropout,
     elementwise,
     embedding,
+    gru,
     lstm,
     norm,
     pool,

@@ -12,16 +12,26 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from . import Kernel, register
+from . import Kernel, masking, register
 
 
 @register("LSTM")
 class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
-        return lstm_forward(xs[0], call.p("W"), call.p("H"), call.p("b"), bool(call.attr("go_backwards", False)))
+        W, H, b = call.p("W"), call.p("H"), call.p("b")
+        go_backwards = bool(call.attr("go_backwards", False))
+        lengths = call.lengths()
+        if lengths is None:
+            y, cache = lstm_forward(xs[0], W, H, b, go_backwards)
+            return y, (lstm_backward, cache)
+        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py).
+        y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b), lstm_backward, xs[0], lengths,
+                                      go_backwards)
+        return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
-        dx, dW, dH, db = lstm_backward(dy, cache, need[0])
+        backward, cache = cache
+        dx, dW, dH, db = backward(dy, cache, need[0])
         return [dx], {"W": dW, "H": dH, "b": db}
 
     def fans(self, layer, param):

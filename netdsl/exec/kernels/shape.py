@@ -39,11 +39,26 @@ def select_backward(dy, cache):
 
 
 select_last_backward = select_backward
+
+
+def select_at_forward(x, steps):
+    """x[b, steps[b]] for every sample b (SelectLast on a padded batch: steps = lengths - 1)."""
+    rows = np.arange(x.shape[0])
+    return x[rows, steps], (x.shape, (rows, steps))
+
+
+def select_at_backward(dy, cache):
+    shape, (rows, steps) = cache
+    dx = np.zeros(shape, dy.dtype)
+    dx[rows, steps] = dy
+    return dx
 select_first_backward = select_backward
 
 
-def flatten_forward(x):
-    return x.reshape(x.shape[0], -1), x.shape
+def flatten_forward(x, seq=False):
+    """(N, ...) -> (N, features); a sequence (N, T, ...) is flattened per step, as the IR's type says."""
+    lead = 2 if seq else 1
+    return x.reshape(*x.shape[:lead], -1), x.shape
 
 
 def flatten_backward(dy, cache):
@@ -53,7 +68,7 @@ def flatten_backward(dy, cache):
 @register("Flatten")
 class Flatten(Kernel):
     def forward(self, call, xs, training, rng):
-        return flatten_forward(xs[0])
+        return flatten_forward(xs[0], bool(call.input_types[0].seq))
 
     def backward(self, call, dy, cache, need):
         return [flatten_backward(dy, cache)], {}
@@ -74,9 +89,14 @@ class Splice(Kernel):
 @register("SelectLast")
 class SelectLast(Kernel):
     def forward(self, call, xs, training, rng):
+        lengths = call.lengths()
+        if lengths is not None:  # each sample's last VALID step (docs/ir.md)
+            return select_at_forward(xs[0], np.asarray(lengths) - 1)
         return select_last_forward(xs[0])
 
     def backward(self, call, dy, cache, need):
+        if isinstance(cache[1], tuple):
+            return [select_at_backward(dy, cache)], {}
         return [select_backward(dy, cache)], {}
 
     def workspace(self, call, out_elems, in_elems):

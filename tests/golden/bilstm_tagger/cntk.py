@@ -33,6 +33,7 @@ TRAINING = {
     "batch_size": 16,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 ID_INPUTS = {"words": 943}  # token-id input -> vocabulary size
 OUTPUT = "tags"
@@ -837,8 +838,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

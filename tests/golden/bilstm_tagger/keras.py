@@ -23,6 +23,7 @@ TRAINING = {
     "batch_size": 16,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, Keras layer, index in its get_weights(), conversion to Keras's layout)
 #   "dense": (out, in) -> (in, out)
@@ -796,8 +797,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

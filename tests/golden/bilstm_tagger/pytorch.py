@@ -24,6 +24,7 @@ TRAINING = {
     "batch_size": 16,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -31,17 +32,58 @@ WEIGHTS = {
     "lstm_1.W": ((600, 150), "lstm_1.weight_ih_l0"),
     "lstm_1.H": ((600, 150), "lstm_1.weight_hh_l0"),
     "lstm_1.b": ((600,), "lstm_1.bias_ih_l0"),
-    "lstm_2.W": ((600, 150), "lstm_2.weight_ih_l0"),
-    "lstm_2.H": ((600, 150), "lstm_2.weight_hh_l0"),
-    "lstm_2.b": ((600,), "lstm_2.bias_ih_l0"),
+    "lstm_2.W": ((600, 150), "lstm_1.weight_ih_l0_reverse"),
+    "lstm_2.H": ((600, 150), "lstm_1.weight_hh_l0_reverse"),
+    "lstm_2.b": ((600,), "lstm_1.bias_ih_l0_reverse"),
     "dense_1.W": ((129, 300), "dense_1.weight"),
     "dense_1.b": ((129,), "dense_1.bias"),
 }
 # nn.LSTM has two biases per gate and netdsl one: the canonical bias is bias_ih, bias_hh stays zero and frozen
 LSTM_HIDDEN_BIASES = {
     "lstm_1.b": "lstm_1.bias_hh_l0",
-    "lstm_2.b": "lstm_2.bias_hh_l0",
+    "lstm_2.b": "lstm_1.bias_hh_l0_reverse",
 }
+
+
+def run_recurrence(rnn, x, lengths, go_backwards=False):
+    """The output sequence of rnn (an nn.LSTM or nn.GRU, or a module called like them). With (N,) lengths,
+    each sample's steps from its length on are padding: packed away (never read) and 0 in the output;
+    go_backwards starts at each sample's last valid step."""
+    if go_backwards:
+        x = reverse_valid(x, lengths)
+    if lengths is None:
+        y, _ = rnn(x)
+    elif not isinstance(rnn, nn.RNNBase):
+        # a step loop of our own (GRUResetBefore): padding comes after each sample's valid steps, which
+        # it cannot reach; its outputs there are zeroed as packing would
+        y, _ = rnn(x)
+        t = torch.arange(x.shape[1], device=x.device)[None, :, None]
+        y = y * (t < lengths.to(x.device)[:, None, None])
+    else:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        y, _ = nn.utils.rnn.pad_packed_sequence(
+            rnn(packed)[0], batch_first=True, total_length=x.shape[1]
+        )
+    return reverse_valid(y, lengths) if go_backwards else y
+
+
+def reverse_valid(x, lengths):
+    """x (N, T, F) with each sample's valid steps reversed in time (all steps without lengths)."""
+    if lengths is None:
+        return x.flip(1)
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    n = lengths.to(x.device)[:, None]
+    index = torch.where(t < n, n - 1 - t, t)
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def select_last(x, lengths):
+    """Each sample's last valid step (the last step without lengths)."""
+    if lengths is None:
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), lengths.to(x.device) - 1]
 
 
 class BilstmTagger(nn.Module):
@@ -50,11 +92,10 @@ class BilstmTagger(nn.Module):
     def __init__(self):
         super().__init__()
         self.embedding_1 = nn.Embedding(943, 150)
-        self.lstm_1 = nn.LSTM(150, 150, batch_first=True)
-        self.lstm_2 = nn.LSTM(150, 150, batch_first=True)
+        self.lstm_1 = nn.LSTM(150, 150, batch_first=True, bidirectional=True)
         self.dense_1 = nn.Linear(300, 129)
         self.lstm_1.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0
-        self.lstm_2.bias_hh_l0.requires_grad_(False)  # netdsl's one bias per gate is bias_ih_l0
+        self.lstm_1.bias_hh_l0_reverse.requires_grad_(False)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -62,21 +103,27 @@ class BilstmTagger(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Embedding):
                 nn.init.xavier_uniform_(module.weight)
-            elif isinstance(module, nn.LSTM):
-                nn.init.xavier_uniform_(module.weight_ih_l0)
-                nn.init.xavier_uniform_(module.weight_hh_l0)
-                nn.init.zeros_(module.bias_ih_l0)
-                nn.init.zeros_(module.bias_hh_l0)
             elif isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        for tensor in (
+            self.lstm_1.weight_ih_l0,
+            self.lstm_1.weight_hh_l0,
+            self.lstm_1.weight_ih_l0_reverse,
+            self.lstm_1.weight_hh_l0_reverse,
+        ):
+            nn.init.xavier_uniform_(tensor)
+        for tensor in (
+            self.lstm_1.bias_ih_l0,
+            self.lstm_1.bias_hh_l0,
+            self.lstm_1.bias_ih_l0_reverse,
+            self.lstm_1.bias_hh_l0_reverse,
+        ):
+            nn.init.zeros_(tensor)
 
-    def forward(self, words):
+    def forward(self, words, lengths=None):
         e = self.embedding_1(words)
-        h_fwd, _ = self.lstm_1(e)
-        h_bwd, _ = self.lstm_2(e.flip(1))
-        h_bwd = h_bwd.flip(1)  # the state computed at input t goes back to position t
-        h = torch.cat([h_fwd, h_bwd], dim=-1)
+        h = run_recurrence(self.lstm_1, e, lengths)
         tags = self.dense_1(h)
         return tags
 
@@ -113,11 +160,35 @@ def to_tensors(inputs):
     return (torch.as_tensor(np.asarray(inputs["words"]), dtype=torch.long),)
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats)."""
+# sequence input -> forward()'s keyword for its (N,) lengths (padded batches, docs/ir.md)
+LENGTH_ARGS = {
+    "words": "lengths",
+}
+
+
+def to_lengths(lengths):
+    """forward()'s lengths keywords from {sequence input: (N,) int array}; none: all full length."""
+    return {
+        LENGTH_ARGS[k]: torch.as_tensor(np.asarray(v), dtype=torch.long)
+        for k, v in (lengths or {}).items()
+    }
+
+
+def valid_steps(z, lengths, name):
+    """(N, T) bool: the valid steps of output z, from input `name`'s lengths (all steps without)."""
+    steps = torch.arange(z.shape[1], device=z.device)[None, :]
+    if not lengths or name not in lengths:
+        return (steps >= 0).expand(z.shape[0], -1)
+    return steps < torch.as_tensor(np.asarray(lengths[name]), device=z.device)[:, None]
+
+
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
     with torch.no_grad():
-        tags = model(*to_tensors(inputs))
+        tags = model(*to_tensors(inputs), **to_lengths(lengths))
     return {"tags": tags.numpy()}
 
 
@@ -131,15 +202,19 @@ def make_trainer(model, lr=None):
     )
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
     """
     model.train()
     trainer.zero_grad()
-    tags = model(*to_tensors(inputs))
-    loss = F.cross_entropy(tags.flatten(0, 1), torch.as_tensor(targets, dtype=torch.long).flatten())
+    tags = model(*to_tensors(inputs), **to_lengths(lengths))
+    steps = valid_steps(tags, lengths, "words")
+    loss = F.cross_entropy(
+        tags[steps],
+        torch.as_tensor(targets, dtype=torch.long)[steps],
+    )
     loss.backward()
     trainer.step()
     return loss.item()
@@ -764,8 +839,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -34,6 +34,7 @@ TRAINING = {
     "batch_size": 100,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export
@@ -855,8 +856,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

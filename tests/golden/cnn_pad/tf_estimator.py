@@ -33,6 +33,7 @@ TRAINING = {
     "batch_size": 64,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
@@ -929,8 +930,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -25,12 +25,14 @@ TRAINING = {
     "dataset": None,
     "loss": "squared_error",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 0.01,
     "momentum": 0.0,
     "nesterov": False,
     "batch_size": 32,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "sim"
@@ -815,8 +817,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

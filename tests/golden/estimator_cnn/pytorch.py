@@ -17,12 +17,14 @@ TRAINING = {
     "dataset": "mnist",
     "loss": "cross_entropy_with_softmax",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 0.001,
     "momentum": 0.0,
     "nesterov": False,
     "batch_size": 100,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -98,8 +100,10 @@ def to_tensors(inputs):
     return (torch.as_tensor(np.asarray(inputs["image"]), dtype=torch.float32),)
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats)."""
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
     with torch.no_grad():
         logits_out = model(*to_tensors(inputs))
@@ -111,7 +115,7 @@ def make_trainer(model, lr=None):
     return torch.optim.SGD(model.parameters(), lr=TRAINING["lr"] if lr is None else lr)
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
@@ -753,8 +757,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -25,12 +25,14 @@ TRAINING = {
     "dataset": "mnist",
     "loss": "squared_error",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 1.0,
     "momentum": 0.9,
     "nesterov": False,
     "batch_size": 10,
     "epochs": 3,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "z"
@@ -805,8 +807,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -24,6 +24,7 @@ TRAINING = {
     "batch_size": 16,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -38,6 +39,47 @@ WEIGHTS = {
 LSTM_HIDDEN_BIASES = {
     "lstm_1.b": "lstm_1.bias_hh_l0",
 }
+
+
+def run_recurrence(rnn, x, lengths, go_backwards=False):
+    """The output sequence of rnn (an nn.LSTM or nn.GRU, or a module called like them). With (N,) lengths,
+    each sample's steps from its length on are padding: packed away (never read) and 0 in the output;
+    go_backwards starts at each sample's last valid step."""
+    if go_backwards:
+        x = reverse_valid(x, lengths)
+    if lengths is None:
+        y, _ = rnn(x)
+    elif not isinstance(rnn, nn.RNNBase):
+        # a step loop of our own (GRUResetBefore): padding comes after each sample's valid steps, which
+        # it cannot reach; its outputs there are zeroed as packing would
+        y, _ = rnn(x)
+        t = torch.arange(x.shape[1], device=x.device)[None, :, None]
+        y = y * (t < lengths.to(x.device)[:, None, None])
+    else:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        y, _ = nn.utils.rnn.pad_packed_sequence(
+            rnn(packed)[0], batch_first=True, total_length=x.shape[1]
+        )
+    return reverse_valid(y, lengths) if go_backwards else y
+
+
+def reverse_valid(x, lengths):
+    """x (N, T, F) with each sample's valid steps reversed in time (all steps without lengths)."""
+    if lengths is None:
+        return x.flip(1)
+    t = torch.arange(x.shape[1], device=x.device)[None, :]
+    n = lengths.to(x.device)[:, None]
+    index = torch.where(t < n, n - 1 - t, t)
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.shape[2]))
+
+
+def select_last(x, lengths):
+    """Each sample's last valid step (the last step without lengths)."""
+    if lengths is None:
+        return x[:, -1]
+    return x[torch.arange(x.shape[0], device=x.device), lengths.to(x.device) - 1]
 
 
 class SlotTagger(nn.Module):
@@ -65,9 +107,9 @@ class SlotTagger(nn.Module):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    def forward(self, words):
+    def forward(self, words, lengths=None):
         x = self.embedding_1(words)
-        x, _ = self.lstm_1(x)
+        x = run_recurrence(self.lstm_1, x, lengths)
         tags = self.dense_1(x)
         return tags
 
@@ -104,11 +146,35 @@ def to_tensors(inputs):
     return (torch.as_tensor(np.asarray(inputs["words"]), dtype=torch.long),)
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats)."""
+# sequence input -> forward()'s keyword for its (N,) lengths (padded batches, docs/ir.md)
+LENGTH_ARGS = {
+    "words": "lengths",
+}
+
+
+def to_lengths(lengths):
+    """forward()'s lengths keywords from {sequence input: (N,) int array}; none: all full length."""
+    return {
+        LENGTH_ARGS[k]: torch.as_tensor(np.asarray(v), dtype=torch.long)
+        for k, v in (lengths or {}).items()
+    }
+
+
+def valid_steps(z, lengths, name):
+    """(N, T) bool: the valid steps of output z, from input `name`'s lengths (all steps without)."""
+    steps = torch.arange(z.shape[1], device=z.device)[None, :]
+    if not lengths or name not in lengths:
+        return (steps >= 0).expand(z.shape[0], -1)
+    return steps < torch.as_tensor(np.asarray(lengths[name]), device=z.device)[:, None]
+
+
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN running stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     model.eval()
     with torch.no_grad():
-        tags = model(*to_tensors(inputs))
+        tags = model(*to_tensors(inputs), **to_lengths(lengths))
     return {"tags": tags.numpy()}
 
 
@@ -122,15 +188,19 @@ def make_trainer(model, lr=None):
     )
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
     """
     model.train()
     trainer.zero_grad()
-    tags = model(*to_tensors(inputs))
-    loss = F.cross_entropy(tags.flatten(0, 1), torch.as_tensor(targets, dtype=torch.long).flatten())
+    tags = model(*to_tensors(inputs), **to_lengths(lengths))
+    steps = valid_steps(tags, lengths, "words")
+    loss = F.cross_entropy(
+        tags[steps],
+        torch.as_tensor(targets, dtype=torch.long)[steps],
+    )
     loss.backward()
     trainer.step()
     return loss.item()
@@ -755,8 +825,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

@@ -26,12 +26,14 @@ TRAINING = {
     "dataset": None,
     "loss": "cross_entropy_with_softmax",
     "optimizer": "SGD",
+    "decay": 0.0,
     "lr": 0.01,
     "momentum": 0.9,
     "nesterov": False,
     "batch_size": 32,
     "epochs": 1,
     "metrics": ["accuracy"],
+    "seed": 0,
 }
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
@@ -925,8 +927,8 @@ def main(argv=None):
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="seed of the initial weights and the shuffling",
+        default=TRAINING["seed"],
+        help="seed of the initial weights and the shuffling (default: the training block's, else 0)",
     )
     parser.add_argument(
         "--init",

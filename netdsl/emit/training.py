@@ -1,0 +1,59 @@
+"""Which train-block settings a target's generated script honours; the rest are refused (E802) at the
+setting's location, never dropped. A target widens its set through Target.extras["training"]."""
+from __future__ import annotations
+
+from .. import ir
+from ..errors import Diagnostic
+from ..train_block import LOSS_ARGS, OPTIMIZERS
+
+# what every generated script implemented before the train block grew (docs/language.md)
+BASELINE = {
+    "optimizers": {"SGD": {"lr", "momentum", "nesterov"}, "Adam": set(OPTIMIZERS["Adam"]),
+                   "Adadelta": set(OPTIMIZERS["Adadelta"])},
+    "losses": {"cross_entropy_with_softmax", "squared_error"},
+    "settings": {"seed"},
+}
+# train-block setting -> is it in use (differs from what a script without it does)
+SETTINGS = {
+    "lr_schedule": lambda t: t.schedule is not None,
+    "lr_unit": lambda t: t.lr_unit != "minibatch",
+    "weight_decay": lambda t: bool(t.weight_decay),
+    "clip_norm": lambda t: t.clip_norm is not None,
+    "clip_value": lambda t: t.clip_value is not None,
+    "validation_split": lambda t: bool(t.validation_split),
+    "log_every": lambda t: t.log_every is not None,
+    "early_stopping": lambda t: t.early_stopping is not None,
+    "metrics": lambda t: any(m != "accuracy" for m in t.metrics),
+    "seed": lambda t: t.seed is not None,
+}
+
+
+def refusals(target_name: str, training: ir.Training | None, honoured: dict | None = None) -> list:
+    """E802 for every setting of `training` that the target's script does not implement."""
+    if training is None:
+        return []
+    honoured = honoured or BASELINE
+    out = []
+
+    def refuse(key, what):
+        out.append(Diagnostic("E802", f"target '{target_name}' cannot train with {what}: its generated script "
+                              "does not implement it", training.span_of(key),
+                              "netdsl run implements every setting (docs/language.md lists each target's)"))
+
+    opts = honoured["optimizers"]
+    if training.optimizer not in opts:
+        refuse("optimizer", f"optimizer {training.optimizer}")
+    else:
+        defaults = {k: d for k, (d, _) in OPTIMIZERS[training.optimizer].items()}
+        for k, v in training.optimizer_attrs:
+            if k not in opts[training.optimizer] and v != defaults.get(k):
+                refuse("optimizer", f"{training.optimizer}({k}={v!r})")
+    if training.loss not in honoured["losses"]:
+        refuse("loss", f"loss {training.loss}")
+    for k, v in training.loss_attrs:
+        if v != LOSS_ARGS[k][0] and f"loss.{k}" not in honoured["settings"]:
+            refuse("loss", f"{training.loss}({k}={v})")
+    for key, used in SETTINGS.items():
+        if used(training) and key not in honoured["settings"]:
+            refuse(key, f"the setting {key}")
+    return out

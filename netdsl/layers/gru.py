@@ -1,0 +1,65 @@
+"""GRU, built as Recurrence(GRU(n)): gates r, z, n (PyTorch's order) stacked in W (3n, in), H (3n, n),
+an input bias b (3n,) and, with reset_after=True, a recurrent bias bh (3n,).
+
+reset_after=False (CNTK's GRU, the default, and Keras's reset_after=False) applies the reset gate before
+the recurrent product: n = tanh(W_n x + b_n + H_n (r * h)). reset_after=True (PyTorch, Gluon, cuDNN,
+Keras's default) applies it after: n = tanh(W_n x + b_n + r * (H_n h + bh_n)). docs/ir.md has the layout.
+"""
+from __future__ import annotations
+
+from ..ir import TensorType
+from ..shapes import ShapeError, float_features
+from ..values import describe
+from . import REQUIRED, Constructor, LayerKind, register
+from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
+
+
+def check(a: dict):
+    out = dict(a)
+    res = first_error(lambda: positive("GRU", "shape", a), lambda: weights(a, out))
+    if res is not None:
+        return res
+    if not isinstance(a.get("reset_after", False), bool):
+        return "reset_after", f"GRU reset_after must be True or False, got {describe(a['reset_after'])}"
+    return out
+
+
+def unapplicable(args: dict):
+    if "go_backwards" not in args:  # set by Recurrence, and only there
+        return "GRU must be wrapped in Recurrence(...) to run over a sequence"
+    return None
+
+
+def shape(a, ins):
+    (t,) = ins
+    float_features(t, "Recurrence(GRU)")
+    if not t.seq or len(t.shape) != 1:
+        raise ShapeError(f"Recurrence(GRU) needs a sequence of feature vectors, got {t.describe()}")
+    u = a["units"]
+    params = {"W": (3 * u, t.shape[0]), "H": (3 * u, u), "b": (3 * u,)}
+    if a.get("reset_after"):
+        params["bh"] = (3 * u,)
+    return TensorType((u,), True, t.length), params, {}
+
+
+def inits(layer):
+    init = layer.attr("init", DEFAULT_INIT)
+    out = {"W": init, "H": init, "b": bias_init(layer)}  # CNTK's GRU has one bias, b
+    if layer.attr("reset_after"):
+        out["bh"] = "zeros"
+    return out
+
+
+KIND = register(LayerKind(
+    "GRU", shape,
+    attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
+           "reset_after": ("reset_after", False), "init_bias": ("init_bias", 0)},
+    floats=("init_bias",),
+    inits=inits,
+    unapplicable=unapplicable,
+    constructors=(
+        Constructor("GRU", ("shape",),
+                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "reset_after": False}, check,
+                    options=("init", "init_bias")),
+    ),
+))
