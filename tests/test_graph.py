@@ -70,3 +70,17 @@ def test_svg_and_png_are_rendered(tmp_path):
 def test_unknown_format_is_a_usage_error(tmp_path, capsys):
     assert main(["graph", str(ROOT / "models/mlp_relu.net"), "-o", str(tmp_path / "m.gif")]) == 2
     assert ".svg, .png or .dot" in capsys.readouterr().err
+
+
+def test_readme_shows_the_current_picture_of_a_model_and_names_netron(tmp_path):
+    """The README embeds docs/dssm.svg, which is what `netdsl graph models/dssm.net` draws today (the same
+    graphviz nodes, clusters and edges), and points to netron for ONNX files."""
+    readme = (ROOT / "README.md").read_text()
+    assert "![DSSM](docs/dssm.svg)" in readme and "netron" in readme
+    assert main(["graph", str(ROOT / "models/dssm.net"), "-o", str(tmp_path / "dssm.svg")]) == 0
+
+    def titles(path):
+        return sorted(re.findall(r"<title>(.*?)</title>", path.read_text()))
+
+    assert titles(ROOT / "docs/dssm.svg") == titles(tmp_path / "dssm.svg")
+    assert len(titles(tmp_path / "dssm.svg")) > 40

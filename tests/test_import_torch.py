@@ -1,8 +1,10 @@
 """`netdsl import module.py:ClassName`: PyTorch modules in the seeds' style, through torch.onnx.export and
-the ONNX importer, with their trained weights; the imported model is compiled to Keras, Gluon and CNTK
-and each must reproduce the torch module's own outputs (max |diff| <= 1e-5 x max(1, max |out|)).
+the ONNX importer, with their trained weights; the imported model is compiled to every target (pytorch,
+keras/torch, keras/tensorflow, tf-estimator, gluon, cntk) and each must reproduce the torch module's own
+outputs (max |diff| <= 1e-5 x max(1, max |out|)).
 """
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from netdsl.cli import main
 from netdsl.exec.weights import load_weights
 from netdsl.frontend import load
 
-COLUMNS = [c for c in conf.COLUMNS if c.name in ("keras/torch", "gluon", "cntk")]
+COLUMNS = conf.COLUMNS  # every target
 
 MODULES = textwrap.dedent('''
     import torch
@@ -135,37 +137,55 @@ def trained(module, seed):
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    path = tmp_path_factory.mktemp("torch") / "seeds.py"
-    path.write_text(MODULES)
+    return load_source(tmp_path_factory.mktemp("torch"))
+
+
+def load_source(workdir):
+    """MODULES written to workdir/seeds.py and imported: (path, module)."""
     import importlib.util
 
+    path = Path(workdir) / "seeds.py"
+    path.write_text(MODULES)
     spec = importlib.util.spec_from_file_location("seeds_for_test", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return path, mod
 
 
-@pytest.mark.parametrize("name,shape", CASES, ids=[c[0] for c in CASES])
-def test_torch_module_imports_and_every_target_reproduces_it(source, tmp_path, name, shape):
-    path, mod = source
+def compare(name, shape, path, mod, workdir):
+    """Import class `name` of MODULES (written at `path`, loaded as `mod`) with trained weights through
+    `netdsl import module.py:Class`, and run it on every target against the torch module itself.
+
+    Returns ({target: max |diff|}, {target: why it did not run}, tolerance), the tolerance being
+    INFER_TOL x max(1, max |torch output|). Used by bench/imports.py for the table in docs/onnx.md."""
+    workdir = Path(workdir)
     torch.manual_seed(0)
     module = trained(getattr(mod, name)(), 1)
-    state = tmp_path / "state.pt"
+    state = workdir / "state.pt"
     torch.save(module.state_dict(), state)
-    out = tmp_path / "imported.net"
+    out = workdir / "imported.net"
     assert main(["import", f"{path}:{name}", "--input-shape", ",".join(map(str, shape)), "--state-dict", str(state),
                  "-o", str(out)]) == 0
     graph = load(str(out))
-    weights = load_weights(tmp_path / "imported.npz", graph)
+    weights = load_weights(workdir / "imported.npz", graph)
     x = np.random.default_rng(2).uniform(-1, 1, (3,) + shape).astype(np.float32)
     with torch.no_grad():
         want = module(torch.from_numpy(x))
     want = [w.numpy() for w in (want if isinstance(want, tuple) else (want,))]
     inputs = {graph.inputs[0].name: x}
-    worst, skipped = conf.check_against(want, graph, weights, inputs, COLUMNS, str(tmp_path))
-    print(f"{name}: worst |diff| / max(1, max|out|) per target: {worst}; not run: {skipped}")
-    for column, diff in worst.items():
-        assert diff <= conf.INFER_TOL, f"{name} on {column}: differs from the source by {diff:.2e} (relative)"
+    worst, skipped = conf.check_against(want, graph, weights, inputs, COLUMNS, str(workdir))
+    scale = conf.scale_of(want)
+    return {c: d * scale for c, d in worst.items()}, skipped, conf.INFER_TOL * scale
+
+
+@pytest.mark.parametrize("name,shape", CASES, ids=[c[0] for c in CASES])
+def test_torch_module_imports_and_every_target_reproduces_it(source, tmp_path, name, shape, record_property):
+    diffs, skipped, tol = compare(name, shape, *source, tmp_path)
+    record_property("max_abs_diff", diffs)  # per target, in a --junitxml report too
+    print(f"{name}: max |diff| per target (tolerance {tol:.1e}): {diffs}; not run: {skipped}")
+    assert set(diffs) | set(skipped) == {"native"} | {c.name for c in COLUMNS}
+    for column, diff in diffs.items():
+        assert diff <= tol, f"{name} on {column}: differs from the source by {diff:.2e}"
     unavailable = {c: why for c, why in skipped.items() if not why.startswith("unsupported")}
     if unavailable:
         pytest.skip("NOT EXECUTED: " + "; ".join(f"{c}: {why}" for c, why in unavailable.items()))

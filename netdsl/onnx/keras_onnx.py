@@ -303,6 +303,42 @@ class _Convert:
         self.meta[out] = ("vector",)
         return self.b.op("Gather", [y, idx], out, name=out, axis=1)
 
+    def _merge(self, layer, ins, out, op):
+        """Add/Subtract/Multiply of values of one kind and shape: the IR's Elementwise, chained pairwise."""
+        metas = {self.meta[x] for x in ins}
+        if len(metas) != 1 or "ids" in {m[0] for m in metas}:
+            self.refuse(layer, "an elementwise merge of values of different kinds or shapes (no broadcasting)")
+        y = ins[0]
+        for k, x in enumerate(ins[1:], 1):
+            last = k == len(ins) - 1
+            y = self.b.op(op, [y, x], out if last else None, name=out if last else f"{out}/{k}")
+        self.meta[out] = self.meta[ins[0]]  # a flattened image stays in Keras's order: both sides are
+        return y
+
+    def _Add(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Add")
+
+    def _Subtract(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Sub")
+
+    def _Multiply(self, layer, ins, out):
+        return self._merge(layer, ins, out, "Mul")
+
+    def _global_pool(self, layer, ins, out, op):
+        c = layer.get_config()
+        (x,) = ins
+        if self.meta[x][0] != "image" or c.get("keepdims") or c.get("data_format", "channels_last") != "channels_last":
+            self.refuse(layer, "only global pooling of a channels-last image to a vector (keepdims=False)")
+        y = self.b.op(op, [x], name=f"{layer.name}/pool")
+        self.meta[out] = ("vector",)  # (C, 1, 1) flattens to C in either order
+        return self.b.op("Flatten", [y], out, name=out, axis=1)
+
+    def _GlobalAveragePooling2D(self, layer, ins, out):
+        return self._global_pool(layer, ins, out, "GlobalAveragePool")
+
+    def _GlobalMaxPooling2D(self, layer, ins, out):
+        return self._global_pool(layer, ins, out, "GlobalMaxPool")
+
 
 class _Skip(Exception):
     pass
@@ -385,8 +421,12 @@ def keras_model_to_onnx(model, source: str):
                 continue
             for t in node.output_tensors:
                 names[id(t)] = y
-    if conv.errors:
-        raise source_error(source, f"{len(conv.errors)} Keras layer(s) netdsl cannot import: " + "; ".join(conv.errors))
+    if conv.errors:  # as the ONNX importer does: a summary naming them all, then one diagnostic per layer
+        from ..errors import NetdslError
+
+        head = source_error(source, f"{len(conv.errors)} Keras layer(s) netdsl cannot import: "
+                            + ", ".join(e.split(":", 1)[0].removeprefix("layer ") for e in conv.errors))
+        raise NetdslError(head.diagnostics + [source_error(source, e).diagnostics[0] for e in conv.errors])
     outputs = []
     for t in fmodel.outputs:
         name = names.get(id(t))
