@@ -1020,15 +1020,22 @@ def load_tokens(args, saved):
 
 def pad_ids(seqs):
     """(N, T) int64 padded with <pad> (0) to the batch's longest sequence, and the (N,) lengths:
-    padded at the end for tagging, at the front for a classifier (its last step is a real token)."""
+    padded at the end when the model takes the lengths (docs/ir.md) or tags, else at the front (a
+    classifier's last step is then a real token)."""
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
     return out, lengths
+
+
+def model_lengths(inputs):
+    """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
+    this target's model takes no lengths yet."""
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):
@@ -1049,7 +1056,7 @@ def token_accuracy(model, x, y, batch_size=256):
         inputs, labels = token_batch(
             x, y, range(start, min(start + batch_size, len(x)))
         )
-        z = predict(model, inputs)[DATA_OUTPUT].argmax(axis=-1)
+        z = predict(model, inputs, **model_lengths(inputs))[DATA_OUTPUT].argmax(axis=-1)
         if TAGGING:
             real = np.arange(z.shape[1])[None, :] < inputs["lengths"][:, None]
             correct += int(((z == labels) & real).sum())
@@ -1098,7 +1105,8 @@ def train_tokens(args, model):
             inputs, labels = token_batch(x_train, y_train, rows)
             if TRAINING.get("loss") == "squared_error":
                 labels = np.eye(CLASSES, dtype=np.float32)[labels]
-            losses.append(train_step(model, trainer, inputs, labels))
+            step = train_step(model, trainer, inputs, labels, **model_lengths(inputs))
+            losses.append(step)
         accuracy = token_accuracy(model, x_test, y_test)
         loss = np.mean(losses)
         print(
@@ -1145,7 +1153,8 @@ def write_token_predictions(args, model, stats):
     outs = []
     for start in range(0, len(ids), args.batch_size):
         x, lengths = pad_ids(ids[start : start + args.batch_size])
-        z = predict(model, {DATA_INPUT: x, "lengths": lengths})[DATA_OUTPUT]
+        inputs = {DATA_INPUT: x, "lengths": lengths}
+        z = predict(model, inputs, **model_lengths(inputs))[DATA_OUTPUT]
         for k, n in enumerate(lengths):
             z_k = z[k, :n] if TAGGING else z[k]
             outs.append(z_k.astype(np.float64))
