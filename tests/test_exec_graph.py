@@ -310,6 +310,10 @@ def torch_forward(g, params, inputs, training=True):
                                     dim=1, eps=1e-8)[:, None]
         elif k == "Elementwise":
             y = {"add": torch.add, "sub": torch.sub, "mul": torch.mul}[L.attr("op")](x, xs[1])
+        elif k == "GlobalAveragePooling":
+            y = x.mean(dim=(2, 3))
+        elif k == "GlobalMaxPooling":
+            y = x.amax(dim=(2, 3))
         elif k == "Dropout" and not training:
             y = x
         else:

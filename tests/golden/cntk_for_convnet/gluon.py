@@ -204,7 +204,8 @@ def export_native(model, directory):
     model.hybridize()
     # export() needs the graph of one forward pass
     shapes = {k: [1 if d is None else d for d in s] for k, s in INPUTS.items()}
-    predict(model, {k: np.zeros(s) for k, s in shapes.items()})
+    # no lengths: the exported graph takes the inputs alone ("data" for one), every sample full length
+    model(*_inputs({k: np.zeros(s) for k, s in shapes.items()}))
     os.makedirs(directory, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".export-", dir=directory)
     try:
