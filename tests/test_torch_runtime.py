@@ -63,7 +63,7 @@ def write_script(graph, tmp_path, n=160):
 
 def run(cmd, cwd, **env):
     base = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=600, cwd=cwd, check=False,
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=240, cwd=cwd, check=False,
                           env=dict(base, OMP_NUM_THREADS="1", **env))
 
 
