@@ -164,14 +164,19 @@ class Trainer:
         x = self.x_test if x is None else x
         y = self.y_test if y is None else y
         correct = total = 0
-        bs = self.eval_batch
-        for i in range(0, len(x), bs):
-            out = self.ex.forward(**self.feed.forward_args(x[i:i + bs]), training=False)[self.feed.output]
-            c, t = self.feed.count_correct(out, y[i:i + bs])
+        for out, yb in self._inference(x, y):
+            c, t = self.feed.count_correct(out, yb)
             correct += c
             total += t
-        self.ex.release()  # drop the last batch's buffers
         return (correct / total if total else float("nan")), correct, total
+
+    def _inference(self, x, y):
+        """(outputs, their samples' y) per inference batch of a split, padded batches with their lengths;
+        the last batch's buffers are dropped at the end."""
+        bs = self.eval_batch
+        for i in range(0, len(x), bs):
+            yield self.ex.forward(**self.feed.forward_args(x[i:i + bs]), training=False)[self.feed.output], y[i:i + bs]
+        self.ex.release()
 
     # -------------------------------------------------------------- training
     def train_step(self, xb: np.ndarray, yb, rng, lengths=None) -> tuple[float, float]:
@@ -216,13 +221,10 @@ class Trainer:
         """The train block's other metrics on the test split: top-k accuracy, the confusion matrix
         (rows: the true class, columns: the predicted one); logged and kept in result.metrics."""
         scores, labels = [], []
-        for i in range(0, len(self.x_test), self.eval_batch):
-            out = self.ex.forward({self.feed.input: self.feed.batch(self.x_test[i:i + self.eval_batch])},
-                                  training=False)[self.feed.output]
-            lab, mask = self.feed.targets(self.y_test[i:i + self.eval_batch])
+        for out, yb in self._inference(self.x_test, self.y_test):
+            lab, mask = self.feed.targets(yb)
             scores.append(out[mask] if mask is not None else out.reshape(-1, out.shape[-1]))
             labels.append(lab[mask] if mask is not None else lab.reshape(-1))
-        self.ex.release()
         z, y = np.concatenate(scores), np.concatenate(labels)
         k_classes = z.shape[1]
         found = {}
@@ -310,16 +312,12 @@ class Trainer:
 
     def validation_loss(self) -> float:
         """The loss (without weight decay) on the validation split, in inference mode."""
-        x, y = self.dataset.x_val, self.dataset.y_val
         total = count = 0.0
-        for i in range(0, len(x), self.eval_batch):
-            out = self.ex.forward({self.feed.input: self.feed.batch(x[i:i + self.eval_batch])},
-                                  training=False)[self.feed.output]
-            labels, mask = self.feed.targets(y[i:i + self.eval_batch])
+        for out, yb in self._inference(self.dataset.x_val, self.dataset.y_val):
+            labels, mask = self.feed.targets(yb)
             loss, _ = masked_loss(self.loss_fn, out, labels, mask)
             total += loss * len(labels)
             count += len(labels)
-        self.ex.release()
         return total / max(count, 1)
 
     def _early_stopping(self, rec) -> None:
