@@ -150,7 +150,8 @@ def _bn(lg, layer):
     it = lg.in_type(layer)
     return View(ctor="C.layers.BatchNormalization",
                 args={"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
-                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
+                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})",
+                      **({"init_scale": repr(layer.attr("init_scale"))} if layer.attr("init_scale", 1.0) != 1 else {})},
                 always=("map_rank", "epsilon", "normalization_time_constant"),
                 params=[("scale", "scale", "identity"), ("bias", "bias", "identity"),
                         ("running_mean", "aggregate_mean", "identity"),
