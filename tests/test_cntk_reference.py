@@ -19,10 +19,7 @@ FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "cntk_referen
 COLUMNS = {c.name: c for c in conf.ALL_COLUMNS}
 SEED = ROOT.parent / "shared" / "seeds" / "004_20cf8e6ceaf8a09f.txt"
 # cells a target refuses at compile time with a located E8xx naming the target and the reason
-REFUSED = {("activation_gelu", "cntk"): "CNTK 2.7 has no erf",
-           # LayerNormalization itself, whatever its arguments (docs/targets.md)
-           ("layer_normalization_args", "cntk"): "CNTK's LayerNormalization has a scalar scale and bias",
-           ("layer_normalization_args", "tf-estimator"): "tf.compat.v1.layers has no layer normalization"}
+REFUSED = {("activation_gelu", "cntk"): "CNTK 2.7 has no erf"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[Path(f).stem for f in FILES])

@@ -53,16 +53,14 @@ def test_per_pixel_statistics_are_refused_on_images():
 
 @pytest.mark.parametrize("target", ["native", "pytorch", "keras", "cntk"])
 def test_initial_values_start_the_parameters(tmp_path, target):
-    """gluon and tf-estimator start from their own initialisers (docs/targets.md); CNTK has no
-    LayerNormalization, so it starts a model with the BatchNormalization alone."""
+    """gluon and tf-estimator start from their own initialisers (docs/targets.md)."""
     from test_emit_legacy import _python
     from test_gru import EXPORT_DRIVER
 
     from netdsl.emit.base import emit
     from netdsl.exec.weights import init_params
 
-    graph = load_text(NET.replace("l = LayerNormalization", "# l = ").replace("output l", "output b")
-                      if target == "cntk" else NET, "t.net")
+    graph = load_text(NET, "t.net")
     py = _python("cntk") if target == "cntk" else sys.executable
     if target == "cntk" and not py:
         pytest.skip("CNTK NOT EXECUTED: no cntk venv")
@@ -78,7 +76,23 @@ def test_initial_values_start_the_parameters(tmp_path, target):
         with np.load(tmp_path / "out.npz") as z:
             params = dict(z)
     np.testing.assert_array_equal(params["batch_normalization_1.scale"], np.full(6, 2, np.float32))
-    if target == "cntk":
-        return
     np.testing.assert_array_equal(params["layer_normalization_1.scale"], np.full(6, 0.5, np.float32))
     np.testing.assert_array_equal(params["layer_normalization_1.bias"], np.full(6, 0.25, np.float32))
+
+
+def test_layer_normalization_of_an_image(tmp_path):
+    """tf-estimator and cntk write their own layer normalization (tf.compat.v1.layers has none, CNTK's has a
+    scalar scale and bias): over C, H and W of an image (NHWC on tf-estimator, the scale and bias transposed to
+    (H, W, C)); gluon refuses images (E802)."""
+    from netdsl import conformance as conf
+
+    net = tmp_path / "ln_image.net"
+    net.write_text("image = Input((2, 3, 4))\na = LayerNormalization(epsilon=0.001)(image)\n"
+                   "z = Dense(3)(Flatten()(a))\noutput z\ntrain {\n    loss = squared_error\n}\n")
+    columns = [c for c in conf.COLUMNS if c.name in ("tf-estimator", "pytorch", "cntk")]
+    cells = conf.run([str(net)], columns, workdir=str(tmp_path / "work"), log=lambda m: None)
+    for column in columns:
+        cell = cells[(str(net), column.name)]
+        if cell.status == "not run":
+            pytest.skip(f"{column.name.upper()} NOT EXECUTED: {cell.reason}")
+        assert cell.status == "pass" and cell.step_status == "pass", f"{column.name}: {cell.short()} {cell.reason}"
