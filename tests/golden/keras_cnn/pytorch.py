@@ -90,6 +90,45 @@ def export_netdsl_weights(model, path):
     np.savez(path, **arrays)
 
 
+def export_native(model, path):
+    """Write the model as a torch.export program (torch.export.save, `path`) with the batch size, and a
+    sequence's length, left free; where torch.export fixes a length (it unrolls nn.LSTM for one), as
+    TorchScript instead (torch.jit.trace, `path` with .torchscript.pt for .pt2). Either loads without
+    netdsl: torch.export.load(path).module()(*inputs), torch.jit.load(path)(*inputs). They compute on
+    full-length sequences (no lengths argument). Returns the path written, or None, with the reason
+    printed, when neither can trace the model."""
+    # a DistributedDataParallel wrapper holds the model as .module
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    # a free axis is sized 2 in the example: torch.export specialises sizes 0 and 1
+    example = to_tensors(
+        {k: np.zeros([2 if d is None else d for d in s]) for k, s in INPUTS.items()},
+        model_device(model),
+    )
+    free = tuple(
+        {i: torch.export.Dim.DYNAMIC for i, d in enumerate(s) if d is None}
+        for s in INPUTS.values()
+    )
+    try:
+        try:
+            program = torch.export.export(model, example, dynamic_shapes=free)
+            torch.export.save(program, path)
+            return path
+        except Exception:  # noqa: BLE001 (torch.export raises many kinds): TorchScript next
+            path = os.path.splitext(path)[0] + ".torchscript.pt"
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(model, example), path)
+            return path
+    # the weights are saved either way: only this format is missing
+    except Exception as e:  # noqa: BLE001
+        message = f"{type(e).__name__}: {e}".splitlines()[0]
+        print(f"{MODEL_NAME}: not exported: {message}", flush=True)
+        return None
+    finally:
+        model.train(was_training)
+
+
 def model_device(model):
     """Where the model's parameters live: every tensor the script makes goes there."""
     param = next(iter(model.parameters()), None)
@@ -1306,6 +1345,7 @@ def train(args, model, device, data, rank, world):
         os.makedirs(args.out_dir, exist_ok=True)
         torch.save(model.state_dict(), os.path.join(args.out_dir, MODEL_NAME + ".pt"))
         export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
+        export_native(model, os.path.join(args.out_dir, MODEL_NAME + ".pt2"))
     if world > 1:
         torch.distributed.destroy_process_group()
 
