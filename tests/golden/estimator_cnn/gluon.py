@@ -206,25 +206,121 @@ def export_native(model, directory):
     return paths
 
 
-def make_trainer(model, lr=None):
-    """gluon.Trainer for the training block's SGD with PyTorch's update rule."""
-    lr = TRAINING["lr"] if lr is None else float(lr)
+class TorchSGD(mx.optimizer.Optimizer):
+    """SGD with PyTorch's update: buf = momentum * buf + g (buf = g on the first step), and
+    p -= lr * buf, or lr * (g + momentum * buf) with nesterov.
+
+    mxnet's sgd keeps lr * g in its momentum buffer, which differs as soon as the
+    learning rate changes from one step to the next (a schedule, decay).
+    """
+
+    def __init__(self, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum, self.nesterov = momentum, nesterov
+
+    def create_state(self, index, weight):
+        if not self.momentum:
+            return None
+        return nd.zeros(weight.shape, weight.context, dtype=weight.dtype)
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr = self._get_lr(index)
+        g = grad * self.rescale_grad
+        if state is not None:
+            if self._index_update_count[index] == 1:
+                state[:] = g
+            else:
+                state[:] = self.momentum * state + g
+            g = g + self.momentum * state if self.nesterov else state
+        weight[:] = weight - lr * g
+
+
+# the train block's settings around the optimizer, applied in exec/steprule.py's order by _step_rule
+STEP_RULE = {
+    "lr_unit": "minibatch",
+    "l2": 0.0,
+    "decoupled": 0.0,
+    "clip_value": None,
+    "clip_norm": None,
+    "decay": 0.0,
+    "schedule": None,
+    "schedule_attrs": {},
+    "reduction": "mean",
+}
+
+
+def learning_rate(base_lr, step, steps_per_epoch):
+    """The learning rate of step `step` (0-based), docs/language.md's formula."""
+    return base_lr
+
+
+class NetdslTrainer(gluon.Trainer):
+    """gluon.Trainer that counts its steps, so that each takes its own learning rate."""
+
+    def __init__(self, params, optimizer, base_lr, steps_per_epoch):
+        super().__init__(params, optimizer)
+        self.netdsl_params = params
+        self.netdsl_base_lr = base_lr
+        self.netdsl_steps_per_epoch = steps_per_epoch
+        self.netdsl_steps = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's SGD with PyTorch's update rule (see the optimizer's class).
+
+    steps_per_epoch: how many steps a per-epoch schedule counts as one epoch (None: never a new one).
+    """
+    o = TRAINING
+    lr = o["lr"] if lr is None else float(lr)
     params = [p for p in model.collect_params().values() if p.grad_req != "null"]
-    # mxnet's sgd/nag with momentum equal torch's SGD(momentum, nesterov) at a constant lr
-    momentum = TRAINING["momentum"]
-    kind = "nag" if TRAINING["nesterov"] and momentum else "sgd"
-    return gluon.Trainer(
-        params, kind, {"learning_rate": lr, "momentum": momentum, "wd": 0.0}
+    # rescale_grad 1, wd 0 and no clip_gradient: _step_rule does what those would (see there)
+    optimizer = TorchSGD(
+        learning_rate=lr, momentum=o["momentum"], nesterov=o["nesterov"], wd=0.0
     )
+    per_epoch = 1 << 30 if steps_per_epoch is None else int(steps_per_epoch)
+    return NetdslTrainer(params, optimizer, lr, per_epoch)
+
+
+def _step_rule(trainer, batch):
+    """exec/steprule.py's steps on the gradients backward() left, in its order; then the update.
+
+    Gluon's names for these act in another order: Trainer.step(batch_size) multiplies every
+    gradient by rescale_grad = 1/batch_size, and the optimizer's clip_gradient then clips each
+    element of that rescaled gradient BEFORE adding the optimizer's own wd * weight. netdsl adds
+    the l2 term first, then clips by value (clip_value, Gluon's clip_gradient), then by the global
+    norm (clip_norm, which no Gluon optimizer argument says). So all three are done here, on the
+    gradients, and the optimizer runs with wd=0, no clip_gradient and trainer.step(1): the loss
+    is already reduced (mean or sum), so no further 1/batch_size.
+    """
+    step = trainer.netdsl_steps
+    lr = learning_rate(trainer.netdsl_base_lr, step, trainer.netdsl_steps_per_epoch)
+    trainer.set_learning_rate(lr)
+    trainer.step(1)
+    trainer.netdsl_steps = step + 1
+
+
+def _per_position(out, target):
+    """-sum(t * log softmax(out)) at each sample (and time step, or position: the classes of an image
+    output are its channels, docs/ir.md); t is the one-hot of integer labels, or float targets of the
+    output's shape."""
+    logp = nd.log_softmax(out, axis=-1)
+    if target.ndim == out.ndim:
+        return -nd.sum(target * logp, axis=-1)
+    return -nd.pick(logp, target, axis=-1)
 
 
 def _loss(out, target):
-    """Mean over samples (and time steps) of -log softmax(out)[label]."""
-    return -nd.pick(nd.log_softmax(out, axis=-1), target, axis=-1).mean()
+    """The mean of the loss over the samples (and their time steps or positions)."""
+    return _per_position(out, target).mean()
 
 
 def train_step(model, trainer, inputs, targets):
-    """One optimisation step; returns the loss before the update."""
+    """One optimisation step; returns the loss before the update.
+
+    targets: integer labels (the output's shape without its class axis) or one-hot float targets
+    of the output's shape.
+    """
     xs = _inputs(inputs)
     # the loss trains the first output only (docs/ir.md): targets are its array, or {name: array}
     y = targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
@@ -233,7 +329,7 @@ def train_step(model, trainer, inputs, targets):
         outs = _tuple(model(*xs))
         loss = _loss(outs[0], y)
     loss.backward()
-    trainer.step(1)  # the loss is already a mean: no further 1/batch scaling
+    _step_rule(trainer, xs[0].shape[0])
     return float(loss.asscalar())
 
 

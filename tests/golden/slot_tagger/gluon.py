@@ -266,33 +266,92 @@ class TorchAdam(mx.optimizer.Optimizer):
         weight[:] = weight - (lr / (1.0 - self.beta1**t)) * m / denom
 
 
-def make_trainer(model, lr=None):
-    """gluon.Trainer for the training block's Adam with PyTorch's update rule."""
-    lr = TRAINING["lr"] if lr is None else float(lr)
+# the train block's settings around the optimizer, applied in exec/steprule.py's order by _step_rule
+STEP_RULE = {
+    "lr_unit": "minibatch",
+    "l2": 0.0,
+    "decoupled": 0.0,
+    "clip_value": None,
+    "clip_norm": None,
+    "decay": 0.0,
+    "schedule": None,
+    "schedule_attrs": {},
+    "reduction": "mean",
+}
+
+
+def learning_rate(base_lr, step, steps_per_epoch):
+    """The learning rate of step `step` (0-based), docs/language.md's formula."""
+    return base_lr
+
+
+class NetdslTrainer(gluon.Trainer):
+    """gluon.Trainer that counts its steps, so that each takes its own learning rate."""
+
+    def __init__(self, params, optimizer, base_lr, steps_per_epoch):
+        super().__init__(params, optimizer)
+        self.netdsl_params = params
+        self.netdsl_base_lr = base_lr
+        self.netdsl_steps_per_epoch = steps_per_epoch
+        self.netdsl_steps = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's Adam with PyTorch's update rule (see the optimizer's class).
+
+    steps_per_epoch: how many steps a per-epoch schedule counts as one epoch (None: never a new one).
+    """
+    o = TRAINING
+    lr = o["lr"] if lr is None else float(lr)
     params = [p for p in model.collect_params().values() if p.grad_req != "null"]
-    attrs = TRAINING
-    return gluon.Trainer(
-        params,
-        TorchAdam(
-            learning_rate=lr,
-            beta1=attrs["beta1"],
-            beta2=attrs["beta2"],
-            epsilon=attrs["eps"],
-            wd=0.0,
-        ),
+    # rescale_grad 1, wd 0 and no clip_gradient: _step_rule does what those would (see there)
+    optimizer = TorchAdam(
+        learning_rate=lr, beta1=o["beta1"], beta2=o["beta2"], epsilon=o["eps"], wd=0.0
     )
+    per_epoch = 1 << 30 if steps_per_epoch is None else int(steps_per_epoch)
+    return NetdslTrainer(params, optimizer, lr, per_epoch)
+
+
+def _step_rule(trainer, batch):
+    """exec/steprule.py's steps on the gradients backward() left, in its order; then the update.
+
+    Gluon's names for these act in another order: Trainer.step(batch_size) multiplies every
+    gradient by rescale_grad = 1/batch_size, and the optimizer's clip_gradient then clips each
+    element of that rescaled gradient BEFORE adding the optimizer's own wd * weight. netdsl adds
+    the l2 term first, then clips by value (clip_value, Gluon's clip_gradient), then by the global
+    norm (clip_norm, which no Gluon optimizer argument says). So all three are done here, on the
+    gradients, and the optimizer runs with wd=0, no clip_gradient and trainer.step(1): the loss
+    is already reduced (mean or sum), so no further 1/batch_size.
+    """
+    step = trainer.netdsl_steps
+    lr = learning_rate(trainer.netdsl_base_lr, step, trainer.netdsl_steps_per_epoch)
+    trainer.set_learning_rate(lr)
+    trainer.step(1)
+    trainer.netdsl_steps = step + 1
+
+
+def _per_position(out, target):
+    """-sum(t * log softmax(out)) at each sample (and time step, or position: the classes of an image
+    output are its channels, docs/ir.md); t is the one-hot of integer labels, or float targets of the
+    output's shape."""
+    logp = nd.log_softmax(out, axis=-1)
+    if target.ndim == out.ndim:
+        return -nd.sum(target * logp, axis=-1)
+    return -nd.pick(logp, target, axis=-1)
 
 
 def _loss(out, target, valid):
     """The mean over the valid steps only (valid: (N, T) 1/0; docs/ir.md) of
-    -log softmax(out)[label]; labels at padded steps are ignored."""
-    per_step = -nd.pick(nd.log_softmax(out, axis=-1), target, axis=-1)
+    the cross-entropy per step; labels at padded steps are ignored."""
+    per_step = _per_position(out, target)
     return (per_step * valid).sum() / valid.sum()
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step; returns the loss before the update.
 
+    targets: integer labels (the output's shape without its class axis) or one-hot float targets
+    of the output's shape.
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
     """
     xs = _inputs(inputs)
@@ -304,7 +363,7 @@ def train_step(model, trainer, inputs, targets, lengths=None):
         outs = _tuple(model(*xs, *ns))
         loss = _loss(outs[0], y, _valid(outs[0], ns[0]))
     loss.backward()
-    trainer.step(1)  # the loss is already a mean: no further 1/batch scaling
+    _step_rule(trainer, xs[0].shape[0])
     return float(loss.asscalar())
 
 
