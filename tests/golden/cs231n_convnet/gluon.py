@@ -1406,7 +1406,9 @@ def main(argv=None):
         print(f"test accuracy {evaluate(model, x_test, y_test):.4f}", flush=True)
         return
     model.hybridize()
-    trainer = make_trainer(model, args.lr)
+    # a per-epoch schedule's epoch: this many steps
+    per_epoch = -(-len(x_train) // args.batch_size)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=per_epoch)
     rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
