@@ -134,3 +134,92 @@ def test_every_choice_is_drawn_and_none_is_refused():
 def test_a_setting_reaches_the_generated_code(setting):
     source = emit(load_text(MODEL % ("    " + setting), "s.net"), "gluon")
     compile(source, "gluon.py", "exec")
+
+
+SHAPED = {
+    # classes on the channels of a feature map (docs/ir.md), and one class vector per time step
+    "image": ("model Seg\nx = Input((2, 5, 5))\nh = Convolution((3, 3), 4, pad=1, activation=tanh)(x)\n"
+              "y = Convolution((1, 1), 3)(h)\noutput y\ntrain {\n%s\n}\n", (2, 5, 5), (3, 5, 5)),
+    "sequence": ("model Tag\nx = SequenceInput(4, length=3)\nh = Recurrence(LSTM(5))(x)\ny = Dense(3)(h)\n"
+                 "output y\ntrain {\n%s\n}\n", (3, 4), (3, 3)),
+}
+SHAPED_SETTINGS = [
+    ("cross_entropy_with_softmax", "Adam(lr=0.01)", "weight_decay = l2(0.01)", False),
+    ("cross_entropy_with_softmax(reduction=sum)", "SGD(lr=0.01, momentum=0.9)", "clip_norm = 0.5", True),
+    ("l2(reduction=sum)", "RMSProp(lr=0.01)", "clip_value = 0.05", True),
+    ("binary_cross_entropy_with_logits", "Adagrad(lr=0.1)", "lr_unit = sample", True),
+    ("squared_error(reduction=sum)", "AdamW(lr=0.01, weight_decay=0.1)", None, True),
+]
+
+
+def _shaped_native(graph, params, data):
+    """The executor's steps on any one-input model (test_train_settings.native is for its MLP)."""
+    from netdsl.exec import feed, optim
+    from netdsl.exec.graph import Executor
+    from netdsl.exec.steprule import StepRule
+
+    tr = graph.training
+    ex = Executor(graph, {k: v.copy() for k, v in params.items()})
+    loss_fn = feed.make_loss(tr, 3)
+    opt = optim.make_optimizer(tr)
+    rule = StepRule(tr, opt.lr)
+    trainable = {n: ex.params[n] for n in ex.trainable}
+    out_losses = []
+    for step, (x, y, target) in enumerate(data):
+        out = ex.forward({"x": x}, training=True, rng=np.random.default_rng(0))["y"]
+        if graph.training.loss == "cross_entropy_with_softmax":
+            loss, d = loss_fn(out, y)
+        else:  # the float targets themselves, shaped like the output (exec/feed one-hot encodes (N, K) only)
+            base = {"squared_error": "mse", "l2": "half_mse", "binary_cross_entropy_with_logits": "bce_with_logits"}
+            from netdsl.exec import losses
+
+            loss, d = getattr(losses, base[tr.loss])(out, target)
+            if dict(tr.loss_attrs).get("reduction") == "sum":
+                loss, d = loss * out.size, d * out.dtype.type(out.size)
+        out_losses.append(loss + rule.penalty(trainable))
+        rule.step(opt, trainable, ex.backward({"y": d}), step // 4, step, len(x))
+    return out_losses, {k: ex.params[k] for k in trainable}
+
+
+def test_image_and_sequence_outputs_match_the_executor(tmp_path):
+    """The losses over a feature map's positions and a sequence's steps, with one-hot targets too."""
+    py = _python("gluon")
+    rng = np.random.default_rng(5)
+    jobs, expected, steps = [], [], 8
+    for kind, (text, x_shape, y_shape) in SHAPED.items():
+        for i, (loss, opt, reg, one_hot) in enumerate(SHAPED_SETTINGS):
+            lines = [f"optimizer = {opt}", f"loss = {loss}", "batch_size = 4"] + ([reg] if reg else [])
+            graph = load_text(text % "\n".join("    " + line for line in lines), f"{kind}{i}.net")
+            params = init_params(graph, i)
+            data, arrays = [], {}
+            for s in range(steps):
+                x = rng.standard_normal((4,) + x_shape).astype(np.float32)
+                labels = rng.integers(0, 3, (4,) + y_shape[1:] if kind == "image" else (4, y_shape[0]))
+                target = np.moveaxis(np.eye(3, dtype=np.float32)[labels], -1, 1) if kind == "image" else \
+                    np.eye(3, dtype=np.float32)[labels]
+                data.append((x, labels, target))
+                arrays[f"x{s}"] = x
+                arrays[f"y{s}"] = target if one_hot or not loss.startswith("cross") else labels
+            expected.append((f"{kind} {loss} {opt} {reg}", _shaped_native(graph, params, data)))
+            name = f"{kind}{i}"
+            (tmp_path / f"{name}.py").write_text(emit(graph, "gluon"))
+            np.savez(tmp_path / f"w{name}.npz", **params)
+            np.savez(tmp_path / f"d{name}.npz", **arrays)
+            jobs.append({"module": str(tmp_path / f"{name}.py"), "weights": str(tmp_path / f"w{name}.npz"),
+                         "data": str(tmp_path / f"d{name}.npz"), "steps": steps, "out": str(tmp_path / f"o{name}.npz")})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    (tmp_path / "driver.py").write_text(DRIVER)
+    run = subprocess.run([py, str(tmp_path / "driver.py"), str(tmp_path / "jobs.json"), str(tmp_path / "res.json")],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads((tmp_path / "res.json").read_text())
+    failures = []
+    for (what, (n_losses, n_params)), job, losses in zip(expected, jobs, results):
+        scale = max(1.0, max(abs(v) for v in n_losses))
+        if not np.allclose(losses, n_losses, rtol=1e-4, atol=1e-4 * scale):
+            failures.append(f"{what}: losses {losses} != {n_losses}")
+        got = dict(np.load(job["out"]))
+        for k, v in n_params.items():
+            if not np.allclose(got[k], v, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(v).max()))):
+                failures.append(f"{what}: {k} differs by {np.abs(got[k] - v).max()}")
+    assert not failures, "\n".join(failures)
