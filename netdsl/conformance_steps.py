@@ -86,13 +86,13 @@ def native_steps(graph: ir.Graph, params: dict, inputs: dict, targets: np.ndarra
     from .exec.feed import make_target_loss
     from .exec.graph import Executor
     from .exec.optim import make_optimizer
-    from .exec.steprule import StepRule
+    from .exec.steprule import StepRule, max_norms
 
     tr = graph.training
     ex = Executor(graph, {k: v.copy() for k, v in params.items()})
     loss_fn = make_target_loss(tr)
     opt = make_optimizer(tr)
-    rule = StepRule(tr, opt.lr)
+    rule = StepRule(tr, opt.lr, max_norms(graph))
     trainable = {n: ex.params[n] for n in ex.trainable}
     first = graph.outputs[0]
     batch = len(targets)
