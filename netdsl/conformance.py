@@ -547,6 +547,8 @@ def register(sub) -> None:
     p.add_argument("--no-step", action="store_true", help="skip the one-SGD-step comparison")
     p.add_argument("--steps", type=int, metavar="N", help="instead: N steps of each model's own training block "
                    "on every column (losses and weights; docs/conformance.md)")
+    p.add_argument("--labels", choices=("seeded", "labels", "one-hot"), default="seeded",
+                   help="--steps, cross-entropy: int labels, one-hot rows, or a seeded choice per model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--doc", metavar="PATH", help="also write the matrix as markdown (e.g. docs/conformance.md)")
     p.add_argument("--workdir", metavar="DIR", help="keep generated code and arrays here")

@@ -9,12 +9,14 @@ the tolerance of the optimizer below. A column whose generated code refuses a se
 "unsupported" with the code and the setting's message; it is never compared with something else.
 
 Targets, by loss: cross_entropy_with_softmax int class labels (shaped like the output without its class
-axis); binary_cross_entropy_with_logits uniform [0, 1]; squared_error and l2 uniform (-1, 1), both
-float32 shaped like the output.
+axis) or the same labels as float32 one-hot rows shaped like the output: a seeded choice per model
+(label_form), so a run over many models compares both forms; binary_cross_entropy_with_logits uniform
+[0, 1]; squared_error and l2 uniform (-1, 1), both float32 shaped like the output.
 """
 from __future__ import annotations
 
 import tempfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,10 +45,12 @@ class StepsCell:
     tol: float | None = None
     reason: str = ""
     codes: tuple = ()  # the diagnostics' codes of an unsupported cell (E802: the target refuses a setting)
+    form: str = ""  # "one-hot" when cross-entropy's targets were one-hot rows
 
     def short(self) -> str:
         if self.status in ("pass", "FAIL") and self.loss_diff is not None:
-            return f"{self.status} loss {self.loss_diff:.1e} w {self.weight_diff:.1e}"
+            one_hot = " one-hot" if self.form == "one-hot" else ""
+            return f"{self.status} loss {self.loss_diff:.1e} w {self.weight_diff:.1e}{one_hot}"
         if self.status == "unsupported":
             return "unsupported " + ",".join(self.codes)
         return self.status
@@ -58,15 +62,21 @@ def steps_graph(graph: ir.Graph) -> ir.Graph:
     return replace(graph, layers=layers, training=graph.training or ir.Training())
 
 
-def steps_targets(graph: ir.Graph, outputs: dict, seed: int) -> np.ndarray:
+def label_form(path: str, seed: int) -> str:
+    """"one-hot" or "labels": cross-entropy's targets for a model, seeded by its file's name."""
+    return "one-hot" if (zlib.crc32(Path(path).stem.encode()) + seed) % 2 else "labels"
+
+
+def steps_targets(graph: ir.Graph, outputs: dict, seed: int, one_hot: bool = False) -> np.ndarray:
     """The targets of the loss (see the module's docstring), seeded."""
     rng = np.random.default_rng(seed + 3)
     first = outputs[graph.outputs[0]]
     loss = graph.training.loss
     if loss == "cross_entropy_with_softmax":
-        if first.ndim == 4:  # a feature map: one class per position, on the channel axis (docs/ir.md)
-            return rng.integers(0, first.shape[1], first.shape[:1] + first.shape[2:]).astype(np.int64)
-        return rng.integers(0, first.shape[-1], first.shape[:-1]).astype(np.int64)
+        axis = 1 if first.ndim == 4 else -1  # a feature map: one class per position, on the channel axis
+        k = first.shape[axis]
+        labels = rng.integers(0, k, np.delete(first.shape, axis % first.ndim)).astype(np.int64)
+        return np.moveaxis(np.eye(k, dtype=np.float32)[labels], -1, axis) if one_hot else labels
     if loss == "binary_cross_entropy_with_logits":
         return rng.uniform(0, 1, first.shape).astype(np.float32)
     return rng.uniform(-1, 1, first.shape).astype(np.float32)
@@ -141,8 +151,8 @@ def compare(graph: ir.Graph, ref: tuple, losses: list, weights: dict) -> StepsCe
     return StepsCell("FAIL" if bad else "pass", loss_diff, weight_diff, tol, reason)
 
 
-def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path, log) -> dict:
-    """{(model, column name): StepsCell}."""
+def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path, log, forms: dict | None = None) -> dict:
+    """{(model, column name): StepsCell}; forms: {model: "labels" or "one-hot"} in place of label_form's choice."""
     from .conformance import batch_for, conformance_params, driver_error, native_predict, run_driver
     from .conformance_lengths import TARGETS_WITH_MASKS, draw_lengths
     from .emit.base import emit
@@ -156,7 +166,10 @@ def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path
         stem = Path(path).stem
         params = conformance_params(graph, seed)
         inputs = batch_for(graph, seed)
-        targets = steps_targets(graph, native_predict(graph, params, inputs), seed)
+        form = (forms or {}).get(path) or label_form(path, seed)
+        if graph.training.loss != "cross_entropy_with_softmax":
+            form = ""
+        targets = steps_targets(graph, native_predict(graph, params, inputs), seed, form == "one-hot")
         full = native_steps(graph, params, inputs, targets, steps)
         np.savez(tmp / f"{stem}.full.npz", **inputs)
         lengths = draw_lengths(graph, inputs, seed)  # pads the sequences of `inputs` in place
@@ -165,7 +178,7 @@ def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path
         np.savez(tmp / f"{stem}.inputs.npz", **inputs)
         np.savez(tmp / f"{stem}.lengths.npz", **lengths)
         np.savez(tmp / f"{stem}.targets.npz", targets=targets)
-        prepared[path] = (graph, stem, lengths, full, padded)
+        prepared[path] = (graph, stem, lengths, full, padded, form)
     for col in columns:
         if col.inference_only:
             for path in models:
@@ -175,7 +188,7 @@ def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path
         python, why = col.python()
         tag = col.name.replace("/", "_")
         jobs = []
-        for path, (graph, stem, lengths, full, padded) in prepared.items():
+        for path, (graph, stem, lengths, full, padded, form) in prepared.items():
             try:  # first: what a target refuses is known without its framework
                 code = emit(graph, col.target)
             except ModuleNotFoundError:
@@ -202,14 +215,16 @@ def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path
         results = run_driver(python, col, jobs, tmp, log)
         for job in jobs:
             path = job["id"]
-            graph, stem, lengths, full, padded = prepared[path]
+            graph, stem, lengths, full, padded, form = prepared[path]
             res = results.get(path)
             if res is None or not res.get("ok"):
-                cells[(path, col.name)] = StepsCell("FAIL", tol=tolerance(graph),
-                                                    reason=driver_error(res, "the driver did not report this job"))
+                why = driver_error(res, "the driver did not report this job")
+                cells[(path, col.name)] = StepsCell("FAIL", tol=tolerance(graph), form=form,
+                                                    reason=why + (" (one-hot targets)" if form == "one-hot" else ""))
                 continue
             got = dict(np.load(job["trained"], allow_pickle=False))
             cell = compare(graph, padded if masks else full, res["losses"], got)
+            cell.form = form
             if lengths and not masks:
                 cell.reason += ("; " if cell.reason else "") + "padded batches not checked: this target takes no lengths yet"
             cells[(path, col.name)] = cell
@@ -236,7 +251,9 @@ def doc_section() -> str:
             f"`steps_per_epoch={STEPS_PER_EPOCH}` and calls `train_step` N times on the same batch; the native "
             "executor does the same (exec/steprule.StepRule). Every step's loss (l2 weight decay's penalty "
             "included) and the final weights are compared with the native ones, relative to max(1, |value|). "
-            "Targets: int class labels for cross_entropy_with_softmax, uniform [0, 1] for "
+            "Targets: for cross_entropy_with_softmax int class labels, or the same labels as float32 one-hot rows "
+            "shaped like the output (`--labels one-hot`; by default a seeded choice per model, so a run over many "
+            "models compares both forms; a cell marked `one-hot` used them); uniform [0, 1] for "
             "binary_cross_entropy_with_logits, uniform (-1, 1) for squared_error and l2. A setting a target "
             "does not implement is refused (E802) and the cell says `unsupported E802`. A parameter the loss does "
             f"not depend on (every gradient element of every step within {NO_GRADIENT:g} x the largest: a bias "
@@ -253,14 +270,16 @@ def cmd_steps(args, files: list[str], columns: list) -> int:
     if args.steps < 1 or args.doc or args.no_step:
         print("netdsl conformance: error: --steps takes N >= 1, and neither --doc nor --no-step", file=sys.stderr)
         return 2
+    forms = {f: args.labels for f in files} if args.labels in ("labels", "one-hot") else None
+
     def log(m):
         print(m, file=sys.stderr)
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-        cells = run_steps(files, columns, args.steps, args.seed, Path(args.workdir), log)
+        cells = run_steps(files, columns, args.steps, args.seed, Path(args.workdir), log, forms)
     else:  # a temp dir of our own, removed at the end: nothing is left behind
         with tempfile.TemporaryDirectory(prefix="netdsl-conformance-") as d:
-            cells = run_steps(files, columns, args.steps, args.seed, Path(d), log)
+            cells = run_steps(files, columns, args.steps, args.seed, Path(d), log, forms)
     print(matrix_text(files, columns, cells))
     for (m, c), cell in sorted(cells.items()):
         if cell.reason and cell.status not in ("pass", "n/a"):

@@ -50,7 +50,10 @@ def cells(tmp_path_factory):
         files.append(str(path))
     work = tmp / "work"
     work.mkdir()
-    return files, cs.run_steps(files, conf.COLUMNS, STEPS, 0, work, print)
+    # the baseline with int labels, what the targets implemented before issue 18; the drawn ones take
+    # label_form's seeded choice, so cross-entropy is compared on int labels and on one-hot rows
+    forms = {f: "labels" for f in files[len(DRAWN):]}
+    return files, cs.run_steps(files, conf.COLUMNS, STEPS, 0, work, print, forms)
 
 
 def test_no_cell_fails(cells):
@@ -79,9 +82,26 @@ def test_every_cell_ran_or_says_why(cells):
     assert len(found) == len(files) * len(conf.COLUMNS)
 
 
-def test_the_combinations_cover_every_optimizer():
+def test_the_combinations_cover_every_optimizer_and_both_label_forms():
     assert len(DRAWN) >= 40
     assert {c[0] for c in DRAWN} == set(OPTIMIZERS)
+    forms = {cs.label_form(f"c{i:02d}.net", 0) for i, c in enumerate(DRAWN) if c[3].startswith("cross_entropy")}
+    assert forms == {"labels", "one-hot"}
+
+
+def test_one_hot_rows_train_exactly_as_their_labels():
+    for loss in ("cross_entropy_with_softmax", "cross_entropy_with_softmax(reduction=sum)"):
+        graph = cs.steps_graph(load_text(MODEL % block("Adam(lr=0.01)", None, "clip_norm = 0.5", loss), "m.net"))
+        params = conf.conformance_params(graph, 0)
+        inputs = conf.batch_for(graph, 0)
+        out = conf.native_predict(graph, params, inputs)
+        labels, rows = cs.steps_targets(graph, out, 0), cs.steps_targets(graph, out, 0, one_hot=True)
+        assert rows.dtype == np.float32 and rows.shape == (3, 3) and (rows.argmax(axis=1) == labels).all()
+        a, b = cs.native_steps(graph, params, inputs, labels, 5), cs.native_steps(graph, params, inputs, rows, 5)
+        assert a[0] == b[0] and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+    fmap = {"y": np.zeros((2, 4, 3, 3), np.float32)}  # a feature map: the classes on the channel axis
+    rows = cs.steps_targets(graph, fmap, 0, one_hot=True)
+    assert rows.shape == (2, 4, 3, 3) and (rows.sum(axis=1) == 1).all()
 
 
 def test_the_baseline_runs_everywhere(cells):

@@ -293,3 +293,29 @@ def test_run_honours_seed_validation_split_early_stopping_and_log_every(tmp_path
                  "--save", str(tmp_path / "w3.npz")]) == 0
     c = np.load(tmp_path / "w3.npz")
     assert not np.array_equal(a["dense_1.W"], c["dense_1.W"])  # --seed overrides the block's
+
+
+def test_run_trains_on_one_hot_rows_as_on_their_labels(tmp_path, capsys):
+    """A dataset whose labels are one-hot rows (N, K), as Keras's to_categorical makes for
+    categorical_crossentropy: the same run, bit for bit, as on the int labels; rows that are not one-hot
+    are refused, naming the sample."""
+    from netdsl.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    rows = np.eye(3, dtype=np.float32)[y]
+    np.savez(tmp_path / "int.npz", x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
+    np.savez(tmp_path / "hot.npz", x_train=x[:48], y_train=rows[:48], x_test=x[48:], y_test=rows[48:])
+    net = tmp_path / "m.net"
+    net.write_text(MODEL % "    loss = categorical_crossentropy\n    optimizer = SGD(lr=0.5)\n    batch_size = 8")
+    for name in ("int", "hot"):
+        assert main(["run", str(net), "--data", f"npz:{tmp_path / name}.npz", "--save", str(tmp_path / f"{name}.w.npz")]) == 0
+    a, b = np.load(tmp_path / "int.w.npz"), np.load(tmp_path / "hot.w.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    capsys.readouterr()
+    rows[5] = [0.0, 0.5, 0.5]
+    np.savez(tmp_path / "soft.npz", x_train=x[:48], y_train=rows[:48], x_test=x[48:], y_test=rows[48:])
+    assert main(["run", str(net), "--data", f"npz:{tmp_path / 'soft.npz'}", "--save", str(tmp_path / "s.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "sample 5: labels of shape (N, K) must be one-hot rows" in err and "[0, 0.5, 0.5]" in err, err

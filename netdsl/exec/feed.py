@@ -4,8 +4,6 @@ Which input and output a dataset feeds is netdsl.data.feed's: one rule for every
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .. import ir
 from ..errors import Diagnostic, NetdslError, NO_SPAN
 from . import losses
@@ -39,8 +37,8 @@ def _reduced(training: ir.Training, fn):
         return fn
 
     def summed(pred, labels):
-        # the mean's denominator: one term per label for cross-entropy, per element for the others
-        n = np.asarray(labels).size if training.loss == "cross_entropy_with_softmax" else pred.size
+        # the mean's denominator: one term per label (or one-hot row) for cross-entropy, per element for the others
+        n = pred.size if training.loss != "cross_entropy_with_softmax" else pred.size // pred.shape[1 if pred.ndim == 4 else -1]
         loss, d = fn(pred, labels)
         return loss * n, d * pred.dtype.type(n)
     return summed
