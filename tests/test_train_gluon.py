@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from test_emit_legacy import _python
 from test_golden import ruff_or_skip
-from test_train_settings import MODEL, STEPS, TOLERANCE, batches, block, combinations, native
+from test_train_settings import STEPS, TOLERANCE, batches, native
+from train_combos import MODEL, block, combinations
 
 from netdsl.emit.base import emit
 from netdsl.errors import NetdslError
@@ -116,7 +117,7 @@ def test_twenty_steps_match_the_executor(tmp_path):
 
 def test_every_choice_is_drawn_and_none_is_refused():
     for k, choices in enumerate(("OPTIMIZERS", "SCHEDULES", "REGULARISERS", "LOSSES")):
-        import test_train_settings as settings
+        import train_combos as settings
 
         assert {c[k] for c in COMBOS} == set(getattr(settings, choices))
     assert len(COMBOS) >= 40
@@ -137,10 +138,11 @@ def test_a_setting_reaches_the_generated_code(setting):
 
 
 SHAPED = {
-    # classes on the channels of a feature map (docs/ir.md), and one class vector per time step
-    "image": ("model Seg\nx = Input((2, 5, 5))\nh = Convolution((3, 3), 4, pad=1, activation=tanh)(x)\n"
+    # classes on the channels of a feature map (docs/ir.md), and one class vector per time step; each with a
+    # max_norm that binds (the initial weights' norms are above it)
+    "image": ("model Seg\nx = Input((2, 5, 5))\nh = Convolution((3, 3), 4, pad=1, activation=tanh, max_norm=0.6)(x)\n"
               "y = Convolution((1, 1), 3)(h)\noutput y\ntrain {\n%s\n}\n", (2, 5, 5), (3, 5, 5)),
-    "sequence": ("model Tag\nx = SequenceInput(4, length=3)\nh = Recurrence(LSTM(5))(x)\ny = Dense(3)(h)\n"
+    "sequence": ("model Tag\nx = SequenceInput(4, length=3)\nh = Recurrence(LSTM(5))(x)\ny = Dense(3, max_norm=0.4)(h)\n"
                  "output y\ntrain {\n%s\n}\n", (3, 4), (3, 3)),
 }
 SHAPED_SETTINGS = [
@@ -156,13 +158,13 @@ def _shaped_native(graph, params, data):
     """The executor's steps on any one-input model (test_train_settings.native is for its MLP)."""
     from netdsl.exec import feed, optim
     from netdsl.exec.graph import Executor
-    from netdsl.exec.steprule import StepRule
+    from netdsl.exec.steprule import StepRule, max_norms
 
     tr = graph.training
     ex = Executor(graph, {k: v.copy() for k, v in params.items()})
     loss_fn = feed.make_loss(tr, 3)
     opt = optim.make_optimizer(tr)
-    rule = StepRule(tr, opt.lr)
+    rule = StepRule(tr, opt.lr, max_norms(graph))
     trainable = {n: ex.params[n] for n in ex.trainable}
     out_losses = []
     for step, (x, y, target) in enumerate(data):
@@ -182,7 +184,7 @@ def _shaped_native(graph, params, data):
 
 
 def test_image_and_sequence_outputs_match_the_executor(tmp_path):
-    """The losses over a feature map's positions and a sequence's steps, with one-hot targets too."""
+    """The losses over a feature map's positions and a sequence's steps, with one-hot targets too, and max_norm."""
     py = _python("gluon")
     rng = np.random.default_rng(5)
     jobs, expected, steps = [], [], 8

@@ -327,6 +327,9 @@ def context(lg: Legacy, views: dict) -> dict:
     )
     ctx.update(_mask_context(lg, views, ctx))  # replaces calls: the ones that take lengths get them
     ctx["rule"] = step_rule(lg.graph.training or ir.Training())
+    # Gluon weight name -> max_norm (exec/steprule.py's step 7); Dense (out, in) and Conv2D OIHW are canonical
+    ctx["max_norm"] = {f"{layer.name}_weight": float(layer.attr("max_norm")) for layer in lg.graph.layers
+                       if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None}
     return ctx
 
 
@@ -376,12 +379,13 @@ def step_rule(t: ir.Training) -> dict:
 
 
 # what the generated script implements (netdsl/emit/training.py refuses the rest, E802): every optimizer with
-# every argument, every loss and reduction, schedules, lr_unit, both weight decays and both clippings, each
+# every argument, every loss and reduction, schedules, lr_unit, both weight decays, both clippings and max_norm, each
 # checked against netdsl's executor over 20 steps by tests/test_train_gluon.py
 TRAINING = {
     "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
-    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction"},
+    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
+                 "max_norm"},
 }
 
 TEMPLATE = "gluon/module.py.j2"
