@@ -124,9 +124,45 @@ def predict(model, inputs, lengths=None):
     return {"sim": sim.cpu().numpy()}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer (lr, if given, replaces its learning rate)."""
-    return torch.optim.SGD(model.parameters(), lr=TRAINING["lr"] if lr is None else lr)
+class Trainer:
+    """The training block's optimizer and what it puts around each update, in netdsl's
+    order (exec/steprule.py): the loss's gradient; the optimizer's update."""
+
+    def __init__(self, model, optimizer, steps_per_epoch=None):
+        self.optimizer = optimizer
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lr = optimizer.param_groups[0]["lr"]
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self, scaler=None):
+        """The update, after backward(). scaler: a GradScaler (--amp on CUDA), which skips a step whose
+        gradients overflowed."""
+        self.lr = self.optimizer.param_groups[0]["lr"]  # this step's, for the log
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
+
+    def state_dict(self):
+        return {
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's optimizer (lr, if given, replaces its learning rate) and step rule.
+
+    steps_per_epoch: the steps of an epoch, which a schedule in epochs counts (None: all in epoch 0)."""
+    lr = TRAINING["lr"] if lr is None else lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    return Trainer(model, optimizer, steps_per_epoch)
 
 
 def batch_loss(model, inputs, targets, lengths=None):
@@ -148,7 +184,8 @@ def autocast(device):
 
 
 def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
-    """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
+    """One optimisation step; returns the batch's loss before it, as a tensor
+    on the device (no sync).
 
     With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
     loss so float16 gradients do not underflow.
@@ -162,16 +199,14 @@ def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=N
         loss = batch_loss(model, inputs, targets, lengths)
     if scaler is None:
         loss.backward()
-        trainer.step()
     else:
         scaler.scale(loss).backward()
-        scaler.step(trainer)
-        scaler.update()
+    trainer.step(scaler)
     return loss.detach()
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss before it.
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
