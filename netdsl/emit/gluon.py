@@ -326,7 +326,12 @@ def context(lg: Legacy, views: dict) -> dict:
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
     )
     ctx.update(_mask_context(lg, views, ctx))  # replaces calls: the ones that take lengths get them
-    ctx["rule"] = step_rule(lg.graph.training or ir.Training())
+    t = lg.graph.training or ir.Training()
+    ctx["rule"] = step_rule(t)
+    # main()'s script-level keys, through common/training.py.j2's helpers
+    ctx["script"] = {"validation": bool(t.validation_split), "log_every": t.log_every is not None,
+                     "early_stopping": t.early_stopping is not None,
+                     "metrics": any(m != "accuracy" for m in t.metrics)}
     # Gluon weight name -> max_norm (exec/steprule.py's step 7); Dense (out, in) and Conv2D OIHW are canonical
     ctx["max_norm"] = {f"{layer.name}_weight": float(layer.attr("max_norm")) for layer in lg.graph.layers
                        if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None}
@@ -385,7 +390,7 @@ TRAINING = {
     "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
     "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
-                 "max_norm"},
+                 "max_norm", "validation_split", "log_every", "early_stopping", "metrics"},
 }
 
 TEMPLATE = "gluon/module.py.j2"
