@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from test_emit_legacy import _python
 from test_golden import ruff_or_skip
+from test_seed_setups import digits  # noqa: F401  (the fixture)
 from test_train_settings import STEPS, TOLERANCE, batches, native
 from train_combos import MODEL, block, combinations
 
@@ -273,3 +274,39 @@ def test_the_script_honours_validation_split_early_stopping_log_every_and_metric
     expected = np.zeros((3, 3), np.int64)
     np.add.at(expected, (y[160:], scores.argmax(axis=1)), 1)
     np.testing.assert_array_equal(table, expected)
+
+
+def _seed_setups():
+    from pathlib import Path
+
+    return sorted(str(p) for p in (Path(__file__).resolve().parent.parent / "models" / "seeds").glob("seed_*.net"))
+
+
+def test_the_seed_setups_match_the_executor_over_twenty_steps(tmp_path):
+    """models/seeds/ (the seed posts' training setups: max_norm with a CNN, per-sample Adadelta, SGD with decay
+    and nesterov on one-hot targets, summed and half squared error) through `conformance --steps 20`."""
+    from netdsl import conformance as conf
+    from netdsl import conformance_steps as cs
+
+    _python("gluon")
+    seeds = _seed_setups()
+    assert len(seeds) == 6
+    columns = [c for c in conf.COLUMNS if c.name == "gluon"]
+    found = cs.run_steps(seeds, columns, 20, 0, tmp_path, lambda *a: None)
+    assert {cell.status for cell in found.values()} == {"pass"}, {m: (c.status, c.reason) for (m, _), c in found.items()}
+
+
+def test_the_seed_setups_train_one_short_epoch_in_their_gluon_scripts(tmp_path, digits):
+    """Each seed setup's generated Gluon script trains one epoch on the digits of tests/test_seed_setups.py."""
+    import re
+    from pathlib import Path
+
+    py = _python("gluon")
+    for path in _seed_setups():
+        script = tmp_path / (Path(path).stem + ".py")
+        script.write_text(emit(load_text(Path(path).read_text(), path), "gluon"))
+        run = subprocess.run([py, str(script), "--data", f"npz:{digits}", "--epochs", "1", "--out-dir",
+                              str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert run.returncode == 0, (path, run.stderr[-3000:])
+        found = re.search(r"epoch 1/1: loss ([\d.e+-]+|nan|inf), test accuracy ([\d.]+)", run.stdout)
+        assert found and np.isfinite(float(found.group(1))), (path, run.stdout[-2000:])
