@@ -376,9 +376,6 @@ def step_rule(t: ir.Training) -> dict:
         "decoupled": decoupled,
         "clip_value": t.clip_value,
         "clip_norm": t.clip_norm,
-        "decay": t.opt("decay", 0.0) if t.optimizer == "SGD" else 0.0,
-        "schedule": t.schedule,
-        "schedule_attrs": dict(t.schedule_attrs),
         "reduction": dict(t.loss_attrs).get("reduction", "mean"),
     }
 

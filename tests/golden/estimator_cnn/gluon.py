@@ -243,16 +243,8 @@ STEP_RULE = {
     "decoupled": 0.0,
     "clip_value": None,
     "clip_norm": None,
-    "decay": 0.0,
-    "schedule": None,
-    "schedule_attrs": {},
     "reduction": "mean",
 }
-
-
-def learning_rate(base_lr, step, steps_per_epoch):
-    """The learning rate of step `step` (0-based), docs/language.md's formula."""
-    return base_lr
 
 
 class NetdslTrainer(gluon.Trainer):
@@ -294,7 +286,8 @@ def _step_rule(trainer, batch):
     is already reduced (mean or sum), so no further 1/batch_size.
     """
     step = trainer.netdsl_steps
-    lr = learning_rate(trainer.netdsl_base_lr, step, trainer.netdsl_steps_per_epoch)
+    # the schedule's rate (and SGD's decay): common/training.py.j2, exec/steprule.schedule_factor's formulas
+    lr = scheduled_lr(trainer.netdsl_base_lr, step, trainer.netdsl_steps_per_epoch)
     trainer.set_learning_rate(lr)
     trainer.step(1)
     trainer.netdsl_steps = step + 1
