@@ -14,7 +14,7 @@ import numpy as np
 
 from . import ir
 
-TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator"})
+TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator", "keras"})
 PAD_FEATURE = 9.0
 
 
