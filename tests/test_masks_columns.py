@@ -107,3 +107,53 @@ def test_tagger_on_padded_batches_matches_native_and_ignores_the_padding(tmp_pat
     mine = dict(np.load(tmp_path / "step.npz"))
     for k, w in stepped.items():
         np.testing.assert_allclose(mine[k], w, rtol=0, atol=conf.STEP_TOL * max(1.0, float(np.abs(w).max())))
+
+
+@pytest.mark.parametrize("model", ["bilstm", "gru"])
+def test_onnx_tagger_on_padded_batches_both_oracles_and_round_trip(model):
+    """The ONNX export of the same taggers takes the lengths as the optional input words_lens: onnxruntime
+    and onnx.reference match the native executor at valid positions, padded to T and to T + 5; without
+    words_lens every sample is T long; `netdsl import` maps the lengths machinery back to the same IR."""
+    pytest.importorskip("onnxruntime")
+    from netdsl.onnx import check
+    from netdsl.onnx.export import to_onnx
+    from netdsl.onnx.sources import from_onnx_model
+
+    g = load("models/bilstm_tagger.net") if model == "bilstm" else load_text(GRU_TAGGER, "gru_tagger.net")
+    vocab = g.inputs[0].type.vocab
+    params = conf.conformance_params(g, 0)
+    onnx_model = to_onnx(g, params)
+    assert [i.name for i in onnx_model.graph.input] == ["words", "words_lens"]
+    rng = np.random.default_rng(zlib.crc32(f"onnx-{model}".encode()))
+    lengths = np.array([8, 3, 5, 1])
+    mask = valid(lengths, 8)
+    ids = np.where(mask, rng.integers(1, vocab, (4, 8)), 0)
+    longer = np.concatenate([ids, rng.integers(1, vocab, (4, 5))], axis=1)
+    ex = Executor(g, params, np.float32)
+    native = ex.forward({"words": ids}, lengths={"words": lengths})
+    tags = g.outputs[0]
+    for oracle in ("onnxruntime", "reference"):
+        run = check.run_onnxruntime if oracle == "onnxruntime" else check.run_reference
+        got = run(onnx_model, {"words": ids, "words_lens": lengths}, list(g.outputs))
+        got5 = run(onnx_model, {"words": longer, "words_lens": lengths}, list(g.outputs))
+        np.testing.assert_allclose(got[tags][mask], native[tags][mask], rtol=0, atol=1e-5, err_msg=oracle)
+        np.testing.assert_allclose(got5[tags][:, :8][mask], got[tags][mask], rtol=0, atol=1e-6, err_msg=oracle)
+        for out in g.outputs[1:]:
+            np.testing.assert_allclose(got[out], native[out], rtol=0, atol=1e-5, err_msg=oracle)
+            np.testing.assert_allclose(got5[out], got[out], rtol=0, atol=1e-6, err_msg=oracle)
+        full = run(onnx_model, {"words": ids}, list(g.outputs))  # no lengths: all T long
+        want = ex.forward({"words": ids})
+        for out in g.outputs:
+            np.testing.assert_allclose(full[out], want[out], rtol=0, atol=1e-5, err_msg=oracle)
+    text, weights = from_onnx_model(onnx_model, "tagger.onnx", "tagger")
+    back = load_text(text, "back.net")
+    assert [i.name for i in back.inputs] == ["words"]
+    assert [graph_kinds(back)] == [graph_kinds(g)]
+    again = Executor(back, weights, np.float32).forward({"words": ids}, lengths={"words": lengths})
+    for a, b in zip(g.outputs, back.outputs):
+        np.testing.assert_allclose(again[b], native[a], rtol=0, atol=1e-6)
+
+
+def graph_kinds(g):
+    """Each node's kind and its recurrence direction, in order."""
+    return [(g.layer(n.layer).kind, g.layer(n.layer).attr("go_backwards")) for n in g.nodes]
