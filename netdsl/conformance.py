@@ -422,6 +422,10 @@ def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict, lengths: 
     worst_abs, worst_rel, reason = 0.0, 0.0, ""
     try:
         for oracle, outs in check.both(model, batch, list(graph.outputs)).items():
+            if lengths:  # only valid positions are compared (conformance_lengths.zero_padding)
+                from .conformance_lengths import zero_padding
+
+                outs = zero_padding(graph, outs, lengths)
             for name, r in ref.items():
                 a, rl = max_diffs(r, outs[name])
                 if a > worst_abs:
