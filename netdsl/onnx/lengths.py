@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import ir
+from ..emit.passes.masks import RECURRENCES  # every recurrence kind takes the lengths
 
-RECURRENCES = ("LSTM", "GRU")
 SUFFIX = "_lens"
 
 
