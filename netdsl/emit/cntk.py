@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .. import ir
+from ..conformance_lengths import output_sources
 from ..layers.common import split_activation
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
@@ -443,6 +444,9 @@ def context(lg: Legacy, views: dict) -> dict:
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
+        # padded batches (docs/ir.md): each sequence is fed cut to its length, on CNTK's dynamic axis
+        seq_inputs=[i.name for i in lg.graph.inputs if i.type.seq],
+        output_sources=output_sources(lg.graph),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_h1=[(layer.param("H").name, layer.name) for layer in lg.graph.layers
                 if layer.kind == "GRU" and not layer.attr("reset_after")],

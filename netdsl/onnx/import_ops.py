@@ -266,9 +266,11 @@ def lstm(w, node):
         raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
     # zero initial states are the IR's (torch writes them, batch-sized, from Shape: folded to empty here)
     extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i)))]
+        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
     if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
         raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
+    if v.rev and direction != "forward":
+        raise _Refuse("a reverse recurrence over reversed steps")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
         raise _Refuse("Y_h / Y_c are used: the IR's LSTM gives the hidden sequence (select_last for the last state)")
     W, R = w.const(node.input[1]), w.const(node.input[2])
@@ -279,10 +281,38 @@ def lstm(w, node):
     bias = np.zeros(4 * n, np.float32) if B is None else B[0, :4 * n] + B[0, 4 * n:]
     params = {"W": gates_from_onnx(W[0]).astype(np.float32), "H": gates_from_onnx(R[0]).astype(np.float32),
               "b": gates_from_onnx(bias).astype(np.float32)}
-    x = w.need(replace(v, layout="c"), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse"}
+    x = w.need(replace(v, layout="c", rev=False), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev}
     y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
-    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
+
+
+def _lengths(w, name: str, k: int) -> bool:
+    """Input k of an LSTM/GRU is sequence_lens from a padded batch's lengths (onnx/lengths.py)."""
+    v = w.vals.get(name)
+    return k == 4 and v is not None and v.layout == "lens"
+
+
+@handles("ReverseSequence")
+def reverse_sequence(w, node):
+    """Each sample's valid steps reversed, around a forward recurrence: its go_backwards (onnx/lengths.py)."""
+    v, lens = w.vals[node.input[0]], w.vals.get(node.input[1])
+    a = attrs_of(node)
+    if lens is None or lens.layout != "lens" or v.layout != "tnf" or (a.get("batch_axis"), a.get("time_axis")) != (1, 0):
+        raise _Refuse("only a time-major reversal on a padded batch's lengths, around an LSTM or GRU, has an IR spelling")
+    w.vals[node.output[0]] = replace(v, rev=not v.rev)
+
+
+@handles("GatherND")
+def gather_nd(w, node):
+    """select_last on a padded batch: each sample's step lengths - 1 (onnx/lengths.py)."""
+    lens = w.vals.get(node.input[1])
+    if lens is None or lens.layout != "lens" or attrs_of(node).get("batch_dims", 0) != 1:
+        raise _Refuse("only a padded batch's select_last (its lengths - 1, batch_dims=1) has an IR kind")
+    x = w.need(w.vals[node.input[0]], node)
+    if not x.type.seq:
+        raise _Refuse("select_last reads a sequence")
+    w.vals[node.output[0]] = w.apply(None, None, [x], _out_hint(node), _hint(node), func="select_last")
 
 
 @handles("GRU")
@@ -296,9 +326,11 @@ def gru(w, node):
     if direction == "bidirectional":
         raise _Refuse("a bidirectional GRU: write two Recurrence(GRU) (one go_backwards) and splice them")
     extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k == 5 and w.const(i) is not None and not np.any(w.const(i)))]
+        k == 5 and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
     if extra or a.get("clip") is not None or "activations" in a:
         raise _Refuse("sequence_lens, initial states, clip and custom activations have no IR spelling")
+    if v.rev and direction != "forward":
+        raise _Refuse("a reverse recurrence over reversed steps")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
         raise _Refuse("Y_h is used: the IR's GRU gives the hidden sequence (select_last for the last state)")
     W, R = w.const(node.input[1]), w.const(node.input[2])
@@ -314,10 +346,10 @@ def gru(w, node):
         params["bh"] = gru_gates_swap(B[0, 3 * n:]).astype(np.float32)
     else:  # every recurrent bias is outside the reset gate then: one bias
         params["b"] = gru_gates_swap(B[0, :3 * n] + B[0, 3 * n:]).astype(np.float32)
-    x = w.need(replace(v, layout="c"), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse", "reset_after": reset_after}
+    x = w.need(replace(v, layout="c", rev=False), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, "reset_after": reset_after}
     y = w.apply("GRU", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
-    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
 
 
 # ------------------------------------------------------------------ layers without weights
@@ -438,7 +470,7 @@ def transpose(w, node):
     v = w.vals[node.input[0]]
     perm = tuple(attrs_of(node).get("perm", ()))
     moves = {((1, 0, 2), "c"): "tnf", ((1, 0, 2), "tnf"): "c", ((0, 2, 1), "c"): "nft", ((0, 2, 1), "nft"): "c"}
-    if v.type is not None and v.type.seq and (perm, v.layout) in moves:
+    if v.type is not None and v.type.seq and (perm, v.layout) in moves and not v.rev:
         base = w.need(v, node) if v.layout == "c" else v
         out = replace(base, layout=moves[(perm, v.layout)])
         if out.layout == "c" and out.app is not None:  # the end of the pair names the layer's value
@@ -532,7 +564,7 @@ def stabilizer(w, node):
                                      _hint(node), {"alpha": np.asarray(alpha, np.float32)}, _key(w, node.input[1]))
 
 
-@handles("Delay", domain="netdsl")
+@handles("Delay", "DelayOnLengths", domain="netdsl")
 def delay(w, node):
     """netdsl's own Delay function: T and initial_state read back from its pads and pad value."""
     pads, value = w.const(node.input[1]), w.const(node.input[2])

@@ -1096,7 +1096,7 @@ def pad_ids(seqs):
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
@@ -1106,7 +1106,7 @@ def pad_ids(seqs):
 def model_lengths(inputs):
     """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
     this target's model takes no lengths yet."""
-    return {}
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):

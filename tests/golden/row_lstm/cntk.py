@@ -37,6 +37,9 @@ TRAINING = {
     "seed": 0,
 }
 ID_INPUTS = {}  # token-id input -> vocabulary size
+# padded batches (docs/ir.md): a sequence input's samples are fed cut to their lengths, and a sequence
+# output (which has the lengths of OUTPUT_SOURCES' input) comes back zero-padded to the batch's T
+OUTPUT_SOURCES = {}
 OUTPUT = "z"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
 WEIGHTS = {
@@ -129,26 +132,50 @@ def export_netdsl_weights(model, path):
         np.savez(f, **arrays)
 
 
-def _feed(model, inputs):
+def _cut(x, name, lengths):
+    """x (N, T, ...) as a list of its samples, each cut to input name's lengths (x itself without)."""
+    if not lengths or name not in lengths:
+        return x
+    return [x[b, : int(n)] for b, n in enumerate(np.asarray(lengths[name]))]
+
+
+def _feed(model, inputs, lengths=None):
     args = {a.name: a for a in model.arguments}
     feed = {}
     for name in INPUTS:
-        x = np.asarray(inputs[name])
+        x = _cut(np.asarray(inputs[name]), name, lengths)
         if name in ID_INPUTS:
             feed[args[name]] = C.Value.one_hot(
                 [[int(t) for t in row] for row in x], ID_INPUTS[name]
             )
+        elif isinstance(x, list):
+            feed[args[name]] = [np.ascontiguousarray(r, dtype=np.float32) for r in x]
         else:
             feed[args[name]] = np.ascontiguousarray(x, dtype=np.float32)
     return feed
 
 
-def predict(model, inputs):
-    """Inference (eval: dropout off, batch norm on its aggregate statistics): canonical arrays in and out."""
-    out = model.eval(_feed(model, inputs))
-    if isinstance(out, list):  # one array per sequence
-        out = np.stack(out)
-    return {OUTPUT: np.asarray(out, dtype=np.float32)}
+def _padded(value, name, inputs):
+    """An output as one array: a sequence output's samples (each as long as its sequence) zero-padded
+    to its input's T."""
+    if not isinstance(value, list):
+        return np.asarray(value, dtype=np.float32)
+    if name not in OUTPUT_SOURCES:
+        return np.asarray(np.stack(value), dtype=np.float32)
+    steps = np.asarray(inputs[OUTPUT_SOURCES[name]]).shape[1]
+    out = np.zeros((len(value), steps) + np.shape(value[0])[1:], np.float32)
+    for b, v in enumerate(value):
+        out[b, : len(v)] = v
+    return out
+
+
+def predict(model, inputs, lengths=None):
+    """Inference (eval: dropout off, batch norm on its aggregate statistics): canonical arrays in and out.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
+    out = model.eval(_feed(model, inputs, lengths))
+    return {OUTPUT: _padded(out, OUTPUT, inputs)}
 
 
 def export_native(model, directory):
@@ -225,9 +252,13 @@ def make_trainer(model, lr=None):
     return C.Trainer(model, (loss, metric), [_learner(model.parameters, lr)])
 
 
-def train_step(model, trainer, inputs, targets):
-    """One optimisation step (train_minibatch); returns the mean loss before the update."""
-    feed = _feed(model, inputs)
+def train_step(model, trainer, inputs, targets, lengths=None):
+    """One optimisation step (train_minibatch); returns the mean loss before the update.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    The loss then covers the real steps only: CNTK sees each sequence at its own length.
+    """
+    feed = _feed(model, inputs, lengths)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
     feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
@@ -1000,7 +1031,7 @@ def pad_ids(seqs):
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
@@ -1010,7 +1041,7 @@ def pad_ids(seqs):
 def model_lengths(inputs):
     """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
     this target's model takes no lengths yet."""
-    return {}
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):
