@@ -57,6 +57,7 @@ class View:
     name: str = ""
     explicit: set = field(default_factory=set)
     defaults: dict = field(default_factory=dict)
+    around: str | None = None  # code around the layer's, at {core}: a 1-D window's (F, T) view of a sequence
 
 
 ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax",
@@ -126,6 +127,8 @@ def _dense(lg, layer):
 
 
 def _conv(lg, layer):
+    if len(layer.attr("kernel")) == 1:
+        return _conv_1d(lg, layer)
     kernel = tuple(layer.attr("kernel"))
     pad, pattern = _cntk_pad(lg, layer, kernel)
     args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
@@ -137,6 +140,8 @@ def _conv(lg, layer):
 
 
 def _pool(lg, layer):
+    if len(layer.attr("window")) == 1:
+        return _pool_1d(lg, layer)
     window = tuple(layer.attr("window"))
     pad, pattern = _cntk_pad(lg, layer, window)
     strides = tuple(layer.attr("strides"))
@@ -144,6 +149,48 @@ def _pool(lg, layer):
     args = {"strides": repr(strides) if strides != (1, 1) else "1", "pad": pad}
     return View(ctor=ctor, pos=[repr(window)], args=args, pattern=pattern,
                 pad_value="-np.inf" if layer.kind == "MaxPooling" else None)
+
+
+# A 1-D window over time: CNTK pools nothing along a sequence axis (MaxPooling(sequential=True) raises
+# NotImplementedError), so the sequence is unpacked to a static (T, F) tensor (T a free dimension), seen as
+# (F, T) -- seed 004's (channels, spatial) -- for the static Convolution1D/pooling, and put back on the
+# input's own sequence axis (to_sequence_like): check() refuses the windows that change the length.
+OVER_TIME = ("(lambda f: lambda x: C.to_sequence_like(C.transpose(f(C.transpose(C.sequence.unpack(x, padding_value=0, "
+             "no_mask_output=True), (1, 0))), (1, 0)), x))({core})")
+
+
+def keeps_length(layer) -> bool:
+    """A 1-D window whose output has its input's length: stride 1 and k - 1 steps of pads."""
+    k = (layer.attr("kernel") or layer.attr("window"))[0]
+    (before, after), = layer.attr("pads")
+    return layer.attr("strides")[0] == 1 and before + after == k - 1
+
+
+def _cntk_pad_1d(lg, layer, k):
+    """A 1-D window's (pad argument, explicit C.pad pattern on (F, T) or None). Always explicit: CNTK checks
+    that the window fits the unpadded input (a ValueError on a short batch), and T is a free dimension."""
+    (pads,) = tuple(tuple(p) for p in layer.attr("pads"))
+    if pads == (0, 0):
+        return "False", None
+    return "False", [[0, 0], list(pads)]
+
+
+def _conv_1d(lg, layer):
+    k, s = layer.attr("kernel")[0], layer.attr("strides")[0]
+    pad, pattern = _cntk_pad_1d(lg, layer, k)  # pad is "False": CNTK's default, so not written
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
+            "strides": repr(s), "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
+    return View(ctor="C.layers.Convolution1D", pos=[repr((k,)), str(layer.attr("filters"))], args=args,
+                params=p, pattern=pattern, pad_value="0.0", around=OVER_TIME)
+
+
+def _pool_1d(lg, layer):
+    k, s = layer.attr("window")[0], layer.attr("strides")[0]
+    pad, pattern = _cntk_pad_1d(lg, layer, k)
+    ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
+    return View(ctor=ctor, pos=[repr((k,))], args={"strides": repr(s), "pad": pad}, pattern=pattern,
+                pad_value="-np.inf" if layer.kind == "MaxPooling" else None, around=OVER_TIME)
 
 
 def _bn(lg, layer):
@@ -295,6 +342,8 @@ def _scope(lg, layers) -> dict:
 
 def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     """The constructor call of one layer under a default_options scope."""
+    if v.around is not None:
+        return v.around.format(core=layer_code(replace(v, around=None), scope, name_expr))
     if v.ctor is None:
         return v.fn
     parts = list(v.pos)
@@ -375,6 +424,11 @@ def check(lg: Legacy) -> list:
         diags.append(cannot(lg, layer, "cntk", "batch norms with different momenta (the generated "
                             "train_step re-blends CNTK's running statistics with one momentum)"))
     for layer in lg.graph.layers:
+        if layer.kind in ("Convolution", "MaxPooling", "AveragePooling") and len(
+                layer.attr("kernel") or layer.attr("window")) == 1 and not keeps_length(layer):
+            diags.append(cannot(lg, layer, "cntk", "a 1-D window that changes the sequence length (strides > 1, or "
+                                "pads other than k - 1 steps): CNTK 2.7 puts such a result on a new sequence axis, which "
+                                "the labels and the model's other sequences do not share"))
         if layer.attr("activation") == "gelu(approximate=False)":
             diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
                                 "erf (gelu(approximate=True), the tanh form, it has)"))
