@@ -155,8 +155,7 @@ def _pool(lg, layer):
 # NotImplementedError), so the sequence is unpacked to a static (T, F) tensor (T a free dimension), seen as
 # (F, T) -- seed 004's (channels, spatial) -- for the static Convolution1D/pooling, and put back on the
 # input's own sequence axis (to_sequence_like): check() refuses the windows that change the length.
-OVER_TIME = ("(lambda f: lambda x: C.to_sequence_like(C.transpose(f(C.transpose(C.sequence.unpack(x, padding_value=0, "
-             "no_mask_output=True), (1, 0))), (1, 0)), x))({core})")
+OVER_TIME = "_over_time({core})"  # the template's helper
 
 
 def keeps_length(layer) -> bool:
@@ -484,6 +483,7 @@ def context(lg: Legacy, views: dict) -> dict:
             statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(lg, views, e, {}, "    "),
                                "ins": c["inputs"]})
     out_t = lg.value_type(lg.graph.outputs[0])
+    ctx["over_time"] = any(v.around == OVER_TIME for v in views.values())
     ctx.update(
         params=params, statements=statements,
         bn=any(v.kind == "BatchNormalization" for v in views.values()),
