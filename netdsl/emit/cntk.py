@@ -356,9 +356,7 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     if v.pattern and v.ctor == "C.layers.AveragePooling":
         # explicit pads must not be counted: the mean over zero-padded x divided by that over padded ones
         # is sum/count over the real cells only
-        pat = repr(v.pattern)
-        return (f"(lambda pool: lambda x: C.element_divide(pool(C.pad(x, pattern={pat}, constant_value=0.0)), "
-                f"pool(C.pad(C.ones_like(x), pattern={pat}, constant_value=0.0))))({core})")
+        return f"_avg_pool_padded({core}, {v.pattern!r})"  # the template's helper
     if v.pattern:
         pad = f"lambda x: C.pad(x, pattern={v.pattern!r}, constant_value={v.pad_value})"
         return f"C.layers.Sequential([{pad}, {core}])"
@@ -484,6 +482,7 @@ def context(lg: Legacy, views: dict) -> dict:
                                "ins": c["inputs"]})
     out_t = lg.value_type(lg.graph.outputs[0])
     ctx["over_time"] = any(v.around == OVER_TIME for v in views.values())
+    ctx["avg_pool_padded"] = any(v.pattern and v.ctor == "C.layers.AveragePooling" for v in views.values())
     ctx.update(
         params=params, statements=statements,
         bn=any(v.kind == "BatchNormalization" for v in views.values()),

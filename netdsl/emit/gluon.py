@@ -20,6 +20,7 @@ from .. import ir
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
+from .common import as_2d_window, is_1d_window
 from .legacy import (
     Legacy,
     block_tree,
@@ -31,7 +32,6 @@ from .legacy import (
     structure_diagnostics,
 )
 from .passes.masks import RECURRENCES, length_sources
-from .common import as_2d_window, is_1d_window
 
 # a HybridBlock's own attributes (mxnet 1.9): a child block must not take one of these names
 BLOCK_ATTRS = frozenset("""
@@ -154,8 +154,8 @@ def convolution_1d(lg, layer):
     pad = []
     if before != after:
         width = (0, 0, 0, 0, 0, 0, before, after)
-        pad = [f"nn.HybridLambda(lambda F, x: F.squeeze(F.pad(F.expand_dims(x, axis=2), mode=\"constant\", "
-               f"pad_width={width!r}, constant_value=0.0), axis=2))"]
+        pad = [(f"nn.HybridLambda(lambda F, x: F.squeeze(F.pad(F.expand_dims(x, axis=2), mode=\"constant\", "
+                f"pad_width={width!r}, constant_value=0.0), axis=2))")]
     return View(_sequential_1d(layer, [TO_NCW] + pad + [core, TO_NWC] + _softmax(layer, lg.out_type(layer))),
                 _weights(layer))
 

@@ -403,10 +403,10 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = self.{attr}({x}.transpose(1, 2)).transpose(1, 2)"]
     if kind == "Convolution" and t.seq:  # a 1-D convolution over time: (N, T, F) <-> (N, F, T)
         inner = _pre(f"{x}.transpose(1, 2)", tl)
-        return [f"{out} = self.{attr}({inner})", f"{out} = {_apply_act(f'{out}.transpose(1, 2)', tl)}"]
+        return [C.layout(f"{out} = self.{attr}({inner})", 8), f"{out} = {_apply_act(f'{out}.transpose(1, 2)', tl)}"]
     if kind in ("MaxPooling", "AveragePooling") and t.seq:  # the 2-D pooling over (N, F, 1, T)
         inner = _pre(f"{x}.transpose(1, 2).unsqueeze(2)", tl)
-        return [f"{out} = self.{attr}({inner})", f"{out} = {out}.squeeze(2).transpose(1, 2)"]
+        return [C.layout(f"{out} = self.{attr}({inner})", 8), f"{out} = {out}.squeeze(2).transpose(1, 2)"]
     if kind == "Activation":
         return [f"{out} = {_apply_act(x, tl)}"]
     if kind == "Flatten":

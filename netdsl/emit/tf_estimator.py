@@ -28,6 +28,7 @@ from typing import Callable
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
+from .common import is_1d_window
 from .legacy import (
     Legacy,
     cannot,
@@ -38,7 +39,6 @@ from .legacy import (
 )
 from .passes.masks import RECURRENCES, length_sources
 from .passes.nhwc_flatten import dense_rows, flatten_orders
-from .common import is_1d_window
 
 ACT = {None: None, "relu": "tf.nn.relu", "sigmoid": "tf.nn.sigmoid", "tanh": "tf.nn.tanh", "softmax": "tf.nn.softmax",
        "elu": "tf.nn.elu", "softplus": "tf.nn.softplus", "silu": "tf.nn.silu"}

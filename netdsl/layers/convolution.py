@@ -7,7 +7,15 @@ from ..ir import TensorType
 from ..shapes import sequence_window_output, window_output
 from ..values import describe, describe_dim, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, bias_init, first_error, positive, weights, window, window1d
+from .common import (
+    DEFAULT_INIT,
+    bias_init,
+    first_error,
+    positive,
+    weights,
+    window,
+    window1d,
+)
 
 
 def cntk_only(a: dict):
