@@ -105,3 +105,41 @@ KIND = register(LayerKind(
          "pad": False, "strides": 1, "bias": True, "init_bias": 0, "reduction_rank": 1},
         check_1d, keyword_aliases={"rf_shape": "filter_shape"})),
 ))
+
+
+# the kinds that read a padded batch's lengths (docs/ir.md): recurrences, select_last, Delay with T < 0
+READS_LENGTHS = ("LSTM", "GRU", "SelectLast")
+
+
+def changes_length(layer) -> bool:
+    """A 1-D window (Convolution (k,), pooling (k,)) whose output can have another length than its input."""
+    window = layer.attr("kernel") or layer.attr("window")
+    if not window or len(window) != 1:
+        return False
+    (before, after), = layer.attr("pads")
+    return layer.attr("strides")[0] != 1 or before + after != window[0] - 1
+
+
+def lengths_after_windows(g) -> list:
+    """E115 where a layer that reads the sequence lengths reads a sequence whose length a 1-D window changed:
+    the lengths of a padded batch are those of the input sequence, which the window does not rescale."""
+    from ..errors import Diagnostic
+
+    layers = {layer.name: layer for layer in g.layers}
+    changed = {}  # sequence value -> the layer that changed its length
+    diags = []
+    for node in g.nodes:
+        layer = layers[node.layer]
+        src = next((changed[v] for v in node.inputs if v in changed), None)
+        reads = layer.kind in READS_LENGTHS or (layer.kind == "Delay" and layer.attr("T", 0) < 0)
+        if src is not None and reads:
+            diags.append(Diagnostic(
+                "E115", f"layer '{layer.name}' ({layer.kind}) reads the lengths of a padded sequence batch, but the "
+                f"1-D {src.kind} '{src.name}' changed the sequence length (strides {src.attr('strides')[0]}, pads "
+                f"{src.attr('pads')[0]}), and netdsl does not rescale the lengths", node.span or g.span,
+                "keep the length in front of it (strides=1, pad=True), or put the window after it"))
+        if node.type.seq and changes_length(layer):
+            changed[node.name] = layer
+        elif node.type.seq and src is not None:
+            changed[node.name] = src
+    return diags
