@@ -122,6 +122,8 @@ def dense(idx, layer):
 
 
 def convolution(idx, layer):
+    if C.is_1d_window(layer):
+        return convolution_1d(idx, layer)
     pads = C.Pads.of(layer.attr("pads"))
     kernel, strides = tuple(layer.attr("kernel")), tuple(layer.attr("strides"))
     kwargs = {}
@@ -144,7 +146,53 @@ def convolution(idx, layer):
     return KerasView("Convolution", out, weights)
 
 
+def _same_1d(pads, k: int, s: int) -> bool:
+    """Keras's padding="same" at stride 1 pads (k-1)//2 before and the rest after: netdsl's pad=True."""
+    return s == 1 and tuple(pads) == ((k - 1) // 2, k - 1 - (k - 1) // 2)
+
+
+def convolution_1d(idx, layer):
+    """Conv1D over (N, T, F), F the channels, as Keras lays a sequence out; kernel (k, F, O) is W (O, F, k)
+    with its axes reversed, which is the "dense" conversion (array.T)."""
+    (pads,), k, s = layer.attr("pads"), layer.attr("kernel")[0], layer.attr("strides")[0]
+    kwargs = {"strides": s} if s != 1 else {}
+    out = []
+    if pads == (0, 0):
+        pass
+    elif _same_1d(pads, k, s):
+        kwargs["padding"] = "same"
+    else:
+        out.append(KLayer("_pad", "layers.ZeroPadding1D", (tuple(pads),)))
+    kwargs.update(_act_kwargs(layer))
+    if not layer.attr("bias"):
+        kwargs["use_bias"] = False
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    out.append(KLayer("", "layers.Conv1D", (layer.attr("filters"), k), kwargs))
+    out += _act_layer(layer.attr("activation"), "_act")
+    weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    return KerasView("Convolution", out, weights)
+
+
+def _pool_1d(idx, layer, cls):
+    """MaxPooling1D/AveragePooling1D where Keras's own padding is netdsl's; else the 2-D pooling over the
+    (N, T, 1, F) image of the sequence, window k x 1, whose helpers pad with -inf or count real cells."""
+    (pads,), k, s = layer.attr("pads"), layer.attr("window")[0], layer.attr("strides")[0]
+    kwargs = {} if s == k else {"strides": s}
+    if pads == (0, 0) or _same_1d(pads, k, s):
+        if pads != (0, 0):
+            kwargs["padding"] = "same"
+        return KerasView(layer.kind, [KLayer("", cls.replace("2D", "1D"), (k,), kwargs)])
+    f = idx.first_input_type(layer).shape[0]
+    two_d = C.with_attrs(layer, {"window": (k, 1), "strides": (s, 1), "pads": (tuple(pads), (0, 0))})
+    view = _pool(idx, two_d, cls)
+    view.layers = ([KLayer("_image", "layers.Reshape", ((-1, 1, f),))] + view.layers
+                   + [KLayer("_seq", "layers.Reshape", ((-1, f),))])
+    return view
+
+
 def _pool(idx, layer, cls):
+    if C.is_1d_window(layer):
+        return _pool_1d(idx, layer, cls)
     pads = C.Pads.of(layer.attr("pads"))
     window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
     kwargs = {} if strides == window else {"strides": strides}

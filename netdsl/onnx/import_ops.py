@@ -100,8 +100,53 @@ def _pad_spelling(x: Val, kernel, strides, pads):
 
 
 # ------------------------------------------------------------------ layers with weights
+def _window_1d(w, node, x: Val, k: int) -> dict:
+    """A 1-D window over the (N, F, T) transpose of a sequence: strides, pads and pad in the IR's terms."""
+    a = attrs_of(node)
+    if any(d != 1 for d in a.get("dilations", [1])):
+        raise _Refuse("dilations other than 1 have no IR spelling")
+    if a.get("ceil_mode", 0):
+        raise _Refuse("ceil_mode=1 has no IR spelling")
+    (s,) = (int(v) for v in a.get("strides", [1]))
+    auto, size = _s(a.get("auto_pad", "NOTSET")), x.type.length
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if size is None:
+            raise _Refuse(f"auto_pad={auto} over a sequence of unknown length")
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads = (total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2)
+    elif auto == "VALID":
+        pads = (0, 0)
+    else:
+        p = [int(v) for v in a.get("pads", [0, 0])]
+        pads = (p[0], p[1])
+    same = shapes.same_pads(size if size is not None else k, k, s) if size is not None or s == 1 else None
+    pad = False if pads == (0, 0) else True if pads == same else (pads,)
+    return {"strides": (s,), "pads": (pads,), "pad": pad}
+
+
+def _sequence_conv(w, node, v: Val):
+    """Conv on the (N, F, T) transpose of a sequence: a 1-D Convolution; its result stays transposed until
+    the Transpose that ends the pair."""
+    x = w.need(replace(v, layout="c"), node)
+    if attrs_of(node).get("group", 1) != 1:
+        raise _Refuse("grouped convolution has no IR spelling")
+    W = w.const(node.input[1])
+    if W is None or W.ndim != 3:
+        raise _Refuse("the weight of a 1-D Conv must be a constant (O, C, k) kernel")
+    B = w.const(node.input[2]) if len(node.input) > 2 else None
+    if len(node.input) > 2 and node.input[2] and B is None:
+        raise _Refuse("the bias must be a constant")
+    attrs = {"kernel": (int(W.shape[2]),), "filters": int(W.shape[0]), "activation": None, "bias": B is not None,
+             **_window_1d(w, node, x, int(W.shape[2]))}
+    params = {"W": W.astype(np.float32)} | ({"b": B.astype(np.float32)} if B is not None else {})
+    y = w.apply("Convolution", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+    w.vals[node.output[0]] = replace(y, layout="nft")
+
+
 @handles("Conv")
 def conv(w, node):
+    if w.vals[node.input[0]].layout == "nft":
+        return _sequence_conv(w, node, w.vals[node.input[0]])
     x = w.need(w.vals[node.input[0]], node)
     _image(x, "Conv")
     a = attrs_of(node)
@@ -353,8 +398,52 @@ def gru(w, node):
 
 
 # ------------------------------------------------------------------ layers without weights
+def _sequence_pool(w, node, kind):
+    """MaxPool/AveragePool on the (N, F, T) transpose of a sequence: a 1-D pooling (see _sequence_conv).
+    A MaxPool may read a Pad of -inf (layout "nft-pad:<before>:<after>"), the exporter's form of its pads."""
+    v = w.vals[node.input[0]]
+    x = w.need(replace(v, layout="c"), node)
+    a = attrs_of(node)
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise _Refuse("the Indices output has no IR spelling")
+    if len(a["kernel_shape"]) != 1:
+        raise _Refuse("a pooling of a transposed sequence must have a 1-D window")
+    k = int(a["kernel_shape"][0])
+    attrs = {"window": (k,), **_window_1d(w, node, x, k)}
+    if v.layout.startswith("nft-pad:"):
+        if kind != "MaxPooling" or attrs["pads"] != ((0, 0),):
+            raise _Refuse("a Pad of -inf in front of a pooling that pads as well (or averages) has no IR spelling")
+        before, after = (int(d) for d in v.layout.split(":")[1:])
+        attrs["pads"] = ((before, after),)
+        same = shapes.same_pads(x.type.length or k, k, attrs["strides"][0])
+        attrs["pad"] = True if (x.type.length is not None or attrs["strides"][0] == 1) and (before, after) == same \
+            else attrs["pads"]
+    if kind == "AveragePooling" and a.get("count_include_pad", 0) and attrs["pads"] != ((0, 0),):
+        raise _Refuse("count_include_pad=1 with padding: the IR's average excludes the pads")
+    y = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+    w.vals[node.output[0]] = replace(y, layout="nft")
+
+
+@handles("Pad")
+def pad(w, node):
+    """A constant Pad of -inf on the time axis of a transposed sequence: the pads of the MaxPool after it."""
+    v = w.vals[node.input[0]]
+    a = attrs_of(node)
+    pads = w.const(node.input[1]) if len(node.input) > 1 else None
+    value = w.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    ok = (v.layout == "nft" and _s(a.get("mode", "constant")) == "constant" and pads is not None
+          and value is not None and float(value) == -np.inf and len(node.input) < 4)
+    p = [int(d) for d in pads] if ok else []
+    if not ok or len(p) != 6 or p[0] or p[1] or p[3] or p[4]:
+        raise _Refuse("only a Pad of -inf on the time axis of a transposed sequence, before a MaxPool, has an IR "
+                      "spelling")
+    w.vals[node.output[0]] = replace(v, layout=f"nft-pad:{p[2]}:{p[5]}")
+
+
 def _pool(kind):
     def handler(w, node):
+        if w.vals[node.input[0]].layout == "nft" or w.vals[node.input[0]].layout.startswith("nft-pad:"):
+            return _sequence_pool(w, node, kind)
         x = w.need(w.vals[node.input[0]], node)
         _image(x, node.op_type)
         a = attrs_of(node)
