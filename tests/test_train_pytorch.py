@@ -17,7 +17,8 @@ from netdsl.emit.base import emit
 from netdsl.exec.train import Trainer as NativeTrainer, Options
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load_text
-from test_train_settings import MODEL, TOLERANCE, batches, block, combinations, native
+from test_train_settings import TOLERANCE, batches, native
+from train_combos import MODEL, block, combinations
 
 torch = pytest.importorskip("torch")
 
@@ -131,7 +132,7 @@ def test_scheduled_lr_is_the_executors(tmp_path):
     its TRAINING replaced by each block's."""
     from netdsl.emit.common import training_dict
     from netdsl.exec.steprule import schedule_factor
-    from test_train_settings import OPTIMIZERS, SCHEDULES
+    from train_combos import OPTIMIZERS, SCHEDULES
 
     _, mod = generated(MODEL % block("SGD(lr=0.1)", None, None, "l2"), tmp_path, "lr")
     for schedule in SCHEDULES:
@@ -213,3 +214,26 @@ def test_the_helpers_agree_with_netdsl_run(tmp_path):
     stopping = mod.EarlyStopping()
     assert [stopping.update(v) for v in (1.0, 0.9, 0.95)] == [False, False, True]
     assert mod.log_due(8) and not mod.log_due(6)
+
+
+def test_max_norm_matches_native(tmp_path):
+    """max_norm on a Dense and on a Convolution (per filter): 20 steps, losses and weights as native, and the
+    constraint holds."""
+    from test_max_norm import CONV, DENSE, _native
+
+    for i, (text, shape) in enumerate(((DENSE % "0.8", (8, 6)), (CONV, (4, 2, 6, 6)))):
+        graph, mod = generated(text, tmp_path, f"max_norm_{i}")
+        params = init_params(graph, 0)
+        rng = np.random.default_rng(2)
+        data = [(rng.standard_normal(shape).astype(np.float32), rng.integers(0, 3, shape[0])) for _ in range(20)]
+        n_losses, n_params = _native(graph, params, data)
+        t_losses, t_params = torch_run(mod, params, data, lambda y: y)
+        np.testing.assert_allclose(t_losses, n_losses, rtol=1e-4, atol=1e-5)
+        for k in t_params:
+            np.testing.assert_allclose(t_params[k], n_params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        for layer in graph.layers:
+            bound = layer.attr("max_norm") if layer.kind in ("Dense", "Convolution") else None
+            if bound is not None:
+                w = t_params[layer.param("W").name].astype(np.float64)
+                norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)
+                assert norms.max() <= bound * (1 + 1e-6) and norms.max() > bound * 0.99, layer.name
