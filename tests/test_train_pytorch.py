@@ -9,6 +9,8 @@ native() (exec/steprule.StepRule + exec/optim.py) to 1e-4, relative to their siz
 from __future__ import annotations
 
 import importlib.util
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from netdsl.emit.base import emit
 from netdsl.exec.train import Trainer as NativeTrainer, Options
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load_text
+from test_seed_setups import SEEDS, digits  # noqa: F401  (digits: a fixture)
 from test_train_settings import TOLERANCE, batches, native
 from train_combos import MODEL, block, combinations
 
@@ -237,3 +240,29 @@ def test_max_norm_matches_native(tmp_path):
                 w = t_params[layer.param("W").name].astype(np.float64)
                 norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)
                 assert norms.max() <= bound * (1 + 1e-6) and norms.max() > bound * 0.99, layer.name
+
+
+@pytest.mark.parametrize("path", SEEDS, ids=[Path(p).stem for p in SEEDS])
+def test_seed_setup_one_short_epoch(path, digits, tmp_path, capsys):
+    """Each seed post's training setup (models/seed_*.net) through its generated PyTorch script's main(): one
+    epoch on tests/test_seed_setups.py's small MNIST-shaped dataset, from netdsl's initial weights."""
+    from netdsl.exec.weights import save_weights
+    from netdsl.frontend import load
+
+    graph = load(path)
+    _, mod = generated(Path(path).read_text(), tmp_path, Path(path).stem)
+    start = init_params(graph, 0)
+    save_weights(tmp_path / "init.npz", start)
+    mod.main(["--data", f"npz:{digits}", "--epochs", "1", "--init", str(tmp_path / "init.npz"),
+              "--out-dir", str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    found = re.search(r"epoch 1/1: loss ([\d.e+-]+|nan|inf), test accuracy ([\d.]+)", text)
+    assert found and np.isfinite(float(found.group(1))) and 0 <= float(found.group(2)) <= 1, text
+    with np.load(tmp_path / "out" / f"{graph.name}.npz") as w:
+        trained = {k: w[k] for k in w.files}
+    assert any(not np.array_equal(trained[k], start[k]) for k in start), "nothing was trained"
+    for layer in graph.layers:  # max_norm held after the last update
+        m = layer.attr("max_norm") if layer.kind in ("Dense", "Convolution") else None
+        if m is not None:
+            W = trained[layer.param("W").name].astype(np.float64)
+            assert np.sqrt((W.reshape(len(W), -1) ** 2).sum(axis=1)).max() <= m * (1 + 1e-6)
