@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from netdsl.emit.base import emit
-from netdsl.exec.train import Trainer as NativeTrainer, Options
-from netdsl.exec.weights import init_params
-from netdsl.frontend import load_text
-from test_seed_setups import SEEDS, digits  # noqa: F401  (digits: a fixture)
+from test_seed_setups import SEEDS
+from test_seed_setups import digits as seed_digits  # noqa: F401  (a fixture)
 from test_train_settings import TOLERANCE, batches, native
 from train_combos import MODEL, block, combinations
+
+from netdsl.emit.base import emit
+from netdsl.exec.train import Options
+from netdsl.exec.train import Trainer as NativeTrainer
+from netdsl.exec.weights import init_params
+from netdsl.frontend import load_text
 
 torch = pytest.importorskip("torch")
 
@@ -133,9 +135,10 @@ def test_the_schedule_continues_from_a_checkpointed_trainer(tmp_path):
 def test_scheduled_lr_is_the_executors(tmp_path):
     """The shared helper (common/training.py.j2) against exec/steprule.schedule_factor, exactly: one module,
     its TRAINING replaced by each block's."""
+    from train_combos import OPTIMIZERS, SCHEDULES
+
     from netdsl.emit.common import training_dict
     from netdsl.exec.steprule import schedule_factor
-    from train_combos import OPTIMIZERS, SCHEDULES
 
     _, mod = generated(MODEL % block("SGD(lr=0.1)", None, None, "l2"), tmp_path, "lr")
     for schedule in SCHEDULES:
@@ -243,7 +246,7 @@ def test_max_norm_matches_native(tmp_path):
 
 
 @pytest.mark.parametrize("path", SEEDS, ids=[Path(p).stem for p in SEEDS])
-def test_seed_setup_one_short_epoch(path, digits, tmp_path, capsys):
+def test_seed_setup_one_short_epoch(path, seed_digits, tmp_path, capsys):  # noqa: F811 (the fixture)
     """Each seed post's training setup (models/seed_*.net) through its generated PyTorch script's main(): one
     epoch on tests/test_seed_setups.py's small MNIST-shaped dataset, from netdsl's initial weights."""
     from netdsl.exec.weights import save_weights
@@ -253,7 +256,7 @@ def test_seed_setup_one_short_epoch(path, digits, tmp_path, capsys):
     _, mod = generated(Path(path).read_text(), tmp_path, Path(path).stem)
     start = init_params(graph, 0)
     save_weights(tmp_path / "init.npz", start)
-    mod.main(["--data", f"npz:{digits}", "--epochs", "1", "--init", str(tmp_path / "init.npz"),
+    mod.main(["--data", f"npz:{seed_digits}", "--epochs", "1", "--init", str(tmp_path / "init.npz"),
               "--out-dir", str(tmp_path / "out")])
     text = capsys.readouterr().out
     found = re.search(r"epoch 1/1: loss ([\d.e+-]+|nan|inf), test accuracy ([\d.]+)", text)
