@@ -269,3 +269,48 @@ def test_seed_setup_one_short_epoch(path, seed_digits, tmp_path, capsys):  # noq
         if m is not None:
             W = trained[layer.param("W").name].astype(np.float64)
             assert np.sqrt((W.reshape(len(W), -1) ** 2).sum(axis=1)).max() <= m * (1 + 1e-6)
+
+
+RESUMED_MODEL = """model Resumed
+x = Input(6)
+h = Dense(16, activation=relu)(x)
+d = Dropout(0.3)(h)
+y = Dense(3)(d)
+output y
+train {
+    optimizer = SGD(lr=0.2, decay=0.05, momentum=0.9)
+    lr_schedule = step(step_size=1, gamma=0.7)
+    weight_decay = l2(0.001)
+    clip_norm = 1.0
+    batch_size = 16
+    epochs = 3
+    validation_split = 0.25
+    early_stopping = 5
+}
+"""
+
+
+def test_a_resumed_script_continues_the_schedule_and_the_early_stopping_count(tmp_path, capsys):
+    """Three epochs straight, and one epoch then two resumed from --checkpoint: the same weights bit for bit,
+    the same lines (the schedule's step count and the early-stopping state are in the checkpoint)."""
+    from netdsl.exec.weights import save_weights
+
+    rule_data(tmp_path)
+    graph, mod = generated(RESUMED_MODEL, tmp_path, "resumed_script")
+    save_weights(tmp_path / "init.npz", init_params(graph, 0))
+    common = ["--data", f"npz:{tmp_path / 'd.npz'}", "--init", str(tmp_path / "init.npz")]
+    mod.main(common + ["--out-dir", str(tmp_path / "straight")])
+    straight = capsys.readouterr().out
+    checkpoint = str(tmp_path / "run.pt")
+    mod.main(common + ["--epochs", "1", "--checkpoint", checkpoint, "--out-dir", str(tmp_path / "first")])
+    first = capsys.readouterr().out
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["optimizer"]["schedule"]["last_epoch"] == 8  # 120 samples / 16: 8 steps taken
+    assert state["extra"]["early_stopping"][1] == 0
+    mod.main(common + ["--checkpoint", checkpoint, "--resume", "--out-dir", str(tmp_path / "resumed")])
+    resumed = capsys.readouterr().out
+    lines = straight.splitlines(keepends=True)
+    assert len(lines) == 6 and first.replace("epoch 1/1:", "epoch 1/3:") == "".join(lines[:2])
+    assert resumed == "".join(lines[2:])
+    with np.load(tmp_path / "straight" / "Resumed.npz") as a, np.load(tmp_path / "resumed" / "Resumed.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)

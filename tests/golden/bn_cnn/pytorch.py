@@ -278,8 +278,9 @@ def progress(batches, epoch, epochs, show):
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show)
 
 
-def save_checkpoint(path, model, trainer, epoch, step, generator):
-    """Everything --resume needs, written atomically (a temporary file, then os.replace)."""
+def save_checkpoint(path, model, trainer, epoch, step, generator, extra=None):
+    """Everything --resume needs, written atomically (a temporary file, then os.replace); extra: the
+    training loop's own state (plain values)."""
     import random
     import tempfile
 
@@ -298,6 +299,7 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
         "epoch": epoch,
         "step": step,
         "rng": rng,
+        "extra": extra or {},
     }
     fd, tmp = tempfile.mkstemp(
         prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
@@ -313,7 +315,8 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
 
 
 def load_checkpoint(path, model, trainer, generator):
-    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step)."""
+    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step,
+    the loop's extra state)."""
     import pickle
     import random
 
@@ -330,7 +333,7 @@ def load_checkpoint(path, model, trainer, generator):
         generator.set_state(rng["loader"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return int(state["epoch"]), int(state["step"])
+        return int(state["epoch"]), int(state["step"]), state.get("extra", {})
     except (
         OSError,
         EOFError,
@@ -1437,9 +1440,10 @@ def train(args, model, device, data, rank, world, validation=None):
     per_rank = args.batch_size // world
     loader = make_loader(x_train, y_train, per_rank, args.seed, rank, world)
     trainer = make_trainer(model, args.lr, steps_per_epoch=len(loader))
-    first, step = 1, 0
+    first, step, extra = 1, 0, {}
     if args.resume:
-        done, step = load_checkpoint(args.checkpoint, model, trainer, loader.generator)
+        generator = loader.generator
+        done, step, extra = load_checkpoint(args.checkpoint, model, trainer, generator)
         first = done + 1
     runner = model  # what trains; model itself is what is evaluated and saved
     if world > 1:
@@ -1473,8 +1477,9 @@ def train(args, model, device, data, rank, world, validation=None):
                 flush=True,
             )
         if rank == 0 and args.checkpoint and not stopped:
-            generator = loader.generator
-            save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
+            save_checkpoint(
+                args.checkpoint, model, trainer, epoch, step, loader.generator, extra
+            )
         if stopped:
             break
     if rank == 0:

@@ -271,8 +271,9 @@ def progress(batches, epoch, epochs, show):
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show)
 
 
-def save_checkpoint(path, model, trainer, epoch, step, generator):
-    """Everything --resume needs, written atomically (a temporary file, then os.replace)."""
+def save_checkpoint(path, model, trainer, epoch, step, generator, extra=None):
+    """Everything --resume needs, written atomically (a temporary file, then os.replace); extra: the
+    training loop's own state (plain values)."""
     import random
     import tempfile
 
@@ -291,6 +292,7 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
         "epoch": epoch,
         "step": step,
         "rng": rng,
+        "extra": extra or {},
     }
     fd, tmp = tempfile.mkstemp(
         prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
@@ -306,7 +308,8 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
 
 
 def load_checkpoint(path, model, trainer, generator):
-    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step)."""
+    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step,
+    the loop's extra state)."""
     import pickle
     import random
 
@@ -323,7 +326,7 @@ def load_checkpoint(path, model, trainer, generator):
         generator.set_state(rng["loader"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return int(state["epoch"]), int(state["step"])
+        return int(state["epoch"]), int(state["step"]), state.get("extra", {})
     except (
         OSError,
         EOFError,
