@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..layers.common import split_activation
 from . import common as C
+from . import keras_training
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
 from .names import template_names
@@ -542,17 +543,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         outputs.append({"name": o, "local": local, "shape": C.batch_shape(idx.types[o]), "image": image,
                         "back": local + back, "back_multi": f"outputs[{k}]{back}"})
     # the training block's loss is on the first output (as in netdsl's native training); the others get none
-    if loss == "squared_error":
-        target = "np.asarray(targets, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "")
-    else:
-        target = "np.asarray(targets, dtype=np.int32)"
     n_rest = len(outputs) - 1
-    loss_code = LOSS_CODE[loss]
-    first_t = idx.types[graph.outputs[0]]
-    classes = first_t.shape[0] if C.is_image(first_t) else (first_t.shape[-1] if first_t.shape else 1)
-    if loss == "cross_entropy_with_softmax" and (_activation_of(idx, graph.outputs[0]) in ("softmax", "sigmoid")
-                                                 or classes == 1):
-        loss_code = "CrossEntropyAsWritten()"
+    kt = keras_training.context(graph.training)
+    kt["loss_text"] = LOSS_TEXT[loss] + (", summed" if kt["reduction"] == "sum" else ", their mean")
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
@@ -562,8 +555,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
+        data["one_hot"] = loss != "cross_entropy_with_softmax"  # main() trains on int labels
     helpers = {v.helper for v in views.values() if v.helper}
-    uses_ops = bool(helpers) or any(p.after for p in plans.values()) or training["optimizer"] == "Adam"
+    uses_ops = True  # the loss is written with ops
     return {
         "model_name": graph.name,
         "inputs": inputs,
@@ -578,22 +572,19 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "body": body,
         "helpers": helpers,
         "uses_ops": uses_ops,
-        "optimizer": optimizer_lines(training),
+        "optimizer": C.wrap_call(f"trainer = {kt['optimizer_code']}", 4),
+        "schedule_lines": schedule_lines(kt["schedule"]),
+        "keras_training": kt,
         "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
-        "target": target if not n_rest else f"[{target}" + ", None" * n_rest + "]",
-        "loss_code": loss_code,
-        "loss_doc": C.loss_doc(graph),
+        "target_rank": len(C.batch_shape(idx.types[graph.outputs[0]])),
+        "target_back": ".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "",
+        "target_return": "targets" if not n_rest else "[targets" + ", None" * n_rest + "]",
+        "loss_doc": loss_doc(graph, kt),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(idx, keras_batch_shape)}.", 4),
         "nhwc": any(C.is_image(t) for t in idx.types.values()),
     }
-
-
-def _activation_of(idx: C.GraphIndex, value: str):
-    """The activation of the layer that computes a value, or None (an input, a layer without one)."""
-    node = idx.producer.get(value)
-    return idx.layers[node.layer].attr("activation") if node is not None else None
 
 
 def _list(items) -> str:
@@ -619,31 +610,35 @@ def _is_sequential(graph, idx, steps, plans, pure) -> bool:
     return prev == graph.outputs[0]
 
 
-LOSS_CODE = {
-    "cross_entropy_with_softmax": "keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
-    "squared_error": "keras.losses.MeanSquaredError()",
+# TrainingLoss's docstring: what it computes per label (cross-entropy) or per element (the others)
+LOSS_TEXT = {
+    "cross_entropy_with_softmax": "-sum(t * log softmax(z)) over the class axis per label (t one-hot)",
+    "squared_error": "(z - t)^2 per element",
+    "l2": "0.5 * (z - t)^2 per element (Gluon's L2Loss)",
+    "binary_cross_entropy_with_logits": "-t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)) per element",
 }
 
 
-def optimizer_lines(training: dict) -> list:
-    lr = Code("TRAINING[\"lr\"] if lr is None else lr")
-    opt = training["optimizer"]
-    if opt == "SGD":
-        # Keras's velocity is -lr times PyTorch's buffer: with a constant rate the updates are the same
-        kwargs = {"learning_rate": lr}
-        if training["momentum"]:
-            kwargs["momentum"] = float(training["momentum"])
-        if training["nesterov"]:
-            kwargs["nesterov"] = True
-        code = call("keras.optimizers.SGD", **kwargs)
-    elif opt == "Adam":
-        code = call("TorchAdam", learning_rate=lr, beta_1=training["beta1"], beta_2=training["beta2"],
-                    epsilon=training["eps"])
-    elif opt == "Adadelta":
-        code = call("keras.optimizers.Adadelta", learning_rate=lr, rho=training["rho"], epsilon=training["eps"])
+def loss_doc(graph: ir.Graph, kt: dict) -> str:
+    """train_step()'s docstring paragraph: which loss, on what targets, reduced how."""
+    if kt["loss"] == "cross_entropy_with_softmax":
+        on = "integer labels or one-hot float targets of the output's shape"
     else:
-        raise EmitBug(f"unknown optimizer {opt}")
-    return C.wrap_call(f"trainer = {code}", 4)
+        on = "float targets of the output's shape"
+    text = f"The loss is {kt['loss_text']}, against {on}"
+    if kt["l2"]:
+        text += ", plus (wd / 2) * sum(p^2) (weight_decay = l2(wd))"
+    text += "."
+    if len(graph.outputs) > 1:
+        text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
+    return C.docstring(text, 4, width=116)
+
+
+def schedule_lines(schedule) -> list:
+    if schedule is None:
+        return []
+    code = call("TrainingSchedule", Code("learning_rate"), Code("steps_per_epoch"), **schedule["settings"])
+    return C.wrap_call(f"learning_rate = {code}", 4)
 
 
 def check(idx: C.GraphIndex) -> list:
@@ -654,4 +649,5 @@ def check(idx: C.GraphIndex) -> list:
 # the shared runtime flags the script honours (emit/base.py RUNTIME_FLAGS): --device picks a Keras device,
 # --amp a mixed-precision policy, --compile sets jit_compile=True, --checkpoint writes a .keras file per epoch
 TARGET = Target("keras", TEMPLATE, LAYERS, context, check,
-                extras={"flags": ("--device", "--amp", "--compile", "--checkpoint")})
+                extras={"flags": ("--device", "--amp", "--compile", "--checkpoint"),
+                        "training": keras_training.HONOURED})

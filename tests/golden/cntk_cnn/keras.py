@@ -6,7 +6,7 @@ import struct
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 MODEL_NAME = "CntkCnn"
 # canonical batch shapes (None: any size): NCHW images, (batch, time, features) sequences
@@ -41,6 +41,27 @@ WEIGHTS = {
     "dense_2.W": ((10, 64), "dense_2", 0, "dense"),
     "dense_2.b": ((10,), "dense_2", 1, None),
 }
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingLoss(keras.losses.Loss):
+    """The train block's loss on the output exactly as the model computes it:
+    -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean.
+
+    y_pred + 0: Keras's TensorFlow back end takes the loss on the values under a softmax or sigmoid output
+    (the tensor's _keras_logits) even with from_logits=True; a new tensor keeps that from happening. A
+    Loss of its own (not a LossFunctionWrapper) keeps Keras from squeezing a one-class output.
+    """
+
+    def call(self, y_true, y_pred):
+        y_pred = y_pred + 0.0
+        if len(y_true.shape) == len(y_pred.shape):  # one-hot targets
+            values = ops.categorical_crossentropy(y_true, y_pred, from_logits=True)
+        else:
+            values = ops.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=True
+            )
+        return values
 
 
 def build_model():
@@ -153,7 +174,12 @@ def keras_inputs(inputs):
 
 def keras_targets(targets):
     """Training targets in Keras's layout."""
-    return np.asarray(targets, dtype=np.int32)
+    targets = np.asarray(targets)
+    if targets.ndim == 2:  # one-hot targets, shaped like the output
+        targets = targets.astype(np.float32)
+    else:
+        targets = targets.astype(np.int32)
+    return targets
 
 
 def predict(model, inputs):
@@ -162,16 +188,18 @@ def predict(model, inputs):
     return {"z": z}
 
 
-def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+def make_trainer(
+    model, lr=None, steps_per_epoch=None, metrics=None, jit_compile="auto"
+):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
 
-    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    steps_per_epoch: the steps of an epoch, which a per-epoch schedule counts (None: every step is in
+    epoch 0). Build the model and call this inside a distribution strategy's scope to train on several
+    devices.
     """
-    trainer = keras.optimizers.SGD(
-        learning_rate=TRAINING["lr"] if lr is None else lr,
-        momentum=0.9,
-    )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    learning_rate = TRAINING["lr"] if lr is None else lr
+    trainer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    loss = TrainingLoss()
     model.compile(
         optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
     )
@@ -181,7 +209,8 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
-    The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    The loss is -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean, against
+    integer labels or one-hot float targets of the output's shape.
     """
     if model.optimizer is not trainer:
         raise ValueError(
@@ -1471,6 +1500,7 @@ def main(argv=None):
             make_trainer(
                 model,
                 args.lr,
+                steps_per_epoch=-(-len(x_train) // args.batch_size),
                 metrics=["accuracy"],
                 jit_compile=True if args.compile else "auto",
             )

@@ -6,7 +6,7 @@ import struct
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 MODEL_NAME = "Dssm"
 # canonical batch shapes (None: any size): NCHW images, (batch, time, features) sequences
@@ -39,6 +39,22 @@ WEIGHTS = {
     "dense_2.W": ((10, 64), "image_to_vec/dense_2", 0, "dense"),
     "dense_2.b": ((10,), "image_to_vec/dense_2", 1, None),
 }
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingLoss(keras.losses.Loss):
+    """The train block's loss on the output exactly as the model computes it:
+    (z - t)^2 per element, their mean.
+
+    y_pred + 0: Keras's TensorFlow back end takes the loss on the values under a softmax or sigmoid output
+    (the tensor's _keras_logits) even with from_logits=True; a new tensor keeps that from happening. A
+    Loss of its own (not a LossFunctionWrapper) keeps Keras from squeezing a one-class output.
+    """
+
+    def call(self, y_true, y_pred):
+        y_pred = y_pred + 0.0
+        values = ops.square(y_pred - y_true)
+        return values
 
 
 def build_model():
@@ -152,7 +168,8 @@ def keras_inputs(inputs):
 
 def keras_targets(targets):
     """Training targets in Keras's layout."""
-    return np.asarray(targets, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float32)
+    return targets
 
 
 def predict(model, inputs):
@@ -161,13 +178,18 @@ def predict(model, inputs):
     return {"sim": sim}
 
 
-def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+def make_trainer(
+    model, lr=None, steps_per_epoch=None, metrics=None, jit_compile="auto"
+):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
 
-    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    steps_per_epoch: the steps of an epoch, which a per-epoch schedule counts (None: every step is in
+    epoch 0). Build the model and call this inside a distribution strategy's scope to train on several
+    devices.
     """
-    trainer = keras.optimizers.SGD(learning_rate=TRAINING["lr"] if lr is None else lr)
-    loss = keras.losses.MeanSquaredError()
+    learning_rate = TRAINING["lr"] if lr is None else lr
+    trainer = keras.optimizers.SGD(learning_rate=learning_rate)
+    loss = TrainingLoss()
     model.compile(
         optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
     )
@@ -177,7 +199,7 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
-    The loss is the squared error against float targets of the output's shape, the mean over all elements.
+    The loss is (z - t)^2 per element, their mean, against float targets of the output's shape.
     """
     if model.optimizer is not trainer:
         raise ValueError(

@@ -6,7 +6,7 @@ import struct
 
 import keras
 import numpy as np
-from keras import layers
+from keras import layers, ops
 
 MODEL_NAME = "MlpSigmoid"
 # canonical batch shapes (None: any size): NCHW images, (batch, time, features) sequences
@@ -31,6 +31,22 @@ WEIGHTS = {
     "dense_1.W": ((200, 784), "dense_1", 0, "dense"),
     "dense_2.W": ((10, 200), "dense_2", 0, "dense"),
 }
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingLoss(keras.losses.Loss):
+    """The train block's loss on the output exactly as the model computes it:
+    (z - t)^2 per element, their mean.
+
+    y_pred + 0: Keras's TensorFlow back end takes the loss on the values under a softmax or sigmoid output
+    (the tensor's _keras_logits) even with from_logits=True; a new tensor keeps that from happening. A
+    Loss of its own (not a LossFunctionWrapper) keeps Keras from squeezing a one-class output.
+    """
+
+    def call(self, y_true, y_pred):
+        y_pred = y_pred + 0.0
+        values = ops.square(y_pred - y_true)
+        return values
 
 
 def build_model():
@@ -98,7 +114,8 @@ def keras_inputs(inputs):
 
 def keras_targets(targets):
     """Training targets in Keras's layout."""
-    return np.asarray(targets, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.float32)
+    return targets
 
 
 def predict(model, inputs):
@@ -107,16 +124,18 @@ def predict(model, inputs):
     return {"z": z}
 
 
-def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+def make_trainer(
+    model, lr=None, steps_per_epoch=None, metrics=None, jit_compile="auto"
+):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
 
-    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    steps_per_epoch: the steps of an epoch, which a per-epoch schedule counts (None: every step is in
+    epoch 0). Build the model and call this inside a distribution strategy's scope to train on several
+    devices.
     """
-    trainer = keras.optimizers.SGD(
-        learning_rate=TRAINING["lr"] if lr is None else lr,
-        momentum=0.9,
-    )
-    loss = keras.losses.MeanSquaredError()
+    learning_rate = TRAINING["lr"] if lr is None else lr
+    trainer = keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9)
+    loss = TrainingLoss()
     model.compile(
         optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
     )
@@ -126,7 +145,7 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
-    The loss is the squared error against float targets of the output's shape, the mean over all elements.
+    The loss is (z - t)^2 per element, their mean, against float targets of the output's shape.
     """
     if model.optimizer is not trainer:
         raise ValueError(
@@ -1389,7 +1408,7 @@ def main(argv=None):
     stats = read_data_arrays(args.init) if args.init else {}
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
     x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
-    # squared error against one-hot targets
+    # the loss takes one-hot targets
     y_train = np.eye(CLASSES, dtype=np.float32)[labels_train]
     epoch = 0
     with training_scope(device):
@@ -1417,6 +1436,7 @@ def main(argv=None):
             make_trainer(
                 model,
                 args.lr,
+                steps_per_epoch=-(-len(x_train) // args.batch_size),
                 metrics=["accuracy"],
                 jit_compile=True if args.compile else "auto",
             )

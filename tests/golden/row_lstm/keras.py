@@ -41,7 +41,8 @@ class TorchAdam(keras.optimizers.Optimizer):
     """Adam with PyTorch's update, as netdsl specifies: epsilon is added to sqrt(v / (1 - beta_2^t)).
 
     (Keras's Adam adds it to sqrt(v), which differs in the first steps.) Written over the public
-    Optimizer API (build, update_step, get_config), so a saved model keeps its moments.
+    Optimizer API (build, update_step, get_config), so a saved model keeps its moments. AdamW is this
+    with Keras's weight_decay, which is decoupled: p -= lr * weight_decay * p before the update.
     """
 
     def __init__(
@@ -80,6 +81,27 @@ class TorchAdam(keras.optimizers.Optimizer):
             "beta_2": self.beta_2,
             "epsilon": self.epsilon,
         }
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingLoss(keras.losses.Loss):
+    """The train block's loss on the output exactly as the model computes it:
+    -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean.
+
+    y_pred + 0: Keras's TensorFlow back end takes the loss on the values under a softmax or sigmoid output
+    (the tensor's _keras_logits) even with from_logits=True; a new tensor keeps that from happening. A
+    Loss of its own (not a LossFunctionWrapper) keeps Keras from squeezing a one-class output.
+    """
+
+    def call(self, y_true, y_pred):
+        y_pred = y_pred + 0.0
+        if len(y_true.shape) == len(y_pred.shape):  # one-hot targets
+            values = ops.categorical_crossentropy(y_true, y_pred, from_logits=True)
+        else:
+            values = ops.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=True
+            )
+        return values
 
 
 def build_model():
@@ -153,7 +175,12 @@ def keras_inputs(inputs):
 
 def keras_targets(targets):
     """Training targets in Keras's layout."""
-    return np.asarray(targets, dtype=np.int32)
+    targets = np.asarray(targets)
+    if targets.ndim == 2:  # one-hot targets, shaped like the output
+        targets = targets.astype(np.float32)
+    else:
+        targets = targets.astype(np.int32)
+    return targets
 
 
 def predict(model, inputs):
@@ -162,18 +189,23 @@ def predict(model, inputs):
     return {"z": z}
 
 
-def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+def make_trainer(
+    model, lr=None, steps_per_epoch=None, metrics=None, jit_compile="auto"
+):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
 
-    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    steps_per_epoch: the steps of an epoch, which a per-epoch schedule counts (None: every step is in
+    epoch 0). Build the model and call this inside a distribution strategy's scope to train on several
+    devices.
     """
+    learning_rate = TRAINING["lr"] if lr is None else lr
     trainer = TorchAdam(
-        learning_rate=TRAINING["lr"] if lr is None else lr,
+        learning_rate=learning_rate,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-08,
     )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = TrainingLoss()
     model.compile(
         optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
     )
@@ -183,7 +215,8 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
-    The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    The loss is -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean, against
+    integer labels or one-hot float targets of the output's shape.
     """
     if model.optimizer is not trainer:
         raise ValueError(
@@ -1473,6 +1506,7 @@ def main(argv=None):
             make_trainer(
                 model,
                 args.lr,
+                steps_per_epoch=-(-len(x_train) // args.batch_size),
                 metrics=["accuracy"],
                 jit_compile=True if args.compile else "auto",
             )

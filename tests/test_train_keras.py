@@ -1,0 +1,121 @@
+"""The train block's settings in the generated Keras module, over 20 steps, on both Keras back ends.
+
+The seeded combinations of tests/test_train_settings.py (optimizer x schedule x regulariser x loss) train
+the same small MLP for 20 steps with the generated module's make_trainer(steps_per_epoch=4) and
+train_step(), and with netdsl's executor (that test's native(), which the same test checks against
+PyTorch). Every step's loss and the final weights must agree to 1e-4, relative to their size. All
+combinations of a back end run in one subprocess (Keras picks its back end at import).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from netdsl.emit.base import emit
+from netdsl.errors import NetdslError
+from netdsl.exec.weights import init_params, save_weights
+from netdsl.frontend import load_text
+
+from test_train_settings import MODEL, STEPS, batches, block, combinations, native
+
+pytest.importorskip("keras")
+
+BACKENDS = ("torch", "tensorflow")
+COMBOS = combinations(48, seed=18)
+# as in test_train_settings.py: float32 rounding, compounded over 20 steps
+TOLERANCE = {"SGD": 1e-4, "Adam": 1e-4, "AdamW": 1e-4, "RMSProp": 1e-4, "Adadelta": 1e-4, "Adagrad": 1e-4}
+# combinations the Keras target refuses (E802), with the reason: none
+EXPECTED_REFUSALS: dict = {}
+
+DRIVER = """
+import json, sys
+import importlib.util
+import numpy as np
+
+jobs = json.load(open(sys.argv[1]))
+results = []
+for job in jobs:
+    spec = importlib.util.spec_from_file_location(job["name"], job["module"])
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    model = m.build_model()
+    m.load_netdsl_weights(model, job["init"])
+    trainer = m.make_trainer(model, steps_per_epoch=4)
+    data = np.load(job["data"])
+    losses = [m.train_step(model, trainer, {"x": data["x%d" % s]}, data["t%d" % s]) for s in range(job["steps"])]
+    m.export_netdsl_weights(model, job["out"])
+    results.append(losses)
+json.dump(results, open(sys.argv[2], "w"))
+"""
+
+
+def targets_for(loss: str, labels: np.ndarray, step: int) -> np.ndarray:
+    """What a caller passes: one-hot float targets for every loss but cross-entropy, which takes int labels
+    on even steps and one-hot targets on odd ones (the module must accept both)."""
+    onehot = np.eye(3, dtype=np.float32)[labels]
+    if loss.startswith("cross_entropy_with_softmax") and step % 2 == 0:
+        return labels.astype(np.int64)
+    return onehot
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("keras_train")
+    data = batches()
+    jobs, expected = [], []
+    for i, (opt, schedule, reg, loss) in enumerate(COMBOS):
+        graph = load_text(MODEL % block(opt, schedule, reg, loss), "settings.net")
+        if i in EXPECTED_REFUSALS:
+            continue
+        (tmp / f"c{i}.py").write_text(emit(graph, "keras"))
+        params = init_params(graph, 0)
+        save_weights(tmp / f"c{i}_init.npz", params)
+        arrays = {}
+        for s, (x, y) in enumerate(data):
+            arrays[f"x{s}"], arrays[f"t{s}"] = x, targets_for(loss, y, s)
+        np.savez(tmp / f"c{i}_data.npz", **arrays)
+        jobs.append({"name": f"c{i}", "module": str(tmp / f"c{i}.py"), "init": str(tmp / f"c{i}_init.npz"),
+                     "data": str(tmp / f"c{i}_data.npz"), "steps": STEPS, "out": ""})
+        expected.append((i, graph, *native(graph, params, data)))
+    return tmp, jobs, expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_twenty_steps_match_native(prepared, backend):
+    tmp, jobs, expected = prepared
+    for job in jobs:
+        job["out"] = str(tmp / f"{job['name']}_{backend}.npz")
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    (tmp / "driver.py").write_text(DRIVER)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", KERAS_HOME=str(tmp / "keras-home"))
+    proc = subprocess.run([sys.executable, str(tmp / "driver.py"), str(tmp / "jobs.json"), str(tmp / "results.json")],
+                          capture_output=True, text=True, timeout=1500, env=env, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((tmp / "results.json").read_text())
+    failures = []
+    for job, losses, (i, graph, n_losses, n_params) in zip(jobs, results, expected):
+        tol = TOLERANCE[graph.training.optimizer]
+        with np.load(job["out"]) as npz:
+            k_params = {k: npz[k] for k in npz.files}
+        try:
+            np.testing.assert_allclose(losses, n_losses, rtol=tol, atol=tol)
+            for k, v in n_params.items():
+                np.testing.assert_allclose(k_params[k], v, rtol=tol, atol=tol, err_msg=k)
+        except AssertionError as e:
+            failures.append(f"c{i} {COMBOS[i]}: {str(e).strip().splitlines()[:6]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_the_refusals_are_the_expected_ones():
+    refused = {}
+    for i, combo in enumerate(COMBOS):
+        try:
+            emit(load_text(MODEL % block(*combo), "settings.net"), "keras")
+        except NetdslError as e:
+            refused[i] = [d.message for d in e.diagnostics]
+    assert set(refused) == set(EXPECTED_REFUSALS), refused
