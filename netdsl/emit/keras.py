@@ -575,6 +575,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "optimizer": C.wrap_call(f"trainer = {kt['optimizer_code']}", 4),
         "schedule_lines": schedule_lines(kt["schedule"]),
         "keras_training": kt,
+        "script": script_settings(graph.training),
         "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
         "target_rank": len(C.batch_shape(idx.types[graph.outputs[0]])),
         "target_back": ".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "",
@@ -632,6 +633,12 @@ def loss_doc(graph: ir.Graph, kt: dict) -> str:
     if len(graph.outputs) > 1:
         text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
     return C.docstring(text, 4, width=116)
+
+
+def script_settings(t: ir.Training | None) -> dict:
+    """The train block's keys main() honours around model.fit."""
+    t = t or ir.Training()
+    return {"validation_split": t.validation_split, "early_stopping": t.early_stopping, "log_every": t.log_every}
 
 
 def schedule_lines(schedule) -> list:

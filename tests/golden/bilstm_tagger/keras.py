@@ -1311,11 +1311,12 @@ def evaluate(model, x, labels, batch_size=1000):
 class EpochReport(keras.callbacks.Callback):
     """After each epoch: one line with the epoch's mean loss and the test accuracy."""
 
-    def __init__(self, x_test, labels_test, epochs):
+    def __init__(self, x_test, labels_test, epochs, validation=None):
         super().__init__()
         self.x_test = x_test
         self.labels_test = labels_test
         self.epochs = epochs
+        self.validation = validation  # (x, targets, labels) or None
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = evaluate(self.model, self.x_test, self.labels_test)
@@ -1323,6 +1324,27 @@ class EpochReport(keras.callbacks.Callback):
             f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}, test accuracy {accuracy:.4f}",
             flush=True,
         )
+        if self.validation is not None:
+            x, targets, labels = self.validation
+            logs["val_loss"] = validation_loss(self.model, x, targets)
+            accuracy = evaluate(self.model, x, labels)
+            print(
+                f"epoch {epoch + 1}/{self.epochs}: validation loss {logs['val_loss']:.4f}, "
+                f"validation accuracy {accuracy:.4f}",
+                flush=True,
+            )
+
+
+def validation_loss(model, x, targets, batch_size=1000):
+    """The loss on a split in inference mode, without weight decay (as netdsl run's): Keras's own
+    val_loss would add the weight regularizers."""
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        inputs = keras_inputs({DATA_INPUT: x[start : start + batch_size]})
+        batch = keras_targets(targets[start : start + batch_size])
+        loss = model.loss(batch, model(inputs, training=False))
+        total += float(keras.ops.convert_to_numpy(loss)) * len(batch)
+    return total / len(x)
 
 
 def main(argv=None):
@@ -1501,6 +1523,8 @@ def main(argv=None):
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
     x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
     y_train = labels_train
+    validation = None
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
     epoch = 0
     with training_scope(device):
         if args.resume:
@@ -1527,13 +1551,13 @@ def main(argv=None):
             make_trainer(
                 model,
                 args.lr,
-                steps_per_epoch=-(-len(x_train) // args.batch_size),
+                steps_per_epoch=steps_per_epoch,
                 metrics=["accuracy"],
                 jit_compile=True if args.compile else "auto",
             )
         callbacks = [
             keras.callbacks.ProgbarLogger(),  # before the report, which then starts a line of its own
-            EpochReport(x_test, labels_test, args.epochs),
+            EpochReport(x_test, labels_test, args.epochs, validation),
         ]
         if args.checkpoint:
             callbacks += checkpoint_callbacks(args.checkpoint)
