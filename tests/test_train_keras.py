@@ -15,13 +15,12 @@ import sys
 
 import numpy as np
 import pytest
+from test_train_settings import MODEL, STEPS, batches, block, combinations, native
 
 from netdsl.emit.base import emit
 from netdsl.errors import NetdslError
 from netdsl.exec.weights import init_params, save_weights
 from netdsl.frontend import load_text
-
-from test_train_settings import MODEL, STEPS, batches, block, combinations, native
 
 pytest.importorskip("keras")
 
@@ -119,3 +118,34 @@ def test_the_refusals_are_the_expected_ones():
         except NetdslError as e:
             refused[i] = [d.message for d in e.diagnostics]
     assert set(refused) == set(EXPECTED_REFUSALS), refused
+
+
+def test_script_honours_validation_split_early_stopping_and_log_every(tmp_path):
+    """The generated script's main(): the last quarter of the training set is held out, a line is logged
+    every 4 steps, and EarlyStopping ends the run once the validation loss has not improved for 1 epoch."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)  # a learnable rule, 3 classes
+    np.savez(tmp_path / "d.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    graph = load_text(MODEL % """    optimizer = SGD(lr=2.0)
+    batch_size = 16
+    epochs = 40
+    seed = 7
+    validation_split = 0.25
+    early_stopping = 1
+    log_every = 4
+    weight_decay = l2(0.001)""", "script.net")
+    (tmp_path / "script.py").write_text(emit(graph, "keras"))
+    env = dict(os.environ, KERAS_BACKEND="torch", KERAS_HOME=str(tmp_path / "keras-home"))
+    proc = subprocess.run([sys.executable, "script.py", "--data", "npz:d.npz", "--out-dir", "out"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = proc.stdout
+    epochs = out.count("validation loss")
+    assert 1 <= epochs < 40 and "early stopping" in out, out[-3000:]
+    # 120 training samples in batches of 16: 8 steps an epoch, a line after steps 4 and 8
+    assert out.count(", step 4/8: loss") == epochs and out.count(", step 8/8: loss") == epochs, out[-3000:]
+    losses = [float(line.split("validation loss ")[1].split(",")[0]) for line in out.splitlines()
+              if "validation loss" in line]
+    # it stops at the first epoch whose loss is not below the best so far (patience 1)
+    assert all(b < a for a, b in zip(losses, losses[1:-1])) and losses[-1] >= min(losses[:-1]), losses
