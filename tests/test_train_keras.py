@@ -15,10 +15,15 @@ import sys
 
 import numpy as np
 import pytest
-from test_train_settings import MODEL, STEPS, batches, block, combinations, native
+from test_max_norm import CONV, DENSE
+from test_train_settings import TOLERANCE, batches, native
+from train_combos import MODEL, block, combinations
 
 from netdsl.emit.base import emit
 from netdsl.errors import NetdslError
+from netdsl.exec import feed, optim
+from netdsl.exec.graph import Executor
+from netdsl.exec.steprule import StepRule, max_norms
 from netdsl.exec.weights import init_params, save_weights
 from netdsl.frontend import load_text
 
@@ -26,8 +31,8 @@ pytest.importorskip("keras")
 
 BACKENDS = ("torch", "tensorflow")
 COMBOS = combinations(48, seed=18)
-# as in test_train_settings.py: float32 rounding, compounded over 20 steps
-TOLERANCE = {"SGD": 1e-4, "Adam": 1e-4, "AdamW": 1e-4, "RMSProp": 1e-4, "Adadelta": 1e-4, "Adagrad": 1e-4}
+# max_norm (Keras's own MaxNorm constraint) on a Dense and on a Convolution, as tests/test_max_norm.py
+MAX_NORM = {"dense": DENSE % "0.3", "conv": CONV}
 # combinations the Keras target refuses (E802), with the reason: none
 EXPECTED_REFUSALS: dict = {}
 
@@ -62,25 +67,54 @@ def targets_for(loss: str, labels: np.ndarray, step: int) -> np.ndarray:
     return onehot
 
 
+def native_max_norm(graph, params, data):
+    """test_train_settings.native() with max_norm applied after each update (exec/steprule's step 7)."""
+    tr = graph.training
+    ex = Executor(graph, {k: v.copy() for k, v in params.items()})
+    loss_fn = feed.make_loss(tr, 3)
+    opt = optim.make_optimizer(tr)
+    rule = StepRule(tr, opt.lr, max_norms(graph))
+    trainable = {n: ex.params[n] for n in ex.trainable}
+    losses = []
+    for step, (x, y) in enumerate(data):
+        out = ex.forward({"x": x}, training=True, rng=np.random.default_rng(0))["y"]
+        loss, d = loss_fn(out, y)
+        losses.append(loss)
+        rule.step(opt, trainable, ex.backward({"y": d}), step // 4, step, len(y))
+    return losses, {k: ex.params[k] for k in trainable}
+
+
+def add_job(tmp, jobs, name, graph, data, targets_of):
+    (tmp / f"{name}.py").write_text(emit(graph, "keras"))
+    params = init_params(graph, 0)
+    save_weights(tmp / f"{name}_init.npz", params)
+    arrays = {}
+    for s, (x, y) in enumerate(data):
+        arrays[f"x{s}"], arrays[f"t{s}"] = x, targets_of(y, s)
+    np.savez(tmp / f"{name}_data.npz", **arrays)
+    jobs.append({"name": name, "module": str(tmp / f"{name}.py"), "init": str(tmp / f"{name}_init.npz"),
+                 "data": str(tmp / f"{name}_data.npz"), "steps": len(data), "out": ""})
+    return params
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("keras_train")
     data = batches()
     jobs, expected = [], []
     for i, (opt, schedule, reg, loss) in enumerate(COMBOS):
-        graph = load_text(MODEL % block(opt, schedule, reg, loss), "settings.net")
         if i in EXPECTED_REFUSALS:
             continue
-        (tmp / f"c{i}.py").write_text(emit(graph, "keras"))
-        params = init_params(graph, 0)
-        save_weights(tmp / f"c{i}_init.npz", params)
-        arrays = {}
-        for s, (x, y) in enumerate(data):
-            arrays[f"x{s}"], arrays[f"t{s}"] = x, targets_for(loss, y, s)
-        np.savez(tmp / f"c{i}_data.npz", **arrays)
-        jobs.append({"name": f"c{i}", "module": str(tmp / f"c{i}.py"), "init": str(tmp / f"c{i}_init.npz"),
-                     "data": str(tmp / f"c{i}_data.npz"), "steps": STEPS, "out": ""})
-        expected.append((i, graph, *native(graph, params, data)))
+        graph = load_text(MODEL % block(opt, schedule, reg, loss), "settings.net")
+        params = add_job(tmp, jobs, f"c{i}", graph, data, lambda y, s, loss=loss: targets_for(loss, y, s))
+        expected.append((f"c{i} {COMBOS[i]}", graph, *native(graph, params, data)))
+    rng = np.random.default_rng(1)
+    images = [(rng.standard_normal((8, 2, 6, 6)).astype(np.float32), y) for _, y in data]
+    for name, text in MAX_NORM.items():
+        graph = load_text(text, f"{name}.net")
+        inputs = images if name == "conv" else data
+        params = add_job(tmp, jobs, f"max_norm_{name}", graph, inputs, lambda y, s: y)
+        expected.append((f"max_norm {name}", graph, *native_max_norm(graph, params, inputs)))
     return tmp, jobs, expected
 
 
@@ -97,7 +131,7 @@ def test_twenty_steps_match_native(prepared, backend):
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads((tmp / "results.json").read_text())
     failures = []
-    for job, losses, (i, graph, n_losses, n_params) in zip(jobs, results, expected):
+    for job, losses, (what, graph, n_losses, n_params) in zip(jobs, results, expected):
         tol = TOLERANCE[graph.training.optimizer]
         with np.load(job["out"]) as npz:
             k_params = {k: npz[k] for k in npz.files}
@@ -106,8 +140,14 @@ def test_twenty_steps_match_native(prepared, backend):
             for k, v in n_params.items():
                 np.testing.assert_allclose(k_params[k], v, rtol=tol, atol=tol, err_msg=k)
         except AssertionError as e:
-            failures.append(f"c{i} {COMBOS[i]}: {str(e).strip().splitlines()[:6]}")
+            failures.append(f"{what}: {str(e).strip().splitlines()[:6]}")
     assert not failures, "\n".join(failures)
+    # the constraint was active: some unit's weights sit at the bound
+    for what, graph, _, n_params in expected:
+        for name, m in max_norms(graph).items():
+            w = n_params[name]
+            norms = np.sqrt((w.reshape(len(w), -1) ** 2).sum(axis=1))
+            assert norms.max() == pytest.approx(m, rel=1e-5), (what, name, norms)
 
 
 def test_the_refusals_are_the_expected_ones():

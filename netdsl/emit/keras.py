@@ -111,11 +111,19 @@ def _first_type(idx, layer) -> ir.TensorType:
     return idx.first_input_type(layer)
 
 
+def _max_norm(layer: ir.Layer, axis) -> dict:
+    """max_norm as Keras's own MaxNorm constraint, which its optimizers apply after every update (the
+    IR's definition: per output unit, epsilon 1e-7, the bias untouched)."""
+    m = layer.attr("max_norm")
+    return {} if m is None else {"kernel_constraint": call("keras.constraints.MaxNorm", m, axis=axis)}
+
+
 def dense(idx, layer):
     kwargs = _act_kwargs(layer)
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    kwargs.update(_max_norm(layer, 0))  # the (in, out) kernel: each unit's column
     weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)]
                      + _act_layer(layer.attr("activation"), "_act"), weights)
@@ -138,6 +146,7 @@ def convolution(idx, layer):
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    kwargs.update(_max_norm(layer, [0, 1, 2]))  # the HWIO kernel: each filter's H, W, I
     out.append(KLayer("", "layers.Conv2D", (layer.attr("filters"), kernel), kwargs))
     out += _act_layer(layer.attr("activation"), "_act")
     weights = [(layer.param("W").name, "conv")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
