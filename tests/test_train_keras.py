@@ -160,9 +160,10 @@ def test_the_refusals_are_the_expected_ones():
     assert set(refused) == set(EXPECTED_REFUSALS), refused
 
 
-def test_script_honours_validation_split_early_stopping_and_log_every(tmp_path):
+def test_script_honours_validation_split_early_stopping_log_every_and_metrics(tmp_path):
     """The generated script's main(): the last quarter of the training set is held out, a line is logged
-    every 4 steps, and EarlyStopping ends the run once the validation loss has not improved for 1 epoch."""
+    every 4 steps, EarlyStopping ends the run once the validation loss has not improved for 1 epoch, and
+    the test set's top-2 accuracy and confusion matrix close the report."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 6)).astype(np.float32)
     y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)  # a learnable rule, 3 classes
@@ -174,7 +175,8 @@ def test_script_honours_validation_split_early_stopping_and_log_every(tmp_path):
     validation_split = 0.25
     early_stopping = 1
     log_every = 4
-    weight_decay = l2(0.001)""", "script.net")
+    weight_decay = l2(0.001)
+    metrics = [accuracy, top_k_accuracy(k=2), confusion_matrix]""", "script.net")
     (tmp_path / "script.py").write_text(emit(graph, "keras"))
     env = dict(os.environ, KERAS_BACKEND="torch", KERAS_HOME=str(tmp_path / "keras-home"))
     proc = subprocess.run([sys.executable, "script.py", "--data", "npz:d.npz", "--out-dir", "out"], cwd=tmp_path,
@@ -189,3 +191,10 @@ def test_script_honours_validation_split_early_stopping_and_log_every(tmp_path):
               if "validation loss" in line]
     # it stops at the first epoch whose loss is not below the best so far (patience 1)
     assert all(b < a for a, b in zip(losses, losses[1:-1])) and losses[-1] >= min(losses[:-1]), losses
+    # the metrics, worded as netdsl run's: top-2 accuracy and a 3 x 3 confusion matrix over the 40 test samples
+    lines = out.splitlines()
+    top2 = [line for line in lines if line.startswith("test top 2 accuracy: ")]
+    assert len(top2) == 1 and 0 < float(top2[0].split(": ")[1].rstrip("%")) <= 100, out[-3000:]
+    at = lines.index("confusion matrix (rows: true class, columns: predicted):")
+    matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[at + 2 : at + 5]])
+    assert matrix.shape == (3, 3) and matrix.sum() == 40, lines[at : at + 5]

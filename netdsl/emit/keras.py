@@ -647,7 +647,8 @@ def loss_doc(graph: ir.Graph, kt: dict) -> str:
 def script_settings(t: ir.Training | None) -> dict:
     """The train block's keys main() honours around model.fit."""
     t = t or ir.Training()
-    return {"validation_split": t.validation_split, "early_stopping": t.early_stopping, "log_every": t.log_every}
+    return {"validation_split": t.validation_split, "early_stopping": t.early_stopping, "log_every": t.log_every,
+            "metrics": any(m != "accuracy" for m in t.metrics)}
 
 
 def schedule_lines(schedule) -> list:

@@ -22,7 +22,7 @@ HONOURED = {
     "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
     "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
-                 "validation_split", "early_stopping", "log_every", "max_norm"},
+                 "validation_split", "early_stopping", "log_every", "max_norm", "metrics"},
 }
 
 
