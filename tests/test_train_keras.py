@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 from test_max_norm import CONV, DENSE
+from test_seed_setups import SEEDS, digits  # noqa: F401 (digits: a fixture)
 from test_train_settings import TOLERANCE, batches, native
 from train_combos import MODEL, block, combinations
 
@@ -198,3 +199,41 @@ def test_script_honours_validation_split_early_stopping_log_every_and_metrics(tm
     at = lines.index("confusion matrix (rows: true class, columns: predicted):")
     matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[at + 2 : at + 5]])
     assert matrix.shape == (3, 3) and matrix.sum() == 40, lines[at : at + 5]
+
+
+SEED_DRIVER = """
+import contextlib, importlib.util, sys
+
+for name in sys.argv[2:]:
+    spec = importlib.util.spec_from_file_location(name, name + ".py")
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    with open(name + ".out", "w") as out, contextlib.redirect_stdout(out):
+        m.main(["--data", "npz:" + sys.argv[1], "--epochs", "1", "--limit-train", "160", "--out-dir", name])
+"""
+
+
+def test_seed_setups_train_one_short_epoch(digits, tmp_path):  # noqa: F811
+    """Each seed post's training setup (models/seed_*.net) through its generated Keras script's main(), all in
+    one keras/torch process: one short epoch of MNIST-shaped digits, a finite loss, max_norm held after the
+    last update."""
+    from netdsl.frontend import load
+
+    graphs = {}
+    for path in SEEDS:
+        name = os.path.basename(path)[:-4]
+        graphs[name] = load(path)
+        (tmp_path / f"{name}.py").write_text(emit(graphs[name], "keras"))
+    (tmp_path / "driver.py").write_text(SEED_DRIVER)
+    env = dict(os.environ, KERAS_BACKEND="torch", KERAS_HOME=str(tmp_path / "keras-home"))
+    proc = subprocess.run([sys.executable, "driver.py", str(digits), *graphs], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=1200, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name, graph in graphs.items():
+        out = (tmp_path / f"{name}.out").read_text()
+        found = [line for line in out.splitlines() if line.startswith("epoch 1/1: loss ")]
+        assert found and np.isfinite(float(found[0].split("loss ")[1].split(",")[0])), (name, out[-2000:])
+        with np.load(tmp_path / name / f"{graph.name}.npz") as w:
+            for param, m in max_norms(graph).items():
+                W = w[param].astype(np.float64)
+                assert np.sqrt((W.reshape(len(W), -1) ** 2).sum(axis=1)).max() <= m * (1 + 1e-6), (name, param)
