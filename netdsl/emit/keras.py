@@ -554,7 +554,6 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     # the training block's loss is on the first output (as in netdsl's native training); the others get none
     n_rest = len(outputs) - 1
     kt = keras_training.context(graph.training)
-    kt["loss_text"] = LOSS_TEXT[loss] + (", summed" if kt["reduction"] == "sum" else ", their mean")
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
@@ -566,7 +565,6 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
         data["one_hot"] = loss != "cross_entropy_with_softmax"  # main() trains on int labels
     helpers = {v.helper for v in views.values() if v.helper}
-    uses_ops = True  # the loss is written with ops
     return {
         "model_name": graph.name,
         "inputs": inputs,
@@ -580,16 +578,16 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "input_lines": input_lines,
         "body": body,
         "helpers": helpers,
-        "uses_ops": uses_ops,
+        "uses_ops": True,  # TrainingLoss is written with ops
         "optimizer": C.wrap_call(f"trainer = {kt['optimizer_code']}", 4),
-        "schedule_lines": schedule_lines(kt["schedule"]),
+        "schedule_lines": keras_training.schedule_lines(kt["schedule"]),
         "keras_training": kt,
-        "script": script_settings(graph.training),
+        "script": keras_training.script_settings(graph.training),
         "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
         "target_rank": len(C.batch_shape(idx.types[graph.outputs[0]])),
         "target_back": ".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "",
         "target_return": "targets" if not n_rest else "[targets" + ", None" * n_rest + "]",
-        "loss_doc": loss_doc(graph, kt),
+        "loss_doc": keras_training.loss_doc(graph, kt),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(idx, keras_batch_shape)}.", 4),
@@ -618,44 +616,6 @@ def _is_sequential(graph, idx, steps, plans, pure) -> bool:
             return False
         prev = n.name
     return prev == graph.outputs[0]
-
-
-# TrainingLoss's docstring: what it computes per label (cross-entropy) or per element (the others)
-LOSS_TEXT = {
-    "cross_entropy_with_softmax": "-sum(t * log softmax(z)) over the class axis per label (t one-hot)",
-    "squared_error": "(z - t)^2 per element",
-    "l2": "0.5 * (z - t)^2 per element (Gluon's L2Loss)",
-    "binary_cross_entropy_with_logits": "-t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)) per element",
-}
-
-
-def loss_doc(graph: ir.Graph, kt: dict) -> str:
-    """train_step()'s docstring paragraph: which loss, on what targets, reduced how."""
-    if kt["loss"] == "cross_entropy_with_softmax":
-        on = "integer labels or one-hot float targets of the output's shape"
-    else:
-        on = "float targets of the output's shape"
-    text = f"The loss is {kt['loss_text']}, against {on}"
-    if kt["l2"]:
-        text += ", plus (wd / 2) * sum(p^2) (weight_decay = l2(wd))"
-    text += "."
-    if len(graph.outputs) > 1:
-        text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
-    return C.docstring(text, 4, width=116)
-
-
-def script_settings(t: ir.Training | None) -> dict:
-    """The train block's keys main() honours around model.fit."""
-    t = t or ir.Training()
-    return {"validation_split": t.validation_split, "early_stopping": t.early_stopping, "log_every": t.log_every,
-            "metrics": any(m != "accuracy" for m in t.metrics)}
-
-
-def schedule_lines(schedule) -> list:
-    if schedule is None:
-        return []
-    code = call("TrainingSchedule", Code("learning_rate"), Code("steps_per_epoch"), **schedule["settings"])
-    return C.wrap_call(f"learning_rate = {code}", 4)
 
 
 def check(idx: C.GraphIndex) -> list:

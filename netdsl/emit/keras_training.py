@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from .. import ir
 from ..train_block import OPTIMIZERS
-from .base import EmitBug
+from . import common as C
+from .base import EmitBug, ident
 from .common import Code, call
 
 # what the Keras script implements of the train block (emit/training.py refuses the rest, E802)
@@ -103,4 +104,43 @@ def context(t: ir.Training | None) -> dict:
         "loss": t.loss,
         "reduction": dict(t.loss_attrs).get("reduction", "mean"),
         "per_sample": t.lr_unit == "sample",
+        "loss_text": LOSS_TEXT[t.loss] + (", summed" if dict(t.loss_attrs).get("reduction") == "sum" else ", their mean"),
     }
+
+
+# TrainingLoss's docstring: what it computes per label (cross-entropy) or per element (the others)
+LOSS_TEXT = {
+    "cross_entropy_with_softmax": "-sum(t * log softmax(z)) over the class axis per label (t one-hot)",
+    "squared_error": "(z - t)^2 per element",
+    "l2": "0.5 * (z - t)^2 per element (Gluon's L2Loss)",
+    "binary_cross_entropy_with_logits": "-t log sigmoid(z) - (1 - t) log(1 - sigmoid(z)) per element",
+}
+
+
+def loss_doc(graph: ir.Graph, kt: dict) -> str:
+    """train_step()'s docstring paragraph: which loss, on what targets, reduced how."""
+    if kt["loss"] == "cross_entropy_with_softmax":
+        on = "integer labels or one-hot float targets of the output's shape"
+    else:
+        on = "float targets of the output's shape"
+    text = f"The loss is {kt['loss_text']}, against {on}"
+    if kt["l2"]:
+        text += ", plus (wd / 2) * sum(p^2) (weight_decay = l2(wd))"
+    text += "."
+    if len(graph.outputs) > 1:
+        text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
+    return C.docstring(text, 4, width=116)
+
+
+def script_settings(t: ir.Training | None) -> dict:
+    """The train block's keys main() honours around model.fit."""
+    t = t or ir.Training()
+    return {"validation_split": t.validation_split, "early_stopping": t.early_stopping, "log_every": t.log_every,
+            "metrics": any(m != "accuracy" for m in t.metrics)}
+
+
+def schedule_lines(schedule) -> list:
+    if schedule is None:
+        return []
+    code = call("TrainingSchedule", Code("learning_rate"), Code("steps_per_epoch"), **schedule["settings"])
+    return C.wrap_call(f"learning_rate = {code}", 4)
