@@ -32,8 +32,8 @@ STEPS = 20
 ALL = list(range(len(DRAWN)))
 EXPECTED_REFUSED = {
     "pytorch": [],  # every setting implemented (tests/test_train_pytorch.py)
-    "keras/torch": ALL,
-    "keras/tensorflow": ALL,
+    "keras/torch": [],  # tests/test_train_keras.py
+    "keras/tensorflow": [],
     "tf-estimator": ALL,
     "gluon": [],  # every setting implemented (tests/test_train_gluon.py)
     "cntk": ALL,

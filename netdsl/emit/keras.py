@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..layers.common import split_activation
 from . import common as C
+from . import keras_training
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
 from .names import template_names
@@ -111,11 +112,19 @@ def _first_type(idx, layer) -> ir.TensorType:
     return idx.first_input_type(layer)
 
 
+def _max_norm(layer: ir.Layer, axis) -> dict:
+    """max_norm as Keras's own MaxNorm constraint, which its optimizers apply after every update (the
+    IR's definition: per output unit, epsilon 1e-7, the bias untouched)."""
+    m = layer.attr("max_norm")
+    return {} if m is None else {"kernel_constraint": call("keras.constraints.MaxNorm", m, axis=axis)}
+
+
 def dense(idx, layer):
     kwargs = _act_kwargs(layer)
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    kwargs.update(_max_norm(layer, 0))  # the (in, out) kernel: each unit's column
     weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)]
                      + _act_layer(layer.attr("activation"), "_act"), weights)
@@ -140,6 +149,7 @@ def convolution(idx, layer):
     if not layer.attr("bias"):
         kwargs["use_bias"] = False
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    kwargs.update(_max_norm(layer, [0, 1, 2]))  # the HWIO kernel: each filter's H, W, I
     out.append(KLayer("", "layers.Conv2D", (layer.attr("filters"), kernel), kwargs))
     out += _act_layer(layer.attr("activation"), "_act")
     weights = [(layer.param("W").name, "conv")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
@@ -638,17 +648,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         outputs.append({"name": o, "local": local, "shape": C.batch_shape(idx.types[o]), "image": image,
                         "back": local + back, "back_multi": f"outputs[{k}]{back}"})
     # the training block's loss is on the first output (as in netdsl's native training); the others get none
-    if loss == "squared_error":
-        target = "np.asarray(targets, dtype=np.float32)" + (".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "")
-    else:
-        target = "np.asarray(targets, dtype=np.int32)"
     n_rest = len(outputs) - 1
-    loss_code = LOSS_CODE[loss]
-    first_t = idx.types[graph.outputs[0]]
-    classes = first_t.shape[0] if C.is_image(first_t) else (first_t.shape[-1] if first_t.shape else 1)
-    if loss == "cross_entropy_with_softmax" and (_activation_of(idx, graph.outputs[0]) in ("softmax", "sigmoid")
-                                                 or classes == 1):
-        loss_code = "CrossEntropyAsWritten()"
+    kt = keras_training.context(graph.training)
     for inp, i in zip(inputs, graph.inputs):
         x = f"inputs[{lit(i.name)}]"
         if C.is_ids(i.type):
@@ -658,11 +659,10 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     data = C.dataset_plan(idx)
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
+        data["one_hot"] = loss != "cross_entropy_with_softmax"  # main() trains on int labels
     helpers = {v.helper for v in views.values() if v.helper}
     helpers |= {"length_mask" for p in plans.values() if p.lengths == "mask"}
     helpers |= {"select_last" for p in plans.values() if p.lengths and p.layers and p.layers[0].func == "SelectLast"}
-    uses_ops = (bool(helpers) or any(p.after for p in plans.values()) or training["optimizer"] == "Adam"
-                or bool(length_inputs))
     loss_source = length_sources(idx).get(graph.outputs[0]) if idx.types[graph.outputs[0]].seq else None
     return {
         "model_name": graph.name,
@@ -677,12 +677,16 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "input_lines": input_lines,
         "body": body,
         "helpers": helpers,
-        "uses_ops": uses_ops,
-        "optimizer": optimizer_lines(training),
+        "uses_ops": True,  # TrainingLoss is written with ops
+        "optimizer": C.wrap_call(f"trainer = {kt['optimizer_code']}", 4),
+        "schedule_lines": keras_training.schedule_lines(kt["schedule"]),
+        "keras_training": kt,
+        "script": keras_training.script_settings(graph.training),
         "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
-        "target": target if not n_rest else f"[{target}" + ", None" * n_rest + "]",
-        "loss_code": loss_code,
-        "loss_doc": C.loss_doc(graph),
+        "target_rank": len(C.batch_shape(idx.types[graph.outputs[0]])),
+        "target_back": ".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "",
+        "target_return": "targets" if not n_rest else "[targets" + ", None" * n_rest + "]",
+        "loss_doc": keras_training.loss_doc(graph, kt),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(idx, keras_batch_shape)}.", 4),
@@ -727,12 +731,6 @@ def _length_inputs(idx: C.GraphIndex, plans: dict, knames, locals_, inputs: list
     return length_inputs, length_of
 
 
-def _activation_of(idx: C.GraphIndex, value: str):
-    """The activation of the layer that computes a value, or None (an input, a layer without one)."""
-    node = idx.producer.get(value)
-    return idx.layers[node.layer].attr("activation") if node is not None else None
-
-
 def _list(items) -> str:
     items = list(items)
     return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
@@ -756,33 +754,6 @@ def _is_sequential(graph, idx, steps, plans, pure) -> bool:
     return prev == graph.outputs[0]
 
 
-LOSS_CODE = {
-    "cross_entropy_with_softmax": "keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
-    "squared_error": "keras.losses.MeanSquaredError()",
-}
-
-
-def optimizer_lines(training: dict) -> list:
-    lr = Code("TRAINING[\"lr\"] if lr is None else lr")
-    opt = training["optimizer"]
-    if opt == "SGD":
-        # Keras's velocity is -lr times PyTorch's buffer: with a constant rate the updates are the same
-        kwargs = {"learning_rate": lr}
-        if training["momentum"]:
-            kwargs["momentum"] = float(training["momentum"])
-        if training["nesterov"]:
-            kwargs["nesterov"] = True
-        code = call("keras.optimizers.SGD", **kwargs)
-    elif opt == "Adam":
-        code = call("TorchAdam", learning_rate=lr, beta_1=training["beta1"], beta_2=training["beta2"],
-                    epsilon=training["eps"])
-    elif opt == "Adadelta":
-        code = call("keras.optimizers.Adadelta", learning_rate=lr, rho=training["rho"], epsilon=training["eps"])
-    else:
-        raise EmitBug(f"unknown optimizer {opt}")
-    return C.wrap_call(f"trainer = {code}", 4)
-
-
 def check(idx: C.GraphIndex) -> list:
     graph = idx.graph
     return C.check_inits(graph, "keras") + C.check_activations(graph, "keras") + C.check_shapes(idx, "keras")
@@ -791,4 +762,5 @@ def check(idx: C.GraphIndex) -> list:
 # the shared runtime flags the script honours (emit/base.py RUNTIME_FLAGS): --device picks a Keras device,
 # --amp a mixed-precision policy, --compile sets jit_compile=True, --checkpoint writes a .keras file per epoch
 TARGET = Target("keras", TEMPLATE, LAYERS, context, check,
-                extras={"flags": ("--device", "--amp", "--compile", "--checkpoint")})
+                extras={"flags": ("--device", "--amp", "--compile", "--checkpoint"),
+                        "training": keras_training.HONOURED})

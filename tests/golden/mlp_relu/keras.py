@@ -40,7 +40,8 @@ class TorchAdam(keras.optimizers.Optimizer):
     """Adam with PyTorch's update, as netdsl specifies: epsilon is added to sqrt(v / (1 - beta_2^t)).
 
     (Keras's Adam adds it to sqrt(v), which differs in the first steps.) Written over the public
-    Optimizer API (build, update_step, get_config), so a saved model keeps its moments.
+    Optimizer API (build, update_step, get_config), so a saved model keeps its moments. AdamW is this
+    with Keras's weight_decay, which is decoupled: p -= lr * weight_decay * p before the update.
     """
 
     def __init__(
@@ -79,6 +80,27 @@ class TorchAdam(keras.optimizers.Optimizer):
             "beta_2": self.beta_2,
             "epsilon": self.epsilon,
         }
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingLoss(keras.losses.Loss):
+    """The train block's loss on the output exactly as the model computes it:
+    -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean.
+
+    y_pred + 0: Keras's TensorFlow back end takes the loss on the values under a softmax or sigmoid output
+    (the tensor's _keras_logits) even with from_logits=True; a new tensor keeps that from happening. A
+    Loss of its own (not a LossFunctionWrapper) keeps Keras from squeezing a one-class output.
+    """
+
+    def call(self, y_true, y_pred):
+        y_pred = y_pred + 0.0
+        if len(y_true.shape) == len(y_pred.shape):  # one-hot targets
+            values = ops.categorical_crossentropy(y_true, y_pred, from_logits=True)
+        else:
+            values = ops.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=True
+            )
+        return values
 
 
 def build_model():
@@ -150,7 +172,12 @@ def keras_inputs(inputs):
 
 def keras_targets(targets):
     """Training targets in Keras's layout."""
-    return np.asarray(targets, dtype=np.int32)
+    targets = np.asarray(targets)
+    if targets.ndim == 2:  # one-hot targets, shaped like the output
+        targets = targets.astype(np.float32)
+    else:
+        targets = targets.astype(np.int32)
+    return targets
 
 
 def predict(model, inputs):
@@ -159,18 +186,23 @@ def predict(model, inputs):
     return {"z": z}
 
 
-def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
+def make_trainer(
+    model, lr=None, steps_per_epoch=None, metrics=None, jit_compile="auto"
+):
     """The training block's optimizer, compiled into the model with the loss (lr replaces the block's rate).
 
-    Build the model and call this inside a distribution strategy's scope to train on several devices.
+    steps_per_epoch: the steps of an epoch, which a per-epoch schedule counts (None: every step is in
+    epoch 0). Build the model and call this inside a distribution strategy's scope to train on several
+    devices.
     """
+    learning_rate = TRAINING["lr"] if lr is None else lr
     trainer = TorchAdam(
-        learning_rate=TRAINING["lr"] if lr is None else lr,
+        learning_rate=learning_rate,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=1e-08,
     )
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    loss = TrainingLoss()
     model.compile(
         optimizer=trainer, loss=loss, metrics=metrics, jit_compile=jit_compile
     )
@@ -180,7 +212,8 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
 def train_step(model, trainer, inputs, targets):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
-    The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    The loss is -sum(t * log softmax(z)) over the class axis per label (t one-hot), their mean, against
+    integer labels or one-hot float targets of the output's shape.
     """
     if model.optimizer is not trainer:
         raise ValueError(
@@ -311,6 +344,134 @@ def checkpoint_epoch(path):
         if CHECKPOINT_EPOCH not in archive.namelist():
             return 0
         return int(json.loads(archive.read(CHECKPOINT_EPOCH))["epoch"])
+
+
+def scheduled_lr(base_lr, step, steps_per_epoch=None):
+    """The learning rate of step `step` (0-based), as netdsl's exec/steprule.schedule_factor: the
+    lr_schedule's factor at the step's epoch (or step, with unit=step), divided by 1 + decay * step
+    for SGD's Keras-style time-based decay. steps_per_epoch None: every step is in epoch 0."""
+    import math
+
+    name = TRAINING.get("lr_schedule")
+    epoch = step // steps_per_epoch if steps_per_epoch else 0
+    t = step if TRAINING.get("lr_schedule_unit") == "step" else epoch
+    if name == "step":
+        gamma, size = TRAINING["lr_schedule_gamma"], TRAINING["lr_schedule_step_size"]
+        lr = base_lr * gamma ** (t // size)
+    elif name == "piecewise":
+        passed = sum(t >= b for b in TRAINING["lr_schedule_boundaries"])
+        lr = base_lr * TRAINING["lr_schedule_factors"][passed]
+    elif name == "exponential":
+        lr = base_lr * TRAINING["lr_schedule_gamma"] ** t
+    elif name == "cosine":
+        t_max, eta_min = TRAINING["lr_schedule_t_max"], TRAINING["lr_schedule_eta_min"]
+        cosine = 1 + math.cos(math.pi * min(t, t_max) / t_max)
+        lr = eta_min + (base_lr - eta_min) * cosine / 2
+    else:
+        lr = base_lr
+    decay = TRAINING.get("decay", 0.0) if TRAINING["optimizer"] == "SGD" else 0.0
+    return lr / (1 + decay * step) if decay else lr
+
+
+def split_validation(x, y, fraction=None):
+    """(x_train, y_train, x_val, y_val): the LAST `fraction` of the training set held out, as Keras's
+    validation_split and netdsl run do (no shuffling: the same split every run). Without a fraction
+    (the training block's validation_split, else none) x_val and y_val are None."""
+    if fraction is None:
+        fraction = TRAINING.get("validation_split", 0.0)
+    if not fraction:
+        return x, y, None, None
+    n = len(x)
+    n_val = round(n * fraction)
+    if n_val == 0 or n_val == n:
+        part = "validation" if n_val == 0 else "training"
+        raise SystemExit(
+            f"error: validation_split {fraction} of {n} samples leaves an empty {part} split"
+        )
+    keep = n - n_val
+    return x[:keep], y[:keep], x[keep:], y[keep:]
+
+
+def log_due(step):
+    """Whether a progress line is due after `step` steps in all (the training block's log_every)."""
+    every = TRAINING.get("log_every")
+    return bool(every) and step % every == 0
+
+
+def log_line(epoch, step, steps, loss, lr, accuracy=None):
+    """The log_every line, as netdsl run words it: epoch (1-based), step of the epoch, the epoch's
+    running mean loss (and training accuracy, a fraction, where the script keeps it), this step's lr."""
+    text = f"epoch {epoch}, step {step}/{steps}: loss {loss:.4f}"
+    if accuracy is not None:
+        text += f", train accuracy {100 * accuracy:.2f}%"
+    return text + f", lr {lr:.6g}"
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping(monitor="val_loss", patience=p), as netdsl run applies it: training stops
+    once the validation loss has not gone below its best for p epochs. Nothing is restored."""
+
+    def __init__(self, patience=None):
+        import math
+
+        self.patience = TRAINING.get("early_stopping") if patience is None else patience
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def update(self, val_loss):
+        """Record an epoch's validation loss; True when training should stop."""
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            return False
+        self.bad_epochs += 1
+        return bool(self.patience) and self.bad_epochs >= self.patience
+
+    def message(self, epoch):
+        plural = "s" if self.bad_epochs != 1 else ""
+        return (
+            f"early stopping after epoch {epoch}: the validation loss has not improved for "
+            f"{self.bad_epochs} epoch{plural} (best {self.best:.4f})"
+        )
+
+
+def top_k_accuracy(scores, labels, k):
+    """How often the label is among the k largest scores (k at most the number of classes)."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float((top == np.asarray(labels).reshape(-1, 1)).any(axis=1).mean())
+
+
+def confusion_matrix(scores, labels):
+    """(classes, classes) counts: rows the true class, columns the predicted (largest score) one."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = scores.shape[1]
+    cells = np.asarray(labels).astype(np.int64) * k + scores.argmax(axis=1)
+    return np.bincount(cells, minlength=k * k).reshape(k, k)
+
+
+def confusion_text(matrix):
+    """The confusion matrix's lines, as netdsl run prints them."""
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    lines = ["confusion matrix (rows: true class, columns: predicted):"]
+    lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for j, row in enumerate(matrix):
+        lines.append(f"{j:>5} " + "".join(f"{int(v):>{width}}" for v in row))
+    return lines
+
+
+def metric_lines(scores, labels):
+    """The training block's metrics beyond accuracy on the test set's (N, classes) scores and (N,) labels:
+    top_<k>_accuracy and confusion_matrix, one line or table each, as netdsl run reports them."""
+    lines = []
+    for metric in TRAINING["metrics"]:
+        if metric.startswith("top_"):
+            k = int(metric.split("_")[1])
+            value = 100 * top_k_accuracy(scores, labels, k)
+            lines.append(f"test {metric.replace('_', ' ')}: {value:.2f}%")
+        elif metric == "confusion_matrix":
+            lines += confusion_text(confusion_matrix(scores, labels))
+    return lines
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -1281,11 +1442,12 @@ def evaluate(model, x, labels, batch_size=1000):
 class EpochReport(keras.callbacks.Callback):
     """After each epoch: one line with the epoch's mean loss and the test accuracy."""
 
-    def __init__(self, x_test, labels_test, epochs):
+    def __init__(self, x_test, labels_test, epochs, validation=None):
         super().__init__()
         self.x_test = x_test
         self.labels_test = labels_test
         self.epochs = epochs
+        self.validation = validation  # (x, targets, labels) or None
 
     def on_epoch_end(self, epoch, logs=None):
         accuracy = evaluate(self.model, self.x_test, self.labels_test)
@@ -1293,6 +1455,27 @@ class EpochReport(keras.callbacks.Callback):
             f"epoch {epoch + 1}/{self.epochs}: loss {logs['loss']:.4f}, test accuracy {accuracy:.4f}",
             flush=True,
         )
+        if self.validation is not None:
+            x, targets, labels = self.validation
+            logs["val_loss"] = validation_loss(self.model, x, targets)
+            accuracy = evaluate(self.model, x, labels)
+            print(
+                f"epoch {epoch + 1}/{self.epochs}: validation loss {logs['val_loss']:.4f}, "
+                f"validation accuracy {accuracy:.4f}",
+                flush=True,
+            )
+
+
+def validation_loss(model, x, targets, batch_size=1000):
+    """The loss on a split in inference mode, without weight decay (as netdsl run's): Keras's own
+    val_loss would add the weight regularizers."""
+    total = 0.0
+    for start in range(0, len(x), batch_size):
+        inputs = keras_inputs({DATA_INPUT: x[start : start + batch_size]})
+        batch = keras_targets(targets[start : start + batch_size])
+        loss = model.loss(batch, model(inputs, training=False))
+        total += float(keras.ops.convert_to_numpy(loss)) * len(batch)
+    return total / len(x)
 
 
 def main(argv=None):
@@ -1465,6 +1648,8 @@ def main(argv=None):
     x_train, labels_train, x_test, labels_test, _ = load_dataset(args)
     x_train, x_test = model_view(x_train, stats), model_view(x_test, stats)
     y_train = labels_train
+    validation = None
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
     epoch = 0
     with training_scope(device):
         if args.resume:
@@ -1491,12 +1676,13 @@ def main(argv=None):
             make_trainer(
                 model,
                 args.lr,
+                steps_per_epoch=steps_per_epoch,
                 metrics=["accuracy"],
                 jit_compile=True if args.compile else "auto",
             )
         callbacks = [
             keras.callbacks.ProgbarLogger(),  # before the report, which then starts a line of its own
-            EpochReport(x_test, labels_test, args.epochs),
+            EpochReport(x_test, labels_test, args.epochs, validation),
         ]
         if args.checkpoint:
             callbacks += checkpoint_callbacks(args.checkpoint)
