@@ -181,37 +181,81 @@ def export_native(model, directory):
     return path
 
 
+# the train block's step rule (docs/language.md, netdsl's exec/steprule.py): the learning-rate schedule, its
+# unit, weight decay, gradient clipping and the loss's reduction
+STEP_RULE = {
+    "schedule": None,
+    "schedule_args": {},
+    "lr_unit": "minibatch",
+    "reduction": "mean",
+    "l2": 0.0,
+    "decoupled": 0.0,
+    "clip_value": None,
+    "clip_norm": None,
+}
+
+
+def learning_rate(base_lr, step, epoch):
+    """The learning rate of a step: `step` and `epoch` count the steps and epochs before it (0-based)."""
+    lr = base_lr
+    # Keras's time-based decay of SGD
+    return lr / (1 + TRAINING["decay"] * step)
+
+
 def _learner(parameters, lr):
     attrs = TRAINING
-    # learning_parameter_schedule(lr) applies lr to the minibatch-mean gradient; with
-    # unit_gain=False, momentum_sgd/nesterov are torch's SGD(momentum, nesterov) exactly
+    # learning_parameter_schedule(lr) applies lr to the minibatch-mean gradient
     schedule = C.learning_parameter_schedule(lr)
     if not attrs["momentum"]:
         return C.sgd(parameters, schedule)
+    # with unit_gain=False and a constant rate, momentum_sgd/nesterov are torch's SGD(momentum, nesterov)
+    # exactly (CNTK keeps the rate inside its velocity, so a changing rate takes the numpy learner)
     learner = C.nesterov if attrs["nesterov"] else C.momentum_sgd
     return learner(
         parameters, schedule, C.momentum_schedule(attrs["momentum"]), unit_gain=False
     )
 
 
-def make_trainer(model, lr=None):
-    """C.Trainer with the training block's loss, classification_error and SGD."""
+class _Steps:
+    """What a trainer keeps between train_step calls: its learner, base rate and step counter."""
+
+    def __init__(self, learner, lr, steps_per_epoch):
+        self.learner = learner
+        self.base_lr = lr
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """C.Trainer with the training block's loss, classification_error and SGD; each
+    train_step is one step of the rule (STEP_RULE), epochs being steps_per_epoch steps (None: one endless
+    epoch)."""
     lr = TRAINING["lr"] if lr is None else float(lr)
     labels = C.input_variable((10,), np.float32, name="labels")
     # summed over the minibatch's samples (and time steps); the learner divides by their number
     loss = C.cross_entropy_with_softmax(model, labels)
+    learner = _learner(model.parameters, lr)
     metric = C.classification_error(model, labels)
-    return C.Trainer(model, (loss, metric), [_learner(model.parameters, lr)])
+    trainer = C.Trainer(model, (loss, metric), [learner])
+    trainer.netdsl_steps = _Steps(learner, lr, steps_per_epoch or 1 << 30)
+    return trainer
 
 
 def train_step(model, trainer, inputs, targets):
-    """One optimisation step (train_minibatch); returns the mean loss before the update."""
+    """One optimisation step (train_minibatch); returns the loss before the update (mean over
+    the minibatch)."""
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
+    if y.dtype.kind == "f":  # one-hot (or soft) targets, shaped like the output
+        feed[labels] = np.ascontiguousarray(y, dtype=np.float32)
+    else:  # class ids, one-hot as CNTK wants
+        feed[labels] = np.eye(10, dtype=np.float32)[y]
+    steps = trainer.netdsl_steps
     trainer.train_minibatch(feed)
-    return float(trainer.previous_minibatch_loss_average)
+    steps.step += 1
+    loss = float(trainer.previous_minibatch_loss_average)
+    return loss
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters

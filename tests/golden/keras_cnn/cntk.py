@@ -176,71 +176,119 @@ def export_native(model, directory):
     return path
 
 
-class _TorchLearner(C.learners.UserLearner):
-    """A CNTK learner in Python with PyTorch's update rule, on the minibatch-MEAN gradient
-    (CNTK hands a learner the gradient summed over the minibatch's samples)."""
+# the train block's step rule (docs/language.md, netdsl's exec/steprule.py): the learning-rate schedule, its
+# unit, weight decay, gradient clipping and the loss's reduction
+STEP_RULE = {
+    "schedule": None,
+    "schedule_args": {},
+    "lr_unit": "minibatch",
+    "reduction": "mean",
+    "l2": 0.0,
+    "decoupled": 0.0,
+    "clip_value": None,
+    "clip_norm": None,
+}
 
-    def __init__(self, parameters, lr, **hyper):
+
+def learning_rate(base_lr, step, epoch):
+    """The learning rate of a step: `step` and `epoch` count the steps and epochs before it (0-based)."""
+    lr = base_lr
+    return lr
+
+
+class _StepRuleLearner(C.learners.UserLearner):
+    """The train block's step (exec/steprule.py: mean gradient, L2 term, clipping, this step's rate,
+    decoupled decay) and Adam's own update as netdsl (torch) defines it, in numpy. CNTK's learners
+    differ: their momentum keeps the rate inside the velocity, clipping is per parameter and per
+    sample, L2 is added after clipping, and adam/rmsprop/adagrad/adadelta have their own epsilon,
+    bias-correction and rate conventions; C.universal cannot take an embedding's sparse gradient."""
+
+    def __init__(self, parameters, lr):
         # as_numpy=False: CNTK's own conversion fails on an embedding's sparse gradient
         super().__init__(parameters, C.learning_parameter_schedule(lr), as_numpy=False)
+        # this step's rate and the minibatch's number of samples (sequences), set by train_step
         self.lr_value = lr
-        self.hyper = hyper
+        self.batch = 1
         self.t = 0
-        self.slots = {
-            p.uid: (np.zeros(p.shape, np.float32), np.zeros(p.shape, np.float32))
-            for p in parameters
-        }
+        self.slots = {}
 
     def update(self, gradient_values, training_sample_count, sweep_end):
         self.t += 1
+        # CNTK hands a learner the gradient summed over the minibatch's samples (and time steps)
+        scale = 1.0 / training_sample_count
+        grads = {}
         for p, g in gradient_values.items():
             # an embedding's gradient: densify (torch updates every row)
             if g.is_sparse:
                 dense = C.NDArrayView.from_dense(np.zeros(g.shape, np.float32))
                 dense.copy_from(g)
                 g = dense
-            g = g.asarray() / training_sample_count
-            p.value = self.step(np.asarray(p.value), g, self.slots[p.uid])
+            grads[p] = g.asarray() * np.float32(scale)
+        for p, g in grads.items():
+            w = np.asarray(p.value)
+            slots = self.slots.setdefault(p.uid, {})
+            p.value = np.ascontiguousarray(self.step(w, g, slots), dtype=np.float32)
         return True
 
-
-class TorchAdam(_TorchLearner):
-    """CNTK's own adam() differs from torch's (its bias correction and eps); this is torch's Adam."""
-
     def step(self, w, g, slots):
-        b1, b2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
-        m, v = slots
-        m[...] = b1 * m + (1.0 - b1) * g
-        v[...] = b2 * v + (1.0 - b2) * g * g
-        denom = np.sqrt(v) / math.sqrt(1.0 - b2**self.t) + eps
-        return w - (self.lr_value / (1.0 - b1**self.t)) * m / denom
+        """torch's Adam (CNTK's adam() has another bias correction and epsilon placement)."""
+        b1, b2, eps = TRAINING["beta1"], TRAINING["beta2"], TRAINING["eps"]
+        m = slots.get("m", np.zeros_like(w))
+        v = slots.get("v", np.zeros_like(w))
+        m = m + np.float32(1.0 - b1) * (g - m)
+        v = v * np.float32(b2) + np.float32(1.0 - b2) * g * g
+        slots["m"], slots["v"] = m, v
+        denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - b2**self.t)) + np.float32(eps)
+        return w - np.float32(self.lr_value / (1.0 - b1**self.t)) * m / denom
 
 
 def _learner(parameters, lr):
-    attrs = TRAINING
-    return TorchAdam(
-        parameters, lr, beta1=attrs["beta1"], beta2=attrs["beta2"], eps=attrs["eps"]
-    )
+    return _StepRuleLearner(parameters, lr)
 
 
-def make_trainer(model, lr=None):
-    """C.Trainer with the training block's loss, classification_error and Adam."""
+class _Steps:
+    """What a trainer keeps between train_step calls: its learner, base rate and step counter."""
+
+    def __init__(self, learner, lr, steps_per_epoch):
+        self.learner = learner
+        self.base_lr = lr
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """C.Trainer with the training block's loss, classification_error and Adam; each
+    train_step is one step of the rule (STEP_RULE), epochs being steps_per_epoch steps (None: one endless
+    epoch)."""
     lr = TRAINING["lr"] if lr is None else float(lr)
     labels = C.input_variable((10,), np.float32, name="labels")
     # summed over the minibatch's samples (and time steps); the learner divides by their number
     loss = C.cross_entropy_with_softmax(model, labels)
+    learner = _learner(model.parameters, lr)
     metric = C.classification_error(model, labels)
-    return C.Trainer(model, (loss, metric), [_learner(model.parameters, lr)])
+    trainer = C.Trainer(model, (loss, metric), [learner])
+    trainer.netdsl_steps = _Steps(learner, lr, steps_per_epoch or 1 << 30)
+    return trainer
 
 
 def train_step(model, trainer, inputs, targets):
-    """One optimisation step (train_minibatch); returns the mean loss before the update."""
+    """One optimisation step (train_minibatch); returns the loss before the update (mean over
+    the minibatch)."""
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    feed[labels] = np.eye(10, dtype=np.float32)[y]  # one-hot, as CNTK wants
+    if y.dtype.kind == "f":  # one-hot (or soft) targets, shaped like the output
+        feed[labels] = np.ascontiguousarray(y, dtype=np.float32)
+    else:  # class ids, one-hot as CNTK wants
+        feed[labels] = np.eye(10, dtype=np.float32)[y]
+    steps = trainer.netdsl_steps
+    lr = learning_rate(steps.base_lr, steps.step, steps.step // steps.steps_per_epoch)
+    steps.learner.lr_value = lr
+    steps.learner.batch = len(y)
     trainer.train_minibatch(feed)
-    return float(trainer.previous_minibatch_loss_average)
+    steps.step += 1
+    loss = float(trainer.previous_minibatch_loss_average)
+    return loss
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
