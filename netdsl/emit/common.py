@@ -316,6 +316,21 @@ def training_dict(graph: ir.Graph) -> dict:
     out.update(sorted(t.optimizer_attrs))
     out.update({"batch_size": t.batch_size, "epochs": t.epochs, "metrics": list(t.metrics),
                 "seed": 0 if t.seed is None else t.seed})
+    # issue 18's settings, each only when the block uses it (common/training.py.j2 reads them with .get)
+    if dict(t.loss_attrs).get("reduction", "mean") != "mean":
+        out["reduction"] = dict(t.loss_attrs)["reduction"]
+    if t.schedule is not None:
+        out["lr_schedule"] = t.schedule
+        out.update((f"lr_schedule_{k}", v) for k, v in sorted(t.schedule_attrs))
+    if t.lr_unit != "minibatch":
+        out["lr_unit"] = t.lr_unit
+    if t.weight_decay:
+        out[f"{t.weight_decay_mode}_weight_decay"] = t.weight_decay  # l2_weight_decay, decoupled_weight_decay
+    for key in ("clip_norm", "clip_value", "log_every", "early_stopping"):
+        if getattr(t, key) is not None:
+            out[key] = getattr(t, key)
+    if t.validation_split:
+        out["validation_split"] = t.validation_split
     return out
 
 
