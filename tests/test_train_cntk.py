@@ -121,3 +121,63 @@ def test_twenty_steps_of_every_combination_match_native(tmp_path):
         assert result["native"] == native_learner, combo
         learners.add(native_learner)
     assert learners == {True, False}  # both CNTK's own learners and the numpy one were exercised
+
+
+SCRIPT_MODEL = """model Keys
+x = Input(6)
+h = Dense(8, activation=tanh)(x)
+y = Dense(3)(h)
+output y
+train {
+    optimizer = SGD(lr=0.5)
+    loss = squared_error
+    batch_size = 16
+    epochs = 40
+    seed = 7
+    validation_split = 0.25
+    early_stopping = 1
+    log_every = 4
+    metrics = [accuracy, top_k_accuracy(k=2), confusion_matrix]
+}
+"""
+
+
+def test_the_script_honours_validation_split_early_stopping_log_every_and_metrics(tmp_path):
+    """The generated script's main(): the last quarter of the training set held out, its loss reported each
+    epoch and checked against the executor on the saved weights, early stopping, a line every 4 steps, and
+    top-2 accuracy and the confusion matrix of the final weights as netdsl run words them."""
+    from netdsl.exec import losses
+
+    py = _python("cntk")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)  # a learnable rule, 3 classes
+    np.savez(tmp_path / "d.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    graph = load_text(SCRIPT_MODEL, "keys.net")
+    (tmp_path / "keys.py").write_text(emit(graph, "cntk"))
+    proc = subprocess.run([py, str(tmp_path / "keys.py"), "--data", f"npz:{tmp_path / 'd.npz'}", "--out-dir",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=600, cwd=str(tmp_path),
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = proc.stdout.splitlines()
+    val = [line for line in lines if ": validation loss " in line]
+    assert any(line.startswith("early stopping after epoch") for line in lines)
+    assert 1 < len(val) < 40
+    assert sum(line.endswith("lr 0.5") and ", step 4/8:" in line for line in lines) == len(val)  # 120 / 16: 8 steps
+    # the last epoch's validation loss and the test metrics, recomputed by the executor from the saved weights
+    from netdsl.exec.graph import Executor
+
+    weights = dict(np.load(tmp_path / "out" / "Keys.npz"))
+    ex = Executor(graph, weights)
+    x_val, y_val = x[120:160], y[120:160]
+    out = ex.forward({"x": x_val}, training=False, rng=np.random.default_rng(0))["y"]
+    loss, _ = losses.mse(out, losses.one_hot(y_val, out))
+    assert float(val[-1].split("validation loss ")[1].split(",")[0]) == pytest.approx(loss, abs=1e-4)
+    scores = ex.forward({"x": x[160:]}, training=False, rng=np.random.default_rng(0))["y"]
+    top2 = (np.argsort(-scores, axis=1)[:, :2] == y[160:, None]).any(axis=1).mean()
+    assert f"test top 2 accuracy: {100 * top2:.2f}%" in lines
+    at = lines.index("confusion matrix (rows: true class, columns: predicted):")
+    matrix = np.array([[int(v) for v in line.split()[1:]] for line in lines[at + 2:at + 5]])
+    expected = np.zeros((3, 3), int)
+    np.add.at(expected, (y[160:], scores.argmax(axis=1)), 1)
+    np.testing.assert_array_equal(matrix, expected)

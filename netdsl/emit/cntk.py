@@ -483,7 +483,8 @@ def step_rule(training: ir.Training | None, out_seq: bool) -> dict:
 HONOURED = {
     "optimizers": {name: set(spec) for name, spec in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
-    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction"},
+    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
+                 "validation_split", "log_every", "early_stopping", "metrics"},
 }
 
 
