@@ -18,7 +18,8 @@ import subprocess
 import numpy as np
 import pytest
 from test_emit_legacy import _python
-from test_train_settings import MODEL, STEPS, batches, block, combinations, native
+from test_train_settings import STEPS, batches, native
+from train_combos import MODEL, block, combinations
 
 from netdsl.emit.base import emit
 from netdsl.emit.cntk import step_rule
@@ -226,6 +227,26 @@ train {
     batch_size = 8
 }
 """, "x", "y"),
+    # max_norm after the update, on CNTK's own momentum_sgd and on the numpy learner (small limits, so they bind)
+    "max_norm_sgd": ("""model Limited
+image = Input((2, 5, 5))
+c = Convolution((3, 3), 3, activation=relu, max_norm=0.3)(image)
+y = Dense(3, max_norm=0.5)(c)
+output y
+train {
+    optimizer = SGD(lr=0.5, momentum=0.9)
+}
+""", "image", "y"),
+    "max_norm_adam": ("""model LimitedAdam
+x = Input(6)
+h = Dense(5, activation=tanh, max_norm=0.4)(x)
+y = Dense(3, max_norm=0.3)(h)
+output y
+train {
+    optimizer = Adam(lr=0.05)
+    loss = l2
+}
+""", "x", "y"),
 }
 
 
@@ -233,13 +254,13 @@ def _native_steps(graph, params, xs, ys, inp, out):
     """netdsl's executor, StepRule and optimizer over the batches, as test_train_settings.native for any model."""
     from netdsl.exec import feed, optim
     from netdsl.exec.graph import Executor
-    from netdsl.exec.steprule import StepRule
+    from netdsl.exec.steprule import StepRule, max_norms
 
     tr = graph.training
     ex = Executor(graph, {k: v.copy() for k, v in params.items()})
     loss_fn = feed.make_loss(tr, 3)
     opt = optim.make_optimizer(tr)
-    rule = StepRule(tr, opt.lr)
+    rule = StepRule(tr, opt.lr, max_norms(graph))
     trainable = {n: ex.params[n] for n in ex.trainable}
     losses = []
     for step, (x, y) in enumerate(zip(xs, ys)):
@@ -250,7 +271,9 @@ def _native_steps(graph, params, xs, ys, inp, out):
     return losses, {k: ex.params[k].copy() for k in trainable}
 
 
-def test_twenty_steps_on_sequences_feature_maps_and_batch_norm_match_native(tmp_path):
+def test_twenty_steps_on_sequences_feature_maps_batch_norm_and_max_norm_match_native(tmp_path):
+    from netdsl.exec.steprule import max_norms
+
     py = _python("cntk")
     rng = np.random.default_rng(3)
     jobs, expected = [], []
@@ -263,10 +286,13 @@ def test_twenty_steps_on_sequences_feature_maps_and_batch_norm_match_native(tmp_
         elif name == "feature_map":
             xs = rng.standard_normal((STEPS, 4, 2, 5, 5)).astype(np.float32)
             ys = rng.integers(0, 3, (STEPS, 4, 5, 5))
+        elif name == "max_norm_sgd":
+            xs = rng.standard_normal((STEPS, 4, 2, 5, 5)).astype(np.float32)
+            ys = rng.integers(0, 3, (STEPS, 4))
         else:
             xs = rng.standard_normal((STEPS, 8, 6)).astype(np.float32)
             ys = rng.integers(0, 3, (STEPS, 8))
-        targets = np.eye(3, dtype=np.float32)[ys] if graph.training.loss == "squared_error" else ys
+        targets = ys if graph.training.loss == "cross_entropy_with_softmax" else np.eye(3, dtype=np.float32)[ys]
         (tmp_path / f"{name}.py").write_text(emit(graph, "cntk"))
         np.savez(tmp_path / f"{name}_w.npz", **params)
         np.savez(tmp_path / f"{name}_d.npz", x=xs, targets=targets)
@@ -274,10 +300,13 @@ def test_twenty_steps_on_sequences_feature_maps_and_batch_norm_match_native(tmp_
                      "data": str(tmp_path / f"{name}_d.npz"), "input": inp, "out": str(tmp_path / f"{name}_o.npz")})
         expected.append((name, graph, _native_steps(graph, params, xs, ys, inp, out), params))
     for job, result, (name, graph, (n_losses, n_params), params) in zip(jobs, _run(py, tmp_path, jobs), expected):
-        assert not result["native"]  # each takes the numpy learner
+        assert result["native"] == (name == "max_norm_sgd"), name  # CNTK's momentum_sgd there, else numpy
         np.testing.assert_allclose(result["losses"], n_losses, rtol=1e-4, atol=1e-4, err_msg=name)
         trained = np.load(job["out"])
         for k, v in n_params.items():
             np.testing.assert_allclose(trained[k], v, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(v).max())),
                                        err_msg=f"{name} {k}")
             assert not np.array_equal(v, params[k]) or "bias" in k, f"{name}: {k} did not train"
+        for k, m in max_norms(graph).items():  # the limits bind: some unit sits at its max_norm
+            w = trained[k].reshape(len(trained[k]), -1)
+            assert np.isclose(np.linalg.norm(w, axis=1), m, rtol=1e-5).any(), (name, k)

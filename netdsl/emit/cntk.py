@@ -448,6 +448,8 @@ def context(lg: Legacy, views: dict) -> dict:
                 if layer.kind == "GRU" and not layer.attr("reset_after")],
     )
     ctx.update(step_rule(lg.graph.training, out_t.seq))
+    ctx["max_norms"] = {layer.param("W").name: float(layer.attr("max_norm")) for layer in lg.graph.layers
+                        if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None}
     ctx["loss_terms"] = (ctx["out_positions"] if ctx["loss"] == "cross_entropy_with_softmax" and is_image(out_t)
                          else 1 if ctx["loss"] == "cross_entropy_with_softmax" else ctx["out_elements"])
     return ctx
@@ -484,7 +486,7 @@ HONOURED = {
     "optimizers": {name: set(spec) for name, spec in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
     "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
-                 "validation_split", "log_every", "early_stopping", "metrics"},
+                 "validation_split", "log_every", "early_stopping", "metrics", "max_norm"},
 }
 
 
