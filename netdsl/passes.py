@@ -30,6 +30,8 @@ def resolve_defaults(g: ir.Graph) -> ir.Graph:
                 attrs[key] = default
         for key in kind.floats:
             attrs[key] = float(attrs[key])
+        if kind.complete is not None:
+            attrs = kind.complete(attrs, g.training)
         out.append(replace(layer, attrs=tuple(sorted(attrs.items()))))
     return replace(g, layers=tuple(out))
 

@@ -171,3 +171,9 @@ def test_full_disk_on_stdout_of_a_command_that_prints(tmp_path):
                    cwd=tmp_path, stdout=full, timeout=300)
     assert r.returncode == 1 and "cannot write" in r.stderr and "No space left" in r.stderr
     assert "Exception ignored" not in r.stderr
+
+
+def test_dash_output_is_stdout_not_a_file(model, tmp_path):
+    r = netdsl("compile", model.name, "--target", "pytorch", "-o", "-", cwd=tmp_path)
+    assert r.returncode == 0 and "do not edit" in r.stdout.splitlines()[0]
+    assert not (tmp_path / "-").exists()

@@ -222,9 +222,11 @@ def test_a_wrong_setting_is_located(setting, code, where):
     assert d.code == code and line[d.span.col - 1:].startswith(where), (d.code, d.message, line, d.span.col)
 
 
-def test_a_target_refuses_a_setting_it_does_not_implement():
-    from netdsl.emit.base import emit
+def test_a_target_refuses_a_setting_it_does_not_implement(monkeypatch):
+    from netdsl.emit.base import emit, load_target
 
+    # a target that declares no training settings of its own honours the baseline only (gluon stands in)
+    monkeypatch.setattr(load_target("gluon"), "extras", {})
     text = MODEL % "    optimizer = RMSProp(lr=0.01)\n    clip_norm = 1.0"
     g = load_text(text, "m.net")
     with pytest.raises(NetdslError) as e:

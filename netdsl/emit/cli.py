@@ -18,7 +18,7 @@ def register(sub) -> None:
     p = sub.add_parser("compile", help="generate code for a framework")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--target", required=True, choices=sorted(TARGETS))
-    p.add_argument("-o", "--output", metavar="OUT", help="write here (default: stdout)")
+    p.add_argument("-o", "--output", metavar="OUT", help="write here (default, or '-': stdout)")
     p.add_argument("--check", metavar="OUT", help="exit 1, with a diff, if OUT is not what would be generated now")
     p.add_argument("--diff", action="store_true", help="with -o: print what would change and write nothing")
     p.set_defaults(func=cmd_compile)
@@ -30,6 +30,8 @@ def _error(message: str) -> int:
 
 
 def cmd_compile(args) -> int:
+    if args.output == "-":  # the Unix spelling of stdout, not a file named '-'
+        args.output = None
     if args.check and args.output:
         print("netdsl compile: error: use either -o OUT or --check OUT", file=sys.stderr)
         return 2

@@ -151,7 +151,8 @@ def _bn(lg, layer):
     it = lg.in_type(layer)
     return View(ctor="C.layers.BatchNormalization",
                 args={"map_rank": "1" if is_image(it) else "None", "epsilon": repr(float(layer.attr("epsilon"))),
-                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})"},
+                      "normalization_time_constant": f"_time_constant({float(layer.attr('momentum'))!r})",
+                      **({"init_scale": repr(layer.attr("init_scale"))} if layer.attr("init_scale", 1.0) != 1 else {})},
                 always=("map_rank", "epsilon", "normalization_time_constant"),
                 params=[("scale", "scale", "identity"), ("bias", "bias", "identity"),
                         ("running_mean", "aggregate_mean", "identity"),
@@ -242,8 +243,11 @@ LAYERS_FN = {  # one function per IR kind: the explicit registration table of th
     "Delay": lambda lg, l: View(ctor="C.layers.Delay", args={"T": repr(int(l.attr("T"))),
                                                              "initial_state": repr(float(l.attr("initial_state")))},
                                 always=("T", "initial_state")),
-    # listed so that check() can say why it is refused (E802), never rendered
-    "LayerNormalization": lambda lg, l: View(ctor=None),
+    # CNTK's own LayerNormalization has a scalar scale and bias: _layer_norm (the template) has elementwise ones
+    "LayerNormalization": lambda lg, l: View(
+        ctor="_layer_norm", pos=[repr(tuple(lg.in_type(l).shape)), repr(float(l.attr("epsilon"))),
+                                 repr(float(l.attr("initial_scale"))), repr(float(l.attr("initial_bias")))],
+        params=[("scale", "scale", "identity"), ("bias", "bias", "identity")]),
     # CNTK's own global pools give (C, 1, 1); the IR's result is (C,)
     "GlobalAveragePooling": _fn(lambda lg, l: "lambda x: C.reshape(C.layers.GlobalAveragePooling()(x), (-1,))",
                                 lambda lg, l: "C.reshape(C.layers.GlobalAveragePooling()({x}), (-1,))"),
@@ -379,9 +383,6 @@ def check(lg: Legacy) -> list:
         if layer.attr("activation") == "gelu(approximate=False)":
             diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
                                 "erf (gelu(approximate=True), the tanh form, it has)"))
-        if layer.kind == "LayerNormalization":
-            diags.append(cannot(lg, layer, "cntk", "CNTK's LayerNormalization has a scalar scale and bias; "
-                                "netdsl's are elementwise"))
     return diags
 
 

@@ -348,6 +348,10 @@ def loss_doc(graph: ir.Graph) -> str:
     return docstring(text, 4, width=116)  # a paragraph of its own: no quotes on its lines
 
 
+# the losses whose targets are float arrays of the output's shape: main() one-hot encodes its int labels
+ONE_HOT_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
+
+
 def dataset_plan(idx: GraphIndex) -> dict:
     """How main() feeds a dataset: {'ok': bool, 'reason': str, 'reshape': tuple, 'one_hot': bool, 'classes': int}.
 
@@ -370,7 +374,7 @@ def dataset_plan(idx: GraphIndex) -> dict:
     inp = graph.inputs[0].type
     out = idx.types[graph.outputs[0]]
     if inp.vocab is not None and len(out.shape) == 1:  # a tagger or a text classifier: token datasets
-        plan.update(ok=True, one_hot=t.loss == "squared_error", classes=out.shape[0])
+        plan.update(ok=True, one_hot=t.loss in ONE_HOT_LOSSES, classes=out.shape[0])
         return plan
     if inp.vocab is not None:
         plan["reason"] = f"main() feeds token sequences to class scores; the output {graph.outputs[0]} is {out.describe()}"
@@ -378,7 +382,7 @@ def dataset_plan(idx: GraphIndex) -> dict:
     if out.seq or len(out.shape) != 1:
         plan["reason"] = f"main() trains classifiers; the output {graph.outputs[0]} is {out.describe()}"
         return plan
-    plan.update(ok=True, reshape=(-1, *inp.shape), one_hot=t.loss == "squared_error", classes=out.shape[0])
+    plan.update(ok=True, reshape=(-1, *inp.shape), one_hot=t.loss in ONE_HOT_LOSSES, classes=out.shape[0])
     return plan
 
 

@@ -218,8 +218,18 @@ def gru(idx, layer):
     return view
 
 
+def _norm_initializers(layer, kwargs):
+    """gamma/beta initializers where the .net file sets them (init_scale, initial_scale, initial_bias)."""
+    for short, key in (("scale", "gamma_initializer"), ("bias", "beta_initializer")):
+        init = layer.param(short).init
+        if init not in ("ones" if short == "scale" else "zeros",):
+            kwargs[key] = keras_init(init)
+    return kwargs
+
+
 def batch_norm(idx, layer):
     kwargs = {"momentum": round(1 - layer.attr("momentum"), 15), "epsilon": layer.attr("epsilon")}
+    _norm_initializers(layer, kwargs)
     return KerasView("BatchNormalization", [KLayer("", "TorchBatchNormalization", (), kwargs)],
                      [(layer.param(s).name, None) for s in ("scale", "bias", "running_mean", "running_var")],
                      helper="batchnorm")
@@ -231,6 +241,7 @@ def layer_norm(idx, layer):
     axes = tuple(range(first, first + len(t.shape)))  # every sample axis (per time step for sequences)
     kwargs = {} if len(axes) == 1 else {"axis": axes}
     kwargs["epsilon"] = layer.attr("epsilon")
+    _norm_initializers(layer, kwargs)
     conv = "chw" if C.is_image(t) else None
     return KerasView("LayerNormalization", [KLayer("", "layers.LayerNormalization", (), kwargs)],
                      [(layer.param("scale").name, conv), (layer.param("bias").name, conv)])

@@ -15,6 +15,7 @@ Only layout changes: the tokens are the input's, so no value is re-spelled.
 from __future__ import annotations
 
 import io
+import re
 import tokenize
 
 WIDTH = 88  # ruff format's (and black's) line length
@@ -24,7 +25,7 @@ _SKIP = {tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokeni
 class _Bracket:
     def __init__(self, open_: str, call: bool):
         self.open, self.call = open_, call  # call: `f(` or `x[` (no space before), not a grouping/literal
-        self.close, self.comment, self.comma = "", None, False
+        self.close, self.comment, self.comma, self.flat = "", None, False, None
         self.elems = []  # [items, comment]
 
 
@@ -40,17 +41,45 @@ def layout(code: str, indent: int, width: int = WIDTH) -> str:
     return "\n".join(_lines(items, comment, indent, "", width))
 
 
+# the tokens generated statements are made of; anything else (triple quotes, a backslash line
+# continuation, a character no pattern takes) goes to the standard tokenizer, which is 5-10x slower
+_TOKEN = re.compile(r"""([ \t\n]*)(?:(\#[^\n]*)
+    |([rRbBuUfF]{0,2}(?:"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'))
+    |([^\W\d]\w*)
+    |(\d[\w.]*(?:(?<=[eE])[+-]\d+)?j?|\.\d+(?:[eE][+-]?\d+)?)
+    |(\*\*=?|//=?|>>=?|<<=?|->|:=|\.\.\.|[-+*/%@&|^=<>!]=|[-+*/%@&|^~<>=.,:;()\[\]{}]))""", re.X)
+_KINDS = (None, None, tokenize.COMMENT, tokenize.STRING, tokenize.NAME, tokenize.NUMBER, tokenize.OP)
+
+
+def _tokens(code: str) -> list:
+    """[(token type, text, whether space precedes it)] of the significant tokens of `code`."""
+    if '"""' not in code and "\'\'\'" not in code and "\\\n" not in code:
+        out, end = [], 0
+        for m in _TOKEN.finditer(code):
+            if m.start() != end:  # finditer skips what no pattern takes
+                break
+            k = m.lastindex
+            out.append((_KINDS[k], m.group(k), m.end(1) > m.start()))
+            end = m.end()
+        else:
+            if end == len(code.rstrip(" \t\n")):
+                return out
+    out, prev_end = [], None
+    for t in tokenize.generate_tokens(io.StringIO(code).readline):
+        if t.type not in _SKIP:
+            out.append((t.type, t.string, prev_end is not None and t.start != prev_end))
+            prev_end = t.end
+    return out
+
+
 def _parse(code: str):
     root: list = []
     stack = [(None, root)]
-    comment, prev_end, prev = None, None, None
-    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-        if tok.type in _SKIP:
-            continue
-        sep = " " if prev_end is not None and tok.start != prev_end else ""
-        prev_end, text = tok.end, tok.string
+    comment, prev_kind, prev = None, None, None
+    for i, (kind, text, spaced) in enumerate(_tokens(code)):
+        sep = " " if spaced and i else ""
         bracket, items = stack[-1]
-        if tok.type == tokenize.COMMENT:
+        if kind == tokenize.COMMENT:
             if bracket is None:
                 comment = text
             elif not items and not bracket.elems:
@@ -60,17 +89,17 @@ def _parse(code: str):
             else:
                 items.append(("", _Comment(text)))
             continue
-        if tok.type == tokenize.STRING and text[0] == "'" and not text.startswith("'''") \
+        if kind == tokenize.STRING and text[0] == "'" and not text.startswith("'''") \
                 and '"' not in text and "\\" not in text:
             text = '"' + text[1:-1] + '"'
-        if tok.type == tokenize.OP and text in "([{":
-            after_name = prev is not None and (prev.type in (tokenize.NAME, tokenize.STRING) or prev.string in ")]}")
+        if kind == tokenize.OP and text in "([{":
+            after_name = prev is not None and (prev_kind in (tokenize.NAME, tokenize.STRING) or prev in (")", "]", "}"))
             new = _Bracket(text, text != "{" and sep == "" and after_name)
             items.append((sep, new))
             stack.append((new, []))
-        elif tok.type == tokenize.OP and text in ")]}":
+        elif kind == tokenize.OP and text in ")]}":
             bracket.close = text
-            bracket.comma = prev.string == ","
+            bracket.comma = prev == ","
             if items:
                 bracket.elems.append(_element(items))
             stack.pop()
@@ -79,7 +108,7 @@ def _parse(code: str):
             stack[-1] = (bracket, [])
         else:
             items.append((sep, text))
-        prev = tok
+        prev_kind, prev = kind, text
     return root, comment
 
 
@@ -103,10 +132,12 @@ def _flat(items: list) -> str:
 
 
 def _flat_bracket(b: _Bracket) -> str:
-    inner = ", ".join(_flat(e) for e, _ in b.elems)
-    if b.comma and _one_tuple(b):
-        inner += ","
-    return b.open + inner + b.close
+    if b.flat is None:  # kept: _lines asks again for every enclosing level
+        inner = ", ".join(_flat(e) for e, _ in b.elems)
+        if b.comma and _one_tuple(b):
+            inner += ","
+        b.flat = b.open + inner + b.close
+    return b.flat
 
 
 def _one_tuple(b: _Bracket) -> bool:

@@ -339,15 +339,24 @@ def global_pooling(lg, layer):
 
 @emits("LayerNormalization")
 def layer_norm(lg, layer):
-    return View(lambda s: "")  # refused by check() (E802), never rendered
+    # tf.compat.v1.layers has none: _layer_norm in the template, over a sample's features (per time step)
+    t = lg.in_type(layer)
+    if is_image(t):  # NHWC here: the scale and bias are (H, W, C)
+        axes, shape, conv = [1, 2, 3], (t.shape[1], t.shape[2], t.shape[0]), "chw_hwc"
+    else:
+        axes, shape, conv = [2 if t.seq else 1], tuple(t.shape), "identity"
+    args = f"{axes!r}, {shape!r}, {pyrepr(float(layer.attr('epsilon')))}, {pyrepr(layer.name)}"
+    return View(lambda s: f"{s.out} = _layer_norm({s.ins[0]}, {args})",
+                [("scale", "gamma", conv), ("bias", "beta", conv)])
 
 
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "tf-estimator")
     for layer in lg.graph.layers:
-        if layer.kind == "LayerNormalization":
-            diags.append(cannot(lg, layer, "tf-estimator", "tf.compat.v1.layers has no layer normalization "
-                                "and this target does not write one yet"))
+        t = lg.in_type(layer) if layer.kind == "LayerNormalization" else None
+        if t is not None and not is_image(t) and len(t.shape) != 1:
+            diags.append(cannot(lg, layer, "tf-estimator", f"a layer normalization of {t.describe()}: it is "
+                                "written for vectors, sequences of vectors and images"))
     _, conflicts = dense_rows(lg)
     for layer in conflicts:
         diags.append(cannot(lg, layer, "tf-estimator", "it reads flattened images in one application and "

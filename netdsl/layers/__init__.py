@@ -61,6 +61,9 @@ class LayerKind:
     function: Function | None = None
     # the layer's arguments -> why it cannot be applied as built, or None (LSTM outside Recurrence)
     unapplicable: Callable[[dict], str | None] | None = None
+    # (resolved attrs, the graph's training block or None) -> the attrs: for an argument whose IR
+    # value depends on the training block (BatchNormalization's time constant in samples)
+    complete: Callable | None = None
 
 
 KINDS: dict[str, LayerKind] = {}

@@ -150,6 +150,12 @@ def unit_interval(kind: str, key: str, value, closed: bool, what: str = ""):
     return None
 
 
+def finite_number(kind: str, key: str, value):
+    if not is_number(value) or value != value or abs(value) == float("inf"):
+        return key, f"{kind} {key} must be a finite number, got {describe(value)}"
+    return None
+
+
 def first_error(*checks):
     """The first (argument, message) of checks run in order, or None; checks are thunks."""
     for check in checks:

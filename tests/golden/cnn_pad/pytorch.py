@@ -90,6 +90,45 @@ def export_netdsl_weights(model, path):
     np.savez(path, **arrays)
 
 
+def export_native(model, path):
+    """Write the model as a torch.export program (torch.export.save, `path`) with the batch size, and a
+    sequence's length, left free; where torch.export fixes a length (it unrolls nn.LSTM for one), as
+    TorchScript instead (torch.jit.trace, `path` with .torchscript.pt for .pt2). Either loads without
+    netdsl: torch.export.load(path).module()(*inputs), torch.jit.load(path)(*inputs). They compute on
+    full-length sequences (no lengths argument). Returns the path written, or None, with the reason
+    printed, when neither can trace the model."""
+    # a DistributedDataParallel wrapper holds the model as .module
+    model = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    # a free axis is sized 2 in the example: torch.export specialises sizes 0 and 1
+    example = to_tensors(
+        {k: np.zeros([2 if d is None else d for d in s]) for k, s in INPUTS.items()},
+        model_device(model),
+    )
+    free = tuple(
+        {i: torch.export.Dim.DYNAMIC for i, d in enumerate(s) if d is None}
+        for s in INPUTS.values()
+    )
+    try:
+        try:
+            program = torch.export.export(model, example, dynamic_shapes=free)
+            torch.export.save(program, path)
+            return path
+        except Exception:  # noqa: BLE001 (torch.export raises many kinds): TorchScript next
+            path = os.path.splitext(path)[0] + ".torchscript.pt"
+            with torch.no_grad():
+                torch.jit.save(torch.jit.trace(model, example), path)
+            return path
+    # the weights are saved either way: only this format is missing
+    except Exception as e:  # noqa: BLE001
+        message = f"{type(e).__name__}: {e}".splitlines()[0]
+        print(f"{MODEL_NAME}: not exported: {message}", flush=True)
+        return None
+    finally:
+        model.train(was_training)
+
+
 def model_device(model):
     """Where the model's parameters live: every tensor the script makes goes there."""
     param = next(iter(model.parameters()), None)
@@ -116,24 +155,57 @@ def predict(model, inputs, lengths=None):
     return {"z": z.cpu().numpy()}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer (lr, if given, replaces its learning rate)."""
-    return torch.optim.Adam(
-        model.parameters(),
-        lr=TRAINING["lr"] if lr is None else lr,
-        betas=(0.9, 0.999),
-        eps=1e-08,
-    )
+class Trainer:
+    """The training block's optimizer and what it puts around each update, in netdsl's
+    order (exec/steprule.py): the loss's gradient; the optimizer's update."""
+
+    def __init__(self, model, optimizer, steps_per_epoch=None):
+        self.optimizer = optimizer
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lr = optimizer.param_groups[0]["lr"]
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self, scaler=None):
+        """The update, after backward(). scaler: a GradScaler (--amp on CUDA), which skips a step whose
+        gradients overflowed."""
+        self.lr = self.optimizer.param_groups[0]["lr"]  # this step's, for the log
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
+
+    def state_dict(self):
+        return {
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's optimizer (lr, if given, replaces its learning rate) and step rule.
+
+    steps_per_epoch: the steps of an epoch, which a schedule in epochs counts (None: all in epoch 0)."""
+    lr = TRAINING["lr"] if lr is None else lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-08)
+    return Trainer(model, optimizer, steps_per_epoch)
 
 
 def batch_loss(model, inputs, targets, lengths=None):
     """The training block's loss on one batch (canonical arrays or CPU tensors), on the model's device.
 
-    The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    The loss is cross-entropy with softmax against integer labels or one-hot float targets of the output's
+    shape, the mean over samples (and time steps).
     """
     device = model_device(model)
     z = model(*to_tensors(inputs, device))
-    targets = torch.as_tensor(targets, dtype=torch.long, device=device)
+    targets = torch.as_tensor(targets, device=device)
+    targets = targets.float() if targets.is_floating_point() else targets.long()
     loss = F.cross_entropy(z, targets)
     return loss
 
@@ -145,7 +217,8 @@ def autocast(device):
 
 
 def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
-    """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
+    """One optimisation step; returns the batch's loss before it, as a tensor
+    on the device (no sync).
 
     With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
     loss so float16 gradients do not underflow.
@@ -159,16 +232,14 @@ def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=N
         loss = batch_loss(model, inputs, targets, lengths)
     if scaler is None:
         loss.backward()
-        trainer.step()
     else:
         scaler.scale(loss).backward()
-        scaler.step(trainer)
-        scaler.update()
+    trainer.step(scaler)
     return loss.detach()
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss before it.
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
@@ -1384,12 +1455,14 @@ def check_checkpoint_path(parser, args):
         parser.error(f"--checkpoint {path}: cannot write in {folder}")
 
 
-def train(args, model, device, data, rank, world):
-    """The training loop: DataLoader, --amp, --compile, DDP under torchrun, checkpoints, weights."""
+def train(args, model, device, data, rank, world, validation=None):
+    """The training loop: DataLoader, --amp, --compile, DDP under torchrun, checkpoints, weights.
+
+    validation: (x, labels) held out by the training block's validation_split, or None."""
     x_train, y_train, x_test, labels_test = data
-    trainer = make_trainer(model, args.lr)
     per_rank = args.batch_size // world
     loader = make_loader(x_train, y_train, per_rank, args.seed, rank, world)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=len(loader))
     first, step = 1, 0
     if args.resume:
         done, step = load_checkpoint(args.checkpoint, model, trainer, loader.generator)
@@ -1425,15 +1498,16 @@ def train(args, model, device, data, rank, world):
                 f"epoch {epoch}/{args.epochs}: loss {loss.item():.4f}, test accuracy {accuracy:.4f}",
                 flush=True,
             )
-            if args.checkpoint and not stopped:
-                generator = loader.generator
-                save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
+        if rank == 0 and args.checkpoint and not stopped:
+            generator = loader.generator
+            save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
         if stopped:
             break
     if rank == 0:
         os.makedirs(args.out_dir, exist_ok=True)
         torch.save(model.state_dict(), os.path.join(args.out_dir, MODEL_NAME + ".pt"))
         export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
+        export_native(model, os.path.join(args.out_dir, MODEL_NAME + ".pt2"))
     if world > 1:
         torch.distributed.destroy_process_group()
 

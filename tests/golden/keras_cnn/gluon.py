@@ -225,30 +225,84 @@ class TorchAdam(mx.optimizer.Optimizer):
         weight[:] = weight - (lr / (1.0 - self.beta1**t)) * m / denom
 
 
-def make_trainer(model, lr=None):
-    """gluon.Trainer for the training block's Adam with PyTorch's update rule."""
-    lr = TRAINING["lr"] if lr is None else float(lr)
+# the train block's settings around the optimizer, applied in exec/steprule.py's order by _step_rule
+STEP_RULE = {
+    "lr_unit": "minibatch",
+    "l2": 0.0,
+    "decoupled": 0.0,
+    "clip_value": None,
+    "clip_norm": None,
+    "reduction": "mean",
+}
+
+
+class NetdslTrainer(gluon.Trainer):
+    """gluon.Trainer that counts its steps, so that each takes its own learning rate."""
+
+    def __init__(self, params, optimizer, base_lr, steps_per_epoch):
+        super().__init__(params, optimizer)
+        self.netdsl_params = params
+        self.netdsl_base_lr = base_lr
+        self.netdsl_steps_per_epoch = steps_per_epoch
+        self.netdsl_steps = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's Adam with PyTorch's update rule (see the optimizer's class).
+
+    steps_per_epoch: how many steps a per-epoch schedule counts as one epoch (None: never a new one).
+    """
+    o = TRAINING
+    lr = o["lr"] if lr is None else float(lr)
     params = [p for p in model.collect_params().values() if p.grad_req != "null"]
-    attrs = TRAINING
-    return gluon.Trainer(
-        params,
-        TorchAdam(
-            learning_rate=lr,
-            beta1=attrs["beta1"],
-            beta2=attrs["beta2"],
-            epsilon=attrs["eps"],
-            wd=0.0,
-        ),
+    # rescale_grad 1, wd 0 and no clip_gradient: _step_rule does what those would (see there)
+    optimizer = TorchAdam(
+        learning_rate=lr, beta1=o["beta1"], beta2=o["beta2"], epsilon=o["eps"], wd=0.0
     )
+    per_epoch = 1 << 30 if steps_per_epoch is None else int(steps_per_epoch)
+    return NetdslTrainer(params, optimizer, lr, per_epoch)
+
+
+def _step_rule(trainer, batch):
+    """exec/steprule.py's steps on the gradients backward() left, in its order; then the update.
+
+    Gluon's names for these act in another order: Trainer.step(batch_size) multiplies every
+    gradient by rescale_grad = 1/batch_size, and the optimizer's clip_gradient then clips each
+    element of that rescaled gradient BEFORE adding the optimizer's own wd * weight. netdsl adds
+    the l2 term first, then clips by value (clip_value, Gluon's clip_gradient), then by the global
+    norm (clip_norm, which no Gluon optimizer argument says). So all three are done here, on the
+    gradients, and the optimizer runs with wd=0, no clip_gradient and trainer.step(1): the loss
+    is already reduced (mean or sum), so no further 1/batch_size.
+    """
+    step = trainer.netdsl_steps
+    # the schedule's rate (and SGD's decay): common/training.py.j2, exec/steprule.schedule_factor's formulas
+    lr = scheduled_lr(trainer.netdsl_base_lr, step, trainer.netdsl_steps_per_epoch)
+    trainer.set_learning_rate(lr)
+    trainer.step(1)
+    trainer.netdsl_steps = step + 1
+
+
+def _per_position(out, target):
+    """-sum(t * log softmax(out)) at each sample (and time step, or position: the classes of an image
+    output are its channels, docs/ir.md); t is the one-hot of integer labels, or float targets of the
+    output's shape."""
+    logp = nd.log_softmax(out, axis=-1)
+    if target.ndim == out.ndim:
+        return -nd.sum(target * logp, axis=-1)
+    return -nd.pick(logp, target, axis=-1)
 
 
 def _loss(out, target):
-    """Mean over samples (and time steps) of -log softmax(out)[label]."""
-    return -nd.pick(nd.log_softmax(out, axis=-1), target, axis=-1).mean()
+    """The mean of the loss over the samples (and their time steps or positions)."""
+    return _per_position(out, target).mean()
 
 
 def train_step(model, trainer, inputs, targets):
-    """One optimisation step; returns the loss before the update."""
+    """One optimisation step; returns the loss before the update.
+
+    targets: integer labels (the output's shape without its class axis) or one-hot float targets
+    of the output's shape.
+    """
     xs = _inputs(inputs)
     # the loss trains the first output only (docs/ir.md): targets are its array, or {name: array}
     y = targets[next(iter(OUTPUTS))] if isinstance(targets, dict) else targets
@@ -257,8 +311,136 @@ def train_step(model, trainer, inputs, targets):
         outs = _tuple(model(*xs))
         loss = _loss(outs[0], y)
     loss.backward()
-    trainer.step(1)  # the loss is already a mean: no further 1/batch scaling
+    _step_rule(trainer, xs[0].shape[0])
     return float(loss.asscalar())
+
+
+def scheduled_lr(base_lr, step, steps_per_epoch=None):
+    """The learning rate of step `step` (0-based), as netdsl's exec/steprule.schedule_factor: the
+    lr_schedule's factor at the step's epoch (or step, with unit=step), divided by 1 + decay * step
+    for SGD's Keras-style time-based decay. steps_per_epoch None: every step is in epoch 0."""
+    import math
+
+    name = TRAINING.get("lr_schedule")
+    epoch = step // steps_per_epoch if steps_per_epoch else 0
+    t = step if TRAINING.get("lr_schedule_unit") == "step" else epoch
+    if name == "step":
+        gamma, size = TRAINING["lr_schedule_gamma"], TRAINING["lr_schedule_step_size"]
+        lr = base_lr * gamma ** (t // size)
+    elif name == "piecewise":
+        passed = sum(t >= b for b in TRAINING["lr_schedule_boundaries"])
+        lr = base_lr * TRAINING["lr_schedule_factors"][passed]
+    elif name == "exponential":
+        lr = base_lr * TRAINING["lr_schedule_gamma"] ** t
+    elif name == "cosine":
+        t_max, eta_min = TRAINING["lr_schedule_t_max"], TRAINING["lr_schedule_eta_min"]
+        cosine = 1 + math.cos(math.pi * min(t, t_max) / t_max)
+        lr = eta_min + (base_lr - eta_min) * cosine / 2
+    else:
+        lr = base_lr
+    decay = TRAINING.get("decay", 0.0) if TRAINING["optimizer"] == "SGD" else 0.0
+    return lr / (1 + decay * step) if decay else lr
+
+
+def split_validation(x, y, fraction=None):
+    """(x_train, y_train, x_val, y_val): the LAST `fraction` of the training set held out, as Keras's
+    validation_split and netdsl run do (no shuffling: the same split every run). Without a fraction
+    (the training block's validation_split, else none) x_val and y_val are None."""
+    if fraction is None:
+        fraction = TRAINING.get("validation_split", 0.0)
+    if not fraction:
+        return x, y, None, None
+    n = len(x)
+    n_val = round(n * fraction)
+    if n_val == 0 or n_val == n:
+        part = "validation" if n_val == 0 else "training"
+        raise SystemExit(
+            f"error: validation_split {fraction} of {n} samples leaves an empty {part} split"
+        )
+    keep = n - n_val
+    return x[:keep], y[:keep], x[keep:], y[keep:]
+
+
+def log_due(step):
+    """Whether a progress line is due after `step` steps in all (the training block's log_every)."""
+    every = TRAINING.get("log_every")
+    return bool(every) and step % every == 0
+
+
+def log_line(epoch, step, steps, loss, lr, accuracy=None):
+    """The log_every line, as netdsl run words it: epoch (1-based), step of the epoch, the epoch's
+    running mean loss (and training accuracy, a fraction, where the script keeps it), this step's lr."""
+    text = f"epoch {epoch}, step {step}/{steps}: loss {loss:.4f}"
+    if accuracy is not None:
+        text += f", train accuracy {100 * accuracy:.2f}%"
+    return text + f", lr {lr:.6g}"
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping(monitor="val_loss", patience=p), as netdsl run applies it: training stops
+    once the validation loss has not gone below its best for p epochs. Nothing is restored."""
+
+    def __init__(self, patience=None):
+        import math
+
+        self.patience = TRAINING.get("early_stopping") if patience is None else patience
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def update(self, val_loss):
+        """Record an epoch's validation loss; True when training should stop."""
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            return False
+        self.bad_epochs += 1
+        return bool(self.patience) and self.bad_epochs >= self.patience
+
+    def message(self, epoch):
+        plural = "s" if self.bad_epochs != 1 else ""
+        return (
+            f"early stopping after epoch {epoch}: the validation loss has not improved for "
+            f"{self.bad_epochs} epoch{plural} (best {self.best:.4f})"
+        )
+
+
+def top_k_accuracy(scores, labels, k):
+    """How often the label is among the k largest scores (k at most the number of classes)."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float((top == np.asarray(labels).reshape(-1, 1)).any(axis=1).mean())
+
+
+def confusion_matrix(scores, labels):
+    """(classes, classes) counts: rows the true class, columns the predicted (largest score) one."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = scores.shape[1]
+    cells = np.asarray(labels).astype(np.int64) * k + scores.argmax(axis=1)
+    return np.bincount(cells, minlength=k * k).reshape(k, k)
+
+
+def confusion_text(matrix):
+    """The confusion matrix's lines, as netdsl run prints them."""
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    lines = ["confusion matrix (rows: true class, columns: predicted):"]
+    lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for j, row in enumerate(matrix):
+        lines.append(f"{j:>5} " + "".join(f"{int(v):>{width}}" for v in row))
+    return lines
+
+
+def metric_lines(scores, labels):
+    """The training block's metrics beyond accuracy on the test set's (N, classes) scores and (N,) labels:
+    top_<k>_accuracy and confusion_matrix, one line or table each, as netdsl run reports them."""
+    lines = []
+    for metric in TRAINING["metrics"]:
+        if metric.startswith("top_"):
+            k = int(metric.split("_")[1])
+            value = 100 * top_k_accuracy(scores, labels, k)
+            lines.append(f"test {metric.replace('_', ' ')}: {value:.2f}%")
+        elif metric == "confusion_matrix":
+            lines += confusion_text(confusion_matrix(scores, labels))
+    return lines
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -1362,7 +1544,9 @@ def main(argv=None):
         print(f"test accuracy {evaluate(model, x_test, y_test):.4f}", flush=True)
         return
     model.hybridize()
-    trainer = make_trainer(model, args.lr)
+    # a per-epoch schedule's epoch: this many steps
+    per_epoch = -(-len(x_train) // args.batch_size)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=per_epoch)
     rng = np.random.default_rng(args.seed)
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
