@@ -333,7 +333,7 @@ main()
 
 
 def test_the_seed_setups_train_one_short_epoch_through_the_script(tmp_path):
-    """Each seed post's training setup (models/seed_*.net: per-sample Adadelta, max_norm with dropout, SGD with decay
+    """Each seed post's training setup (models/seeds/: per-sample Adadelta, max_norm with dropout, SGD with decay
     and nesterov, sum-MSE, L2Loss) through the generated script's main() on 300 real MNIST images: it trains,
     tests and saves, all in one CNTK process."""
     import re
@@ -347,7 +347,7 @@ def test_the_seed_setups_train_one_short_epoch_through_the_script(tmp_path):
     if not data.is_dir():
         pytest.skip(f"no MNIST at {data}")
     jobs = []
-    for path in sorted((root / "models").glob("seed_*.net")):
+    for path in sorted((root / "models" / "seeds").glob("seed_*.net")):
         (tmp_path / f"{path.stem}.py").write_text(emit(load(str(path)), "cntk"))
         jobs.append({"name": path.stem, "module": str(tmp_path / f"{path.stem}.py"),
                      "argv": ["--data-dir", str(data), "--epochs", "1", "--limit-train", "300", "--out-dir",
