@@ -239,7 +239,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
             for path, (graph, sgraph, ref, stepped, stem, lengths, full_ref, _) in prepared.items():
                 cells[(path, col.name)] = onnx_cell(graph, tmp / f"{stem}.weights.npz",
                                                     tmp / f"{stem}.{'inputs' if masks else 'full'}.npz",
-                                                    ref if masks else full_ref)
+                                                    ref if masks else full_ref, lengths if masks else None)
                 cells[(path, col.name)].reason += _unpadded_note(lengths, masks)
             continue
         python, why = col.python()
@@ -400,8 +400,9 @@ def check_against(want: list, graph: ir.Graph, params: dict, inputs: dict, colum
     return worst, skipped
 
 
-def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
-    """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts."""
+def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict, lengths: dict | None = None) -> Cell:
+    """Export with the same weights, run on onnxruntime and on onnx's reference evaluator; the worse one counts.
+    A padded batch's lengths are fed as the optional inputs <input>_lens (onnx/lengths.py)."""
     try:
         from .onnx import check
         from .onnx.export import to_onnx
@@ -414,6 +415,7 @@ def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
         return Cell("not run", reason=f"onnx/onnxruntime are not installed ({e})")
     params = dict(np.load(weights, allow_pickle=False))
     batch = dict(np.load(inputs, allow_pickle=False))
+    batch.update({f"{k}_lens": np.asarray(v, np.int64) for k, v in (lengths or {}).items()})
     try:
         model = to_onnx(graph, params)
     except NetdslError as e:
@@ -421,6 +423,10 @@ def onnx_cell(graph: ir.Graph, weights: Path, inputs: Path, ref: dict) -> Cell:
     worst_abs, worst_rel, reason = 0.0, 0.0, ""
     try:
         for oracle, outs in check.both(model, batch, list(graph.outputs)).items():
+            if lengths:  # only valid positions are compared (conformance_lengths.zero_padding)
+                from .conformance_lengths import zero_padding
+
+                outs = zero_padding(graph, outs, lengths)
             for name, r in ref.items():
                 a, rl = max_diffs(r, outs[name])
                 if a > worst_abs:

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import ir
 
-TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator"})
+TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator", "keras", "cntk", "onnx"})
 PAD_FEATURE = 9.0
 
 

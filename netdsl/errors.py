@@ -39,6 +39,8 @@ CODES = {
     "E110": "recursion between blocks or lambdas",
     "E111": "an import that cannot be done",
     "E112": "`with` takes only default_options(...)",
+    "E115": "a layer that reads the lengths of a padded sequence batch (a recurrence, select_last, Delay with T < 0) "
+            "after a 1-D convolution or pooling that changed the sequence length",
     # shapes
     "E201": "a layer applied to an input of the wrong shape or type",
     "E202": "a window that does not fit: an output size of zero or less, or padding not smaller than the window",

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from . import ir, layers, shapes
 from .errors import Diagnostic, NetdslError
+from .layers.convolution import lengths_after_windows
 from .limits import LIMITS
 
 def resolve_defaults(g: ir.Graph) -> ir.Graph:
@@ -102,6 +103,7 @@ def validate(g: ir.Graph) -> ir.Graph:
     inputs = {i.name for i in g.inputs}
     if g.outputs and all(o in inputs for o in g.outputs):
         diags.append(Diagnostic("E304", "the outputs are raw inputs; apply some layer first", g.span))
+    diags += lengths_after_windows(g)
     if diags:
         raise NetdslError(diags)
     return g

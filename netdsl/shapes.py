@@ -66,3 +66,37 @@ def elementwise(kind):
         float_features(t, kind)
         return t, {}, {}
     return f
+
+
+def sequence_window_output(kind: str, attrs: dict, t: TensorType, k: int) -> tuple:
+    """A 1-D window (convolution or pooling) over the time axis of a sequence of vectors (N, T, F):
+    (output length or None, pads ((before, after),)). The same pad rules as images, on one axis."""
+    float_features(t, kind)
+    if not t.seq or len(t.shape) != 1:
+        raise ShapeError(f"{kind} with a 1-D window (k,) needs a sequence of vectors, got {t.describe()}")
+    (s,) = attrs["strides"]
+    pad = attrs["pad"]
+    size = t.length
+    if pad is True:
+        if size is None and s != 1:
+            raise ShapeError(f"{kind} pad=True with stride {s} needs a fixed sequence length (its pads depend "
+                             f"on it), got {t.describe()}; write SequenceInput(F, length=T) or explicit pads", "E202")
+        # at stride 1 the pads do not depend on the length: (k-1)//2 before, the rest after
+        pads = (same_pads(size if size is not None else k, k, s),)
+    elif pad is False:
+        pads = ((0, 0),)
+    elif isinstance(pad, tuple) and len(pad) == 1:
+        pads = pad
+    else:
+        raise ShapeError(f"{kind} with a 1-D window (k,) takes pad True, False or ((before, after),), got {pad!r} "
+                         f"(2-D pads from default_options do not apply; give pad= on the layer)", "E202")
+    (b, e), = pads
+    if pad is not True and pad is not False and max(b, e) >= k:
+        raise ShapeError(f"{kind} padding {pads} must be smaller than the window ({k},)", "E202")
+    if size is None:
+        return None, pads
+    out = (size + b + e - k) // s + 1
+    if size + b + e < k or out <= 0:
+        raise ShapeError(f"{kind} window ({k},) does not fit input {t.describe()} with pads {pads}: "
+                         f"output would be {max(out, 0)} steps", "E202")
+    return out, pads

@@ -770,3 +770,73 @@ def test_initializers():
     np.testing.assert_array_equal(init.ones((2,)), [1, 1])
     with pytest.raises(ValueError, match="unknown initializer"):
         init.initialize("orthogonal", (2, 2), rng)
+
+
+# ---------------------------------------------------------------- 1-D convolution and pooling over sequences
+
+# (strides, pads): a sequence (N, T, F) convolved over T, F the channel axis (seed 004, line 203)
+CONV1D_CASES = [((1,), ((0, 0),)), ((1,), ((1, 1),)), ((2,), ((0, 0),)), ((2,), ((1, 2),)), ((3,), ((2, 0),))]
+
+
+@pytest.mark.parametrize("strides,pads", CONV1D_CASES)
+@pytest.mark.parametrize("activation,bias", [(None, True), ("relu", True), ("tanh", False)])
+def test_conv1d(strides, pads, activation, bias):
+    rng = rng_for("conv1d", strides, pads, activation, bias)
+    x = away_from_zero(rng, (2, 9, 4))
+    W = normal(rng, (5, 4, 3))
+    b = normal(rng, (5,)) if bias else None
+    y, cache = conv.conv1d_forward(x, W, b, strides, pads, activation)
+    (pb, pe), = pads
+    assert y.shape == (2, (9 + pb + pe - 3) // strides[0] + 1, 5)
+    R = normal(rng, y.shape)
+    dx, dW, db = conv.conv1d_backward(R, cache)
+    wrt, grads = ([0, 1, 2], [dx, dW, db]) if bias else ([0, 1], [dx, dW])
+    fd_check(conv.conv1d_forward, [x, W, b, strides, pads, activation], wrt, grads, R)
+
+    x32, W32, R32 = (a.astype(np.float32) for a in (x, W, R))
+    b32 = b.astype(np.float32) if bias else None
+    y, cache = conv.conv1d_forward(x32, W32, b32, strides, pads, activation)
+    dx, dW, db = conv.conv1d_backward(R32, cache)
+    xt, Wt = T(x32), T(W32)
+    bt = T(b32) if bias else None
+    zt = F.conv1d(F.pad(xt.transpose(1, 2), pads[0]), Wt, bt, stride=strides[0])
+    yt = torch_act(zt, activation, 1).transpose(1, 2)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == dW.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")
+    assert_close(dW, Wt.grad, what="dW")
+    if bias:
+        assert_close(db, bt.grad, what="db")
+
+
+POOL1D_CASES = [((2,), (2,), ((0, 0),)), ((3,), (1,), ((1, 1),)), ((3,), (2,), ((0, 2),)), ((2,), (1,), ((1, 0),))]
+
+
+@pytest.mark.parametrize("window,strides,pads", POOL1D_CASES)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pool1d(kind, window, strides, pads):
+    fwd, bwd = {"max": (pool.max_pool1d_forward, pool.max_pool1d_backward),
+                "avg": (pool.avg_pool1d_forward, pool.avg_pool1d_backward)}[kind]
+    rng = rng_for("pool1d", kind, window, strides, pads)
+    # distinct values >= 0.1 apart: the FD step never flips a max
+    x = (rng.permutation(2 * 7 * 3).reshape(2, 7, 3) * 0.1).astype(np.float64)
+    y, cache = fwd(x, window, strides, pads)
+    R = normal(rng, y.shape)
+    fd_check(fwd, [x, window, strides, pads], [0], [bwd(R, cache)], R)
+
+    x32, R32 = x.astype(np.float32), R.astype(np.float32)
+    y, cache = fwd(x32, window, strides, pads)
+    dx = bwd(R32, cache)
+    xt = T(x32)
+    xc = xt.transpose(1, 2)
+    if kind == "max":
+        yt = F.max_pool1d(F.pad(xc, pads[0], value=-np.inf), window[0], strides[0])
+    else:  # window sums of the zero-padded input over the counts of real cells
+        yt = (F.avg_pool1d(F.pad(xc, pads[0]), window[0], strides[0])
+              / F.avg_pool1d(F.pad(torch.ones_like(xc), pads[0]), window[0], strides[0]))
+    yt = yt.transpose(1, 2)
+    (yt * T(R32, False)).sum().backward()
+    assert y.dtype == dx.dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    assert_close(dx, xt.grad, what="dx")

@@ -177,11 +177,42 @@ def test_seed_004_convolution_keywords():
     ("(3, 3), 4, sharing=1", "E103", "sharing must be True or False"),
     ("(3, 3), 4, reduction_rank=0", "E103", "reduction_rank must be 1"),
     ("(3, 3), 4, rf_shape=(3, 3)", "E105", "'filter_shape' given twice"),
-    ("(3,), 4", "E103", "1-D convolution over a sequence (filter_shape (3,)) is not supported yet"),
+    ("(3,), 4", "E201", "Convolution with a 1-D window (k,) needs a sequence of vectors, got (2, 6, 6)"),
     ("(3, 3, 3), 4", "E103", "3-D convolution (filter_shape (3, 3, 3)) is not supported yet"),
 ])
 def test_convolution_arguments_netdsl_cannot_honour_are_refused(args, code, words):
     text = f"img = Input((2, 6, 6))\nc = Convolution({args})(img)\noutput c\n"
+    with pytest.raises(NetdslError) as e:
+        lower(text)
+    d = e.value.diagnostics[0]
+    assert d.code == code and words in d.message, d.message
+    assert d.span.line == 2
+
+
+def test_1d_convolution_and_pooling_over_a_sequence_keep_the_features_as_channels():
+    g = lower("x = SequenceInput(5, length=9)\n"
+              "c = Convolution1D(3, 4, strides=2)(x)\n"
+              "m = MaxPooling((2,), pad=True)(c)\n"
+              "output m\n")
+    conv = g.layers[0]
+    assert conv.attr("kernel") == (3,) and conv.attr("strides") == (2,) and conv.attr("pads") == ((0, 0),)
+    assert conv.param("W").shape == (4, 5, 3)
+    c, m = g.nodes
+    assert (c.type.seq, c.type.length, c.type.shape) == (True, 4, (4,))
+    assert g.layers[1].attr("pads") == ((0, 1),)  # an even window's odd pad goes at the end (stride 1)
+    assert (m.type.length, m.type.shape) == (4, (4,))
+
+
+@pytest.mark.parametrize("layer, code, words", [
+    ("Convolution1D((3, 3), 4)", "E103", "Convolution1D filter_shape must be a positive integer or (k,)"),
+    ("Convolution((3,), 4, strides=(2, 2))", "E103", "strides of a 1-D window must be a positive integer or (s,)"),
+    ("Convolution((3,), 4, pad=((1, 1), (1, 1)))", "E103", "pad of a 1-D window must be True, False"),
+    ("MaxPooling((3,), strides=(1, 2))", "E103", "strides of a 1-D window"),
+    ("Convolution((3,), 4, pad=True, strides=2)", "E202", "needs a fixed sequence length"),
+    ("AveragePooling((3,), pad=((3, 0),))", "E202", "must be smaller than the window"),
+])
+def test_1d_window_arguments_that_cannot_be_honoured_are_refused(layer, code, words):
+    text = f"x = SequenceInput(5)\nc = {layer}(x)\noutput c\n"
     with pytest.raises(NetdslError) as e:
         lower(text)
     d = e.value.diagnostics[0]

@@ -92,4 +92,6 @@ def test_the_builtin_names():
         "SequenceInput", "splice", "select_last", "select_first", "cosine_distance", "cos_distance", "Stabilizer", "GRU", "Delay"} | {
         # issue 12: global pooling and the activations beyond the first four
         "GlobalAveragePooling", "GlobalMaxPooling", "elu", "leaky_relu", "gelu", "softplus", "silu", "swish",
-        "hard_sigmoid"}
+        "hard_sigmoid"} | {
+        # issue 12: CNTK's name for a 1-D convolution over a sequence
+        "Convolution1D"}

@@ -9,15 +9,21 @@ native() (exec/steprule.StepRule + exec/optim.py) to 1e-4, relative to their siz
 from __future__ import annotations
 
 import importlib.util
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+from test_seed_setups import SEEDS
+from test_seed_setups import digits as seed_digits  # noqa: F401  (a fixture)
+from test_train_settings import TOLERANCE, batches, native
+from train_combos import MODEL, block, combinations
 
 from netdsl.emit.base import emit
-from netdsl.exec.train import Trainer as NativeTrainer, Options
+from netdsl.exec.train import Options
+from netdsl.exec.train import Trainer as NativeTrainer
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load_text
-from test_train_settings import MODEL, TOLERANCE, batches, block, combinations, native
 
 torch = pytest.importorskip("torch")
 
@@ -129,9 +135,10 @@ def test_the_schedule_continues_from_a_checkpointed_trainer(tmp_path):
 def test_scheduled_lr_is_the_executors(tmp_path):
     """The shared helper (common/training.py.j2) against exec/steprule.schedule_factor, exactly: one module,
     its TRAINING replaced by each block's."""
+    from train_combos import OPTIMIZERS, SCHEDULES
+
     from netdsl.emit.common import training_dict
     from netdsl.exec.steprule import schedule_factor
-    from test_train_settings import OPTIMIZERS, SCHEDULES
 
     _, mod = generated(MODEL % block("SGD(lr=0.1)", None, None, "l2"), tmp_path, "lr")
     for schedule in SCHEDULES:
@@ -213,3 +220,97 @@ def test_the_helpers_agree_with_netdsl_run(tmp_path):
     stopping = mod.EarlyStopping()
     assert [stopping.update(v) for v in (1.0, 0.9, 0.95)] == [False, False, True]
     assert mod.log_due(8) and not mod.log_due(6)
+
+
+def test_max_norm_matches_native(tmp_path):
+    """max_norm on a Dense and on a Convolution (per filter): 20 steps, losses and weights as native, and the
+    constraint holds."""
+    from test_max_norm import CONV, DENSE, _native
+
+    for i, (text, shape) in enumerate(((DENSE % "0.8", (8, 6)), (CONV, (4, 2, 6, 6)))):
+        graph, mod = generated(text, tmp_path, f"max_norm_{i}")
+        params = init_params(graph, 0)
+        rng = np.random.default_rng(2)
+        data = [(rng.standard_normal(shape).astype(np.float32), rng.integers(0, 3, shape[0])) for _ in range(20)]
+        n_losses, n_params = _native(graph, params, data)
+        t_losses, t_params = torch_run(mod, params, data, lambda y: y)
+        np.testing.assert_allclose(t_losses, n_losses, rtol=1e-4, atol=1e-5)
+        for k in t_params:
+            np.testing.assert_allclose(t_params[k], n_params[k], rtol=1e-4, atol=1e-5, err_msg=k)
+        for layer in graph.layers:
+            bound = layer.attr("max_norm") if layer.kind in ("Dense", "Convolution") else None
+            if bound is not None:
+                w = t_params[layer.param("W").name].astype(np.float64)
+                norms = np.linalg.norm(w.reshape(len(w), -1), axis=1)
+                assert norms.max() <= bound * (1 + 1e-6) and norms.max() > bound * 0.99, layer.name
+
+
+@pytest.mark.parametrize("path", SEEDS, ids=[Path(p).stem for p in SEEDS])
+def test_seed_setup_one_short_epoch(path, seed_digits, tmp_path, capsys):  # noqa: F811 (the fixture)
+    """Each seed post's training setup (models/seed_*.net) through its generated PyTorch script's main(): one
+    epoch on tests/test_seed_setups.py's small MNIST-shaped dataset, from netdsl's initial weights."""
+    from netdsl.exec.weights import save_weights
+    from netdsl.frontend import load
+
+    graph = load(path)
+    _, mod = generated(Path(path).read_text(), tmp_path, Path(path).stem)
+    start = init_params(graph, 0)
+    save_weights(tmp_path / "init.npz", start)
+    mod.main(["--data", f"npz:{seed_digits}", "--epochs", "1", "--init", str(tmp_path / "init.npz"),
+              "--out-dir", str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    found = re.search(r"epoch 1/1: loss ([\d.e+-]+|nan|inf), test accuracy ([\d.]+)", text)
+    assert found and np.isfinite(float(found.group(1))) and 0 <= float(found.group(2)) <= 1, text
+    with np.load(tmp_path / "out" / f"{graph.name}.npz") as w:
+        trained = {k: w[k] for k in w.files}
+    assert any(not np.array_equal(trained[k], start[k]) for k in start), "nothing was trained"
+    for layer in graph.layers:  # max_norm held after the last update
+        m = layer.attr("max_norm") if layer.kind in ("Dense", "Convolution") else None
+        if m is not None:
+            W = trained[layer.param("W").name].astype(np.float64)
+            assert np.sqrt((W.reshape(len(W), -1) ** 2).sum(axis=1)).max() <= m * (1 + 1e-6)
+
+
+RESUMED_MODEL = """model Resumed
+x = Input(6)
+h = Dense(16, activation=relu)(x)
+d = Dropout(0.3)(h)
+y = Dense(3)(d)
+output y
+train {
+    optimizer = SGD(lr=0.2, decay=0.05, momentum=0.9)
+    lr_schedule = step(step_size=1, gamma=0.7)
+    weight_decay = l2(0.001)
+    clip_norm = 1.0
+    batch_size = 16
+    epochs = 3
+    validation_split = 0.25
+    early_stopping = 5
+}
+"""
+
+
+def test_a_resumed_script_continues_the_schedule_and_the_early_stopping_count(tmp_path, capsys):
+    """Three epochs straight, and one epoch then two resumed from --checkpoint: the same weights bit for bit,
+    the same lines (the schedule's step count and the early-stopping state are in the checkpoint)."""
+    from netdsl.exec.weights import save_weights
+
+    rule_data(tmp_path)
+    graph, mod = generated(RESUMED_MODEL, tmp_path, "resumed_script")
+    save_weights(tmp_path / "init.npz", init_params(graph, 0))
+    common = ["--data", f"npz:{tmp_path / 'd.npz'}", "--init", str(tmp_path / "init.npz")]
+    mod.main(common + ["--out-dir", str(tmp_path / "straight")])
+    straight = capsys.readouterr().out
+    checkpoint = str(tmp_path / "run.pt")
+    mod.main(common + ["--epochs", "1", "--checkpoint", checkpoint, "--out-dir", str(tmp_path / "first")])
+    first = capsys.readouterr().out
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["optimizer"]["schedule"]["last_epoch"] == 8  # 120 samples / 16: 8 steps taken
+    assert state["extra"]["early_stopping"][1] == 0
+    mod.main(common + ["--checkpoint", checkpoint, "--resume", "--out-dir", str(tmp_path / "resumed")])
+    resumed = capsys.readouterr().out
+    lines = straight.splitlines(keepends=True)
+    assert len(lines) == 6 and first.replace("epoch 1/1:", "epoch 1/3:") == "".join(lines[:2])
+    assert resumed == "".join(lines[2:])
+    with np.load(tmp_path / "straight" / "Resumed.npz") as a, np.load(tmp_path / "resumed" / "Resumed.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)

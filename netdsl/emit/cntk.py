@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from .. import ir
+from ..conformance_lengths import output_sources
 from ..errors import Diagnostic
 from ..layers.common import split_activation
 from ..train_block import OPTIMIZERS
@@ -59,6 +60,7 @@ class View:
     name: str = ""
     explicit: set = field(default_factory=set)
     defaults: dict = field(default_factory=dict)
+    around: str | None = None  # code around the layer's, at {core}: a 1-D window's (F, T) view of a sequence
 
 
 ACT = {None: "None", "relu": "C.relu", "sigmoid": "C.sigmoid", "tanh": "C.tanh", "softmax": "C.softmax",
@@ -128,6 +130,8 @@ def _dense(lg, layer):
 
 
 def _conv(lg, layer):
+    if len(layer.attr("kernel")) == 1:
+        return _conv_1d(lg, layer)
     kernel = tuple(layer.attr("kernel"))
     pad, pattern = _cntk_pad(lg, layer, kernel)
     args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
@@ -139,6 +143,8 @@ def _conv(lg, layer):
 
 
 def _pool(lg, layer):
+    if len(layer.attr("window")) == 1:
+        return _pool_1d(lg, layer)
     window = tuple(layer.attr("window"))
     pad, pattern = _cntk_pad(lg, layer, window)
     strides = tuple(layer.attr("strides"))
@@ -146,6 +152,47 @@ def _pool(lg, layer):
     args = {"strides": repr(strides) if strides != (1, 1) else "1", "pad": pad}
     return View(ctor=ctor, pos=[repr(window)], args=args, pattern=pattern,
                 pad_value="-np.inf" if layer.kind == "MaxPooling" else None)
+
+
+# A 1-D window over time: CNTK pools nothing along a sequence axis (MaxPooling(sequential=True) raises
+# NotImplementedError), so the sequence is unpacked to a static (T, F) tensor (T a free dimension), seen as
+# (F, T) -- seed 004's (channels, spatial) -- for the static Convolution1D/pooling, and put back on the
+# input's own sequence axis (to_sequence_like): check() refuses the windows that change the length.
+OVER_TIME = "_over_time({core})"  # the template's helper
+
+
+def keeps_length(layer) -> bool:
+    """A 1-D window whose output has its input's length: stride 1 and k - 1 steps of pads."""
+    k = (layer.attr("kernel") or layer.attr("window"))[0]
+    (before, after), = layer.attr("pads")
+    return layer.attr("strides")[0] == 1 and before + after == k - 1
+
+
+def _cntk_pad_1d(lg, layer, k):
+    """A 1-D window's (pad argument, explicit C.pad pattern on (F, T) or None). Always explicit: CNTK checks
+    that the window fits the unpadded input (a ValueError on a short batch), and T is a free dimension."""
+    (pads,) = tuple(tuple(p) for p in layer.attr("pads"))
+    if pads == (0, 0):
+        return "False", None
+    return "False", [[0, 0], list(pads)]
+
+
+def _conv_1d(lg, layer):
+    k, s = layer.attr("kernel")[0], layer.attr("strides")[0]
+    pad, pattern = _cntk_pad_1d(lg, layer, k)  # pad is "False": CNTK's default, so not written
+    args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
+            "strides": repr(s), "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
+    return View(ctor="C.layers.Convolution1D", pos=[repr((k,)), str(layer.attr("filters"))], args=args,
+                params=p, pattern=pattern, pad_value="0.0", around=OVER_TIME)
+
+
+def _pool_1d(lg, layer):
+    k, s = layer.attr("window")[0], layer.attr("strides")[0]
+    pad, pattern = _cntk_pad_1d(lg, layer, k)
+    ctor = "C.layers.MaxPooling" if layer.kind == "MaxPooling" else "C.layers.AveragePooling"
+    return View(ctor=ctor, pos=[repr((k,))], args={"strides": repr(s), "pad": pad}, pattern=pattern,
+                pad_value="-np.inf" if layer.kind == "MaxPooling" else None, around=OVER_TIME)
 
 
 def _bn(lg, layer):
@@ -301,6 +348,8 @@ def _scope(lg, layers) -> dict:
 
 def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     """The constructor call of one layer under a default_options scope."""
+    if v.around is not None:
+        return v.around.format(core=layer_code(replace(v, around=None), scope, name_expr))
     if v.ctor is None:
         return v.fn
     parts = list(v.pos)
@@ -314,9 +363,7 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     if v.pattern and v.ctor == "C.layers.AveragePooling":
         # explicit pads must not be counted: the mean over zero-padded x divided by that over padded ones
         # is sum/count over the real cells only
-        pat = repr(v.pattern)
-        return (f"(lambda pool: lambda x: C.element_divide(pool(C.pad(x, pattern={pat}, constant_value=0.0)), "
-                f"pool(C.pad(C.ones_like(x), pattern={pat}, constant_value=0.0))))({core})")
+        return f"_avg_pool_padded({core}, {v.pattern!r})"  # the template's helper
     if v.pattern:
         pad = f"lambda x: C.pad(x, pattern={v.pattern!r}, constant_value={v.pad_value})"
         return f"C.layers.Sequential([{pad}, {core}])"
@@ -382,6 +429,11 @@ def check(lg: Legacy) -> list:
         diags.append(cannot(lg, layer, "cntk", "batch norms with different momenta (the generated "
                             "train_step re-blends CNTK's running statistics with one momentum)"))
     for layer in lg.graph.layers:
+        if layer.kind in ("Convolution", "MaxPooling", "AveragePooling") and len(
+                layer.attr("kernel") or layer.attr("window")) == 1 and not keeps_length(layer):
+            diags.append(cannot(lg, layer, "cntk", "a 1-D window that changes the sequence length (strides > 1, or "
+                                "pads other than k - 1 steps): CNTK 2.7 puts such a result on a new sequence axis, which "
+                                "the labels and the model's other sequences do not share"))
         if layer.attr("activation") == "gelu(approximate=False)":
             diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
                                 "erf (gelu(approximate=True), the tanh form, it has)"))
@@ -448,6 +500,8 @@ def context(lg: Legacy, views: dict) -> dict:
             statements.append({"kind": "apply", "out": c["output"], "fn": _entity_code(lg, views, e, {}, "    "),
                                "ins": c["inputs"]})
     out_t = lg.value_type(lg.graph.outputs[0])
+    ctx["over_time"] = any(v.around == OVER_TIME for v in views.values())
+    ctx["avg_pool_padded"] = any(v.pattern and v.ctor == "C.layers.AveragePooling" for v in views.values())
     ctx.update(
         params=params, statements=statements,
         bn=any(v.kind == "BatchNormalization" for v in views.values()),
@@ -460,6 +514,9 @@ def context(lg: Legacy, views: dict) -> dict:
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
         out_elements=math.prod(out_t.shape) if out_t.shape else 1,
         vocabs={i.name: i.type.vocab for i in lg.graph.inputs if i.type.vocab is not None},
+        # padded batches (docs/ir.md): each sequence is fed cut to its length, on CNTK's dynamic axis
+        seq_inputs=[i.name for i in lg.graph.inputs if i.type.seq],
+        output_sources=output_sources(lg.graph),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_h1=[(layer.param("H").name, layer.name) for layer in lg.graph.layers
                 if layer.kind == "GRU" and not layer.attr("reset_after")],

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import ir
 from ..errors import Diagnostic
@@ -599,3 +599,28 @@ def docstring(text: str, indent: int, width: int = 110) -> str:
     lines = [line.replace("\0", " ") for line in lines]
     return ("\n" + " " * indent).join(lines)
 
+
+
+# ------------------------------------------------------- 1-D windows over sequences
+def is_1d_window(layer: ir.Layer) -> bool:
+    """A Convolution with kernel (k,) or a pooling with window (k,): over the time axis of (N, T, F)."""
+    return len(layer.attr("kernel" if layer.kind == "Convolution" else "window") or ()) == 1
+
+
+def as_2d_window(layer: ir.Layer) -> ir.Layer:
+    """The layer as a 2-D window over the (N, F, 1, T) image of a sequence (1 x k window, 1 x s strides,
+    pads ((0, 0), (before, after))): targets whose 1-D pooling lacks a form (asymmetric pads, counts of
+    real cells) run the 2-D one there. Its W would be (O, F, 1, k)."""
+    key = "kernel" if layer.kind == "Convolution" else "window"
+    a = dict(layer.attrs)
+    a[key] = (1, a[key][0])
+    a["strides"] = (1, a["strides"][0])
+    a["pads"] = ((0, 0), tuple(a["pads"][0]))
+    if isinstance(a.get("pad"), tuple):
+        a["pad"] = a["pads"]
+    return with_attrs(layer, a)
+
+
+def with_attrs(layer: ir.Layer, attrs: dict) -> ir.Layer:
+    """The layer with some attrs replaced."""
+    return replace(layer, attrs=tuple(sorted({**dict(layer.attrs), **attrs}.items())))

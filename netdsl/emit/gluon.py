@@ -21,6 +21,7 @@ from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
+from .common import as_2d_window, is_1d_window
 from .legacy import (
     Legacy,
     block_tree,
@@ -135,8 +136,50 @@ def dense(lg, layer):
     return View(_wrap(layer, [core] + _softmax(layer, lg.out_type(layer))), _weights(layer))
 
 
+# a sequence (N, T, F) <-> (N, F, T), the NCW layout of Gluon's Conv1D (mxnet's CPU kernels take no NWC)
+TO_NCW = "nn.HybridLambda(lambda F, x: F.transpose(x, axes=(0, 2, 1)))"
+TO_NWC = TO_NCW
+# (N, T, F) <-> the (N, F, 1, T) image on which a 1-D window is a 1 x k one (F.pad takes 4-D arrays only)
+TO_IMAGE = "nn.HybridLambda(lambda F, x: F.expand_dims(F.transpose(x, axes=(0, 2, 1)), axis=2))"
+FROM_IMAGE = "nn.HybridLambda(lambda F, x: F.transpose(F.squeeze(x, axis=2), axes=(0, 2, 1)))"
+
+
+def convolution_1d(lg, layer):
+    """Conv1D over the NCW transpose of (N, T, F); W (O, F, k) is its weight as is. Asymmetric pads go on
+    through the 4-D image, the only rank F.pad takes."""
+    (before, after), = layer.attr("pads")
+    padding = before if before == after else 0
+    core = (f"nn.Conv1D({layer.attr('filters')}, {layer.attr('kernel')[0]}, strides={layer.attr('strides')[0]}, "
+            f"padding={padding}, in_channels={lg.in_type(layer).shape[0]}, {_act_kw(layer)}, "
+            f"use_bias={pyrepr(bool(layer.attr('bias')))}, prefix={_prefix(layer)})")
+    pad = []
+    if before != after:
+        width = (0, 0, 0, 0, 0, 0, before, after)
+        pad = [(f"nn.HybridLambda(lambda F, x: F.squeeze(F.pad(F.expand_dims(x, axis=2), mode=\"constant\", "
+                f"pad_width={width!r}, constant_value=0.0), axis=2))")]
+    return View(_sequential_1d(layer, [TO_NCW] + pad + [core, TO_NWC] + _softmax(layer, lg.out_type(layer))),
+                _weights(layer))
+
+
+def _sequential_1d(layer: ir.Layer, parts: list) -> str:
+    return f"_sequential({_prefix(layer)}, [{', '.join(parts)}])"
+
+
+def pooling_1d(fn):
+    """A 1-D pooling is the 2-D one (fn) on the (N, F, 1, T) image of the sequence, window 1 x k."""
+    def emit(lg, layer):
+        if not is_1d_window(layer):
+            return fn(lg, layer)
+        view = fn(lg, as_2d_window(layer))
+        view.code = _sequential_1d(layer, [TO_IMAGE, view.code, FROM_IMAGE])
+        return view
+    return emit
+
+
 @emits("Convolution")
 def convolution(lg, layer):
+    if is_1d_window(layer):
+        return convolution_1d(lg, layer)
     padding, pad_width = _pads(layer.attr("pads"))
     core = (f"nn.Conv2D({layer.attr('filters')}, {pyrepr(tuple(layer.attr('kernel')))}, "
             f"strides={pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, "
@@ -148,6 +191,7 @@ def convolution(lg, layer):
 
 
 @emits("MaxPooling")
+@pooling_1d
 def max_pooling(lg, layer):
     padding, pad_width = _pads(layer.attr("pads"))
     core = (f"nn.MaxPool2D(pool_size={pyrepr(tuple(layer.attr('window')))}, "
@@ -157,6 +201,7 @@ def max_pooling(lg, layer):
 
 
 @emits("AveragePooling")
+@pooling_1d
 def average_pooling(lg, layer):
     padding, pad_width = _pads(layer.attr("pads"))
     window, strides = pyrepr(tuple(layer.attr("window"))), pyrepr(tuple(layer.attr("strides")))

@@ -22,10 +22,11 @@ from .common import Code, call, lit
 from .names import template_names
 from .passes.keras_flatten import flatten_modes
 from .passes.lstm_fusion import fused_lstms
+from .passes.masks import RECURRENCES, length_sources
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization", "GRUInputBias", "Delay")
+               "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -121,6 +122,8 @@ def dense(idx, layer):
 
 
 def convolution(idx, layer):
+    if C.is_1d_window(layer):
+        return convolution_1d(idx, layer)
     pads = C.Pads.of(layer.attr("pads"))
     kernel, strides = tuple(layer.attr("kernel")), tuple(layer.attr("strides"))
     kwargs = {}
@@ -143,7 +146,53 @@ def convolution(idx, layer):
     return KerasView("Convolution", out, weights)
 
 
+def _same_1d(pads, k: int, s: int) -> bool:
+    """Keras's padding="same" at stride 1 pads (k-1)//2 before and the rest after: netdsl's pad=True."""
+    return s == 1 and tuple(pads) == ((k - 1) // 2, k - 1 - (k - 1) // 2)
+
+
+def convolution_1d(idx, layer):
+    """Conv1D over (N, T, F), F the channels, as Keras lays a sequence out; kernel (k, F, O) is W (O, F, k)
+    with its axes reversed, which is the "dense" conversion (array.T)."""
+    (pads,), k, s = layer.attr("pads"), layer.attr("kernel")[0], layer.attr("strides")[0]
+    kwargs = {"strides": s} if s != 1 else {}
+    out = []
+    if pads == (0, 0):
+        pass
+    elif _same_1d(pads, k, s):
+        kwargs["padding"] = "same"
+    else:
+        out.append(KLayer("_pad", "layers.ZeroPadding1D", (tuple(pads),)))
+    kwargs.update(_act_kwargs(layer))
+    if not layer.attr("bias"):
+        kwargs["use_bias"] = False
+    kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
+    out.append(KLayer("", "layers.Conv1D", (layer.attr("filters"), k), kwargs))
+    out += _act_layer(layer.attr("activation"), "_act")
+    weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    return KerasView("Convolution", out, weights)
+
+
+def _pool_1d(idx, layer, cls):
+    """MaxPooling1D/AveragePooling1D where Keras's own padding is netdsl's; else the 2-D pooling over the
+    (N, T, 1, F) image of the sequence, window k x 1, whose helpers pad with -inf or count real cells."""
+    (pads,), k, s = layer.attr("pads"), layer.attr("window")[0], layer.attr("strides")[0]
+    kwargs = {} if s == k else {"strides": s}
+    if pads == (0, 0) or _same_1d(pads, k, s):
+        if pads != (0, 0):
+            kwargs["padding"] = "same"
+        return KerasView(layer.kind, [KLayer("", cls.replace("2D", "1D"), (k,), kwargs)])
+    f = idx.first_input_type(layer).shape[0]
+    two_d = C.with_attrs(layer, {"window": (k, 1), "strides": (s, 1), "pads": (tuple(pads), (0, 0))})
+    view = _pool(idx, two_d, cls)
+    view.layers = ([KLayer("_image", "layers.Reshape", ((-1, 1, f),))] + view.layers
+                   + [KLayer("_seq", "layers.Reshape", ((-1, f),))])
+    return view
+
+
 def _pool(idx, layer, cls):
+    if C.is_1d_window(layer):
+        return _pool_1d(idx, layer, cls)
     pads = C.Pads.of(layer.attr("pads"))
     window, strides = tuple(layer.attr("window")), tuple(layer.attr("strides"))
     kwargs = {} if strides == window else {"strides": strides}
@@ -345,12 +394,14 @@ class NodePlan:
     op: str | None = None  # an expression template for ops ({0} = input)
     alias: bool = False
     flatten_inputs: list = field(default_factory=list)  # inputs to flatten first (cosine of images)
+    lengths: str | None = None  # padded batches: "mask" (a recurrence's mask=) or "lengths" (a 2nd argument)
 
 
 def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
     sites, dense_chw = flatten_modes(idx)
     plans = {}
     fused_lstm = fused_lstms(idx)
+    sources = length_sources(idx)
     for n in graph.nodes:
         layer = idx.layers[n.layer]
         view = views[n.layer]
@@ -379,8 +430,25 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
         elif layer.kind == "CosineDistance":
             plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])
+        if n.inputs and n.inputs[0] in sources and not plan.alias:
+            plan.lengths = _length_use(layer, plan)
         plans[n.name] = plan
     return plans, dense_chw, fused_lstm
+
+
+def _length_use(layer: ir.Layer, plan: NodePlan) -> str | None:
+    """How a node on a padded batch reads its input's lengths (docs/ir.md), or None: a recurrence takes
+    Keras's mask= (a backward one then starts at each sample's last valid step, a fused one returns the
+    state there), select_last and a future Delay take the lengths themselves."""
+    if layer.kind in RECURRENCES:
+        return "mask"
+    if layer.kind == "SelectLast":
+        plan.op = None
+        plan.layers = [KLayer("", "SelectLast")]
+        return "lengths"
+    if layer.kind == "Delay" and layer.attr("T") < 0:
+        return "lengths"
+    return None
 
 
 def _flatten_layers(t: ir.TensorType, mode: str | None) -> list:
@@ -429,7 +497,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     def pure(n: ir.Node) -> bool:
         """A node that is only Keras layers applied to one input: it can go in a Sequential."""
         p = plans[n.name]
-        return not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
+        return (not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
+                and p.lengths is None)
 
     sequential = _is_sequential(graph, idx, steps, plans, pure)
     chains = {} if sequential else C.group_chains(idx, pure)
@@ -469,6 +538,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             kwargs["dtype"] = i["dtype"]
         kwargs["name"] = knames.of("input:" + i["name"])
         input_lines.append(f"{i['local']} = {call('keras.Input', **kwargs)}")
+    length_inputs, length_of = _length_inputs(idx, plans, knames, locals_, inputs, input_lines)
 
     def entry_lines(layer_name: str, kl: KLayer) -> list:
         """A layer as an entry of a Sequential list (indented 12): its comment above it, wrapped if long."""
@@ -531,16 +601,31 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             cur = args[0] if len(args) == 1 else "[" + ", ".join(args) + "]"
             for k, kl in enumerate(plan.layers):
                 fn = shared_var.get((n.layer, kl.suffix)) or render(n.layer, kl)
-                for line in C.wrap_call(f"{out} = {fn}({cur})", 4):
+                more = length_of(n, plan) if not kl.suffix else ""
+                if kl.comment and more:  # above the call: after it, the line would be too long
+                    body.append({"comment": kl.comment.strip().lstrip("#").strip()})
+                for line in C.wrap_call(f"{out} = {fn}({cur}{more})", 4):
                     body.append({"line": line})
-                if kl.comment:
+                if kl.comment and not more:
                     body[-1]["line"] += kl.comment
                 cur = out
             if plan.after == "flip":
                 body.append({"line": f"{out} = ops.flip({out}, axis=1)  # Keras returns a backward LSTM's states last-first"})
         returns = [local[o] for o in graph.outputs]
-        body.append({"return": call("keras.Model", inputs=Code(_list(inp["local"] for inp in inputs)),
-                                    outputs=Code(_list(returns)), name=graph.name)})
+        if length_inputs and any(idx.types[o].seq for o in graph.outputs):
+            # train_step weighs the loss by the lengths itself: Keras would weigh it again by the
+            # mask a recurrence's output carries, so the outputs carry none
+            body.append({"comment": "outputs without Keras's mask: train_step weighs the loss by the lengths"})
+            for o in dict.fromkeys(graph.outputs):
+                if idx.types[o].seq:
+                    body.append({"line": f"{local[o]} = ops.copy({local[o]})"})
+        model = call("keras.Model", inputs=Code(_list([inp["local"] for inp in inputs]
+                                                     + [li["local"] for li in length_inputs])),
+                     outputs=Code(_list(returns)), name=graph.name)
+        if length_inputs:  # the lengths inputs make the line long: one argument per line
+            body += [{"line": line} for line in C.wrap_call(f"return {model}", 4)]
+        else:
+            body.append({"return": model})
 
     training = C.training_dict(graph)
     loss = (graph.training or ir.Training()).loss
@@ -574,7 +659,11 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     if data["ok"]:
         data.update(input=graph.inputs[0].name, output=graph.outputs[0])
     helpers = {v.helper for v in views.values() if v.helper}
-    uses_ops = bool(helpers) or any(p.after for p in plans.values()) or training["optimizer"] == "Adam"
+    helpers |= {"length_mask" for p in plans.values() if p.lengths == "mask"}
+    helpers |= {"select_last" for p in plans.values() if p.lengths and p.layers and p.layers[0].func == "SelectLast"}
+    uses_ops = (bool(helpers) or any(p.after for p in plans.values()) or training["optimizer"] == "Adam"
+                or bool(length_inputs))
+    loss_source = length_sources(idx).get(graph.outputs[0]) if idx.types[graph.outputs[0]].seq else None
     return {
         "model_name": graph.name,
         "inputs": inputs,
@@ -598,7 +687,44 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: "
                            f"{C.signature_text(idx, keras_batch_shape)}.", 4),
         "nhwc": any(C.is_image(t) for t in idx.types.values()),
+        # padded batches (docs/ir.md): predict/train_step take lengths when there are sequence inputs
+        "seq_inputs": [i.name for i in graph.inputs if i.type.seq],
+        "length_inputs": length_inputs,
+        "loss_source": loss_source,
     }
+
+
+def _length_inputs(idx: C.GraphIndex, plans: dict, knames, locals_, inputs: list, input_lines: list) -> tuple:
+    """The model's (N,) int32 lengths inputs, one per sequence input some node reads the lengths of
+    ([{"name", "local"}], appended to input_lines, after the data inputs, with the (N, T) masks
+    LengthMask makes), and length_of(node, plan): the extra call arguments of that node."""
+    sources = length_sources(idx)
+    local_of = {i["name"]: i["local"] for i in inputs}
+    used = {}
+    for n in idx.graph.nodes:
+        p = plans[n.name]
+        if p.lengths:
+            used.setdefault(sources[n.inputs[0]], set()).add(p.lengths)
+    length_inputs, lens, masks = [], {}, {}
+    for i in idx.graph.inputs:
+        if i.name not in used:
+            continue
+        lens[i.name] = locals_.of("\0lengths:" + i.name, f"{i.name}_lengths")
+        length_inputs.append({"name": i.name, "local": lens[i.name]})
+        kname = knames.of("input:\0lengths:" + i.name, f"{i.name}_lengths")
+        input_lines.append(f"{lens[i.name]} = {call('keras.Input', shape=(), dtype='int32', name=kname)}")
+    for i in idx.graph.inputs:
+        if "mask" in used.get(i.name, ()):
+            masks[i.name] = locals_.of("\0mask:" + i.name, f"{i.name}_mask")
+            mask_layer = call("LengthMask", name=knames.of("aux:\0mask:" + i.name, f"{i.name}_mask"))
+            input_lines.append(f"{masks[i.name]} = {mask_layer}({local_of[i.name]}, {lens[i.name]})")
+
+    def length_of(n: ir.Node, plan: NodePlan) -> str:
+        if not plan.lengths:
+            return ""
+        src = sources[n.inputs[0]]
+        return f", mask={masks[src]}" if plan.lengths == "mask" else f", {lens[src]}"
+    return length_inputs, length_of
 
 
 def _activation_of(idx: C.GraphIndex, value: str):

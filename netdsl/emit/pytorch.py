@@ -102,6 +102,8 @@ def dense(idx, layer):
 
 def convolution(idx, layer):
     t = idx.first_input_type(layer)
+    if C.is_1d_window(layer):
+        return convolution_1d(idx, layer, t)
     pads = C.Pads.of(layer.attr("pads"))
     kwargs = {"kernel_size": C.int_or_pair(layer.attr("kernel"))}
     if tuple(layer.attr("strides")) != (1, 1):
@@ -129,6 +131,36 @@ def _pool_args(layer):
 def _fits_torch_padding(pads: C.Pads, window) -> bool:
     """nn.MaxPool2d/AvgPool2d take only symmetric padding of at most half the window."""
     return pads.symmetric and 2 * pads.top <= window[0] and 2 * pads.left <= window[1]
+
+
+def convolution_1d(idx, layer, t):
+    """nn.Conv1d over x.transpose(1, 2): the sequence's features are its channels; W (O, F, k) as is."""
+    (before, after), = layer.attr("pads")
+    kwargs = {"kernel_size": layer.attr("kernel")[0]}
+    if layer.attr("strides")[0] != 1:
+        kwargs["stride"] = layer.attr("strides")[0]
+    pad = None
+    if before == after and before:
+        kwargs["padding"] = before
+    elif before != after:
+        pad = ("zero", C.Pads(0, 0, before, after))
+    if not layer.attr("bias"):
+        kwargs["bias"] = False
+    return TorchLayer("Convolution", call("nn.Conv1d", t.shape[0], layer.attr("filters"), **kwargs), pad=pad,
+                      params=_params(layer, W="weight", b="bias"), chainable=False,
+                      activation=layer.attr("activation"), act_dim=-1)
+
+
+def pooling_1d(fn):
+    """A 1-D pooling runs as the 2-D one on x.transpose(1, 2).unsqueeze(2) (N, F, 1, T), window 1 x k:
+    nn.MaxPool1d/AvgPool1d have no asymmetric pads and no count of the real cells."""
+    def f(idx, layer):
+        if not C.is_1d_window(layer):
+            return fn(idx, layer)
+        tl = fn(idx, C.as_2d_window(layer))
+        tl.chainable = False
+        return tl
+    return f
 
 
 def max_pooling(idx, layer):
@@ -278,8 +310,8 @@ def functional(kind):
 LAYERS = {
     "Dense": dense,
     "Convolution": convolution,
-    "MaxPooling": max_pooling,
-    "AveragePooling": average_pooling,
+    "MaxPooling": pooling_1d(max_pooling),
+    "AveragePooling": pooling_1d(average_pooling),
     "Dropout": dropout,
     "Embedding": embedding,
     "LSTM": lstm,
@@ -370,6 +402,12 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = {delay_expr(x, layer)}"]
     if kind == "BatchNormalization" and t.seq:
         return [f"{out} = self.{attr}({x}.transpose(1, 2)).transpose(1, 2)"]
+    if kind == "Convolution" and t.seq:  # a 1-D convolution over time: (N, T, F) <-> (N, F, T)
+        inner = _pre(f"{x}.transpose(1, 2)", tl)
+        return [C.layout(f"{out} = self.{attr}({inner})", 8), f"{out} = {_apply_act(f'{out}.transpose(1, 2)', tl)}"]
+    if kind in ("MaxPooling", "AveragePooling") and t.seq:  # the 2-D pooling over (N, F, 1, T)
+        inner = _pre(f"{x}.transpose(1, 2).unsqueeze(2)", tl)
+        return [C.layout(f"{out} = self.{attr}({inner})", 8), f"{out} = {out}.squeeze(2).transpose(1, 2)"]
     if kind == "Activation":
         return [f"{out} = {_apply_act(x, tl)}"]
     if kind == "Flatten":

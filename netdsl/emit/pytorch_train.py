@@ -17,7 +17,7 @@ HONOURED = {
     "optimizers": {name: set(spec) for name, spec in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
     "settings": {"seed", "loss.reduction", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value",
-                 "validation_split", "log_every", "early_stopping", "metrics"},
+                 "validation_split", "log_every", "early_stopping", "metrics", "max_norm"},
 }
 FLOAT_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
 
@@ -37,10 +37,15 @@ def context(graph: ir.Graph) -> dict:
     if t.weight_decay and t.weight_decay_mode == "decoupled":
         parts.append("decoupled weight decay")
     parts.append("the optimizer's update")
+    max_norms = {layer.param("W").name: float(layer.attr("max_norm")) for layer in graph.layers
+                 if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None}
+    if max_norms:
+        parts.append("the max_norm constraints")
     doc = ("The training block's optimizer and what it puts around each update, in netdsl's order "
            f"(exec/steprule.py): {'; '.join(parts)}.")
     return {
         "doc": C.docstring(doc, 4),
+        "max_norms": sorted(max_norms.items()),
         "optimizer": C.wrap_call("optimizer = " + optimizer_call(t), 4),
         "eps_inside_sqrt": t.optimizer == "RMSProp" and bool(t.opt("eps_inside_sqrt")),
         "schedule": t.schedule is not None or sgd_decay,

@@ -28,6 +28,7 @@ from typing import Callable
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from .base import EmitBug, Target, pyrepr
+from .common import is_1d_window
 from .legacy import (
     Legacy,
     cannot,
@@ -141,8 +142,45 @@ def dense(lg, layer):
     return View(write, params)
 
 
+def _padding_1d(lg, layer, k):
+    """A 1-D window over (N, T, F): ('same' | 'valid', explicit [[0, 0], [before, after], [0, 0]] or None)."""
+    (pads,), s, size = tuple(tuple(p) for p in layer.attr("pads")), layer.attr("strides")[0], lg.in_type(layer).length
+    if pads == (0, 0):
+        return "valid", None
+    if (size is not None or s == 1) and pads == same_pads(size if size is not None else k, k, s):
+        return "same", None
+    return "valid", [[0, 0], list(pads), [0, 0]]
+
+
+def convolution_1d(lg, layer):
+    """conv1d over (N, T, F), F the channels; its kernel (k, F, O) is W (O, F, k) transposed."""
+    k = layer.attr("kernel")[0]
+    padding, pads = _padding_1d(lg, layer, k)
+    tail = (f"{layer.attr('filters')}, {k}, strides={layer.attr('strides')[0]}, "
+            f"padding={pyrepr(padding)}, activation={act_fn(layer.attr('activation'))}, "
+            f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}")
+    params = [("W", "kernel", "transpose")] + ([("b", "bias", "identity")] if layer.attr("bias") else [])
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.conv1d({_padded(s, pads, '0.0')}, {tail})", params)
+
+
+def pooling_1d(lg, layer):
+    """max_pooling1d/average_pooling1d over (N, T, F); explicit pads: -inf for max, and for average
+    _avg_pool_padded over the (N, T, 1, F) image, which counts the real steps only."""
+    k, st = layer.attr("window")[0], layer.attr("strides")[0]
+    padding, pads = _padding_1d(lg, layer, k)
+    fn = "max_pooling1d" if layer.kind == "MaxPooling" else "average_pooling1d"
+    if layer.kind == "AveragePooling" and pads:
+        pads4 = pads[:2] + [[0, 0], [0, 0]]
+        return View(lambda s: f"{s.out} = tf.squeeze(_avg_pool_padded(tf.expand_dims({s.ins[0]}, 2), ({k}, 1), "
+                              f"({st}, 1), {pyrepr(pads4)}), 2)", avg_pads=True)
+    tail = f"{k}, {st}, padding={pyrepr(padding)}, name={pyrepr(layer.name)}"
+    return View(lambda s: f"{s.out} = tf.compat.v1.layers.{fn}({_padded(s, pads, '-np.inf')}, {tail})")
+
+
 @emits("Convolution")
 def convolution(lg, layer):
+    if is_1d_window(layer):
+        return convolution_1d(lg, layer)
     kernel = tuple(layer.attr("kernel"))
     padding, pads = _padding(lg, layer, kernel)
     tail = (f"{layer.attr('filters')}, {pyrepr(kernel)}, strides={pyrepr(tuple(layer.attr('strides')))}, "
@@ -155,6 +193,8 @@ def convolution(lg, layer):
 
 @emits("MaxPooling")
 def max_pooling(lg, layer):
+    if is_1d_window(layer):
+        return pooling_1d(lg, layer)
     window = tuple(layer.attr("window"))
     padding, pads = _padding(lg, layer, window)
     tail = (f"{pyrepr(window)}, {pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, "
@@ -164,6 +204,8 @@ def max_pooling(lg, layer):
 
 @emits("AveragePooling")
 def average_pooling(lg, layer):
+    if is_1d_window(layer):
+        return pooling_1d(lg, layer)
     window, strides = tuple(layer.attr("window")), pyrepr(tuple(layer.attr("strides")))
     padding, pads = _padding(lg, layer, window)
     if pads:  # padding is never counted: sum / count over the real cells

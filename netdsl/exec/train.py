@@ -360,10 +360,25 @@ class Trainer:
         tr = self.training
         opt = self.optimizer
         hyper = ", ".join(f"{k}={getattr(opt, k)}" for k in opt.hyper)
+        if tr.optimizer == "SGD" and tr.opt("decay", 0.0):  # the StepRule's, not the optimizer object's
+            hyper += f", decay={tr.opt('decay')}"
+        loss = tr.loss + ("(" + ", ".join(f"{k}={v}" for k, v in tr.loss_attrs) + ")" if tr.loss_attrs else "")
         self.log(f"training {self.graph.name}: {len(self.x_train)} samples, batch {self.batch_size}, "
-                 f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {tr.loss}, "
-                 f"{tr.optimizer}({hyper}), seed {self.seed}"
+                 f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, {loss}, "
+                 f"{tr.optimizer}({hyper}), seed {self.seed}" + self._rule_note()
                  + self._resume_note())
+
+    def _rule_note(self) -> str:
+        """The train block's settings around the optimizer, so a log says what was trained."""
+        tr, rule = self.training, self.rule
+        notes = [f"{tr.schedule} schedule" if tr.schedule else "",
+                 "lr_unit sample" if tr.lr_unit == "sample" else "",
+                 f"weight_decay {tr.weight_decay_mode}({tr.weight_decay})" if tr.weight_decay else "",
+                 f"clip_value {tr.clip_value}" if tr.clip_value is not None else "",
+                 f"clip_norm {tr.clip_norm}" if tr.clip_norm is not None else "",
+                 f"max_norm on {len(rule.max_norms)} layer{'s' if len(rule.max_norms) != 1 else ''}"
+                 if rule.max_norms else ""]
+        return "".join(f", {n}" for n in notes if n)
 
     def _resume_note(self) -> str:
         if self.epoch >= self.epochs:

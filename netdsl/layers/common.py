@@ -178,3 +178,40 @@ def max_norm(kind: str, a: dict, out: dict):
         return "max_norm", f"{kind} max_norm must be a positive number or None, got {describe(v)}"
     out["max_norm"] = float(v)
     return None
+
+
+def window1d(kind: str, a: dict, out: dict):
+    """filter_shape (k,), strides and pad of a 1-D convolution or pooling window over a sequence.
+    pad: True/False, p (p steps each side), (p,), or ((before, after),)."""
+    fs = a["filter_shape"]
+    if not (isinstance(fs, tuple) and len(fs) == 1 and is_dim(fs[0])):
+        return "filter_shape", f"{kind} filter_shape must be (k,) with k a positive integer, got {describe_dim(fs)}"
+    out["filter_shape"] = fs
+    st = a.get("strides", 1)
+    if isinstance(st, tuple) and len(st) == 1:
+        st = st[0]
+    if not is_dim(st):
+        return "strides", f"{kind} strides of a 1-D window must be a positive integer or (s,), got {describe_dim(a['strides'])}"
+    out["strides"] = (st,)  # always written: the kind's default (1, 1) is a 2-D one
+    if "pad" in a:
+        p = normalize_pad1d(a["pad"])
+        if p is None:
+            return "pad", (f"{kind} pad of a 1-D window must be True, False, an integer, (p,) or ((before, after),), "
+                           f"got {describe_dim(a['pad'])}")
+        out["pad"] = p
+    return None
+
+
+def normalize_pad1d(p):
+    """True/False, or explicit ((before, after),); None if malformed (a 2-D pad included)."""
+    def nat(d):
+        return isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= LIMITS.max_dim
+    if isinstance(p, bool):
+        return p
+    if nat(p):
+        return ((p, p),)
+    if isinstance(p, tuple) and len(p) == 1 and nat(p[0]):
+        return ((p[0], p[0]),)
+    if isinstance(p, tuple) and len(p) == 1 and isinstance(p[0], tuple) and len(p[0]) == 2 and all(nat(d) for d in p[0]):
+        return p
+    return None

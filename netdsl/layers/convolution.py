@@ -1,11 +1,22 @@
-"""Convolution: a 2-D convolution over NCHW images, W in OIHW layout."""
+"""Convolution: a 2-D convolution over NCHW images, W in OIHW layout; with a one-element filter_shape
+(k,) (or Convolution1D), a 1-D convolution over the time axis of a sequence of vectors (N, T, F), whose
+feature axis F is the channel axis (seed 004: the input's channel axis is reduced), W in OIW layout."""
 from __future__ import annotations
 
 from ..ir import TensorType
-from ..shapes import window_output
-from ..values import describe, is_dim
+from ..shapes import sequence_window_output, window_output
+from ..values import describe, describe_dim, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, bias_init, first_error, max_norm, positive, weights, window
+from .common import (
+    DEFAULT_INIT,
+    bias_init,
+    first_error,
+    max_norm,
+    positive,
+    weights,
+    window,
+    window1d,
+)
 
 
 def cntk_only(a: dict):
@@ -23,19 +34,24 @@ def cntk_only(a: dict):
 
 
 def rank(a: dict):
-    """1-D (a sequence) and 3-D (volumes) convolution are not implemented: say so, not "not a pair"."""
+    """3-D (volumes) convolution is not implemented: say so, not "not a pair"."""
     fs = a["filter_shape"]
-    if isinstance(fs, tuple) and len(fs) in (1, 3) and all(is_dim(d) for d in fs):
-        what = "1-D convolution over a sequence" if len(fs) == 1 else "3-D convolution"
-        return "filter_shape", (f"{what} (filter_shape {fs!r}) is not supported yet: netdsl's Convolution is 2-D, "
-                                f"over (channels, height, width) images, with filter_shape k or (kh, kw)")
+    if isinstance(fs, tuple) and len(fs) == 3 and all(is_dim(d) for d in fs):
+        return "filter_shape", (f"3-D convolution (filter_shape {fs!r}) is not supported yet: netdsl's Convolution "
+                                f"is 2-D over (channels, height, width) images, with filter_shape k or (kh, kw), "
+                                f"or 1-D over a sequence of vectors, with filter_shape (k,)")
     return None
+
+
+def is_1d(a: dict) -> bool:
+    fs = a["filter_shape"]
+    return isinstance(fs, tuple) and len(fs) == 1
 
 
 def check(a: dict):
     out = dict(a)
     res = first_error(lambda: rank(a),
-                      lambda: window("Convolution", a, out),
+                      lambda: window1d("Convolution", a, out) if is_1d(a) else window("Convolution", a, out),
                       lambda: positive("Convolution", "num_filters", a),
                       lambda: weights(a, out),
                       lambda: cntk_only(a),
@@ -47,8 +63,24 @@ def check(a: dict):
     return out
 
 
+def check_1d(a: dict):
+    """Convolution1D(k, n): filter_shape k or (k,), always 1-D."""
+    fs = a["filter_shape"]
+    if isinstance(fs, int) and not isinstance(fs, bool):
+        a = {**a, "filter_shape": (fs,)}
+    if not is_1d(a):
+        return "filter_shape", f"Convolution1D filter_shape must be a positive integer or (k,), got {describe_dim(fs)}"
+    return check(a)
+
+
 def shape(a, ins):
     (t,) = ins
+    if len(a["kernel"]) == 1:
+        out_t, pads = sequence_window_output("Convolution", a, t, a["kernel"][0])
+        params = {"W": (a["filters"], t.shape[0]) + tuple(a["kernel"])}
+        if a["bias"]:
+            params["b"] = (a["filters"],)
+        return TensorType((a["filters"],), seq=True, length=out_t), params, {"pads": pads}
     out, pads = window_output("Convolution", a, t, a["kernel"], a["filters"])
     params = {"W": (a["filters"], t.shape[0]) + tuple(a["kernel"])}
     if a["bias"]:
@@ -70,5 +102,48 @@ KIND = register(LayerKind(
          "pad": False, "strides": 1, "bias": True, "init_bias": 0, "sharing": True, "reduction_rank": 1,
          "max_norm": None},
         check, aliases=("Convolution2D",), options=("activation", "init", "bias", "init_bias", "pad"),
-        keyword_aliases={"rf_shape": "filter_shape"}),),
+        keyword_aliases={"rf_shape": "filter_shape"}),
+        Constructor(
+        "Convolution1D", ("filter_shape", "num_filters"),
+        {"filter_shape": REQUIRED, "num_filters": REQUIRED, "activation": None, "init": DEFAULT_INIT,
+         "pad": False, "strides": 1, "bias": True, "init_bias": 0, "reduction_rank": 1},
+        check_1d, keyword_aliases={"rf_shape": "filter_shape"})),
 ))
+
+
+# the kinds that read a padded batch's lengths (docs/ir.md): recurrences, select_last, Delay with T < 0
+READS_LENGTHS = ("LSTM", "GRU", "SelectLast")
+
+
+def changes_length(layer) -> bool:
+    """A 1-D window (Convolution (k,), pooling (k,)) whose output can have another length than its input."""
+    window = layer.attr("kernel") or layer.attr("window")
+    if not window or len(window) != 1:
+        return False
+    (before, after), = layer.attr("pads")
+    return layer.attr("strides")[0] != 1 or before + after != window[0] - 1
+
+
+def lengths_after_windows(g) -> list:
+    """E115 where a layer that reads the sequence lengths reads a sequence whose length a 1-D window changed:
+    the lengths of a padded batch are those of the input sequence, which the window does not rescale."""
+    from ..errors import Diagnostic
+
+    layers = {layer.name: layer for layer in g.layers}
+    changed = {}  # sequence value -> the layer that changed its length
+    diags = []
+    for node in g.nodes:
+        layer = layers[node.layer]
+        src = next((changed[v] for v in node.inputs if v in changed), None)
+        reads = layer.kind in READS_LENGTHS or (layer.kind == "Delay" and layer.attr("T", 0) < 0)
+        if src is not None and reads:
+            diags.append(Diagnostic(
+                "E115", f"layer '{layer.name}' ({layer.kind}) reads the lengths of a padded sequence batch, but the "
+                f"1-D {src.kind} '{src.name}' changed the sequence length (strides {src.attr('strides')[0]}, pads "
+                f"{src.attr('pads')[0]}), and netdsl does not rescale the lengths", node.span or g.span,
+                "keep the length in front of it (strides=1, pad=True), or put the window after it"))
+        if node.type.seq and changes_length(layer):
+            changed[node.name] = layer
+        elif node.type.seq and src is not None:
+            changed[node.name] = src
+    return diags

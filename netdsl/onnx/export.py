@@ -40,6 +40,7 @@ class Builder:
     inits: dict = field(default_factory=dict)  # name -> np.ndarray
     functions: dict = field(default_factory=dict)  # name -> FunctionProto
     _count: int = 0
+    lengths: dict = field(default_factory=dict)  # sequence value -> its input's Lengths (padded batches)
 
     def op(self, op_type: str, inputs: list, output: str | None = None, name: str = "", domain: str = "",
            **attrs) -> str:
@@ -157,6 +158,9 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
         raise ValueError(f"ONNX export needs opset {DEFAULT_OPSET} or newer (LayerNormalization), got {opset}")
     b = Builder(opset)
     types = {i.name: i.type for i in graph.inputs}
+    from .lengths import add_lengths
+
+    length_inputs = add_lengths(b, graph)
     for node in graph.nodes:
         layer = graph.layer(node.layer)
         in_types = [types[i] for i in node.inputs]
@@ -167,7 +171,7 @@ def to_onnx(graph: ir.Graph, params: dict, opset: int = DEFAULT_OPSET):
                 break
         types[node.name] = node.type
     inits = [numpy_helper.from_array(v, k) for k, v in b.inits.items()]
-    g = helper.make_graph(b.nodes, graph.name, [value_info(i.name, i.type) for i in graph.inputs],
+    g = helper.make_graph(b.nodes, graph.name, [value_info(i.name, i.type) for i in graph.inputs] + length_inputs,
                           [value_info(o, types[o]) for o in graph.outputs], inits)
     imports = [helper.make_opsetid("", opset)]
     if b.functions:

@@ -100,8 +100,53 @@ def _pad_spelling(x: Val, kernel, strides, pads):
 
 
 # ------------------------------------------------------------------ layers with weights
+def _window_1d(w, node, x: Val, k: int) -> dict:
+    """A 1-D window over the (N, F, T) transpose of a sequence: strides, pads and pad in the IR's terms."""
+    a = attrs_of(node)
+    if any(d != 1 for d in a.get("dilations", [1])):
+        raise _Refuse("dilations other than 1 have no IR spelling")
+    if a.get("ceil_mode", 0):
+        raise _Refuse("ceil_mode=1 has no IR spelling")
+    (s,) = (int(v) for v in a.get("strides", [1]))
+    auto, size = _s(a.get("auto_pad", "NOTSET")), x.type.length
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if size is None:
+            raise _Refuse(f"auto_pad={auto} over a sequence of unknown length")
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads = (total // 2, total - total // 2) if auto == "SAME_UPPER" else (total - total // 2, total // 2)
+    elif auto == "VALID":
+        pads = (0, 0)
+    else:
+        p = [int(v) for v in a.get("pads", [0, 0])]
+        pads = (p[0], p[1])
+    same = shapes.same_pads(size if size is not None else k, k, s) if size is not None or s == 1 else None
+    pad = False if pads == (0, 0) else True if pads == same else (pads,)
+    return {"strides": (s,), "pads": (pads,), "pad": pad}
+
+
+def _sequence_conv(w, node, v: Val):
+    """Conv on the (N, F, T) transpose of a sequence: a 1-D Convolution; its result stays transposed until
+    the Transpose that ends the pair."""
+    x = w.need(replace(v, layout="c"), node)
+    if attrs_of(node).get("group", 1) != 1:
+        raise _Refuse("grouped convolution has no IR spelling")
+    W = w.const(node.input[1])
+    if W is None or W.ndim != 3:
+        raise _Refuse("the weight of a 1-D Conv must be a constant (O, C, k) kernel")
+    B = w.const(node.input[2]) if len(node.input) > 2 else None
+    if len(node.input) > 2 and node.input[2] and B is None:
+        raise _Refuse("the bias must be a constant")
+    attrs = {"kernel": (int(W.shape[2]),), "filters": int(W.shape[0]), "activation": None, "bias": B is not None,
+             **_window_1d(w, node, x, int(W.shape[2]))}
+    params = {"W": W.astype(np.float32)} | ({"b": B.astype(np.float32)} if B is not None else {})
+    y = w.apply("Convolution", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
+    w.vals[node.output[0]] = replace(y, layout="nft")
+
+
 @handles("Conv")
 def conv(w, node):
+    if w.vals[node.input[0]].layout == "nft":
+        return _sequence_conv(w, node, w.vals[node.input[0]])
     x = w.need(w.vals[node.input[0]], node)
     _image(x, "Conv")
     a = attrs_of(node)
@@ -266,9 +311,11 @@ def lstm(w, node):
         raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
     # zero initial states are the IR's (torch writes them, batch-sized, from Shape: folded to empty here)
     extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i)))]
+        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
     if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
         raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
+    if v.rev and direction != "forward":
+        raise _Refuse("a reverse recurrence over reversed steps")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
         raise _Refuse("Y_h / Y_c are used: the IR's LSTM gives the hidden sequence (select_last for the last state)")
     W, R = w.const(node.input[1]), w.const(node.input[2])
@@ -279,10 +326,38 @@ def lstm(w, node):
     bias = np.zeros(4 * n, np.float32) if B is None else B[0, :4 * n] + B[0, 4 * n:]
     params = {"W": gates_from_onnx(W[0]).astype(np.float32), "H": gates_from_onnx(R[0]).astype(np.float32),
               "b": gates_from_onnx(bias).astype(np.float32)}
-    x = w.need(replace(v, layout="c"), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse"}
+    x = w.need(replace(v, layout="c", rev=False), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev}
     y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
-    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
+
+
+def _lengths(w, name: str, k: int) -> bool:
+    """Input k of an LSTM/GRU is sequence_lens from a padded batch's lengths (onnx/lengths.py)."""
+    v = w.vals.get(name)
+    return k == 4 and v is not None and v.layout == "lens"
+
+
+@handles("ReverseSequence")
+def reverse_sequence(w, node):
+    """Each sample's valid steps reversed, around a forward recurrence: its go_backwards (onnx/lengths.py)."""
+    v, lens = w.vals[node.input[0]], w.vals.get(node.input[1])
+    a = attrs_of(node)
+    if lens is None or lens.layout != "lens" or v.layout != "tnf" or (a.get("batch_axis"), a.get("time_axis")) != (1, 0):
+        raise _Refuse("only a time-major reversal on a padded batch's lengths, around an LSTM or GRU, has an IR spelling")
+    w.vals[node.output[0]] = replace(v, rev=not v.rev)
+
+
+@handles("GatherND")
+def gather_nd(w, node):
+    """select_last on a padded batch: each sample's step lengths - 1 (onnx/lengths.py)."""
+    lens = w.vals.get(node.input[1])
+    if lens is None or lens.layout != "lens" or attrs_of(node).get("batch_dims", 0) != 1:
+        raise _Refuse("only a padded batch's select_last (its lengths - 1, batch_dims=1) has an IR kind")
+    x = w.need(w.vals[node.input[0]], node)
+    if not x.type.seq:
+        raise _Refuse("select_last reads a sequence")
+    w.vals[node.output[0]] = w.apply(None, None, [x], _out_hint(node), _hint(node), func="select_last")
 
 
 @handles("GRU")
@@ -296,9 +371,11 @@ def gru(w, node):
     if direction == "bidirectional":
         raise _Refuse("a bidirectional GRU: write two Recurrence(GRU) (one go_backwards) and splice them")
     extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k == 5 and w.const(i) is not None and not np.any(w.const(i)))]
+        k == 5 and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
     if extra or a.get("clip") is not None or "activations" in a:
         raise _Refuse("sequence_lens, initial states, clip and custom activations have no IR spelling")
+    if v.rev and direction != "forward":
+        raise _Refuse("a reverse recurrence over reversed steps")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
         raise _Refuse("Y_h is used: the IR's GRU gives the hidden sequence (select_last for the last state)")
     W, R = w.const(node.input[1]), w.const(node.input[2])
@@ -314,15 +391,59 @@ def gru(w, node):
         params["bh"] = gru_gates_swap(B[0, 3 * n:]).astype(np.float32)
     else:  # every recurrent bias is outside the reset gate then: one bias
         params["b"] = gru_gates_swap(B[0, :3 * n] + B[0, 3 * n:]).astype(np.float32)
-    x = w.need(replace(v, layout="c"), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse", "reset_after": reset_after}
+    x = w.need(replace(v, layout="c", rev=False), node)
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, "reset_after": reset_after}
     y = w.apply("GRU", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
-    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4")
+    w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
 
 
 # ------------------------------------------------------------------ layers without weights
+def _sequence_pool(w, node, kind):
+    """MaxPool/AveragePool on the (N, F, T) transpose of a sequence: a 1-D pooling (see _sequence_conv).
+    A MaxPool may read a Pad of -inf (layout "nft-pad:<before>:<after>"), the exporter's form of its pads."""
+    v = w.vals[node.input[0]]
+    x = w.need(replace(v, layout="c"), node)
+    a = attrs_of(node)
+    if len(node.output) > 1 and any(node.output[1:]):
+        raise _Refuse("the Indices output has no IR spelling")
+    if len(a["kernel_shape"]) != 1:
+        raise _Refuse("a pooling of a transposed sequence must have a 1-D window")
+    k = int(a["kernel_shape"][0])
+    attrs = {"window": (k,), **_window_1d(w, node, x, k)}
+    if v.layout.startswith("nft-pad:"):
+        if kind != "MaxPooling" or attrs["pads"] != ((0, 0),):
+            raise _Refuse("a Pad of -inf in front of a pooling that pads as well (or averages) has no IR spelling")
+        before, after = (int(d) for d in v.layout.split(":")[1:])
+        attrs["pads"] = ((before, after),)
+        same = shapes.same_pads(x.type.length or k, k, attrs["strides"][0])
+        attrs["pad"] = True if (x.type.length is not None or attrs["strides"][0] == 1) and (before, after) == same \
+            else attrs["pads"]
+    if kind == "AveragePooling" and a.get("count_include_pad", 0) and attrs["pads"] != ((0, 0),):
+        raise _Refuse("count_include_pad=1 with padding: the IR's average excludes the pads")
+    y = w.apply(kind, attrs, [x], _out_hint(node), _hint(node), key=_doc_key(node))
+    w.vals[node.output[0]] = replace(y, layout="nft")
+
+
+@handles("Pad")
+def pad(w, node):
+    """A constant Pad of -inf on the time axis of a transposed sequence: the pads of the MaxPool after it."""
+    v = w.vals[node.input[0]]
+    a = attrs_of(node)
+    pads = w.const(node.input[1]) if len(node.input) > 1 else None
+    value = w.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    ok = (v.layout == "nft" and _s(a.get("mode", "constant")) == "constant" and pads is not None
+          and value is not None and float(value) == -np.inf and len(node.input) < 4)
+    p = [int(d) for d in pads] if ok else []
+    if not ok or len(p) != 6 or p[0] or p[1] or p[3] or p[4]:
+        raise _Refuse("only a Pad of -inf on the time axis of a transposed sequence, before a MaxPool, has an IR "
+                      "spelling")
+    w.vals[node.output[0]] = replace(v, layout=f"nft-pad:{p[2]}:{p[5]}")
+
+
 def _pool(kind):
     def handler(w, node):
+        if w.vals[node.input[0]].layout == "nft" or w.vals[node.input[0]].layout.startswith("nft-pad:"):
+            return _sequence_pool(w, node, kind)
         x = w.need(w.vals[node.input[0]], node)
         _image(x, node.op_type)
         a = attrs_of(node)
@@ -438,7 +559,7 @@ def transpose(w, node):
     v = w.vals[node.input[0]]
     perm = tuple(attrs_of(node).get("perm", ()))
     moves = {((1, 0, 2), "c"): "tnf", ((1, 0, 2), "tnf"): "c", ((0, 2, 1), "c"): "nft", ((0, 2, 1), "nft"): "c"}
-    if v.type is not None and v.type.seq and (perm, v.layout) in moves:
+    if v.type is not None and v.type.seq and (perm, v.layout) in moves and not v.rev:
         base = w.need(v, node) if v.layout == "c" else v
         out = replace(base, layout=moves[(perm, v.layout)])
         if out.layout == "c" and out.app is not None:  # the end of the pair names the layer's value
@@ -532,7 +653,7 @@ def stabilizer(w, node):
                                      _hint(node), {"alpha": np.asarray(alpha, np.float32)}, _key(w, node.input[1]))
 
 
-@handles("Delay", domain="netdsl")
+@handles("Delay", "DelayOnLengths", domain="netdsl")
 def delay(w, node):
     """netdsl's own Delay function: T and initial_state read back from its pads and pad value."""
     pads, value = w.const(node.input[1]), w.const(node.input[2])

@@ -30,6 +30,7 @@ class Val:
     pending: tuple | None = None  # ("flatten", src, helper, hint, key) or ("rescale", input, scale, mean, std)
     app: int | None = None  # index in Walk.apps of the application that made it
     done: tuple = ()  # steps a shared layer already does that ONNX still spells next: "bias", activations
+    rev: bool = False  # each sample's valid steps reversed (a ReverseSequence on lengths, onnx/lengths.py)
 
 
 @dataclass
@@ -147,8 +148,14 @@ class Walk:
         self.names: set = set()
         self.diags: list = []
         self.uses: dict = {}
+        # a padded batch's lengths (onnx/lengths.py): the optional input x_lens and the nodes named
+        # x_lens/..., which compute from it what LSTM, GRU, select_last and Delay read: no IR values
+        names = {vi.name for vi in model.graph.input}
+        lens = [n for n in names if n.endswith("_lens") and n[:-len("_lens")] in names]
+        self.length_nodes = {k for k, node in enumerate(self.nodes) if any(node.name.startswith(f"{n}/") for n in lens)}
+        self.foldable -= self.length_nodes
         for k, node in enumerate(self.nodes):
-            if k in self.foldable:
+            if k in self.foldable or k in self.length_nodes:
                 continue
             for i in node.input:
                 self.uses[i] = self.uses.get(i, 0) + 1
@@ -183,6 +190,8 @@ class Walk:
                           f"(expected {', '.join(v.done)})")
         if v.layout != "c":
             raise _Refuse(f"its input is in a transposed layout ({v.layout}) the IR has no value for")
+        if v.rev:
+            raise _Refuse("its input has each sample's steps reversed (ReverseSequence), which the IR has no value for")
         if v.pending is None:
             return v
         if v.pending[0] == "flatten":
@@ -258,7 +267,8 @@ class Walk:
             if vi.name in init_names:
                 continue
             self.inputs.append(self.graph_input(vi))
-        unsupported = [(n, self.why_not(n)) for k, n in enumerate(self.nodes) if k not in self.foldable]
+        unsupported = [(n, self.why_not(n)) for k, n in enumerate(self.nodes)
+                       if k not in self.foldable and k not in self.length_nodes]
         unsupported = [(n, why) for n, why in unsupported if why]
         if unsupported:
             listed = ", ".join(f"'{n.name or n.output[0]}' ({n.op_type})" for n, _ in unsupported)
@@ -268,6 +278,10 @@ class Walk:
                 Diagnostic(E_UNSUPPORTED, f"node '{n.name or n.output[0]}' ({n.op_type}): {why}", self.span)
                 for n, why in unsupported])
         for k, node in enumerate(self.nodes):
+            if k in self.length_nodes:
+                for o in node.output:
+                    self.vals[o] = Val(None, TensorType(()), layout="lens")
+                continue
             if k in self.foldable:
                 try:
                     self.fold(node)

@@ -38,9 +38,29 @@ def dense(b, layer, node, xs, ins, params):
         activation(b, z, act, node.type, n, n)
 
 
+def _over_time(b, n, x, op, inputs, out, **attrs):
+    """A 1-D window over a sequence: ONNX's 1-D Conv/MaxPool/AveragePool take (N, C, T), so (N, T, F) is
+    transposed to (N, F, T) and back (the pair the importer reads, as around BatchNormalization)."""
+    xt = b.op("Transpose", [x], name=f"{n}/to_nct", perm=[0, 2, 1])
+    y = b.op(op, [xt] + inputs, name=f"{n}/{op.lower()}", **attrs)
+    return b.op("Transpose", [y], out, name=f"{n}/to_ntc", perm=[0, 2, 1])
+
+
+def _window_1d(layer, key):
+    (before, after), = layer.attr("pads")
+    return {"kernel_shape": [int(layer.attr(key)[0])], "strides": [int(layer.attr("strides")[0])],
+            "pads": [int(before), int(after)]}
+
+
 @converter("Convolution")
 def convolution(b, layer, node, xs, ins, params):
     n, act = node.name, layer.attr("activation")
+    if len(layer.attr("kernel")) == 1:
+        weights = [b.param(layer, "W", params)] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
+        z = _over_time(b, n, xs[0], "Conv", weights, n if act is None else None, **_window_1d(layer, "kernel"))
+        if act is not None:
+            activation(b, z, act, node.type, n, n)
+        return
     inputs = [xs[0], b.param(layer, "W", params)] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
     z = b.op("Conv", inputs, n if act is None else None, name=n if act is None else f"{n}/conv",
              kernel_shape=list(layer.attr("kernel")), strides=list(layer.attr("strides")),
@@ -52,6 +72,17 @@ def convolution(b, layer, node, xs, ins, params):
 @converter("MaxPooling")
 def max_pooling(b, layer, node, xs, ins, params):
     # ONNX MaxPool pads with -inf, as the IR does
+    if len(layer.attr("window")) == 1:
+        # the pads as a Pad op of -inf in front: onnx's reference evaluator ignores a 1-D MaxPool's own pads
+        n, a = node.name, _window_1d(layer, "window")
+        xt = b.op("Transpose", [xs[0]], name=f"{n}/to_nct", perm=[0, 2, 1])
+        if a["pads"] != [0, 0]:
+            pads = b.const(f"{n}/pads", np.array([0, 0, a["pads"][0], 0, 0, a["pads"][1]], np.int64))
+            xt = b.op("Pad", [xt, pads, b.const(f"{n}/neginf", np.array(-np.inf, np.float32))], name=f"{n}/pad",
+                      mode="constant")
+        y = b.op("MaxPool", [xt], name=f"{n}/maxpool", kernel_shape=a["kernel_shape"], strides=a["strides"])
+        b.op("Transpose", [y], n, name=f"{n}/to_ntc", perm=[0, 2, 1])
+        return
     b.op("MaxPool", xs, node.name, name=node.name, kernel_shape=list(layer.attr("window")),
          strides=list(layer.attr("strides")), pads=_flat_pads(layer.attr("pads")))
 
@@ -59,6 +90,10 @@ def max_pooling(b, layer, node, xs, ins, params):
 @converter("AveragePooling")
 def average_pooling(b, layer, node, xs, ins, params):
     # the IR divides by the non-padded cells: count_include_pad=0
+    if len(layer.attr("window")) == 1:
+        _over_time(b, node.name, xs[0], "AveragePool", [], node.name, count_include_pad=0,
+                   **_window_1d(layer, "window"))
+        return
     b.op("AveragePool", xs, node.name, name=node.name, kernel_shape=list(layer.attr("window")),
          strides=list(layer.attr("strides")), pads=_flat_pads(layer.attr("pads")), count_include_pad=0)
 

@@ -39,11 +39,30 @@ def lstm(b, layer, node, xs, ins, params):
     # B = [Wb, Rb]: the IR's one bias per gate goes in Wb, zeros in Rb
     bb = b.const(f"{p}.b", np.concatenate([gates_to_onnx(bias), np.zeros(4 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
+    lens = b.lengths.get(xs[0])
+    if lens is not None:  # a padded batch (onnx/lengths.py)
+        _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, hidden_size=u)
+        return
     # ONNX's reverse direction keeps outputs at their input positions, as go_backwards does
     direction = "reverse" if layer.attr("go_backwards") else "forward"
     y = b.op("LSTM", [xt, w, r, bb], name=f"{n}/lstm", hidden_size=u, direction=direction)
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
+    b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
+
+
+def _recurrence_on_lengths(b, op, layer, node, xt, weights, lens, **attrs):
+    """op (LSTM or GRU) over time-major xt with sequence_lens; go_backwards as ReverseSequence of each
+    sample's valid steps around a forward run (onnx.reference ignores sequence_lens)."""
+    n = node.name
+    back = bool(layer.attr("go_backwards"))
+    if back:
+        xt = b.op("ReverseSequence", [xt, lens.lengths], name=f"{n}/reverse_in", batch_axis=1, time_axis=0)
+    y = b.op(op, [xt, *weights, lens.lengths32], name=f"{n}/{op.lower()}", direction="forward", **attrs)
+    axes = b.const(f"{n}/axes", np.array([1], np.int64))
+    y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
+    if back:
+        y = b.op("ReverseSequence", [y, lens.lengths], name=f"{n}/reverse_out", batch_axis=1, time_axis=0)
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
 
 
@@ -54,6 +73,10 @@ def splice(b, layer, node, xs, ins, params):
 
 def _select(index):
     def convert(b, layer, node, xs, ins, params):
+        lens = b.lengths.get(xs[0]) if index == -1 else None
+        if lens is not None:  # a padded batch: each sample's step lengths - 1
+            b.op("GatherND", [xs[0], lens.last], node.name, name=node.name, batch_dims=1)
+            return
         i = b.const(f"{node.name}/index", np.array(index, np.int64))
         b.op("Gather", [xs[0], i], node.name, name=node.name, axis=1)  # a scalar index drops the time axis
     return convert
@@ -126,6 +149,11 @@ def gru(b, layer, node, xs, ins, params):
     else:
         bb = b.const(f"{p}.b", np.concatenate([wb, np.zeros(3 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
+    lens = b.lengths.get(xs[0])
+    if lens is not None:  # a padded batch (onnx/lengths.py)
+        _recurrence_on_lengths(b, "GRU", layer, node, xt, [w, r, bb], lens, hidden_size=u,
+                               linear_before_reset=int(reset_after))
+        return
     direction = "reverse" if layer.attr("go_backwards") else "forward"
     y = b.op("GRU", [xt, w, r, bb], name=f"{n}/gru", hidden_size=u, direction=direction,
              linear_before_reset=int(reset_after))
@@ -156,4 +184,36 @@ def delay(b, layer, node, xs, ins, params):
             b.const(f"{p}.initial_state", np.array(layer.attr("initial_state"), np.float32)),
             b.const(f"{p}.starts", np.array(starts, np.int64)), b.const(f"{p}.ends", np.array(ends, np.int64)),
             b.const(f"{p}.axes", np.array([1], np.int64))]
+    lens = b.lengths.get(xs[0]) if shift < 0 else None
+    if lens is not None:  # a padded batch: steps whose future step is padding read initial_state
+        if "DelayOnLengths" not in b.functions:
+            b.functions["DelayOnLengths"] = delay_on_lengths_function(b.opset)
+        b.op("DelayOnLengths", args + [lens.lengths, b.const(f"{p}.shift", np.array(n, np.int64))], node.name,
+             name=node.name, domain=DOMAIN)
+        return
     b.op("Delay", args, node.name, name=node.name, domain=DOMAIN)
+
+
+def delay_on_lengths_function(opset: int):
+    """netdsl.DelayOnLengths(x, pads, value, starts, ends, axes, lengths, n): Delay(T = -n), then
+    initial_state at every step t with t + n >= its sample's length (docs/ir.md)."""
+    from onnx import TensorProto, helper
+
+    def const(name, value):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64, [], [value]))
+
+    nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["padded"], mode="constant"),
+             helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["delayed"]),
+             const("zero", 0), const("one", 1),
+             helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "one"], ["steps"], axis=0),
+             helper.make_node("Range", ["zero", "steps", "one"], ["t"]),
+             helper.make_node("Add", ["t", "n"], ["reads"]),
+             helper.make_node("Unsqueeze", ["lengths", "one"], ["limit"]),
+             helper.make_node("GreaterOrEqual", ["reads", "limit"], ["beyond"]),  # (N, T)
+             helper.make_node("Constant", [], ["last"], value=helper.make_tensor("last", TensorProto.INT64, [1], [-1])),
+             helper.make_node("Unsqueeze", ["beyond", "last"], ["beyond3"]),
+             helper.make_node("Where", ["beyond3", "value", "delayed"], ["y"])]
+    return helper.make_function(DOMAIN, "DelayOnLengths",
+                                ["x", "pads", "value", "starts", "ends", "axes", "lengths", "n"], ["y"], nodes,
+                                [helper.make_opsetid("", opset)])

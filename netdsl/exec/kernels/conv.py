@@ -63,17 +63,38 @@ def _weight_grads(W, col, dz, db, geo, need_dx):
 
 def _col_elems(call, out_elems):
     # im2col: kh*kw*C values per output pixel; kept for backward, and dcol is as big.
-    o, c, kh, kw = call.p("W").shape
-    return out_elems // o * kh * kw * c
+    shape = call.p("W").shape
+    return out_elems // shape[0] * int(np.prod(shape[1:]))
+
+
+def conv1d_forward(x, W, b=None, strides=(1,), pads=((0, 0),), activation=None):
+    """x (N, T, F): a sequence whose features are the channels; W (O, F, k) OIW; pads ((before, after),).
+    The 2-D path on a (N, F, 1, T) image with a (O, F, 1, k) filter; the output is (N, T', O) again."""
+    x4 = x.transpose(0, 2, 1)[:, :, None, :]
+    y4, cache = conv2d_forward(x4, W[:, :, None, :], b, (1, int(strides[0])), ((0, 0), tuple(pads[0])), activation)
+    return np.ascontiguousarray(y4[:, :, 0, :].transpose(0, 2, 1)), cache
+
+
+def conv1d_backward(dy, cache, need_dx=True):
+    """dy (N, T', O) -> (dx (N, T, F) or None, dW (O, F, k), db or None)."""
+    dx4, dW4, db = conv2d_backward(dy.transpose(0, 2, 1)[:, :, None, :], cache, need_dx)
+    dx = None if dx4 is None else np.ascontiguousarray(dx4[:, :, 0, :].transpose(0, 2, 1))
+    return dx, np.ascontiguousarray(dW4[:, :, 0, :]), db
 
 
 @register("Convolution")
 class Convolution(Kernel):
     def forward(self, call, xs, training, rng):
+        if len(call.attr("kernel")) == 1:
+            return conv1d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
+                                  call.attr("activation"))
         return conv2d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
                               call.attr("activation"))
 
     def backward(self, call, dy, cache, need):
+        if len(call.attr("kernel")) == 1:
+            dx, dW, db = conv1d_backward(dy, cache, need[0])
+            return [dx], {"W": dW, "b": db}
         dx, dW, db = conv2d_backward(dy, cache, need[0])
         return [dx], {"W": dW, "b": db}
 
@@ -88,7 +109,7 @@ class ConvMaxPool(Fusion):
     ReLU zeroed the window: no gradient flows there)."""
 
     def applies(self, first, second):
-        return first.attr("activation") in (None, "relu")
+        return first.attr("activation") in (None, "relu") and len(first.attr("kernel")) == 2
 
     def forward(self, call, pool_call, xs):
         W, b = call.p("W"), call.opt("b")

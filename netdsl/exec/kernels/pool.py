@@ -74,13 +74,44 @@ def avg_pool2d_backward(dy, cache):
     return _avg_pool_bwd(np.ascontiguousarray(dy), *cache)
 
 
+def _seq_as_image(x):
+    """(N, T, F) -> (N, F, 1, T): a 1-D window over time is a 1 x k window over this image."""
+    return np.ascontiguousarray(x.transpose(0, 2, 1)[:, :, None, :])
+
+
+def _image_as_seq(y):
+    return np.ascontiguousarray(y[:, :, 0, :].transpose(0, 2, 1))
+
+
+def pool1d(forward2d, backward2d):
+    """The 1-D pooling of a sequence (N, T, F) over time, each feature on its own, from the 2-D one:
+    window (k,), strides (s,), pads ((before, after),)."""
+    def forward(x, window, strides, pads=((0, 0),)):
+        y, cache = forward2d(_seq_as_image(x), (1, int(window[0])), (1, int(strides[0])), ((0, 0), tuple(pads[0])))
+        return _image_as_seq(y), cache
+
+    def backward(dy, cache):
+        return _image_as_seq(backward2d(_seq_as_image(dy), cache))
+    return forward, backward
+
+
+def pool_forward(forward2d, forward1d, call, x):
+    f = forward1d if len(call.attr("window")) == 1 else forward2d
+    return f(x, call.attr("window"), call.attr("strides"), call.attr("pads"))
+
+
+max_pool1d_forward, max_pool1d_backward = pool1d(max_pool2d_forward, max_pool2d_backward)
+avg_pool1d_forward, avg_pool1d_backward = pool1d(avg_pool2d_forward, avg_pool2d_backward)
+
+
 @register("MaxPooling")
 class MaxPooling(Kernel):
     def forward(self, call, xs, training, rng):
-        return max_pool2d_forward(xs[0], call.attr("window"), call.attr("strides"), call.attr("pads"))
+        return pool_forward(max_pool2d_forward, max_pool1d_forward, call, xs[0])
 
     def backward(self, call, dy, cache, need):
-        return [max_pool2d_backward(dy, cache)], {}
+        bwd = max_pool1d_backward if len(call.attr("window")) == 1 else max_pool2d_backward
+        return [bwd(dy, cache)], {}
 
     def workspace(self, call, out_elems, in_elems):
         return 2 * out_elems + in_elems  # int64 argmax; the input gradient
@@ -89,10 +120,11 @@ class MaxPooling(Kernel):
 @register("AveragePooling")
 class AveragePooling(Kernel):
     def forward(self, call, xs, training, rng):
-        return avg_pool2d_forward(xs[0], call.attr("window"), call.attr("strides"), call.attr("pads"))
+        return pool_forward(avg_pool2d_forward, avg_pool1d_forward, call, xs[0])
 
     def backward(self, call, dy, cache, need):
-        return [avg_pool2d_backward(dy, cache)], {}
+        bwd = avg_pool1d_backward if len(call.attr("window")) == 1 else avg_pool2d_backward
+        return [bwd(dy, cache)], {}
 
     def workspace(self, call, out_elems, in_elems):
         return in_elems

@@ -37,6 +37,9 @@ TRAINING = {
     "seed": 0,
 }
 ID_INPUTS = {"words": 943}  # token-id input -> vocabulary size
+# padded batches (docs/ir.md): a sequence input's samples are fed cut to their lengths, and a sequence
+# output (which has the lengths of OUTPUT_SOURCES' input) comes back zero-padded to the batch's T
+OUTPUT_SOURCES = {"tags": "words"}
 OUTPUT = "tags"
 # canonical weight name -> (canonical shape, layer name, CNTK parameter or constant name, layout conversion)
 WEIGHTS = {
@@ -135,26 +138,50 @@ def export_netdsl_weights(model, path):
         np.savez(f, **arrays)
 
 
-def _feed(model, inputs):
+def _cut(x, name, lengths):
+    """x (N, T, ...) as a list of its samples, each cut to input name's lengths (x itself without)."""
+    if not lengths or name not in lengths:
+        return x
+    return [x[b, : int(n)] for b, n in enumerate(np.asarray(lengths[name]))]
+
+
+def _feed(model, inputs, lengths=None):
     args = {a.name: a for a in model.arguments}
     feed = {}
     for name in INPUTS:
-        x = np.asarray(inputs[name])
+        x = _cut(np.asarray(inputs[name]), name, lengths)
         if name in ID_INPUTS:
             feed[args[name]] = C.Value.one_hot(
                 [[int(t) for t in row] for row in x], ID_INPUTS[name]
             )
+        elif isinstance(x, list):
+            feed[args[name]] = [np.ascontiguousarray(r, dtype=np.float32) for r in x]
         else:
             feed[args[name]] = np.ascontiguousarray(x, dtype=np.float32)
     return feed
 
 
-def predict(model, inputs):
-    """Inference (eval: dropout off, batch norm on its aggregate statistics): canonical arrays in and out."""
-    out = model.eval(_feed(model, inputs))
-    if isinstance(out, list):  # one array per sequence
-        out = np.stack(out)
-    return {OUTPUT: np.asarray(out, dtype=np.float32)}
+def _padded(value, name, inputs):
+    """An output as one array: a sequence output's samples (each as long as its sequence) zero-padded
+    to its input's T."""
+    if not isinstance(value, list):
+        return np.asarray(value, dtype=np.float32)
+    if name not in OUTPUT_SOURCES:
+        return np.asarray(np.stack(value), dtype=np.float32)
+    steps = np.asarray(inputs[OUTPUT_SOURCES[name]]).shape[1]
+    out = np.zeros((len(value), steps) + np.shape(value[0])[1:], np.float32)
+    for b, v in enumerate(value):
+        out[b, : len(v)] = v
+    return out
+
+
+def predict(model, inputs, lengths=None):
+    """Inference (eval: dropout off, batch norm on its aggregate statistics): canonical arrays in and out.
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    """
+    out = model.eval(_feed(model, inputs, lengths))
+    return {OUTPUT: _padded(out, OUTPUT, inputs)}
 
 
 def export_native(model, directory):
@@ -248,22 +275,30 @@ def make_trainer(model, lr=None, steps_per_epoch=None):
     return trainer
 
 
-def _train_feed(model, trainer, inputs, targets):
-    """The trainer's feed: the inputs and the targets (class ids, one-hot, or float targets)."""
-    feed = _feed(model, inputs)
+def _train_feed(model, trainer, inputs, targets, lengths=None):
+    """The trainer's feed: the inputs and the targets (class ids, one-hot, or float targets); with lengths
+    ({sequence input: (N,) int array}, a padded batch) each sequence at its own length."""
+    feed = _feed(model, inputs, lengths)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    if y.dtype.kind == "f":  # one-hot (or soft) targets, shaped like the output
-        feed[labels] = np.ascontiguousarray(y, dtype=np.float32)
+    # one-hot (or soft) or float targets, shaped like the output
+    floats = y.dtype.kind == "f"
+    y = _cut(y, OUTPUT_SOURCES[OUTPUT], lengths)  # the targets of the real steps only
+    if floats:
+        feed[labels] = [np.ascontiguousarray(row, dtype=np.float32) for row in y]
     else:  # class ids: one-hot sequences
         feed[labels] = C.Value.one_hot([[int(t) for t in row] for row in y], 129)
     return feed
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step (train_minibatch); returns the loss before the update (mean over
-    the minibatch)."""
-    feed = _train_feed(model, trainer, inputs, targets)
+    the minibatch).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
+    The loss then covers the real steps only: CNTK sees each sequence at its own length.
+    """
+    feed = _train_feed(model, trainer, inputs, targets, lengths)
     steps = trainer.netdsl_steps
     lr = scheduled_lr(steps.base_lr, steps.step, steps.steps_per_epoch)
     steps.learner.lr_value = lr
@@ -1167,7 +1202,7 @@ def pad_ids(seqs):
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
@@ -1177,7 +1212,7 @@ def pad_ids(seqs):
 def model_lengths(inputs):
     """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
     this target's model takes no lengths yet."""
-    return {}
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):
@@ -1228,6 +1263,10 @@ def add_data_arrays(path, data):
         raise
 
 
+# losses whose targets are floats of the output's shape: one-hot labels
+FLOAT_TARGET_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
+
+
 def train_tokens(args, model):
     """main() on a token dataset, the same for every target through the module's own functions:
     trains, prints each epoch's test accuracy, saves the canonical weights with data/vocab and
@@ -1237,18 +1276,35 @@ def train_tokens(args, model):
     if args.eval_only:
         print(f"test accuracy {token_accuracy(model, x_test, y_test):.4f}", flush=True)
         return
-    trainer = make_trainer(model, args.lr)
+    # issue 18's keys this loop does not implement stop the script rather than go unheeded
+    missing = [k for k in ("validation_split", "early_stopping") if TRAINING.get(k)]
+    missing += ["metrics"] if any(m != "accuracy" for m in TRAINING["metrics"]) else []
+    if missing:
+        data_error(
+            f"{', '.join(missing)}: not implemented by this script on token datasets (netdsl run has them)"
+        )
+    steps = -(-len(x_train) // args.batch_size)
+    # a schedule in epochs counts them in steps (a target that implements schedules takes steps_per_epoch)
+    more = {"steps_per_epoch": steps} if TRAINING.get("lr_schedule") else {}
+    trainer = make_trainer(model, args.lr, **more)
     rng = np.random.default_rng(args.seed)
+    every, done = TRAINING.get("log_every"), 0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x_train))
         losses = []
         for start in range(0, len(order), args.batch_size):
             rows = order[start : start + args.batch_size]
             inputs, labels = token_batch(x_train, y_train, rows)
-            if TRAINING.get("loss") == "squared_error":
+            if TRAINING.get("loss") in FLOAT_TARGET_LOSSES:
                 labels = np.eye(CLASSES, dtype=np.float32)[labels]
             step = train_step(model, trainer, inputs, labels, **model_lengths(inputs))
             losses.append(step)
+            done += 1
+            if every and done % every == 0:  # the training block's log_every
+                print(
+                    f"epoch {epoch}, step {len(losses)}/{steps}: loss {np.mean(losses):.4f}",
+                    flush=True,
+                )
         accuracy = token_accuracy(model, x_test, y_test)
         loss = np.mean(losses)
         print(

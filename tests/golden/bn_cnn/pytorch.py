@@ -317,8 +317,9 @@ def progress(batches, epoch, epochs, show):
     return tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not show)
 
 
-def save_checkpoint(path, model, trainer, epoch, step, generator):
-    """Everything --resume needs, written atomically (a temporary file, then os.replace)."""
+def save_checkpoint(path, model, trainer, epoch, step, generator, extra=None):
+    """Everything --resume needs, written atomically (a temporary file, then os.replace); extra: the
+    training loop's own state (plain values)."""
     import random
     import tempfile
 
@@ -337,6 +338,7 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
         "epoch": epoch,
         "step": step,
         "rng": rng,
+        "extra": extra or {},
     }
     fd, tmp = tempfile.mkstemp(
         prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path))
@@ -352,7 +354,8 @@ def save_checkpoint(path, model, trainer, epoch, step, generator):
 
 
 def load_checkpoint(path, model, trainer, generator):
-    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step)."""
+    """Restore save_checkpoint's state (read with weights_only: no pickled code); returns (epoch, step,
+    the loop's extra state)."""
     import pickle
     import random
 
@@ -369,7 +372,7 @@ def load_checkpoint(path, model, trainer, generator):
         generator.set_state(rng["loader"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        return int(state["epoch"]), int(state["step"])
+        return int(state["epoch"]), int(state["step"]), state.get("extra", {})
     except (
         OSError,
         EOFError,
@@ -1336,6 +1339,10 @@ def add_data_arrays(path, data):
         raise
 
 
+# losses whose targets are floats of the output's shape: one-hot labels
+FLOAT_TARGET_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
+
+
 def train_tokens(args, model):
     """main() on a token dataset, the same for every target through the module's own functions:
     trains, prints each epoch's test accuracy, saves the canonical weights with data/vocab and
@@ -1345,18 +1352,35 @@ def train_tokens(args, model):
     if args.eval_only:
         print(f"test accuracy {token_accuracy(model, x_test, y_test):.4f}", flush=True)
         return
-    trainer = make_trainer(model, args.lr)
+    # issue 18's keys this loop does not implement stop the script rather than go unheeded
+    missing = [k for k in ("validation_split", "early_stopping") if TRAINING.get(k)]
+    missing += ["metrics"] if any(m != "accuracy" for m in TRAINING["metrics"]) else []
+    if missing:
+        data_error(
+            f"{', '.join(missing)}: not implemented by this script on token datasets (netdsl run has them)"
+        )
+    steps = -(-len(x_train) // args.batch_size)
+    # a schedule in epochs counts them in steps (a target that implements schedules takes steps_per_epoch)
+    more = {"steps_per_epoch": steps} if TRAINING.get("lr_schedule") else {}
+    trainer = make_trainer(model, args.lr, **more)
     rng = np.random.default_rng(args.seed)
+    every, done = TRAINING.get("log_every"), 0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x_train))
         losses = []
         for start in range(0, len(order), args.batch_size):
             rows = order[start : start + args.batch_size]
             inputs, labels = token_batch(x_train, y_train, rows)
-            if TRAINING.get("loss") == "squared_error":
+            if TRAINING.get("loss") in FLOAT_TARGET_LOSSES:
                 labels = np.eye(CLASSES, dtype=np.float32)[labels]
             step = train_step(model, trainer, inputs, labels, **model_lengths(inputs))
             losses.append(step)
+            done += 1
+            if every and done % every == 0:  # the training block's log_every
+                print(
+                    f"epoch {epoch}, step {len(losses)}/{steps}: loss {np.mean(losses):.4f}",
+                    flush=True,
+                )
         accuracy = token_accuracy(model, x_test, y_test)
         loss = np.mean(losses)
         print(
@@ -1476,9 +1500,10 @@ def train(args, model, device, data, rank, world, validation=None):
     per_rank = args.batch_size // world
     loader = make_loader(x_train, y_train, per_rank, args.seed, rank, world)
     trainer = make_trainer(model, args.lr, steps_per_epoch=len(loader))
-    first, step = 1, 0
+    first, step, extra = 1, 0, {}
     if args.resume:
-        done, step = load_checkpoint(args.checkpoint, model, trainer, loader.generator)
+        generator = loader.generator
+        done, step, extra = load_checkpoint(args.checkpoint, model, trainer, generator)
         first = done + 1
     runner = model  # what trains; model itself is what is evaluated and saved
     if world > 1:
@@ -1512,8 +1537,9 @@ def train(args, model, device, data, rank, world, validation=None):
                 flush=True,
             )
         if rank == 0 and args.checkpoint and not stopped:
-            generator = loader.generator
-            save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
+            save_checkpoint(
+                args.checkpoint, model, trainer, epoch, step, loader.generator, extra
+            )
         if stopped:
             break
     if rank == 0:

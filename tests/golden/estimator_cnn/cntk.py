@@ -227,12 +227,15 @@ def make_trainer(model, lr=None, steps_per_epoch=None):
     return trainer
 
 
-def _train_feed(model, trainer, inputs, targets):
-    """The trainer's feed: the inputs and the targets (class ids, one-hot, or float targets)."""
+def _train_feed(model, trainer, inputs, targets, lengths=None):
+    """The trainer's feed: the inputs and the targets (class ids, one-hot, or float targets); with lengths
+    ({sequence input: (N,) int array}, a padded batch) each sequence at its own length."""
     feed = _feed(model, inputs)
     labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
     y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    if y.dtype.kind == "f":  # one-hot (or soft) targets, shaped like the output
+    # one-hot (or soft) or float targets, shaped like the output
+    floats = y.dtype.kind == "f"
+    if floats:
         feed[labels] = np.ascontiguousarray(y, dtype=np.float32)
     else:  # class ids, one-hot as CNTK wants
         feed[labels] = np.eye(10, dtype=np.float32)[y]
@@ -1143,7 +1146,7 @@ def pad_ids(seqs):
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
@@ -1153,7 +1156,7 @@ def pad_ids(seqs):
 def model_lengths(inputs):
     """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
     this target's model takes no lengths yet."""
-    return {}
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):
@@ -1204,6 +1207,10 @@ def add_data_arrays(path, data):
         raise
 
 
+# losses whose targets are floats of the output's shape: one-hot labels
+FLOAT_TARGET_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
+
+
 def train_tokens(args, model):
     """main() on a token dataset, the same for every target through the module's own functions:
     trains, prints each epoch's test accuracy, saves the canonical weights with data/vocab and
@@ -1213,18 +1220,35 @@ def train_tokens(args, model):
     if args.eval_only:
         print(f"test accuracy {token_accuracy(model, x_test, y_test):.4f}", flush=True)
         return
-    trainer = make_trainer(model, args.lr)
+    # issue 18's keys this loop does not implement stop the script rather than go unheeded
+    missing = [k for k in ("validation_split", "early_stopping") if TRAINING.get(k)]
+    missing += ["metrics"] if any(m != "accuracy" for m in TRAINING["metrics"]) else []
+    if missing:
+        data_error(
+            f"{', '.join(missing)}: not implemented by this script on token datasets (netdsl run has them)"
+        )
+    steps = -(-len(x_train) // args.batch_size)
+    # a schedule in epochs counts them in steps (a target that implements schedules takes steps_per_epoch)
+    more = {"steps_per_epoch": steps} if TRAINING.get("lr_schedule") else {}
+    trainer = make_trainer(model, args.lr, **more)
     rng = np.random.default_rng(args.seed)
+    every, done = TRAINING.get("log_every"), 0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x_train))
         losses = []
         for start in range(0, len(order), args.batch_size):
             rows = order[start : start + args.batch_size]
             inputs, labels = token_batch(x_train, y_train, rows)
-            if TRAINING.get("loss") == "squared_error":
+            if TRAINING.get("loss") in FLOAT_TARGET_LOSSES:
                 labels = np.eye(CLASSES, dtype=np.float32)[labels]
             step = train_step(model, trainer, inputs, labels, **model_lengths(inputs))
             losses.append(step)
+            done += 1
+            if every and done % every == 0:  # the training block's log_every
+                print(
+                    f"epoch {epoch}, step {len(losses)}/{steps}: loss {np.mean(losses):.4f}",
+                    flush=True,
+                )
         accuracy = token_accuracy(model, x_test, y_test)
         loss = np.mean(losses)
         print(

@@ -37,6 +37,15 @@ WEIGHTS = {
 
 
 @keras.saving.register_keras_serializable(package="netdsl")
+class LengthMask(layers.Layer):
+    """(N, T) bool, True at each sample's valid steps: the mask= of a recurrence over a padded batch."""
+
+    def call(self, x, lengths):
+        steps = ops.arange(ops.shape(x)[1], dtype="int32")
+        return ops.expand_dims(steps, 0) < ops.expand_dims(lengths, 1)
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
 class TorchAdam(keras.optimizers.Optimizer):
     """Adam with PyTorch's update, as netdsl specifies: epsilon is added to sqrt(v / (1 - beta_2^t)).
 
@@ -84,21 +93,19 @@ class TorchAdam(keras.optimizers.Optimizer):
 
 def build_model():
     """RowLstm from models/row_lstm.net: rows (N, 28, 28) -> z (N, 10)."""
-    return keras.Sequential(
-        [
-            keras.Input(shape=(28, 28), name="rows"),
-            layers.Rescaling(1 / 255, name="rows_scaled"),
-            # its last state: the select_last
-            layers.LSTM(
-                128,
-                recurrent_initializer="glorot_uniform",
-                unit_forget_bias=False,
-                name="lstm_1",
-            ),
-            layers.Dense(10, name="dense_1"),
-        ],
-        name="RowLstm",
-    )
+    rows = keras.Input(shape=(28, 28), name="rows")
+    rows_lengths = keras.Input(shape=(), dtype="int32", name="rows_lengths")
+    rows_mask = LengthMask(name="rows_mask")(rows, rows_lengths)
+    x = layers.Rescaling(1 / 255, name="rows_scaled")(rows)
+    # its last state: the select_last
+    h = layers.LSTM(
+        128,
+        recurrent_initializer="glorot_uniform",
+        unit_forget_bias=False,
+        name="lstm_1",
+    )(x, mask=rows_mask)
+    z = layers.Dense(10, name="dense_1")(h)
+    return keras.Model(inputs=[rows, rows_lengths], outputs=z, name="RowLstm")
 
 
 def find_layer(model, path):
@@ -146,9 +153,25 @@ def export_netdsl_weights(model, path):
     np.savez(path, **arrays)
 
 
-def keras_inputs(inputs):
-    """The model's inputs in Keras's layout (NHWC images) from canonical numpy arrays."""
-    return np.asarray(inputs["rows"], dtype=np.float32)
+def keras_inputs(inputs, lengths=None):
+    """The model's inputs in Keras's layout (NHWC images) from canonical numpy arrays, then
+    the (N,) lengths of rows (all full length without lengths)."""
+    return [
+        np.asarray(inputs["rows"], dtype=np.float32),
+        input_lengths(inputs, lengths, "rows"),
+    ]
+
+
+def input_lengths(inputs, lengths, name):
+    """Sequence input name's (N,) lengths as int32, each in [1, T] (T each without lengths)."""
+    x = np.asarray(inputs[name])
+    if not lengths or name not in lengths:
+        return np.full(len(x), x.shape[1], dtype=np.int32)
+    lens = np.asarray(lengths[name])
+    bad = lens.shape != (len(x),) or ((lens < 1) | (lens > x.shape[1])).any()
+    if bad:
+        raise ValueError(f"{name}: {len(x)} lengths in [1, {x.shape[1]}] expected")
+    return lens.astype(np.int32)
 
 
 def keras_targets(targets):
@@ -156,9 +179,12 @@ def keras_targets(targets):
     return np.asarray(targets, dtype=np.int32)
 
 
-def predict(model, inputs):
-    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN moving stats)."""
-    z = keras.ops.convert_to_numpy(model(keras_inputs(inputs), training=False))
+def predict(model, inputs, lengths=None):
+    """Canonical outputs for canonical inputs, {name: array} both, in inference mode (no dropout, BN moving stats).
+
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
+    outputs = model(keras_inputs(inputs, lengths), training=False)
+    z = keras.ops.convert_to_numpy(outputs)
     return {"z": z}
 
 
@@ -180,17 +206,22 @@ def make_trainer(model, lr=None, metrics=None, jit_compile="auto"):
     return trainer
 
 
-def train_step(model, trainer, inputs, targets):
+def train_step(model, trainer, inputs, targets, lengths=None):
     """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
 
     The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
     """
     if model.optimizer is not trainer:
         raise ValueError(
             "train_step needs the trainer that make_trainer(model) returned"
         )
+    weights = None
     logs = model.train_on_batch(
-        keras_inputs(inputs), keras_targets(targets), return_dict=True
+        keras_inputs(inputs, lengths),
+        keras_targets(targets),
+        sample_weight=weights,
+        return_dict=True,
     )
     return float(logs["loss"])
 
@@ -1081,7 +1112,7 @@ def pad_ids(seqs):
     lengths = np.array([len(s) for s in seqs], np.int64)
     out = np.zeros((len(seqs), int(lengths.max())), np.int64)
     for i, s in enumerate(seqs):
-        if TAGGING:
+        if True:
             out[i, : len(s)] = s
         else:
             out[i, out.shape[1] - len(s) :] = s
@@ -1091,7 +1122,7 @@ def pad_ids(seqs):
 def model_lengths(inputs):
     """The lengths argument of predict()/train_step() for a token batch (docs/ir.md), or none where
     this target's model takes no lengths yet."""
-    return {}
+    return {"lengths": {DATA_INPUT: inputs["lengths"]}}
 
 
 def token_batch(x, y, rows):
@@ -1142,6 +1173,10 @@ def add_data_arrays(path, data):
         raise
 
 
+# losses whose targets are floats of the output's shape: one-hot labels
+FLOAT_TARGET_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
+
+
 def train_tokens(args, model):
     """main() on a token dataset, the same for every target through the module's own functions:
     trains, prints each epoch's test accuracy, saves the canonical weights with data/vocab and
@@ -1151,18 +1186,35 @@ def train_tokens(args, model):
     if args.eval_only:
         print(f"test accuracy {token_accuracy(model, x_test, y_test):.4f}", flush=True)
         return
-    trainer = make_trainer(model, args.lr)
+    # issue 18's keys this loop does not implement stop the script rather than go unheeded
+    missing = [k for k in ("validation_split", "early_stopping") if TRAINING.get(k)]
+    missing += ["metrics"] if any(m != "accuracy" for m in TRAINING["metrics"]) else []
+    if missing:
+        data_error(
+            f"{', '.join(missing)}: not implemented by this script on token datasets (netdsl run has them)"
+        )
+    steps = -(-len(x_train) // args.batch_size)
+    # a schedule in epochs counts them in steps (a target that implements schedules takes steps_per_epoch)
+    more = {"steps_per_epoch": steps} if TRAINING.get("lr_schedule") else {}
+    trainer = make_trainer(model, args.lr, **more)
     rng = np.random.default_rng(args.seed)
+    every, done = TRAINING.get("log_every"), 0
     for epoch in range(1, args.epochs + 1):
         order = rng.permutation(len(x_train))
         losses = []
         for start in range(0, len(order), args.batch_size):
             rows = order[start : start + args.batch_size]
             inputs, labels = token_batch(x_train, y_train, rows)
-            if TRAINING.get("loss") == "squared_error":
+            if TRAINING.get("loss") in FLOAT_TARGET_LOSSES:
                 labels = np.eye(CLASSES, dtype=np.float32)[labels]
             step = train_step(model, trainer, inputs, labels, **model_lengths(inputs))
             losses.append(step)
+            done += 1
+            if every and done % every == 0:  # the training block's log_every
+                print(
+                    f"epoch {epoch}, step {len(losses)}/{steps}: loss {np.mean(losses):.4f}",
+                    flush=True,
+                )
         accuracy = token_accuracy(model, x_test, y_test)
         loss = np.mean(losses)
         print(
