@@ -25,7 +25,9 @@ from dataclasses import dataclass, field, replace
 
 from .. import ir
 from ..conformance_lengths import output_sources
+from ..errors import Diagnostic
 from ..layers.common import split_activation
+from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
 from .legacy import (
     Legacy,
@@ -420,6 +422,7 @@ def _templated(vs, scope) -> str:
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "cntk")
     diags += _untrained_batch_norms(lg)
+    diags += _token_script_keys(lg)
     momenta = {float(layer.attr("momentum")) for layer in lg.graph.layers if layer.kind == "BatchNormalization"}
     if len(momenta) > 1:
         layer = next(layer for layer in lg.graph.layers if layer.kind == "BatchNormalization")
@@ -435,6 +438,20 @@ def check(lg: Legacy) -> list:
             diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
                                 "erf (gelu(approximate=True), the tanh form, it has)"))
     return diags
+
+
+def _token_script_keys(lg: Legacy) -> list:
+    """A model fed token ids trains in main() through the shared train_tokens (common/data.py.j2), which reads
+    none of the script-level keys yet: refused (E802 at the key) rather than dropped."""
+    from .training import SETTINGS
+
+    t = lg.graph.training
+    if t is None or all(i.type.vocab is None for i in lg.graph.inputs):
+        return []
+    return [Diagnostic("E802", f"target 'cntk' cannot train with the setting {key} on token ids: its generated "
+                       "script trains token datasets through train_tokens, which does not implement it",
+                       t.span_of(key), "netdsl run implements every setting (docs/language.md lists each target's)")
+            for key in ("validation_split", "log_every", "early_stopping", "metrics") if SETTINGS[key](t)]
 
 
 def _untrained_batch_norms(lg: Legacy) -> list:
@@ -504,9 +521,49 @@ def context(lg: Legacy, views: dict) -> dict:
         gru_h1=[(layer.param("H").name, layer.name) for layer in lg.graph.layers
                 if layer.kind == "GRU" and not layer.attr("reset_after")],
     )
+    ctx.update(step_rule(lg.graph.training, out_t.seq))
+    ctx["max_norms"] = {layer.param("W").name: float(layer.attr("max_norm")) for layer in lg.graph.layers
+                        if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None}
+    ctx["loss_terms"] = (ctx["out_positions"] if ctx["loss"] == "cross_entropy_with_softmax" and is_image(out_t)
+                         else 1 if ctx["loss"] == "cross_entropy_with_softmax" else ctx["out_elements"])
     return ctx
+
+
+def step_rule(training: ir.Training | None, out_seq: bool) -> dict:
+    """The train block's step rule (exec/steprule.py) for the template: `rule` (STEP_RULE in the module)
+    and whether CNTK's own sgd/momentum_sgd/nesterov compute it exactly (`native_learner`).
+
+    CNTK's momentum learners keep velocity = momentum * velocity + lr * gradient, the rate inside, so a
+    rate that changes between steps (a schedule, SGD's decay) moves them off torch's buf = momentum * buf
+    + g; their clipping is per parameter and per sample, and their L2 term comes after clipping. Those
+    settings, and every other optimizer, go through the template's numpy learner."""
+    t = training or ir.Training()
+    l2 = t.weight_decay if t.weight_decay_mode == "l2" else 0.0
+    decoupled = t.weight_decay if t.weight_decay_mode == "decoupled" else 0.0
+    if t.optimizer == "AdamW":
+        decoupled = t.opt("weight_decay", 0.01)
+    reduction = dict(t.loss_attrs).get("reduction", "mean")
+    varying = t.schedule is not None or bool(t.opt("decay", 0.0))
+    # per-sample units natively: CNTK's per-sample rate multiplies the sum over every time step, netdsl's
+    # lr_unit = sample the minibatch mean times the number of sequences
+    native = (t.optimizer == "SGD" and not l2 and not decoupled and t.clip_norm is None and t.clip_value is None
+              and reduction == "mean" and not (varying and t.opt("momentum", 0.0))
+              and not (t.lr_unit == "sample" and out_seq))
+    rule = {"schedule": t.schedule, "schedule_args": dict(t.schedule_attrs), "lr_unit": t.lr_unit,
+            "reduction": reduction, "l2": l2, "decoupled": decoupled, "clip_value": t.clip_value,
+            "clip_norm": t.clip_norm}
+    return {"rule": rule, "native_learner": native, "varying_lr": varying}
+
+
+# every setting of the train block this target's generated module and script implement (emit/training.py)
+HONOURED = {
+    "optimizers": {name: set(spec) for name, spec in OPTIMIZERS.items()},
+    "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
+    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
+                 "validation_split", "log_every", "early_stopping", "metrics", "max_norm"},
+}
 
 
 TEMPLATE = "cntk/module.py.j2"
 TARGET = Target(name="cntk", template=TEMPLATE, layers=LAYERS, context=context, check=check,
-                prepare=lambda graph: Legacy(graph, TEMPLATE, ("build_model",)))
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("build_model",)), extras={"training": HONOURED})

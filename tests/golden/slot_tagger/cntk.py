@@ -199,77 +199,240 @@ def export_native(model, directory):
     return path
 
 
-class _TorchLearner(C.learners.UserLearner):
-    """A CNTK learner in Python with PyTorch's update rule, on the minibatch-MEAN gradient
-    (CNTK hands a learner the gradient summed over the minibatch's samples)."""
+class _StepRuleLearner(C.learners.UserLearner):
+    """The train block's step (exec/steprule.py: mean gradient, L2 term, clipping, this step's rate,
+    decoupled decay) and Adam's own update as netdsl (torch) defines it, in numpy. CNTK's learners
+    differ: their momentum keeps the rate inside the velocity, clipping is per parameter and per
+    sample, L2 is added after clipping, and adam/rmsprop/adagrad/adadelta have their own epsilon,
+    bias-correction and rate conventions; C.universal cannot take an embedding's sparse gradient."""
 
-    def __init__(self, parameters, lr, **hyper):
+    def __init__(self, parameters, lr):
         # as_numpy=False: CNTK's own conversion fails on an embedding's sparse gradient
         super().__init__(parameters, C.learning_parameter_schedule(lr), as_numpy=False)
+        # this step's rate and the minibatch's number of samples (sequences), set by train_step
         self.lr_value = lr
-        self.hyper = hyper
+        self.batch = 1
         self.t = 0
-        self.slots = {
-            p.uid: (np.zeros(p.shape, np.float32), np.zeros(p.shape, np.float32))
-            for p in parameters
-        }
+        self.slots = {}
 
     def update(self, gradient_values, training_sample_count, sweep_end):
         self.t += 1
+        # CNTK hands a learner the gradient summed over the minibatch's samples (and time steps)
+        scale = 1.0 / training_sample_count
+        grads = {}
         for p, g in gradient_values.items():
             # an embedding's gradient: densify (torch updates every row)
             if g.is_sparse:
                 dense = C.NDArrayView.from_dense(np.zeros(g.shape, np.float32))
                 dense.copy_from(g)
                 g = dense
-            g = g.asarray() / training_sample_count
-            p.value = self.step(np.asarray(p.value), g, self.slots[p.uid])
+            grads[p] = g.asarray() * np.float32(scale)
+        for p, g in grads.items():
+            w = np.asarray(p.value)
+            slots = self.slots.setdefault(p.uid, {})
+            p.value = np.ascontiguousarray(self.step(w, g, slots), dtype=np.float32)
         return True
 
-
-class TorchAdam(_TorchLearner):
-    """CNTK's own adam() differs from torch's (its bias correction and eps); this is torch's Adam."""
-
     def step(self, w, g, slots):
-        b1, b2, eps = self.hyper["beta1"], self.hyper["beta2"], self.hyper["eps"]
-        m, v = slots
-        m[...] = b1 * m + (1.0 - b1) * g
-        v[...] = b2 * v + (1.0 - b2) * g * g
-        denom = np.sqrt(v) / math.sqrt(1.0 - b2**self.t) + eps
-        return w - (self.lr_value / (1.0 - b1**self.t)) * m / denom
+        """torch's Adam (CNTK's adam() has another bias correction and epsilon placement)."""
+        b1, b2, eps = TRAINING["beta1"], TRAINING["beta2"], TRAINING["eps"]
+        m = slots.get("m", np.zeros_like(w))
+        v = slots.get("v", np.zeros_like(w))
+        m = m + np.float32(1.0 - b1) * (g - m)
+        v = v * np.float32(b2) + np.float32(1.0 - b2) * g * g
+        slots["m"], slots["v"] = m, v
+        denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - b2**self.t)) + np.float32(eps)
+        return w - np.float32(self.lr_value / (1.0 - b1**self.t)) * m / denom
 
 
 def _learner(parameters, lr):
-    attrs = TRAINING
-    return TorchAdam(
-        parameters, lr, beta1=attrs["beta1"], beta2=attrs["beta2"], eps=attrs["eps"]
-    )
+    return _StepRuleLearner(parameters, lr)
 
 
-def make_trainer(model, lr=None):
-    """C.Trainer with the training block's loss, classification_error and Adam."""
+class _Steps:
+    """What a trainer keeps between train_step calls: its learner, base rate and step counter."""
+
+    def __init__(self, learner, lr, steps_per_epoch):
+        self.learner = learner
+        self.base_lr = lr
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """C.Trainer with the training block's loss, classification_error and Adam; each train_step
+    is one step of the block's rule, an epoch being steps_per_epoch steps (None: one endless epoch)."""
     lr = TRAINING["lr"] if lr is None else float(lr)
     labels = C.sequence.input_variable(129, np.float32, name="labels")
     # summed over the minibatch's samples (and time steps); the learner divides by their number
     loss = C.cross_entropy_with_softmax(model, labels)
+    learner = _learner(model.parameters, lr)
     metric = C.classification_error(model, labels)
-    return C.Trainer(model, (loss, metric), [_learner(model.parameters, lr)])
+    trainer = C.Trainer(model, (loss, metric), [learner])
+    trainer.netdsl_steps = _Steps(learner, lr, steps_per_epoch)
+    return trainer
+
+
+def _train_feed(model, trainer, inputs, targets, lengths=None):
+    """The trainer's feed: the inputs and the targets (class ids, one-hot, or float targets); with lengths
+    ({sequence input: (N,) int array}, a padded batch) each sequence at its own length."""
+    feed = _feed(model, inputs, lengths)
+    labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
+    y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
+    # one-hot (or soft) or float targets, shaped like the output
+    floats = y.dtype.kind == "f"
+    y = _cut(y, OUTPUT_SOURCES[OUTPUT], lengths)  # the targets of the real steps only
+    if floats:
+        feed[labels] = [np.ascontiguousarray(row, dtype=np.float32) for row in y]
+    else:  # class ids: one-hot sequences
+        feed[labels] = C.Value.one_hot([[int(t) for t in row] for row in y], 129)
+    return feed
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step (train_minibatch); returns the mean loss before the update.
+    """One optimisation step (train_minibatch); returns the loss before the update (mean over
+    the minibatch).
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length.
     The loss then covers the real steps only: CNTK sees each sequence at its own length.
     """
-    feed = _feed(model, inputs, lengths)
-    labels = next(a for a in trainer.loss_function.arguments if a.name == "labels")
-    y = np.asarray(targets[OUTPUT] if isinstance(targets, dict) else targets)
-    y = _cut(y, OUTPUT_SOURCES[OUTPUT], lengths)  # the labels of the real steps only
-    # one-hot sequences
-    feed[labels] = C.Value.one_hot([[int(t) for t in row] for row in y], 129)
+    feed = _train_feed(model, trainer, inputs, targets, lengths)
+    steps = trainer.netdsl_steps
+    lr = scheduled_lr(steps.base_lr, steps.step, steps.steps_per_epoch)
+    steps.learner.lr_value = lr
+    steps.learner.batch = len(targets[OUTPUT] if isinstance(targets, dict) else targets)
     trainer.train_minibatch(feed)
-    return float(trainer.previous_minibatch_loss_average)
+    steps.step += 1
+    loss = float(trainer.previous_minibatch_loss_average)
+    return loss
+
+
+def scheduled_lr(base_lr, step, steps_per_epoch=None):
+    """The learning rate of step `step` (0-based), as netdsl's exec/steprule.schedule_factor: the
+    lr_schedule's factor at the step's epoch (or step, with unit=step), divided by 1 + decay * step
+    for SGD's Keras-style time-based decay. steps_per_epoch None: every step is in epoch 0."""
+    import math
+
+    name = TRAINING.get("lr_schedule")
+    epoch = step // steps_per_epoch if steps_per_epoch else 0
+    t = step if TRAINING.get("lr_schedule_unit") == "step" else epoch
+    if name == "step":
+        gamma, size = TRAINING["lr_schedule_gamma"], TRAINING["lr_schedule_step_size"]
+        lr = base_lr * gamma ** (t // size)
+    elif name == "piecewise":
+        passed = sum(t >= b for b in TRAINING["lr_schedule_boundaries"])
+        lr = base_lr * TRAINING["lr_schedule_factors"][passed]
+    elif name == "exponential":
+        lr = base_lr * TRAINING["lr_schedule_gamma"] ** t
+    elif name == "cosine":
+        t_max, eta_min = TRAINING["lr_schedule_t_max"], TRAINING["lr_schedule_eta_min"]
+        cosine = 1 + math.cos(math.pi * min(t, t_max) / t_max)
+        lr = eta_min + (base_lr - eta_min) * cosine / 2
+    else:
+        lr = base_lr
+    decay = TRAINING.get("decay", 0.0) if TRAINING["optimizer"] == "SGD" else 0.0
+    return lr / (1 + decay * step) if decay else lr
+
+
+def split_validation(x, y, fraction=None):
+    """(x_train, y_train, x_val, y_val): the LAST `fraction` of the training set held out, as Keras's
+    validation_split and netdsl run do (no shuffling: the same split every run). Without a fraction
+    (the training block's validation_split, else none) x_val and y_val are None."""
+    if fraction is None:
+        fraction = TRAINING.get("validation_split", 0.0)
+    if not fraction:
+        return x, y, None, None
+    n = len(x)
+    n_val = round(n * fraction)
+    if n_val == 0 or n_val == n:
+        part = "validation" if n_val == 0 else "training"
+        raise SystemExit(
+            f"error: validation_split {fraction} of {n} samples leaves an empty {part} split"
+        )
+    keep = n - n_val
+    return x[:keep], y[:keep], x[keep:], y[keep:]
+
+
+def log_due(step):
+    """Whether a progress line is due after `step` steps in all (the training block's log_every)."""
+    every = TRAINING.get("log_every")
+    return bool(every) and step % every == 0
+
+
+def log_line(epoch, step, steps, loss, lr, accuracy=None):
+    """The log_every line, as netdsl run words it: epoch (1-based), step of the epoch, the epoch's
+    running mean loss (and training accuracy, a fraction, where the script keeps it), this step's lr."""
+    text = f"epoch {epoch}, step {step}/{steps}: loss {loss:.4f}"
+    if accuracy is not None:
+        text += f", train accuracy {100 * accuracy:.2f}%"
+    return text + f", lr {lr:.6g}"
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping(monitor="val_loss", patience=p), as netdsl run applies it: training stops
+    once the validation loss has not gone below its best for p epochs. Nothing is restored."""
+
+    def __init__(self, patience=None):
+        import math
+
+        self.patience = TRAINING.get("early_stopping") if patience is None else patience
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def update(self, val_loss):
+        """Record an epoch's validation loss; True when training should stop."""
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            return False
+        self.bad_epochs += 1
+        return bool(self.patience) and self.bad_epochs >= self.patience
+
+    def message(self, epoch):
+        plural = "s" if self.bad_epochs != 1 else ""
+        return (
+            f"early stopping after epoch {epoch}: the validation loss has not improved for "
+            f"{self.bad_epochs} epoch{plural} (best {self.best:.4f})"
+        )
+
+
+def top_k_accuracy(scores, labels, k):
+    """How often the label is among the k largest scores (k at most the number of classes)."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float((top == np.asarray(labels).reshape(-1, 1)).any(axis=1).mean())
+
+
+def confusion_matrix(scores, labels):
+    """(classes, classes) counts: rows the true class, columns the predicted (largest score) one."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = scores.shape[1]
+    cells = np.asarray(labels).astype(np.int64) * k + scores.argmax(axis=1)
+    return np.bincount(cells, minlength=k * k).reshape(k, k)
+
+
+def confusion_text(matrix):
+    """The confusion matrix's lines, as netdsl run prints them."""
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    lines = ["confusion matrix (rows: true class, columns: predicted):"]
+    lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for j, row in enumerate(matrix):
+        lines.append(f"{j:>5} " + "".join(f"{int(v):>{width}}" for v in row))
+    return lines
+
+
+def metric_lines(scores, labels):
+    """The training block's metrics beyond accuracy on the test set's (N, classes) scores and (N,) labels:
+    top_<k>_accuracy and confusion_matrix, one line or table each, as netdsl run reports them."""
+    lines = []
+    for metric in TRAINING["metrics"]:
+        if metric.startswith("top_"):
+            k = int(metric.split("_")[1])
+            value = 100 * top_k_accuracy(scores, labels, k)
+            lines.append(f"test {metric.replace('_', ' ')}: {value:.2f}%")
+        elif metric == "confusion_matrix":
+            lines += confusion_text(confusion_matrix(scores, labels))
+    return lines
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -1228,13 +1391,23 @@ def write_token_predictions(args, model, stats):
     write_output(args, buf.getvalue(), np.zeros(len(outs)))
 
 
+def scores(model, x, batch_size=1000):
+    """The output for every sample of x, in inference mode, batch by batch."""
+    parts = []
+    for start in range(0, len(x), batch_size):
+        out = predict(model, {DATA_INPUT: x[start : start + batch_size]})
+        parts.append(out[DATA_OUTPUT])
+    return np.concatenate(parts)
+
+
 def evaluate(model, x, labels, batch_size=1000):
     """Test accuracy: how often the largest output is the label."""
-    correct = 0
-    for start in range(0, len(x), batch_size):
-        out = predict(model, {DATA_INPUT: x[start : start + batch_size]})[DATA_OUTPUT]
-        correct += int((out.argmax(axis=1) == labels[start : start + batch_size]).sum())
-    return correct / len(x)
+    return float((scores(model, x, batch_size).argmax(axis=1) == labels).mean())
+
+
+def main_targets(labels):
+    """The training block's loss's targets for a dataset's class labels."""
+    return labels.astype(np.int64)
 
 
 def main(argv=None):
@@ -1397,17 +1570,20 @@ def main(argv=None):
     if args.eval_only:
         print(f"test accuracy {evaluate(model, x_test, y_test):.4f}", flush=True)
         return
-    trainer = make_trainer(model, args.lr)
+    steps_per_epoch = -(-len(x_train) // args.batch_size)
+    trainer = make_trainer(model, args.lr, steps_per_epoch)
     rng = np.random.default_rng(args.seed)
+    step = 0
     for epoch in range(args.epochs):
         order = rng.permutation(len(x_train))
         total = 0.0
         for start in range(0, len(order), args.batch_size):
             idx = order[start : start + args.batch_size]
-            target = y_train[idx].astype(np.int64)
             inputs = {DATA_INPUT: x_train[idx]}
-            loss = train_step(model, trainer, inputs, {DATA_OUTPUT: target})
+            targets = {DATA_OUTPUT: main_targets(y_train[idx])}
+            loss = train_step(model, trainer, inputs, targets)
             total += loss * len(idx)
+            step += 1
         accuracy = evaluate(model, x_test, y_test)
         loss = total / len(x_train)
         print(
