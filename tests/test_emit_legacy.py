@@ -359,16 +359,25 @@ def test_bad_weight_files_are_refused_clearly(run_target, target):
     assert shape and name in shape and "(3, 1)" in shape, shape
 
 
-@pytest.mark.parametrize("target", ["gluon", "tf-estimator", "cntk"])
+CANNOT_SAY = {  # target -> (model, the layer refused, its kind): each one thing the target cannot express
+    "gluon": ("image = Input((1, 8, 8))\nz = Dense(10)(LayerNormalization()(Convolution((3, 3), 4)(image)))\n"
+              "output z\n", "layer_normalization_1", "LayerNormalization"),
+    "tf-estimator": ("image = Input((1, 4, 4))\nv = Input(16)\nd = Dense(3)\na = d(Flatten()(image))\nb = d(v)\n"
+                     "output a, b\n", "d", "Dense"),
+    "cntk": ("x = Input(4)\nz = Dense(3, activation=gelu)(x)\noutput z\n", "dense_1", "Dense"),
+}
+
+
+@pytest.mark.parametrize("target", sorted(CANNOT_SAY))
 def test_what_a_target_cannot_say_is_a_compile_error_with_the_layer_span(target):
     from netdsl.errors import NetdslError
     from netdsl.frontend import load_text
 
-    src = ("model LnTest\nimage = Input((1, 8, 8))\n"
-           "z = Dense(10)(LayerNormalization()(Convolution((3, 3), 4)(image)))\noutput z\n")
+    body, layer, kind = CANNOT_SAY[target]
     with pytest.raises(NetdslError) as err:
-        emit(load_text(src, "ln.net"), target)
+        emit(load_text("model CannotSay\n" + body, "cannot.net"), target)
     diags = err.value.diagnostics
     assert [d.code for d in diags] == ["E802"], diags
-    assert diags[0].span.line == 3 and "layer_normalization_1" in diags[0].message
-    assert "LayerNormalization" in diags[0].message and ":" in diags[0].message.split(")", 1)[1]
+    line = next(i for i, text in enumerate(body.splitlines(), 2) if text.startswith(("z =", "d =")))
+    assert diags[0].span.line == line and f"'{layer}'" in diags[0].message, diags[0]
+    assert kind in diags[0].message and ":" in diags[0].message.split(")", 1)[1]
