@@ -1,0 +1,113 @@
+"""The train block's optimisation settings (issue 18) on tf.estimator, over 20 steps.
+
+The seeded combinations of tests/test_train_settings.py (optimizer x schedule x regulariser x loss) are
+emitted for tf-estimator and trained for 20 steps (epochs of 4 steps) by ONE subprocess in the legacy venv
+(TensorFlow 2.15): make_trainer(model, steps_per_epoch=4), then train_step on each batch. Every step's loss
+and the final weights must match the native executor (test_train_settings.native) to the tolerance of each
+optimizer. Cross-entropy runs half on integer labels and half on one-hot float targets (the contract: a
+target takes both). No combination is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from netdsl.emit.base import emit
+from netdsl.exec import losses
+from netdsl.exec.weights import init_params
+from netdsl.frontend import load_text
+from test_emit_legacy import _python
+from test_train_settings import MODEL, STEPS, batches, block, combinations, native
+
+COMBOS = combinations(40, seed=18)
+# loss and weights after 20 steps, relative to their size (TF's float32 kernels round differently from numpy's)
+TOLERANCE = {"SGD": 1e-4, "Adam": 1e-4, "AdamW": 1e-4, "RMSProp": 1e-4, "Adadelta": 1e-4, "Adagrad": 1e-4}
+REFUSED: dict = {}  # combination -> why tf-estimator refuses it (E802): none today
+
+DRIVER = r'''
+import importlib.util, json, sys
+import numpy as np
+
+for i, job in enumerate(json.load(open(sys.argv[1]))):
+    spec = importlib.util.spec_from_file_location("combo_%d" % i, job["module"])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    data = np.load(job["data"])
+    model = mod.build_model(job["model_dir"])
+    mod.load_netdsl_weights(model, job["weights"])
+    trainer = mod.make_trainer(model, steps_per_epoch=4)
+    step_losses = [float(mod.train_step(model, trainer, {"x": data["x%d" % s]}, data["t%d" % s]))
+                   for s in range(job["steps"])]
+    mod.export_netdsl_weights(model, job["trained"])
+    json.dump(step_losses, open(job["losses"], "w"))
+    print("driver: combination %d done" % i, file=sys.stderr, flush=True)
+'''
+
+
+def _targets(graph, labels, one_hot: bool):
+    if graph.training.loss == "cross_entropy_with_softmax" and not one_hot:
+        return labels
+    return losses.one_hot(labels, np.zeros((len(labels), 3), np.float32))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    py = _python("tf-estimator")
+    tmp = tmp_path_factory.mktemp("train_tf_estimator")
+    jobs, cases = [], []
+    for i, combo in enumerate(COMBOS):
+        graph = load_text(MODEL % block(*combo), "settings.net")
+        params = init_params(graph, 0)
+        data = batches()
+        d = tmp / f"c{i}"
+        d.mkdir()
+        (d / "m.py").write_text(emit(graph, "tf-estimator"))
+        np.savez(d / "w.npz", **params)
+        np.savez(d / "data.npz", **{f"x{s}": x for s, (x, _) in enumerate(data)},
+                 **{f"t{s}": _targets(graph, y, one_hot=i % 2 == 1) for s, (_, y) in enumerate(data)})
+        jobs.append({"module": str(d / "m.py"), "weights": str(d / "w.npz"), "data": str(d / "data.npz"),
+                     "model_dir": str(d / "model"), "trained": str(d / "trained.npz"),
+                     "losses": str(d / "losses.json"), "steps": STEPS})
+        cases.append((graph, params, data, d))
+    (tmp / "jobs.json").write_text(json.dumps(jobs))
+    (tmp / "driver.py").write_text(DRIVER)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([py, str(tmp / "driver.py"), str(tmp / "jobs.json")], capture_output=True, text=True,
+                          timeout=1500, env=env, cwd=str(tmp))
+    assert proc.returncode == 0, f"driver exited {proc.returncode}\n{proc.stderr[-6000:]}"
+    return cases
+
+
+@pytest.mark.parametrize("i", range(len(COMBOS)), ids=[f"c{i}" for i in range(len(COMBOS))])
+def test_twenty_steps_match_native(trained, i):
+    graph, params, data, d = trained[i]
+    n_losses, n_params = native(graph, params, data)
+    t_losses = json.loads((d / "losses.json").read_text())
+    t_params = dict(np.load(d / "trained.npz"))
+    tol = TOLERANCE[graph.training.optimizer]
+    np.testing.assert_allclose(t_losses, n_losses, rtol=tol, atol=tol, err_msg=str(COMBOS[i]))
+    for k in n_params:
+        scale = max(1.0, float(np.abs(n_params[k]).max()))
+        np.testing.assert_allclose(t_params[k], n_params[k], rtol=tol, atol=tol * scale, err_msg=f"{k} {COMBOS[i]}")
+    assert not np.allclose(t_params["dense_2.W"], params["dense_2.W"]), "nothing was trained"
+
+
+def test_no_combination_is_refused():
+    for combo in COMBOS:
+        graph = load_text(MODEL % block(*combo), "settings.net")
+        if combo in REFUSED:
+            with pytest.raises(Exception, match="E802"):
+                emit(graph, "tf-estimator")
+        else:
+            emit(graph, "tf-estimator")
+
+
+def test_the_combinations_cover_every_choice():
+    from test_train_settings import LOSSES, OPTIMIZERS, REGULARISERS, SCHEDULES
+
+    for i, choices in enumerate((OPTIMIZERS, SCHEDULES, REGULARISERS, LOSSES)):
+        assert {c[i] for c in COMBOS} == set(choices)
