@@ -22,6 +22,7 @@ import numpy as np
 
 from . import ir
 from .errors import NetdslError
+from .conformance_steps import training_loss  # noqa: F401  (moved there; conf.training_loss stays)
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIVER = Path(__file__).resolve().parent / "conformance_driver.py"
@@ -489,44 +490,6 @@ def driver_exit(code: int, stderr: str) -> str:
     return f"the framework's process exited {code}" + (f": {last[-1].strip()}" if last else "")
 
 
-def training_loss(path: str, col: Column, inputs: dict, targets: np.ndarray, seed: int = 0,
-                  workdir: str | None = None) -> float | str:
-    """The loss a target's train_step reports on one batch, with the model as written (dropout on).
-
-    Returns the loss, or the reason the column cannot run. Used to check dropout's training-mode
-    scale, which no inference comparison can see."""
-    if not workdir:  # a temp dir of our own, removed at the end: nothing is left behind
-        with tempfile.TemporaryDirectory(prefix="netdsl-probe-") as d:
-            return training_loss(path, col, inputs, targets, seed, d)
-    from .emit.base import emit
-    from .exec.weights import save_weights
-    from .frontend import load
-
-    python, why = col.python()
-    if python is None:
-        return why
-    graph = load(path)
-    try:
-        code = emit(graph, col.target)
-    except ModuleNotFoundError:
-        return f"target {col.target} is not implemented"
-    tmp = Path(workdir)
-    tag = col.name.replace("/", "_")
-    (tmp / f"probe_{tag}.py").write_text(code)
-    from .exec.weights import init_params
-
-    save_weights(tmp / "probe.weights.npz", init_params(graph, seed))
-    np.savez(tmp / "probe.inputs.npz", **inputs)
-    np.savez(tmp / "probe.targets.npz", targets=targets)
-    job = {"id": "probe", "module": str(tmp / f"probe_{tag}.py"), "inputs": str(tmp / "probe.inputs.npz"),
-           "step_weights": str(tmp / "probe.weights.npz"), "targets": str(tmp / "probe.targets.npz"),
-           "stepped": str(tmp / f"probe_{tag}.stepped.npz")}
-    res = run_driver(python, col, [job], tmp, lambda m: None).get("probe")
-    if res is None or not res.get("ok"):
-        raise RuntimeError(f"{col.name}: train_step failed: {(res or {}).get('error', 'no result')}")
-    return float(res["loss"])
-
-
 # ------------------------------------------------------------------ reporting
 def matrix_text(models: list[str], columns: list[Column], cells: dict) -> str:
     names = [Path(m).stem for m in models]
@@ -572,14 +535,20 @@ def matrix_markdown(models: list[str], columns: list[Column], cells: dict, comma
         out.append(f"| {Path(m).stem} | " + " | ".join(row) + " |")
     if notes:
         out += ["", "## Failures and notes", ""] + notes  # notes: e.g. padded batches not checked
-    return "\n".join(out) + "\n"
+    from .conformance_steps import doc_section
+
+    return "\n".join(out) + "\n\n" + doc_section()
 
 
 def register(sub) -> None:
     p = sub.add_parser("conformance", help="compare every target with the native executor, numerically")
     p.add_argument("files", nargs="*", metavar="FILE", help="models (default: models/*.net)")
-    p.add_argument("--targets", help="comma-separated columns: " + ",".join(c.name for c in ALL_COLUMNS))
+    p.add_argument("--targets", "--columns", dest="targets", help="comma-separated columns: " + ",".join(c.name for c in ALL_COLUMNS))
     p.add_argument("--no-step", action="store_true", help="skip the one-SGD-step comparison")
+    p.add_argument("--steps", type=int, metavar="N", help="instead: N steps of each model's own training block "
+                   "on every column (losses and weights; docs/conformance.md)")
+    p.add_argument("--labels", choices=("seeded", "labels", "one-hot"), default="seeded",
+                   help="--steps, cross-entropy: int labels, one-hot rows, or a seeded choice per model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--doc", metavar="PATH", help="also write the matrix as markdown (e.g. docs/conformance.md)")
     p.add_argument("--workdir", metavar="DIR", help="keep generated code and arrays here")
@@ -598,6 +567,10 @@ def cmd_conformance(args) -> int:
                   f"choose from {', '.join(c.name for c in ALL_COLUMNS)}", file=sys.stderr)
             return 2
         columns = [c for c in ALL_COLUMNS if c.name in wanted]
+    if args.steps is not None:
+        from .conformance_steps import cmd_steps
+
+        return cmd_steps(args, files, columns)
     cells = run(files, columns, seed=args.seed, step=not args.no_step, workdir=args.workdir,
                 log=lambda m: print(m, file=sys.stderr))
     print(matrix_text(files, columns, cells))

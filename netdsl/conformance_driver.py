@@ -3,11 +3,12 @@
 This file is executed by the target venv's Python (3.6 for CNTK), so it uses
 only the standard library and numpy, and Python 3.6 syntax. It reads a JSON
 list of jobs, and for each: imports the generated module, loads canonical
-weights, predicts, and optionally takes one training step and exports the
-weights. Each job's failure is recorded, not raised, so one bad cell does not
-hide the others.
+weights, predicts, and optionally takes one training step (or, for --steps N,
+N steps of the model's own training block) and exports the weights. Each
+job's failure is recorded, not raised, so one bad cell does not hide the others.
 """
 import importlib.util
+import inspect
 import json
 import re
 import sys
@@ -43,6 +44,15 @@ def exception_message(e):
     return "{}: {}".format(type(e).__name__, text) if text else type(e).__name__
 
 
+def make_trainer(mod, model, steps_per_epoch):
+    """The trainer with steps_per_epoch when the module takes it (the contract of issue 18); a module
+    from before it takes none, and then also refuses every schedule, the only thing that reads it."""
+    params = inspect.signature(mod.make_trainer).parameters
+    if "steps_per_epoch" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return mod.make_trainer(model, steps_per_epoch=steps_per_epoch)
+    return mod.make_trainer(model)
+
+
 def run_job(job, index):
     result = {"id": job["id"]}
     t0 = time.time()
@@ -64,6 +74,14 @@ def run_job(job, index):
             loss = mod.train_step(model, trainer, inputs, targets, **more)
             result["loss"] = float(loss)
             mod.export_netdsl_weights(model, job["stepped"])
+        if job.get("train_weights"):  # --steps N: the model's own training block, N steps on one batch
+            model = mod.build_model()
+            mod.load_netdsl_weights(model, job["train_weights"])
+            targets = np.load(job["targets"], allow_pickle=False)["targets"]
+            trainer = make_trainer(mod, model, job["steps_per_epoch"])
+            result["losses"] = [float(mod.train_step(model, trainer, inputs, targets, **more))
+                                for _ in range(job["steps"])]
+            mod.export_netdsl_weights(model, job["trained"])
         result["ok"] = True
     except BaseException as e:  # the cell fails, the run goes on
         result["ok"] = False

@@ -8,7 +8,6 @@ where they do not. Losses and final weights must agree to 1e-4 (relative), per o
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
@@ -20,59 +19,13 @@ from netdsl.exec.graph import Executor
 from netdsl.exec.steprule import StepRule
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load_text
+from train_combos import LOSSES, MODEL, OPTIMIZERS, REGULARISERS, SCHEDULES, block, combinations
 
 torch = pytest.importorskip("torch")
 
 STEPS = 20
 # loss and weights after 20 steps, relative to their size: float32 rounding compounds differently per optimizer
 TOLERANCE = {"SGD": 1e-4, "Adam": 1e-4, "AdamW": 1e-4, "RMSProp": 1e-4, "Adadelta": 1e-4, "Adagrad": 1e-4}
-
-MODEL = """model Settings
-x = Input(6)
-h = Dense(5, activation=tanh)(x)
-y = Dense(3)(h)
-output y
-train {
-%s
-}
-"""
-
-OPTIMIZERS = [
-    "SGD(lr=0.1)", "SGD(lr=0.05, momentum=0.9)", "SGD(lr=0.05, decay=0.01, momentum=0.9, nesterov=True)",
-    "SGD(lr=0.1, decay=0.05)", "Adam(lr=0.01)", "AdamW(lr=0.01, weight_decay=0.1)",
-    "RMSProp(lr=0.01)", "RMSProp(lr=0.005, rho=0.9, momentum=0.5, centered=True)",
-    "RMSProp(lr=0.01, eps_inside_sqrt=True)", "Adadelta(lr=1.0)", "Adagrad(lr=0.1)",
-    "Adagrad(lr=0.1, initial_accumulator=0.1)",
-]
-SCHEDULES = [None, "step(step_size=5, gamma=0.5, unit=step)", "exponential(gamma=0.8)",
-             "piecewise(boundaries=[4, 12], factors=[1, 0.5, 0.1], unit=step)",
-             "cosine(t_max=15, eta_min=0.001, unit=step)", "step(step_size=1, gamma=0.7)"]
-REGULARISERS = [None, "weight_decay = l2(0.01)", "weight_decay = decoupled(0.05)", "clip_norm = 0.5",
-                "clip_value = 0.05", "weight_decay = l2(0.02)\n    clip_norm = 1.0", "lr_unit = sample"]
-LOSSES = ["cross_entropy_with_softmax", "squared_error", "squared_error(reduction=sum)", "l2",
-          "binary_cross_entropy_with_logits", "cross_entropy_with_softmax(reduction=sum)"]
-
-
-def combinations(n: int, seed: int) -> list:
-    rng = random.Random(seed)
-    out = set()
-    while len(out) < n:
-        opt = rng.choice(OPTIMIZERS)
-        reg = rng.choice(REGULARISERS)
-        if opt.startswith("AdamW") and reg and "decoupled" in reg:  # refused: AdamW's decay is decoupled
-            continue
-        out.add((opt, rng.choice(SCHEDULES), reg, rng.choice(LOSSES)))
-    return sorted(out, key=str)
-
-
-def block(opt, schedule, reg, loss) -> str:
-    lines = [f"optimizer = {opt}", f"loss = {loss}", "batch_size = 8"]
-    if schedule:
-        lines.append(f"lr_schedule = {schedule}")
-    if reg:
-        lines.append(reg)
-    return "\n".join("    " + line for line in lines)
-
 
 def batches(seed=0):
     rng = np.random.default_rng(seed)
@@ -340,3 +293,29 @@ def test_run_honours_seed_validation_split_early_stopping_and_log_every(tmp_path
                  "--save", str(tmp_path / "w3.npz")]) == 0
     c = np.load(tmp_path / "w3.npz")
     assert not np.array_equal(a["dense_1.W"], c["dense_1.W"])  # --seed overrides the block's
+
+
+def test_run_trains_on_one_hot_rows_as_on_their_labels(tmp_path, capsys):
+    """A dataset whose labels are one-hot rows (N, K), as Keras's to_categorical makes for
+    categorical_crossentropy: the same run, bit for bit, as on the int labels; rows that are not one-hot
+    are refused, naming the sample."""
+    from netdsl.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)
+    rows = np.eye(3, dtype=np.float32)[y]
+    np.savez(tmp_path / "int.npz", x_train=x[:48], y_train=y[:48], x_test=x[48:], y_test=y[48:])
+    np.savez(tmp_path / "hot.npz", x_train=x[:48], y_train=rows[:48], x_test=x[48:], y_test=rows[48:])
+    net = tmp_path / "m.net"
+    net.write_text(MODEL % "    loss = categorical_crossentropy\n    optimizer = SGD(lr=0.5)\n    batch_size = 8")
+    for name in ("int", "hot"):
+        assert main(["run", str(net), "--data", f"npz:{tmp_path / name}.npz", "--save", str(tmp_path / f"{name}.w.npz")]) == 0
+    a, b = np.load(tmp_path / "int.w.npz"), np.load(tmp_path / "hot.w.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    capsys.readouterr()
+    rows[5] = [0.0, 0.5, 0.5]
+    np.savez(tmp_path / "soft.npz", x_train=x[:48], y_train=rows[:48], x_test=x[48:], y_test=rows[48:])
+    assert main(["run", str(net), "--data", f"npz:{tmp_path / 'soft.npz'}", "--save", str(tmp_path / "s.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "sample 5: labels of shape (N, K) must be one-hot rows" in err and "[0, 0.5, 0.5]" in err, err

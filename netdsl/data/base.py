@@ -99,10 +99,20 @@ def nbytes_of(shape, dtype) -> int:
 
 
 def check_labels(y, where: str) -> np.ndarray:
-    """Integer labels >= 0 as int64, or a DataError naming the first bad sample."""
+    """Integer labels >= 0 as int64, or a DataError naming the first bad sample. One-hot rows (N, K), as
+    Keras's to_categorical makes for categorical_crossentropy, are their class indices: the cross-entropy of
+    a one-hot row is the cross-entropy of its label, exactly."""
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind in "fiub":
+        hot = ((y == 0) | (y == 1)).all(axis=1) & (y.sum(axis=1) == 1)
+        bad = np.flatnonzero(~hot)
+        if bad.size:
+            row = ", ".join(f"{v:g}" for v in y[bad[0]][:8].astype(np.float64)) + (", ..." if y.shape[1] > 8 else "")
+            raise DataError(f"{where}: sample {bad[0]}: labels of shape (N, K) must be one-hot rows (one 1, the "
+                            f"rest 0), got [{row}]")
+        return y.argmax(axis=1).astype(np.int64)
     if y.ndim != 1:
-        raise DataError(f"{where}: expected labels of shape (N,), got shape {y.shape}")
+        raise DataError(f"{where}: expected labels of shape (N,) or one-hot rows (N, K), got shape {y.shape}")
     if y.dtype.kind == "f":
         bad = np.flatnonzero(y != np.round(y))
         if bad.size:

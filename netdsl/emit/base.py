@@ -51,9 +51,10 @@ class Target:
         ]
         if self.check is not None:
             diags += self.check(cx if cx is not None else self.context_of(graph))
-        from .training import refusals
+        from .training import layer_refusals, refusals
 
-        return diags + refusals(self.name, graph.training, self.extras.get("training"))
+        honoured = self.extras.get("training")
+        return diags + refusals(self.name, graph.training, honoured) + layer_refusals(self.name, graph, honoured)
 
 
 def header_source(graph: ir.Graph) -> str:

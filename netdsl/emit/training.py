@@ -57,3 +57,15 @@ def refusals(target_name: str, training: ir.Training | None, honoured: dict | No
         if used(training) and key not in honoured["settings"]:
             refuse(key, f"the setting {key}")
     return out
+
+
+def layer_refusals(target_name: str, graph: ir.Graph, honoured: dict | None = None) -> list:
+    """E802 at every layer with a training-only attribute (max_norm) the target's script does not implement:
+    a target declares it by "max_norm" in extras["training"]["settings"]."""
+    honoured = honoured or BASELINE
+    if "max_norm" in honoured["settings"] or graph.training is None:
+        return []
+    return [Diagnostic("E802", f"target '{target_name}' cannot train with max_norm (layer {layer.name}): its "
+                       "generated script does not implement it", layer.span or graph.span,
+                       "netdsl run implements every setting (docs/language.md lists each target's)")
+            for layer in graph.layers if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None]

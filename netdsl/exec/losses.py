@@ -34,6 +34,8 @@ def softmax_cross_entropy(logits, labels):
     logits neither overflow nor lose the label's term. The classes of a feature
     map are its channels, one class per position (docs/ir.md).
     """
+    if np.asarray(labels).dtype.kind == "f":
+        return soft_cross_entropy(logits, labels)
     z, lab = _flat_logits(_classes_last(logits), labels)
     m = z.shape[0]
     shifted = z - z.max(axis=1, keepdims=True)
@@ -48,6 +50,28 @@ def softmax_cross_entropy(logits, labels):
         n, c, h, w = logits.shape
         return float(loss), np.ascontiguousarray(d.reshape(n, h, w, c).transpose(0, 3, 1, 2))
     return float(loss), d.reshape(logits.shape)
+
+
+def soft_cross_entropy(logits, targets):
+    """The mean over samples (time steps, positions) of -sum(t * log softmax(z)) over the class axis:
+    Keras's categorical_crossentropy(from_logits=True), torch's cross_entropy on class probabilities.
+    With one-hot rows it equals softmax_cross_entropy on their labels."""
+    t = np.asarray(targets, dtype=logits.dtype)
+    if t.shape != logits.shape:
+        raise ValueError(f"targets shape {t.shape} does not match logits {logits.shape}")
+    z = _classes_last(logits)
+    t = _classes_last(t)
+    c = z.shape[-1]
+    z, t = z.reshape(-1, c), t.reshape(-1, c)
+    m = z.shape[0]
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -(t * logp).sum(axis=1).mean()
+    d = (np.exp(logp) * t.sum(axis=1, keepdims=True) - t) / m
+    if logits.ndim == 4:
+        n, c, h, w = logits.shape
+        return float(loss), np.ascontiguousarray(d.reshape(n, h, w, c).transpose(0, 3, 1, 2))
+    return float(loss), d.reshape(logits.shape).astype(logits.dtype, copy=False)
 
 
 def mse(pred, target):

@@ -7,7 +7,10 @@
    min(1, clip_norm / (norm + 1e-6)), the norm taken over every parameter (torch's clip_grad_norm_);
 4. this step's learning rate: the schedule's, divided by (1 + decay * step) for SGD's Keras-style decay;
 5. weight_decay = decoupled(wd), or AdamW: p -= lr * wd * p;
-6. the optimizer's own update with that learning rate.
+6. the optimizer's own update with that learning rate;
+7. max_norm (a Dense or Convolution attribute): each output unit's weights w (a row of Dense's W (out, in),
+   a filter of Convolution's W (O, I, kh, kw)) become w * clip(|w|, 0, m) / (1e-7 + |w|), |w| the L2 norm
+   over all the other axes: Keras's MaxNorm constraint, epsilon keras.backend.epsilon(); biases untouched.
 
 Every parameter the optimizer trains takes part (weights, biases, normalisation scales), as a torch
 optimizer's weight_decay does.
@@ -43,9 +46,30 @@ def schedule_factor(training: ir.Training, epoch: int, step: int, base_lr: float
     return lr / (1 + decay * step) if decay else lr
 
 
+MAX_NORM_EPSILON = 1e-7  # keras.backend.epsilon()
+
+
+def max_norms(graph: ir.Graph) -> dict:
+    """{weight parameter name: max_norm} of the layers that set max_norm."""
+    out = {}
+    for layer in graph.layers:
+        m = layer.attr("max_norm") if layer.kind in ("Dense", "Convolution") else None
+        if m is not None:
+            out[layer.param("W").name] = float(m)
+    return out
+
+
+def apply_max_norm(w: np.ndarray, m: float) -> None:
+    """Step 7 on one weight array, in place, in its dtype: the operations of keras.constraints.MaxNorm."""
+    t = w.dtype.type
+    norms = np.sqrt(np.sum(w * w, axis=tuple(range(1, w.ndim)), keepdims=True))
+    w *= np.clip(norms, t(0), t(m)) / (t(MAX_NORM_EPSILON) + norms)
+
+
 class StepRule:
-    def __init__(self, training: ir.Training, base_lr: float):
+    def __init__(self, training: ir.Training, base_lr: float, max_norms: dict | None = None):
         self.training = training
+        self.max_norms = dict(max_norms or {})
         self.base_lr = float(base_lr)
         wd, mode = training.weight_decay, training.weight_decay_mode
         self.l2 = wd if mode == "l2" else 0.0
@@ -83,10 +107,13 @@ class StepRule:
             for k in g:
                 params[k] *= params[k].dtype.type(1 - lr * self.decoupled)
         optimizer.step(params, g)
+        for name, m in self.max_norms.items():
+            if name in params:
+                apply_max_norm(params[name], m)
 
     @property
     def plain(self) -> bool:
         """True when the rule changes nothing: the optimizer's update alone, at its own rate."""
         tr = self.training
         return (tr.schedule is None and not tr.opt("decay", 0.0) and tr.lr_unit == "minibatch" and not self.l2
-                and not self.decoupled and tr.clip_value is None and tr.clip_norm is None)
+                and not self.decoupled and tr.clip_value is None and tr.clip_norm is None and not self.max_norms)

@@ -35,7 +35,7 @@ from ..data.feed import make_feed, masked_loss
 from .feed import make_loss
 from .graph import Executor
 from .optim import make_optimizer  # noqa: F401  (also imported from here by tests/test_emit_legacy.py)
-from .steprule import StepRule
+from .steprule import StepRule, max_norms
 from .runtime import blas_threads
 from .weights import graph_sources
 
@@ -125,7 +125,8 @@ class Trainer:
         self.ex = Executor(graph, params)
         self.loss_fn = make_loss(tr, self.feed.classes)
         self.optimizer = make_optimizer(tr, opts.lr)
-        self.rule = StepRule(tr, self.optimizer.lr)  # schedule, weight decay, clipping (docs/language.md)
+        # schedule, weight decay, clipping, max_norm (docs/language.md)
+        self.rule = StepRule(tr, self.optimizer.lr, max_norms(graph))
         self.seed = int(opts.seed if opts.seed is not None else tr.seed if tr.seed is not None else 0)
         self.best_val_loss, self.bad_epochs = math.inf, 0  # early_stopping
         self.batch_size = int(opts.batch_size or tr.batch_size)

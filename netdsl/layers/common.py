@@ -161,3 +161,14 @@ def first_error(*checks):
 
 def bias_init(layer) -> str:
     return f"constant({layer.attr('init_bias', 0.0)!r})"
+
+
+def max_norm(kind: str, a: dict, out: dict):
+    """max_norm: None, or a positive number (Keras's MaxNorm constraint, applied after every update), kept as a float."""
+    v = a.get("max_norm")
+    if v is None:
+        return None
+    if not (is_number(v) and 0 < v < float("inf")):  # nan fails both comparisons
+        return "max_norm", f"{kind} max_norm must be a positive number or None, got {describe(v)}"
+    out["max_norm"] = float(v)
+    return None

@@ -5,7 +5,7 @@ from ..ir import TensorType
 from ..shapes import window_output
 from ..values import describe, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, bias_init, first_error, positive, weights, window
+from .common import DEFAULT_INIT, bias_init, first_error, max_norm, positive, weights, window
 
 
 def cntk_only(a: dict):
@@ -38,7 +38,8 @@ def check(a: dict):
                       lambda: window("Convolution", a, out),
                       lambda: positive("Convolution", "num_filters", a),
                       lambda: weights(a, out),
-                      lambda: cntk_only(a))
+                      lambda: cntk_only(a),
+                      lambda: max_norm("Convolution", a, out))
     if res is not None:
         return res
     out.pop("sharing", None)
@@ -59,13 +60,15 @@ KIND = register(LayerKind(
     "Convolution", shape,
     attrs={"kernel": ("filter_shape", None), "filters": ("num_filters", None),
            "activation": ("activation", None), "bias": ("bias", True), "init": ("init", DEFAULT_INIT),
-           "init_bias": ("init_bias", 0), "pad": ("pad", False), "strides": ("strides", (1, 1))},
+           "init_bias": ("init_bias", 0), "pad": ("pad", False), "strides": ("strides", (1, 1)),
+           "max_norm": ("max_norm", None)},
     floats=("init_bias",),
     inits=lambda layer: {"W": layer.attr("init", DEFAULT_INIT), "b": bias_init(layer)},
     constructors=(Constructor(
         "Convolution", ("filter_shape", "num_filters"),
         {"filter_shape": REQUIRED, "num_filters": REQUIRED, "activation": None, "init": DEFAULT_INIT,
-         "pad": False, "strides": 1, "bias": True, "init_bias": 0, "sharing": True, "reduction_rank": 1},
+         "pad": False, "strides": 1, "bias": True, "init_bias": 0, "sharing": True, "reduction_rank": 1,
+         "max_norm": None},
         check, aliases=("Convolution2D",), options=("activation", "init", "bias", "init_bias", "pad"),
         keyword_aliases={"rf_shape": "filter_shape"}),),
 ))

@@ -6,12 +6,13 @@ from math import prod
 from ..ir import TensorType
 from ..shapes import float_features
 from . import REQUIRED, Constructor, LayerKind, register
-from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
+from .common import DEFAULT_INIT, bias_init, first_error, max_norm, positive, weights
 
 
 def check(a: dict):
     out = dict(a)
-    return first_error(lambda: positive("Dense", "shape", a), lambda: weights(a, out)) or out
+    return first_error(lambda: positive("Dense", "shape", a), lambda: weights(a, out),
+                       lambda: max_norm("Dense", a, out)) or out
 
 
 def shape(a, ins):
@@ -28,11 +29,11 @@ def shape(a, ins):
 KIND = register(LayerKind(
     "Dense", shape,
     attrs={"units": ("shape", None), "activation": ("activation", None), "bias": ("bias", True),
-           "init": ("init", DEFAULT_INIT), "init_bias": ("init_bias", 0)},
+           "init": ("init", DEFAULT_INIT), "init_bias": ("init_bias", 0), "max_norm": ("max_norm", None)},
     floats=("init_bias",),
     inits=lambda layer: {"W": layer.attr("init", DEFAULT_INIT), "b": bias_init(layer)},
     constructors=(Constructor(
         "Dense", ("shape",),
-        {"shape": REQUIRED, "activation": None, "init": DEFAULT_INIT, "bias": True, "init_bias": 0},
+        {"shape": REQUIRED, "activation": None, "init": DEFAULT_INIT, "bias": True, "init_bias": 0, "max_norm": None},
         check, options=("activation", "init", "bias", "init_bias")),),
 ))
