@@ -34,7 +34,7 @@ EXPECTED_REFUSED = {
     "pytorch": ALL,
     "keras/torch": ALL,
     "keras/tensorflow": ALL,
-    "tf-estimator": ALL,
+    "tf-estimator": [],
     "gluon": ALL,
     "cntk": ALL,
 }

@@ -5,7 +5,8 @@ emitted for tf-estimator and trained for 20 steps (epochs of 4 steps) by ONE sub
 (TensorFlow 2.15): make_trainer(model, steps_per_epoch=4), then train_step on each batch. Every step's loss
 and the final weights must match the native executor (test_train_settings.native) to the tolerance of each
 optimizer. Cross-entropy runs half on integer labels and half on one-hot float targets (the contract: a
-target takes both). No combination is refused.
+target takes both). No combination is refused. max_norm, on a convolution and the Dense after it, is checked
+the same way against netdsl conformance's native steps (conformance_steps.native_steps).
 """
 from __future__ import annotations
 
@@ -20,13 +21,22 @@ from netdsl.emit.base import emit
 from netdsl.exec import losses
 from netdsl.exec.weights import init_params
 from netdsl.frontend import load_text
+from netdsl import conformance as conf
+from netdsl import conformance_steps as cs
 from test_emit_legacy import _python
-from test_train_settings import MODEL, STEPS, batches, block, combinations, native
+from test_max_norm import CONV
+from test_train_settings import STEPS, batches, native
+from train_combos import MODEL, block, combinations
 
 COMBOS = combinations(40, seed=18)
 # loss and weights after 20 steps, relative to their size (TF's float32 kernels round differently from numpy's)
 TOLERANCE = {"SGD": 1e-4, "Adam": 1e-4, "AdamW": 1e-4, "RMSProp": 1e-4, "Adadelta": 1e-4, "Adagrad": 1e-4}
 REFUSED: dict = {}  # combination -> why tf-estimator refuses it (E802): none today
+# max_norm on a feature map and the Dense reading it (NHWC-flattened: rows permuted), under two optimizers
+MAX_NORM = {"conv_adam": CONV,
+            "conv_rmsprop": CONV.replace("Adam(lr=0.05)", "RMSProp(lr=0.01, momentum=0.5)\n"
+                                         "    lr_schedule = step(step_size=1, gamma=0.7)\n"
+                                         "    weight_decay = decoupled(0.05)\n    loss = squared_error(reduction=sum)")}
 
 DRIVER = r'''
 import importlib.util, json, sys
@@ -40,7 +50,8 @@ for i, job in enumerate(json.load(open(sys.argv[1]))):
     model = mod.build_model(job["model_dir"])
     mod.load_netdsl_weights(model, job["weights"])
     trainer = mod.make_trainer(model, steps_per_epoch=4)
-    step_losses = [float(mod.train_step(model, trainer, {"x": data["x%d" % s]}, data["t%d" % s]))
+    step_losses = [float(mod.train_step(model, trainer, {"x": data["x%d" % (s % job["batches"])]},
+                                        data["t%d" % (s % job["batches"])]))
                    for s in range(job["steps"])]
     mod.export_netdsl_weights(model, job["trained"])
     json.dump(step_losses, open(job["losses"], "w"))
@@ -71,8 +82,22 @@ def trained(tmp_path_factory):
                  **{f"t{s}": _targets(graph, y, one_hot=i % 2 == 1) for s, (_, y) in enumerate(data)})
         jobs.append({"module": str(d / "m.py"), "weights": str(d / "w.npz"), "data": str(d / "data.npz"),
                      "model_dir": str(d / "model"), "trained": str(d / "trained.npz"),
-                     "losses": str(d / "losses.json"), "steps": STEPS})
+                     "losses": str(d / "losses.json"), "steps": STEPS, "batches": STEPS})
         cases.append((graph, params, data, d))
+    for name, text in MAX_NORM.items():
+        graph = cs.steps_graph(load_text(text, name + ".net"))
+        params = conf.conformance_params(graph, 0)
+        x = conf.batch_for(graph, 0)["x"]
+        t = cs.steps_targets(graph, conf.native_predict(graph, params, {"x": x}), 0)
+        d = tmp / name
+        d.mkdir()
+        (d / "m.py").write_text(emit(graph, "tf-estimator"))
+        np.savez(d / "w.npz", **params)
+        np.savez(d / "data.npz", x0=x, t0=t)
+        jobs.append({"module": str(d / "m.py"), "weights": str(d / "w.npz"), "data": str(d / "data.npz"),
+                     "model_dir": str(d / "model"), "trained": str(d / "trained.npz"),
+                     "losses": str(d / "losses.json"), "steps": STEPS, "batches": 1})
+        cases.append((graph, params, (x, t), d))
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     (tmp / "driver.py").write_text(DRIVER)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
@@ -94,6 +119,23 @@ def test_twenty_steps_match_native(trained, i):
         scale = max(1.0, float(np.abs(n_params[k]).max()))
         np.testing.assert_allclose(t_params[k], n_params[k], rtol=tol, atol=tol * scale, err_msg=f"{k} {COMBOS[i]}")
     assert not np.allclose(t_params["dense_2.W"], params["dense_2.W"]), "nothing was trained"
+
+
+@pytest.mark.parametrize("name", list(MAX_NORM))
+def test_max_norm_matches_native(trained, name):
+    graph, params, (x, t), d = trained[len(COMBOS) + list(MAX_NORM).index(name)]
+    n_losses, n_params, _ = cs.native_steps(graph, params, {"x": x}, t, STEPS)
+    t_losses = json.loads((d / "losses.json").read_text())
+    t_params = dict(np.load(d / "trained.npz"))
+    tol = TOLERANCE[graph.training.optimizer]
+    np.testing.assert_allclose(t_losses, n_losses, rtol=tol, atol=tol)
+    for k in n_params:
+        scale = max(1.0, float(np.abs(n_params[k]).max()))
+        np.testing.assert_allclose(t_params[k], n_params[k], rtol=tol, atol=tol * scale, err_msg=k)
+    norms = np.sqrt((t_params["convolution_1.W"] ** 2).sum(axis=(1, 2, 3)))
+    assert norms.max() <= 0.5 * (1 + 1e-5), norms
+    if name == "conv_adam":  # the constraint binds: every filter ends at its limit
+        np.testing.assert_allclose(norms, 0.5, rtol=1e-5)
 
 
 def test_no_combination_is_refused():

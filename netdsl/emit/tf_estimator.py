@@ -402,6 +402,12 @@ def context(lg: Legacy, views: dict) -> dict:
         recurrences=any(layer.kind in RECURRENCES for layer in lg.graph.layers),
     )
     ctx["train"] = train_settings(lg.graph.training)
+    # max_norm (exec/steprule.py step 7) on the TF kernels: Dense (in, out) and Conv2D HWIO keep each
+    # output unit on their last axis, so the norm runs over all the others (any row permutation is harmless)
+    ctx["max_norms"] = [{"tf": f"{layer.name}/kernel", "max": float(layer.attr("max_norm")),
+                         "axes": [0] if layer.kind == "Dense" else [0, 1, 2]}
+                        for layer in lg.graph.layers
+                        if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None]
     return ctx
 
 
@@ -424,7 +430,8 @@ def train_settings(t) -> dict:
 TRAINING = {
     "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
-    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction"},
+    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
+                 "max_norm"},
 }
 
 
