@@ -316,6 +316,21 @@ def training_dict(graph: ir.Graph) -> dict:
     out.update(sorted(t.optimizer_attrs))
     out.update({"batch_size": t.batch_size, "epochs": t.epochs, "metrics": list(t.metrics),
                 "seed": 0 if t.seed is None else t.seed})
+    # issue 18's settings, each only when the block uses it (common/training.py.j2 reads them with .get)
+    if dict(t.loss_attrs).get("reduction", "mean") != "mean":
+        out["reduction"] = dict(t.loss_attrs)["reduction"]
+    if t.schedule is not None:
+        out["lr_schedule"] = t.schedule
+        out.update((f"lr_schedule_{k}", v) for k, v in sorted(t.schedule_attrs))
+    if t.lr_unit != "minibatch":
+        out["lr_unit"] = t.lr_unit
+    if t.weight_decay:
+        out[f"{t.weight_decay_mode}_weight_decay"] = t.weight_decay  # l2_weight_decay, decoupled_weight_decay
+    for key in ("clip_norm", "clip_value", "log_every", "early_stopping"):
+        if getattr(t, key) is not None:
+            out[key] = getattr(t, key)
+    if t.validation_split:
+        out["validation_split"] = t.validation_split
     return out
 
 
@@ -331,6 +346,10 @@ def loss_doc(graph: ir.Graph) -> str:
     if len(graph.outputs) > 1:
         text += f" It is on the first output, {ident(graph.outputs[0])}, as in netdsl's own training."
     return docstring(text, 4, width=116)  # a paragraph of its own: no quotes on its lines
+
+
+# the losses whose targets are float arrays of the output's shape: main() one-hot encodes its int labels
+ONE_HOT_LOSSES = ("squared_error", "l2", "binary_cross_entropy_with_logits")
 
 
 def dataset_plan(idx: GraphIndex) -> dict:
@@ -355,7 +374,7 @@ def dataset_plan(idx: GraphIndex) -> dict:
     inp = graph.inputs[0].type
     out = idx.types[graph.outputs[0]]
     if inp.vocab is not None and len(out.shape) == 1:  # a tagger or a text classifier: token datasets
-        plan.update(ok=True, one_hot=t.loss == "squared_error", classes=out.shape[0])
+        plan.update(ok=True, one_hot=t.loss in ONE_HOT_LOSSES, classes=out.shape[0])
         return plan
     if inp.vocab is not None:
         plan["reason"] = f"main() feeds token sequences to class scores; the output {graph.outputs[0]} is {out.describe()}"
@@ -363,7 +382,7 @@ def dataset_plan(idx: GraphIndex) -> dict:
     if out.seq or len(out.shape) != 1:
         plan["reason"] = f"main() trains classifiers; the output {graph.outputs[0]} is {out.describe()}"
         return plan
-    plan.update(ok=True, reshape=(-1, *inp.shape), one_hot=t.loss == "squared_error", classes=out.shape[0])
+    plan.update(ok=True, reshape=(-1, *inp.shape), one_hot=t.loss in ONE_HOT_LOSSES, classes=out.shape[0])
     return plan
 
 

@@ -15,6 +15,7 @@ from .. import ir
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from . import common as C
+from . import pytorch_train as T
 from .base import Target, ident
 from .common import Code, call, lit
 from .names import template_names
@@ -530,8 +531,12 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     if first_t.seq and source is not None:  # the mean over valid steps only (docs/ir.md)
         loss.append(f"steps = valid_steps({first}, lengths, {lit(source)})")
         steps = "[steps]"
-    target_dtype, loss_text = loss_expr(graph, first_t, first + steps, "targets", steps)
-    loss.append(f"targets = torch.as_tensor(targets, dtype={target_dtype}, device=device)")
+    target_dtype, loss_text = T.loss_expr(graph, first_t, first + steps, "targets", steps)
+    if target_dtype is None:  # int class labels, or one-hot float targets of the output's shape
+        loss.append("targets = torch.as_tensor(targets, device=device)")
+        loss.append("targets = targets.float() if targets.is_floating_point() else targets.long()")
+    else:
+        loss.append(f"targets = torch.as_tensor(targets, dtype={target_dtype}, device=device)")
     loss.append(C.layout(f"loss = {loss_text}", 4))
     data = C.dataset_plan(idx)
     if data["ok"]:
@@ -547,9 +552,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "call_model": call_model,
         "length_args": [(i, a) for i, a in length_arg.items()],
         "training": training,
-        "optimizer": C.wrap_call("return " + optimizer_call(training), 4),
+        "train": T.context(graph),
         "loss": loss,
-        "loss_doc": C.loss_doc(graph),
+        "loss_doc": T.loss_doc(graph),
         "weights": [C.table_row(p.name, tuple(p.shape), weights[p.name]) for p in graph.params()],
         "lstm_biases": lstm_biases,
         "lstm_freeze": lstm_freeze,
@@ -625,40 +630,6 @@ def init_statements(wanted: list, counts: dict) -> list:
     return lines
 
 
-def loss_expr(graph: ir.Graph, t: ir.TensorType, z: str, y: str, steps: str = "") -> tuple:
-    """(the targets' torch dtype, the loss of one output z against the device tensor y, as an expression).
-    steps: an index of the valid steps, already applied to z, to apply to y (then z has no time axis)."""
-    loss = (graph.training or ir.Training()).loss
-    if loss == "squared_error":
-        return "torch.float32", f"F.mse_loss({z}, {y}{steps})"
-    axis = C.feature_axis(t)
-    if steps and len(t.shape) == 1:
-        return "torch.long", f"F.cross_entropy({z}, {y}{steps})"
-    if t.seq and len(t.shape) == 1:
-        return "torch.long", f"F.cross_entropy({z}.flatten(0, 1), {y}.flatten())"
-    if axis == 1 or len(t.shape) == 1:
-        return "torch.long", f"F.cross_entropy({z}, {y})"
-    return "torch.long", f"F.cross_entropy({z}.movedim({axis}, 1), {y})"
-
-
-def optimizer_call(training: dict) -> str:
-    lr = Code("TRAINING[\"lr\"] if lr is None else lr")
-    opt = training["optimizer"]
-    if opt == "SGD":
-        kwargs = {"lr": lr}
-        if training["momentum"]:
-            kwargs["momentum"] = training["momentum"]
-        if training["nesterov"]:
-            kwargs["nesterov"] = True
-        return call("torch.optim.SGD", Code("model.parameters()"), **kwargs)
-    if opt == "Adam":
-        return call("torch.optim.Adam", Code("model.parameters()"), lr=lr,
-                    betas=(training["beta1"], training["beta2"]), eps=training["eps"])
-    if opt == "Adadelta":
-        return call("torch.optim.Adadelta", Code("model.parameters()"), lr=lr, rho=training["rho"], eps=training["eps"])
-    raise C.EmitBug(f"unknown optimizer {opt}")
-
-
 def check(idx: C.GraphIndex) -> list:
     graph = idx.graph
     return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
@@ -666,4 +637,4 @@ def check(idx: C.GraphIndex) -> list:
 
 # the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours
 FLAGS = ("--device", "--amp", "--compile", "--checkpoint", "--max-steps")
-TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check, extras={"flags": FLAGS})
+TARGET = Target("pytorch", TEMPLATE, LAYERS, context, check, extras={"flags": FLAGS, "training": T.HONOURED})

@@ -128,23 +128,57 @@ def predict(model, inputs, lengths=None):
     return {"z": z.cpu().numpy()}
 
 
-def make_trainer(model, lr=None):
-    """The training block's optimizer (lr, if given, replaces its learning rate)."""
-    return torch.optim.SGD(
-        model.parameters(),
-        lr=TRAINING["lr"] if lr is None else lr,
-        momentum=0.9,
-    )
+class Trainer:
+    """The training block's optimizer and what it puts around each update, in netdsl's
+    order (exec/steprule.py): the loss's gradient; the optimizer's update."""
+
+    def __init__(self, model, optimizer, steps_per_epoch=None):
+        self.optimizer = optimizer
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.lr = optimizer.param_groups[0]["lr"]
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def step(self, scaler=None):
+        """The update, after backward(). scaler: a GradScaler (--amp on CUDA), which skips a step whose
+        gradients overflowed."""
+        self.lr = self.optimizer.param_groups[0]["lr"]  # this step's, for the log
+        if scaler is None:
+            self.optimizer.step()
+        else:
+            scaler.step(self.optimizer)
+            scaler.update()
+
+    def state_dict(self):
+        return {
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_trainer(model, lr=None, steps_per_epoch=None):
+    """The training block's optimizer (lr, if given, replaces its learning rate) and step rule.
+
+    steps_per_epoch: the steps of an epoch, which a schedule in epochs counts (None: all in epoch 0)."""
+    lr = TRAINING["lr"] if lr is None else lr
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return Trainer(model, optimizer, steps_per_epoch)
 
 
 def batch_loss(model, inputs, targets, lengths=None):
     """The training block's loss on one batch (canonical arrays or CPU tensors), on the model's device.
 
-    The loss is cross-entropy with softmax against integer labels, the mean over samples (and time steps).
+    The loss is cross-entropy with softmax against integer labels or one-hot float targets of the output's
+    shape, the mean over samples (and time steps).
     """
     device = model_device(model)
     z = model(*to_tensors(inputs, device))
-    targets = torch.as_tensor(targets, dtype=torch.long, device=device)
+    targets = torch.as_tensor(targets, device=device)
+    targets = targets.float() if targets.is_floating_point() else targets.long()
     loss = F.cross_entropy(z, targets)
     return loss
 
@@ -156,7 +190,8 @@ def autocast(device):
 
 
 def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=None):
-    """One optimisation step; returns the batch's loss as a tensor on the device (no sync).
+    """One optimisation step; returns the batch's loss before it, as a tensor
+    on the device (no sync).
 
     With amp, the forward pass runs under autocast; scaler (a GradScaler, CUDA only) scales the
     loss so float16 gradients do not underflow.
@@ -170,16 +205,14 @@ def fit_batch(model, trainer, inputs, targets, scaler=None, amp=False, lengths=N
         loss = batch_loss(model, inputs, targets, lengths)
     if scaler is None:
         loss.backward()
-        trainer.step()
     else:
         scaler.scale(loss).backward()
-        scaler.step(trainer)
-        scaler.update()
+    trainer.step(scaler)
     return loss.detach()
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
-    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss.
+    """One optimisation step on a batch of canonical numpy arrays; returns the batch's loss before it.
 
     lengths: {sequence input: (N,) int array} for a padded batch (docs/ir.md); none: all full length."""
     return fit_batch(model, trainer, inputs, targets, lengths=lengths).item()
@@ -307,6 +340,134 @@ def load_checkpoint(path, model, trainer, generator):
         TypeError,
     ) as e:
         raise SystemExit(f"error: checkpoint {path}: cannot resume from it ({e})")
+
+
+def scheduled_lr(base_lr, step, steps_per_epoch=None):
+    """The learning rate of step `step` (0-based), as netdsl's exec/steprule.schedule_factor: the
+    lr_schedule's factor at the step's epoch (or step, with unit=step), divided by 1 + decay * step
+    for SGD's Keras-style time-based decay. steps_per_epoch None: every step is in epoch 0."""
+    import math
+
+    name = TRAINING.get("lr_schedule")
+    epoch = step // steps_per_epoch if steps_per_epoch else 0
+    t = step if TRAINING.get("lr_schedule_unit") == "step" else epoch
+    if name == "step":
+        gamma, size = TRAINING["lr_schedule_gamma"], TRAINING["lr_schedule_step_size"]
+        lr = base_lr * gamma ** (t // size)
+    elif name == "piecewise":
+        passed = sum(t >= b for b in TRAINING["lr_schedule_boundaries"])
+        lr = base_lr * TRAINING["lr_schedule_factors"][passed]
+    elif name == "exponential":
+        lr = base_lr * TRAINING["lr_schedule_gamma"] ** t
+    elif name == "cosine":
+        t_max, eta_min = TRAINING["lr_schedule_t_max"], TRAINING["lr_schedule_eta_min"]
+        cosine = 1 + math.cos(math.pi * min(t, t_max) / t_max)
+        lr = eta_min + (base_lr - eta_min) * cosine / 2
+    else:
+        lr = base_lr
+    decay = TRAINING.get("decay", 0.0) if TRAINING["optimizer"] == "SGD" else 0.0
+    return lr / (1 + decay * step) if decay else lr
+
+
+def split_validation(x, y, fraction=None):
+    """(x_train, y_train, x_val, y_val): the LAST `fraction` of the training set held out, as Keras's
+    validation_split and netdsl run do (no shuffling: the same split every run). Without a fraction
+    (the training block's validation_split, else none) x_val and y_val are None."""
+    if fraction is None:
+        fraction = TRAINING.get("validation_split", 0.0)
+    if not fraction:
+        return x, y, None, None
+    n = len(x)
+    n_val = round(n * fraction)
+    if n_val == 0 or n_val == n:
+        part = "validation" if n_val == 0 else "training"
+        raise SystemExit(
+            f"error: validation_split {fraction} of {n} samples leaves an empty {part} split"
+        )
+    keep = n - n_val
+    return x[:keep], y[:keep], x[keep:], y[keep:]
+
+
+def log_due(step):
+    """Whether a progress line is due after `step` steps in all (the training block's log_every)."""
+    every = TRAINING.get("log_every")
+    return bool(every) and step % every == 0
+
+
+def log_line(epoch, step, steps, loss, lr, accuracy=None):
+    """The log_every line, as netdsl run words it: epoch (1-based), step of the epoch, the epoch's
+    running mean loss (and training accuracy, a fraction, where the script keeps it), this step's lr."""
+    text = f"epoch {epoch}, step {step}/{steps}: loss {loss:.4f}"
+    if accuracy is not None:
+        text += f", train accuracy {100 * accuracy:.2f}%"
+    return text + f", lr {lr:.6g}"
+
+
+class EarlyStopping:
+    """Keras's EarlyStopping(monitor="val_loss", patience=p), as netdsl run applies it: training stops
+    once the validation loss has not gone below its best for p epochs. Nothing is restored."""
+
+    def __init__(self, patience=None):
+        import math
+
+        self.patience = TRAINING.get("early_stopping") if patience is None else patience
+        self.best = math.inf
+        self.bad_epochs = 0
+
+    def update(self, val_loss):
+        """Record an epoch's validation loss; True when training should stop."""
+        if val_loss < self.best:
+            self.best, self.bad_epochs = val_loss, 0
+            return False
+        self.bad_epochs += 1
+        return bool(self.patience) and self.bad_epochs >= self.patience
+
+    def message(self, epoch):
+        plural = "s" if self.bad_epochs != 1 else ""
+        return (
+            f"early stopping after epoch {epoch}: the validation loss has not improved for "
+            f"{self.bad_epochs} epoch{plural} (best {self.best:.4f})"
+        )
+
+
+def top_k_accuracy(scores, labels, k):
+    """How often the label is among the k largest scores (k at most the number of classes)."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float((top == np.asarray(labels).reshape(-1, 1)).any(axis=1).mean())
+
+
+def confusion_matrix(scores, labels):
+    """(classes, classes) counts: rows the true class, columns the predicted (largest score) one."""
+    scores = np.asarray(scores).reshape(len(labels), -1)
+    k = scores.shape[1]
+    cells = np.asarray(labels).astype(np.int64) * k + scores.argmax(axis=1)
+    return np.bincount(cells, minlength=k * k).reshape(k, k)
+
+
+def confusion_text(matrix):
+    """The confusion matrix's lines, as netdsl run prints them."""
+    width = max(5, len(str(int(matrix.max()))) + 1)
+    lines = ["confusion matrix (rows: true class, columns: predicted):"]
+    lines.append(" " * 6 + "".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for j, row in enumerate(matrix):
+        lines.append(f"{j:>5} " + "".join(f"{int(v):>{width}}" for v in row))
+    return lines
+
+
+def metric_lines(scores, labels):
+    """The training block's metrics beyond accuracy on the test set's (N, classes) scores and (N,) labels:
+    top_<k>_accuracy and confusion_matrix, one line or table each, as netdsl run reports them."""
+    lines = []
+    for metric in TRAINING["metrics"]:
+        if metric.startswith("top_"):
+            k = int(metric.split("_")[1])
+            value = 100 * top_k_accuracy(scores, labels, k)
+            lines.append(f"test {metric.replace('_', ' ')}: {value:.2f}%")
+        elif metric == "confusion_matrix":
+            lines += confusion_text(confusion_matrix(scores, labels))
+    return lines
 
 
 DATA_PREFIX = "data/"  # a weight file's data statistics, vocabulary and class names: not parameters
@@ -1267,12 +1428,14 @@ def check_checkpoint_path(parser, args):
         parser.error(f"--checkpoint {path}: cannot write in {folder}")
 
 
-def train(args, model, device, data, rank, world):
-    """The training loop: DataLoader, --amp, --compile, DDP under torchrun, checkpoints, weights."""
+def train(args, model, device, data, rank, world, validation=None):
+    """The training loop: DataLoader, --amp, --compile, DDP under torchrun, checkpoints, weights.
+
+    validation: (x, labels) held out by the training block's validation_split, or None."""
     x_train, y_train, x_test, labels_test = data
-    trainer = make_trainer(model, args.lr)
     per_rank = args.batch_size // world
     loader = make_loader(x_train, y_train, per_rank, args.seed, rank, world)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=len(loader))
     first, step = 1, 0
     if args.resume:
         done, step = load_checkpoint(args.checkpoint, model, trainer, loader.generator)
@@ -1308,9 +1471,9 @@ def train(args, model, device, data, rank, world):
                 f"epoch {epoch}/{args.epochs}: loss {loss.item():.4f}, test accuracy {accuracy:.4f}",
                 flush=True,
             )
-            if args.checkpoint and not stopped:
-                generator = loader.generator
-                save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
+        if rank == 0 and args.checkpoint and not stopped:
+            generator = loader.generator
+            save_checkpoint(args.checkpoint, model, trainer, epoch, step, generator)
         if stopped:
             break
     if rank == 0:
