@@ -153,3 +153,58 @@ def test_the_combinations_cover_every_choice():
 
     for i, choices in enumerate((OPTIMIZERS, SCHEDULES, REGULARISERS, LOSSES)):
         assert {c[i] for c in COMBOS} == set(choices)
+
+
+SCRIPT_BLOCK = """    optimizer = SGD(lr=1.0, momentum=0.5)
+    loss = squared_error
+    lr_schedule = exponential(gamma=0.9)
+    batch_size = 16
+    epochs = 40
+    seed = 7
+    validation_split = 0.25
+    early_stopping = 1
+    log_every = 4
+    metrics = [accuracy, top_k_accuracy(k=2), confusion_matrix]"""
+
+
+def test_the_script_honours_validation_split_early_stopping_log_every_and_metrics(tmp_path):
+    """main() of the generated tf.estimator script with the script-level keys: the validation split is the
+    LAST quarter of the training set (its printed loss is the saved weights' loss there), the run stops once
+    the validation loss has not improved for a patience of 1, a line is logged every 4 steps with the
+    per-epoch schedule's rate, and the final report has the top-2 accuracy and the confusion matrix of the
+    saved weights."""
+    from netdsl.exec.graph import Executor
+
+    py = _python("tf-estimator")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0)  # a learnable rule, 3 classes
+    np.savez(tmp_path / "d.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    graph = load_text(MODEL % SCRIPT_BLOCK, "script.net")
+    (tmp_path / "script.py").write_text(emit(graph, "tf-estimator"))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONDONTWRITEBYTECODE="1")
+    run = subprocess.run([py, str(tmp_path / "script.py"), "--data", f"npz:{tmp_path / 'd.npz'}", "--out-dir",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    lines = run.stdout.splitlines()
+    epochs = [line for line in lines if "validation accuracy" in line]
+    assert 1 < len(epochs) < 40 and any(line.startswith("early stopping after epoch") for line in lines), lines
+    logged = [line for line in lines if ", step " in line]
+    assert [line.split(":")[0] for line in logged] == [f"epoch {e}, step {s}/8" for e in range(1, len(epochs) + 1)
+                                                      for s in (4, 8)]  # 120 samples / 16 = 8 steps
+    for e, line in enumerate(logged[::2]):  # exponential(gamma=0.9) per epoch
+        assert float(line.split("lr ")[1]) == pytest.approx(1.0 * 0.9 ** e, rel=1e-5)
+    weights = dict(np.load(tmp_path / "out" / "Settings.npz"))
+    ex = Executor(graph, weights)
+    val = ex.forward({"x": x[120:160]})["y"] - np.eye(3, dtype=np.float32)[y[120:160]]
+    val_loss = float((val * val).mean())
+    assert float(epochs[-1].split("validation loss ")[1].split(",")[0]) == pytest.approx(val_loss, abs=1e-4)
+    scores = ex.forward({"x": x[160:]})["y"]
+    top2 = (np.argsort(-scores, axis=1)[:, :2] == y[160:, None]).any(axis=1).mean()
+    assert f"test top 2 accuracy: {100 * top2:.2f}%" in lines
+    at = lines.index("confusion matrix (rows: true class, columns: predicted):")
+    table = np.array([[int(v) for v in line.split()[1:]] for line in lines[at + 2:at + 5]])
+    expected = np.zeros((3, 3), np.int64)
+    np.add.at(expected, (y[160:], scores.argmax(axis=1)), 1)
+    np.testing.assert_array_equal(table, expected)
+    assert not list(tmp_path.glob("*-estimator-*")), "a temporary model_dir was left behind"

@@ -402,6 +402,11 @@ def context(lg: Legacy, views: dict) -> dict:
         recurrences=any(layer.kind in RECURRENCES for layer in lg.graph.layers),
     )
     ctx["train"] = train_settings(lg.graph.training)
+    t = lg.graph.training
+    # main()'s script-level keys, through common/training.py.j2's helpers
+    ctx["script"] = {"validation": bool(t and t.validation_split), "log_every": bool(t and t.log_every),
+                     "early_stopping": bool(t and t.early_stopping),
+                     "metrics": bool(t and any(m != "accuracy" for m in t.metrics))}
     # max_norm (exec/steprule.py step 7) on the TF kernels: Dense (in, out) and Conv2D HWIO keep each
     # output unit on their last axis, so the norm runs over all the others (any row permutation is harmless)
     ctx["max_norms"] = [{"tf": f"{layer.name}/kernel", "max": float(layer.attr("max_norm")),
@@ -431,7 +436,7 @@ TRAINING = {
     "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
     "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
     "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
-                 "max_norm"},
+                 "max_norm", "validation_split", "log_every", "early_stopping", "metrics"},
 }
 
 

@@ -103,7 +103,7 @@ def _train_op(data_loss, reported, batch, params):
     """One step in exec/steprule.py's order: the gradient of the data loss, l2 weight decay,
     clipping by value then by norm, this step's learning rate, decoupled weight decay, then the
     optimizer's update (after the batch-norm statistics' updates and the reported loss)."""
-    lr = _learning_rate(params)
+    lr = tf.identity(_learning_rate(params), name="netdsl_lr")
     optimizer = _optimizer(lr)
     variables = tf.compat.v1.trainable_variables()
     grads = []
@@ -368,12 +368,13 @@ class LossHook(tf.estimator.SessionRunHook):
         self.losses = []
 
     def before_run(self, run_context):
+        graph = run_context.session.graph
         return tf.estimator.SessionRunArgs(
-            run_context.session.graph.get_tensor_by_name("netdsl_loss:0")
+            [graph.get_tensor_by_name(n) for n in ("netdsl_loss:0", "netdsl_lr:0")]
         )
 
     def after_run(self, run_context, run_values):
-        self.losses.append(float(run_values.results))
+        self.losses.append(float(run_values.results[0]))  # the loss; [1] is the lr
 
 
 def make_trainer(model, lr=None, steps_per_epoch=None):
@@ -1515,7 +1516,9 @@ def main(argv=None):
     model = build_model(model_dir, seed=args.seed)
     if args.init:
         load_netdsl_weights(model, args.init)
-    trainer = make_trainer(model, args.lr)
+    # a per-epoch schedule's epoch: this many steps
+    per_epoch = -(-len(x_train) // args.batch_size)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=per_epoch)
     for epoch in range(args.epochs):
         hook = LossHook()
         seed = args.seed + epoch
