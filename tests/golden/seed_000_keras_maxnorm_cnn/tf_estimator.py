@@ -92,7 +92,8 @@ def _optimizer(lr):
 
 def _learning_rate(params):
     """This step's learning rate from the global step s (0-based): exec/steprule.schedule_factor."""
-    step = tf.compat.v1.train.get_global_step()
+    # created when model_fn is called outside an Estimator, in a graph of its own
+    step = tf.compat.v1.train.get_or_create_global_step()
     lr = tf.constant(params["lr"], tf.float64)  # in double, as netdsl computes it
     # Keras's time-based decay of SGD: lr / (1 + decay * s)
     lr = lr / (1 + TRAINING["decay"] * tf.cast(step, tf.float64))
