@@ -32,7 +32,6 @@ import numpy as np
 import pytest
 
 from netdsl.emit.base import emit
-from netdsl.exec import losses as exlosses
 from netdsl.exec.graph import Executor
 from netdsl.exec.train import make_optimizer
 from netdsl.exec.weights import init_params
@@ -96,20 +95,25 @@ def _targets(graph, outputs, rng):
 def _reference_steps(graph, params, inputs, targets):
     """The native executor's STEPS optimisation steps: the losses, the parameters after each
     step, and the first step's gradients."""
+    from netdsl.exec.feed import make_target_loss
+    from netdsl.exec.steprule import StepRule, max_norms
+
     ex = Executor(graph, {k: v.copy() for k, v in params.items()})
     opt = make_optimizer(graph.training)
+    # the training block's own settings (issue 18), as every target's train_step applies them; the
+    # trainer is made without steps_per_epoch, so every step is in epoch 0
+    rule = StepRule(graph.training, opt.lr, max_norms(graph))
+    loss_fn = make_target_loss(graph.training)
+    trainable = {n: ex.params[n] for n in ex.trainable}
     out_name = graph.outputs[0]
     seen, after, first_grads = [], [], None
-    for _ in range(STEPS):
+    for step in range(STEPS):
         outs = ex.forward(inputs, training=True, rng=np.random.default_rng(0))
-        if graph.training.loss == "cross_entropy_with_softmax":
-            loss, d = exlosses.softmax_cross_entropy(outs[out_name], targets[out_name])
-        else:
-            loss, d = exlosses.mse(outs[out_name], targets[out_name])
-        seen.append(loss)
+        loss, d = loss_fn(outs[out_name], targets[out_name])
+        seen.append(loss + rule.penalty(trainable))
         grads = {k: g for k, g in ex.backward({out_name: d}).items() if k in ex.trainable}
         first_grads = grads if first_grads is None else first_grads
-        opt.step(ex.params, grads)
+        rule.step(opt, trainable, grads, 0, step, len(targets[out_name]))
         after.append({k: v.copy() for k, v in ex.params.items()})
     return seen, after, first_grads
 
