@@ -34,7 +34,7 @@ EXPECTED_REFUSED = {
     "pytorch": [],  # every setting implemented (tests/test_train_pytorch.py)
     "keras/torch": [],  # tests/test_train_keras.py
     "keras/tensorflow": [],
-    "tf-estimator": ALL,
+    "tf-estimator": [],  # tests/test_train_tf_estimator.py
     "gluon": [],  # every setting implemented (tests/test_train_gluon.py)
     "cntk": [],  # every drawn combination trains on cntk (tests/test_train_cntk.py)
 }

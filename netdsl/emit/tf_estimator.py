@@ -27,6 +27,7 @@ from typing import Callable
 
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
+from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
 from .common import is_1d_window
 from .legacy import (
@@ -451,9 +452,45 @@ def context(lg: Legacy, views: dict) -> dict:
         loss_lengths=length_var.get(loss_source),
         recurrences=any(layer.kind in RECURRENCES for layer in lg.graph.layers),
     )
+    ctx["train"] = train_settings(lg.graph.training)
+    t = lg.graph.training
+    # main()'s script-level keys, through common/training.py.j2's helpers
+    ctx["script"] = {"validation": bool(t and t.validation_split), "log_every": bool(t and t.log_every),
+                     "early_stopping": bool(t and t.early_stopping),
+                     "metrics": bool(t and any(m != "accuracy" for m in t.metrics))}
+    # max_norm (exec/steprule.py step 7) on the TF kernels: Dense (in, out) and Conv2D HWIO keep each
+    # output unit on their last axis, so the norm runs over all the others (any row permutation is harmless)
+    ctx["max_norms"] = [{"tf": f"{layer.name}/kernel", "max": float(layer.attr("max_norm")),
+                         "axes": [0] if layer.kind == "Dense" else [0, 1, 2]}
+                        for layer in lg.graph.layers
+                        if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None]
     return ctx
+
+
+def train_settings(t) -> dict:
+    """The train block's optimisation settings as templates/tf_estimator/training.py.j2 writes them."""
+    if t is None:
+        return {"schedule": None, "decay": 0.0, "lr_unit": "minibatch", "l2": 0.0, "decoupled": 0.0,
+                "clip_norm": None, "clip_value": None, "reduction": "mean"}
+    decoupled = t.weight_decay if t.weight_decay_mode == "decoupled" else 0.0
+    if t.optimizer == "AdamW":  # decoupled by definition (exec/steprule.StepRule)
+        decoupled = t.opt("weight_decay", 0.01)
+    return {"schedule": t.schedule, "schedule_attrs": dict(t.schedule_attrs),
+            "decay": t.opt("decay", 0.0) if t.optimizer == "SGD" else 0.0, "lr_unit": t.lr_unit,
+            "l2": t.weight_decay if t.weight_decay_mode == "l2" else 0.0, "decoupled": decoupled,
+            "clip_norm": t.clip_norm, "clip_value": t.clip_value,
+            "reduction": dict(t.loss_attrs).get("reduction", "mean")}
+
+
+# what the generated module implements of the train block (netdsl/emit/training.py refuses the rest)
+TRAINING = {
+    "optimizers": {name: set(args) for name, args in OPTIMIZERS.items()},
+    "losses": {"cross_entropy_with_softmax", "squared_error", "l2", "binary_cross_entropy_with_logits"},
+    "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
+                 "max_norm", "validation_split", "log_every", "early_stopping", "metrics"},
+}
 
 
 TEMPLATE = "tf_estimator/module.py.j2"
 TARGET = Target(name="tf-estimator", template=TEMPLATE, layers=LAYERS, context=context, check=check,
-                prepare=lambda graph: Legacy(graph, TEMPLATE, ("model_fn",)))
+                prepare=lambda graph: Legacy(graph, TEMPLATE, ("model_fn",)), extras={"training": TRAINING})

@@ -118,6 +118,34 @@ def _optimizer(lr):
     return TorchAdamOptimizer(lr, attrs["beta1"], attrs["beta2"], attrs["eps"])
 
 
+def _learning_rate(params):
+    """This step's learning rate from the global step s (0-based): exec/steprule.schedule_factor."""
+    return tf.constant(params["lr"], tf.float32)
+
+
+def _train_op(data_loss, reported, batch, params):
+    """One step in exec/steprule.py's order: the gradient of the data loss, l2 weight decay,
+    clipping by value then by norm, this step's learning rate, decoupled weight decay, then the
+    optimizer's update (after the batch-norm statistics' updates and the reported loss)."""
+    lr = tf.identity(_learning_rate(params), name="netdsl_lr")
+    optimizer = _optimizer(lr)
+    variables = tf.compat.v1.trainable_variables()
+    grads = []
+    for g, v in zip(tf.gradients(data_loss, variables), variables):
+        if g is None:
+            continue
+        if isinstance(g, tf.IndexedSlices):
+            # dense gradients everywhere (an embedding's are IndexedSlices): torch's optimizers
+            # update every row, TF's sparse updates only the rows in the batch
+            g = tf.convert_to_tensor(g)
+        grads.append((g, v))
+    before = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS) + [reported]
+    with tf.control_dependencies(before):
+        return optimizer.apply_gradients(
+            grads, global_step=tf.compat.v1.train.get_global_step()
+        )
+
+
 # a padded batch's (N,) lengths of sequence input NAME travel as features[LENGTHS_PREFIX + NAME]
 LENGTHS_PREFIX = "lengths:"
 
@@ -177,30 +205,26 @@ def model_fn(features, labels, mode, params):
     logits = predictions["tags"]
     if isinstance(labels, dict):
         labels = labels["tags"]
-    # the mean over the valid steps only (docs/ir.md): labels at padded steps are ignored
+    if labels.dtype.is_integer:
+        # -log softmax(logits)[label] per sample (and time step, or position)
+        terms = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int64), logits=logits
+        )
+        classes = tf.cast(labels, tf.int64)
+    else:  # one-hot targets shaped like the output: -sum(t * log softmax(logits))
+        terms = tf.nn.softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, logits.dtype), logits=logits
+        )
+        classes = tf.argmax(labels, axis=-1)
+    # the valid steps only (docs/ir.md): labels at padded steps are ignored
     valid = tf.cast(tf.sequence_mask(lengths, tf.shape(logits)[1]), tf.float32)
-    per_step = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int64), logits=logits
-    )
-    classes = tf.cast(labels, tf.int64)
-    loss = tf.reduce_sum(per_step * valid) / tf.reduce_sum(valid)
-    loss = tf.identity(loss, name="netdsl_loss")
+    loss = tf.reduce_sum(terms * valid) / tf.reduce_sum(valid)
     if mode == tf.estimator.ModeKeys.TRAIN:
-        optimizer = _optimizer(params["lr"])
-        # dense gradients everywhere (an embedding's are IndexedSlices): torch's optimizers
-        # update every row, TF's sparse updates only the rows in the batch
-        grads = [
-            (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
-            for g, v in optimizer.compute_gradients(loss)
-            if g is not None
-        ]
-        with tf.control_dependencies(
-            tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
-        ):
-            train_op = optimizer.apply_gradients(
-                grads, global_step=tf.compat.v1.train.get_global_step()
-            )
-        return tf.estimator.EstimatorSpec(mode=mode, loss=loss, train_op=train_op)
+        reported = tf.identity(loss, name="netdsl_loss")
+        batch = tf.cast(tf.shape(logits)[0], logits.dtype)
+        train_op = _train_op(loss, reported, batch, params)
+        return tf.estimator.EstimatorSpec(mode=mode, loss=reported, train_op=train_op)
+    loss = tf.identity(loss, name="netdsl_loss")
     accuracy = tf.compat.v1.metrics.accuracy(
         labels=classes, predictions=tf.argmax(logits, axis=-1)
     )
@@ -210,10 +234,11 @@ def model_fn(features, labels, mode, params):
 
 
 def default_params():
-    return {"lr": TRAINING["lr"]}
+    # steps_per_epoch: how the global step counts epochs for the learning-rate schedule
+    return {"lr": TRAINING["lr"], "steps_per_epoch": 1 << 30}
 
 
-def build_model(model_dir=None, seed=None, lr=None):
+def build_model(model_dir=None, seed=None, lr=None, steps_per_epoch=None):
     """A tf.estimator.Estimator; its variables live in checkpoints under model_dir (default: a new
     temp dir, removed when the program exits)."""
     if not model_dir:
@@ -229,6 +254,8 @@ def build_model(model_dir=None, seed=None, lr=None):
     params = default_params()
     if lr is not None:
         params["lr"] = float(lr)
+    if steps_per_epoch is not None:
+        params["steps_per_epoch"] = int(steps_per_epoch)
     return tf.estimator.Estimator(
         model_fn, model_dir=model_dir, config=config, params=params
     )
@@ -354,20 +381,24 @@ class LossHook(tf.estimator.SessionRunHook):
         self.losses = []
 
     def before_run(self, run_context):
+        graph = run_context.session.graph
         return tf.estimator.SessionRunArgs(
-            run_context.session.graph.get_tensor_by_name("netdsl_loss:0")
+            [graph.get_tensor_by_name(n) for n in ("netdsl_loss:0", "netdsl_lr:0")]
         )
 
     def after_run(self, run_context, run_values):
-        self.losses.append(float(run_values.results))
+        self.losses.append(float(run_values.results[0]))  # the loss; [1] is the lr
 
 
-def make_trainer(model, lr=None):
+def make_trainer(model, lr=None, steps_per_epoch=None):
     """An Estimator over the same model_dir whose model_fn trains with the training block's
-    Adam at `lr` (default: the training block's)."""
+    Adam at `lr` (default: the training block's); the global step s of its checkpoint
+    is the step count, epoch s // steps_per_epoch (None: every step in epoch 0)."""
     if model.latest_checkpoint() is None:
         _write_checkpoint(model)
-    return build_model(model.model_dir, model.config.tf_random_seed, lr)
+    return build_model(
+        model.model_dir, model.config.tf_random_seed, lr, steps_per_epoch
+    )
 
 
 def train_step(model, trainer, inputs, targets, lengths=None):
@@ -1531,7 +1562,9 @@ def main(argv=None):
     model = build_model(model_dir, seed=args.seed)
     if args.init:
         load_netdsl_weights(model, args.init)
-    trainer = make_trainer(model, args.lr)
+    # a per-epoch schedule's epoch: this many steps
+    per_epoch = -(-len(x_train) // args.batch_size)
+    trainer = make_trainer(model, args.lr, steps_per_epoch=per_epoch)
     for epoch in range(args.epochs):
         hook = LossHook()
         seed = args.seed + epoch
