@@ -30,11 +30,15 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 100,
     "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
+    "lr_schedule": "cosine",
+    "lr_schedule_eta_min": 0.0,
+    "lr_schedule_t_max": 1800,
+    "lr_schedule_unit": "step",
 }
 ID_INPUTS = {}  # token-id input -> vocabulary size
 OUTPUT = "z"

@@ -32,11 +32,15 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 100,
     "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
+    "lr_schedule": "cosine",
+    "lr_schedule_eta_min": 0.0,
+    "lr_schedule_t_max": 1800,
+    "lr_schedule_unit": "step",
 }
 # canonical weight name -> (canonical shape, Gluon parameter names...): the first Gluon
 # parameter holds the value; any others (an LSTM's h2h_bias) are zero on load, summed in on export

@@ -19,11 +19,15 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 100,
     "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
+    "lr_schedule": "cosine",
+    "lr_schedule_eta_min": 0.0,
+    "lr_schedule_t_max": 1800,
+    "lr_schedule_unit": "step",
 }
 # netdsl weight -> (canonical shape, Keras layer, index in its get_weights(), conversion to Keras's layout)
 #   "dense": (out, in) -> (in, out)
@@ -216,6 +220,36 @@ class TorchBatchNormalization(layers.BatchNormalization):
             epsilon=self.epsilon,
         )
         return ops.cast(out, inputs.dtype)
+
+
+@keras.saving.register_keras_serializable(package="netdsl")
+class TrainingSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """The train block's learning rate at step s (0-based), as docs/language.md defines it.
+
+    lr_schedule = cosine, counted in steps (epoch = s // steps_per_epoch).
+    steps_per_epoch None: every step is in epoch 0.
+    """
+
+    def __init__(self, base_lr, steps_per_epoch=None, **settings):
+        self.base_lr = base_lr
+        self.steps_per_epoch = steps_per_epoch
+        self.settings = settings
+
+    def __call__(self, step):
+        s = self.settings
+        step = ops.cast(step, "float32")
+        t = step
+        eta_min, t_max = s["eta_min"], s["t_max"]
+        angle = np.pi * ops.minimum(t, t_max) / t_max
+        lr = eta_min + (self.base_lr - eta_min) * (1 + ops.cos(angle)) / 2
+        return lr
+
+    def get_config(self):
+        return {
+            "base_lr": self.base_lr,
+            "steps_per_epoch": self.steps_per_epoch,
+            **self.settings,
+        }
 
 
 @keras.saving.register_keras_serializable(package="netdsl")
@@ -489,6 +523,12 @@ def make_trainer(
     devices.
     """
     learning_rate = TRAINING["lr"] if lr is None else lr
+    learning_rate = TrainingSchedule(
+        learning_rate,
+        steps_per_epoch,
+        eta_min=0.0,
+        t_max=1800,
+    )
     trainer = TorchAdam(
         learning_rate=learning_rate,
         beta_1=0.9,
@@ -1953,7 +1993,9 @@ def main(argv=None):
                 data_error(f"{args.checkpoint}: cannot resume from it ({e})")
             epoch = checkpoint_epoch(args.checkpoint)
             if args.lr is not None:
-                model.optimizer.learning_rate = args.lr
+                parser.error(
+                    "--lr: a resumed run keeps its saved learning-rate schedule"
+                )
             if args.compile:
                 model.jit_compile = True
         else:

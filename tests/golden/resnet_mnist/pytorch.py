@@ -20,11 +20,15 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 100,
     "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
+    "lr_schedule": "cosine",
+    "lr_schedule_eta_min": 0.0,
+    "lr_schedule_t_max": 1800,
+    "lr_schedule_unit": "step",
 }
 # netdsl weight -> (canonical shape, key in model.state_dict()); PyTorch's layouts are the canonical ones
 WEIGHTS = {
@@ -215,14 +219,30 @@ def predict(model, inputs, lengths=None):
     return {"z": z.cpu().numpy()}
 
 
+class Schedule(torch.optim.lr_scheduler.LRScheduler):
+    """Each step's learning rate, netdsl's closed form (scheduled_lr). Not torch's StepLR, ExponentialLR or
+    CosineAnnealingLR: they update the rate recursively (a rounding apart), the cosine one climbs again
+    after t_max where netdsl holds eta_min, and none has SGD's Keras-style decay or a schedule in epochs
+    that is stepped every step."""
+
+    def __init__(self, optimizer, steps_per_epoch=None):
+        self.steps_per_epoch = steps_per_epoch  # None: every step is in epoch 0
+        super().__init__(optimizer)
+
+    def get_lr(self):
+        step = self.last_epoch  # the steps taken so far
+        return [scheduled_lr(lr, step, self.steps_per_epoch) for lr in self.base_lrs]
+
+
 class Trainer:
     """The training block's optimizer and what it puts around each update, in netdsl's
-    order (exec/steprule.py): the loss's gradient; the optimizer's update."""
+    order (exec/steprule.py): the loss's gradient; this step's learning rate; the optimizer's update."""
 
     def __init__(self, model, optimizer, steps_per_epoch=None):
         self.optimizer = optimizer
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.lr = optimizer.param_groups[0]["lr"]
+        self.schedule = Schedule(optimizer, steps_per_epoch)
 
     def zero_grad(self):
         self.optimizer.zero_grad()
@@ -236,14 +256,17 @@ class Trainer:
         else:
             scaler.step(self.optimizer)
             scaler.update()
+        self.schedule.step()
 
     def state_dict(self):
         return {
             "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
         }
 
     def load_state_dict(self, state):
         self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
 
 
 def make_trainer(model, lr=None, steps_per_epoch=None):

@@ -29,11 +29,15 @@ TRAINING = {
     "beta1": 0.9,
     "beta2": 0.999,
     "eps": 1e-08,
-    "lr": 0.001,
+    "lr": 0.002,
     "batch_size": 100,
     "epochs": 3,
     "metrics": ["accuracy"],
     "seed": 0,
+    "lr_schedule": "cosine",
+    "lr_schedule_eta_min": 0.0,
+    "lr_schedule_t_max": 1800,
+    "lr_schedule_unit": "step",
 }
 ID_INPUTS = []  # token-id inputs (int64); the others are float32
 # canonical weight name -> (canonical shape, TF variable, layout conversion,
@@ -253,7 +257,13 @@ def _optimizer(lr):
 
 def _learning_rate(params):
     """This step's learning rate from the global step s (0-based): exec/steprule.schedule_factor."""
-    return tf.constant(params["lr"], tf.float32)
+    # created when model_fn is called outside an Estimator, in a graph of its own
+    step = tf.compat.v1.train.get_or_create_global_step()
+    lr = tf.constant(params["lr"], tf.float64)  # in double, as netdsl computes it
+    t = tf.cast(step, tf.float64)  # unit = step
+    cos = tf.cos(np.pi * tf.minimum(t, 1800) / 1800)
+    lr = 0.0 + (lr - 0.0) * (1 + cos) / 2
+    return tf.cast(lr, tf.float32)
 
 
 def _train_op(data_loss, reported, batch, params):
