@@ -1524,6 +1524,11 @@ def train(args, model, device, data, rank, world, validation=None):
         export_netdsl_weights(model, os.path.join(args.out_dir, MODEL_NAME + ".npz"))
         export_native(model, os.path.join(args.out_dir, MODEL_NAME + ".pt2"))
     if world > 1:
+        # The DDP wrapper goes first, then the ranks meet once more. A process group freed last by the
+        # wrapper's reducer joins its worker thread while holding the GIL, and a worker still freeing a
+        # collective's tensor waits for the GIL: both ranks hung at exit, now and then.
+        del runner
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
