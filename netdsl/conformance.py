@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -473,9 +474,17 @@ def run_driver_once(python: str, col: Column, jobs: list, tmp: Path, log, attemp
     env = dict(os.environ, **col.env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env.setdefault("KERAS_HOME", str(tmp / "keras-home"))
+    # the driver's temp files (tf-estimator model dirs) go in a scratch dir removed here: a driver that
+    # crashes never runs its own atexit cleanup
+    scratch = tmp / f"scratch_{tag}"
+    scratch.mkdir(exist_ok=True)
+    env["TMPDIR"] = str(scratch)
     log(f"[conformance] {col.name}: {len(jobs)} jobs in {python}")
-    proc = subprocess.run([python, str(DRIVER), str(jobs_path), str(results_path)], env=env,
-                          capture_output=True, text=True, timeout=3600)
+    try:
+        proc = subprocess.run([python, str(DRIVER), str(jobs_path), str(results_path)], env=env,
+                              capture_output=True, text=True, timeout=3600)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if proc.returncode != 0:
         log(f"[conformance] {col.name}: driver exited {proc.returncode}: {proc.stderr[-2000:]}")
     try:

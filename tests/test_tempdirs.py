@@ -32,3 +32,18 @@ def test_conformance_and_estimator_model_dirs_leave_nothing_behind(tmpdir_env):
     assert cell.status == "pass", cell  # the driver ran build_model() twice with no model_dir
     assert cell.step_status == "pass", cell
     assert os.listdir(tmpdir_env) == []
+
+
+def test_a_driver_that_crashes_leaves_its_temp_files_in_the_work_dir_only(tmpdir_env, tmp_path):
+    """A framework that dies (SIGSEGV, SIGKILL) runs no atexit cleanup of its own: the driver's TMPDIR is a
+    scratch dir of the run, removed whatever the driver did."""
+    fake = tmp_path / "fake-python"
+    fake.write_text("#!/bin/sh\nmkdir -p \"$TMPDIR/Model-estimator-x\" && touch \"$TMPDIR/Model-estimator-x/ckpt\"\n"
+                    "kill -9 $$\n")
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    work.mkdir()
+    results, code, _ = conf.run_driver_once(str(fake), ESTIMATOR, [{"id": "m"}], work, lambda m: None)
+    assert results == {} and code == -9
+    assert os.listdir(tmpdir_env) == []
+    assert not any(p.name.startswith("scratch") for p in work.iterdir()), list(work.iterdir())
