@@ -368,9 +368,11 @@ def test_the_seed_setups_train_one_short_epoch_through_the_script(tmp_path):
         assert "saved " in run
 
 
-def test_script_keys_on_token_ids_are_refused_where_written():
-    """A token model trains in main() through the shared train_tokens, which reads none of the script-level keys:
-    cntk refuses each (E802 at its value), and compiles the same model without them."""
+@pytest.mark.parametrize("target", ["pytorch", "keras", "tf-estimator", "gluon", "cntk"])
+def test_script_keys_on_token_ids_are_refused_where_written(target):
+    """A token model trains in main() through the shared train_tokens, which implements log_every but not
+    validation_split, early_stopping or metrics beyond accuracy: every target refuses those (E802 at the
+    key), and compiles the same model without them."""
     text = """model Tagger
 words = SequenceInput(vocab=7)
 tags = Sequential([Embedding(4), Recurrence(LSTM(5)), Dense(3)])(words)
@@ -378,11 +380,12 @@ output tags
 train {
     optimizer = Adam(lr=0.01)
     log_every = 5
+    validation_split = 0.1
     metrics = [accuracy, confusion_matrix]
 }
 """
     with pytest.raises(NetdslError) as e:
-        emit(load_text(text, "t.net"), "cntk")
+        emit(load_text(text, "t.net"), target)
     found = {(d.code, text.splitlines()[d.span.line - 1].strip()) for d in e.value.diagnostics}
-    assert found == {("E802", "log_every = 5"), ("E802", "metrics = [accuracy, confusion_matrix]")}
-    emit(load_text(text.replace("    log_every = 5\n", "").replace(", confusion_matrix", ""), "t.net"), "cntk")
+    assert found == {("E802", "validation_split = 0.1"), ("E802", "metrics = [accuracy, confusion_matrix]")}
+    emit(load_text(text.replace("    validation_split = 0.1\n", "").replace(", confusion_matrix", ""), "t.net"), target)

@@ -51,10 +51,11 @@ class Target:
         ]
         if self.check is not None:
             diags += self.check(cx if cx is not None else self.context_of(graph))
-        from .training import layer_refusals, refusals
+        from .training import TOKEN_LOOP_KEYS, layer_refusals, refusals, token_refusals
 
         honoured = self.extras.get("training")
-        return diags + refusals(self.name, graph.training, honoured) + layer_refusals(self.name, graph, honoured)
+        return (diags + refusals(self.name, graph.training, honoured) + layer_refusals(self.name, graph, honoured)
+                + token_refusals(self.name, graph, self.extras.get("token_loop_refuses", TOKEN_LOOP_KEYS)))
 
 
 def header_source(graph: ir.Graph) -> str:

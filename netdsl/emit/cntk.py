@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 
 from .. import ir
 from ..conformance_lengths import output_sources
-from ..errors import Diagnostic
 from ..layers.common import split_activation
 from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
@@ -422,7 +421,6 @@ def _templated(vs, scope) -> str:
 def check(lg: Legacy) -> list:
     diags = structure_diagnostics(lg, "cntk")
     diags += _untrained_batch_norms(lg)
-    diags += _token_script_keys(lg)
     momenta = {float(layer.attr("momentum")) for layer in lg.graph.layers if layer.kind == "BatchNormalization"}
     if len(momenta) > 1:
         layer = next(layer for layer in lg.graph.layers if layer.kind == "BatchNormalization")
@@ -438,20 +436,6 @@ def check(lg: Legacy) -> list:
             diags.append(cannot(lg, layer, "cntk", "the exact gelu, x * (1 + erf(x / sqrt 2)) / 2: CNTK 2.7 has no "
                                 "erf (gelu(approximate=True), the tanh form, it has)"))
     return diags
-
-
-def _token_script_keys(lg: Legacy) -> list:
-    """A model fed token ids trains in main() through the shared train_tokens (common/data.py.j2), which reads
-    none of the script-level keys yet: refused (E802 at the key) rather than dropped."""
-    from .training import SETTINGS
-
-    t = lg.graph.training
-    if t is None or all(i.type.vocab is None for i in lg.graph.inputs):
-        return []
-    return [Diagnostic("E802", f"target 'cntk' cannot train with the setting {key} on token ids: its generated "
-                       "script trains token datasets through train_tokens, which does not implement it",
-                       t.span_of(key), "netdsl run implements every setting (docs/language.md lists each target's)")
-            for key in ("validation_split", "log_every", "early_stopping", "metrics") if SETTINGS[key](t)]
 
 
 def _untrained_batch_norms(lg: Legacy) -> list:

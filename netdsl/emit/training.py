@@ -69,3 +69,20 @@ def layer_refusals(target_name: str, graph: ir.Graph, honoured: dict | None = No
                        "generated script does not implement it", layer.span or graph.span,
                        "netdsl run implements every setting (docs/language.md lists each target's)")
             for layer in graph.layers if layer.kind in ("Dense", "Convolution") and layer.attr("max_norm") is not None]
+
+
+# the script-level keys the generated scripts' shared token loop (train_tokens, common/data.py.j2) does not
+# implement (it does log_every); a target may refuse more (extras["token_loop_refuses"])
+TOKEN_LOOP_KEYS = ("validation_split", "early_stopping", "metrics")
+
+
+def token_refusals(target_name: str, graph: ir.Graph, keys=TOKEN_LOOP_KEYS) -> list:
+    """E802 at each such key of a model fed token ids: its generated main() trains token datasets (CoNLL,
+    TSV) through train_tokens, which does not implement it (netdsl run does)."""
+    t = graph.training
+    if t is None or all(i.type.vocab is None for i in graph.inputs):
+        return []
+    return [Diagnostic("E802", f"target '{target_name}' cannot train with the setting {key} on token ids: its "
+                       "generated script trains token datasets through train_tokens, which does not implement it",
+                       t.span_of(key), "netdsl run implements every setting (docs/language.md lists each target's)")
+            for key in keys if SETTINGS[key](t)]
