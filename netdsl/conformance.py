@@ -204,7 +204,7 @@ def scale_of(arrays) -> float:
 def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = True, workdir: str | None = None,
         log=print) -> dict:
     """Returns {(model, column name): Cell}."""
-    from .conformance_lengths import TARGETS_WITH_MASKS, draw_lengths, zero_padding
+    from .conformance_lengths import checks_padding, draw_lengths, zero_padding
     from .emit.base import emit
     from .exec.weights import save_weights
     from .frontend import load
@@ -235,9 +235,9 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
         np.savez(tmp / f"{stem}.targets.npz", targets=targets)
         prepared[path] = (graph, sgraph, ref, stepped, stem, lengths, full_ref, full_stepped)
     for col in columns:
-        masks = col.target in TARGETS_WITH_MASKS
         if col.target == "onnx":
             for path, (graph, sgraph, ref, stepped, stem, lengths, full_ref, _) in prepared.items():
+                masks = checks_padding(col.target, graph)
                 cells[(path, col.name)] = onnx_cell(graph, tmp / f"{stem}.weights.npz",
                                                     tmp / f"{stem}.{'inputs' if masks else 'full'}.npz",
                                                     ref if masks else full_ref, lengths if masks else None)
@@ -246,6 +246,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
         python, why = col.python()
         jobs = []
         for path, (graph, sgraph, ref, stepped, stem, lengths, full_ref, full_stepped) in prepared.items():
+            masks = checks_padding(col.target, graph)
             if python is None:
                 cells[(path, col.name)] = Cell("not run", reason=why)
                 continue
@@ -280,6 +281,7 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
         for path, (graph, sgraph, ref, stepped, stem, lengths, full_ref, full_stepped) in prepared.items():
             if (path, col.name) in cells:
                 continue
+            masks = checks_padding(col.target, graph)
             if not masks:
                 ref, stepped = full_ref, full_stepped
             tag = col.name.replace("/", "_")

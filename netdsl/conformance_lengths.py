@@ -18,6 +18,19 @@ TARGETS_WITH_MASKS = frozenset({"pytorch", "gluon", "tf-estimator", "keras", "cn
 PAD_FEATURE = 9.0
 
 
+def checks_padding(target: str, graph: ir.Graph) -> bool:
+    """Whether the target's column runs this model on the padded batch. Not on CNTK under a 1-D window over
+    time: CNTK's sequences end at their lengths, so the window sees zeros past a sequence's end where netdsl
+    (and the other targets) read the batch's padding, which no CNTK sequence holds (docs/targets.md)."""
+    if target not in TARGETS_WITH_MASKS:
+        return False
+    if target == "cntk":
+        return not any(layer.kind in ("Convolution", "MaxPooling", "AveragePooling")
+                       and len(layer.attr("kernel" if layer.kind == "Convolution" else "window") or ()) == 1
+                       for layer in graph.layers)
+    return True
+
+
 def draw_lengths(graph: ir.Graph, inputs: dict, seed: int) -> dict:
     """{sequence input: (N,) int64 lengths}, and the padding written into `inputs` (in place)."""
     rng = np.random.default_rng(seed + 7)
