@@ -335,6 +335,9 @@ def test_train_steps_match_netdsl(run_target, target, model):
                 if adaptive:
                     if k in case.ref_grads:
                         keep = np.abs(case.ref_grads[k]) > max(1e-4 * gmax, 1e-6)
+                        # step 2 divides by a root of two gradients' squares: just above the cut, their
+                        # float32 rounding reaches the update (resnet_mnist, Adam lr 0.002: 1.2e-6 on cntk)
+                        loose = 3.0 if step > 1 else 1.0
                     elif step > 1:
                         loose = 30.0
                 if not keep.any():

@@ -26,7 +26,7 @@ MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"
 TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net"))
 # Attributes ONNX does not carry: initialisers (weights are given), and how 'pad' was spelled
 # (the pads themselves, `pads`, are compared).
-NOT_CARRIED = {"init", "init_bias", "pad"}
+NOT_CARRIED = {"init", "init_bias", "pad", "init_scale", "initial_scale", "initial_bias"}  # initialisers
 
 
 def structure(graph):
