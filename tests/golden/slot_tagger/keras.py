@@ -204,12 +204,13 @@ def input_lengths(inputs, lengths, name):
     return lens.astype(np.int32)
 
 
-def step_weights(inputs, lengths):
+def step_weights(targets, lengths):
     """Keras's per-step loss weights on a padded batch: 0 at padding, and valid steps weighed so that the
-    loss is the mean over valid steps only (Keras divides by all N * T); None without lengths."""
+    loss is the mean over valid steps only (Keras divides by all N * T); None without lengths. The steps
+    are the output's (its targets'): a strided window may have shortened the sequence."""
     if not lengths or "words" not in lengths:
         return None
-    steps = np.arange(np.asarray(inputs["words"]).shape[1])
+    steps = np.arange(np.asarray(targets).shape[1])
     valid = steps < np.asarray(lengths["words"])[:, None]
     return valid * np.float32(valid.size / valid.sum())
 
@@ -267,7 +268,7 @@ def train_step(model, trainer, inputs, targets, lengths=None):
         raise ValueError(
             "train_step needs the trainer that make_trainer(model) returned"
         )
-    weights = step_weights(inputs, lengths)
+    weights = step_weights(targets, lengths)
     logs = model.train_on_batch(
         keras_inputs(inputs, lengths),
         keras_targets(targets),
