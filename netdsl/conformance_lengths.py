@@ -22,11 +22,12 @@ def checks_padding(target: str, graph: ir.Graph) -> bool:
     """Whether the target's column runs this model on the padded batch. Not on CNTK under a 1-D window over
     time: CNTK's sequences end at their lengths, so the window sees zeros past a sequence's end where netdsl
     (and the other targets) read the batch's padding, which no CNTK sequence holds (docs/targets.md)."""
+    from .emit.common import is_1d_window
+
     if target not in TARGETS_WITH_MASKS:
         return False
     if target == "cntk":
-        return not any(layer.kind in ("Convolution", "MaxPooling", "AveragePooling")
-                       and len(layer.attr("kernel" if layer.kind == "Convolution" else "window") or ()) == 1
+        return not any(layer.kind in ("Convolution", "MaxPooling", "AveragePooling") and is_1d_window(layer)
                        for layer in graph.layers)
     return True
 
