@@ -281,7 +281,7 @@ def _norm_initializers(layer, kwargs):
     """gamma/beta initializers where the .net file sets them (init_scale, initial_scale, initial_bias)."""
     for short, key in (("scale", "gamma_initializer"), ("bias", "beta_initializer")):
         init = layer.param(short).init
-        if init not in ("ones" if short == "scale" else "zeros",):
+        if init != ("ones" if short == "scale" else "zeros"):
             kwargs[key] = keras_init(init)
     return kwargs
 
