@@ -201,6 +201,20 @@ def scale_of(arrays) -> float:
     return max([1.0] + [float(np.abs(a).max()) for a in arrays if np.asarray(a).size])
 
 
+
+def work_stems(models) -> dict:
+    """{model path: the stem its work files are named by}, unique within one run: a/model.net and
+    b/model.net would otherwise write the same files, and one would be checked against the other's."""
+    stems, seen = {}, set()
+    for path in models:
+        stem, k = Path(path).stem, 1
+        while stem in seen:
+            k += 1
+            stem = f"{Path(path).stem}_{k}"
+        seen.add(stem)
+        stems.setdefault(path, stem)
+    return stems
+
 def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = True, workdir: str | None = None,
         log=print) -> dict:
     """Returns {(model, column name): Cell}."""
@@ -216,9 +230,10 @@ def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = Tr
     tmp.mkdir(parents=True, exist_ok=True)
     cells: dict = {}
     prepared = {}
+    stems = work_stems(models)
     for path in models:
         graph = load(path)
-        stem = Path(path).stem
+        stem = stems[path]
         params = conformance_params(graph, seed)
         inputs = batch_for(graph, seed)
         full_ref = native_predict(graph, params, inputs)  # for the columns without masks

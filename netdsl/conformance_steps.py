@@ -153,7 +153,7 @@ def compare(graph: ir.Graph, ref: tuple, losses: list, weights: dict) -> StepsCe
 
 def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path, log, forms: dict | None = None) -> dict:
     """{(model, column name): StepsCell}; forms: {model: "labels" or "one-hot"} in place of label_form's choice."""
-    from .conformance import batch_for, conformance_params, driver_error, native_predict, run_driver
+    from .conformance import batch_for, conformance_params, driver_error, native_predict, run_driver, work_stems
     from .conformance_lengths import TARGETS_WITH_MASKS, draw_lengths
     from .emit.base import emit
     from .exec.weights import save_weights
@@ -161,9 +161,10 @@ def run_steps(models: list[str], columns: list, steps: int, seed: int, tmp: Path
 
     cells: dict = {}
     prepared = {}
+    stems = work_stems(models)
     for path in models:
         graph = steps_graph(load(path))
-        stem = Path(path).stem
+        stem = stems[path]
         params = conformance_params(graph, seed)
         inputs = batch_for(graph, seed)
         form = (forms or {}).get(path) or label_form(path, seed)

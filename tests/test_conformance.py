@@ -154,3 +154,18 @@ def test_a_crash_is_charged_to_the_job_that_crashes(tmp_path, always):
         assert "signal SIGABRT" in reason, reason
     else:  # alone it raises its own error instead of crashing: that is what the cell reports
         assert reason == "RuntimeError: alone and not crashing", reason
+
+
+def test_models_with_the_same_file_name_do_not_share_work_files(tmp_path):
+    """a/m.net and b/m.net in one run: each is checked against its own reference, not the other's files."""
+    from netdsl import conformance as conf
+
+    paths = []
+    for folder, width in (("a", 3), ("b", 5)):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "m.net"
+        path.write_text(f"x = Input(4)\ny = Dense({width})(x)\noutput y\n")
+        paths.append(str(path))
+    assert list(conf.work_stems(paths + [str(tmp_path / "m_2.net")]).values()) == ["m", "m_2", "m_2_2"]
+    cells = conf.run(paths, conf.INFERENCE_COLUMNS, workdir=str(tmp_path / "work"), log=lambda m: None)
+    assert [cells[(p, "onnx")].status for p in paths] == ["pass", "pass"]
