@@ -22,7 +22,7 @@ import numpy as np
 # strides (1, 2) crashed 7 runs in 10, SIGSEGV or SIGABRT); its Eigen kernels do not. Set
 # TF_ENABLE_ONEDNN_OPTS=1 before running to take oneDNN back.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-import tensorflow as tf  # noqa: E402  (after the setting above, which TensorFlow reads on import)
+import tensorflow as tf  # after the setting above, which TensorFlow reads on import
 
 MODEL_NAME = "MlpRelu"
 INPUTS = {"features": (None, 784)}
