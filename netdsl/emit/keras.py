@@ -237,6 +237,9 @@ def dropout(idx, layer):
 
 def embedding(idx, layer):
     p = layer.param("E")
+    if idx.first_input_type(layer).vocab is None:  # float vectors: x @ E, E (V, dim) is the kernel as is
+        kwargs = {"use_bias": False, **init_kwargs(layer, E="kernel_initializer")}
+        return KerasView("Embedding", [KLayer("", "layers.Dense", (p.shape[1],), kwargs)], [(p.name, None)])
     kwargs = init_kwargs(layer, E="embeddings_initializer")
     return KerasView("Embedding", [KLayer("", "layers.Embedding", (p.shape[0], p.shape[1]), kwargs)], [(p.name, None)])
 

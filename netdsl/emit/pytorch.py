@@ -190,6 +190,9 @@ def dropout(idx, layer):
 
 def embedding(idx, layer):
     p = layer.param("E")
+    if idx.first_input_type(layer).vocab is None:  # float vectors: x @ E (VectorEmbedding, module.py.j2)
+        return TorchLayer("Embedding", call("VectorEmbedding", p.shape[0], p.shape[1]),
+                          params=_params(layer, E="weight"), helper="vector_embedding")
     return TorchLayer("Embedding", call("nn.Embedding", p.shape[0], p.shape[1]), params=_params(layer, E="weight"))
 
 

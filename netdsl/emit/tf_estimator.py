@@ -243,6 +243,9 @@ def batch_norm(lg, layer):
 
 @emits("Embedding")
 def embedding(lg, layer):
+    if lg.in_type(layer).vocab is None:  # float vectors: x @ E, a dense layer whose kernel (V, dim) is E
+        head = f"{layer.attr('dim')}, use_bias=False, {_named(lg, layer)}"
+        return View(lambda s: f"{s.out} = tf.compat.v1.layers.dense({s.ins[0]}, {head})", [("E", "kernel", "identity")])
     vocab, dim = lg.in_type(layer).vocab, layer.attr("dim")
     return View(lambda s: f"{s.out} = _embedding({s.ins[0]}, {vocab}, {dim}, {pyrepr(layer.name)})",
                 [("E", "embeddings", "identity")])

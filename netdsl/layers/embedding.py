@@ -1,4 +1,5 @@
-"""Embedding: token ids to vectors, E (vocab, dim)."""
+"""Embedding: token ids to vectors, E (vocab, dim); or, as CNTK, a float vector x (V,) (a one-hot word or any
+dense vector) to x @ E with E (V, dim): a linear map without bias."""
 from __future__ import annotations
 
 from ..ir import TensorType
@@ -15,7 +16,10 @@ def check(a: dict):
 def shape(a, ins):
     (t,) = ins
     if t.vocab is None:
-        raise ShapeError(f"Embedding needs token ids (SequenceInput(vocab=N)), got float features {t.describe()}")
+        if len(t.shape) != 1:
+            raise ShapeError(f"Embedding needs token ids (SequenceInput(vocab=N)) or a vector, e.g. a one-hot "
+                             f"Input(V, is_sparse=True), got {t.describe()}")
+        return TensorType((a["dim"],), t.seq, t.length), {"E": (t.shape[0], a["dim"])}, {}
     return TensorType((a["dim"],), t.seq, t.length), {"E": (t.vocab, a["dim"])}, {}
 
 

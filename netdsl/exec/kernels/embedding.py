@@ -1,4 +1,5 @@
-"""Embedding: integer ids (N,) or (N, T) -> rows of E (vocab, dim).
+"""Embedding: integer ids (N,) or (N, T) -> rows of E (vocab, dim); or, as CNTK, float vectors
+(N, V) or (N, T, V) (one-hot words, or any dense vectors) -> x @ E, a linear map without bias.
 
 The gradient scatter is numba: 0.8 ms against 9.9 ms for np.add.at."""
 from __future__ import annotations
@@ -30,12 +31,28 @@ def embedding_backward(dy, cache):
     return _scatter_add_rows(flat, np.ascontiguousarray(dy.reshape(flat.size, -1)), vocab)
 
 
+def dense_embedding_forward(x, E):
+    """x float (..., V), E (V, dim) -> x @ E (..., dim)."""
+    return x @ E, x
+
+
+def dense_embedding_backward(dy, x, E):
+    """-> dx (..., V), dE (V, dim)."""
+    flat = x.reshape(-1, x.shape[-1])
+    return dy @ E.T, flat.T @ dy.reshape(flat.shape[0], -1)
+
+
 @register("Embedding")
 class Embedding(Kernel):
     def forward(self, call, xs, training, rng):
+        if call.input_types[0].vocab is None:
+            return dense_embedding_forward(xs[0], call.p("E"))
         return embedding_forward(xs[0], call.p("E"))
 
     def backward(self, call, dy, cache, need):
+        if call.input_types[0].vocab is None:
+            dx, dE = dense_embedding_backward(dy, cache, call.p("E"))
+            return [dx if need[0] else None], {"E": dE}
         return [None], {"E": embedding_backward(dy, cache)}
 
     def workspace(self, call, out_elems, in_elems):
