@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ...errors import Diagnostic, NetdslError
 from . import Kernel, register
 
 
@@ -50,10 +51,22 @@ class Embedding(Kernel):
         return embedding_forward(xs[0], call.p("E"))
 
     def backward(self, call, dy, cache, need):
+        fixed = call.attr("weights") is not None  # a constant: no gradient
         if call.input_types[0].vocab is None:
             dx, dE = dense_embedding_backward(dy, cache, call.p("E"))
-            return [dx if need[0] else None], {"E": dE}
-        return [None], {"E": embedding_backward(dy, cache)}
+            return [dx if need[0] else None], {"E": None if fixed else dE}
+        return [None], {"E": None if fixed else embedding_backward(dy, cache)}
+
+    def fixed(self, layer, param):
+        w = layer.attr("weights")
+        if w is None:
+            return None
+        from ...layers.embedding import load_fixed
+
+        try:
+            return load_fixed(w[0], w[1])
+        except ValueError as e:  # changed since the front end checked it
+            raise NetdslError(Diagnostic("E103", str(e), layer.span)) from None
 
     def workspace(self, call, out_elems, in_elems):
         return call.p("E").size  # the gradient is vocabulary-sized
