@@ -495,7 +495,7 @@ class Evaluator:
         for k, d in sig.items():
             if d is layers.REQUIRED and k not in given:
                 return self.err("E104", f"{name} is missing its argument '{k}'", e.span)
-        checked = ctor.check(given)
+        checked = ctor.check(given, e.span.file) if ctor.sourced else ctor.check(given)
         if isinstance(checked, tuple):
             key, msg = checked
             return self.err("E103", msg, spans.get(key, e.span))

@@ -134,7 +134,7 @@ def stack(ev, n: int, ctor, e: S.Call):
 def make_input(ev, name, e, args, kwargs):
     """Input(shape) and SequenceInput(...): an input becomes real when bound to a name."""
     is_seq = name == "SequenceInput"
-    allowed = {"shape", "scale", "mean", "std"} | ({"vocab", "length"} if is_seq else set())
+    allowed = {"shape", "scale", "mean", "std", "is_sparse"} | ({"vocab", "length"} if is_seq else set())
     opts = {}
     for k, (v, span) in kwargs.items():
         if k not in allowed:
@@ -165,6 +165,12 @@ def make_input(ev, name, e, args, kwargs):
     elif not is_seq and len(shape) not in (1, 3):
         return ev.err("E103", f"Input takes a vector size F or an image shape (C, H, W), "
                       f"got {describe_dim(shape)}", e.span)
+    # CNTK's storage hint for one-hot vectors: the numbers are the dense vector's (docs/language.md)
+    if not isinstance(opts.get("is_sparse", False), bool):
+        return ev.err("E103", f"is_sparse must be True or False, got {describe(opts['is_sparse'])}", kwargs["is_sparse"][1])
+    if opts.get("is_sparse") and (vocab is not None or len(shape) != 1):
+        return ev.err("E103", "is_sparse=True marks a one-hot vector input, e.g. Input(V, is_sparse=True)",
+                      kwargs["is_sparse"][1])
     length = opts.get("length")
     if length is not None and not is_dim(length):
         return ev.err("E103", f"length must be a positive integer, got {describe_dim(length)}", e.span)

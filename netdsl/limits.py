@@ -25,6 +25,7 @@ class Limits:
     max_errors: int = 100  # diagnostics reported before the front end stops
     max_nodes: int = 300_000  # layer applications (a shared layer applied twice is two)
     max_group_depth: int = 100  # Sequential/LayerStack/'>>' composites nested in each other
+    max_fixed_weights_bytes: int = 1 << 31  # one Embedding(weights=...) array, as its .npz header declares it
 
     @classmethod
     def from_env(cls, env=os.environ) -> "Limits":

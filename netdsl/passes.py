@@ -78,7 +78,8 @@ def infer_shapes(g: ir.Graph) -> ir.Graph:
 def make_params(layer: ir.Layer, pshapes: dict) -> tuple:
     kind = layers.get(layer.kind)
     inits = kind.inits(layer) if kind.inits else {}
-    return tuple(ir.Param(f"{layer.name}.{short}", tuple(shape), inits[short], short not in kind.frozen)
+    frozen = kind.frozen(layer) if callable(kind.frozen) else kind.frozen
+    return tuple(ir.Param(f"{layer.name}.{short}", tuple(shape), inits[short], short not in frozen)
                  for short, shape in pshapes.items())
 
 

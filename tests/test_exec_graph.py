@@ -296,7 +296,7 @@ def torch_forward(g, params, inputs, training=True):
         elif k == "Flatten":
             y = x.reshape(x.shape[0], -1)
         elif k == "Embedding":
-            y = F.embedding(x, P("E"))
+            y = x @ P("E") if x.is_floating_point() else F.embedding(x, P("E"))
         elif k == "LSTM":
             y = _lstm(x, P("W"), P("H"), P("b"), L.attr("go_backwards"))
         elif k == "Splice":
@@ -456,11 +456,13 @@ b = Convolution((3, 3), 4, pad=True, activation=tanh)(a)
 c = LayerNormalization()(b)
 d = Dense(5, activation=softmax)(c)
 e = Dropout(0.5)(d)
-s1 = Recurrence(LSTM(4))(seq)
+s0 = Embedding(5)(seq)
+s1 = Recurrence(LSTM(4))(s0)
 s2 = LayerNormalization()(s1)
 s3 = Dense(5, activation=sigmoid)(s2)
 f = select_first(s3)
-g = splice([e, f])
+e2 = Embedding(3)(e)
+g = splice([e2, f])
 h = Activation(tanh)(g)
 output h
 """
@@ -469,7 +471,7 @@ output h
 def test_other_kinds_gradcheck_and_pytorch():
     g = load_text(OTHER_KINDS, "kinds.net")
     kinds = {l.kind for l in g.layers}
-    assert {"AveragePooling", "LayerNormalization", "Dropout", "SelectFirst", "Activation", "Splice"} <= kinds
+    assert {"AveragePooling", "LayerNormalization", "Dropout", "SelectFirst", "Activation", "Splice", "Embedding"} <= kinds
     rng = np.random.default_rng(8)
     inputs = {"img": rng.standard_normal((3, 2, 8, 8)), "seq": rng.standard_normal((3, 4, 6))}
     # training=False: dropout is the identity, so finite differences see a fixed function

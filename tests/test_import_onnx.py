@@ -26,7 +26,9 @@ MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"
 TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net"))
 # Attributes ONNX does not carry: initialisers (weights are given), and how 'pad' was spelled
 # (the pads themselves, `pads`, are compared).
-NOT_CARRIED = {"init", "init_bias", "pad", "init_scale", "initial_scale", "initial_bias"}  # initialisers
+# ONNX initialisers do not say whether a weight is trained either: Embedding(weights=...)'s constant comes
+# back as a plain Embedding with the same E.
+NOT_CARRIED = {"init", "init_bias", "pad", "init_scale", "initial_scale", "initial_bias", "weights"}  # initialisers
 
 
 def structure(graph):
@@ -41,7 +43,12 @@ def structure(graph):
             if key not in NOT_CARRIED:
                 attrs.append((key, round(v, 5) if isinstance(v, float) else v))
         lid = layer_ids.setdefault(layer.name, len(layer_ids))
-        rows.append((layer.kind, tuple(attrs), tuple(p.shape for p in layer.params), lid,
+        kind, shapes = layer.kind, tuple(p.shape for p in layer.params)
+        if kind == "Embedding" and graph.value_type(node.inputs[0]).vocab is None:
+            # x @ E of float vectors is ONNX's MatMul, which comes back as the same Dense without bias
+            kind, shapes = "Dense", (shapes[0][::-1],)
+            attrs = [("activation", None), ("bias", False), ("max_norm", None), ("units", layer.attr("dim"))]
+        rows.append((kind, tuple(attrs), shapes, lid,
                      tuple(pos[i] for i in node.inputs), node.type))
         pos[node.name] = f"n{k}"
     return ([(i.type) for i in graph.inputs], rows, [pos[o] for o in graph.outputs])

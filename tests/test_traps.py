@@ -92,3 +92,20 @@ def test_cntk_does_not_depend_on_the_callers_thread_settings(tmp_path, monkeypat
     if cell.status == "not run":
         pytest.skip(f"CNTK NOT EXECUTED: {cell.reason}")
     assert cell.status == "pass" and cell.step_status == "pass", f"{cell.short()}: {cell.reason}"
+
+
+def test_fixed_embedding_is_the_file_array_and_one_native_step_leaves_it():
+    """Embedding(weights=...): every canonical weights file holds the .npz array; a step trains the rest only."""
+    from netdsl.exec.weights import init_params
+    from netdsl.frontend import load
+
+    g = load(str(ROOT / "tests/traps/embedding_fixed.net"))
+    fixed = np.load(ROOT / "tests/traps/embedding_fixed.npz", allow_pickle=False)["E"]
+    e, after = [p for p in g.params() if p.name.endswith(".E")]  # the fixed one, then x @ E on its vectors
+    assert not e.trainable and after.trainable
+    params = init_params(g, 3)
+    np.testing.assert_array_equal(params[e.name], fixed)
+    ids = np.random.default_rng(0).integers(0, 7, (3, 5))
+    stepped = conf.native_step(g, params, {"words": ids}, np.ones((3, 5, 4), np.float32))
+    np.testing.assert_array_equal(stepped[e.name], fixed)
+    assert not np.array_equal(stepped[after.name], params[after.name])

@@ -178,6 +178,10 @@ def _emit(graph: ir.Graph, target_name: str) -> str:
     ctx.setdefault("data_vocab", graph.inputs[0].type.vocab)  # token datasets (common/data.py.j2)
     ctx.setdefault("data_tagging", graph.value_type(first_out).seq)
     ctx.setdefault("refused_flags", refused_flags(target))
+    if any(layer.kind == "Embedding" and layer.attr("weights") for layer in graph.layers):
+        # the constant of Embedding(weights=...) reaches the script only in a netdsl weights file
+        ctx["refused_flags"] = ctx["refused_flags"] + [(
+            "not args.init", "Embedding(weights=...) needs --init W.npz (netdsl run --save)")]
     from ..conformance_lengths import TARGETS_WITH_MASKS
 
     # token batches pass their lengths to the targets whose predict/train_step take them (docs/ir.md)

@@ -259,6 +259,15 @@ def _rescale(lg, layer, x="x"):
 CNTK_OPS = {"add": "C.plus", "sub": "C.minus", "mul": "C.element_times"}  # Elementwise's op
 
 
+def _embedding(layer):
+    if layer.attr("weights"):  # CNTK's own constant E (weights=), its value loaded from the weights file
+        shape = tuple(layer.param("E").shape)
+        return View(ctor="C.layers.Embedding", args={"weights": f"np.zeros({shape!r}, np.float32)"},
+                    params=[("E", "E", "identity")])
+    return View(ctor="C.layers.Embedding", pos=[str(layer.attr("dim"))],
+                args={"init": init_expr(layer.attr("init"))}, params=[("E", "E", "identity")])
+
+
 def _splice(lg, layer):
     return "lambda *xs: C.splice(*xs, axis=%d)" % _splice_axis(lg, layer)
 
@@ -270,8 +279,7 @@ def _splice_axis(lg, layer):
 LAYERS_FN = {  # one function per IR kind: the explicit registration table of this target
     "Dense": _dense, "Convolution": _conv, "MaxPooling": _pool, "AveragePooling": _pool,
     "Dropout": lambda lg, l: View(ctor="C.layers.Dropout", pos=[repr(float(l.attr("rate")))]),
-    "Embedding": lambda lg, l: View(ctor="C.layers.Embedding", pos=[str(l.attr("dim"))],
-                                    args={"init": init_expr(l.attr("init"))}, params=[("E", "E", "identity")]),
+    "Embedding": lambda lg, l: _embedding(l),
     "LSTM": _lstm, "BatchNormalization": _bn,
     "Activation": lambda lg, l: View(ctor="C.layers.Activation", pos=[_act(l, lg)]),
     "Rescale": _fn(lambda lg, l: "lambda x: " + _rescale(lg, l), lambda lg, l: _rescale(lg, l, "{x}")),

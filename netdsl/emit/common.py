@@ -553,7 +553,7 @@ def check_shapes(idx: GraphIndex, target: str) -> list:
         bad = None
         if layer.kind == "BatchNormalization" and t is not None and not (is_image(t) or len(t.shape) == 1):
             bad = f"BatchNormalization of {t.describe()} (only images, vectors and sequences of vectors)"
-        elif layer.kind == "Embedding" and t is not None and t.shape != ():
+        elif layer.kind == "Embedding" and t is not None and t.shape != () and (t.vocab is not None or len(t.shape) != 1):
             bad = f"Embedding of {t.describe()}"
         if bad:
             out.append(Diagnostic("E802", f"target '{target}' cannot express {bad}", n.span or layer.span or graph.span))

@@ -238,6 +238,9 @@ def layer_norm(lg, layer):
 
 @emits("Embedding")
 def embedding(lg, layer):
+    if lg.in_type(layer).vocab is None:  # float vectors: x @ E (_VectorEmbedding, module.py.j2)
+        V, dim = layer.param("E").shape
+        return View(f"_VectorEmbedding({V}, {dim}, prefix={_prefix(layer)})", [("E", "weight")])
     return View(f"nn.Embedding({lg.in_type(layer).vocab}, {layer.attr('dim')}, prefix={_prefix(layer)})",
                 [("E", "weight")])
 
@@ -370,6 +373,11 @@ def context(lg: Legacy, views: dict) -> dict:
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
     )
+    # Embedding(weights=...): a constant (grad_req 'null'), loaded from the weights file
+    ctx["frozen"] = ctx["frozen"] + [layer.name + "_weight" for layer in lg.graph.layers
+                                     if layer.kind == "Embedding" and layer.attr("weights")]
+    ctx["vector_embedding"] = any(layer.kind == "Embedding" and lg.in_type(layer).vocab is None
+                                  for layer in lg.graph.layers)
     ctx.update(_mask_context(lg, views, ctx))  # replaces calls: the ones that take lengths get them
     t = lg.graph.training or ir.Training()
     ctx["rule"] = step_rule(t)

@@ -237,7 +237,11 @@ def dropout(idx, layer):
 
 def embedding(idx, layer):
     p = layer.param("E")
-    kwargs = init_kwargs(layer, E="embeddings_initializer")
+    fixed = {"trainable": False} if layer.attr("weights") else {}  # a constant, loaded from the weights file
+    if idx.first_input_type(layer).vocab is None:  # float vectors: x @ E, E (V, dim) is the kernel as is
+        kwargs = {"use_bias": False, **init_kwargs(layer, E="kernel_initializer"), **fixed}
+        return KerasView("Embedding", [KLayer("", "layers.Dense", (p.shape[1],), kwargs)], [(p.name, None)])
+    kwargs = {**init_kwargs(layer, E="embeddings_initializer"), **fixed}
     return KerasView("Embedding", [KLayer("", "layers.Embedding", (p.shape[0], p.shape[1]), kwargs)], [(p.name, None)])
 
 

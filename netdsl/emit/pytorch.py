@@ -190,6 +190,9 @@ def dropout(idx, layer):
 
 def embedding(idx, layer):
     p = layer.param("E")
+    if idx.first_input_type(layer).vocab is None:  # float vectors: x @ E (VectorEmbedding, module.py.j2)
+        return TorchLayer("Embedding", call("VectorEmbedding", p.shape[0], p.shape[1]),
+                          params=_params(layer, E="weight"), helper="vector_embedding")
     return TorchLayer("Embedding", call("nn.Embedding", p.shape[0], p.shape[1]), params=_params(layer, E="weight"))
 
 
@@ -519,6 +522,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             wanted.append((init_cls, bias, init_call("nn.init.zeros_", {}), f"self.{a}.{bias}"))
             lstm_freeze.append(C.layout(f"self.{a}.{bias}.requires_grad_(False)" + (
                 "  # netdsl's one bias per gate is bias_ih_l0" if owner == layer.name else ""), 8))
+    for layer in graph.layers:  # Embedding(weights=...): a constant, loaded from the weights file
+        if layer.kind == "Embedding" and layer.attr("weights") and layer.param("E").name in param_ref:
+            lstm_freeze.append(f"{param_ref[layer.param('E').name]}.requires_grad_(False)  # fixed weights=")
     init_lines = init_statements(wanted, module_counts(views, layer_attr, group_attr, idx))
     for block in init_blocks:
         if "module" in block:

@@ -243,6 +243,12 @@ def batch_norm(lg, layer):
 
 @emits("Embedding")
 def embedding(lg, layer):
+    t, fixed = lg.in_type(layer), layer.attr("weights") is not None
+    if t.vocab is None or fixed:  # float vectors: x @ E, a dense layer whose kernel (V, dim) is E
+        # a fixed E (weights=, loaded from the weights file) is not trained; ids as one-hot rows select E's rows exactly
+        head = f"{layer.attr('dim')}, use_bias=False, {'trainable=False, ' if fixed else ''}{_named(lg, layer)}"
+        x = (lambda s: f"tf.one_hot({s.ins[0]}, {t.vocab})") if t.vocab is not None else (lambda s: s.ins[0])
+        return View(lambda s: f"{s.out} = tf.compat.v1.layers.dense({x(s)}, {head})", [("E", "kernel", "identity")])
     vocab, dim = lg.in_type(layer).vocab, layer.attr("dim")
     return View(lambda s: f"{s.out} = _embedding({s.ins[0]}, {vocab}, {dim}, {pyrepr(layer.name)})",
                 [("E", "embeddings", "identity")])

@@ -76,6 +76,10 @@ def parse_init(text: str):
 
 
 def init_param(layer: ir.Layer, param: ir.Param, rng: np.random.Generator) -> np.ndarray:
+    kernel = KERNELS.get(layer.kind)
+    fixed = kernel.fixed(layer, param) if kernel is not None else None
+    if fixed is not None:  # a constant from the .net file's own .npz, in every canonical weights file
+        return fixed
     name, arg = parse_init(param.init)
     shape = tuple(param.shape)
     if name in ("uniform", "normal"):

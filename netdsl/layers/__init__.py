@@ -35,6 +35,8 @@ class Constructor:
     wraps_what: str = ""
     # other keyword names of an argument: seed 004 writes Convolution(rf_shape=...), CNTK 2.7 filter_shape=
     keyword_aliases: dict = field(default_factory=dict)
+    # check(given, file) with the .net file the call is written in: an argument names a file beside it
+    sourced: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class LayerKind:
     floats: tuple = ()  # IR attrs stored as floats whatever number was written
     # ir.Layer (attrs resolved) -> {param short name: initialiser}; params in shape()'s order
     inits: Callable | None = None
-    frozen: tuple = ()  # params that are state, not trained (running statistics)
+    # params that are state, not trained (running statistics); or fn(ir.Layer) -> them (a fixed Embedding)
+    frozen: tuple | Callable = ()
     constructors: tuple = ()
     function: Function | None = None
     # the layer's arguments -> why it cannot be applied as built, or None (LSTM outside Recurrence)

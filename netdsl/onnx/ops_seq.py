@@ -23,6 +23,9 @@ def gates_from_onnx(a: np.ndarray) -> np.ndarray:
 
 @converter("Embedding")
 def embedding(b, layer, node, xs, ins, params):
+    if ins[0].vocab is None:  # float vectors (one-hot words or any dense vectors): x @ E
+        b.op("MatMul", [xs[0], b.param(layer, "E", params)], node.name, name=node.name)
+        return
     b.op("Gather", [b.param(layer, "E", params), xs[0]], node.name, name=node.name, axis=0)
 
 

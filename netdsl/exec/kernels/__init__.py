@@ -77,6 +77,9 @@ class Kernel:
         shape does not tell them; None, None: from the shape (init.fans)."""
         return None, None
 
+    def fixed(self, layer: ir.Layer, param: ir.Param):
+        """The value of a constant parameter (Embedding(weights=...)), or None: initialised."""
+
 
 class Fusion:
     """A kind applied to the output of another, run as one step when the first
