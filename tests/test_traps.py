@@ -18,7 +18,6 @@ COLUMNS = {c.name: c for c in conf.COLUMNS}
 REFUSED = {
     ("gelu_exact", "cntk"): "CNTK 2.7 has no erf",
     ("conv1d_sequence", "cntk"): "changes the sequence length",
-    ("lstm_projection", "onnx"): "has no projection",
 }
 
 
