@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from ..layers.common import split_activation
-from . import layout
 from . import common as C
 from . import keras_training
+from . import layout
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
 from .names import template_names
