@@ -18,7 +18,6 @@ from .. import ir
 from ..layers.common import split_activation
 from . import common as C
 from . import keras_training
-from . import layout
 from .base import EmitBug, Target, ident
 from .common import Code, call, lit
 from .names import template_names
@@ -279,7 +278,7 @@ def _wrap(kl: KLayer, code: str, indent: int) -> list:
     """The lines of a statement building a Keras layer: a layers.RNN's cell is a call inside the
     call, which only layout() lays out the way ruff format keeps it."""
     if kl.func == "layers.RNN":  # relative to `indent`, as wrap_call's lines are
-        first, *rest = layout.layout(code, indent).split("\n")
+        first, *rest = C.layout(code, indent).split("\n")
         return [first] + [line[indent:] for line in rest]
     return C.wrap_call(code, indent)
 
