@@ -367,6 +367,8 @@ CANNOT_SAY = {  # target -> (model, the layer refused, its kind): each one thing
     "tf-estimator": ("image = Input((1, 4, 4))\nv = Input(16)\nd = Dense(3)\na = d(Flatten()(image))\nb = d(v)\n"
                      "output a, b\n", "d", "Dense"),
     "cntk": ("x = Input(4)\nz = Dense(3, activation=gelu)(x)\noutput z\n", "dense_1", "Dense"),
+    # nn.LSTM's proj_size must be below its hidden size: a projection that does not shrink
+    "pytorch": ("x = SequenceInput(5)\nz = Recurrence(LSTM(4, cell_shape=3))(x)\noutput z\n", "lstm_1", "LSTM"),
 }
 
 

@@ -516,41 +516,49 @@ def test_embedding_out_of_range(bad):
 
 # ------------------------------------------------------------------- lstm
 
-def torch_lstm(x, W, H, b, go_backwards):
-    """Returns (output, module) for canonical weights via nn.LSTM."""
+def torch_lstm(x, W, H, b, go_backwards, P=None):
+    """Returns (output, module) for canonical weights via nn.LSTM (proj_size with a projection P)."""
     n, T_, f = x.shape
-    hs = H.shape[1]
-    m = torch.nn.LSTM(f, hs, batch_first=True).to(x.dtype)
+    proj = {} if P is None else {"proj_size": P.shape[0]}
+    m = torch.nn.LSTM(f, W.shape[0] // 4, batch_first=True, **proj).to(x.dtype)
     with torch.no_grad():
         m.weight_ih_l0.copy_(W)
         m.weight_hh_l0.copy_(H)
         m.bias_ih_l0.copy_(b)
         m.bias_hh_l0.zero_()
+        if P is not None:
+            m.weight_hr_l0.copy_(P)
     xin = torch.flip(x, [1]) if go_backwards else x
     out, _ = m(xin)
     return (torch.flip(out, [1]) if go_backwards else out), m
 
 
+@pytest.mark.parametrize("cell", [None, 5])  # 5: a projected LSTM (cell_shape=5), P (3, 5)
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_lstm(go_backwards):
-    rng = rng_for("lstm", go_backwards)
+def test_lstm(go_backwards, cell):
+    rng = rng_for("lstm", go_backwards, cell)
     n, T_, f, hs = 2, 4, 3, 3
+    cs = hs if cell is None else cell
     x = normal(rng, (n, T_, f))
-    W = normal(rng, (4 * hs, f)) * 0.5
-    H = normal(rng, (4 * hs, hs)) * 0.5
-    b = normal(rng, (4 * hs,)) * 0.5
-    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards)
+    W = normal(rng, (4 * cs, f)) * 0.5
+    H = normal(rng, (4 * cs, hs)) * 0.5
+    b = normal(rng, (4 * cs,)) * 0.5
+    P = None if cell is None else normal(rng, (hs, cs)) * 0.5
+    ps = [] if P is None else [P]
+    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards, P)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
-    dx, dW, dH, db = lstm.lstm_backward(R, cache)
-    fd_check(lambda x, W, H, b: lstm.lstm_forward(x, W, H, b, go_backwards),
-             [x, W, H, b], [0, 1, 2, 3], [dx, dW, dH, db], R)
+    grads = lstm.lstm_backward(R, cache)
+    assert len(grads) == 4 + len(ps)
+    fd_check(lambda x, W, H, b, *ps: lstm.lstm_forward(x, W, H, b, go_backwards, *ps),
+             [x, W, H, b, *ps], range(4 + len(ps)), list(grads), R)
 
-    x32, W32, H32, b32, R32 = (a.astype(np.float32) for a in (x, W, H, b, R))
-    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards)
-    dx, dW, dH, db = lstm.lstm_backward(R32, cache)
+    x32, W32, H32, b32, R32, *P32 = (a.astype(np.float32) for a in (x, W, H, b, R, *ps))
+    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards, *P32)
+    dx, dW, dH, db, *dP = lstm.lstm_backward(R32, cache)
     xt = T(x32)
-    yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards)
+    yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards,
+                       *(torch.tensor(p) for p in P32))
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")
@@ -558,6 +566,8 @@ def test_lstm(go_backwards):
     assert_close(dW, m.weight_ih_l0.grad, what="dW")
     assert_close(dH, m.weight_hh_l0.grad, what="dH")
     assert_close(db, m.bias_ih_l0.grad, what="db")
+    if P32:
+        assert_close(dP[0], m.weight_hr_l0.grad, what="dP")
 
 
 def test_lstm_go_backwards_output_alignment():

@@ -147,8 +147,9 @@ with default_options(init_bias=0.25) {
     f = Recurrence(LSTM(3))(rows)
     g = Recurrence(GRU(2, init_bias=-0.5))(rows)
     k = Recurrence(GRU(2, reset_after=True))(rows)
+    p = Recurrence(LSTM(2, cell_shape=5))(rows)
 }
-s = splice([f, g, k])
+s = splice([f, g, k, p])
 output s
 """
 EXPORT_DRIVER = """
@@ -194,6 +195,11 @@ def test_init_bias_starts_the_bias(tmp_path, target):
     np.testing.assert_array_equal(params["gru_1.b"], np.full(6, -0.5, np.float32))
     np.testing.assert_array_equal(params["gru_2.b"], np.full(6, 0.25, np.float32))
     np.testing.assert_array_equal(params["gru_2.bh"], np.zeros(6, np.float32))
+    # a projected LSTM (cell_shape): its bias has the cell's 4 * 5 rows, and P (2, 5) is exported,
+    # drawn from init (glorot_uniform: within sqrt(6 / (5 + 2)))
+    np.testing.assert_array_equal(params["lstm_2.b"], np.full(20, 0.25, np.float32))
+    P = params["lstm_2.P"]
+    assert P.shape == (2, 5) and np.abs(P).max() <= np.sqrt(6 / 7) and np.abs(P).min() > 0, P
 
 
 TORCH_GRU = '''

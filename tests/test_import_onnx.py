@@ -23,7 +23,8 @@ from netdsl.onnx.sources import from_onnx_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))
-TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net"))
+# lstm_projection: ONNX cannot express it (export refuses it, tests/test_onnx_export.py), so no round trip
+TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net") if p.stem != "lstm_projection")
 # Attributes ONNX does not carry: initialisers (weights are given), and how 'pad' was spelled
 # (the pads themselves, `pads`, are compared).
 # ONNX initialisers do not say whether a weight is trained either: Embedding(weights=...)'s constant comes

@@ -33,13 +33,16 @@ def close(ours, ref, tol, what):
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol * scale:.3g}"
 
 
-def lstm_weights(rng, f, hs, dtype):
-    return [(rng.standard_normal(s) * 0.5).astype(dtype) for s in ((4 * hs, f), (4 * hs, hs), (4 * hs,))]
+def lstm_weights(rng, f, hs, dtype, cell=None):
+    """[W, H, b], and the projection P (hs, cell) after them with a cell size (cell_shape)."""
+    cs = hs if cell is None else cell
+    shapes = ((4 * cs, f), (4 * cs, hs), (4 * cs,)) + (() if cell is None else ((hs, cs),))
+    return [(rng.standard_normal(s) * 0.5).astype(dtype) for s in shapes]
 
 
-def masked_lstm(x, W, H, b, lengths, go_backwards):
+def masked_lstm(x, W, H, b, lengths, go_backwards, P=None):
     """The LSTM kernel's path for a padded batch."""
-    return masking.run_masked(lambda v: lstm.lstm_forward(v, W, H, b), lstm.lstm_backward, x, lengths,
+    return masking.run_masked(lambda v: lstm.lstm_forward(v, W, H, b, P=P), lstm.lstm_backward, x, lengths,
                               go_backwards)
 
 
@@ -60,26 +63,27 @@ def test_lengths_are_checked(bad):
 
 # ------------------------------------------------------------ LSTM kernel
 
+@pytest.mark.parametrize("cell", [None, 4])  # 4: a projected LSTM (cell_shape), gradient of P too
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_masked_lstm_finite_differences(go_backwards):
-    rng = rng_for("fd", go_backwards)
+def test_masked_lstm_finite_differences(go_backwards, cell):
+    rng = rng_for("fd", go_backwards, cell)
     n, T, f, hs = 3, 5, 2, 3
     lengths = np.array([5, 2, 3])
     x = rng.standard_normal((n, T, f))
-    W, H, b = lstm_weights(rng, f, hs, np.float64)
-    y, cache = masked_lstm(x, W, H, b, lengths, go_backwards)
+    args = [x, *lstm_weights(rng, f, hs, np.float64, cell)]
+    y, cache = masked_lstm(*args[:4], lengths, go_backwards, *args[4:])
     assert (y[~masking.valid_mask(lengths, T)] == 0).all()
     R = rng.standard_normal(y.shape)
     grads = masking.backward_masked(R, cache)
-    args = [x, W, H, b]
+    assert len(grads) == len(args)
     for i, g in enumerate(grads):
         a, num = args[i], np.zeros_like(args[i])
         for idx in np.ndindex(a.shape):
             old = a[idx]
             a[idx] = old + 1e-6
-            lp = float((masked_lstm(*args, lengths, go_backwards)[0] * R).sum())
+            lp = float((masked_lstm(*args[:4], lengths, go_backwards, *args[4:])[0] * R).sum())
             a[idx] = old - 1e-6
-            lm = float((masked_lstm(*args, lengths, go_backwards)[0] * R).sum())
+            lm = float((masked_lstm(*args[:4], lengths, go_backwards, *args[4:])[0] * R).sum())
             a[idx] = old
             num[idx] = (lp - lm) / 2e-6
         close(g, num, 1e-6, f"gradient {i}")
@@ -87,15 +91,19 @@ def test_masked_lstm_finite_differences(go_backwards):
     assert (grads[0][~masking.valid_mask(lengths, T)] == 0).all()
 
 
+TORCH_LSTM_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "weight_hr_l0")
+
+
 def torch_bilstm(x, lengths, fwd, bwd):
-    """nn.LSTM(bidirectional=True) over a packed batch: (forward half, backward half), padded with 0."""
+    """nn.LSTM(bidirectional=True) over a packed batch: (forward half, backward half), padded with 0.
+    fwd, bwd: [W, H, b] or [W, H, b, P] (then proj_size)."""
     f, hs = x.shape[2], fwd[1].shape[1]
-    m = torch.nn.LSTM(f, hs, batch_first=True, bidirectional=True)
+    proj = {"proj_size": hs} if len(fwd) == 4 else {}
+    m = torch.nn.LSTM(f, fwd[0].shape[0] // 4, batch_first=True, bidirectional=True, **proj)
     with torch.no_grad():
-        for suffix, (W, H, b) in (("", fwd), ("_reverse", bwd)):
-            getattr(m, "weight_ih_l0" + suffix).copy_(torch.tensor(W))
-            getattr(m, "weight_hh_l0" + suffix).copy_(torch.tensor(H))
-            getattr(m, "bias_ih_l0" + suffix).copy_(torch.tensor(b))
+        for suffix, ws in (("", fwd), ("_reverse", bwd)):
+            for short, w in zip(TORCH_LSTM_NAMES, ws):
+                getattr(m, short + suffix).copy_(torch.tensor(w))
             getattr(m, "bias_hh_l0" + suffix).zero_()
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor(lengths), batch_first=True,
                                                      enforce_sorted=False)
@@ -104,17 +112,18 @@ def torch_bilstm(x, lengths, fwd, bwd):
     return out[..., :hs], out[..., hs:], m
 
 
-def test_masked_lstm_matches_pytorch_packed_bidirectional():
+@pytest.mark.parametrize("cell", [None, 7])  # 7: projected (cell_shape=7 -> 5), PyTorch's proj_size
+def test_masked_lstm_matches_pytorch_packed_bidirectional(cell):
     """Both directions against one nn.LSTM(bidirectional=True) on a packed batch: outputs, and the
     gradients of every weight and of x."""
-    rng = rng_for("torch")
+    rng = rng_for("torch", *(() if cell is None else (cell,)))
     n, T, f, hs = 4, 7, 3, 5
     lengths = np.array([7, 1, 4, 6])
     x = rng.standard_normal((n, T, f)).astype(np.float32)
     x[~masking.valid_mask(lengths, T)] = 9.0  # padding that would show if it were read
-    fwd, bwd = lstm_weights(rng, f, hs, np.float32), lstm_weights(rng, f, hs, np.float32)
-    yf, cf = masked_lstm(x, *fwd, lengths, False)
-    yb, cb = masked_lstm(x, *bwd, lengths, True)
+    fwd, bwd = lstm_weights(rng, f, hs, np.float32, cell), lstm_weights(rng, f, hs, np.float32, cell)
+    yf, cf = masked_lstm(x, *fwd[:3], lengths, False, *fwd[3:])
+    yb, cb = masked_lstm(x, *bwd[:3], lengths, True, *bwd[3:])
     Rf, Rb = (rng.standard_normal(yf.shape).astype(np.float32) for _ in range(2))
     xt = torch.tensor(x, requires_grad=True)
     tf_, tb, m = torch_bilstm(xt, lengths, fwd, bwd)
@@ -125,7 +134,8 @@ def test_masked_lstm_matches_pytorch_packed_bidirectional():
     dxb, *gb = masking.backward_masked(Rb, cb)
     close(dxf + dxb, xt.grad, 1e-5, "dx")
     for suffix, grads in (("", gf), ("_reverse", gb)):
-        for short, g in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0"), grads):
+        assert len(grads) == len(fwd)
+        for short, g in zip(TORCH_LSTM_NAMES, grads):
             close(g, getattr(m, short + suffix).grad, 1e-5, short + suffix)
 
 

@@ -211,10 +211,13 @@ def _lstm(lg, layer):
     # init_bias is written when given or not 0: CNTK's LSTM would otherwise take a default_options scope's
     bias = layer.attr("init_bias", 0.0)
     bias = f", init_bias={float(bias)!r}" if bias or "init_bias" in layer.explicit else ""
+    # cell_shape: CNTK's own projection, a Parameter named P of shape (cell, units), applied h @ P
+    cell = "" if layer.attr("cell") is None else f", cell_shape={int(layer.attr('cell'))}"
+    proj = [] if layer.attr("cell") is None else [("P", "P", "dense")]
     return View(ctor="C.layers.Recurrence",
-                pos=[f"C.layers.LSTM({layer.attr('units')}{bias}, name={pyrepr(layer.name)})"],
+                pos=[f"C.layers.LSTM({layer.attr('units')}{cell}{bias}, name={pyrepr(layer.name)})"],
                 args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
-                params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")])
+                params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")] + proj)
 
 
 def _gru(lg, layer):

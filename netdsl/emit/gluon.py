@@ -247,6 +247,14 @@ def embedding(lg, layer):
 
 @emits("LSTM")
 def lstm(lg, layer):
+    if layer.attr("cell") is not None:
+        # cell_shape: the _ProjectedLSTM helper, a loop over time (MXNet 1.9's rnn.LSTM(projection_size=)
+        # runs forward on CPU but refuses to train there)
+        core = (f"_ProjectedLSTM({layer.attr('units')}, {layer.attr('cell')}, {lg.in_type(layer).shape[-1]}, "
+                f"prefix={_prefix(layer)})")
+        return View(_recurrence(layer, core),
+                    [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias"), ("P", "h2r_weight")],
+                    takes_lengths=True)
     core = (f"rnn.LSTM({layer.attr('units')}, layout='NTC', input_size={lg.in_type(layer).shape[-1]}, "
             f"prefix={_prefix(layer)})")
     return View(_recurrence(layer, core),
@@ -372,6 +380,8 @@ def context(lg: Legacy, views: dict) -> dict:
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
+        rnn_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is None for layer in lg.graph.layers),
     )
     # Embedding(weights=...): a constant (grad_req 'null'), loaded from the weights file
     ctx["frozen"] = ctx["frozen"] + [layer.name + "_weight" for layer in lg.graph.layers

@@ -27,7 +27,7 @@ from .passes.masks import RECURRENCES, length_sources
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast")
+               "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast", "ProjectedLSTMCell")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -249,6 +249,8 @@ def lstm(idx, layer):
     kwargs = {"return_sequences": True}
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
+    if layer.attr("cell") is not None:
+        return _projected_lstm(layer, kwargs)
     kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
     kwargs["unit_forget_bias"] = False  # netdsl initialises the forget gate's bias like the others
     view = KerasView("LSTM", [KLayer("", "layers.LSTM", (layer.attr("units"),), kwargs)],
@@ -256,6 +258,33 @@ def lstm(idx, layer):
     if layer.attr("go_backwards"):
         view.after = "flip"
     return view
+
+
+def _projected_lstm(layer, kwargs):
+    """LSTM(n, cell_shape=c): Keras 3's LSTM has no projection; layers.RNN over the module's
+    ProjectedLSTMCell (gates i, f, c, o as Keras's LSTMCell, h = (o * tanh(c)) @ projection, no bias)."""
+    inits = {}  # the cell's defaults are netdsl's: glorot_uniform, zeros for the bias
+    for short, key in (("W", "kernel_initializer"), ("H", "recurrent_initializer"), ("b", "bias_initializer"),
+                       ("P", "projection_initializer")):
+        value = keras_init(layer.param(short).init)
+        if value != ("zeros" if short == "b" else "glorot_uniform"):
+            inits[key] = value
+    cell = call("ProjectedLSTMCell", layer.attr("units"), layer.attr("cell"), **inits)
+    view = KerasView("LSTM", [KLayer("", "layers.RNN", (cell,), kwargs)],
+                     [(layer.param(s).name, None if s == "b" else "dense") for s in ("W", "H", "b", "P")],
+                     helper="projected_lstm")
+    if layer.attr("go_backwards"):
+        view.after = "flip"
+    return view
+
+
+def _wrap(kl: KLayer, code: str, indent: int) -> list:
+    """The lines of a statement building a Keras layer: a layers.RNN's cell is a call inside the
+    call, which only layout() lays out the way ruff format keeps it."""
+    if kl.func == "layers.RNN":  # relative to `indent`, as wrap_call's lines are
+        first, *rest = C.layout(code, indent).split("\n")
+        return [first] + [line[indent:] for line in rest]
+    return C.wrap_call(code, indent)
 
 
 def gru(idx, layer):
@@ -557,7 +586,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     def entry_lines(layer_name: str, kl: KLayer) -> list:
         """A layer as an entry of a Sequential list (indented 12): its comment above it, wrapped if long."""
         head = [f"# {kl.comment.strip().lstrip('#').strip()}"] if kl.comment else []
-        return head + C.wrap_call(render(layer_name, kl) + ",", 12)
+        return head + _wrap(kl, render(layer_name, kl) + ",", 12)
 
     body, seq_layers = [], []
     if sequential:
@@ -585,7 +614,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 key = (n.layer, kl.suffix)
                 if key not in shared_var:
                     shared_var[key] = locals_.of("layer:" + kname(n.layer, kl), kname(n.layer, kl))
-                    shared_lines += C.wrap_call(f"{shared_var[key]} = {render(n.layer, kl)}", 4)
+                    shared_lines += _wrap(kl, f"{shared_var[key]} = {render(n.layer, kl)}", 4)
         if shared_lines:
             body.append({"comment": "layers applied more than once: one set of weights"})
             body += [{"line": line} for line in shared_lines]
@@ -618,7 +647,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 more = length_of(n, plan) if not kl.suffix else ""
                 if kl.comment and more:  # above the call: after it, the line would be too long
                     body.append({"comment": kl.comment.strip().lstrip("#").strip()})
-                for line in C.wrap_call(f"{out} = {fn}({cur}{more})", 4):
+                for line in _wrap(kl, f"{out} = {fn}({cur}{more})", 4):
                     body.append({"line": line})
                 if kl.comment and not more:
                     body[-1]["line"] += kl.comment

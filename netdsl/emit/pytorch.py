@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import ir
+from ..errors import Diagnostic
 from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from . import common as C
@@ -198,6 +199,11 @@ def embedding(idx, layer):
 
 def lstm(idx, layer):
     t = idx.first_input_type(layer)
+    if layer.attr("cell") is not None:  # cell_shape: nn.LSTM's proj_size, h = weight_hr_l0 @ (o * tanh(c))
+        return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("cell"), batch_first=True,
+                                       proj_size=layer.attr("units")),
+                          params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0", P="weight_hr_l0"),
+                          chainable=False)
     return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("units"), batch_first=True),
                       params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0"), chainable=False)
 
@@ -505,7 +511,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         tl = views[owner]
         # a bidirectional module's tensors are initialised one by one (cls None): an isinstance()
         # rule for nn.LSTM would also name the _reverse tensors the one-way LSTMs lack
-        init_cls = None if owner in pair_of else tl.cls
+        # and so is a projection's weight_hr_l0, which an nn.LSTM without proj_size lacks
+        init_cls = None if owner in pair_of or (layer.kind == "LSTM" and layer.attr("cell") is not None) else tl.cls
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -676,7 +683,17 @@ def init_statements(wanted: list, counts: dict) -> list:
 
 def check(idx: C.GraphIndex) -> list:
     graph = idx.graph
-    return C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
+    return (C.check_inits(graph, "pytorch") + C.check_activations(graph, "pytorch") + C.check_shapes(idx, "pytorch")
+            + check_projections(graph))
+
+
+def check_projections(graph: ir.Graph) -> list:
+    """nn.LSTM's proj_size must be below its hidden size: LSTM(n, cell_shape=c) needs c > n."""
+    return [Diagnostic("E802", f"target 'pytorch' cannot express layer '{layer.name}' (LSTM): cell_shape="
+                               f"{layer.attr('cell')} is not above shape={layer.attr('units')} (nn.LSTM's proj_size must "
+                               "be smaller than its hidden_size)", layer.span or graph.span)
+            for layer in graph.layers if layer.kind == "LSTM" and layer.attr("cell") is not None
+            and layer.attr("cell") <= layer.attr("units")]
 
 
 # the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours

@@ -261,6 +261,13 @@ def lstm(lg, layer):
     setup = (f"{local} = tf.keras.layers.LSTM({layer.attr('units')}, return_sequences=True"
              f"{', go_backwards=True' if backwards else ''}, recurrent_initializer=\"glorot_uniform\", "
              f"unit_forget_bias=False, name={pyrepr(layer.name)})")
+    params = [("W", "lstm_cell/kernel", "transpose"), ("H", "lstm_cell/recurrent_kernel", "transpose"),
+              ("b", "lstm_cell/bias", "identity")]
+    if layer.attr("cell") is not None:  # cell_shape: the _ProjectedLSTMCell helper under tf.keras.layers.RNN
+        setup = (f"{local} = tf.keras.layers.RNN(_ProjectedLSTMCell({layer.attr('units')}, {layer.attr('cell')}), "
+                 f"return_sequences=True{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
+        params = [("W", "cell/kernel", "transpose"), ("H", "cell/recurrent_kernel", "transpose"),
+                  ("b", "cell/bias", "identity"), ("P", "cell/projection", "transpose")]
 
     def write(s):
         if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
@@ -268,8 +275,6 @@ def lstm(lg, layer):
         if backwards:
             return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
         return f"{s.out} = {local}({s.ins[0]})"
-    params = [("W", "lstm_cell/kernel", "transpose"), ("H", "lstm_cell/recurrent_kernel", "transpose"),
-              ("b", "lstm_cell/bias", "identity")]
     return View(write, params, setup=setup)
 
 
@@ -451,6 +456,7 @@ def context(lg: Legacy, views: dict) -> dict:
         image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
         uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
         avg_pads=any(v.avg_pads for v in views.values()),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
     )
     loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
     ctx.update(  # variable-length batches (docs/ir.md)

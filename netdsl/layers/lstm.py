@@ -1,4 +1,6 @@
 """LSTM, built as Recurrence(LSTM(n)): gates i, f, g, o stacked in W (4n, in), H (4n, n), b (4n,).
+With cell_shape=c (CNTK's projected LSTM) the cell has c units: W (4c, in), H (4c, n), b (4c,), and
+h = P @ (o * tanh(c)) with P (n, c), no bias; the projected h is what the recurrence feeds back.
 
 The recurrence and its cell are one layer definition: Recurrence returns the LSTM it is given
 with go_backwards set, and the weights live on the LSTM.
@@ -14,7 +16,8 @@ from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
 
 def check(a: dict):
     out = dict(a)
-    res = first_error(lambda: positive("LSTM", "shape", a), lambda: weights(a, out))
+    res = first_error(lambda: positive("LSTM", "shape", a), lambda: weights(a, out),
+                      lambda: None if a.get("cell_shape") is None else positive("LSTM", "cell_shape", a))
     if res is not None:
         return res
     if a.get("use_peepholes"):
@@ -41,24 +44,32 @@ def shape(a, ins):
     if not t.seq or len(t.shape) != 1:
         raise ShapeError(f"Recurrence(LSTM) needs a sequence of feature vectors, got {t.describe()}")
     u = a["units"]
-    return TensorType((u,), True, t.length), {"W": (4 * u, t.shape[0]), "H": (4 * u, u), "b": (4 * u,)}, {}
+    c = u if a.get("cell") is None else a["cell"]
+    params = {"W": (4 * c, t.shape[0]), "H": (4 * c, u), "b": (4 * c,)}
+    if a.get("cell") is not None:
+        params["P"] = (u, c)
+    return TensorType((u,), True, t.length), params, {}
 
 
 def inits(layer):
     init = layer.attr("init", DEFAULT_INIT)
-    return {"W": init, "H": init, "b": bias_init(layer)}
+    out = {"W": init, "H": init, "b": bias_init(layer)}
+    if layer.attr("cell") is not None:
+        out["P"] = init
+    return out
 
 
 KIND = register(LayerKind(
     "LSTM", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
-           "init_bias": ("init_bias", 0)},
+           "init_bias": ("init_bias", 0), "cell": ("cell_shape", None)},
     floats=("init_bias",),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
         Constructor("LSTM", ("shape",),
-                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False}, check,
+                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False,
+                     "cell_shape": None}, check,
                     options=("init", "init_bias")),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False}, check_recurrence,
                     wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),

@@ -135,6 +135,9 @@ def unsupported(graph: ir.Graph) -> list:
                 and not layer.attr("activation").startswith("leaky_relu("):
             diags.append(Diagnostic("E802", f"target 'onnx' has no activation {layer.attr('activation')!r} "
                                             f"(layer {layer.name})", layer.span or graph.span))
+        elif layer.kind == "LSTM" and layer.attr("cell") is not None:
+            diags.append(Diagnostic("E802", f"target 'onnx' cannot express layer '{layer.name}' (LSTM): ONNX's "
+                                            "LSTM operator has no projection (cell_shape)", layer.span or graph.span))
     return diags
 
 

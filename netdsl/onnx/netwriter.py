@@ -78,7 +78,8 @@ def constructor(layer) -> str:
     if k == "Embedding":
         return f"Embedding({a['dim']})"
     if k == "LSTM":
-        return f"Recurrence(LSTM({a['units']})" + (", go_backwards=True)" if a["go_backwards"] else ")")
+        cell = f", cell_shape={a['cell']}" if a.get("cell") is not None else ""
+        return f"Recurrence(LSTM({a['units']}{cell})" + (", go_backwards=True)" if a["go_backwards"] else ")")
     if k == "BatchNormalization":
         return f"BatchNormalization(epsilon={a['epsilon']!r}, momentum={a['momentum']!r})"
     if k == "LayerNormalization":

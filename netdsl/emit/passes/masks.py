@@ -37,6 +37,8 @@ def bidirectional_pairs(idx: C.GraphIndex, kinds=("LSTM",)) -> list:
         la, lb = idx.layers[a.layer], idx.layers[b.layer]
         if la.kind not in kinds or lb.kind != la.kind or la.attr("units") != lb.attr("units"):
             continue
+        if la.attr("cell") is not None or lb.attr("cell") is not None:  # a projected LSTM runs on its own
+            continue
         if la.attr("go_backwards") or not lb.attr("go_backwards") or a.inputs != b.inputs:
             continue
         if idx.shared(la.name) or idx.shared(lb.name):

@@ -1,6 +1,7 @@
 """LSTM: gates stacked i, f, g, o (PyTorch order) with one bias; with
 go_backwards the steps run t = T-1 .. 0 and output t is the state computed at
-input position t.
+input position t. With a projection P (cell_shape, docs/ir.md) the output and
+the state fed back are h = (o * tanh(c)) @ P.T.
 
 A step is one numpy exp pass for all four gates and two fused numba passes
 (tanh(z) = 2 sigmoid(2z) - 1): numpy's float32 exp is SIMD, numba's is a
@@ -18,21 +19,24 @@ from . import Kernel, masking, register
 @register("LSTM")
 class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
-        W, H, b = call.p("W"), call.p("H"), call.p("b")
+        W, H, b, P = call.p("W"), call.p("H"), call.p("b"), call.opt("P")
         go_backwards = bool(call.attr("go_backwards", False))
         lengths = call.lengths()
         if lengths is None:
-            y, cache = lstm_forward(xs[0], W, H, b, go_backwards)
+            y, cache = lstm_forward(xs[0], W, H, b, go_backwards, P)
             return y, (lstm_backward, cache)
         # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py).
-        y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b), lstm_backward, xs[0], lengths,
+        y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b, P=P), lstm_backward, xs[0], lengths,
                                       go_backwards)
         return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
         backward, cache = cache
-        dx, dW, dH, db = backward(dy, cache, need[0])
-        return [dx], {"W": dW, "H": dH, "b": db}
+        dx, dW, dH, db, *dP = backward(dy, cache, need[0])
+        grads = {"W": dW, "H": dH, "b": db}
+        if dP:
+            grads["P"] = dP[0]
+        return [dx], grads
 
     def fans(self, layer, param):
         # W and H stack four (n, in) gate blocks: each gate is initialised as its
@@ -46,8 +50,9 @@ class LSTM(Kernel):
         return 10 * out_elems + in_elems
 
 
-def lstm_forward(x, W, H, b, go_backwards=False):
-    """x (N, T, F) -> (N, T, h); gates i, f, g, o (docs/ir.md).
+def lstm_forward(x, W, H, b, go_backwards=False, P=None):
+    """x (N, T, F) -> (N, T, h); gates i, f, g, o (docs/ir.md); P (h, cell) projects
+    o * tanh(c) to h, or None: h = o * tanh(c).
 
     Internally time-major, with the gate rows reordered to i, f, o, g and
     scaled by -1 (i, f, o) and -2 (g), so the pre-activations come out of the
@@ -57,7 +62,7 @@ def lstm_forward(x, W, H, b, go_backwards=False):
     Everything else of a step is two fused numba passes.
     """
     n, T, F = x.shape
-    hs = H.shape[1]
+    hs = W.shape[0] // 4  # the cell's units (H.shape[1] is the output's)
     perm = np.r_[0:2 * hs, 3 * hs:4 * hs, 2 * hs:3 * hs]
     scale = np.full((4 * hs, 1), -1, x.dtype)
     scale[3 * hs:] = -2
@@ -67,7 +72,9 @@ def lstm_forward(x, W, H, b, go_backwards=False):
     gates += bs
     cs = np.empty((T, n, hs), x.dtype)
     tcs = np.empty((T, n, hs), x.dtype)
-    hseq = np.empty((T, n, hs), x.dtype)
+    hseq = np.empty((T, n, hs), x.dtype)  # o * tanh(c)
+    pseq = hseq if P is None else np.empty((T, n, P.shape[0]), x.dtype)  # the output h
+    PT = None if P is None else P.T
     HsT = Hs.T
     h = None
     c = np.zeros((n, hs), x.dtype)
@@ -81,11 +88,14 @@ def lstm_forward(x, W, H, b, go_backwards=False):
         np.exp(a, out=a)
         _lstm_gates_cell(a, c, cs[t], tcs[t], one)
         np.exp(tcs[t], out=tcs[t])
+        _lstm_hidden(a, tcs[t], hseq[t], one)
         h = hseq[t]
-        _lstm_hidden(a, tcs[t], h, one)
+        if P is not None:
+            h = pseq[t]
+            np.matmul(hseq[t], PT, out=h)
         c = cs[t]
-    cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape)
-    return hseq.transpose(1, 0, 2).copy(), cache
+    cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape, P, pseq)
+    return pseq.transpose(1, 0, 2).copy(), cache
 
 
 @njit(cache=True, error_model="numpy")
@@ -117,8 +127,9 @@ def _lstm_hidden(a, tc, h, one):
 
 
 def lstm_backward(dy, cache, need_dx=True):
-    """BPTT; returns (dx or None, dW, dH, db) in the canonical gate order."""
-    xt, W, Hp, perm, gates, cs, tcs, hseq, go_backwards, xshape = cache
+    """BPTT; returns (dx or None, dW, dH, db) in the canonical gate order, and dP after
+    them when the LSTM projects."""
+    xt, W, Hp, perm, gates, cs, tcs, hseq, go_backwards, xshape, P, pseq = cache
     T, n, hs = hseq.shape
     dyt = np.ascontiguousarray(dy.transpose(1, 0, 2))
     live = dyt.reshape(T, -1).any(axis=1)  # SelectLast leaves all steps but one at 0
@@ -126,33 +137,42 @@ def lstm_backward(dy, cache, need_dx=True):
     prev = 1 if go_backwards else -1  # the step processed just before t is t + prev
     dzs = np.empty_like(gates)
     dh = np.empty((n, hs), gates.dtype)
+    # the gradient at the output h, per step; with no projection it is dh itself
+    dhps = None if P is None else np.empty((T, n, P.shape[0]), gates.dtype)
     dc = np.zeros((n, hs), gates.dtype)
     zeros = np.zeros((n, hs), gates.dtype)
     one = gates.dtype.type(1)
     first = True
     for t in order:
         p = t + prev
+        dhp = dh if P is None else dhps[t]
         if first:
-            dh[...] = dyt[t]
+            dhp[...] = dyt[t]
             first = False
         else:
-            np.matmul(dzs[t - prev], Hp, out=dh)
+            np.matmul(dzs[t - prev], Hp, out=dhp)
             if live[t]:
-                dh += dyt[t]
+                dhp += dyt[t]
+        if P is not None:
+            np.matmul(dhp, P, out=dh)
         _lstm_cell_bwd(dh, dc, gates[t], cs[p] if 0 <= p < T else zeros, tcs[t], dzs[t], one)
     dz2 = dzs.reshape(T * n, 4 * hs)
     dWp = dz2.T @ xt
     # z_t reads h_{t+prev}; the first step read zeros and adds nothing to dH.
+    us = pseq.shape[2]
     if go_backwards:
-        dHp = dzs[:-1].reshape(-1, 4 * hs).T @ hseq[1:].reshape(-1, hs)
+        dHp = dzs[:-1].reshape(-1, 4 * hs).T @ pseq[1:].reshape(-1, us)
     else:
-        dHp = dzs[1:].reshape(-1, 4 * hs).T @ hseq[:-1].reshape(-1, hs)
+        dHp = dzs[1:].reshape(-1, 4 * hs).T @ pseq[:-1].reshape(-1, us)
     dbp = dz2.sum(axis=0)
     inv = np.argsort(perm)
     dx = None
     if need_dx:
         dx = (dz2 @ W[perm]).reshape(T, n, -1).transpose(1, 0, 2).copy()
-    return dx, dWp[inv], dHp[inv], dbp[inv]
+    if P is None:
+        return dx, dWp[inv], dHp[inv], dbp[inv]
+    dP = dhps.reshape(-1, P.shape[0]).T @ hseq.reshape(-1, hs)
+    return dx, dWp[inv], dHp[inv], dbp[inv], dP
 
 
 @njit(cache=True)
