@@ -516,7 +516,7 @@ def test_embedding_out_of_range(bad):
 
 # ------------------------------------------------------------------- lstm
 
-def torch_lstm(x, W, H, b, go_backwards):
+def torch_lstm(x, W, H, b, go_backwards, init=0.0):
     """Returns (output, module) for canonical weights via nn.LSTM."""
     n, T_, f = x.shape
     hs = H.shape[1]
@@ -527,30 +527,32 @@ def torch_lstm(x, W, H, b, go_backwards):
         m.bias_ih_l0.copy_(b)
         m.bias_hh_l0.zero_()
     xin = torch.flip(x, [1]) if go_backwards else x
-    out, _ = m(xin)
+    state = torch.full((1, n, hs), init, dtype=x.dtype)  # Recurrence's initial_state: h0 = c0 = init
+    out, _ = m(xin, (state, state.clone()))
     return (torch.flip(out, [1]) if go_backwards else out), m
 
 
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_lstm(go_backwards):
-    rng = rng_for("lstm", go_backwards)
+# init: Recurrence's initial_state, a constant h0 = c0 (no gradient of its own)
+@pytest.mark.parametrize("go_backwards, init", [(False, 0.0), (True, 0.0), (False, 0.3), (True, -0.7)])
+def test_lstm(go_backwards, init):
+    rng = rng_for("lstm", go_backwards, *([init] if init else []))
     n, T_, f, hs = 2, 4, 3, 3
     x = normal(rng, (n, T_, f))
     W = normal(rng, (4 * hs, f)) * 0.5
     H = normal(rng, (4 * hs, hs)) * 0.5
     b = normal(rng, (4 * hs,)) * 0.5
-    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards)
+    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards, init)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
     dx, dW, dH, db = lstm.lstm_backward(R, cache)
-    fd_check(lambda x, W, H, b: lstm.lstm_forward(x, W, H, b, go_backwards),
+    fd_check(lambda x, W, H, b: lstm.lstm_forward(x, W, H, b, go_backwards, init),
              [x, W, H, b], [0, 1, 2, 3], [dx, dW, dH, db], R)
 
     x32, W32, H32, b32, R32 = (a.astype(np.float32) for a in (x, W, H, b, R))
-    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards)
+    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards, init)
     dx, dW, dH, db = lstm.lstm_backward(R32, cache)
     xt = T(x32)
-    yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards)
+    yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards, init)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")

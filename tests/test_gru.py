@@ -11,7 +11,7 @@ from netdsl.exec.kernels import gru  # noqa: E402
 from tests.test_exec_ops import T, assert_close, fd_check, normal, rng_for  # noqa: E402
 
 
-def torch_gru(x, W, H, b, bh, go_backwards):
+def torch_gru(x, W, H, b, bh, go_backwards, init=0.0):
     """(output, the tensors to read gradients from) for canonical weights: nn.GRU when bh is given
     (reset_after=True), else CNTK's cell, reset before the recurrent product, in torch ops."""
     hs = H.shape[1]
@@ -23,12 +23,12 @@ def torch_gru(x, W, H, b, bh, go_backwards):
             m.weight_hh_l0.copy_(H)
             m.bias_ih_l0.copy_(b)
             m.bias_hh_l0.copy_(bh)
-        out, _ = m(xin)
+        out, _ = m(xin, torch.full((1, x.shape[0], hs), init, dtype=x.dtype))
         params = (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
     else:
         params = tuple(T(a) for a in (W, H, b))
         Wt, Ht, bt = params
-        h = torch.zeros(x.shape[0], hs, dtype=x.dtype)
+        h = torch.full((x.shape[0], hs), init, dtype=x.dtype)
         steps = []
         for t in range(x.shape[1]):
             a = xin[:, t] @ Wt.T + bt
@@ -41,32 +41,34 @@ def torch_gru(x, W, H, b, bh, go_backwards):
     return (torch.flip(out, [1]) if go_backwards else out), params
 
 
-@pytest.mark.parametrize("reset_after", [False, True])
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_gru_kernel(reset_after, go_backwards):
-    rng = rng_for("gru", reset_after, go_backwards)
+# init: Recurrence's initial_state, a constant h0 (no gradient of its own)
+@pytest.mark.parametrize("reset_after, go_backwards, init", [
+    (False, False, 0.0), (False, True, 0.0), (True, False, 0.0), (True, True, 0.0),
+    (False, True, 0.4), (True, False, -0.6)])
+def test_gru_kernel(reset_after, go_backwards, init):
+    rng = rng_for("gru", reset_after, go_backwards, *([init] if init else []))
     n, T_, f, hs = 2, 4, 3, 3
     x = normal(rng, (n, T_, f))
     W = normal(rng, (3 * hs, f)) * 0.5
     H = normal(rng, (3 * hs, hs)) * 0.5
     b = normal(rng, (3 * hs,)) * 0.5
     bh = normal(rng, (3 * hs,)) * 0.5 if reset_after else None
-    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards)
+    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards, init)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
     dx, dW, dH, db, dbh = gru.gru_backward(R, cache)
     args = [x, W, H, b] + ([bh] if reset_after else [])
     grads = [dx, dW, dH, db] + ([dbh] if reset_after else [])
-    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards),
+    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards, init),
              args, list(range(len(args))), grads, R)
 
     a32 = [a.astype(np.float32) for a in args]
     R32 = R.astype(np.float32)
-    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards)
+    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards, init)
     dx, dW, dH, db, dbh = gru.gru_backward(R32, cache)
     xt = T(a32[0])
     yt, params = torch_gru(xt, *(torch.tensor(a) for a in a32[1:4]),
-                           torch.tensor(a32[4]) if reset_after else None, go_backwards)
+                           torch.tensor(a32[4]) if reset_after else None, go_backwards, init)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")
