@@ -123,6 +123,18 @@ def diagnostics(text):
      "GRU has no argument 'use_peepholes'", 23),
     ("image = Input((1, 8, 8))\nh = Recurrence(GRU(3))(image)\noutput h\n", "E201",
      "Recurrence(GRU) needs a sequence of feature vectors, got (1, 8, 8)", 5),
+    # initial_state: a constant finite number only (CNTK also takes a tensor or a computed value)
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3), initial_state=rows)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number (float32), the value every state component "
+     "starts from; a tensor or a computed value is not supported, got the value 'rows'", 24),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=(1, 2))(rows)\noutput h\n", "E103",
+     "a tensor or a computed value is not supported, got", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=True)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=1e39)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=Dense(3))(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
 ])
 def test_gru_errors_are_located(text, code, message, col):
     (got,) = diagnostics(text)
@@ -140,6 +152,18 @@ def test_gru_parameters_and_attrs():
                       "gru_2.W": (6, 4), "gru_2.H": (6, 2), "gru_2.b": (6,), "gru_2.bh": (6,)}
     attrs = {layer.name: (layer.attr("reset_after"), layer.attr("go_backwards")) for layer in g.layers if layer.kind == "GRU"}
     assert attrs == {"gru_1": (False, False), "gru_2": (True, True)}
+
+
+def test_initial_state_is_an_attr_next_to_go_backwards():
+    from netdsl.frontend import load_text
+
+    g = load_text("rows = SequenceInput(4)\nf = Recurrence(GRU(3), initial_state=1)(rows)\n"
+                  "b = Recurrence(LSTM(2), go_backwards=True, initial_state=-0.5)(rows)\n"
+                  "c = Recurrence(LSTM(2))(rows)\ns = splice([f, b, c])\noutput s\n", "t.net")
+    rec = [layer for layer in g.layers if layer.kind in ("LSTM", "GRU")]
+    attrs = {layer.name: (layer.attr("go_backwards"), layer.attr("initial_state")) for layer in rec}
+    assert attrs == {"gru_1": (False, 1.0), "lstm_1": (True, -0.5), "lstm_2": (False, 0.0)}
+    assert all(type(layer.attr("initial_state")) is float for layer in rec)
 
 
 # ------------------------------------------------------------------ init_bias (seed 004, LSTM's and GRU's)
