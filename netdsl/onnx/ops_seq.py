@@ -40,7 +40,7 @@ def lstm(b, layer, node, xs, ins, params):
     bb = b.const(f"{p}.b", np.concatenate([gates_to_onnx(bias), np.zeros(4 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
-    states = _initial_states(b, layer, node, xt, u, 2)
+    states = _initial_states(b, layer, node, xs[0], u, 2)
     if lens is not None:  # a padded batch (onnx/lengths.py)
         _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, states, hidden_size=u)
         return
@@ -53,15 +53,17 @@ def lstm(b, layer, node, xs, ins, params):
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
 
 
-def _initial_states(b, layer, node, xt, units: int, count: int) -> list:
+def _initial_states(b, layer, node, x, units: int, count: int) -> list:
     """Recurrence's initial_state as the op's initial_h (and initial_c): an initializer of (1, 1, units)
-    expanded to the batch of time-major xt; [] when it is 0 (the op's own default)."""
+    expanded to the batch of x (N, T, F); [] when it is 0 (the op's own default). Import reads the value
+    back from the initializer the Expand reads (import_ops.initial_state)."""
     value = layer.attr("initial_state", 0.0)
     if not value:
         return []
     n = node.name
-    one = b.const(f"{n}/state_index", np.array([1], np.int64))
-    batch = b.op("Gather", [b.op("Shape", [xt], name=f"{n}/state_shape"), one], name=f"{n}/state_batch", axis=0)
+    zero = b.const(f"{n}/state_batch_axis", np.array([0], np.int64))
+    one = b.const(f"{n}/state_one", np.array([1], np.int64))
+    batch = b.op("Gather", [b.op("Shape", [x], name=f"{n}/state_shape"), zero], name=f"{n}/state_batch", axis=0)
     dims = b.op("Concat", [one, batch, one], name=f"{n}/state_dims", axis=0)
     state = b.const(f"{layer.name}.initial_state", np.full((1, 1, units), value, np.float32))
     h0 = b.op("Expand", [state, dims], name=f"{n}/initial_state")
@@ -167,7 +169,7 @@ def gru(b, layer, node, xs, ins, params):
         bb = b.const(f"{p}.b", np.concatenate([wb, np.zeros(3 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
-    states = _initial_states(b, layer, node, xt, u, 1)
+    states = _initial_states(b, layer, node, xs[0], u, 1)
     if lens is not None:  # a padded batch (onnx/lengths.py)
         _recurrence_on_lengths(b, "GRU", layer, node, xt, [w, r, bb], lens, states, hidden_size=u,
                                linear_before_reset=int(reset_after))
