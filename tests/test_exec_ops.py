@@ -516,8 +516,9 @@ def test_embedding_out_of_range(bad):
 
 # ------------------------------------------------------------------- lstm
 
-def torch_lstm(x, W, H, b, go_backwards, P=None):
-    """Returns (output, module) for canonical weights via nn.LSTM (proj_size with a projection P)."""
+def torch_lstm(x, W, H, b, go_backwards, P=None, init=0.0):
+    """Returns (output, module) for canonical weights via nn.LSTM (proj_size with a projection P), with
+    h0 = c0 = init (Recurrence's initial_state; h0 at the projected size)."""
     n, T_, f = x.shape
     proj = {} if P is None else {"proj_size": P.shape[0]}
     m = torch.nn.LSTM(f, W.shape[0] // 4, batch_first=True, **proj).to(x.dtype)
@@ -529,14 +530,19 @@ def torch_lstm(x, W, H, b, go_backwards, P=None):
         if P is not None:
             m.weight_hr_l0.copy_(P)
     xin = torch.flip(x, [1]) if go_backwards else x
-    out, _ = m(xin)
+    h0 = torch.full((1, n, H.shape[1]), init, dtype=x.dtype)  # Recurrence's initial_state: h0 = c0 = init
+    c0 = torch.full((1, n, W.shape[0] // 4), init, dtype=x.dtype)
+    out, _ = m(xin, (h0, c0))
     return (torch.flip(out, [1]) if go_backwards else out), m
 
 
-@pytest.mark.parametrize("cell", [None, 5])  # 5: a projected LSTM (cell_shape=5), P (3, 5)
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_lstm(go_backwards, cell):
-    rng = rng_for("lstm", go_backwards, cell)
+# cell 5: a projected LSTM (cell_shape=5), P (3, 5); init: Recurrence's initial_state, a constant h0 = c0
+# (no gradient of its own)
+@pytest.mark.parametrize("go_backwards, init, cell", [(False, 0.0, None), (True, 0.0, None), (False, 0.3, None),
+                                                      (True, -0.7, None), (False, 0.0, 5), (True, 0.0, 5),
+                                                      (False, 0.4, 5)])
+def test_lstm(go_backwards, init, cell):
+    rng = rng_for("lstm", go_backwards, *([init] if init else []), cell)
     n, T_, f, hs = 2, 4, 3, 3
     cs = hs if cell is None else cell
     x = normal(rng, (n, T_, f))
@@ -545,20 +551,20 @@ def test_lstm(go_backwards, cell):
     b = normal(rng, (4 * cs,)) * 0.5
     P = None if cell is None else normal(rng, (hs, cs)) * 0.5
     ps = [] if P is None else [P]
-    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards, P)
+    y, cache = lstm.lstm_forward(x, W, H, b, go_backwards, P, init)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
     grads = lstm.lstm_backward(R, cache)
     assert len(grads) == 4 + len(ps)
-    fd_check(lambda x, W, H, b, *ps: lstm.lstm_forward(x, W, H, b, go_backwards, *ps),
+    fd_check(lambda x, W, H, b, *ps: lstm.lstm_forward(x, W, H, b, go_backwards, *(ps or [None]), init),
              [x, W, H, b, *ps], range(4 + len(ps)), list(grads), R)
 
     x32, W32, H32, b32, R32, *P32 = (a.astype(np.float32) for a in (x, W, H, b, R, *ps))
-    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards, *P32)
+    y, cache = lstm.lstm_forward(x32, W32, H32, b32, go_backwards, *(P32 or [None]), init)
     dx, dW, dH, db, *dP = lstm.lstm_backward(R32, cache)
     xt = T(x32)
     yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards,
-                       *(torch.tensor(p) for p in P32))
+                       *(torch.tensor(p) for p in P32 or [None]), init=init)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")

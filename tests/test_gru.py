@@ -11,7 +11,7 @@ from netdsl.exec.kernels import gru  # noqa: E402
 from tests.test_exec_ops import T, assert_close, fd_check, normal, rng_for  # noqa: E402
 
 
-def torch_gru(x, W, H, b, bh, go_backwards):
+def torch_gru(x, W, H, b, bh, go_backwards, init=0.0):
     """(output, the tensors to read gradients from) for canonical weights: nn.GRU when bh is given
     (reset_after=True), else CNTK's cell, reset before the recurrent product, in torch ops."""
     hs = H.shape[1]
@@ -23,12 +23,12 @@ def torch_gru(x, W, H, b, bh, go_backwards):
             m.weight_hh_l0.copy_(H)
             m.bias_ih_l0.copy_(b)
             m.bias_hh_l0.copy_(bh)
-        out, _ = m(xin)
+        out, _ = m(xin, torch.full((1, x.shape[0], hs), init, dtype=x.dtype))
         params = (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
     else:
         params = tuple(T(a) for a in (W, H, b))
         Wt, Ht, bt = params
-        h = torch.zeros(x.shape[0], hs, dtype=x.dtype)
+        h = torch.full((x.shape[0], hs), init, dtype=x.dtype)
         steps = []
         for t in range(x.shape[1]):
             a = xin[:, t] @ Wt.T + bt
@@ -41,32 +41,34 @@ def torch_gru(x, W, H, b, bh, go_backwards):
     return (torch.flip(out, [1]) if go_backwards else out), params
 
 
-@pytest.mark.parametrize("reset_after", [False, True])
-@pytest.mark.parametrize("go_backwards", [False, True])
-def test_gru_kernel(reset_after, go_backwards):
-    rng = rng_for("gru", reset_after, go_backwards)
+# init: Recurrence's initial_state, a constant h0 (no gradient of its own)
+@pytest.mark.parametrize("reset_after, go_backwards, init", [
+    (False, False, 0.0), (False, True, 0.0), (True, False, 0.0), (True, True, 0.0),
+    (False, True, 0.4), (True, False, -0.6)])
+def test_gru_kernel(reset_after, go_backwards, init):
+    rng = rng_for("gru", reset_after, go_backwards, *([init] if init else []))
     n, T_, f, hs = 2, 4, 3, 3
     x = normal(rng, (n, T_, f))
     W = normal(rng, (3 * hs, f)) * 0.5
     H = normal(rng, (3 * hs, hs)) * 0.5
     b = normal(rng, (3 * hs,)) * 0.5
     bh = normal(rng, (3 * hs,)) * 0.5 if reset_after else None
-    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards)
+    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards, init)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
     dx, dW, dH, db, dbh = gru.gru_backward(R, cache)
     args = [x, W, H, b] + ([bh] if reset_after else [])
     grads = [dx, dW, dH, db] + ([dbh] if reset_after else [])
-    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards),
+    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards, init),
              args, list(range(len(args))), grads, R)
 
     a32 = [a.astype(np.float32) for a in args]
     R32 = R.astype(np.float32)
-    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards)
+    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards, init)
     dx, dW, dH, db, dbh = gru.gru_backward(R32, cache)
     xt = T(a32[0])
     yt, params = torch_gru(xt, *(torch.tensor(a) for a in a32[1:4]),
-                           torch.tensor(a32[4]) if reset_after else None, go_backwards)
+                           torch.tensor(a32[4]) if reset_after else None, go_backwards, init)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")
@@ -121,6 +123,18 @@ def diagnostics(text):
      "GRU has no argument 'use_peepholes'", 23),
     ("image = Input((1, 8, 8))\nh = Recurrence(GRU(3))(image)\noutput h\n", "E201",
      "Recurrence(GRU) needs a sequence of feature vectors, got (1, 8, 8)", 5),
+    # initial_state: a constant finite number only (CNTK also takes a tensor or a computed value)
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3), initial_state=rows)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number (float32), the value every state component "
+     "starts from; a tensor or a computed value is not supported, got the value 'rows'", 24),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=(1, 2))(rows)\noutput h\n", "E103",
+     "a tensor or a computed value is not supported, got", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=True)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=1e39)(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3), initial_state=Dense(3))(rows)\noutput h\n", "E103",
+     "Recurrence initial_state must be a constant finite number", 25),
 ])
 def test_gru_errors_are_located(text, code, message, col):
     (got,) = diagnostics(text)
@@ -138,6 +152,18 @@ def test_gru_parameters_and_attrs():
                       "gru_2.W": (6, 4), "gru_2.H": (6, 2), "gru_2.b": (6,), "gru_2.bh": (6,)}
     attrs = {layer.name: (layer.attr("reset_after"), layer.attr("go_backwards")) for layer in g.layers if layer.kind == "GRU"}
     assert attrs == {"gru_1": (False, False), "gru_2": (True, True)}
+
+
+def test_initial_state_is_an_attr_next_to_go_backwards():
+    from netdsl.frontend import load_text
+
+    g = load_text("rows = SequenceInput(4)\nf = Recurrence(GRU(3), initial_state=1)(rows)\n"
+                  "b = Recurrence(LSTM(2), go_backwards=True, initial_state=-0.5)(rows)\n"
+                  "c = Recurrence(LSTM(2))(rows)\ns = splice([f, b, c])\noutput s\n", "t.net")
+    rec = [layer for layer in g.layers if layer.kind in ("LSTM", "GRU")]
+    attrs = {layer.name: (layer.attr("go_backwards"), layer.attr("initial_state")) for layer in rec}
+    assert attrs == {"gru_1": (False, 1.0), "lstm_1": (True, -0.5), "lstm_2": (False, 0.0)}
+    assert all(type(layer.attr("initial_state")) is float for layer in rec)
 
 
 # ------------------------------------------------------------------ init_bias (seed 004, LSTM's and GRU's)

@@ -216,12 +216,18 @@ def _lstm(lg, layer):
     proj = [] if layer.attr("cell") is None else [("P", "P", "dense")]
     return View(ctor="C.layers.Recurrence",
                 pos=[f"C.layers.LSTM({layer.attr('units')}{cell}{bias}, name={pyrepr(layer.name)})"],
-                args={"go_backwards": repr(bool(layer.attr("go_backwards")))}, unnamed=True,
+                args={"go_backwards": repr(bool(layer.attr("go_backwards"))), **_initial_state(layer)}, unnamed=True,
                 params=[("W", "W", "lstm"), ("H", "H", "lstm"), ("b", "b", "lstm_b")] + proj)
 
 
+def _initial_state(layer) -> dict:
+    """Recurrence's own initial_state (a scalar: every state component, an LSTM's h and c), written when not 0."""
+    value = layer.attr("initial_state", 0.0)
+    return {"initial_state": repr(float(value))} if value else {}
+
+
 def _gru(lg, layer):
-    units, go_back = layer.attr("units"), {"go_backwards": repr(bool(layer.attr("go_backwards")))}
+    units, go_back = layer.attr("units"), {"go_backwards": repr(bool(layer.attr("go_backwards"))), **_initial_state(layer)}
     if not layer.attr("reset_after"):
         # CNTK's own GRU: gates z, r, n (swapped on load and export), W (in, 3n), and H split into H (n, 2n)
         # for z and r and H1 (n, n) for the candidate (the template's GRU_H1 table loads and exports H1)

@@ -265,7 +265,10 @@ def lstm(lg, layer):
 def _recurrence(layer: ir.Layer, core: str) -> str:
     """The recurrence block `core` under _Recurrence: padded steps (from the lengths) zeroed, go_backwards
     run over each sample's reversed valid prefix (docs/ir.md)."""
-    return f"_Recurrence({core}, {pyrepr(bool(layer.attr('go_backwards')))}, prefix={_prefix(layer)})"
+    state = ""
+    if layer.attr("initial_state") and not core.startswith("_GRUResetBefore"):  # that one takes its own
+        state = f", initial_state={pyrepr(layer.attr('initial_state'))}, units={layer.attr('units')}"
+    return f"_Recurrence({core}, {pyrepr(bool(layer.attr('go_backwards')))}, prefix={_prefix(layer)}{state})"
 
 
 @emits("GRU")
@@ -277,7 +280,8 @@ def gru(lg, layer):
         core = f"rnn.GRU({units}, layout='NTC', input_size={size}, prefix={_prefix(layer)})"
         params = [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias"), ("bh", "l0_h2h_bias")]
     else:
-        core = f"_GRUResetBefore({units}, {size}, prefix={_prefix(layer)})"
+        state = f", initial_state={pyrepr(layer.attr('initial_state'))}" if layer.attr("initial_state") else ""
+        core = f"_GRUResetBefore({units}, {size}, prefix={_prefix(layer)}{state})"
         params = [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias")]
     return View(_recurrence(layer, core), params, takes_lengths=True)
 
@@ -425,6 +429,7 @@ def _mask_context(lg: Legacy, views: dict, ctx: dict) -> dict:
         "length_groups": {g for g in lg.groups if any(m in consumers for m in lg.flat_members(g))},
         "uses_select_last": any(layer.kind == "SelectLast" for layer in lg.graph.layers),
         "recurrences": any(layer.kind in RECURRENCES for layer in lg.graph.layers),
+        "initial_states": any(layer.kind in RECURRENCES and layer.attr("initial_state") for layer in lg.graph.layers),
     }
 
 

@@ -438,6 +438,7 @@ class NodePlan:
     alias: bool = False
     flatten_inputs: list = field(default_factory=list)  # inputs to flatten first (cosine of images)
     lengths: str | None = None  # padded batches: "mask" (a recurrence's mask=) or "lengths" (a 2nd argument)
+    initial_state: float | None = None  # a recurrence's constant initial state, when not 0 (initial_state=)
 
 
 def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
@@ -473,6 +474,8 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
         elif layer.kind == "CosineDistance":
             plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])
+        if layer.kind in RECURRENCES and layer.attr("initial_state"):
+            plan.initial_state = layer.attr("initial_state")
         if n.inputs and n.inputs[0] in sources and not plan.alias:
             plan.lengths = _length_use(layer, plan)
         plans[n.name] = plan
@@ -541,7 +544,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         """A node that is only Keras layers applied to one input: it can go in a Sequential."""
         p = plans[n.name]
         return (not p.alias and p.op is None and p.after is None and len(n.inputs) == 1 and not p.flatten_inputs
-                and p.lengths is None)
+                and p.lengths is None and p.initial_state is None)
 
     sequential = _is_sequential(graph, idx, steps, plans, pure)
     chains = {} if sequential else C.group_chains(idx, pure)
@@ -642,9 +645,12 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 body.append({"line": f"{flat} = {call('layers.Flatten', name=fname)}({args[i]})"})
                 args[i] = flat
             cur = args[0] if len(args) == 1 else "[" + ", ".join(args) + "]"
+            state = ""
+            if plan.initial_state is not None:
+                state = _initial_state(n, idx.layers[n.layer], plan, cur, locals_, body)
             for k, kl in enumerate(plan.layers):
                 fn = shared_var.get((n.layer, kl.suffix)) or render(n.layer, kl)
-                more = length_of(n, plan) if not kl.suffix else ""
+                more = state + length_of(n, plan) if not kl.suffix else ""
                 if kl.comment and more:  # above the call: after it, the line would be too long
                     body.append({"comment": kl.comment.strip().lstrip("#").strip()})
                 for line in _wrap(kl, f"{out} = {fn}({cur}{more})", 4):
@@ -762,6 +768,16 @@ def _length_inputs(idx: C.GraphIndex, plans: dict, knames, locals_, inputs: list
         src = sources[n.inputs[0]]
         return f", mask={masks[src]}" if plan.lengths == "mask" else f", {lens[src]}"
     return length_inputs, length_of
+
+
+def _initial_state(n: ir.Node, layer: ir.Layer, plan: NodePlan, x: str, locals_, body: list) -> str:
+    """Recurrence's initial_state as Keras's initial_state= argument: a constant (N, units) state, h and
+    an LSTM's c alike, made from the batch size of the input x (a line appended to body)."""
+    local = locals_.of("\0state:" + n.name, f"{n.layer}_state")
+    value = C.number(plan.initial_state)
+    body.append({"line": f"{local} = ops.tile(ops.full_like({x}[:, 0, :1], {value}), (1, {layer.attr('units')}))"})
+    states = f"{local}, {local}" if layer.kind == "LSTM" else local
+    return f", initial_state=[{states}]"
 
 
 def _list(items) -> str:

@@ -398,12 +398,14 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
         return [f"{out} = {args[0]} {OPS[layer.attr('op')]} {args[1]}"]
     if kind in RECURRENCES and lengths:  # every recurrence kind runs through run_recurrence()
         backwards = ", go_backwards=True" if layer.attr("go_backwards") else ""
-        return [f"{out} = run_recurrence(self.{attr}, {x}, {lengths}{backwards})"]
+        state = f", state={_initial_state(x, layer)}" if layer.attr("initial_state") else ""
+        return [C.layout(f"{out} = run_recurrence(self.{attr}, {x}, {lengths}{backwards}{state})", 8)]
     if kind in ("LSTM", "GRU"):
+        state = f", {_initial_state(x, layer)}" if layer.attr("initial_state") else ""
         if layer.attr("go_backwards"):
-            return [f"{out}, _ = self.{attr}({x}.flip(1))",
+            return [C.layout(f"{out}, _ = self.{attr}({x}.flip(1){state})", 8),
                     f"{out} = {out}.flip(1)  # the state computed at input t goes back to position t"]
-        return [f"{out}, _ = self.{attr}({x})"]
+        return [C.layout(f"{out}, _ = self.{attr}({x}{state})", 8)]
     if kind == "Delay" and lengths and layer.attr("T") < 0:
         n, value = -int(layer.attr("T")), float(layer.attr("initial_state"))
         return [f"{out} = delay_future({delay_expr(x, layer)}, {n}, {lengths}, {value!r})"]
@@ -422,6 +424,12 @@ def node_statements(node: ir.Node, layer: ir.Layer, tl: TorchLayer, attr: str | 
     if kind == "Flatten":
         return [f"{out} = {_pre(x, tl)}"]
     return [f"{out} = {_apply_act(f'self.{attr}({_pre(x, tl)})', tl)}"]
+
+
+def _initial_state(x: str, layer: ir.Layer) -> str:
+    """Recurrence's initial_state: the (h0, c0) or h0 argument of an nn.LSTM / nn.GRU call."""
+    cell = ", cell=True" if layer.kind == "LSTM" else ""
+    return f"initial_state({x}, {layer.attr('units')}, {C.number(layer.attr('initial_state'))}{cell})"
 
 
 def rescale(x: str, layer: ir.Layer) -> str:
@@ -614,7 +622,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "forward": forward,
         "returns": returns,
         # helper classes and functions the module defines
-        "uses": {v.helper for v in views.values() if v.helper} | ({"lengths"} if seq_inputs else set()),
+        "uses": {v.helper for v in views.values() if v.helper} | ({"lengths"} if seq_inputs else set())
+        | ({"initial_state"} if any(la.attr("initial_state") for la in graph.layers) else set()),
         "data": data,
         "doc": C.docstring(f"{ident(graph.name)} from {C.doc_source(graph)}: {C.signature_text(idx, C.batch_shape)}.", 4),
     }

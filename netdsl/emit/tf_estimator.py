@@ -29,7 +29,7 @@ from ..layers.common import split_activation
 from ..layers.elementwise import OPS
 from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
-from .common import is_1d_window
+from .common import is_1d_window, number
 from .legacy import (
     Legacy,
     cannot,
@@ -270,6 +270,8 @@ def lstm(lg, layer):
                   ("b", "cell/bias", "identity"), ("P", "cell/projection", "transpose")]
 
     def write(s):
+        if layer.attr("initial_state"):
+            return _write_with_state(s, layer, local)
         if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
             return f"{s.out} = _recurrence({local}, {s.ins[0]}, {s.lengths}, {pyrepr(backwards)})"
         if backwards:
@@ -290,6 +292,8 @@ def gru(lg, layer):
              f"recurrent_initializer=\"glorot_uniform\", name={pyrepr(layer.name)})")
 
     def write(s):
+        if layer.attr("initial_state"):
+            return _write_with_state(s, layer, local)
         if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
             return f"{s.out} = _recurrence({local}, {s.ins[0]}, {s.lengths}, {pyrepr(backwards)})"
         if backwards:
@@ -301,6 +305,19 @@ def gru(lg, layer):
     else:
         params.append(("b", "gru_cell/bias", "gru_bias"))
     return View(write, params, setup=setup)
+
+
+def _write_with_state(s, layer, local: str) -> str:
+    """A recurrence from Recurrence's initial_state: keras's initial_state=, a constant (N, units) h
+    (and an LSTM's c)."""
+    state = f"_initial_state({s.ins[0]}, {layer.attr('units')}, {number(layer.attr('initial_state'))}"
+    state += ", 2)" if layer.kind == "LSTM" else ", 1)"
+    backwards = bool(layer.attr("go_backwards"))
+    if s.lengths:  # padded batches (docs/ir.md): keras masking, padded outputs zeroed
+        return f"{s.out} = _recurrence({local}, {s.ins[0]}, {s.lengths}, {pyrepr(backwards)}, {state})"
+    if backwards:
+        return f"{s.out} = tf.reverse({local}({s.ins[0]}, initial_state={state}), axis=[1])"
+    return f"{s.out} = {local}({s.ins[0]}, initial_state={state})"
 
 
 @emits("Activation")
@@ -463,6 +480,7 @@ def context(lg: Legacy, views: dict) -> dict:
         length_vars=[{"name": i, "var": length_var[i], "input": lg.var(i)} for i in seq_inputs],
         loss_lengths=length_var.get(loss_source),
         recurrences=any(layer.kind in RECURRENCES for layer in lg.graph.layers),
+        initial_states=any(layer.kind in RECURRENCES and layer.attr("initial_state") for layer in lg.graph.layers),
     )
     ctx["train"] = train_settings(lg.graph.training)
     t = lg.graph.training

@@ -53,8 +53,9 @@ def inits(layer):
 KIND = register(LayerKind(
     "GRU", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
-           "reset_after": ("reset_after", False), "init_bias": ("init_bias", 0)},
-    floats=("init_bias",),
+           "reset_after": ("reset_after", False), "init_bias": ("init_bias", 0),
+           "initial_state": ("initial_state", 0.0)},
+    floats=("init_bias", "initial_state"),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(

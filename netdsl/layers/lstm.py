@@ -7,11 +7,15 @@ with go_backwards set, and the weights live on the LSTM.
 """
 from __future__ import annotations
 
+import math
+
 from ..ir import TensorType
 from ..shapes import ShapeError, float_features
-from ..values import describe
+from ..values import describe, is_number
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def check(a: dict):
@@ -29,7 +33,18 @@ def check(a: dict):
 def check_recurrence(a: dict):
     if not isinstance(a.get("go_backwards", False), bool):
         return "go_backwards", f"go_backwards must be True or False, got {describe(a['go_backwards'])}"
-    return dict(a)
+    v = a.get("initial_state", 0)
+    # a constant only: CNTK also takes a tensor or a layer output, which no other target's h0 matches
+    if not is_number(v) or not math.isfinite(v) or abs(v) > FLOAT32_MAX:
+        return "initial_state", ("Recurrence initial_state must be a constant finite number (float32), the value every "
+                                 f"state component starts from; a tensor or a computed value is not supported, got {describe(v)}")
+    over = getattr(a.get("over"), "args", {})
+    if v != 0 and over.get("cell_shape") is not None:
+        # the targets' initial states are built at one size for h and c; a projection makes them two
+        return "initial_state", "Recurrence initial_state with a projected LSTM (cell_shape) is not supported yet"
+    out = dict(a)
+    out["initial_state"] = float(v)
+    return out
 
 
 def unapplicable(args: dict):
@@ -62,8 +77,8 @@ def inits(layer):
 KIND = register(LayerKind(
     "LSTM", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
-           "init_bias": ("init_bias", 0), "cell": ("cell_shape", None)},
-    floats=("init_bias",),
+           "init_bias": ("init_bias", 0), "cell": ("cell_shape", None), "initial_state": ("initial_state", 0.0)},
+    floats=("init_bias", "initial_state"),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
@@ -71,7 +86,7 @@ KIND = register(LayerKind(
                     {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False,
                      "cell_shape": None}, check,
                     options=("init", "init_bias")),
-        Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False}, check_recurrence,
+        Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False, "initial_state": 0.0}, check_recurrence,
                     wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),
 ))

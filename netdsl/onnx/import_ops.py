@@ -309,9 +309,8 @@ def lstm(w, node):
     direction = _s(a.get("direction", "forward"))
     if direction == "bidirectional":
         raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
-    # zero initial states are the IR's (torch writes them, batch-sized, from Shape: folded to empty here)
-    extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k in (5, 6) and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
+    extra = [i for k, i in enumerate(node.input[4:], 4) if i and k not in (5, 6) and not _lengths(w, i, k)]
+    state = initial_state(w, node, (5, 6))
     if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
         raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
     if v.rev and direction != "forward":
@@ -327,9 +326,32 @@ def lstm(w, node):
     params = {"W": gates_from_onnx(W[0]).astype(np.float32), "H": gates_from_onnx(R[0]).astype(np.float32),
               "b": gates_from_onnx(bias).astype(np.float32)}
     x = w.need(replace(v, layout="c", rev=False), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev}
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, **state}
     y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
     w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
+
+
+def initial_state(w, node, inputs: tuple) -> dict:
+    """{"initial_state": v} when the op's initial states (inputs `inputs`: initial_h, and an LSTM's initial_c)
+    all start every component at one constant v, {} for 0 or none; refused otherwise. A constant, or an
+    Expand of one to the batch (netdsl's export; torch's zeros are batch-sized from Shape, folded to empty)."""
+    values = []
+    for k in inputs:
+        name = node.input[k] if len(node.input) > k else ""
+        if not name:
+            values.append(0.0)
+            continue
+        src = next((nd for nd in w.nodes if name in nd.output), None)
+        if src is not None and src.op_type == "Expand":
+            name = src.input[0]
+        c = w.const(name)
+        flat = None if c is None else np.ravel(c)
+        if flat is None or (flat.size and not np.all(flat == flat[0])):
+            raise _Refuse("initial states other than one constant for every component have no IR spelling")
+        values.append(float(flat[0]) if flat.size else 0.0)
+    if any(v != values[0] for v in values):
+        raise _Refuse("an LSTM whose initial h and c differ has no IR spelling (Recurrence's initial_state sets both)")
+    return {"initial_state": fmt_float(values[0])} if values[0] else {}
 
 
 def _lengths(w, name: str, k: int) -> bool:
@@ -370,8 +392,8 @@ def gru(w, node):
     direction = _s(a.get("direction", "forward"))
     if direction == "bidirectional":
         raise _Refuse("a bidirectional GRU: write two Recurrence(GRU) (one go_backwards) and splice them")
-    extra = [i for k, i in enumerate(node.input[4:], 4) if i and not (
-        k == 5 and w.const(i) is not None and not np.any(w.const(i))) and not _lengths(w, i, k)]
+    extra = [i for k, i in enumerate(node.input[4:], 4) if i and k != 5 and not _lengths(w, i, k)]
+    state = initial_state(w, node, (5,))
     if extra or a.get("clip") is not None or "activations" in a:
         raise _Refuse("sequence_lens, initial states, clip and custom activations have no IR spelling")
     if v.rev and direction != "forward":
@@ -392,7 +414,7 @@ def gru(w, node):
     else:  # every recurrent bias is outside the reset gate then: one bias
         params["b"] = gru_gates_swap(B[0, :3 * n] + B[0, 3 * n:]).astype(np.float32)
     x = w.need(replace(v, layout="c", rev=False), node)
-    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, "reset_after": reset_after}
+    attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, "reset_after": reset_after, **state}
     y = w.apply("GRU", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))
     w.vals[node.output[0]] = replace(y, layout="y4b" if batch_first else "y4", rev=v.rev)
 

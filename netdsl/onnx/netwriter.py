@@ -79,7 +79,8 @@ def constructor(layer) -> str:
         return f"Embedding({a['dim']})"
     if k == "LSTM":
         cell = f", cell_shape={a['cell']}" if a.get("cell") is not None else ""
-        return f"Recurrence(LSTM({a['units']}{cell})" + (", go_backwards=True)" if a["go_backwards"] else ")")
+        return (f"Recurrence(LSTM({a['units']}{cell})" + (", go_backwards=True" if a["go_backwards"] else "")
+                + _state(a) + ")")
     if k == "BatchNormalization":
         return f"BatchNormalization(epsilon={a['epsilon']!r}, momentum={a['momentum']!r})"
     if k == "LayerNormalization":
@@ -92,7 +93,7 @@ def constructor(layer) -> str:
         return f"Stabilizer(steepness={a['steepness']!r})"
     if k == "GRU":
         inner = f"GRU({a['units']}" + (", reset_after=True)" if a.get("reset_after") else ")")
-        return f"Recurrence({inner}" + (", go_backwards=True)" if a["go_backwards"] else ")")
+        return f"Recurrence({inner}" + (", go_backwards=True" if a["go_backwards"] else "") + _state(a) + ")"
     if k == "Delay":
         return f"Delay(T={a['T']!r}, initial_state={a['initial_state']!r})"
     if k in ("GlobalAveragePooling", "GlobalMaxPooling"):
@@ -165,3 +166,8 @@ def write(walk, outputs: list, model_name: str, source: str) -> tuple[str, dict]
     lines += [f"output {', '.join(outputs)}", ""]
     weights = {f"{layer.name}.{short}": arr for layer in walk.layers.values() for short, arr in layer.params.items()}
     return "\n".join(lines), weights
+
+
+def _state(a: dict) -> str:
+    """Recurrence's initial_state, written when not 0."""
+    return f", initial_state={a['initial_state']!r}" if a.get("initial_state") else ""

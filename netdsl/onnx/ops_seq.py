@@ -43,25 +43,44 @@ def lstm(b, layer, node, xs, ins, params):
     bb = b.const(f"{p}.b", np.concatenate([gates_to_onnx(bias), np.zeros(4 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
+    states = _initial_states(b, layer, node, xs[0], u, 2)
     if lens is not None:  # a padded batch (onnx/lengths.py)
-        _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, hidden_size=u)
+        _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, states, hidden_size=u)
         return
     # ONNX's reverse direction keeps outputs at their input positions, as go_backwards does
     direction = "reverse" if layer.attr("go_backwards") else "forward"
-    y = b.op("LSTM", [xt, w, r, bb], name=f"{n}/lstm", hidden_size=u, direction=direction)
+    y = b.op("LSTM", [xt, w, r, bb] + ([""] + states if states else []), name=f"{n}/lstm", hidden_size=u,
+             direction=direction)
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
 
 
-def _recurrence_on_lengths(b, op, layer, node, xt, weights, lens, **attrs):
-    """op (LSTM or GRU) over time-major xt with sequence_lens; go_backwards as ReverseSequence of each
-    sample's valid steps around a forward run (onnx.reference ignores sequence_lens)."""
+def _initial_states(b, layer, node, x, units: int, count: int) -> list:
+    """Recurrence's initial_state as the op's initial_h (and initial_c): an initializer of (1, 1, units)
+    expanded to the batch of x (N, T, F); [] when it is 0 (the op's own default). Import reads the value
+    back from the initializer the Expand reads (import_ops.initial_state)."""
+    value = layer.attr("initial_state", 0.0)
+    if not value:
+        return []
+    n = node.name
+    zero = b.const(f"{n}/state_batch_axis", np.array([0], np.int64))
+    one = b.const(f"{n}/state_one", np.array([1], np.int64))
+    batch = b.op("Gather", [b.op("Shape", [x], name=f"{n}/state_shape"), zero], name=f"{n}/state_batch", axis=0)
+    dims = b.op("Concat", [one, batch, one], name=f"{n}/state_dims", axis=0)
+    state = b.const(f"{layer.name}.initial_state", np.full((1, 1, units), value, np.float32))
+    h0 = b.op("Expand", [state, dims], name=f"{n}/initial_state")
+    return [h0] * count
+
+
+def _recurrence_on_lengths(b, op, layer, node, xt, weights, lens, states=(), **attrs):
+    """op (LSTM or GRU) over time-major xt with sequence_lens (and initial states); go_backwards as
+    ReverseSequence of each sample's valid steps around a forward run (onnx.reference ignores sequence_lens)."""
     n = node.name
     back = bool(layer.attr("go_backwards"))
     if back:
         xt = b.op("ReverseSequence", [xt, lens.lengths], name=f"{n}/reverse_in", batch_axis=1, time_axis=0)
-    y = b.op(op, [xt, *weights, lens.lengths32], name=f"{n}/{op.lower()}", direction="forward", **attrs)
+    y = b.op(op, [xt, *weights, lens.lengths32, *states], name=f"{n}/{op.lower()}", direction="forward", **attrs)
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
     if back:
@@ -153,13 +172,14 @@ def gru(b, layer, node, xs, ins, params):
         bb = b.const(f"{p}.b", np.concatenate([wb, np.zeros(3 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
+    states = _initial_states(b, layer, node, xs[0], u, 1)
     if lens is not None:  # a padded batch (onnx/lengths.py)
-        _recurrence_on_lengths(b, "GRU", layer, node, xt, [w, r, bb], lens, hidden_size=u,
+        _recurrence_on_lengths(b, "GRU", layer, node, xt, [w, r, bb], lens, states, hidden_size=u,
                                linear_before_reset=int(reset_after))
         return
     direction = "reverse" if layer.attr("go_backwards") else "forward"
-    y = b.op("GRU", [xt, w, r, bb], name=f"{n}/gru", hidden_size=u, direction=direction,
-             linear_before_reset=int(reset_after))
+    y = b.op("GRU", [xt, w, r, bb] + ([""] + states if states else []), name=f"{n}/gru", hidden_size=u,
+             direction=direction, linear_before_reset=int(reset_after))
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])

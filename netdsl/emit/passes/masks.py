@@ -43,6 +43,8 @@ def bidirectional_pairs(idx: C.GraphIndex, kinds=("LSTM",)) -> list:
             continue
         if idx.shared(la.name) or idx.shared(lb.name):
             continue
+        if la.attr("initial_state") or lb.attr("initial_state"):  # the pair runs as two one-way LSTMs
+            continue
         if any(v in idx.outputs or len(idx.consumers[v]) != 1 for v in (a.name, b.name)):
             continue
         pairs.append((n, a, b))

@@ -21,13 +21,15 @@ class GRU(Kernel):
     def forward(self, call, xs, training, rng):
         W, H, b, bh = call.p("W"), call.p("H"), call.p("b"), call.opt("bh")
         go_backwards = bool(call.attr("go_backwards", False))
+        init = float(call.attr("initial_state", 0.0))
         lengths = call.lengths()
         if lengths is None:
-            y, cache = gru_forward(xs[0], W, H, b, bh, go_backwards)
+            y, cache = gru_forward(xs[0], W, H, b, bh, go_backwards, init)
             return y, (gru_backward, cache)
-        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py).
-        y, cache = masking.run_masked(lambda x: gru_forward(x, W, H, b, bh), gru_backward, xs[0], lengths,
-                                      go_backwards)
+        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py), so each
+        # sample starts from the initial state at its first valid step (its last, going backwards).
+        y, cache = masking.run_masked(lambda x: gru_forward(x, W, H, b, bh, init=init), gru_backward, xs[0],
+                                      lengths, go_backwards)
         return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
@@ -53,8 +55,9 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
-def gru_forward(x, W, H, b, bh=None, go_backwards=False):
-    """x (N, T, F) -> (N, T, h); bh None: reset_after=False (CNTK), else reset_after=True."""
+def gru_forward(x, W, H, b, bh=None, go_backwards=False, init=0.0):
+    """x (N, T, F) -> (N, T, h); bh None: reset_after=False (CNTK), else reset_after=True. h starts at
+    `init` (Recurrence's initial_state, a constant: it gets no gradient)."""
     n, T, F = x.shape
     hs = H.shape[1]
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
@@ -64,7 +67,7 @@ def gru_forward(x, W, H, b, bh=None, go_backwards=False):
     ns = np.empty((T, n, hs), x.dtype)
     gs = np.empty((T, n, hs), x.dtype)  # reset_after: H_n h + bh_n; else: r * h (the product's input)
     hseq = np.empty((T, n, hs), x.dtype)
-    h = np.zeros((n, hs), x.dtype)
+    h = np.full((n, hs), init, x.dtype)
     Hrz, Hn = H[:2 * hs], H[2 * hs:]
     for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
         a = ax[t]
@@ -83,13 +86,13 @@ def gru_forward(x, W, H, b, bh=None, go_backwards=False):
         rs[t], zs[t], ns[t] = r, z, nn
         hseq[t] = (1 - z) * nn + z * h
         h = hseq[t]
-    cache = (xt, W, H, bh is not None, rs, zs, ns, gs, hseq, go_backwards)
+    cache = (xt, W, H, bh is not None, rs, zs, ns, gs, hseq, go_backwards, init)
     return hseq.transpose(1, 0, 2).copy(), cache
 
 
 def gru_backward(dy, cache, need_dx=True):
     """BPTT; returns (dx or None, dW, dH, db, dbh or None) in the canonical layout."""
-    xt, W, H, after, rs, zs, ns, gs, hseq, go_backwards = cache
+    xt, W, H, after, rs, zs, ns, gs, hseq, go_backwards, init = cache
     T, n, hs = hseq.shape
     dyt = dy.transpose(1, 0, 2)
     order = range(T) if go_backwards else range(T - 1, -1, -1)
@@ -99,10 +102,10 @@ def gru_backward(dy, cache, need_dx=True):
     dH = np.zeros_like(H)
     dbh = np.zeros(3 * hs, hseq.dtype) if after else None
     dh = np.zeros((n, hs), hseq.dtype)
-    zeros = np.zeros((n, hs), hseq.dtype)
+    h0 = np.full((n, hs), init, hseq.dtype)  # the state before the first step
     for t in order:
         p = t + prev
-        hp = hseq[p] if 0 <= p < T else zeros
+        hp = hseq[p] if 0 <= p < T else h0
         r, z, nn = rs[t], zs[t], ns[t]
         dh = dh + dyt[t]
         dan = dh * (1 - z) * (1 - nn * nn)

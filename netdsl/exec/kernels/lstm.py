@@ -21,12 +21,15 @@ class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
         W, H, b, P = call.p("W"), call.p("H"), call.p("b"), call.opt("P")
         go_backwards = bool(call.attr("go_backwards", False))
+        init = float(call.attr("initial_state", 0.0))
         lengths = call.lengths()
         if lengths is None:
-            y, cache = lstm_forward(xs[0], W, H, b, go_backwards, P)
+            y, cache = lstm_forward(xs[0], W, H, b, go_backwards, P, init)
             return y, (lstm_backward, cache)
-        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py).
-        y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b, P=P), lstm_backward, xs[0], lengths,
+        # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py), so each
+        # sample starts from the initial state at its first valid step (its last, going backwards).
+        y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b, P=P, init=init), lstm_backward, xs[0],
+                                      lengths,
                                       go_backwards)
         return y, (masking.backward_masked, cache)
 
@@ -50,9 +53,10 @@ class LSTM(Kernel):
         return 10 * out_elems + in_elems
 
 
-def lstm_forward(x, W, H, b, go_backwards=False, P=None):
+def lstm_forward(x, W, H, b, go_backwards=False, P=None, init=0.0):
     """x (N, T, F) -> (N, T, h); gates i, f, g, o (docs/ir.md); P (h, cell) projects
-    o * tanh(c) to h, or None: h = o * tanh(c).
+    o * tanh(c) to h, or None: h = o * tanh(c). Both h and c start at `init`
+    (Recurrence's initial_state, a constant: it gets no gradient).
 
     Internally time-major, with the gate rows reordered to i, f, o, g and
     scaled by -1 (i, f, o) and -2 (g), so the pre-activations come out of the
@@ -76,8 +80,8 @@ def lstm_forward(x, W, H, b, go_backwards=False, P=None):
     pseq = hseq if P is None else np.empty((T, n, P.shape[0]), x.dtype)  # the output h
     PT = None if P is None else P.T
     HsT = Hs.T
-    h = None
-    c = np.zeros((n, hs), x.dtype)
+    h = None if init == 0 else np.full((n, pseq.shape[2]), init, x.dtype)  # the output h: projected, if P
+    c = np.full((n, hs), init, x.dtype)
     tmp = np.empty((n, 4 * hs), x.dtype)
     one = x.dtype.type(1)  # typed constants keep numba's arithmetic in float32 (1.6x faster)
     for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
@@ -94,7 +98,7 @@ def lstm_forward(x, W, H, b, go_backwards=False, P=None):
             h = pseq[t]
             np.matmul(hseq[t], PT, out=h)
         c = cs[t]
-    cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape, P, pseq)
+    cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape, P, pseq, init)
     return pseq.transpose(1, 0, 2).copy(), cache
 
 
@@ -129,7 +133,7 @@ def _lstm_hidden(a, tc, h, one):
 def lstm_backward(dy, cache, need_dx=True):
     """BPTT; returns (dx or None, dW, dH, db) in the canonical gate order, and dP after
     them when the LSTM projects."""
-    xt, W, Hp, perm, gates, cs, tcs, hseq, go_backwards, xshape, P, pseq = cache
+    xt, W, Hp, perm, gates, cs, tcs, hseq, go_backwards, xshape, P, pseq, init = cache
     T, n, hs = hseq.shape
     dyt = np.ascontiguousarray(dy.transpose(1, 0, 2))
     live = dyt.reshape(T, -1).any(axis=1)  # SelectLast leaves all steps but one at 0
@@ -140,7 +144,7 @@ def lstm_backward(dy, cache, need_dx=True):
     # the gradient at the output h, per step; with no projection it is dh itself
     dhps = None if P is None else np.empty((T, n, P.shape[0]), gates.dtype)
     dc = np.zeros((n, hs), gates.dtype)
-    zeros = np.zeros((n, hs), gates.dtype)
+    c0 = np.full((n, hs), init, gates.dtype)  # the cell state before the first step
     one = gates.dtype.type(1)
     first = True
     for t in order:
@@ -155,15 +159,18 @@ def lstm_backward(dy, cache, need_dx=True):
                 dhp += dyt[t]
         if P is not None:
             np.matmul(dhp, P, out=dh)
-        _lstm_cell_bwd(dh, dc, gates[t], cs[p] if 0 <= p < T else zeros, tcs[t], dzs[t], one)
+        _lstm_cell_bwd(dh, dc, gates[t], cs[p] if 0 <= p < T else c0, tcs[t], dzs[t], one)
     dz2 = dzs.reshape(T * n, 4 * hs)
     dWp = dz2.T @ xt
-    # z_t reads h_{t+prev}; the first step read zeros and adds nothing to dH.
+    # z_t reads h_{t+prev}; the first step read the initial state (nothing to dH when it is 0).
     us = pseq.shape[2]
     if go_backwards:
         dHp = dzs[:-1].reshape(-1, 4 * hs).T @ pseq[1:].reshape(-1, us)
     else:
         dHp = dzs[1:].reshape(-1, 4 * hs).T @ pseq[:-1].reshape(-1, us)
+    if init != 0:
+        first_dz = dzs[T - 1 if go_backwards else 0].sum(axis=0)
+        dHp += np.outer(first_dz, np.full(us, init, gates.dtype))
     dbp = dz2.sum(axis=0)
     inv = np.argsort(perm)
     dx = None
