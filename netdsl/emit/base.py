@@ -135,10 +135,13 @@ def emit(graph: ir.Graph, target_name: str) -> str:
     short-lived, acyclic objects for a deep model, and the collector's repeated passes over them
     were a third of the time and made it grow faster than the layer count (bench/compile.py).
     """
+    from .layout import memo_scope
+
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _emit(graph, target_name)
+        with memo_scope():
+            return _emit(graph, target_name)
     finally:
         if was_enabled:
             gc.enable()
