@@ -359,11 +359,14 @@ def context(lg: Legacy, views: dict) -> dict:
             params.append({"name": p.name, "gluon": [layer.name + "_" + n for n in names],
                            "shape": tuple(p.shape), "trainable": p.trainable})
     ctx.update(
+        # WEIGHTS' entries, written here rather than in the template: 20,000 of them for a deep model
+        weight_entries=[layout(f"{pyrepr(p['name'])}: ({pyrepr(p['shape'])}, "
+                               f"{', '.join(map(pyrepr, p['gluon']))}),", 4) for p in params],
         tree=block_tree(lg, views),
         calls=calls(lg),
         params=params,
         frozen=[n for p in params for n in p["gluon"][1:]],
-        uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        uses=dict.fromkeys(LAYERS, False) | {layer.kind: True for layer in lg.graph.layers if layer.kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),  # held as (1,) Parameters: mxnet 1.x has no 0-d ones
         pads=any(v.padded for v in views.values()),
         bn_vars=[v.bn for v in views.values() if v.bn is not None],
