@@ -65,7 +65,8 @@ def _as_element(code: str, indent: int, width: int):
 
 
 # One emit's layouts, by the statement with every ASCII digit made "0" (see _memoized); None outside
-# an emit (base.emit sets it), so a layout is never kept from one emit to the next.
+# an emit (base.emit sets it), so a layout is never kept from one emit to the next. An entry depends on
+# its key alone, so even a memo shared by two threads' emits would give the right text.
 _memo: dict | None = None
 _ZERO = str.maketrans("123456789", "000000000")
 _DIGIT = re.compile(r"[0-9]")
