@@ -95,19 +95,20 @@ def environment() -> jinja2.Environment:
 
 def pyrepr(value) -> str:
     """A Python literal for a value: strings only ever reach generated code through repr."""
-    if isinstance(value, float):
-        return repr(float(value))
+    # the commonest first: a deep model's weight tables call this 100,000s of times (bench/compile.py)
     if isinstance(value, str):
         r = repr(value)
         # "..." like hand-written code, whenever that spells the same string as repr's '...'
         return f'"{value}"' if r == f"'{value}'" and '"' not in value else r
+    if isinstance(value, float):
+        return repr(float(value))
     if isinstance(value, (int, bool)) or value is None:
         return repr(value)
     if isinstance(value, tuple):
-        inner = ", ".join(pyrepr(v) for v in value)
+        inner = ", ".join([pyrepr(v) for v in value])
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if isinstance(value, list):
-        return "[" + ", ".join(pyrepr(v) for v in value) + "]"
+        return "[" + ", ".join([pyrepr(v) for v in value]) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{pyrepr(k)}: {pyrepr(v)}" for k, v in value.items()) + "}"
     raise EmitBug(f"no Python literal for {type(value).__name__}")
@@ -135,10 +136,13 @@ def emit(graph: ir.Graph, target_name: str) -> str:
     short-lived, acyclic objects for a deep model, and the collector's repeated passes over them
     were a third of the time and made it grow faster than the layer count (bench/compile.py).
     """
+    from .layout import memo_scope
+
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _emit(graph, target_name)
+        with memo_scope():
+            return _emit(graph, target_name)
     finally:
         if was_enabled:
             gc.enable()

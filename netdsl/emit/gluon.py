@@ -22,6 +22,7 @@ from ..layers.elementwise import OPS
 from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
 from .common import as_2d_window, is_1d_window
+from .layout import element, layout
 from .legacy import (
     Legacy,
     block_tree,
@@ -373,11 +374,14 @@ def context(lg: Legacy, views: dict) -> dict:
             params.append({"name": p.name, "gluon": [layer.name + "_" + n for n in names],
                            "shape": tuple(p.shape), "trainable": p.trainable})
     ctx.update(
+        # WEIGHTS' entries, written here rather than in the template: 20,000 of them for a deep model
+        weight_entries=[layout(f"{pyrepr(p['name'])}: ({pyrepr(p['shape'])}, "
+                               f"{', '.join(map(pyrepr, p['gluon']))}),", 4) for p in params],
         tree=block_tree(lg, views),
         calls=calls(lg),
         params=params,
         frozen=[n for p in params for n in p["gluon"][1:]],
-        uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        uses=dict.fromkeys(LAYERS, False) | {layer.kind: True for layer in lg.graph.layers if layer.kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),  # held as (1,) Parameters: mxnet 1.x has no 0-d ones
         pads=any(v.padded for v in views.values()),
         bn_vars=[v.bn for v in views.values() if v.bn is not None],
@@ -393,6 +397,7 @@ def context(lg: Legacy, views: dict) -> dict:
     ctx["vector_embedding"] = any(layer.kind == "Embedding" and lg.in_type(layer).vocab is None
                                   for layer in lg.graph.layers)
     ctx.update(_mask_context(lg, views, ctx))  # replaces calls: the ones that take lengths get them
+    ctx["children"] = [child_statement(node, ctx["length_groups"]) for node in ctx["tree"]]
     t = lg.graph.training or ir.Training()
     ctx["rule"] = step_rule(t)
     # main()'s script-level keys, through common/training.py.j2's helpers
@@ -457,6 +462,50 @@ TRAINING = {
     "settings": {"seed", "lr_schedule", "lr_unit", "weight_decay", "clip_norm", "clip_value", "loss.reduction",
                  "max_norm", "validation_split", "log_every", "early_stopping", "metrics"},
 }
+
+def child_statement(node: dict, length_groups: set) -> str:
+    """`self.<attr> = <block>` for Net.__init__ (indent 8), laid out as layout() lays out the whole
+    statement. A group's brackets always explode (its kind comment forces them), so its lines are
+    its members' own layouts, each from layout.element: once for thousands of members that differ
+    only in their digits, where layout() of the whole statement re-read them all. What element()
+    declines (a member with a comment) and empty groups take layout() of the whole statement."""
+    if node["type"] == "group":
+        code = _group_lines(node, length_groups, 8, "")
+        if code is not None:
+            return f"self.{node['attr']} = {code}"
+    return layout(f"self.{node['attr']} = {_block_source(node, ' ' * 8, length_groups)}", 8)
+
+
+def _group_lines(node: dict, length_groups: set, indent: int, trailer: str):
+    if not node["members"]:
+        return None
+    pad = " " * indent
+    name = element(pyrepr(node["name"] + "_"), indent + 4)
+    lines = [_sequential_of(node, length_groups) + "(", f"{pad}    {name}", f"{pad}    [  {_kind_comment(node)}"]
+    for m in node["members"]:
+        sub = _group_lines(m, length_groups, indent + 8, ",") if m["type"] == "group" else \
+            element(m["view"].code, indent + 8)
+        if sub is None:
+            return None
+        lines.append(f"{pad}        {sub}")
+    return "\n".join(lines + [f"{pad}    ],", f"{pad}){trailer}"])
+
+
+def _block_source(node: dict, ind: str, length_groups: set) -> str:
+    """A block's code before layout: a group on several lines, each member on its own."""
+    if node["type"] != "group":
+        return node["view"].code
+    members = "".join(f"{ind}    {_block_source(m, ind + '    ', length_groups)},\n" for m in node["members"])
+    return f"{_sequential_of(node, length_groups)}({pyrepr(node['name'] + '_')}, [  {_kind_comment(node)}\n{members}{ind}])"
+
+
+def _sequential_of(node: dict, length_groups: set) -> str:
+    return "_length_sequential" if node["name"] in length_groups else "_sequential"
+
+
+def _kind_comment(node: dict) -> str:
+    return f"# {node['kind']}" + (f" of {node['repeat']}" if node["kind"] == "LayerStack" else "")
+
 
 TEMPLATE = "gluon/module.py.j2"
 TARGET = Target(name="gluon", template=TEMPLATE, layers=LAYERS, context=context, check=check,

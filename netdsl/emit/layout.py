@@ -37,8 +37,82 @@ def layout(code: str, indent: int, width: int = WIDTH) -> str:
     """
     if "\n" not in code and "'" not in code and indent + len(code) <= width:
         return code  # the fast path: deep models emit thousands of short statements
+    return _memoized(_layout, code, indent, width)
+
+
+def element(code: str, indent: int, width: int = WIDTH):
+    """`code` laid out as one element of an exploded bracket at `indent`, with its "," (exactly as
+    layout() writes each element of a statement that holds it); None when `code` is not one element
+    without comments. The first line carries no indentation, like layout()'s.
+    """
+    if "#" in code:
+        return None
+    return _memoized(_as_element, code, indent, width)
+
+
+def _layout(code: str, indent: int, width: int) -> str:
     items, comment = _parse(code)
     return "\n".join(_lines(items, comment, indent, "", width))
+
+
+def _as_element(code: str, indent: int, width: int):
+    # inside a bracket, as the element after a "," or an opening bracket: neither makes a call of it
+    root = _parse("[" + code + "]")[0]
+    b = root[0][1] if len(root) == 1 else None
+    if not isinstance(b, _Bracket) or len(b.elems) != 1 or b.elems[0][1] is not None or b.comment:
+        return None
+    return "\n".join(_lines(b.elems[0][0], None, indent, ",", width))
+
+
+# One emit's layouts, by the statement with every ASCII digit made "0" (see _memoized); None outside
+# an emit (base.emit sets it), so a layout is never kept from one emit to the next. An entry depends on
+# its key alone, so even a memo shared by two threads' emits would give the right text.
+_memo: dict | None = None
+_ZERO = str.maketrans("123456789", "000000000")
+_DIGIT = re.compile(r"[0-9]")
+
+
+def _memoized(compute, code: str, indent: int, width: int):
+    """compute(code, indent, width), computed once for all statements that differ only in their digits.
+
+    A LayerStack of 10,000 Dense layers writes 10,000 statements that differ only in the
+    digits of their names and sizes. A digit never decides a layout: the tokens (a digit is
+    never a bracket, a comma, a quote, "lambda" or a token boundary of its own) and their
+    lengths stay the same when every digit is "0", so the layout of the "0" statement is the
+    layout of each of them, with their own digits put back in order. Order holds because
+    layout only moves whitespace, except for a comment moved above its statement: statements
+    with a comment (or a triple-quoted string, or a line continuation, which tokenize reads)
+    are laid out on their own.
+    """
+    memo = _memo
+    if memo is None or "#" in code or '"""' in code or "\'\'\'" in code or "\\\n" in code:
+        return compute(code, indent, width)
+    key = (compute, code.translate(_ZERO), indent, width)
+    if key in memo:
+        pieces = memo[key]
+    else:
+        out = compute(key[1], indent, width)
+        pieces = memo[key] = None if out is None else out.split("0")
+    if pieces is None:
+        return None
+    if len(pieces) == 1:
+        return pieces[0]
+    digits = _DIGIT.findall(code)
+    if len(digits) != len(pieces) - 1:  # cannot happen (see above); if it did, the slow way is still right
+        return compute(code, indent, width)
+    return pieces[0] + "".join([d + p for d, p in zip(digits, pieces[1:])])
+
+
+class memo_scope:
+    """`with memo_scope():` around one emit, so that its identical layouts are computed once."""
+
+    def __enter__(self):
+        global _memo
+        self.outer, _memo = _memo, {}
+
+    def __exit__(self, *exc):
+        global _memo
+        _memo = self.outer
 
 
 # the tokens generated statements are made of; anything else (triple quotes, a backslash line

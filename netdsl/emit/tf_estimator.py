@@ -30,6 +30,7 @@ from ..layers.elementwise import OPS
 from ..train_block import OPTIMIZERS
 from .base import EmitBug, Target, pyrepr
 from .common import is_1d_window, number
+from .layout import layout
 from .legacy import (
     Legacy,
     cannot,
@@ -464,14 +465,17 @@ def context(lg: Legacy, views: dict) -> dict:
         st = Statement(lg.var(node.name), [lg.var(i) for i in node.inputs],
                        is_image(lg.value_type(node.inputs[0])), node.name in orders,
                        length_var.get(sources.get(node.inputs[0])))
-        statements.append({"code": v.write(st), "comment": comment})
+        statements.append({"code": layout(v.write(st), 4), "comment": comment})  # laid out here: 10,000s of them
     ctx.update(
         statements=statements,
         params=params,
+        # WEIGHTS' entries, written here rather than in the template: 20,000 of them for a deep model
+        weight_entries=[layout(f"{pyrepr(p['name'])}: ({pyrepr(p['shape'])}, {pyrepr(p['tf'])}, "
+                               f"{pyrepr(p['conv'])}, {pyrepr(p['chw'])}),", 4) for p in params],
         setup=[v.setup for v in views.values() if v.setup],
         id_inputs=[i["name"] for i in ctx["inputs"] if i["ids"]],
         image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
-        uses={kind: any(layer.kind == kind for layer in lg.graph.layers) for kind in LAYERS},
+        uses=dict.fromkeys(LAYERS, False) | {layer.kind: True for layer in lg.graph.layers if layer.kind in LAYERS},
         avg_pads=any(v.avg_pads for v in views.values()),
         projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
     )
