@@ -564,7 +564,7 @@ def test_lstm(go_backwards, init, cell):
     dx, dW, dH, db, *dP = lstm.lstm_backward(R32, cache)
     xt = T(x32)
     yt, m = torch_lstm(xt, torch.tensor(W32), torch.tensor(H32), torch.tensor(b32), go_backwards,
-                       *(torch.tensor(p) for p in P32 or [None]), init=init)
+                       P=torch.tensor(P32[0]) if P32 else None, init=init)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")

@@ -162,7 +162,7 @@ def test_initial_state_starts_each_padded_sample(kind, back):
     init = 0.6
     if kind == "lstm":
         ws = lstm_weights(rng, 3, 2, np.float32)
-        fwd, bwd = (lambda v, gb=False: lstm.lstm_forward(v, *ws, gb, init)), lstm.lstm_backward
+        fwd, bwd = (lambda v, gb=False: lstm.lstm_forward(v, *ws, gb, init=init)), lstm.lstm_backward
     else:
         ws = [(rng.standard_normal(s) * 0.5).astype(np.float32) for s in ((6, 3), (6, 2), (6,))]
         fwd, bwd = (lambda v, gb=False: gru.gru_forward(v, *ws, None, gb, init)), gru.gru_backward
