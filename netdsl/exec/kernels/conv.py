@@ -333,28 +333,27 @@ def _bias_act_maxpool_2x2(z, bias, relu, n, oh, ow, yh, arg):
 @njit(cache=True)
 def _unpool_2x2(dyh, arg, oh, ow, dz, db):
     """_unpool for 2x2/stride-2 windows, writing EVERY row of dz (the gradient
-    or 0), so dz needs no zero fill; an odd last row/column gets zeros."""
+    or 0), so dz needs no zero fill; an odd last row/column gets zeros.
+    Each window row is written once, as a select on arg (vectorises; a zero
+    fill then a scatter was 3x slower on keras_cnn's first layer)."""
     n, ph, pw, o = dyh.shape
     acc = np.zeros(o, np.float64)
     for b in range(n):
         for py in range(ph):
             for px in range(pw):
                 r0 = (b * oh + 2 * py) * ow + 2 * px
+                g = dyh[b, py, px]
+                a = arg[b, py, px]
                 for r in (r0, r0 + 1, r0 + ow, r0 + ow + 1):
+                    d = dz[r]
                     for u in range(o):
-                        dz[r, u] = 0
+                        d[u] = g[u] if a[u] == r else 0
                 for u in range(o):
-                    k = arg[b, py, px, u]
-                    if k >= 0:
-                        g = dyh[b, py, px, u]
-                        dz[k, u] = g
-                        acc[u] += g
+                    acc[u] += g[u] if a[u] >= 0 else 0  # adding 0 where nothing was scattered: exact
         for y in range(oh):
             for x in range(ow):
                 if y >= 2 * ph or x >= 2 * pw:
-                    r = (b * oh + y) * ow + x
-                    for u in range(o):
-                        dz[r, u] = 0
+                    dz[(b * oh + y) * ow + x] = 0
     for u in range(o):
         db[u] = acc[u]
 
