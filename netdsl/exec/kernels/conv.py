@@ -51,7 +51,10 @@ def _weight_grads(W, col, dz, db, geo, need_dx):
     """dz (N*oh*ow, O) is the gradient of the pre-activation output."""
     n, c, h, w, kh, kw, sh, sw, pt, pl, oh, ow = geo
     o = W.shape[0]
-    dW = np.ascontiguousarray((dz.T @ col).reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+    # OpenBLAS runs this long-K product faster with the smaller side as the rows: keras_cnn's
+    # first layer (9 columns, 32 channels) 0.88 -> 0.62 ms; its second (288, 64) prefers dz.T @ col.
+    dWm = (col.T @ dz).T if col.shape[1] < o else dz.T @ col
+    dW = np.ascontiguousarray(dWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     dx = None
     if need_dx:
         dcol = dz @ _w_ohwc(W)
