@@ -219,6 +219,20 @@ def check_conv2d(rng, x, W, b, strides, pads, activation):
         assert_close(db, bt.grad, what="db")
 
 
+@pytest.mark.parametrize("strides,pads", CONV_CASES[4:6])
+def test_conv2d_in_chunks_of_samples(strides, pads, monkeypatch):
+    """One sample per chunk (CHUNK_BYTES = 1) gives what one chunk for the whole batch gives."""
+    rng = rng_for("conv-chunks", strides, pads)
+    x, W, b = normal(rng, (3, 2, 5, 6)), normal(rng, (4, 2, 3, 2)), normal(rng, (4,))
+    results = []
+    for chunk in (1, 1 << 30):
+        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk)
+        y, cache = conv.conv2d_forward(x, W, b, strides, pads, "relu")
+        results.append((y, *conv.conv2d_backward(np.cos(y), cache)))
+    for one, whole in zip(*results):
+        np.testing.assert_allclose(one, whole, rtol=1e-12, atol=1e-14)
+
+
 def test_conv2d_fused_relu_matches_unfused():
     rng = rng_for("fused")
     x = normal(rng, (2, 3, 7, 7), np.float32)

@@ -57,9 +57,16 @@ def _weight_grads(W, col, dz, db, geo, need_dx):
     dW = np.ascontiguousarray(dWm.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     dx = None
     if need_dx:
-        dcol = dz @ _w_ohwc(W)
+        Wm = _w_ohwc(W)
         dxh = np.zeros((n, h, w, c), dz.dtype)
-        _col2im(dcol, kh, kw, sh, sw, pt, pl, oh, ow, dxh)
+        p = oh * ow
+        step = _chunk_samples(n, p * Wm.shape[1] * dz.itemsize)
+        dcol = np.empty((step * p, Wm.shape[1]), dz.dtype)
+        for b0 in range(0, n, step):
+            b1 = min(n, b0 + step)
+            d = dcol[:(b1 - b0) * p]
+            np.matmul(dz[b0 * p:b1 * p], Wm, out=d)
+            _col2im(d, kh, kw, sh, sw, pt, pl, oh, ow, dxh[b0:b1])
         dx = np.ascontiguousarray(dxh.transpose(0, 3, 1, 2))
     return dx, dW, db
 
@@ -155,7 +162,8 @@ def _w_ohwc(W):
 
 
 def _conv_gemm(x, W, strides, pads):
-    """Returns col (N*oh*ow, kh*kw*C), z = col @ W' (N*oh*ow, O) and the geometry."""
+    """Returns col (N*oh*ow, kh*kw*C), z = col @ W' (N*oh*ow, O) and the geometry; in chunks of
+    samples (CHUNK_BYTES)."""
     n, c, h, w = x.shape
     o, ci, kh, kw = W.shape
     if c != ci:
@@ -164,10 +172,27 @@ def _conv_gemm(x, W, strides, pads):
     (pt, pb), (pl, pr) = pads
     oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
     xh = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    col = np.empty((n * oh * ow, kh * kw * c), x.dtype)
-    _im2col(xh, kh, kw, sh, sw, pt, pl, oh, ow, col)
-    z = col @ _w_ohwc(W).T
+    p, k = oh * ow, kh * kw * c
+    col = np.empty((n * p, k), x.dtype)
+    z = np.empty((n * p, o), x.dtype)
+    Wt = _w_ohwc(W).T
+    step = _chunk_samples(n, p * k * x.itemsize)
+    for b0 in range(0, n, step):
+        b1 = min(n, b0 + step)
+        _im2col(xh[b0:b1], kh, kw, sh, sw, pt, pl, oh, ow, col[b0 * p:b1 * p])
+        np.matmul(col[b0 * p:b1 * p], Wt, out=z[b0 * p:b1 * p])
     return col, z, (n, c, h, w, kh, kw, sh, sw, pt, pl, oh, ow)
+
+
+# im2col and its GEMM (and the input gradient's GEMM and col2im) run a few samples at a time, so the
+# GEMM reads the patches while they are still in cache (L2 is 1 MiB a core here). keras_cnn, batch 64,
+# 1 thread, alternating in one process: a training step 17.2-17.8 -> 16.2-16.8 ms CPU; chunks of
+# 0.5 to 4 MiB all do about as well, and fewer, larger GEMMs split better over threads.
+CHUNK_BYTES = 1 << 20
+
+
+def _chunk_samples(n, bytes_per_sample):
+    return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_sample)))
 
 
 @njit(cache=True)
