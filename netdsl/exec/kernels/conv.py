@@ -1,14 +1,18 @@
 """Convolution: cross-correlation, W OIHW, explicit (possibly asymmetric)
 zero pads ((top, bottom), (left, right)), output size (H + top + bottom - kh)//sh + 1.
 
-One channels-last GEMM over the whole batch: im2col rows are (i, j, c)
-patches, so every copy moves kw*C contiguous floats, and the GEMM output
+Channels-last GEMMs, a cache-sized chunk of samples each (CHUNK_BYTES): im2col
+rows are (i, j, c) patches, so every copy moves kw*C contiguous floats, and the GEMM output
 (N*oh*ow, O) keeps a pixel's channels together for the vectorised bias/ReLU/
 pool pass. Node values stay NCHW; the transposes at the edges are small next
 to the GEMMs. A MaxPooling that is the only reader of a linear/ReLU
 convolution is fused into it (ConvMaxPool): bias, ReLU and pooling in one pass
 that keeps only the argmax; backward scatters straight into the convolution's
 pre-activation gradient.
+
+The numba loops copy and add over 0-based slice views, never flat indices such
+as dst + u: those make numba check each index for a negative wrap-around, and
+that check keeps LLVM from vectorising the loop (3-7x slower, issue 16).
 """
 from __future__ import annotations
 
