@@ -196,7 +196,18 @@ CHUNK_BYTES = 1 << 20
 
 
 def _chunk_samples(n, bytes_per_sample):
+    """Samples per chunk: CHUNK_BYTES of patches at one BLAS thread; the whole batch at more, where
+    every GEMM call is a hand-over to BLAS's other threads (no gain measured there, and each
+    hand-over waits for a core when the machine is busy)."""
+    if _blas_threads() != 1:
+        return max(1, n)
     return max(1, min(n, CHUNK_BYTES // max(1, bytes_per_sample)))
+
+
+def _blas_threads():
+    from ..runtime import blas_threads  # runtime imports the kernels: not at module level
+
+    return blas_threads()
 
 
 @njit(cache=True)
