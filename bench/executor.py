@@ -34,7 +34,7 @@ from netdsl.exec.weights import init_params  # noqa: E402
 from netdsl.frontend import load  # noqa: E402
 
 MODELS = ("mlp_relu", "keras_cnn", "row_lstm")
-TARGETS = {"mlp_relu": 1.5, "keras_cnn": 1.2, "row_lstm": 1.0}
+TARGETS = {"mlp_relu": 1.5, "keras_cnn": 1.3, "row_lstm": 1.2}  # issue 16, at 1 and 2 threads
 RESULTS = REPO / "bench" / "RESULTS.md"
 START, END = "<!-- executor-bench:start -->", "<!-- executor-bench:end -->"
 

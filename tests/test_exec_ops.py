@@ -178,9 +178,26 @@ def test_conv2d(strides, pads, activation, bias):
     x = normal(rng, (2, 2, 5, 6))
     W = normal(rng, (3, 2, 3, 2))
     b = normal(rng, (3,)) if bias else None
+    check_conv2d(rng, x, W, b, strides, pads, activation)
+
+
+@pytest.mark.parametrize("strides,pads", CONV_CASES[:2])
+def test_conv2d_more_channels_than_patch_values(strides, pads):
+    """A one-channel first layer: fewer patch values (9) than output channels (12) takes the weight
+    gradient's other GEMM orientation."""
+    rng = rng_for("conv-wide", strides, pads)
+    x, W, b = normal(rng, (2, 1, 6, 5)), normal(rng, (12, 1, 3, 3)), normal(rng, (12,))
+    check_conv2d(rng, x, W, b, strides, pads, "relu")
+
+
+def check_conv2d(rng, x, W, b, strides, pads, activation):
+    """Finite differences in float64, then float32 against torch."""
+    bias = b is not None
     y, cache = conv.conv2d_forward(x, W, b, strides, pads, activation)
     (pt, pb), (pl, pr) = pads
-    assert y.shape == (2, 3, (5 + pt + pb - 3) // strides[0] + 1, (6 + pl + pr - 2) // strides[1] + 1)
+    kh, kw = W.shape[2:]
+    assert y.shape == (x.shape[0], W.shape[0], (x.shape[2] + pt + pb - kh) // strides[0] + 1,
+                       (x.shape[3] + pl + pr - kw) // strides[1] + 1)
     R = normal(rng, y.shape)
     dx, dW, db = conv.conv2d_backward(R, cache)
     wrt, grads = ([0, 1, 2], [dx, dW, db]) if bias else ([0, 1], [dx, dW])
@@ -200,6 +217,21 @@ def test_conv2d(strides, pads, activation, bias):
     assert_close(dW, Wt.grad, what="dW")
     if bias:
         assert_close(db, bt.grad, what="db")
+
+
+@pytest.mark.parametrize("strides,pads", CONV_CASES[4:6])
+def test_conv2d_in_chunks_of_samples(strides, pads, monkeypatch):
+    """One sample per chunk (CHUNK_BYTES = 1) gives what one chunk for the whole batch gives."""
+    monkeypatch.setattr(conv, "_blas_threads", lambda: 1)  # chunks are for one BLAS thread only
+    rng = rng_for("conv-chunks", strides, pads)
+    x, W, b = normal(rng, (3, 2, 5, 6)), normal(rng, (4, 2, 3, 2)), normal(rng, (4,))
+    results = []
+    for chunk in (1, 1 << 30):
+        monkeypatch.setattr(conv, "CHUNK_BYTES", chunk)
+        y, cache = conv.conv2d_forward(x, W, b, strides, pads, "relu")
+        results.append((y, *conv.conv2d_backward(np.cos(y), cache)))
+    for one, whole in zip(*results):
+        np.testing.assert_allclose(one, whole, rtol=1e-12, atol=1e-14)
 
 
 def test_conv2d_fused_relu_matches_unfused():

@@ -3,6 +3,7 @@ warm-up step that loads every numba kernel from its cache before the clock of
 the first real step starts."""
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -82,6 +83,13 @@ def tune_malloc() -> bool:
 
 def blas_threads() -> int | None:
     """OpenBLAS's current thread count (None if it cannot be asked)."""
+    fn = _blas_threads_fn()
+    return None if fn is None else int(fn())
+
+
+@functools.cache
+def _blas_threads_fn():
+    """OpenBLAS's get_num_threads, looked up once: kernels ask it on every call."""
     import ctypes
 
     try:
@@ -95,7 +103,7 @@ def blas_threads() -> int | None:
                     "scipy_openblas_get_num_threads", "openblas_get_num_threads"):
             fn = getattr(lib, sym, None)
             if fn is not None:
-                return int(fn())
+                return fn
     return None
 
 
