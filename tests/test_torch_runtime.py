@@ -97,8 +97,11 @@ def test_ddp_two_ranks_match_one_process(tmp_path, capsys):
     graph = load(str(TINY_MLP))
     script = write_script(graph, tmp_path)
     common = ["--data", f"npz:{tmp_path / 'data.npz'}", "--init", tmp_path / "init.npz", "--max-steps", "5"]
+    # torchrun's own scratch dir (torchelastic_*) outlived some runs in /tmp: keep it under tmp_path
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-               *common, "--out-dir", tmp_path / "ddp"], tmp_path)
+               *common, "--out-dir", tmp_path / "ddp"], tmp_path, TMPDIR=str(scratch))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("epoch 1/") == 1, "rank 0 alone logs"  # the other rank trains silently
     code, _, _ = main_of(import_script(script, "one"), capsys, *common, "--out-dir", tmp_path / "one")
