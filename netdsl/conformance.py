@@ -201,7 +201,6 @@ def scale_of(arrays) -> float:
     return max([1.0] + [float(np.abs(a).max()) for a in arrays if np.asarray(a).size])
 
 
-
 def work_stems(models) -> dict:
     """{model path: the stem its work files are named by}, unique within one run: a/model.net and
     b/model.net would otherwise write the same files, and one would be checked against the other's."""
@@ -214,6 +213,7 @@ def work_stems(models) -> dict:
         seen.add(stem)
         stems.setdefault(path, stem)
     return stems
+
 
 def run(models: list[str], columns: list[Column], seed: int = 0, step: bool = True, workdir: str | None = None,
         log=print) -> dict:
