@@ -131,10 +131,19 @@ def _weights(layer: ir.Layer) -> list:
 def dense(lg, layer):
     it = lg.in_type(layer)
     flat = not it.seq
-    in_units = prod(it.shape) if flat else it.shape[-1]
+    in_units = prod(it.shape)
     core = (f"nn.Dense({layer.attr('units')}, {_act_kw(layer)}, use_bias={pyrepr(bool(layer.attr('bias')))}, "
             f"flatten={pyrepr(flat)}, in_units={in_units}, prefix={_prefix(layer)})")
-    return View(_wrap(layer, [core] + _softmax(layer, lg.out_type(layer))), _weights(layer))
+    # rank-2 tensors (Dense((3, 4))): F.reshape is row-major, as the IR; 0 keeps the batch (and time) axis
+    keep = (0, 0) if it.seq else (0,)
+    before = [_reshape(keep + (-1,))] if it.seq and len(it.shape) > 1 else []
+    shape = layer.attr("out_shape")
+    after = [] if shape is None else [_reshape(keep + tuple(shape))]
+    return View(_wrap(layer, before + [core] + after + _softmax(layer, lg.out_type(layer))), _weights(layer))
+
+
+def _reshape(shape: tuple) -> str:
+    return f"nn.HybridLambda(lambda F, x: F.reshape(x, shape={shape!r}))"
 
 
 # a sequence (N, T, F) <-> (N, F, T), the NCW layout of Gluon's Conv1D (mxnet's CPU kernels take no NWC)

@@ -126,8 +126,11 @@ def dense(idx, layer):
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
     kwargs.update(_max_norm(layer, 0))  # the (in, out) kernel: each unit's column
     weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    shape = layer.attr("out_shape")  # Dense((3, 4)): Keras's Reshape is row-major, as the IR
+    lead = (-1,) if idx.first_input_type(layer).seq else ()  # the time axis, when a sequence
+    reshape = [] if shape is None else [KLayer("_shape", "layers.Reshape", (lead + tuple(shape),))]
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)]
-                     + _act_layer(layer.attr("activation"), "_act"), weights)
+                     + reshape + _act_layer(layer.attr("activation"), "_act"), weights)
 
 
 def convolution(idx, layer):
