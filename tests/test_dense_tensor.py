@@ -71,3 +71,58 @@ def test_cross_entropy_on_a_tensor_output_is_refused_at_the_loss():
         lower("x = Input(6)\nz = Dense((3, 4))(x)\noutput z\n")
     d = e.value.diagnostics[0]
     assert d.code == "E103" and "(the default)" in d.message and d.span.line == 2
+
+
+def test_input_rank_and_map_rank_keep_the_leading_axis():
+    g = lower("x = Input(6)\nt = Dense((3, 4))(x)\na = Dense(5, input_rank=1)(t)\nb = Dense(5, map_rank=1)(t)\n"
+              "c = Dense(2, input_rank=2)(t)\nd = Dense(2, map_rank=0)(t)\noutput c, a, b, d\n")
+    shapes = {n.name: n.type.shape for n in g.nodes}
+    assert (shapes["a"], shapes["b"], shapes["c"], shapes["d"]) == ((3, 5), (3, 5), (2,), (2,))
+    by_name = {n.name: g.layer(n.layer) for n in g.nodes}
+    assert by_name["a"].param("W").shape == (5, 4) and by_name["a"].attr("map_axes") == 1
+    assert by_name["c"].param("W").shape == (2, 12) and by_name["c"].attr("map_axes") is None
+    plain = lower("x = Input(6)\nd = Dense(5)(x)\noutput d\n").layers[0]
+    assert "input_rank" not in dict(plain.attrs) and "map_rank" not in dict(plain.attrs)
+
+
+@pytest.mark.parametrize("text, code, words", [
+    ("Dense(5, input_rank=1, map_rank=1)(t)", "E103", "input_rank or map_rank, not both"),
+    ("Dense(5, input_rank=0)(t)", "E103", "input_rank must be None or an integer from 1"),
+    ("Dense(5, map_rank=True)(t)", "E103", "map_rank must be None or an integer from 0"),
+    ("Dense(5, input_rank=3)(t)", "E201", "input_rank=3 needs an input of at least that rank"),
+    ("Dense(5, map_rank=2)(t)", "E201", "leaves no axis of (3, 4) to reduce over"),
+    ("Dense((2, 5), input_rank=1)(t)", "E201", "would make a rank-3 value"),
+    ("Dense(5, input_rank=1, activation=softmax)(t)", "E103", "with activation=softmax making a rank-2 value"),
+    ("Dense(5, input_rank=2)(i)", "E201", "over an image (2, 3, 4) is not supported"),
+])
+def test_input_rank_and_map_rank_that_cannot_be_honoured_are_refused(text, code, words):
+    with pytest.raises(NetdslError) as e:
+        lower(f"i = Input((2, 3, 4))\nt = Dense((3, 4))(i)\nz = {text}\noutput z\n")
+    d = e.value.diagnostics[0]
+    assert d.code == code and words in d.message, d.message
+    assert d.span.line == 3
+
+
+def test_executor_maps_over_the_kept_axis_forward_and_backward():
+    """Dense(5, input_rank=1) after Dense((3, 4)) in the executor, against the same sums in PyTorch (float64)."""
+    torch = pytest.importorskip("torch")
+    import numpy as np
+
+    from netdsl.exec.graph import Executor
+
+    g = lower("x = Input(6)\nt = Dense((3, 4), activation=tanh)(x)\ny = Dense(5, map_rank=1)(t)\noutput y\n"
+              "train {\n    loss = squared_error\n}\n")
+    rng = np.random.default_rng(12)
+    params = {p.name: rng.standard_normal(p.shape) for p in g.params()}
+    x, dy = rng.standard_normal((2, 6)), rng.standard_normal((2, 3, 5))
+    ex = Executor(g, params, dtype=np.float64)
+    y = ex.forward({"x": x})["y"]
+    grads = ex.backward({"y": dy})
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+    first, second = (layer.name for layer in g.layers)
+    t = torch.tanh(torch.tensor(x) @ tp[f"{first}.W"].T + tp[f"{first}.b"]).reshape(2, 3, 4)
+    yt = t @ tp[f"{second}.W"].T + tp[f"{second}.b"]
+    (yt * torch.tensor(dy)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for name, p in tp.items():
+        np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)

@@ -473,7 +473,7 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
                 flat = _flatten_layers(t, sites.get(n.name))
                 flat[-1] = KLayer("", flat[-1].func, flat[-1].args, flat[-1].kwargs, flat[-1].comment)
                 plan = NodePlan(flat)
-        elif layer.kind == "Dense" and len(t.shape) > 1:
+        elif layer.kind == "Dense" and len(t.shape) > 1 and not layer.attr("map_axes"):  # else: the last axis
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
         elif layer.kind == "CosineDistance":
             plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])

@@ -93,10 +93,10 @@ def _params(layer: ir.Layer, **attrs) -> dict:
 
 def dense(idx, layer):
     t = idx.first_input_type(layer)
-    n_in = C.sample_size(t)
+    n_in = layer.param("W").shape[1]
     kwargs = {} if layer.attr("bias") else {"bias": False}
     flatten = None
-    if len(t.shape) > 1:
+    if len(t.shape) > 1 and not layer.attr("map_axes"):  # input_rank=1 on (A, B): nn.Linear maps over A itself
         flatten = 2 if t.seq else 1
     shape = layer.attr("out_shape")
     return TorchLayer("Dense", call("nn.Linear", n_in, layer.attr("units"), **kwargs), flatten=flatten,

@@ -142,7 +142,7 @@ def dense(lg, layer):
         if s.in_image:
             return (f"{s.out} = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten({s.ins[0]}), {head})"
                     "  # NHWC-flattened: rows permuted on load")
-        if len(it.shape) == 1 and shape is None:
+        if (len(it.shape) == 1 or layer.attr("map_axes")) and shape is None:  # dense's product is on the last axis
             return f"{s.out} = tf.compat.v1.layers.dense({s.ins[0]}, {head})"
         # a rank-2 tensor in (made by Dense((3, 4))) or out: row-major reshapes, as the IR's
         lead = f"tf.shape({s.ins[0]})[0], -1" if it.seq else "-1"
@@ -350,6 +350,9 @@ def rescale(lg, layer):
 @emits("Flatten")
 def flatten(lg, layer):
     if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        if len(lg.in_type(layer).shape) > 1:  # of rank-2 tensors (Dense((3, 4))): each step row-major
+            return View(lambda s: f"{s.out} = tf.reshape({s.ins[0]}, [tf.shape({s.ins[0]})[0], -1, "
+                        f"{prod(lg.in_type(layer).shape)}])")
         return View(lambda s: f"{s.out} = {s.ins[0]}")
 
     def write(s):

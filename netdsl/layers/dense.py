@@ -2,14 +2,18 @@
 
 A tensor `shape` (CNTK's Dense((3, 4))) keeps W 2-D, (prod(shape), in), so weight files and every
 target's mapping stay those of Dense(12); the output is that vector reshaped row-major to the shape.
-Only rank 2 is produced: a rank-3 value would pass for a (C, H, W) image in the NHWC targets."""
+Only rank 2 is produced: a rank-3 value would pass for a (C, H, W) image in the NHWC targets.
+
+input_rank=k (the last k axes are reduced) and map_rank=k (the first k are kept, each mapped over) say
+how many leading sample axes a Dense maps over; the IR keeps that number as map_axes, and only when it
+is not 0: a rank-2 value (A, B) with one axis mapped, W (units, B) applied to each of the A rows."""
 from __future__ import annotations
 
 from math import prod
 
 from ..ir import TensorType
 from ..shapes import ShapeError, float_features
-from ..values import describe_dim, is_dim
+from ..values import describe, describe_dim, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import DEFAULT_INIT, bias_init, first_error, max_norm, positive, weights
 
@@ -18,7 +22,38 @@ def check(a: dict):
     out = dict(a)
     if isinstance(a["shape"], tuple) and len(a["shape"]) == 1:
         out["shape"] = a["shape"][0]  # Dense((5,)) is Dense(5)
-    return first_error(lambda: _shape(out), lambda: weights(a, out), lambda: max_norm("Dense", a, out)) or out
+    return first_error(lambda: _shape(out), lambda: _ranks(a), lambda: weights(a, out),
+                       lambda: max_norm("Dense", a, out)) or out
+
+
+def _ranks(a):
+    for key, low in (("input_rank", 1), ("map_rank", 0)):
+        v = a.get(key)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and low <= v <= 8):
+            return key, f"Dense {key} must be None or an integer from {low}, got {describe(v)}"
+    if a.get("input_rank") is not None and a.get("map_rank") is not None:
+        return "map_rank", "Dense takes input_rank or map_rank, not both (as CNTK)"
+    return None
+
+
+def complete(attrs: dict, training) -> dict:
+    """input_rank and map_rank stay in the IR only when given, so a plain Dense's IR is unchanged."""
+    return {k: v for k, v in attrs.items() if not (k in ("input_rank", "map_rank") and v is None)}
+
+
+def map_axes(a, t: TensorType) -> int:
+    """How many leading axes of each sample (a step, in a sequence) the Dense maps over."""
+    rank = len(t.shape)
+    if a.get("input_rank") is not None:
+        if a["input_rank"] > rank:
+            raise ShapeError(f"Dense input_rank={a['input_rank']} needs an input of at least that rank, "
+                             f"got {t.describe()}")
+        return rank - a["input_rank"]
+    if a.get("map_rank") is not None:
+        if a["map_rank"] >= rank:
+            raise ShapeError(f"Dense map_rank={a['map_rank']} leaves no axis of {t.describe()} to reduce over")
+        return a["map_rank"]
+    return 0
 
 
 def _shape(a):
@@ -45,27 +80,41 @@ def shape(a, ins):
     float_features(t, "Dense")
     shape_out = out_shape(a)
     units = prod(shape_out)
-    # softmax over a tensor: CNTK normalises all its elements, the other targets the last axis
-    if len(shape_out) > 1 and a["activation"] == "softmax":
-        raise ShapeError(f"Dense({shape_out}) with activation=softmax: the targets disagree on the axis a softmax "
-                         "of a tensor normalises; apply Dense(n, activation=softmax) to a vector", "E103")
-    n_in = prod(t.shape)
+    mapped = map_axes(a, t)
+    # softmax over a tensor: CNTK normalises all its elements, the other targets one axis
+    if mapped + len(shape_out) > 1 and a["activation"] == "softmax":
+        raise ShapeError(f"Dense with activation=softmax making a rank-2 value ({t.shape[:mapped] + shape_out}): the "
+                         "targets disagree on the axis a softmax of a tensor normalises; apply "
+                         "Dense(n, activation=softmax) to a vector", "E103")
+    if mapped and len(t.shape) == 3:
+        raise ShapeError(f"Dense with input_rank/map_rank over an image {t.describe()} is not supported: only a "
+                         "rank-2 value (A, B) can keep a leading axis (images are NHWC in some targets)")
+    if mapped + len(shape_out) > 2:
+        raise ShapeError(f"Dense{'(' + str(shape_out) + ')' if len(shape_out) > 1 else ''} keeping "
+                         f"{t.shape[:mapped]} of {t.describe()} would make a rank-{mapped + len(shape_out)} value; "
+                         "netdsl's values have rank 1 or 2 (a rank-3 value would be taken for an image)")
+    n_in = prod(t.shape[mapped:])
     params = {"W": (units, n_in)}
     if a["bias"]:
         params["b"] = (units,)
     # the IR keeps units an int (prod(shape)) and the tensor shape beside it, only when there is one
     extra = {"units": units, "out_shape": shape_out} if len(shape_out) > 1 else {}
-    return TensorType(shape_out, t.seq, t.length), params, extra
+    if mapped:
+        extra["map_axes"] = mapped
+    return TensorType(t.shape[:mapped] + shape_out, t.seq, t.length), params, extra
 
 
 KIND = register(LayerKind(
     "Dense", shape,
     attrs={"units": ("shape", None), "activation": ("activation", None), "bias": ("bias", True),
-           "init": ("init", DEFAULT_INIT), "init_bias": ("init_bias", 0), "max_norm": ("max_norm", None)},
+           "init": ("init", DEFAULT_INIT), "init_bias": ("init_bias", 0), "max_norm": ("max_norm", None),
+           "input_rank": ("input_rank", None), "map_rank": ("map_rank", None)},
     floats=("init_bias",),
     inits=lambda layer: {"W": layer.attr("init", DEFAULT_INIT), "b": bias_init(layer)},
+    complete=complete,
     constructors=(Constructor(
         "Dense", ("shape",),
-        {"shape": REQUIRED, "activation": None, "init": DEFAULT_INIT, "bias": True, "init_bias": 0, "max_norm": None},
+        {"shape": REQUIRED, "activation": None, "init": DEFAULT_INIT, "bias": True, "init_bias": 0, "max_norm": None,
+         "input_rank": None, "map_rank": None},
         check, options=("activation", "init", "bias", "init_bias")),),
 ))

@@ -20,8 +20,9 @@ def dense(b, layer, node, xs, ins, params):
     act = layer.attr("activation")
     out_shape = layer.attr("out_shape")  # Dense((3, 4)): the 2-D product, then a row-major Reshape
     z = n if act is None and out_shape is None else None
-    if t.seq:
-        if len(t.shape) != 1:
+    mapped = layer.attr("map_axes") or 0  # input_rank/map_rank: MatMul maps over the leading axes
+    if t.seq or mapped:
+        if len(t.shape) - mapped != 1:
             shape = b.const(f"{n}/flatten_shape", np.array([0, 0, -1], np.int64))
             x = b.op("Reshape", [x, shape], name=f"{n}/flatten")
         wt = b.op("Transpose", [W], name=f"{n}/W_t", perm=[1, 0])

@@ -43,7 +43,8 @@ def dense_backward(dy, cache, need_dx=True):
 @register("Dense")
 class Dense(Kernel):
     def forward(self, call, xs, training, rng):
-        lead_axes = 2 if call.input_types[0].seq else 1
+        # input_rank/map_rank: map_axes more leading axes of each sample are kept (mapped over)
+        lead_axes = (2 if call.input_types[0].seq else 1) + call.attr("map_axes", 0)
         return dense_forward(xs[0], call.p("W"), call.opt("b"), call.attr("activation"), lead_axes,
                              call.attr("out_shape"))
 
