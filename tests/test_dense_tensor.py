@@ -126,3 +126,27 @@ def test_executor_maps_over_the_kept_axis_forward_and_backward():
     np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
     for name, p in tp.items():
         np.testing.assert_allclose(grads[name], p.grad.numpy(), rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_predict_writes_a_tensor_output_per_sample(tmp_path, capsys):
+    """`netdsl predict` on a model whose output is (2, 3): one row per sample (not one per 'token'), and the
+    .npy it writes is (N, 2, 3), the executor's numbers."""
+    import numpy as np
+
+    from netdsl import conformance as conf
+    from netdsl.cli import main
+    from netdsl.exec.graph import Executor
+
+    net = tmp_path / "t.net"
+    net.write_text("x = Input(6)\nh = Dense((2, 3), activation=tanh)(x)\noutput h\ntrain {\n    loss = squared_error\n}\n")
+    g = lower(net.read_text())
+    params = conf.conformance_params(g, 0)
+    np.savez(tmp_path / "w.npz", **params)
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["predict", str(net), "--load", str(tmp_path / "w.npz"), str(tmp_path / "x.npy")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 4
+    assert main(["predict", str(net), "--load", str(tmp_path / "w.npz"), str(tmp_path / "x.npy"),
+                 "-o", str(tmp_path / "y.npy")]) == 0
+    want = Executor(g, params).forward({"x": x})["h"]
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), want, rtol=1e-6, atol=1e-6)
