@@ -81,6 +81,9 @@ def test_input_rank_and_map_rank_keep_the_leading_axis():
     by_name = {n.name: g.layer(n.layer) for n in g.nodes}
     assert by_name["a"].param("W").shape == (5, 4) and by_name["a"].attr("map_axes") == 1
     assert by_name["c"].param("W").shape == (2, 12) and by_name["c"].attr("map_axes") is None
+    # CNTK 2.7's own example: Dense(5, input_rank=2) on (10, 3, 3) classifies the 10 maps apart, W (3, 3, 5) there
+    image = lower("x = Input((10, 3, 3))\ny = Dense(5, input_rank=2)(x)\nz = Dense(2)(y)\noutput z\n")
+    assert image.nodes[0].type.shape == (10, 5) and image.layers[0].param("W").shape == (5, 9)
     plain = lower("x = Input(6)\nd = Dense(5)(x)\noutput d\n").layers[0]
     assert "input_rank" not in dict(plain.attrs) and "map_rank" not in dict(plain.attrs)
 
@@ -93,7 +96,7 @@ def test_input_rank_and_map_rank_keep_the_leading_axis():
     ("Dense(5, map_rank=2)(t)", "E201", "leaves no axis of (3, 4) to reduce over"),
     ("Dense((2, 5), input_rank=1)(t)", "E201", "would make a rank-3 value"),
     ("Dense(5, input_rank=1, activation=softmax)(t)", "E103", "with activation=softmax making a rank-2 value"),
-    ("Dense(5, input_rank=2)(i)", "E201", "over an image (2, 3, 4) is not supported"),
+    ("Dense(5, input_rank=1)(i)", "E201", "keeping (2, 3) of (2, 3, 4) would make a rank-3 value"),
 ])
 def test_input_rank_and_map_rank_that_cannot_be_honoured_are_refused(text, code, words):
     with pytest.raises(NetdslError) as e:

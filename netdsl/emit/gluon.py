@@ -137,7 +137,7 @@ def dense(lg, layer):
             f"flatten={pyrepr(flat)}, in_units={in_units}, prefix={_prefix(layer)})")
     # rank-2 tensors (Dense((3, 4))): F.reshape is row-major, as the IR; 0 keeps the batch (and time) axis
     keep = (0, 0) if it.seq else (0,)
-    before = [_reshape(keep + (-1,))] if it.seq and len(it.shape) - mapped > 1 else []
+    before = [_reshape(keep + (0,) * mapped + (-1,))] if (it.seq or mapped) and len(it.shape) - mapped > 1 else []
     shape = layer.attr("out_shape")
     after = [] if shape is None else [_reshape(keep + tuple(shape))]
     return View(_wrap(layer, before + [core] + after + _softmax(layer, lg.out_type(layer))), _weights(layer))

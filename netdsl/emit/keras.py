@@ -475,6 +475,10 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
                 plan = NodePlan(flat)
         elif layer.kind == "Dense" and len(t.shape) > 1 and not layer.attr("map_axes"):  # else: the last axis
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
+        elif layer.kind == "Dense" and C.is_image(t):  # input_rank=2: each channel's (H, W) map, in C order
+            c, h, w = t.shape
+            plan = NodePlan([KLayer("_chw", "layers.Permute", ((3, 1, 2),), comment="  # netdsl's (C, H, W) order"),
+                             KLayer("_flatten", "layers.Reshape", ((c, h * w),))] + klayers)
         elif layer.kind == "CosineDistance":
             plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])
         if layer.kind in RECURRENCES and layer.attr("initial_state"):

@@ -96,8 +96,9 @@ def dense(idx, layer):
     n_in = layer.param("W").shape[1]
     kwargs = {} if layer.attr("bias") else {"bias": False}
     flatten = None
-    if len(t.shape) > 1 and not layer.attr("map_axes"):  # input_rank=1 on (A, B): nn.Linear maps over A itself
-        flatten = 2 if t.seq else 1
+    mapped = layer.attr("map_axes") or 0  # input_rank/map_rank: nn.Linear maps over the kept leading axes itself
+    if len(t.shape) - mapped > 1:
+        flatten = (2 if t.seq else 1) + mapped
     shape = layer.attr("out_shape")
     return TorchLayer("Dense", call("nn.Linear", n_in, layer.attr("units"), **kwargs), flatten=flatten,
                       params=_params(layer, W="weight", b="bias"), **_act(layer, t),

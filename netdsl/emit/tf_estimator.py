@@ -139,6 +139,10 @@ def dense(lg, layer):
     it, shape = lg.in_type(layer), layer.attr("out_shape")
 
     def write(s):
+        if s.in_image and layer.attr("map_axes"):  # input_rank=2: each channel's (H, W) map, in C order
+            c, h, w = it.shape
+            return (f"{s.out} = tf.compat.v1.layers.dense(tf.reshape(tf.transpose({s.ins[0]}, [0, 3, 1, 2]), "
+                    f"[-1, {c}, {h * w}]), {head})")
         if s.in_image:
             return (f"{s.out} = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten({s.ins[0]}), {head})"
                     "  # NHWC-flattened: rows permuted on load")

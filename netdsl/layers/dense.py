@@ -6,7 +6,8 @@ Only rank 2 is produced: a rank-3 value would pass for a (C, H, W) image in the 
 
 input_rank=k (the last k axes are reduced) and map_rank=k (the first k are kept, each mapped over) say
 how many leading sample axes a Dense maps over; the IR keeps that number as map_axes, and only when it
-is not 0: a rank-2 value (A, B) with one axis mapped, W (units, B) applied to each of the A rows."""
+is not 0: one axis kept, of a rank-2 value (A, B) (W (units, B) applied to each of the A rows) or of an
+image (C, H, W) (W (units, H * W) applied to each channel's map, as CNTK's Dense(n, input_rank=2))."""
 from __future__ import annotations
 
 from math import prod
@@ -86,9 +87,6 @@ def shape(a, ins):
         raise ShapeError(f"Dense with activation=softmax making a rank-2 value ({t.shape[:mapped] + shape_out}): the "
                          "targets disagree on the axis a softmax of a tensor normalises; apply "
                          "Dense(n, activation=softmax) to a vector", "E103")
-    if mapped and len(t.shape) == 3:
-        raise ShapeError(f"Dense with input_rank/map_rank over an image {t.describe()} is not supported: only a "
-                         "rank-2 value (A, B) can keep a leading axis (images are NHWC in some targets)")
     if mapped + len(shape_out) > 2:
         raise ShapeError(f"Dense{'(' + str(shape_out) + ')' if len(shape_out) > 1 else ''} keeping "
                          f"{t.shape[:mapped]} of {t.describe()} would make a rank-{mapped + len(shape_out)} value; "
