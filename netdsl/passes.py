@@ -58,6 +58,7 @@ def infer_shapes(g: ir.Graph) -> ir.Graph:
             nodes.append(node)
             continue
         try:
+            shapes.tensor_use(layer.kind, dict(layer.attrs), ins)
             out, pshapes, extra = layers.get(layer.kind).shape(dict(layer.attrs), ins)
         except shapes.ShapeError as e:
             diags.append(Diagnostic(e.code, f"layer '{layer.name}' ({layer.kind}): {e}", node.span))
@@ -105,9 +106,27 @@ def validate(g: ir.Graph) -> ir.Graph:
     if g.outputs and all(o in inputs for o in g.outputs):
         diags.append(Diagnostic("E304", "the outputs are raw inputs; apply some layer first", g.span))
     diags += lengths_after_windows(g)
+    diags += tensor_loss(g)
     if diags:
         raise NetdslError(diags)
     return g
+
+
+def tensor_loss(g: ir.Graph) -> list:
+    """Cross-entropy of a rank-2 output (Dense((3, 4))): CNTK's softmax runs over all its elements, the
+    others' over one axis (and not the same one), so no target agrees with another."""
+    training = g.training or ir.Training()
+    if training.loss != "cross_entropy_with_softmax" or not g.outputs:
+        return []
+    node = next((n for n in g.nodes if n.name == g.outputs[0]), None)
+    if node is None or node.type is None or len(node.type.shape) != 2:
+        return []
+    written = training.span is not None
+    return [Diagnostic("E103", f"loss cross_entropy_with_softmax{'' if written else ' (the default)'} on the output "
+                       f"'{g.outputs[0]}', the rank-2 tensor {node.type.describe()}: the frameworks disagree on the "
+                       "axis its softmax runs over", training.span_of("loss") if written else node.span,
+                       "Flatten it (or end with a Dense(n)), or train it with squared_error"
+                       + ("" if written else " (a train block with loss = squared_error)"))]
 
 
 PASSES = [

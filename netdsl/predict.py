@@ -119,7 +119,7 @@ def _predict(args) -> int:
             outs.extend(y)
     if classifier:
         outs = [_softmax(o) for o in outs]
-    _emit(args, names, outs, classifier, saved)
+    _emit(args, names, outs, classifier, saved, bool(graph.value_type(out_name).seq))
     return 0
 
 
@@ -204,7 +204,8 @@ def _load_npy(path):
 
 # --------------------------------------------------------------------------- writing
 
-def _emit(args, names, outs, classifier, saved):
+def _emit(args, names, outs, classifier, saved, per_token):
+    """per_token: the output is a sequence (a row per step); a sample's output can also be a rank-2 tensor."""
     from . import fsutil
 
     classes = saved.get("classes")
@@ -214,19 +215,18 @@ def _emit(args, names, outs, classifier, saved):
 
     rows = []  # (input, position or None, token or None, class, probability or raw values)
     for (name, toks), o in zip(names, outs):
-        if o.ndim == 2:  # per token
+        if per_token:
             for pos, (tok, v) in enumerate(zip(toks, o)):
                 k = int(v.argmax())
                 rows.append((name, pos, tok, cls(k), float(v[k]) if classifier else v))
         else:
             k = int(o.argmax())
             rows.append((name, None, None, cls(k), float(o[k]) if classifier else o))
-    per_token = bool(outs) and outs[0].ndim == 2
 
     if args.output and args.output.lower().endswith(".npy"):
         if per_token:
             t = max(len(o) for o in outs)
-            a = np.zeros((len(outs), t, outs[0].shape[-1]), np.float32)
+            a = np.zeros((len(outs), t) + outs[0].shape[1:], np.float32)
             for i, o in enumerate(outs):
                 a[i, :len(o)] = o
         else:

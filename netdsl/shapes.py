@@ -100,3 +100,21 @@ def sequence_window_output(kind: str, attrs: dict, t: TensorType, k: int) -> tup
         raise ShapeError(f"{kind} window ({k},) does not fit input {t.describe()} with pads {pads}: "
                          f"output would be {max(out, 0)} steps", "E202")
     return out, pads
+
+
+# What may read a rank-2 value (only Dense((m, n)) makes one; docs/ir.md): the kinds every target computes
+# exactly on it. The rest (windows, recurrences, normalisations, splice) are written for vectors, sequences of
+# vectors and images, and refuse it here rather than treat it as one of those.
+TENSOR_READERS = ("Dense", "Activation", "Dropout", "Elementwise", "Flatten")
+
+
+def tensor_use(kind: str, attrs: dict, ins: list) -> None:
+    for t in ins:
+        if t is None or t.vocab is not None or len(t.shape) != 2:
+            continue
+        if kind not in TENSOR_READERS:
+            raise ShapeError(f"{kind} does not take the rank-2 tensor {t.describe()} (made by Dense with a tensor "
+                             "shape): only Dense, Flatten, Dropout, activations and + - * read one; put a Flatten or a Dense in between")
+        if kind == "Activation" and attrs.get("activation") == "softmax":
+            raise ShapeError(f"softmax of the rank-2 tensor {t.describe()}: the targets disagree on the axis it "
+                             "normalises; apply it to a vector")

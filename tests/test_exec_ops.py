@@ -152,6 +152,24 @@ def test_dense(xshape, activation, bias):
         assert_close(db, bt.grad, what="db")
 
 
+@pytest.mark.parametrize("lead,xshape", [(1, (3, 2, 3)), (2, (2, 3, 2, 3))])
+def test_dense_tensor_shape(lead, xshape):
+    """Dense((2, 3)) on a (2, 3) tensor: flattened in, W (6, 6), each output row reshaped row-major to (2, 3)."""
+    rng = rng_for("dense_tensor", xshape)
+    x, W, b = normal(rng, xshape), normal(rng, (6, 6)), normal(rng, (6,))
+    y, cache = dense.dense_forward(x, W, b, "tanh", lead, (2, 3))
+    assert y.shape == xshape[:lead] + (2, 3)
+    R = normal(rng, y.shape)
+    dx, dW, db = dense.dense_backward(R, cache)
+    fd_check(dense.dense_forward, [x, W, b, "tanh", lead, (2, 3)], [0, 1, 2], [dx, dW, db], R)
+    xt, Wt, bt = T(x), T(W), T(b)
+    yt = torch.tanh(F.linear(xt.flatten(lead), Wt, bt)).unflatten(-1, (2, 3))
+    (yt * T(R, False)).sum().backward()
+    assert_close(y, yt.detach(), what="y")
+    for got, want, what in ((dx, xt.grad, "dx"), (dW, Wt.grad, "dW"), (db, bt.grad, "db")):
+        assert_close(got, want, what=what)
+
+
 # ------------------------------------------------------------------- conv
 
 CONV_CASES = [

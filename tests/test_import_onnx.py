@@ -30,6 +30,8 @@ TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob
 # ONNX initialisers do not say whether a weight is trained either: Embedding(weights=...)'s constant comes
 # back as a plain Embedding with the same E.
 NOT_CARRIED = {"init", "init_bias", "pad", "init_scale", "initial_scale", "initial_bias", "weights"}  # initialisers
+# Dense's input_rank/map_rank: ONNX's MatMul says how many axes it keeps (map_axes, compared), not how it was spelled
+NOT_CARRIED |= {"input_rank", "map_rank"}
 
 
 def structure(graph):

@@ -124,8 +124,15 @@ def _cntk_pad(lg, layer, kernel):
 def _dense(lg, layer):
     args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")),
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    for key in ("input_rank", "map_rank"):  # CNTK's own arguments, as written (W (in..., out) either way)
+        if layer.attr(key) is not None:
+            args[key] = repr(layer.attr(key))
     p = [("W", "W", "dense")] + ([("b", "b", "identity")] if layer.attr("bias") else [])
-    return View(ctor="C.layers.Dense", pos=[str(layer.attr("units"))], args=args, params=p)
+    # Dense((3, 4)): the vector Dense, then a (row-major) reshape, so its W stays (in..., prod(shape)) as the
+    # loader's "dense" conversion and max_norm expect; CNTK's own Dense((3, 4)) would make W (in..., 3, 4)
+    shape = layer.attr("out_shape")
+    around = None if shape is None else f"C.layers.Sequential([{{core}}, lambda x: C.reshape(x, {tuple(shape)!r})])"
+    return View(ctor="C.layers.Dense", pos=[str(layer.attr("units"))], args=args, params=p, around=around)
 
 
 def _conv(lg, layer):

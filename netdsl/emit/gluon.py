@@ -130,11 +130,21 @@ def _weights(layer: ir.Layer) -> list:
 @emits("Dense")
 def dense(lg, layer):
     it = lg.in_type(layer)
-    flat = not it.seq
-    in_units = prod(it.shape) if flat else it.shape[-1]
+    mapped = layer.attr("map_axes") or 0  # input_rank/map_rank: flatten=False maps over the leading axes
+    flat = not it.seq and not mapped
+    in_units = prod(it.shape[mapped:])
     core = (f"nn.Dense({layer.attr('units')}, {_act_kw(layer)}, use_bias={pyrepr(bool(layer.attr('bias')))}, "
             f"flatten={pyrepr(flat)}, in_units={in_units}, prefix={_prefix(layer)})")
-    return View(_wrap(layer, [core] + _softmax(layer, lg.out_type(layer))), _weights(layer))
+    # rank-2 tensors (Dense((3, 4))): F.reshape is row-major, as the IR; 0 keeps the batch (and time) axis
+    keep = (0, 0) if it.seq else (0,)
+    before = [_reshape(keep + (0,) * mapped + (-1,))] if (it.seq or mapped) and len(it.shape) - mapped > 1 else []
+    shape = layer.attr("out_shape")
+    after = [] if shape is None else [_reshape(keep + tuple(shape))]
+    return View(_wrap(layer, before + [core] + after + _softmax(layer, lg.out_type(layer))), _weights(layer))
+
+
+def _reshape(shape: tuple) -> str:
+    return f"nn.HybridLambda(lambda F, x: F.reshape(x, shape={shape!r}))"
 
 
 # a sequence (N, T, F) <-> (N, F, T), the NCW layout of Gluon's Conv1D (mxnet's CPU kernels take no NWC)
@@ -308,6 +318,8 @@ def rescale(lg, layer):
 @emits("Flatten")
 def flatten(lg, layer):
     if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        if len(lg.in_type(layer).shape) > 1:  # of rank-2 tensors (Dense((3, 4))): each step row-major
+            return View(f"nn.HybridLambda(lambda F, x: F.reshape(x, shape=(0, 0, -1)), prefix={_prefix(layer)})")
         return View(f"nn.HybridLambda(lambda F, x: x, prefix={_prefix(layer)})")
     return View(f"nn.Flatten(prefix={_prefix(layer)})")
 

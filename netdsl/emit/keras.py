@@ -126,8 +126,11 @@ def dense(idx, layer):
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
     kwargs.update(_max_norm(layer, 0))  # the (in, out) kernel: each unit's column
     weights = [(layer.param("W").name, "dense")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
+    shape = layer.attr("out_shape")  # Dense((3, 4)): Keras's Reshape is row-major, as the IR
+    lead = (-1,) if idx.first_input_type(layer).seq else ()  # the time axis, when a sequence
+    reshape = [] if shape is None else [KLayer("_shape", "layers.Reshape", (lead + tuple(shape),))]
     return KerasView("Dense", [KLayer("", "layers.Dense", (layer.attr("units"),), kwargs)]
-                     + _act_layer(layer.attr("activation"), "_act"), weights)
+                     + reshape + _act_layer(layer.attr("activation"), "_act"), weights)
 
 
 def convolution(idx, layer):
@@ -470,8 +473,12 @@ def plan_nodes(graph: ir.Graph, idx: C.GraphIndex, views: dict) -> tuple:
                 flat = _flatten_layers(t, sites.get(n.name))
                 flat[-1] = KLayer("", flat[-1].func, flat[-1].args, flat[-1].kwargs, flat[-1].comment)
                 plan = NodePlan(flat)
-        elif layer.kind == "Dense" and len(t.shape) > 1:
+        elif layer.kind == "Dense" and len(t.shape) > 1 and not layer.attr("map_axes"):  # else: the last axis
             plan = NodePlan(_flatten_layers(t, sites.get(n.name)) + klayers)
+        elif layer.kind == "Dense" and C.is_image(t):  # input_rank=2: each channel's (H, W) map, in C order
+            c, h, w = t.shape
+            plan = NodePlan([KLayer("_chw", "layers.Permute", ((3, 1, 2),), comment="  # netdsl's (C, H, W) order"),
+                             KLayer("_flatten", "layers.Reshape", ((c, h * w),))] + klayers)
         elif layer.kind == "CosineDistance":
             plan = NodePlan(klayers, flatten_inputs=[i for i, v in enumerate(n.inputs) if len(idx.types[v].shape) > 1])
         if layer.kind in RECURRENCES and layer.attr("initial_state"):

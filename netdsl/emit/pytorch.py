@@ -73,6 +73,7 @@ class TorchLayer:
     params: dict = field(default_factory=dict)  # canonical name -> attribute of the module
     chainable: bool = True  # can live inside nn.Sequential
     helper: str | None = None  # a helper class the module needs
+    unflatten: tuple | None = None  # the output's last axis reshaped to this (Dense((3, 4))) after the module
 
     def __post_init__(self):
         if self.module is not None and self.cls is None:
@@ -92,13 +93,16 @@ def _params(layer: ir.Layer, **attrs) -> dict:
 
 def dense(idx, layer):
     t = idx.first_input_type(layer)
-    n_in = C.sample_size(t)
+    n_in = layer.param("W").shape[1]
     kwargs = {} if layer.attr("bias") else {"bias": False}
     flatten = None
-    if len(t.shape) > 1:
-        flatten = 2 if t.seq else 1
+    mapped = layer.attr("map_axes") or 0  # input_rank/map_rank: nn.Linear maps over the kept leading axes itself
+    if len(t.shape) - mapped > 1:
+        flatten = (2 if t.seq else 1) + mapped
+    shape = layer.attr("out_shape")
     return TorchLayer("Dense", call("nn.Linear", n_in, layer.attr("units"), **kwargs), flatten=flatten,
-                      params=_params(layer, W="weight", b="bias"), **_act(layer, t))
+                      params=_params(layer, W="weight", b="bias"), **_act(layer, t),
+                      unflatten=tuple(shape) if shape is not None else None)
 
 
 def convolution(idx, layer):
@@ -354,12 +358,16 @@ def sequential_modules(tl: TorchLayer) -> list:
         mods.append(call("nn.Flatten") if tl.flatten == 1 else call("nn.Flatten", tl.flatten))
     if tl.module is not None:
         mods.append(tl.module)
+    if tl.unflatten is not None:
+        mods.append(call("nn.Unflatten", -1, tl.unflatten))
     if tl.activation is not None:
         mods.append(act_module(tl.activation, tl.act_dim))
     return mods
 
 
 def _apply_act(expr: str, tl: TorchLayer) -> str:
+    if tl.unflatten is not None:
+        expr = f"{expr}.unflatten(-1, {lit(tl.unflatten)})"
     if tl.activation is None:
         return expr
     return act_call(tl.activation, expr, tl.act_dim)

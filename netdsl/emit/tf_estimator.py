@@ -23,6 +23,7 @@ latest checkpoint back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 from typing import Callable
 
 from ..layers.common import split_activation
@@ -135,11 +136,23 @@ def dense(lg, layer):
     head = f"{layer.attr('units')}, activation={act_fn(layer.attr('activation'))}, " \
            f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}"
 
+    it, shape = lg.in_type(layer), layer.attr("out_shape")
+
     def write(s):
+        if s.in_image and layer.attr("map_axes"):  # input_rank=2: each channel's (H, W) map, in C order
+            c, h, w = it.shape
+            return (f"{s.out} = tf.compat.v1.layers.dense(tf.reshape(tf.transpose({s.ins[0]}, [0, 3, 1, 2]), "
+                    f"[-1, {c}, {h * w}]), {head})")
         if s.in_image:
             return (f"{s.out} = tf.compat.v1.layers.dense(tf.compat.v1.layers.flatten({s.ins[0]}), {head})"
                     "  # NHWC-flattened: rows permuted on load")
-        return f"{s.out} = tf.compat.v1.layers.dense({s.ins[0]}, {head})"
+        if (len(it.shape) == 1 or layer.attr("map_axes")) and shape is None:  # dense's product is on the last axis
+            return f"{s.out} = tf.compat.v1.layers.dense({s.ins[0]}, {head})"
+        # a rank-2 tensor in (made by Dense((3, 4))) or out: row-major reshapes, as the IR's
+        lead = f"tf.shape({s.ins[0]})[0], -1" if it.seq else "-1"
+        x = s.ins[0] if len(it.shape) == 1 else f"tf.reshape({s.ins[0]}, [{lead}, {prod(it.shape)}])"
+        y = f"tf.compat.v1.layers.dense({x}, {head})"
+        return f"{s.out} = {y}" if shape is None else f"{s.out} = tf.reshape({y}, [{lead}, {', '.join(map(str, shape))}])"
     params = [("W", "kernel", "dense"), ("b", "bias", "identity")] if layer.attr("bias") else [("W", "kernel", "dense")]
     return View(write, params)
 
@@ -341,6 +354,9 @@ def rescale(lg, layer):
 @emits("Flatten")
 def flatten(lg, layer):
     if lg.in_type(layer).seq:  # a sequence of vectors is flat at every step already (docs/ir.md)
+        if len(lg.in_type(layer).shape) > 1:  # of rank-2 tensors (Dense((3, 4))): each step row-major
+            return View(lambda s: f"{s.out} = tf.reshape({s.ins[0]}, [tf.shape({s.ins[0]})[0], -1, "
+                        f"{prod(lg.in_type(layer).shape)}])")
         return View(lambda s: f"{s.out} = {s.ins[0]}")
 
     def write(s):

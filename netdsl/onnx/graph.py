@@ -23,7 +23,7 @@ def describe(layer: ir.Layer) -> str:
     a = dict(layer.attrs)
     k = layer.kind
     if k == "Dense":
-        text = f"Dense {a['units']}"
+        text = f"Dense {_fmt(a['out_shape']) if a.get('out_shape') else a['units']}"
     elif k == "Convolution":
         text = f"Conv {_fmt(a['kernel'])} x{a['filters']}"
     elif k in ("MaxPooling", "AveragePooling"):

@@ -171,6 +171,9 @@ def conv(w, node):
 
 
 def _dense(w, node, x: Val, Wmat, bias, key, bias_from_add=False):
+    # MatMul on a rank-2 value (N, A, B) maps over A: Dense(n, input_rank=1); after netdsl's own flatten
+    # helper it is the plain Dense of the value before it
+    maps = node.op_type == "MatMul" and x.pending is None and x.type is not None and len(x.type.shape) == 2
     if x.pending is not None and x.pending[0] == "flatten" and x.pending[2]:
         x = w.need(x.pending[1], node)  # netdsl's own Flatten before a Dense: the IR Dense flattens itself
     else:
@@ -178,6 +181,8 @@ def _dense(w, node, x: Val, Wmat, bias, key, bias_from_add=False):
     if x.type.vocab is not None:
         raise _Refuse("a Dense needs float features")
     attrs = {"units": int(Wmat.shape[0]), "activation": None, "bias": bias is not None}
+    if maps:
+        attrs["input_rank"] = 1
     params = {"W": np.ascontiguousarray(Wmat, np.float32)}
     if bias is not None:
         params["b"] = np.asarray(bias, np.float32).reshape(-1)
@@ -568,12 +573,34 @@ def reshape(w, node):
     shape = [int(s) for s in shape]
     size = int(np.prod(v.type.shape))
     lead = [0, 0] if v.type.seq else [0]
+    if _dense_to_tensor(w, node, v, shape, lead):
+        return
     ok_lead = all(s in (0, -1) for s in shape[:len(lead)]) and shape.count(-1) <= 1
     if len(shape) == len(lead) + 1 and ok_lead and shape[-1] in (-1, size) and (shape[-1] != -1 or -1 not in shape[:-1]):
         w.vals[node.output[0]] = Val(None, replace(v.type, shape=(size,)),
                                      pending=("flatten", v, node.name.endswith("/flatten"), _hint(node), _doc_key(node)))
         return
     raise _Refuse(f"only a flatten of each sample (shape {lead + [-1]}) has an IR kind, got {shape}")
+
+
+def _dense_to_tensor(w, node, v: Val, shape: list, lead: list) -> bool:
+    """A Dense's (N, 12) output reshaped to (N, 3, 4), as netdsl's exporter writes Dense((3, 4)): the Dense gets
+    out_shape (before its activation, which the exporter spells after the Reshape)."""
+    if v.done and v.done[0] == "reshape":  # a shared Dense((3, 4)) already makes the tensor
+        w.vals[node.output[0]] = replace(v, done=v.done[1:])
+        return True
+    app = w.apps[v.app] if v.app is not None and not v.done and v.pending is None and v.layout == "c" else None
+    layer = w.layers.get(app.layer) if app and app.layer else None
+    dims = shape[len(lead):]
+    if (layer is None or layer.kind != "Dense" or layer.attrs.get("out_shape") or layer.attrs.get("input_rank")
+            or layer.attrs["activation"] is not None or layer.uses != 1 or w.uses.get(node.input[0], 0) != 1
+            or shape[:len(lead)] != lead or len(dims) != 2 or any(d <= 0 for d in dims)
+            or v.type.shape != (layer.attrs["units"],) or dims[0] * dims[1] != layer.attrs["units"]):
+        return False
+    layer.attrs["out_shape"] = tuple(dims)
+    r = w.rename(v, _out_hint(node))
+    w.vals[node.output[0]] = replace(r, type=replace(v.type, shape=tuple(dims)))
+    return True
 
 
 @handles("Transpose")

@@ -247,6 +247,7 @@ class Walk:
         done = ()
         if layer is not None and layer.uses > 1:
             done = tuple(x for x in (("bias" if layer.attrs.get("_bias_from_add") else None),
+                                     ("reshape" if layer.attrs.get("out_shape") else None),
                                      layer.attrs.get("activation")) if x)
         return Val(name, out, app=len(self.apps) - 1, done=done)
 

@@ -68,7 +68,9 @@ def _common(a: dict) -> str:
 def constructor(layer) -> str:
     a, k = layer.attrs, layer.kind
     if k == "Dense":
-        return f"Dense({a['units']}{_common(a)})"
+        shape = _tuple(a["out_shape"]) if a.get("out_shape") else a["units"]  # Dense((3, 4))
+        ranks = f", input_rank={a['input_rank']}" if a.get("input_rank") else ""
+        return f"Dense({shape}{ranks}{_common(a)})"
     if k == "Convolution":
         return f"Convolution({_tuple(a['kernel'])}, {a['filters']}{_window(a)}{_common(a)})"
     if k in ("MaxPooling", "AveragePooling"):

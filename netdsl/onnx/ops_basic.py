@@ -18,22 +18,27 @@ def dense(b, layer, node, xs, ins, params):
     n = node.name
     W = b.param(layer, "W", params)
     act = layer.attr("activation")
-    z = n if act is None else None
-    if t.seq:
-        if len(t.shape) != 1:
+    out_shape = layer.attr("out_shape")  # Dense((3, 4)): the 2-D product, then a row-major Reshape
+    z = n if act is None and out_shape is None else None
+    mapped = layer.attr("map_axes") or 0  # input_rank/map_rank: MatMul maps over the leading axes
+    if t.seq or mapped:
+        if len(t.shape) - mapped != 1:
             shape = b.const(f"{n}/flatten_shape", np.array([0, 0, -1], np.int64))
             x = b.op("Reshape", [x, shape], name=f"{n}/flatten")
         wt = b.op("Transpose", [W], name=f"{n}/W_t", perm=[1, 0])
         if layer.attr("bias"):
             y = b.op("MatMul", [x, wt], name=f"{n}/matmul")
-            z = b.op("Add", [y, b.param(layer, "b", params)], z, name=n if act is None else f"{n}/bias")
+            z = b.op("Add", [y, b.param(layer, "b", params)], z, name=n if z == n else f"{n}/bias")
         else:
-            z = b.op("MatMul", [x, wt], z, name=n if act is None else f"{n}/matmul")
+            z = b.op("MatMul", [x, wt], z, name=n if z == n else f"{n}/matmul")
     else:
         if len(t.shape) != 1:
             x = b.op("Flatten", [x], name=f"{n}/flatten", axis=1)
         inputs = [x, W] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
-        z = b.op("Gemm", inputs, z, name=n if act is None else f"{n}/gemm", transB=1)
+        z = b.op("Gemm", inputs, z, name=n if z == n else f"{n}/gemm", transB=1)
+    if out_shape is not None:  # 0 keeps the batch (and time) axis
+        to = b.const(f"{n}/shape", np.array([0] * (2 if t.seq else 1) + list(out_shape), np.int64))
+        z = b.op("Reshape", [z, to], n if act is None else None, name=n if act is None else f"{n}/reshape")
     if act is not None:
         activation(b, z, act, node.type, n, n)
 

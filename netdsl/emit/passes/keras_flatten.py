@@ -21,7 +21,8 @@ def flatten_modes(idx: C.GraphIndex) -> tuple:
     sites = {}
     for n in graph.nodes:
         kind = idx.layers[n.layer].kind
-        if kind in ("Flatten", "Dense") and C.is_image(idx.types[n.inputs[0]]):
+        mapped = kind == "Dense" and idx.layers[n.layer].attr("map_axes")  # keeps the channel axis: not flattened
+        if kind in ("Flatten", "Dense") and C.is_image(idx.types[n.inputs[0]]) and not mapped:
             sites[n.name] = "nhwc" if kind == "Dense" or _only_dense_reads(n.name, idx) else "nchw"
     if not sites:
         return sites, {}

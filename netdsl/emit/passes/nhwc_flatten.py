@@ -32,7 +32,7 @@ def dense_rows(lg: Legacy) -> dict:
         if layer.kind != "Dense":
             continue
         t = lg.value_type(node.inputs[0])
-        chw = tuple(t.shape) if is_image(t) else orders.get(node.inputs[0])
+        chw = tuple(t.shape) if is_image(t) and not layer.attr("map_axes") else orders.get(node.inputs[0])
         if layer.name in rows and rows[layer.name] != chw:
             conflicts.append(layer)
         rows[layer.name] = chw

@@ -11,8 +11,9 @@ from . import Kernel, register
 from .activation import activation_backward, activation_forward
 
 
-def dense_forward(x, W, b=None, activation=None, lead_axes=1):
-    """x's first `lead_axes` axes are kept (1: samples; 2: samples and time steps)."""
+def dense_forward(x, W, b=None, activation=None, lead_axes=1, out_shape=None):
+    """x's first `lead_axes` axes are kept (1: samples; 2: samples and time steps); each output row is
+    reshaped (row-major) to out_shape, the tensor shape of Dense((3, 4)), when given."""
     lead = x.shape[:lead_axes]
     x2 = x.reshape(math.prod(lead), -1)
     if x2.shape[1] != W.shape[1]:
@@ -25,7 +26,7 @@ def dense_forward(x, W, b=None, activation=None, lead_axes=1):
         y, acache = z, None
     else:
         y, acache = activation_forward(z, activation)
-    return y.reshape(lead + (W.shape[0],)), (x2, x.shape, W, y, activation, acache, b is not None)
+    return y.reshape(lead + tuple(out_shape or (W.shape[0],))), (x2, x.shape, W, y, activation, acache, b is not None)
 
 
 def dense_backward(dy, cache, need_dx=True):
@@ -42,8 +43,10 @@ def dense_backward(dy, cache, need_dx=True):
 @register("Dense")
 class Dense(Kernel):
     def forward(self, call, xs, training, rng):
-        lead_axes = 2 if call.input_types[0].seq else 1
-        return dense_forward(xs[0], call.p("W"), call.opt("b"), call.attr("activation"), lead_axes)
+        # input_rank/map_rank: map_axes more leading axes of each sample are kept (mapped over)
+        lead_axes = (2 if call.input_types[0].seq else 1) + call.attr("map_axes", 0)
+        return dense_forward(xs[0], call.p("W"), call.opt("b"), call.attr("activation"), lead_axes,
+                             call.attr("out_shape"))
 
     def backward(self, call, dy, cache, need):
         dx, dW, db = dense_backward(dy, cache, need[0])
