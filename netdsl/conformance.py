@@ -169,6 +169,7 @@ def native_step(graph: ir.Graph, params: dict, inputs: dict, targets: np.ndarray
     from .data.feed import masked_loss
     from .exec import losses
     from .exec.graph import Executor
+    from .exec.steprule import apply_max_norm, max_norms
 
     ex = Executor(graph, {k: v.copy() for k, v in params.items()})
     outs = ex.forward(inputs, training=True, rng=np.random.default_rng(0), lengths=lengths)
@@ -183,6 +184,8 @@ def native_step(graph: ir.Graph, params: dict, inputs: dict, targets: np.ndarray
     new = {k: v.copy() for k, v in ex.params.items()}
     for name, g in grads.items():
         new[name] = new[name] - np.float32(STEP_LR) * g
+    for name, m in max_norms(graph).items():  # the targets constrain after every step, as the trainer does
+        apply_max_norm(new[name], m)
     return new
 
 

@@ -175,3 +175,17 @@ def test_targets_refuse_it_at_the_layer(target):
     found = [(d.code, text.splitlines()[d.span.line - 1].strip()) for d in e.value.diagnostics]
     assert found == [("E802", "h = Dense(5, activation=tanh, max_norm=3)(x)")]
     emit(load_text(DENSE.replace(", max_norm=%s", ""), "ok.net"), target)  # without it: fine
+
+
+def test_the_conformance_step_applies_it():
+    # the targets constrain after their SGD step, so conformance's native step must too
+    from netdsl import conformance as conf
+
+    g = conf.step_graph(load_text(CONV, "c.net"))
+    params = conf.conformance_params(g, 0)
+    params["convolution_1.W"] *= 10  # rows far over 0.5, so the constraint binds
+    inputs = conf.batch_for(g, 0)
+    out = conf.native_predict(g, params, inputs)
+    new = conf.native_step(g, params, inputs, conf.targets_for(g, out, 0))
+    norms = np.sqrt((new["convolution_1.W"].astype(np.float64) ** 2).sum(axis=(1, 2, 3)))
+    assert norms.max() <= 0.5 * (1 + 1e-6) and norms.min() > 0.4
