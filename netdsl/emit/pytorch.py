@@ -590,8 +590,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
     first = outputs[0]["local"]
     call_model = ("model(*to_tensors(inputs, device), **to_lengths(lengths))" if seq_inputs
                   else "model(*to_tensors(inputs, device))")
-    loss = [f"{first} = {call_model}" + ("" if len(outputs) == 1 else
-                                        "[0]  # the training block's loss is on the first output")]
+    loss = [f"{first} = {call_model}"] if len(outputs) == 1 else [
+        "# the training block's loss is on the first output", f"{first} = {call_model}[0]"]
     first_t = idx.types[graph.outputs[0]]
     source = sources.get(graph.outputs[0])
     steps = ""
