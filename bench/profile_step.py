@@ -186,7 +186,7 @@ def profile_native(tr, x, y, steps):
         tr.train_step(x, y, rng)
         plain.append(time.perf_counter() - t0)
     per_step = defaultdict(list)
-    gemms = defaultdict(lambda: [0, 0.0])
+    gemms = defaultdict(list)  # key -> [(calls, s) per step]
     clock = Clock()
     with instrumented(tr, clock):
         tr.train_step(x, y, rng)  # the wrappers' own first call
@@ -199,10 +199,9 @@ def profile_native(tr, x, y, steps):
             for k, v in clock.t.items():
                 per_step[k].append(v)
             for k, (c, s) in clock.gemms.items():
-                gemms[k][0] += c
-                gemms[k][1] += s
+                gemms[k].append((c, s))
     med = {k: statistics.median(v + [0.0] * (steps - len(v))) for k, v in per_step.items()}
-    gemms = {k: (c // steps, s / steps) for k, (c, s) in gemms.items()}
+    gemms = {k: (v[0][0], statistics.median(s for _, s in v)) for k, v in gemms.items()}
     rows = [_row(st) for st in tr.ex.steps]
     return med, gemms, rows, statistics.median(plain)
 

@@ -10,6 +10,8 @@ transcendentals and numba halves it.
 """
 from __future__ import annotations
 
+import concurrent.futures
+
 import numpy as np
 from numba import njit
 
@@ -80,29 +82,34 @@ def lstm_forward(x, W, H, b, go_backwards=False, P=None, init=0.0):
     pseq = hseq if P is None else np.empty((T, n, P.shape[0]), x.dtype)  # the output h
     PT = None if P is None else P.T
     HsT = np.ascontiguousarray(Hs.T)  # OpenBLAS: 64x128x512 at 94 GFLOPS row-major, 75 as a transposed view
-    h = None if init == 0 else np.full((n, pseq.shape[2]), init, x.dtype)  # the output h: projected, if P
-    c = np.full((n, hs), init, x.dtype)
-    tmp = np.empty((n, 4 * hs), x.dtype)
     one = x.dtype.type(1)  # typed constants keep numba's arithmetic in float32 (1.6x faster)
-    for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
-        a = gates[t]
-        if h is not None:
-            np.matmul(h, HsT, out=tmp)
-            np.add(a, tmp, out=a)
-        np.exp(a, out=a)
-        _lstm_gates_cell(a, c, cs[t], tcs[t], one)
-        np.exp(tcs[t], out=tcs[t])
-        _lstm_hidden(a, tcs[t], hseq[t], one)
-        h = hseq[t]
-        if P is not None:
-            h = pseq[t]
-            np.matmul(hseq[t], PT, out=h)
-        c = cs[t]
+    order = range(T - 1, -1, -1) if go_backwards else range(T)
+
+    def rows(lo, hi):  # the recurrence of samples lo..hi-1, independent of the others
+        h = None if init == 0 else np.full((hi - lo, pseq.shape[2]), init, x.dtype)  # the output h
+        c = np.full((hi - lo, hs), init, x.dtype)
+        tmp = np.empty((hi - lo, 4 * hs), x.dtype)
+        for t in order:
+            a, ct, tct, ht = gates[t, lo:hi], cs[t, lo:hi], tcs[t, lo:hi], hseq[t, lo:hi]
+            if h is not None:
+                np.matmul(h, HsT, out=tmp)
+                np.add(a, tmp, out=a)
+            np.exp(a, out=a)
+            _lstm_gates_cell(a, c, ct, tct, one)
+            np.exp(tct, out=tct)
+            _lstm_hidden(a, tct, ht, one)
+            h = ht
+            if P is not None:
+                h = pseq[t, lo:hi]
+                np.matmul(ht, PT, out=h)
+            c = ct
+
+    in_parts(n, rows)
     cache = (xt, W, H[perm], perm, gates, cs, tcs, hseq, go_backwards, x.shape, P, pseq, init)
     return np.ascontiguousarray(pseq.transpose(1, 0, 2)), cache
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _lstm_gates_cell(a, c_prev, c, u, one):
     """a holds exp(-z) (i, f, o) and exp(-2z) (g): activate the gates in place,
     c = f * c_prev + i * g, and u = -2c for the next exp (tanh(c))."""
@@ -119,7 +126,7 @@ def _lstm_gates_cell(a, c_prev, c, u, one):
             u[b, k] = -two * ck
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", nogil=True)
 def _lstm_hidden(a, tc, h, one):
     """tc holds exp(-2c): tc <- tanh(c); h = o * tanh(c)."""
     n, hs = h.shape
@@ -140,26 +147,31 @@ def lstm_backward(dy, cache, need_dx=True):
     order = range(T) if go_backwards else range(T - 1, -1, -1)
     prev = 1 if go_backwards else -1  # the step processed just before t is t + prev
     dzs = np.empty_like(gates)
-    dh = np.empty((n, hs), gates.dtype)
     # the gradient at the output h, per step; with no projection it is dh itself
     dhps = None if P is None else np.empty((T, n, P.shape[0]), gates.dtype)
-    dc = np.zeros((n, hs), gates.dtype)
-    c0 = np.full((n, hs), init, gates.dtype)  # the cell state before the first step
     one = gates.dtype.type(1)
-    first = True
-    for t in order:
-        p = t + prev
-        dhp = dh if P is None else dhps[t]
-        if first:
-            dhp[...] = dyt[t]
-            first = False
-        else:
-            np.matmul(dzs[t - prev], Hp, out=dhp)
-            if live[t]:
-                np.add(dhp, dyt[t], out=dhp)
-        if P is not None:
-            np.matmul(dhp, P, out=dh)
-        _lstm_cell_bwd(dh, dc, gates[t], cs[p] if 0 <= p < T else c0, tcs[t], dzs[t], one)
+
+    def rows(lo, hi):  # back through the recurrence of samples lo..hi-1
+        dh = np.empty((hi - lo, hs), gates.dtype)
+        dc = np.zeros((hi - lo, hs), gates.dtype)
+        c0 = np.full((hi - lo, hs), init, gates.dtype)  # the cell state before the first step
+        first = True
+        for t in order:
+            p = t + prev
+            dhp = dh if P is None else dhps[t, lo:hi]
+            if first:
+                dhp[...] = dyt[t, lo:hi]
+                first = False
+            else:
+                np.matmul(dzs[t - prev, lo:hi], Hp, out=dhp)
+                if live[t]:
+                    np.add(dhp, dyt[t, lo:hi], out=dhp)
+            if P is not None:
+                np.matmul(dhp, P, out=dh)
+            _lstm_cell_bwd(dh, dc, gates[t, lo:hi], cs[p, lo:hi] if 0 <= p < T else c0, tcs[t, lo:hi],
+                           dzs[t, lo:hi], one)
+
+    in_parts(n, rows)
     dz2 = dzs.reshape(T * n, 4 * hs)
     dWp = np.matmul(xt.T, dz2).T  # the narrow side (F) as the rows: 69 -> 78 GFLOPS at row_lstm's 512x1792x28
     # z_t reads h_{t+prev}; the first step read the initial state (nothing to dH when it is 0).
@@ -182,7 +194,7 @@ def lstm_backward(dy, cache, need_dx=True):
     return dx, dWp[inv], dHp[inv], dbp[inv], dP
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _lstm_cell_bwd(dh, dc, a, c_prev, tc, dz, one):
     """One step back through the cell with gates a = (i, f, o, g) activated.
     dc carries the cell gradient from the later step in and out (in place)."""
@@ -201,3 +213,37 @@ def _lstm_cell_bwd(dh, dc, a, c_prev, tc, dz, one):
             dz[b, 2 * hs + k] = d * t * og * (one - og)
             dz[b, 3 * hs + k] = dcv * ig * (one - gg * gg)
             dc[b, k] = dcv * fg
+
+
+# At k BLAS threads the recurrences run as k groups of samples on k threads, each GEMM on one BLAS
+# thread: the per-step GEMMs (64 x 128 x 512 for row_lstm) are too small for OpenBLAS to split well, and
+# the elementwise passes run in parallel too (numba nogil, numpy ufuncs drop the GIL). A group is never
+# smaller than MIN_ROWS samples. Each sample's arithmetic is the same as in one group.
+MIN_ROWS = 8
+_pool = None
+
+
+def in_parts(n, rows):
+    """rows(lo, hi) for groups of the n samples that cover them, concurrently at more than one BLAS thread."""
+    from ..runtime import blas_threads, set_blas_threads  # runtime imports the kernels: not at module level
+
+    global _pool
+    threads = blas_threads() or 1
+    parts = min(threads, n // MIN_ROWS)
+    if parts < 2:
+        rows(0, n)
+        return
+    if _pool is None or _pool._max_workers < parts - 1:
+        _pool = concurrent.futures.ThreadPoolExecutor(parts - 1, thread_name_prefix="netdsl-lstm")
+    bounds = [n * i // parts for i in range(parts + 1)]
+    set_blas_threads(1)
+    try:
+        futures = [_pool.submit(rows, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        try:
+            rows(bounds[0], bounds[1])
+        finally:
+            concurrent.futures.wait(futures)
+        for f in futures:
+            f.result()
+    finally:
+        set_blas_threads(threads)
