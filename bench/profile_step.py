@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import math
 import os
@@ -87,10 +88,10 @@ class Clock:
 
 
 def _gemm_key(a, b):
-    """(m, k, n, layout of a, layout of b): 'C' row-major, 'F' a transposed view."""
+    """(m, k, n, layout of a, layout of b, BLAS threads): 'C' row-major, 'F' a transposed view."""
     def lay(x):
         return "C" if x.flags.c_contiguous else "F" if x.flags.f_contiguous else "S"
-    return (a.shape[0], a.shape[1], b.shape[1], lay(a), lay(b))
+    return (a.shape[0], a.shape[1], b.shape[1], lay(a), lay(b), runtime.blas_threads())
 
 
 class _TimedNumpy:
@@ -195,7 +196,10 @@ def profile_native(tr, x, y, steps):
             clock.gemms.clear()
             t0 = time.perf_counter()
             tr.train_step(x, y, rng)
-            clock.t[("step", "", "total")] = time.perf_counter() - t0
+            step = clock.t[("step", "", "total")] = time.perf_counter() - t0
+            inside = sum(v for (_, phase, c), v in clock.t.items() if phase in ("forward", "backward")
+                         and c == "total")
+            clock.t[("glue", "", "total")] = step - inside - clock.t[("optimizer", "", "total")]
             for k, v in clock.t.items():
                 per_step[k].append(v)
             for k, (c, s) in clock.gemms.items():
@@ -206,9 +210,14 @@ def profile_native(tr, x, y, steps):
     return med, gemms, rows, statistics.median(plain)
 
 
-def gemm_alone(key, reps=5):
-    """Seconds of one np.matmul of this shape and operand layout, alone (best of reps)."""
-    m, k, n, la, lb = key
+@functools.cache
+def gemm_alone(key, reps=10):
+    """Seconds of one np.matmul of this shape and operand layout, alone (best of reps), at the
+    current BLAS thread count (measured once per shape and count: profile() clears the cache)."""
+    m, k, n, la, lb, threads = key
+    before = runtime.blas_threads()
+    if threads is not None:
+        runtime.set_blas_threads(threads)
     rng = np.random.default_rng(0)
     a = rng.random((m, k), dtype=np.float32) if la != "F" else np.asfortranarray(rng.random((m, k), dtype=np.float32))
     b = rng.random((k, n), dtype=np.float32) if lb != "F" else np.asfortranarray(rng.random((k, n), dtype=np.float32))
@@ -219,6 +228,8 @@ def gemm_alone(key, reps=5):
         t0 = time.perf_counter()
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - t0)
+    if before is not None:
+        runtime.set_blas_threads(before)
     return best
 
 
@@ -266,11 +277,9 @@ def native_table(med, gemms, rows, plain, sgemm):
     lines = [("| step part | pass | ms | GEMM ms | GEMM GFLOPS | same GEMMs alone, GFLOPS | numba ms | "
               "numpy elementwise ms | copies/transposes ms | alloc ms | Python and untimed numpy ms |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    kernels = 0.0
     for row in rows:
         for phase in ("forward", "backward"):
             total = med.get((row, phase, "total"), 0.0)
-            kernels += total
             parts = [med.get((row, phase, c), 0.0) for c in COLUMNS]
             if not any(parts):  # a kernel whose inside is not instrumented
                 lines.append(f"| {row} | {phase} | {_ms(total)} |" + " - |" * 8)
@@ -279,27 +288,31 @@ def native_table(med, gemms, rows, plain, sgemm):
             gf = flops[(row, phase)] / g / 1e9 if g else 0.0
             ga = flops[(row, phase)] / alone[(row, phase)] / 1e9 if alone[(row, phase)] else 0.0
             rest = total - sum(parts)
+            # concurrent groups of samples (lstm.MIN_ROWS) add up every thread's time: no rest then
+            rest_text = _ms(rest) if rest >= 0 else "- (threads)"
             lines.append(f"| {row} | {phase} | {_ms(total)} | {_ms(g)} | {gf:.1f} | {ga:.1f} | "
-                         + " | ".join(_ms(p) for p in parts[1:]) + f" | {_ms(rest)} |")
+                         + " | ".join(_ms(p) for p in parts[1:]) + f" | {rest_text} |")
     step = med[("step", "", "total")]
     opt = med.get(("optimizer", "", "total"), 0.0)
     lines.append(f"| optimizer | | {_ms(opt)} |" + " - |" * 8)
-    lines.append(f"| loss, executor glue | | {_ms(step - kernels - opt)} |" + " - |" * 8)
+    lines.append(f"| loss, executor glue | | {_ms(med[('glue', '', 'total')])} |" + " - |" * 8)
     lines.append(f"| **whole step** (profiled; unprofiled {_ms(plain)}) | | **{_ms(step)}** |" + " - |" * 8)
     lines.append("")
-    lines.append(f"SGEMM 1024^3 in the same process: {sgemm:.1f} GFLOPS.")
+    lines.append(f"SGEMM 1024^3 in the same process: {sgemm:.1f} GFLOPS. Times are wall clock; where a kernel "
+                 "runs groups of samples on several threads (the LSTM at 2 threads), its GEMM, numba and numpy "
+                 "columns add up the time of every thread.")
     return lines
 
 
 def gemm_table(gemms):
-    lines = ["| step part | pass | m x k x n (layouts) | calls | ms | GFLOPS in the step | alone |",
+    lines = ["| step part | pass | m x k x n (layouts, BLAS threads) | calls | ms | GFLOPS in the step | alone |",
              "|---|---|---|---|---|---|---|"]
     if not gemms:
         lines.append("| (no instrumented kernel) | | | | | | |")
     for (row, phase, key), (calls, s) in sorted(gemms.items(), key=lambda kv: -kv[1][1]):
-        m, k, n, la, lb = key
+        m, k, n, la, lb, threads = key
         f = 2.0 * m * k * n * calls
-        lines.append(f"| {row} | {phase} | {m} x {k} x {n} ({la}{lb}) | {calls} | {_ms(s)} | "
+        lines.append(f"| {row} | {phase} | {m} x {k} x {n} ({la}{lb}, {threads}) | {calls} | {_ms(s)} | "
                      f"{f / s / 1e9:.1f} | {f / gemm_alone(key) / calls / 1e9:.1f} |")
     return lines
 
@@ -320,6 +333,7 @@ def profile(name, threads, steps, top, batch_size=None) -> str:
     for _ in range(3):  # warm up: numba dispatch, allocator
         tr.train_step(x, y, rng)
     med, gemms, rows, plain = profile_native(tr, x, y, steps)
+    gemm_alone.cache_clear()
     sgemm = bx.sgemm_gflops(threads, reps=3)[0]
     runtime.set_threads(threads)
     tplain, ops, ttotal = profile_torch(name, p0, x, y, steps, top)

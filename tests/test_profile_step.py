@@ -29,6 +29,6 @@ def test_profile_step_row_lstm_tiny():
     assert total > 0 and gemm > 0 and numba_ms > 0 and elementwise > 0
     assert gemm + numba_ms + elementwise <= total + 0.01
     # the recurrent GEMM (batch x units x 4 units) was recorded, once per step after the first
-    assert re.search(r"\| lstm_1 \| forward \| 4 x 128 x 512 \(CC\) \| 27 \|", text)
+    assert re.search(r"\| lstm_1 \| forward \| 4 x 128 x 512 \(CC, 1\) \| 27 \|", text)
     torch_rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(torch_rows) == 3 and all(math.isfinite(float(r.split("|")[2])) for r in torch_rows)

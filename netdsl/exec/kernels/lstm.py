@@ -74,8 +74,15 @@ def lstm_forward(x, W, H, b, go_backwards=False, P=None, init=0.0):
     scale[3 * hs:] = -2
     Ws, Hs, bs = W[perm] * scale, H[perm] * scale, b[perm] * scale[:, 0]
     xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(T * n, F)
-    gates = np.matmul(xt, Ws.T).reshape(T, n, 4 * hs)
-    np.add(gates, bs, out=gates)
+    gates = np.empty((T * n, 4 * hs), x.dtype)
+    WsT = Ws.T
+
+    def projection(lo, hi):  # rows lo..hi-1 of the time-major inputs
+        np.matmul(xt[lo:hi], WsT, out=gates[lo:hi])
+        np.add(gates[lo:hi], bs, out=gates[lo:hi])
+
+    in_parts(T * n, projection)
+    gates = gates.reshape(T, n, 4 * hs)
     cs = np.empty((T, n, hs), x.dtype)
     tcs = np.empty((T, n, hs), x.dtype)
     hseq = np.empty((T, n, hs), x.dtype)  # o * tanh(c)
@@ -173,13 +180,20 @@ def lstm_backward(dy, cache, need_dx=True):
 
     in_parts(n, rows)
     dz2 = dzs.reshape(T * n, 4 * hs)
-    dWp = np.matmul(xt.T, dz2).T  # the narrow side (F) as the rows: 69 -> 78 GFLOPS at row_lstm's 512x1792x28
     # z_t reads h_{t+prev}; the first step read the initial state (nothing to dH when it is 0).
     us = pseq.shape[2]
-    if go_backwards:
-        dHp = np.matmul(dzs[:-1].reshape(-1, 4 * hs).T, pseq[1:].reshape(-1, us))
-    else:
-        dHp = np.matmul(dzs[1:].reshape(-1, 4 * hs).T, pseq[:-1].reshape(-1, us))
+    dz_h, h_prev = ((dzs[:-1], pseq[1:]) if go_backwards else (dzs[1:], pseq[:-1]))
+    dz_h, h_prev = dz_h.reshape(-1, 4 * hs), h_prev.reshape(-1, us)
+    dWpT = np.empty((xt.shape[1], 4 * hs), gates.dtype)
+    dHp = np.empty((4 * hs, us), gates.dtype)
+
+    def weight_grads(lo, hi):  # gate rows lo..hi-1 of dW and dH, each a whole sum over steps and samples
+        # dW with the narrow side (F) as the rows: 69 -> 78 GFLOPS at row_lstm's 512x1792x28
+        np.matmul(xt.T, dz2[:, lo:hi], out=dWpT[:, lo:hi])
+        np.matmul(dz_h[:, lo:hi].T, h_prev, out=dHp[lo:hi])
+
+    in_parts(4 * hs, weight_grads)
+    dWp = dWpT.T
     if init != 0:
         first_dz = dzs[T - 1 if go_backwards else 0].sum(axis=0)
         dHp += np.outer(first_dz, np.full(us, init, gates.dtype))
@@ -218,13 +232,16 @@ def _lstm_cell_bwd(dh, dc, a, c_prev, tc, dz, one):
 # At k BLAS threads the recurrences run as k groups of samples on k threads, each GEMM on one BLAS
 # thread: the per-step GEMMs (64 x 128 x 512 for row_lstm) are too small for OpenBLAS to split well, and
 # the elementwise passes run in parallel too (numba nogil, numpy ufuncs drop the GIL). A group is never
-# smaller than MIN_ROWS samples. Each sample's arithmetic is the same as in one group.
+# smaller than MIN_ROWS samples. Each sample's arithmetic is the same as in one group. The whole-sequence
+# GEMMs split the same way (input projection by rows, weight gradients by gate rows), so OpenBLAS's own
+# threads, which spin between calls, stay idle during the LSTM.
 MIN_ROWS = 8
 _pool = None
 
 
 def in_parts(n, rows):
-    """rows(lo, hi) for groups of the n samples that cover them, concurrently at more than one BLAS thread."""
+    """rows(lo, hi) over groups of range(n) that cover it (samples, or rows or columns of a GEMM whose
+    parts are independent), concurrently at more than one BLAS thread."""
     from ..runtime import blas_threads, set_blas_threads  # runtime imports the kernels: not at module level
 
     global _pool
