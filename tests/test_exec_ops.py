@@ -6,6 +6,7 @@ L = sum(forward(...) * R) for a fixed random R, and (b) a comparison of its
 output and gradients with the same computation in real PyTorch.
 """
 
+import os
 import zlib
 
 import numpy as np
@@ -635,6 +636,42 @@ def test_lstm_in_parts_is_one_group(go_backwards, init, cell, monkeypatch):
         runtime.set_blas_threads(before)
     for one, two in zip(out[1], out[2]):
         np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_lstm_in_parts_in_a_forked_child(monkeypatch):
+    """A child forked after the LSTM's thread pool exists runs the LSTM in parts too (the child's copy
+    of the pool has no threads: it used to wait for them forever)."""
+    import time
+
+    from netdsl.exec import runtime
+
+    if runtime.blas_threads() is None:
+        pytest.skip("OpenBLAS's thread count cannot be set here")
+    monkeypatch.setattr(lstm, "MIN_ROWS", 2)
+    rng = rng_for("lstm fork")
+    x, W, H, b = (normal(rng, s).astype(np.float32) for s in ((6, 3, 2), (8, 2), (8, 2), (8,)))
+    before = runtime.blas_threads()
+    runtime.set_blas_threads(2)
+    try:
+        y, _ = lstm.lstm_forward(x, W, H, b)
+        pid = os.fork()
+        if pid == 0:
+            y1, _ = lstm.lstm_forward(x, W, H, b)
+            os._exit(0 if np.array_equal(y, y1) else 3)
+    finally:
+        runtime.set_blas_threads(before)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's LSTM hung")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_lstm_go_backwards_output_alignment():

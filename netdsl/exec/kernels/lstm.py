@@ -11,6 +11,7 @@ transcendentals and numba halves it.
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
 import numpy as np
 from numba import njit
@@ -237,6 +238,16 @@ def _lstm_cell_bwd(dh, dc, a, c_prev, tc, dz, one):
 # threads, which spin between calls, stay idle during the LSTM.
 MIN_ROWS = 8
 _pool = None
+
+
+def _forget_pool():
+    # a forked child has none of the parent's threads, but its copy of the pool would think it has
+    # idle workers and wait for them forever
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def in_parts(n, rows):
