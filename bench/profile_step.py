@@ -33,6 +33,7 @@ import math
 import os
 import statistics
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -70,6 +71,8 @@ class Clock:
         self.where = None  # (row, pass) while a kernel runs
         self.t = defaultdict(float)
         self.gemms = defaultdict(lambda: [0, 0.0])  # (row, pass, shape key) -> [calls, seconds]
+        self.threaded = set()  # (row, pass) whose timed calls ran on other threads too
+        self.main = threading.get_ident()
 
     def timed(self, category, fn):
         def run(*args, **kwargs):
@@ -79,6 +82,8 @@ class Clock:
             out = fn(*args, **kwargs)
             dt = time.perf_counter() - t0
             self.t[self.where + (category,)] += dt
+            if threading.get_ident() != self.main:
+                self.threaded.add(self.where)
             if category == "gemm":
                 g = self.gemms[self.where + (_gemm_key(args[0], args[1]),)]
                 g[0] += 1
@@ -179,7 +184,7 @@ def setup(name, batch_size=None):
 
 def profile_native(tr, x, y, steps):
     """(per-step medians {(row, pass, category): s}, GEMM records, the step order of rows,
-    unprofiled step median s)."""
+    unprofiled step median s, the (row, pass) that ran on several threads)."""
     rng = np.random.default_rng(0)
     plain = []
     for _ in range(steps):
@@ -207,7 +212,7 @@ def profile_native(tr, x, y, steps):
     med = {k: statistics.median(v + [0.0] * (steps - len(v))) for k, v in per_step.items()}
     gemms = {k: (v[0][0], statistics.median(s for _, s in v)) for k, v in gemms.items()}
     rows = [_row(st) for st in tr.ex.steps]
-    return med, gemms, rows, statistics.median(plain)
+    return med, gemms, rows, statistics.median(plain), clock.threaded
 
 
 @functools.cache
@@ -267,7 +272,7 @@ def _ms(s):
     return f"{1e3 * s:.2f}"
 
 
-def native_table(med, gemms, rows, plain, sgemm):
+def native_table(med, gemms, rows, plain, sgemm, threaded=()):
     flops = defaultdict(float)
     alone = defaultdict(float)
     for (row, phase, key), (calls, s) in gemms.items():
@@ -289,7 +294,7 @@ def native_table(med, gemms, rows, plain, sgemm):
             ga = flops[(row, phase)] / alone[(row, phase)] / 1e9 if alone[(row, phase)] else 0.0
             rest = total - sum(parts)
             # concurrent groups of samples (lstm.MIN_ROWS) add up every thread's time: no rest then
-            rest_text = _ms(rest) if rest >= 0 else "- (threads)"
+            rest_text = "- (threads)" if (row, phase) in threaded or rest < 0 else _ms(rest)
             lines.append(f"| {row} | {phase} | {_ms(total)} | {_ms(g)} | {gf:.1f} | {ga:.1f} | "
                          + " | ".join(_ms(p) for p in parts[1:]) + f" | {rest_text} |")
     step = med[("step", "", "total")]
@@ -300,7 +305,8 @@ def native_table(med, gemms, rows, plain, sgemm):
     lines.append("")
     lines.append(f"SGEMM 1024^3 in the same process: {sgemm:.1f} GFLOPS. Times are wall clock; where a kernel "
                  "runs groups of samples on several threads (the LSTM at 2 threads), its GEMM, numba and numpy "
-                 "columns add up the time of every thread.")
+                 "columns add up the time of every thread, and the timing wrappers (Python, under the GIL) "
+                 "slow the groups down: compare the profiled step with the unprofiled one.")
     return lines
 
 
@@ -332,7 +338,7 @@ def profile(name, threads, steps, top, batch_size=None) -> str:
     rng = np.random.default_rng(0)
     for _ in range(3):  # warm up: numba dispatch, allocator
         tr.train_step(x, y, rng)
-    med, gemms, rows, plain = profile_native(tr, x, y, steps)
+    med, gemms, rows, plain, threaded = profile_native(tr, x, y, steps)
     gemm_alone.cache_clear()
     sgemm = bx.sgemm_gflops(threads, reps=3)[0]
     runtime.set_threads(threads)
@@ -341,7 +347,7 @@ def profile(name, threads, steps, top, batch_size=None) -> str:
              f"native {_ms(plain)} ms, PyTorch {_ms(tplain)} ms per step (medians of {steps}; "
              f"load average {os.getloadavg()[0]:.2f})")
     out = [title, ""]
-    out += native_table(med, gemms, rows, plain, sgemm)
+    out += native_table(med, gemms, rows, plain, sgemm, threaded)
     out += ["", *gemm_table(gemms), "", *torch_table(tplain, ops, ttotal), ""]
     return "\n".join(out)
 
