@@ -6,6 +6,7 @@ L = sum(forward(...) * R) for a fixed random R, and (b) a comparison of its
 output and gradients with the same computation in real PyTorch.
 """
 
+import os
 import zlib
 
 import numpy as np
@@ -624,6 +625,71 @@ def test_lstm(go_backwards, init, cell):
     assert_close(db, m.bias_ih_l0.grad, what="db")
     if P32:
         assert_close(dP[0], m.weight_hr_l0.grad, what="dP")
+
+
+@pytest.mark.parametrize("go_backwards, init, cell", [(False, 0.0, None), (True, -0.7, None), (False, 0.4, 5)])
+def test_lstm_in_parts_is_one_group(go_backwards, init, cell, monkeypatch):
+    """At 2 BLAS threads the recurrences run as groups of samples on two threads (lstm.in_parts): the
+    result, the gradients and the BLAS thread count afterwards are those of one group at 1 thread."""
+    from netdsl.exec import runtime
+
+    if runtime.blas_threads() is None:
+        pytest.skip("OpenBLAS's thread count cannot be set here")
+    rng = rng_for("lstm parts", go_backwards, init, cell)
+    n, T_, f, hs = 7, 5, 3, 4  # 7 samples: groups of 3 and 4
+    cs = hs if cell is None else cell
+    x, W, H, b = (normal(rng, s).astype(np.float32) * 0.5 for s in ((n, T_, f), (4 * cs, f), (4 * cs, hs), (4 * cs,)))
+    P = None if cell is None else normal(rng, (hs, cs)).astype(np.float32) * 0.5
+    R = normal(rng, (n, T_, hs)).astype(np.float32)
+    monkeypatch.setattr(lstm, "MIN_ROWS", 2)
+    before = runtime.blas_threads()
+    out = {}
+    try:
+        for threads in (1, 2):
+            runtime.set_blas_threads(threads)
+            y, cache = lstm.lstm_forward(x, W, H, b, go_backwards, P, init)
+            out[threads] = (y, *(g for g in lstm.lstm_backward(R, cache) if g is not None))
+            assert runtime.blas_threads() == threads
+    finally:
+        runtime.set_blas_threads(before)
+    for one, two in zip(out[1], out[2]):
+        np.testing.assert_allclose(two, one, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_lstm_in_parts_in_a_forked_child(monkeypatch):
+    """A child forked after the LSTM's thread pool exists runs the LSTM in parts too (the child's copy
+    of the pool has no threads: it used to wait for them forever)."""
+    import time
+
+    from netdsl.exec import runtime
+
+    if runtime.blas_threads() is None:
+        pytest.skip("OpenBLAS's thread count cannot be set here")
+    monkeypatch.setattr(lstm, "MIN_ROWS", 2)
+    rng = rng_for("lstm fork")
+    x, W, H, b = (normal(rng, s).astype(np.float32) for s in ((6, 3, 2), (8, 2), (8, 2), (8,)))
+    before = runtime.blas_threads()
+    runtime.set_blas_threads(2)
+    try:
+        y, _ = lstm.lstm_forward(x, W, H, b)
+        pid = os.fork()
+        if pid == 0:
+            y1, _ = lstm.lstm_forward(x, W, H, b)
+            os._exit(0 if np.array_equal(y, y1) else 3)
+    finally:
+        runtime.set_blas_threads(before)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's LSTM hung")
+        time.sleep(0.01)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_lstm_go_backwards_output_alignment():

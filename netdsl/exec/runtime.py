@@ -88,8 +88,9 @@ def blas_threads() -> int | None:
 
 
 @functools.cache
-def _blas_threads_fn():
-    """OpenBLAS's get_num_threads, looked up once: kernels ask it on every call."""
+def _blas_threads_fn(set_: bool = False):
+    """OpenBLAS's get_num_threads (set_num_threads with set_), looked up once: kernels ask it on
+    every call."""
     import ctypes
 
     try:
@@ -101,10 +102,20 @@ def _blas_threads_fn():
         lib = ctypes.CDLL(path)
         for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
                     "scipy_openblas_get_num_threads", "openblas_get_num_threads"):
-            fn = getattr(lib, sym, None)
+            fn = getattr(lib, sym.replace("get", "set") if set_ else sym, None)
             if fn is not None:
+                if set_:
+                    fn.argtypes = [ctypes.c_int]
                 return fn
     return None
+
+
+def set_blas_threads(n: int) -> None:
+    """Set OpenBLAS's thread count only (no threadpoolctl, no numba): cheap enough to call
+    around one kernel (exec/kernels/lstm.py runs its recurrences on its own threads)."""
+    fn = _blas_threads_fn(set_=True)
+    if fn is not None:
+        fn(n)
 
 
 def warm_up(graph: ir.Graph, params: dict) -> None:
