@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from netdsl.exec import init, losses  # noqa: E402
 from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, elementwise, embedding,  # noqa: E402
-                                 lstm, norm, pool, shape, stabilizer)
+                                 lstm, lstm_peephole, norm, pool, shape, stabilizer)
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6
@@ -606,6 +606,52 @@ def test_lstm(go_backwards, init, cell):
     assert_close(db, m.bias_ih_l0.grad, what="db")
     if P32:
         assert_close(dP[0], m.weight_hr_l0.grad, what="dP")
+
+
+def torch_peephole_lstm(x, W, H, b, Ci, Cf, Co, P=None):
+    """CNTK's peephole LSTM (blocks.py, _RecurrentBlock) written out in torch, forward in time."""
+    hs = W.shape[0] // 4
+    h = x.new_zeros(x.shape[0], H.shape[1])
+    c = x.new_zeros(x.shape[0], hs)
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ W.T + b + h @ H.T
+        i = torch.sigmoid(z[:, :hs] + Ci * c)
+        f = torch.sigmoid(z[:, hs:2 * hs] + Cf * c)
+        c = f * c + i * torch.tanh(z[:, 2 * hs:3 * hs])
+        h = torch.sigmoid(z[:, 3 * hs:] + Co * c) * torch.tanh(c)
+        h = h if P is None else h @ P.T
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+# use_peepholes=True (lstm_peephole.py): float64 against finite differences, float32 against torch autograd
+@pytest.mark.parametrize("cell", [None, 5])
+def test_lstm_peephole(cell):
+    rng = rng_for("lstm-peephole", cell)
+    n, T_, f, hs = 2, 4, 3, 3
+    cs = hs if cell is None else cell
+    x = normal(rng, (n, T_, f))
+    W, H, b = normal(rng, (4 * cs, f)) * 0.5, normal(rng, (4 * cs, hs)) * 0.5, normal(rng, (4 * cs,)) * 0.5
+    C3 = [normal(rng, (cs,)) * 0.5 for _ in range(3)]
+    ps = [] if cell is None else [normal(rng, (hs, cs)) * 0.5]
+    fwd = lstm_peephole.peephole_forward
+    y, cache = fwd(x, W, H, b, *C3, *ps)
+    R = normal(rng, y.shape)
+    grads = lstm_peephole.peephole_backward(R, cache)
+    assert len(grads) == 7 + len(ps)
+    fd_check(lambda *a: fwd(*a), [x, W, H, b, *C3, *ps], range(7 + len(ps)), list(grads), R)
+
+    args32 = [a.astype(np.float32) for a in (x, W, H, b, *C3, *ps)]
+    y, cache = fwd(*args32)
+    grads = lstm_peephole.peephole_backward(R.astype(np.float32), cache)
+    ts = [T(a) for a in args32]
+    yt = torch_peephole_lstm(*ts)
+    (yt * T(R.astype(np.float32), False)).sum().backward()
+    assert y.dtype == grads[0].dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    for g, t, name in zip(grads, ts, ("x", "W", "H", "b", "Ci", "Cf", "Co", "P")):
+        assert_close(g, t.grad, what="d" + name)
 
 
 def test_lstm_go_backwards_output_alignment():

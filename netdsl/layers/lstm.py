@@ -1,6 +1,8 @@
 """LSTM, built as Recurrence(LSTM(n)): gates i, f, g, o stacked in W (4n, in), H (4n, n), b (4n,).
 With cell_shape=c (CNTK's projected LSTM) the cell has c units: W (4c, in), H (4c, n), b (4c,), and
 h = P @ (o * tanh(c)) with P (n, c), no bias; the projected h is what the recurrence feeds back.
+With use_peepholes=True (CNTK's peepholes) three elementwise vectors Ci, Cf, Co (c,) join the
+gates: i and f read Ci * c_{t-1}, Cf * c_{t-1}, and o reads Co * c_t, the NEW cell.
 
 The recurrence and its cell are one layer definition: Recurrence returns the LSTM it is given
 with go_backwards set, and the weights live on the LSTM.
@@ -24,9 +26,8 @@ def check(a: dict):
                       lambda: None if a.get("cell_shape") is None else positive("LSTM", "cell_shape", a))
     if res is not None:
         return res
-    if a.get("use_peepholes"):
-        return "use_peepholes", "LSTM use_peepholes=True is not supported by every target; netdsl does not offer it"
-    out.pop("use_peepholes", None)
+    if not isinstance(a.get("use_peepholes", False), bool):
+        return "use_peepholes", f"use_peepholes must be True or False, got {describe(a['use_peepholes'])}"
     return out
 
 
@@ -42,6 +43,8 @@ def check_recurrence(a: dict):
     if v != 0 and over.get("cell_shape") is not None:
         # the targets' initial states are built at one size for h and c; a projection makes them two
         return "initial_state", "Recurrence initial_state with a projected LSTM (cell_shape) is not supported yet"
+    if v != 0 and over.get("use_peepholes"):
+        return "initial_state", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet"
     out = dict(a)
     out["initial_state"] = float(v)
     return out
@@ -63,6 +66,8 @@ def shape(a, ins):
     params = {"W": (4 * c, t.shape[0]), "H": (4 * c, u), "b": (4 * c,)}
     if a.get("cell") is not None:
         params["P"] = (u, c)
+    if a.get("peepholes"):
+        params.update(Ci=(c,), Cf=(c,), Co=(c,))
     return TensorType((u,), True, t.length), params, {}
 
 
@@ -71,13 +76,16 @@ def inits(layer):
     out = {"W": init, "H": init, "b": bias_init(layer)}
     if layer.attr("cell") is not None:
         out["P"] = init
+    if layer.attr("peepholes"):  # CNTK initialises them with the LSTM's init (fans (c, c), docs/ir.md)
+        out.update(Ci=init, Cf=init, Co=init)
     return out
 
 
 KIND = register(LayerKind(
     "LSTM", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
-           "init_bias": ("init_bias", 0), "cell": ("cell_shape", None), "initial_state": ("initial_state", 0.0)},
+           "init_bias": ("init_bias", 0), "cell": ("cell_shape", None), "initial_state": ("initial_state", 0.0),
+           "peepholes": ("use_peepholes", False)},
     floats=("init_bias", "initial_state"),
     inits=inits,
     unapplicable=unapplicable,
@@ -85,7 +93,7 @@ KIND = register(LayerKind(
         Constructor("LSTM", ("shape",),
                     {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False,
                      "cell_shape": None}, check,
-                    options=("init", "init_bias")),
+                    options=("init", "init_bias", "use_peepholes")),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False, "initial_state": 0.0}, check_recurrence,
                     wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),

@@ -13,12 +13,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from . import Kernel, masking, register
+from . import Kernel, lstm_peephole, masking, register
 
 
 @register("LSTM")
 class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
+        if call.opt("Ci") is not None:  # use_peepholes: its own loop (lstm_peephole.py)
+            return lstm_peephole.forward(call, xs[0])
         W, H, b, P = call.p("W"), call.p("H"), call.p("b"), call.opt("P")
         go_backwards = bool(call.attr("go_backwards", False))
         init = float(call.attr("initial_state", 0.0))
@@ -34,6 +36,8 @@ class LSTM(Kernel):
         return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
+        if cache[0] is lstm_peephole.PEEPHOLE:
+            return lstm_peephole.backward(dy, cache, need[0])
         backward, cache = cache
         dx, dW, dH, db, *dP = backward(dy, cache, need[0])
         grads = {"W": dW, "H": dH, "b": db}
