@@ -55,6 +55,14 @@ INIT_FN = {  # netdsl initialiser -> (torch.nn.init function, extra arguments)
     "zeros": ("nn.init.zeros_", lambda a: {}),
     "ones": ("nn.init.ones_", lambda a: {}),
 }
+# a vector (an LSTM's peepholes) under a fan-based initialiser: netdsl's fans of a (n,) vector are
+# (n, n) (exec/init.py), written as the explicit distribution, since torch's fan rules need 2-D tensors
+VECTOR_INIT = {
+    "glorot_uniform": lambda n: ("nn.init.uniform_", lambda a: {"a": -(3 / n) ** 0.5, "b": (3 / n) ** 0.5}),
+    "glorot_normal": lambda n: ("nn.init.normal_", lambda a: {"std": (1 / n) ** 0.5}),
+    "he_uniform": lambda n: ("nn.init.uniform_", lambda a: {"a": -(6 / n) ** 0.5, "b": (6 / n) ** 0.5}),
+    "he_normal": lambda n: ("nn.init.normal_", lambda a: {"std": (2 / n) ** 0.5}),
+}
 # parameters whose torch default initialisation already is netdsl's (BatchNorm/LayerNorm scale 1, bias 0)
 DEFAULT_INIT = {("BatchNormalization", "scale"): "ones", ("BatchNormalization", "bias"): "zeros",
                 ("BatchNormalization", "running_mean"): "zeros", ("BatchNormalization", "running_var"): "ones",
@@ -199,6 +207,13 @@ def embedding(idx, layer):
 
 def lstm(idx, layer):
     t = idx.first_input_type(layer)
+    if layer.attr("peepholes"):  # nn.LSTM has no peepholes: the PeepholeLSTM helper, a loop over time
+        proj = {} if layer.attr("cell") is None else {"proj_size": layer.attr("units")}
+        cell = layer.attr("cell") or layer.attr("units")
+        return TorchLayer("LSTM", call("PeepholeLSTM", t.shape[0], cell, **proj),
+                          params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih", Ci="peephole_i",
+                                         Cf="peephole_f", Co="peephole_o", P="weight_hr"),
+                          chainable=False, helper="peephole_lstm")
     if layer.attr("cell") is not None:  # cell_shape: nn.LSTM's proj_size, h = weight_hr_l0 @ (o * tanh(c))
         return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("cell"), batch_first=True,
                                        proj_size=layer.attr("units")),
@@ -521,6 +536,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         # rule for nn.LSTM would also name the _reverse tensors the one-way LSTMs lack
         # and so is a projection's weight_hr_l0, which an nn.LSTM without proj_size lacks
         init_cls = None if owner in pair_of or (layer.kind == "LSTM" and layer.attr("cell") is not None) else tl.cls
+        peepholes = layer.kind == "LSTM" and layer.attr("peepholes")
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -529,8 +545,10 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             if DEFAULT_INIT.get((layer.kind, short)) == kind:
                 continue
             fn, extra = INIT_FN[kind]
+            if len(p.shape) == 1 and kind in VECTOR_INIT:  # a peephole: torch's fan rules refuse a vector
+                fn, extra = VECTOR_INIT[kind](p.shape[0])
             wanted.append((init_cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
-        if layer.kind == "LSTM" and owner in layer_attr:
+        if layer.kind == "LSTM" and owner in layer_attr and not peepholes:  # PeepholeLSTM has one bias
             a = layer_attr[owner]
             bias = "bias_hh_l0_reverse" if owner != layer.name else "bias_hh_l0"
             lstm_biases.append((layer.param("b").name, f"{a}.{bias}"))
@@ -702,7 +720,7 @@ def check_projections(graph: ir.Graph) -> list:
                                f"{layer.attr('cell')} is not above shape={layer.attr('units')} (nn.LSTM's proj_size must "
                                "be smaller than its hidden_size)", layer.span or graph.span)
             for layer in graph.layers if layer.kind == "LSTM" and layer.attr("cell") is not None
-            and layer.attr("cell") <= layer.attr("units")]
+            and layer.attr("cell") <= layer.attr("units") and not layer.attr("peepholes")]  # PeepholeLSTM: any size
 
 
 # the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours
