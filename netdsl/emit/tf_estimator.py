@@ -269,6 +269,16 @@ def lstm(lg, layer):
                  f"return_sequences=True{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
         params = [("W", "cell/kernel", "transpose"), ("H", "cell/recurrent_kernel", "transpose"),
                   ("b", "cell/bias", "identity"), ("P", "cell/projection", "transpose")]
+    if layer.attr("peepholes"):  # the _PeepholeLSTMCell helper under tf.keras.layers.RNN
+        projection = ", projection=True" if layer.attr("cell") is not None else ""
+        setup = (f"{local} = tf.keras.layers.RNN(_PeepholeLSTMCell({layer.attr('units')}, "
+                 f"{layer.attr('cell') or layer.attr('units')}{projection}), "
+                 f"return_sequences=True{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
+        params = [("W", "cell/kernel", "transpose"), ("H", "cell/recurrent_kernel", "transpose"),
+                  ("b", "cell/bias", "identity"), ("Ci", "cell/peephole_i", "identity"),
+                  ("Cf", "cell/peephole_f", "identity"), ("Co", "cell/peephole_o", "identity")]
+        if layer.attr("cell") is not None:
+            params.append(("P", "cell/projection", "transpose"))
 
     def write(s):
         if layer.attr("initial_state"):
@@ -477,7 +487,9 @@ def context(lg: Legacy, views: dict) -> dict:
         image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
         uses=dict.fromkeys(LAYERS, False) | {layer.kind: True for layer in lg.graph.layers if layer.kind in LAYERS},
         avg_pads=any(v.avg_pads for v in views.values()),
-        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None and not layer.attr("peepholes")
+                           for layer in lg.graph.layers),
+        peephole_lstm=any(layer.kind == "LSTM" and layer.attr("peepholes") for layer in lg.graph.layers),
     )
     loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
     ctx.update(  # variable-length batches (docs/ir.md)
