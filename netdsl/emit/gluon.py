@@ -248,6 +248,13 @@ def embedding(lg, layer):
 
 @emits("LSTM")
 def lstm(lg, layer):
+    if layer.attr("peepholes"):  # rnn.LSTM has no peepholes: the _PeepholeLSTM helper, a loop over time
+        projected = layer.attr("cell") is not None
+        core = (f"_PeepholeLSTM({layer.attr('units')}, {layer.attr('cell') or layer.attr('units')}, "
+                f"{lg.in_type(layer).shape[-1]}, {projected}, prefix={_prefix(layer)})")
+        names = [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias"), ("Ci", "peephole_i"),
+                 ("Cf", "peephole_f"), ("Co", "peephole_o")] + ([("P", "h2r_weight")] if projected else [])
+        return View(_recurrence(layer, core), names, takes_lengths=True)
     if layer.attr("cell") is not None:
         # cell_shape: the _ProjectedLSTM helper, a loop over time (MXNet 1.9's rnn.LSTM(projection_size=)
         # runs forward on CPU but refuses to train there)
@@ -388,8 +395,11 @@ def context(lg: Legacy, views: dict) -> dict:
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
-        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
-        rnn_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is None for layer in lg.graph.layers),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None and not layer.attr("peepholes")
+                           for layer in lg.graph.layers),
+        rnn_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is None and not layer.attr("peepholes")
+                     for layer in lg.graph.layers),
+        peephole_lstm=any(layer.kind == "LSTM" and layer.attr("peepholes") for layer in lg.graph.layers),
     )
     # Embedding(weights=...): a constant (grad_req 'null'), loaded from the weights file
     ctx["frozen"] = ctx["frozen"] + [layer.name + "_weight" for layer in lg.graph.layers
