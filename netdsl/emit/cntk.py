@@ -214,6 +214,10 @@ def _lstm(lg, layer):
     # cell_shape: CNTK's own projection, a Parameter named P of shape (cell, units), applied h @ P
     cell = "" if layer.attr("cell") is None else f", cell_shape={int(layer.attr('cell'))}"
     proj = [] if layer.attr("cell") is None else [("P", "P", "dense")]
+    # use_peepholes: CNTK's own, three (cell,) Parameters named Ci, Cf, Co (the same as netdsl's)
+    if layer.attr("peepholes"):
+        cell += ", use_peepholes=True"
+        proj += [("Ci", "Ci", "identity"), ("Cf", "Cf", "identity"), ("Co", "Co", "identity")]
     return View(ctor="C.layers.Recurrence",
                 pos=[f"C.layers.LSTM({layer.attr('units')}{cell}{bias}, name={pyrepr(layer.name)})"],
                 args={"go_backwards": repr(bool(layer.attr("go_backwards"))), **_initial_state(layer)}, unnamed=True,
