@@ -55,14 +55,6 @@ INIT_FN = {  # netdsl initialiser -> (torch.nn.init function, extra arguments)
     "zeros": ("nn.init.zeros_", lambda a: {}),
     "ones": ("nn.init.ones_", lambda a: {}),
 }
-# a vector (an LSTM's peepholes) under a fan-based initialiser: netdsl's fans of a (n,) vector are
-# (n, n) (exec/init.py), written as the explicit distribution, since torch's fan rules need 2-D tensors
-VECTOR_INIT = {
-    "glorot_uniform": lambda n: ("nn.init.uniform_", lambda a: {"a": -(3 / n) ** 0.5, "b": (3 / n) ** 0.5}),
-    "glorot_normal": lambda n: ("nn.init.normal_", lambda a: {"std": (1 / n) ** 0.5}),
-    "he_uniform": lambda n: ("nn.init.uniform_", lambda a: {"a": -(6 / n) ** 0.5, "b": (6 / n) ** 0.5}),
-    "he_normal": lambda n: ("nn.init.normal_", lambda a: {"std": (2 / n) ** 0.5}),
-}
 # parameters whose torch default initialisation already is netdsl's (BatchNorm/LayerNorm scale 1, bias 0)
 DEFAULT_INIT = {("BatchNormalization", "scale"): "ones", ("BatchNormalization", "bias"): "zeros",
                 ("BatchNormalization", "running_mean"): "zeros", ("BatchNormalization", "running_var"): "ones",
@@ -545,8 +537,6 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
             if DEFAULT_INIT.get((layer.kind, short)) == kind:
                 continue
             fn, extra = INIT_FN[kind]
-            if len(p.shape) == 1 and kind in VECTOR_INIT:  # a peephole: torch's fan rules refuse a vector
-                fn, extra = VECTOR_INIT[kind](p.shape[0])
             wanted.append((init_cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
         if layer.kind == "LSTM" and owner in layer_attr and not peepholes:  # PeepholeLSTM has one bias
             a = layer_attr[owner]

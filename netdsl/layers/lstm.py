@@ -76,9 +76,22 @@ def inits(layer):
     out = {"W": init, "H": init, "b": bias_init(layer)}
     if layer.attr("cell") is not None:
         out["P"] = init
-    if layer.attr("peepholes"):  # CNTK initialises them with the LSTM's init (fans (c, c), docs/ir.md)
-        out.update(Ci=init, Cf=init, Co=init)
+    if layer.attr("peepholes"):
+        peep = peephole_init(init, layer.attr("cell") or layer.attr("units"))
+        out.update(Ci=peep, Cf=peep, Co=peep)
     return out
+
+
+def peephole_init(init: str, n: int) -> str:
+    """The LSTM's init as CNTK 2.7 applies it to a (n,) peephole: its fan-based initialisers see a
+    vector with fan_in 1 and fan_out n (measured: glorot_uniform's limit is sqrt(6 / (n + 1)), he_uniform's
+    sqrt(6)). Written as the explicit distribution, so that every target draws the same one."""
+    fan_based = {"glorot_uniform": ("uniform", 6 / (n + 1)), "glorot_normal": ("normal", 2 / (n + 1)),
+                 "he_uniform": ("uniform", 6.0), "he_normal": ("normal", 2.0)}
+    if init not in fan_based:
+        return init  # uniform(s), normal(s), constant(v): no fans
+    kind, square = fan_based[init]
+    return f"{kind}({math.sqrt(square)!r})"
 
 
 KIND = register(LayerKind(
