@@ -44,6 +44,10 @@ def lstm(b, layer, node, xs, ins, params):
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
     states = _initial_states(b, layer, node, xs[0], u, 2)
+    if layer.attr("peepholes"):  # input P (1, 3u), ONNX's order i, o, f; no initial states (refused with peepholes)
+        # one initializer each, joined by a Concat that importers fold
+        peeps = [b.const(f"{p}.{k}", np.asarray(params[f"{p}.{k}"], np.float32)[None]) for k in ("Ci", "Co", "Cf")]
+        states = ["", "", b.op("Concat", peeps, name=f"{n}/peepholes", axis=1)]
     if lens is not None:  # a padded batch (onnx/lengths.py)
         _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, states, hidden_size=u)
         return
