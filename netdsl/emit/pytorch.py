@@ -680,21 +680,21 @@ def init_statements(wanted: list, counts: dict) -> list:
             lines.append(f"    {'if' if k == 0 else 'elif'} isinstance(module, {kinds}):")
             for attr, init, optional in rule:
                 stmt = init.replace("\0", f"module.{attr}")
-                if optional:
-                    lines += [f"        if module.{attr} is not None:", f"            {stmt}"]
+                if optional:  # lines are relative to the body's indent, 8
+                    lines += [f"        if module.{attr} is not None:", f"            {C.layout(stmt, 20)}"]
                 else:
-                    lines.append(f"        {stmt}")
+                    lines.append(f"        {C.layout(stmt, 16)}")
     by_init: dict = {}
     for cls, attr, init, ref in wanted:
         if cls not in uniform:
             by_init.setdefault(init, []).append(ref)
     for init, refs in by_init.items():
         if len(refs) == 1:
-            lines.append(init.replace("\0", refs[0]))
+            lines.append(C.layout(init.replace("\0", refs[0]), 8))
             continue
         head = f"for tensor in ({', '.join(refs)}):"
-        lines += ([head] if len(head) + 8 <= 110 else ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"])
-        lines.append("    " + init.replace("\0", "tensor"))
+        lines += ([head] if len(head) + 8 <= 88 else ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"])
+        lines.append("    " + C.layout(init.replace("\0", "tensor"), 12))
     return lines
 
 
