@@ -3,6 +3,9 @@ With cell_shape=c (CNTK's projected LSTM) the cell has c units: W (4c, in), H (4
 h = P @ (o * tanh(c)) with P (n, c), no bias; the projected h is what the recurrence feeds back.
 With use_peepholes=True (CNTK's peepholes) three elementwise vectors Ci, Cf, Co (c,) join the
 gates: i and f read Ci * c_{t-1}, Cf * c_{t-1}, and o reads Co * c_t, the NEW cell.
+With enable_self_stabilization=True (CNTK's) scalar self-stabilizers (Stabilizer's alpha and beta) scale
+h_{t-1} before H (Sdh), and with peepholes c_{t-1} and c_t before them (Sdc, Sct), and with a projection
+o * tanh(c) before P (Sht): only the ones used exist, as in CNTK.
 
 The recurrence and its cell are one layer definition: Recurrence returns the LSTM it is given
 with go_backwards set, and the weights live on the LSTM.
@@ -16,6 +19,7 @@ from ..shapes import ShapeError, float_features
 from ..values import describe, is_number
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
+from .stabilizer import initial_alpha
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -26,8 +30,9 @@ def check(a: dict):
                       lambda: None if a.get("cell_shape") is None else positive("LSTM", "cell_shape", a))
     if res is not None:
         return res
-    if not isinstance(a.get("use_peepholes", False), bool):
-        return "use_peepholes", f"use_peepholes must be True or False, got {describe(a['use_peepholes'])}"
+    for key in ("use_peepholes", "enable_self_stabilization"):
+        if not isinstance(a.get(key, False), bool):
+            return key, f"{key} must be True or False, got {describe(a[key])}"
     return out
 
 
@@ -45,6 +50,9 @@ def check_recurrence(a: dict):
         return "initial_state", "Recurrence initial_state with a projected LSTM (cell_shape) is not supported yet"
     if v != 0 and over.get("use_peepholes"):
         return "initial_state", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet"
+    if v != 0 and over.get("enable_self_stabilization"):
+        return "initial_state", ("Recurrence initial_state with a self-stabilized LSTM (enable_self_stabilization) is "
+                                 "not supported yet")
     out = dict(a)
     out["initial_state"] = float(v)
     return out
@@ -68,6 +76,12 @@ def shape(a, ins):
         params["P"] = (u, c)
     if a.get("peepholes"):
         params.update(Ci=(c,), Cf=(c,), Co=(c,))
+    if a.get("stabilize"):  # scalars, as CNTK's Parameter((), name='alpha'); only the ones used
+        params["Sdh"] = ()
+        if a.get("peepholes"):
+            params.update(Sdc=(), Sct=())
+        if a.get("cell") is not None:
+            params["Sht"] = ()
     return TensorType((u,), True, t.length), params, {}
 
 
@@ -79,6 +93,13 @@ def inits(layer):
     if layer.attr("peepholes"):
         peep = peephole_init(init, layer.attr("cell") or layer.attr("units"))
         out.update(Ci=peep, Cf=peep, Co=peep)
+    if layer.attr("stabilize"):  # beta = 1 at the start, as Stabilizer()'s (CNTK's LSTM uses steepness 4)
+        alpha = f"constant({initial_alpha(4.0)!r})"
+        out["Sdh"] = alpha
+        if layer.attr("peepholes"):
+            out.update(Sdc=alpha, Sct=alpha)
+        if layer.attr("cell") is not None:
+            out["Sht"] = alpha
     return out
 
 
@@ -98,15 +119,15 @@ KIND = register(LayerKind(
     "LSTM", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
            "init_bias": ("init_bias", 0), "cell": ("cell_shape", None), "initial_state": ("initial_state", 0.0),
-           "peepholes": ("use_peepholes", False)},
+           "peepholes": ("use_peepholes", False), "stabilize": ("enable_self_stabilization", False)},
     floats=("init_bias", "initial_state"),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
         Constructor("LSTM", ("shape",),
                     {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "use_peepholes": False,
-                     "cell_shape": None}, check,
-                    options=("init", "init_bias", "use_peepholes")),
+                     "cell_shape": None, "enable_self_stabilization": False}, check,
+                    options=("init", "init_bias", "use_peepholes", "enable_self_stabilization")),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False, "initial_state": 0.0}, check_recurrence,
                     wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),

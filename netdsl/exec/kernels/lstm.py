@@ -19,7 +19,7 @@ from . import Kernel, lstm_peephole, masking, register
 @register("LSTM")
 class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
-        if call.opt("Ci") is not None:  # use_peepholes: its own loop (lstm_peephole.py)
+        if call.opt("Ci") is not None or call.opt("Sdh") is not None:  # peepholes, stabilizers: lstm_peephole.py
             return lstm_peephole.forward(call, xs[0])
         W, H, b, P = call.p("W"), call.p("H"), call.p("b"), call.opt("P")
         go_backwards = bool(call.attr("go_backwards", False))
