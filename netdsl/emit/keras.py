@@ -28,7 +28,7 @@ from .passes.masks import RECURRENCES, length_sources
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
                "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast", "ProjectedLSTMCell",
-               "PeepholeLSTMCell")
+               "CNTKLSTMCell")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -250,8 +250,8 @@ def lstm(idx, layer):
     kwargs = {"return_sequences": True}
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
-    if layer.attr("peepholes"):
-        return _peephole_lstm(layer, kwargs)
+    if layer.attr("peepholes") or layer.attr("stabilize"):
+        return _cntk_lstm(layer, kwargs)
     if layer.attr("cell") is not None:
         return _projected_lstm(layer, kwargs)
     kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
@@ -281,23 +281,25 @@ def _projected_lstm(layer, kwargs):
     return view
 
 
-def _peephole_lstm(layer, kwargs):
-    """LSTM(n, use_peepholes=True): Keras 3's LSTM has no peepholes; layers.RNN over the module's
-    PeepholeLSTMCell (gates i, f, c, o as Keras's LSTMCell; peepholes i, f, o; the projection if cell_shape)."""
+def _cntk_lstm(layer, kwargs):
+    """LSTM(n, use_peepholes=True or enable_self_stabilization=True): Keras 3's LSTM has neither;
+    layers.RNN over the module's CNTKLSTMCell (gates i, f, c, o as Keras's LSTMCell; peepholes i, f, o;
+    the projection if cell_shape; the stabilizers' alphas)."""
+    have = {p.name.rsplit(".", 1)[1] for p in layer.params}
     inits = {}  # the cell's defaults are netdsl's: glorot_uniform, zeros for the bias
-    shorts = ("W", "H", "b", "Ci", "P") if layer.attr("cell") is not None else ("W", "H", "b", "Ci")
-    for short in shorts:
-        key = {"W": "kernel_initializer", "H": "recurrent_initializer", "b": "bias_initializer",
-               "Ci": "peephole_initializer", "P": "projection_initializer"}[short]
-        value = keras_init(layer.param(short).init)
-        if value != ("zeros" if short == "b" else "glorot_uniform"):
-            inits[key] = value
-    projection = {} if layer.attr("cell") is None else {"projection": True}
-    cell = call("PeepholeLSTMCell", layer.attr("units"), layer.attr("cell") or layer.attr("units"), **projection,
-                **inits)
-    params = [(layer.param(s).name, "dense" if s in ("W", "H", "P") else None)
-              for s in ("W", "H", "b", "Ci", "Cf", "Co", "P") if s != "P" or layer.attr("cell") is not None]
-    view = KerasView("LSTM", [KLayer("", "layers.RNN", (cell,), kwargs)], params, helper="peephole_lstm")
+    for short, key in (("W", "kernel_initializer"), ("H", "recurrent_initializer"), ("b", "bias_initializer"),
+                       ("Ci", "peephole_initializer"), ("P", "projection_initializer")):
+        if short in have:
+            value = keras_init(layer.param(short).init)
+            if value != ("zeros" if short == "b" else "glorot_uniform"):
+                inits[key] = value
+    opts = {k: True for k, present in (("projection", "P" in have), ("peepholes", "Ci" in have),
+                                        ("stabilize", "Sdh" in have)) if present}
+    cell = call("CNTKLSTMCell", layer.attr("units"), layer.attr("cell") or layer.attr("units"), **opts, **inits)
+    # in the cell's weight order (build())
+    order = ("W", "H", "b", "Ci", "Cf", "Co", "P", "Sdh", "Sdc", "Sct", "Sht")
+    params = [(layer.param(s).name, "dense" if s in ("W", "H", "P") else None) for s in order if s in have]
+    view = KerasView("LSTM", [KLayer("", "layers.RNN", (cell,), kwargs)], params, helper="cntk_lstm")
     if layer.attr("go_backwards"):
         view.after = "flip"
     return view

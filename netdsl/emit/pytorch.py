@@ -199,13 +199,15 @@ def embedding(idx, layer):
 
 def lstm(idx, layer):
     t = idx.first_input_type(layer)
-    if layer.attr("peepholes"):  # nn.LSTM has no peepholes: the PeepholeLSTM helper, a loop over time
-        proj = {} if layer.attr("cell") is None else {"proj_size": layer.attr("units")}
+    if layer.attr("peepholes") or layer.attr("stabilize"):  # nn.LSTM has neither: the CNTKLSTM helper, a loop
+        opts = {} if layer.attr("cell") is None else {"proj_size": layer.attr("units")}
+        opts.update({k: True for k, attr in (("peepholes", "peepholes"), ("stabilize", "stabilize")) if layer.attr(attr)})
         cell = layer.attr("cell") or layer.attr("units")
-        return TorchLayer("LSTM", call("PeepholeLSTM", t.shape[0], cell, **proj),
+        return TorchLayer("LSTM", call("CNTKLSTM", t.shape[0], cell, **opts),
                           params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih", Ci="peephole_i",
-                                         Cf="peephole_f", Co="peephole_o", P="weight_hr"),
-                          chainable=False, helper="peephole_lstm")
+                                         Cf="peephole_f", Co="peephole_o", P="weight_hr", Sdh="alpha_dh",
+                                         Sdc="alpha_dc", Sct="alpha_c", Sht="alpha_hr"),
+                          chainable=False, helper="cntk_lstm")
     if layer.attr("cell") is not None:  # cell_shape: nn.LSTM's proj_size, h = weight_hr_l0 @ (o * tanh(c))
         return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("cell"), batch_first=True,
                                        proj_size=layer.attr("units")),
@@ -528,7 +530,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         # rule for nn.LSTM would also name the _reverse tensors the one-way LSTMs lack
         # and so is a projection's weight_hr_l0, which an nn.LSTM without proj_size lacks
         init_cls = None if owner in pair_of or (layer.kind == "LSTM" and layer.attr("cell") is not None) else tl.cls
-        peepholes = layer.kind == "LSTM" and layer.attr("peepholes")
+        peepholes = layer.kind == "LSTM" and (layer.attr("peepholes") or layer.attr("stabilize"))
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -538,7 +540,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 continue
             fn, extra = INIT_FN[kind]
             wanted.append((init_cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
-        if layer.kind == "LSTM" and owner in layer_attr and not peepholes:  # PeepholeLSTM has one bias
+        if layer.kind == "LSTM" and owner in layer_attr and not peepholes:  # CNTKLSTM has one bias
             a = layer_attr[owner]
             bias = "bias_hh_l0_reverse" if owner != layer.name else "bias_hh_l0"
             lstm_biases.append((layer.param("b").name, f"{a}.{bias}"))
@@ -710,7 +712,8 @@ def check_projections(graph: ir.Graph) -> list:
                                f"{layer.attr('cell')} is not above shape={layer.attr('units')} (nn.LSTM's proj_size must "
                                "be smaller than its hidden_size)", layer.span or graph.span)
             for layer in graph.layers if layer.kind == "LSTM" and layer.attr("cell") is not None
-            and layer.attr("cell") <= layer.attr("units") and not layer.attr("peepholes")]  # PeepholeLSTM: any size
+            and layer.attr("cell") <= layer.attr("units")
+            and not (layer.attr("peepholes") or layer.attr("stabilize"))]  # CNTKLSTM: any size
 
 
 # the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours
