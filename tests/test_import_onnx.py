@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))
 # lstm_projection: ONNX cannot express it (export refuses it, tests/test_onnx_export.py), so no round trip
 TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net") if p.stem != "lstm_projection")
+# ONNX export folds an LSTM's self-stabilizers into R and the peepholes: the import is the LSTM without them
+# (other weights), computing the same outputs
+FOLDED = {"lstm_self_stabilization"}
 # Attributes ONNX does not carry: initialisers (weights are given), and how 'pad' was spelled
 # (the pads themselves, `pads`, are compared).
 # ONNX initialisers do not say whether a weight is trained either: Embedding(weights=...)'s constant comes
@@ -66,7 +69,8 @@ def test_round_trip_gives_the_same_ir_and_outputs(path):
     params = conf.conformance_params(graph, 0)
     text, weights = from_onnx_model(to_onnx(graph, params), path, Path(path).stem)
     back = load_text(text, "back.net")
-    assert structure(back) == structure(graph)
+    if Path(path).stem not in FOLDED:
+        assert structure(back) == structure(graph)
     assert rescale(back) == rescale(graph)
     inputs = conf.batch_for(graph, 0)
     ref = conf.native_predict(graph, params, inputs)
