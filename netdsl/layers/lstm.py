@@ -69,6 +69,9 @@ def shape(a, ins):
     float_features(t, "Recurrence(LSTM)")
     if not t.seq or len(t.shape) != 1:
         raise ShapeError(f"Recurrence(LSTM) needs a sequence of feature vectors, got {t.describe()}")
+    if a.get("initial_state") and (a.get("peepholes") or a.get("stabilize")):  # from a default_options scope
+        raise ShapeError("Recurrence initial_state with use_peepholes or enable_self_stabilization (here from "
+                         "default_options) is not supported yet", "E103")
     u = a["units"]
     c = u if a.get("cell") is None else a["cell"]
     params = {"W": (4 * c, t.shape[0]), "H": (4 * c, u), "b": (4 * c,)}
