@@ -522,8 +522,8 @@ def context(lg: Legacy, views: dict) -> dict:
                           if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),
-        nested_params=any("/" in str(p.get("short", "")) for p in params)
-        or any(layer.kind == "LSTM" and layer.attr("stabilize") for layer in lg.graph.layers),
+        # an LSTM's stabilizers: Parameters named "alpha" in named blocks inside the layer ("block/alpha")
+        nested_params=any(layer.kind == "LSTM" and layer.attr("stabilize") for layer in lg.graph.layers),
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_channels=out_t.shape[0] if is_image(out_t) else None,
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,
