@@ -113,7 +113,7 @@ def conformance_params(graph: ir.Graph, seed: int) -> dict:
             params[p.name] = rng.uniform(-0.5, 0.5, p.shape).astype(np.float32)
         elif short == "running_var":
             params[p.name] = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
-        elif short == "alpha":  # a Stabilizer's factor is 1 at its initial alpha: move it away
+        elif short in ("alpha", "Sdh", "Sdc", "Sct", "Sht"):  # a Stabilizer's (an LSTM's) factor is 1 at its initial alpha: move it away
             params[p.name] = rng.uniform(0.2, 1.5, p.shape).astype(np.float32)
     return params
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from netdsl.exec import init, losses  # noqa: E402
 from netdsl.exec.kernels import (activation, conv, cosine, dense, dropout, elementwise, embedding,  # noqa: E402
-                                 lstm, norm, pool, shape, stabilizer)
+                                 lstm, lstm_peephole, norm, pool, shape, stabilizer)
 
 FD_STEP = 1e-6
 FD_TOL = 1e-6
@@ -690,6 +690,71 @@ def test_lstm_in_parts_in_a_forked_child(monkeypatch):
             pytest.fail("the forked child's LSTM hung")
         time.sleep(0.01)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def torch_peephole_lstm(x, W, H, b, C=None, P=None, alphas=None):
+    """CNTK's LSTM step (blocks.py, _RecurrentBlock) written out in torch, forward in time: peepholes
+    C = (Ci, Cf, Co), self-stabilizers {name: alpha}, beta = softplus(4 alpha) / 4."""
+    hs = W.shape[0] // 4
+    one = torch.ones((), dtype=x.dtype)
+    beta = {k: F.softplus(a, beta=4) for k, a in (alphas or {}).items()}
+    sdh, sdc, sct, sht = (beta.get(k, one) for k in ("Sdh", "Sdc", "Sct", "Sht"))
+    Ci, Cf, Co = C if C is not None else (torch.zeros(hs, dtype=x.dtype),) * 3
+    h = x.new_zeros(x.shape[0], H.shape[1])
+    c = x.new_zeros(x.shape[0], hs)
+    out = []
+    for t in range(x.shape[1]):
+        z = x[:, t] @ W.T + b + (sdh * h) @ H.T
+        i = torch.sigmoid(z[:, :hs] + Ci * (sdc * c))
+        f = torch.sigmoid(z[:, hs:2 * hs] + Cf * (sdc * c))
+        c = f * c + i * torch.tanh(z[:, 2 * hs:3 * hs])
+        h = torch.sigmoid(z[:, 3 * hs:] + Co * (sct * c)) * torch.tanh(c)
+        h = h if P is None else (sht * h) @ P.T
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+# use_peepholes=True and enable_self_stabilization=True (lstm_peephole.py): float64 against finite
+# differences, float32 against torch autograd
+@pytest.mark.parametrize("cell, peep, stab", [(None, True, False), (5, True, False), (None, True, True),
+                                              (5, True, True), (5, False, True), (None, False, True)])
+def test_lstm_peephole(cell, peep, stab):
+    rng = rng_for("lstm-peephole", cell, peep, stab)
+    n, T_, f, hs = 2, 4, 3, 3
+    cs = hs if cell is None else cell
+    x = normal(rng, (n, T_, f))
+    W, H, b = normal(rng, (4 * cs, f)) * 0.5, normal(rng, (4 * cs, hs)) * 0.5, normal(rng, (4 * cs,)) * 0.5
+    C3 = [normal(rng, (cs,)) * 0.5 for _ in range(3)] if peep else []
+    ps = [] if cell is None else [normal(rng, (hs, cs)) * 0.5]
+    names = [k for k in lstm_peephole.STABILIZERS if stab and (k == "Sdh" or (peep and k in ("Sdc", "Sct"))
+                                                                or (cell and k == "Sht"))]
+    alphas = [np.asarray(rng.uniform(-0.5, 1.0)) for _ in names]
+
+    def fwd(x, W, H, b, *rest):
+        C = tuple(rest[:3]) if peep else None
+        P = rest[len(C3)] if ps else None
+        return lstm_peephole.peephole_forward(x, W, H, b, C, P, dict(zip(names, rest[len(C3) + len(ps):])))
+
+    args = [x, W, H, b, *C3, *ps, *alphas]
+    y, cache = fwd(*args)
+    R = normal(rng, y.shape)
+    *grads, dalpha = lstm_peephole.peephole_backward(R, cache)
+    grads += [dalpha[k] for k in names]
+    assert len(grads) == len(args) and sorted(dalpha) == sorted(names)  # dx first, as x
+    fd_check(fwd, args, range(len(args)), grads, R)
+
+    args32 = [np.asarray(a, np.float32) for a in args]
+    y, cache = fwd(*args32)
+    *grads, dalpha = lstm_peephole.peephole_backward(R.astype(np.float32), cache)
+    grads += [dalpha[k] for k in names]
+    ts = [T(a) for a in args32]
+    C = tuple(ts[4:7]) if peep else None
+    yt = torch_peephole_lstm(*ts[:4], C, ts[4 + len(C3)] if ps else None, dict(zip(names, ts[4 + len(C3) + len(ps):])))
+    (yt * T(R.astype(np.float32), False)).sum().backward()
+    assert y.dtype == grads[0].dtype == np.float32
+    assert_close(y, yt.detach(), what="y")
+    for k, (g, t) in enumerate(zip(grads, ts)):
+        assert_close(g, t.grad, what=f"gradient of argument {k}")
 
 
 def test_lstm_go_backwards_output_alignment():

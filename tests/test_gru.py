@@ -121,6 +121,12 @@ def diagnostics(text):
      "Recurrence takes an LSTM(...) or a GRU(...), got", 16),
     ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, use_peepholes=True))(rows)\noutput h\n", "E102",
      "GRU has no argument 'use_peepholes'", 23),
+    # CNTK's GRU has enable_self_stabilization; netdsl refuses it (LSTM takes it), also from default_options
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True))(rows)\noutput h\n", "E103",
+     "GRU enable_self_stabilization=True is not supported yet", 23),
+    # initial_state with the LSTM options that run as a helper loop: not yet
+    ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3, use_peepholes=True), initial_state=0.5)(rows)\noutput h\n",
+     "E103", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet", 45),
     ("image = Input((1, 8, 8))\nh = Recurrence(GRU(3))(image)\noutput h\n", "E201",
      "Recurrence(GRU) needs a sequence of feature vectors, got (1, 8, 8)", 5),
     # initial_state: a constant finite number only (CNTK also takes a tensor or a computed value)
@@ -139,6 +145,17 @@ def diagnostics(text):
 def test_gru_errors_are_located(text, code, message, col):
     (got,) = diagnostics(text)
     assert got[0] == code and message in got[1] and got[2:] == (2, col), got
+
+
+@pytest.mark.parametrize("body,message", [
+    ("h = Recurrence(GRU(3))(rows)", "GRU enable_self_stabilization=True (here from default_options) is not supported"),
+    ("h = Recurrence(LSTM(3), initial_state=0.5)(rows)", "Recurrence initial_state with use_peepholes or "
+     "enable_self_stabilization (here from default_options) is not supported yet"),
+])
+def test_stabilization_from_default_options_is_refused_where_applied(body, message):
+    (got,) = diagnostics("rows = SequenceInput(4)\nwith default_options(enable_self_stabilization=True) {\n"
+                         f"    {body}\n}}\noutput h\n")
+    assert got[0] == "E103" and message in got[1] and got[2:] == (3, 9), got
 
 
 def test_gru_parameters_and_attrs():

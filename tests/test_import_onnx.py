@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "models").glob("*.net"))
 # lstm_projection: ONNX cannot express it (export refuses it, tests/test_onnx_export.py), so no round trip
 TRAPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests" / "traps").glob("*.net") if p.stem != "lstm_projection")
+# ONNX export folds an LSTM's self-stabilizers into R and the peepholes: the import is the LSTM without them
+# (other weights), computing the same outputs
+FOLDED = {"lstm_cntk_options"}
 # Attributes ONNX does not carry: initialisers (weights are given), and how 'pad' was spelled
 # (the pads themselves, `pads`, are compared).
 # ONNX initialisers do not say whether a weight is trained either: Embedding(weights=...)'s constant comes
@@ -57,6 +60,14 @@ def structure(graph):
     return ([(i.type) for i in graph.inputs], rows, [pos[o] for o in graph.outputs])
 
 
+def unstabilized(struct):
+    """structure() of the graph with its LSTMs' stabilizers folded away (their scalars and the attr)."""
+    inputs, rows, outputs = struct
+    rows = [(kind, tuple((k, False if k == "stabilize" else v) for k, v in attrs),
+             tuple(s for s in shapes if s != ()), *rest) for kind, attrs, shapes, *rest in rows]
+    return inputs, rows, outputs
+
+
 def rescale(graph):
     return [tuple(round(v, 5) for v in (l.attr("scale"), l.attr("mean"), l.attr("std")))
             for l in graph.layers if l.kind == "Rescale"]
@@ -68,7 +79,7 @@ def test_round_trip_gives_the_same_ir_and_outputs(path):
     params = conf.conformance_params(graph, 0)
     text, weights = from_onnx_model(to_onnx(graph, params), path, Path(path).stem)
     back = load_text(text, "back.net")
-    assert structure(back) == structure(graph)
+    assert structure(back) == (unstabilized(structure(graph)) if Path(path).stem in FOLDED else structure(graph))
     assert rescale(back) == rescale(graph)
     inputs = conf.batch_for(graph, 0)
     ref = conf.native_predict(graph, params, inputs)

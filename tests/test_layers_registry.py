@@ -65,7 +65,8 @@ def test_constructor_names_and_attrs_are_consistent():
     assert layers.option_kinds() == {
         "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM", "GRU"),
         "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution", "LSTM", "GRU"),
-        "pad": ("Convolution", "MaxPooling", "AveragePooling")}
+        "pad": ("Convolution", "MaxPooling", "AveragePooling"), "use_peepholes": ("LSTM",),
+        "enable_self_stabilization": ("LSTM", "GRU")}
 
 
 def test_a_builtin_called_through_another_name_keeps_its_meaning():

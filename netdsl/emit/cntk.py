@@ -221,6 +221,18 @@ def _lstm(lg, layer):
     # cell_shape: CNTK's own projection, a Parameter named P of shape (cell, units), applied h @ P
     cell = "" if layer.attr("cell") is None else f", cell_shape={int(layer.attr('cell'))}"
     proj = [] if layer.attr("cell") is None else [("P", "P", "dense")]
+    # use_peepholes: CNTK's own, three (cell,) Parameters named Ci, Cf, Co (the same as netdsl's)
+    if layer.attr("peepholes"):
+        cell += ", use_peepholes=True"
+        proj += [("Ci", "Ci", "identity"), ("Cf", "Cf", "identity"), ("Co", "Co", "identity")]
+    # enable_self_stabilization: CNTK's own Stabilizer blocks inside the LSTM, each Parameter named alpha, found
+    # through its block's name (the template's _variables reads "block/parameter")
+    if layer.attr("stabilize"):
+        cell += ", enable_self_stabilization=True"
+        have = {p.name.rsplit(".", 1)[1] for p in layer.params}
+        proj += [(k, f"{block}/alpha", "identity") for k, block in (("Sdh", "dh_stabilizer"), ("Sdc", "dc_stabilizer"),
+                                                                    ("Sct", "c_stabilizer"), ("Sht", "P_stabilizer"))
+                 if k in have]
     return View(ctor="C.layers.Recurrence",
                 pos=[f"C.layers.LSTM({layer.attr('units')}{cell}{bias}, name={pyrepr(layer.name)})"],
                 args={"go_backwards": repr(bool(layer.attr("go_backwards"))), **_initial_state(layer)}, unnamed=True,
@@ -517,6 +529,8 @@ def context(lg: Legacy, views: dict) -> dict:
                           if layer.kind == "BatchNormalization"), None),
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),
+        # an LSTM's stabilizers: Parameters named "alpha" in named blocks inside the layer ("block/alpha")
+        nested_params=any(layer.kind == "LSTM" and layer.attr("stabilize") for layer in lg.graph.layers),
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_channels=out_t.shape[0] if is_image(out_t) else None,
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,

@@ -258,6 +258,16 @@ def embedding(lg, layer):
 
 @emits("LSTM")
 def lstm(lg, layer):
+    if _cntk_options(layer):  # rnn.LSTM has no peepholes nor stabilizers: _CNTKLSTM, a loop over time
+        have = {p.name.rsplit(".", 1)[1] for p in layer.params}
+        options = ("P" in have, "Ci" in have, "Sdh" in have)
+        core = (f"_CNTKLSTM({layer.attr('units')}, {layer.attr('cell') or layer.attr('units')}, "
+                f"{lg.in_type(layer).shape[-1]}, {options!r}, prefix={_prefix(layer)})")
+        names = [(k, v) for k, v in (("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias"), ("Ci", "peephole_i"),
+                                     ("Cf", "peephole_f"), ("Co", "peephole_o"), ("P", "h2r_weight"),
+                                     ("Sdh", "alpha_dh"), ("Sdc", "alpha_dc"), ("Sct", "alpha_c"),
+                                     ("Sht", "alpha_hr")) if k in have]
+        return View(_recurrence(layer, core), names, takes_lengths=True)
     if layer.attr("cell") is not None:
         # cell_shape: the _ProjectedLSTM helper, a loop over time (MXNet 1.9's rnn.LSTM(projection_size=)
         # runs forward on CPU but refuses to train there)
@@ -271,6 +281,11 @@ def lstm(lg, layer):
     return View(_recurrence(layer, core),
                 [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias", "l0_h2h_bias")],
                 takes_lengths=True)
+
+
+def _cntk_options(layer: ir.Layer) -> bool:
+    """An LSTM with peepholes or self-stabilizers: the _CNTKLSTM helper."""
+    return bool(layer.attr("peepholes") or layer.attr("stabilize"))
 
 
 def _recurrence(layer: ir.Layer, core: str) -> str:
@@ -400,8 +415,11 @@ def context(lg: Legacy, views: dict) -> dict:
         seq_input=next((k for k, i in enumerate(ctx["inputs"]) if i["seq"]), None),
         gru_after=any(layer.kind == "GRU" and layer.attr("reset_after") for layer in lg.graph.layers),
         gru_before=any(layer.kind == "GRU" and not layer.attr("reset_after") for layer in lg.graph.layers),
-        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
-        rnn_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is None for layer in lg.graph.layers),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None and not _cntk_options(layer)
+                           for layer in lg.graph.layers),
+        rnn_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is None and not _cntk_options(layer)
+                     for layer in lg.graph.layers),
+        cntk_lstm=any(layer.kind == "LSTM" and _cntk_options(layer) for layer in lg.graph.layers),
     )
     # Embedding(weights=...): a constant (grad_req 'null'), loaded from the weights file
     ctx["frozen"] = ctx["frozen"] + [layer.name + "_weight" for layer in lg.graph.layers

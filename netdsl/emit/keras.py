@@ -27,7 +27,8 @@ from .passes.masks import RECURRENCES, length_sources
 
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
-               "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast", "ProjectedLSTMCell")
+               "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast", "ProjectedLSTMCell",
+               "CNTKLSTMCell")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -252,6 +253,8 @@ def lstm(idx, layer):
     kwargs = {"return_sequences": True}
     if layer.attr("go_backwards"):
         kwargs["go_backwards"] = True
+    if layer.attr("peepholes") or layer.attr("stabilize"):
+        return _cntk_lstm(layer, kwargs)
     if layer.attr("cell") is not None:
         return _projected_lstm(layer, kwargs)
     kwargs.update(init_kwargs(layer, W="kernel_initializer", H="recurrent_initializer", b="bias_initializer"))
@@ -276,6 +279,30 @@ def _projected_lstm(layer, kwargs):
     view = KerasView("LSTM", [KLayer("", "layers.RNN", (cell,), kwargs)],
                      [(layer.param(s).name, None if s == "b" else "dense") for s in ("W", "H", "b", "P")],
                      helper="projected_lstm")
+    if layer.attr("go_backwards"):
+        view.after = "flip"
+    return view
+
+
+def _cntk_lstm(layer, kwargs):
+    """LSTM(n, use_peepholes=True or enable_self_stabilization=True): Keras 3's LSTM has neither;
+    layers.RNN over the module's CNTKLSTMCell (gates i, f, c, o as Keras's LSTMCell; peepholes i, f, o;
+    the projection if cell_shape; the stabilizers' alphas)."""
+    have = {p.name.rsplit(".", 1)[1] for p in layer.params}
+    inits = {}  # the cell's defaults are netdsl's: glorot_uniform, zeros for the bias
+    for short, key in (("W", "kernel_initializer"), ("H", "recurrent_initializer"), ("b", "bias_initializer"),
+                       ("Ci", "peephole_initializer"), ("P", "projection_initializer")):
+        if short in have:
+            value = keras_init(layer.param(short).init)
+            if value != ("zeros" if short == "b" else "glorot_uniform"):
+                inits[key] = value
+    opts = {k: True for k, present in (("projection", "P" in have), ("peepholes", "Ci" in have),
+                                        ("stabilize", "Sdh" in have)) if present}
+    cell = call("CNTKLSTMCell", layer.attr("units"), layer.attr("cell") or layer.attr("units"), **opts, **inits)
+    # in the cell's weight order (build())
+    order = ("W", "H", "b", "Ci", "Cf", "Co", "P", "Sdh", "Sdc", "Sct", "Sht")
+    params = [(layer.param(s).name, "dense" if s in ("W", "H", "P") else None) for s in order if s in have]
+    view = KerasView("LSTM", [KLayer("", "layers.RNN", (cell,), kwargs)], params, helper="cntk_lstm")
     if layer.attr("go_backwards"):
         view.after = "flip"
     return view

@@ -203,6 +203,15 @@ def embedding(idx, layer):
 
 def lstm(idx, layer):
     t = idx.first_input_type(layer)
+    if layer.attr("peepholes") or layer.attr("stabilize"):  # nn.LSTM has neither: the CNTKLSTM helper, a loop
+        opts = {} if layer.attr("cell") is None else {"proj_size": layer.attr("units")}
+        opts.update({k: True for k, attr in (("peepholes", "peepholes"), ("stabilize", "stabilize")) if layer.attr(attr)})
+        cell = layer.attr("cell") or layer.attr("units")
+        return TorchLayer("LSTM", call("CNTKLSTM", t.shape[0], cell, **opts),
+                          params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih", Ci="peephole_i",
+                                         Cf="peephole_f", Co="peephole_o", P="weight_hr", Sdh="alpha_dh",
+                                         Sdc="alpha_dc", Sct="alpha_c", Sht="alpha_hr"),
+                          chainable=False, helper="cntk_lstm")
     if layer.attr("cell") is not None:  # cell_shape: nn.LSTM's proj_size, h = weight_hr_l0 @ (o * tanh(c))
         return TorchLayer("LSTM", call("nn.LSTM", t.shape[0], layer.attr("cell"), batch_first=True,
                                        proj_size=layer.attr("units")),
@@ -529,6 +538,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         # rule for nn.LSTM would also name the _reverse tensors the one-way LSTMs lack
         # and so is a projection's weight_hr_l0, which an nn.LSTM without proj_size lacks
         init_cls = None if owner in pair_of or (layer.kind == "LSTM" and layer.attr("cell") is not None) else tl.cls
+        peepholes = layer.kind == "LSTM" and (layer.attr("peepholes") or layer.attr("stabilize"))
         for p in layer.params:
             if p.name not in param_ref:
                 continue
@@ -538,7 +548,7 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                 continue
             fn, extra = INIT_FN[kind]
             wanted.append((init_cls, tl.params[p.name], init_call(fn, extra(arg)), param_ref[p.name]))
-        if layer.kind == "LSTM" and owner in layer_attr:
+        if layer.kind == "LSTM" and owner in layer_attr and not peepholes:  # CNTKLSTM has one bias
             a = layer_attr[owner]
             bias = "bias_hh_l0_reverse" if owner != layer.name else "bias_hh_l0"
             lstm_biases.append((layer.param("b").name, f"{a}.{bias}"))
@@ -680,21 +690,21 @@ def init_statements(wanted: list, counts: dict) -> list:
             lines.append(f"    {'if' if k == 0 else 'elif'} isinstance(module, {kinds}):")
             for attr, init, optional in rule:
                 stmt = init.replace("\0", f"module.{attr}")
-                if optional:
-                    lines += [f"        if module.{attr} is not None:", f"            {stmt}"]
+                if optional:  # lines are relative to the body's indent, 8
+                    lines += [f"        if module.{attr} is not None:", f"            {C.layout(stmt, 20)}"]
                 else:
-                    lines.append(f"        {stmt}")
+                    lines.append(f"        {C.layout(stmt, 16)}")
     by_init: dict = {}
     for cls, attr, init, ref in wanted:
         if cls not in uniform:
             by_init.setdefault(init, []).append(ref)
     for init, refs in by_init.items():
         if len(refs) == 1:
-            lines.append(init.replace("\0", refs[0]))
+            lines.append(C.layout(init.replace("\0", refs[0]), 8))
             continue
         head = f"for tensor in ({', '.join(refs)}):"
-        lines += ([head] if len(head) + 8 <= 110 else ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"])
-        lines.append("    " + init.replace("\0", "tensor"))
+        lines += ([head] if len(head) + 8 <= 88 else ["for tensor in ("] + [f"    {r}," for r in refs] + ["):"])
+        lines.append("    " + C.layout(init.replace("\0", "tensor"), 12))
     return lines
 
 
@@ -710,7 +720,8 @@ def check_projections(graph: ir.Graph) -> list:
                                f"{layer.attr('cell')} is not above shape={layer.attr('units')} (nn.LSTM's proj_size must "
                                "be smaller than its hidden_size)", layer.span or graph.span)
             for layer in graph.layers if layer.kind == "LSTM" and layer.attr("cell") is not None
-            and layer.attr("cell") <= layer.attr("units")]
+            and layer.attr("cell") <= layer.attr("units")
+            and not (layer.attr("peepholes") or layer.attr("stabilize"))]  # CNTKLSTM: any size
 
 
 # the shared runtime flags (emit/base.py RUNTIME_FLAGS) this target's script honours

@@ -282,6 +282,20 @@ def lstm(lg, layer):
                  f"return_sequences=True{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
         params = [("W", "cell/kernel", "transpose"), ("H", "cell/recurrent_kernel", "transpose"),
                   ("b", "cell/bias", "identity"), ("P", "cell/projection", "transpose")]
+    if layer.attr("peepholes") or layer.attr("stabilize"):  # the _CNTKLSTMCell helper under tf.keras.layers.RNN
+        have = {p.name.rsplit(".", 1)[1] for p in layer.params}
+        opts = "".join(f", {k}=True" for k, present in (("projection", "P" in have), ("peepholes", "Ci" in have),
+                                                         ("stabilize", "Sdh" in have)) if present)
+        setup = (f"{local} = tf.keras.layers.RNN(_CNTKLSTMCell({layer.attr('units')}, "
+                 f"{layer.attr('cell') or layer.attr('units')}{opts}), "
+                 f"return_sequences=True{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
+        tf_names = {"W": ("cell/kernel", "transpose"), "H": ("cell/recurrent_kernel", "transpose"),
+                    "b": ("cell/bias", "identity"), "Ci": ("cell/peephole_i", "identity"),
+                    "Cf": ("cell/peephole_f", "identity"), "Co": ("cell/peephole_o", "identity"),
+                    "P": ("cell/projection", "transpose"), "Sdh": ("cell/alpha_dh", "identity"),
+                    "Sdc": ("cell/alpha_dc", "identity"), "Sct": ("cell/alpha_c", "identity"),
+                    "Sht": ("cell/alpha_hr", "identity")}
+        params = [(k, *tf_names[k]) for k in tf_names if k in have]
 
     def write(s):
         if layer.attr("initial_state"):
@@ -493,7 +507,10 @@ def context(lg: Legacy, views: dict) -> dict:
         image_inputs=[i.name for i in lg.graph.inputs if is_image(i.type)],
         uses=dict.fromkeys(LAYERS, False) | {layer.kind: True for layer in lg.graph.layers if layer.kind in LAYERS},
         avg_pads=any(v.avg_pads for v in views.values()),
-        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None for layer in lg.graph.layers),
+        projected_lstm=any(layer.kind == "LSTM" and layer.attr("cell") is not None and not layer.attr("peepholes")
+                           and not layer.attr("stabilize") for layer in lg.graph.layers),
+        cntk_lstm=any(layer.kind == "LSTM" and (layer.attr("peepholes") or layer.attr("stabilize"))
+                      for layer in lg.graph.layers),
     )
     loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
     ctx.update(  # variable-length batches (docs/ir.md)

@@ -21,6 +21,10 @@ def check(a: dict):
         return res
     if not isinstance(a.get("reset_after", False), bool):
         return "reset_after", f"GRU reset_after must be True or False, got {describe(a['reset_after'])}"
+    # CNTK's GRU takes it (also from a default_options scope, so it is an option here, refused in shape())
+    if a.get("enable_self_stabilization", False) is not False:
+        return "enable_self_stabilization", ("GRU enable_self_stabilization=True is not supported yet "
+                                             "(LSTM takes it)")
     return out
 
 
@@ -35,6 +39,9 @@ def shape(a, ins):
     float_features(t, "Recurrence(GRU)")
     if not t.seq or len(t.shape) != 1:
         raise ShapeError(f"Recurrence(GRU) needs a sequence of feature vectors, got {t.describe()}")
+    if a.get("stabilize"):  # from a default_options scope (an explicit one is refused by check())
+        raise ShapeError("GRU enable_self_stabilization=True (here from default_options) is not supported yet "
+                         "(LSTM takes it)", "E103")
     u = a["units"]
     params = {"W": (3 * u, t.shape[0]), "H": (3 * u, u), "b": (3 * u,)}
     if a.get("reset_after"):
@@ -54,13 +61,14 @@ KIND = register(LayerKind(
     "GRU", shape,
     attrs={"units": ("shape", None), "go_backwards": ("go_backwards", False), "init": ("init", DEFAULT_INIT),
            "reset_after": ("reset_after", False), "init_bias": ("init_bias", 0),
-           "initial_state": ("initial_state", 0.0)},
+           "initial_state": ("initial_state", 0.0), "stabilize": ("enable_self_stabilization", False)},
     floats=("init_bias", "initial_state"),
     inits=inits,
     unapplicable=unapplicable,
     constructors=(
         Constructor("GRU", ("shape",),
-                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "reset_after": False}, check,
-                    options=("init", "init_bias")),
+                    {"shape": REQUIRED, "init": DEFAULT_INIT, "init_bias": 0, "reset_after": False,
+                     "enable_self_stabilization": False}, check,
+                    options=("init", "init_bias", "enable_self_stabilization")),
     ),
 ))

@@ -314,10 +314,15 @@ def lstm(w, node):
     direction = _s(a.get("direction", "forward"))
     if direction == "bidirectional":
         raise _Refuse("a bidirectional LSTM: write two Recurrence(LSTM) (one go_backwards) and splice them")
-    extra = [i for k, i in enumerate(node.input[4:], 4) if i and k not in (5, 6) and not _lengths(w, i, k)]
+    peep = w.const(node.input[7]) if len(node.input) > 7 and node.input[7] else None
+    extra = [i for k, i in enumerate(node.input[4:], 4)
+             if i and k not in (5, 6) and not _lengths(w, i, k) and not (k == 7 and peep is not None)]
     state = initial_state(w, node, (5, 6))
     if extra or a.get("clip") is not None or a.get("input_forget", 0) or "activations" in a:
-        raise _Refuse("sequence_lens, initial states, peepholes, clip and custom activations have no IR spelling")
+        raise _Refuse("sequence_lens, initial states, non-constant peepholes, clip and custom activations have no "
+                      "IR spelling")
+    if peep is not None and state:
+        raise _Refuse("an LSTM with both peepholes and initial states has no IR spelling yet")
     if v.rev and direction != "forward":
         raise _Refuse("a reverse recurrence over reversed steps")
     if any(node.output[1:]) and any(w.uses.get(o, 0) for o in node.output[1:] if o):
@@ -330,6 +335,10 @@ def lstm(w, node):
     bias = np.zeros(4 * n, np.float32) if B is None else B[0, :4 * n] + B[0, 4 * n:]
     params = {"W": gates_from_onnx(W[0]).astype(np.float32), "H": gates_from_onnx(R[0]).astype(np.float32),
               "b": gates_from_onnx(bias).astype(np.float32)}
+    if peep is not None:  # P (1, 3n): ONNX's order i, o, f
+        ci, co, cf = (peep[0, k * n:(k + 1) * n].astype(np.float32) for k in range(3))
+        params.update(Ci=ci, Cf=cf, Co=co)
+        state = {**state, "peepholes": True}
     x = w.need(replace(v, layout="c", rev=False), node)
     attrs = {"units": n, "go_backwards": direction == "reverse" or v.rev, **state}
     y = w.apply("LSTM", attrs, [x], _out_hint(node), _hint(node), params, _key(w, node.input[1]))

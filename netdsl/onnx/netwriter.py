@@ -81,6 +81,7 @@ def constructor(layer) -> str:
         return f"Embedding({a['dim']})"
     if k == "LSTM":
         cell = f", cell_shape={a['cell']}" if a.get("cell") is not None else ""
+        cell += ", use_peepholes=True" if a.get("peepholes") else ""
         return (f"Recurrence(LSTM({a['units']}{cell})" + (", go_backwards=True" if a["go_backwards"] else "")
                 + _state(a) + ")")
     if k == "BatchNormalization":

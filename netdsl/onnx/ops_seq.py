@@ -39,11 +39,21 @@ def lstm(b, layer, node, xs, ins, params):
     bias = np.asarray(params[f"{p}.b"], np.float32)
     w = b.const(f"{p}.W", gates_to_onnx(W)[None])
     r = b.const(f"{p}.H", gates_to_onnx(H)[None])
+    if layer.attr("stabilize"):  # Sdh h @ H.T = h @ (Sdh H).T: the stabilizer folds into R
+        r = b.op("Mul", [r, _beta(b, layer, node, "Sdh", params)], name=f"{n}/stabilized_H")
     # B = [Wb, Rb]: the IR's one bias per gate goes in Wb, zeros in Rb
     bb = b.const(f"{p}.b", np.concatenate([gates_to_onnx(bias), np.zeros(4 * u, np.float32)])[None])
     xt = b.op("Transpose", [xs[0]], name=f"{n}/to_tnf", perm=[1, 0, 2])
     lens = b.lengths.get(xs[0])
     states = _initial_states(b, layer, node, xs[0], u, 2)
+    if layer.attr("peepholes"):  # input P (1, 3u), ONNX's order i, o, f; no initial states (refused with peepholes)
+        # one initializer each, joined by a Concat that importers fold; C * (S c) = (S C) * c folds the stabilizers
+        peeps = [b.const(f"{p}.{k}", np.asarray(params[f"{p}.{k}"], np.float32)[None]) for k in ("Ci", "Co", "Cf")]
+        if layer.attr("stabilize"):
+            beta_dc, beta_c = (_beta(b, layer, node, k, params) for k in ("Sdc", "Sct"))
+            peeps = [b.op("Mul", [v, beta], name=f"{n}/stabilized_{k}")
+                     for v, beta, k in zip(peeps, (beta_dc, beta_c, beta_dc), ("Ci", "Co", "Cf"))]
+        states = ["", "", b.op("Concat", peeps, name=f"{n}/peepholes", axis=1)]
     if lens is not None:  # a padded batch (onnx/lengths.py)
         _recurrence_on_lengths(b, "LSTM", layer, node, xt, [w, r, bb], lens, states, hidden_size=u)
         return
@@ -54,6 +64,15 @@ def lstm(b, layer, node, xs, ins, params):
     axes = b.const(f"{n}/axes", np.array([1], np.int64))
     y = b.op("Squeeze", [y, axes], name=f"{n}/squeeze")  # (T, 1, N, u) -> (T, N, u)
     b.op("Transpose", [y], n, name=n, perm=[1, 0, 2])
+
+
+def _beta(b, layer, node, short: str, params) -> str:
+    """A self-stabilizer's beta = softplus(4 alpha) / 4 (a scalar) from its initializer `<layer>.<short>`."""
+    n = f"{node.name}/{short}"
+    alpha = b.const(f"{layer.name}.{short}", np.asarray(params[f"{layer.name}.{short}"], np.float32))
+    four = b.const(f"{n}/steepness", np.asarray(4.0, np.float32))
+    z = b.op("Softplus", [b.op("Mul", [alpha, four], name=f"{n}/scaled")], name=f"{n}/softplus")
+    return b.op("Div", [z, four], name=f"{n}/beta")
 
 
 def _initial_states(b, layer, node, x, units: int, count: int) -> list:

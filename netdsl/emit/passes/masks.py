@@ -39,6 +39,8 @@ def bidirectional_pairs(idx: C.GraphIndex, kinds=("LSTM",)) -> list:
             continue
         if la.attr("cell") is not None or lb.attr("cell") is not None:  # a projected LSTM runs on its own
             continue
+        if any(x.attr("peepholes") or x.attr("stabilize") for x in (la, lb)):  # so do CNTK's other options
+            continue
         if la.attr("go_backwards") or not lb.attr("go_backwards") or a.inputs != b.inputs:
             continue
         if idx.shared(la.name) or idx.shared(lb.name):

@@ -16,12 +16,14 @@ import os
 import numpy as np
 from numba import njit
 
-from . import Kernel, masking, register
+from . import Kernel, lstm_peephole, masking, register
 
 
 @register("LSTM")
 class LSTM(Kernel):
     def forward(self, call, xs, training, rng):
+        if call.opt("Ci") is not None or call.opt("Sdh") is not None:  # peepholes, stabilizers: lstm_peephole.py
+            return lstm_peephole.forward(call, xs[0])
         W, H, b, P = call.p("W"), call.p("H"), call.p("b"), call.opt("P")
         go_backwards = bool(call.attr("go_backwards", False))
         init = float(call.attr("initial_state", 0.0))
@@ -32,11 +34,12 @@ class LSTM(Kernel):
         # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py), so each
         # sample starts from the initial state at its first valid step (its last, going backwards).
         y, cache = masking.run_masked(lambda x: lstm_forward(x, W, H, b, P=P, init=init), lstm_backward, xs[0],
-                                      lengths,
-                                      go_backwards)
+                                      lengths, go_backwards)
         return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
+        if cache[0] is lstm_peephole.PEEPHOLE:
+            return lstm_peephole.backward(dy, cache, need[0])
         backward, cache = cache
         dx, dW, dH, db, *dP = backward(dy, cache, need[0])
         grads = {"W": dW, "H": dH, "b": db}
