@@ -163,3 +163,34 @@ def test_layout_is_ruff_formatted_and_keeps_the_code(code, indent, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout
     assert layout(code.strip("{}") if code.startswith("{") else code, indent) == out  # deterministic
+
+
+EVERY_TARGET = ("pytorch", "keras", "tf-estimator", "gluon", "cntk")
+
+
+def test_every_trap_and_reference_model_passes_ruff(tmp_path):
+    """The goldens are a few models: `ruff check` and `ruff format --check` (isolated, ruff's defaults)
+    also leave alone the generated code of every tests/traps and tests/cntk_reference model on every
+    target that accepts it (a target may refuse one with a located E8xx). One ruff run over all files."""
+    import subprocess
+
+    from netdsl.errors import NetdslError
+
+    ruff = ruff_or_skip()
+    out = tmp_path / "generated"  # file names that import no module: `keras.py` would be first-party to isort
+    out.mkdir()
+    nets = sorted((ROOT / "tests" / "traps").glob("*.net")) + sorted((ROOT / "tests" / "cntk_reference").glob("*.net"))
+    for net in nets:
+        graph = load(str(net))
+        for target in EVERY_TARGET:
+            try:
+                code = emit(graph, target)
+            except NetdslError as e:
+                assert all(d.code.startswith("E8") for d in e.diagnostics), f"{net.name} {target}: {e}"
+                continue
+            (out / f"{target.replace('-', '_')}__{net.parent.name}__{net.stem}.py").write_text(code, encoding="utf-8")
+    assert len(list(out.iterdir())) > 4 * len(nets)
+    for cmd in (["check", "--output-format", "concise"], ["format", "--check", "--diff"]):
+        proc = subprocess.run([ruff, *cmd[:1], "--isolated", "--no-cache", *cmd[1:], "."], capture_output=True,
+                              text=True, timeout=300, cwd=out)
+        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -94,7 +94,8 @@ def act_expr(act: str | None) -> str:
     if name == "leaky_relu":
         return f"lambda x: C.leaky_relu(x, alpha={params['alpha']!r})"
     if name == "gelu":
-        return "lambda x: 0.5 * x * (1 + C.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
+        # a call at the top: layout() splits its brackets (a long `a * b` would stay one line)
+        return "lambda x: C.element_times(0.5 * x, 1 + C.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
     if name == "silu":
         return "lambda x: x * C.sigmoid(x)"
     if name == "hard_sigmoid":  # the IR's relu6(x + 3) / 6; CNTK's own hard_sigmoid is 0.2 x + 0.5

@@ -99,7 +99,9 @@ def act_block(act: str) -> str:
     if name == "gelu" and not params["approximate"]:
         return "nn.GELU()"  # mxnet's act_type='gelu', the erf form
     if name == "gelu":
-        return "nn.HybridLambda(lambda F, x: 0.5 * x * (1 + F.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))))"
+        # a call at the top: layout() splits its brackets (a long `a * b` would stay one line)
+        return ("nn.HybridLambda(lambda F, x: F.broadcast_mul(0.5 * x, 1 + F.tanh(0.7978845608028654 * "
+                "(x + 0.044715 * x * x * x))))")
     if name == "silu":
         return "nn.HybridLambda(lambda F, x: x * F.sigmoid(x))"
     if name == "hard_sigmoid":  # the IR's relu6(x + 3) / 6

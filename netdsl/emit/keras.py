@@ -693,7 +693,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
                     body[-1]["line"] += kl.comment
                 cur = out
             if plan.after == "flip":
-                body.append({"line": f"{out} = ops.flip({out}, axis=1)  # Keras returns a backward LSTM's states last-first"})
+                flip = f"{out} = ops.flip({out}, axis=1)  # Keras returns a backward LSTM's states last-first"
+                body.append({"line": C.layout(flip, 4)})  # the comment goes above when the line is too long
         returns = [local[o] for o in graph.outputs]
         if length_inputs and any(idx.types[o].seq for o in graph.outputs):
             # train_step weighs the loss by the lengths itself: Keras would weigh it again by the
@@ -755,7 +756,9 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "schedule_lines": keras_training.schedule_lines(kt["schedule"]),
         "keras_training": kt,
         "script": keras_training.script_settings(graph.training),
-        "loss_arg": "loss" if not n_rest else "[loss" + ", None" * n_rest + "]",
+        "compile_call": _compile_call("loss" if not n_rest else "[loss" + ", None" * n_rest + "]"),
+        "predict_line": C.layout(f"{outputs[0]['local']} = keras.ops.convert_to_numpy("
+                                 "model(keras_inputs(inputs), training=False))", 4),
         "target_rank": len(C.batch_shape(idx.types[graph.outputs[0]])),
         "target_back": ".transpose(0, 2, 3, 1)" if outputs[0]["image"] else "",
         "target_return": "targets" if not n_rest else "[targets" + ", None" * n_rest + "]",
@@ -769,6 +772,15 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "length_inputs": length_inputs,
         "loss_source": loss_source,
     }
+
+
+def _compile_call(loss_arg: str) -> str:
+    """make_trainer's model.compile(...) at indent 4, as ruff format keeps it: the arguments on a
+    line of their own while they fit there, else one per line (layout())."""
+    args = f"optimizer=trainer, loss={loss_arg}, metrics=metrics, jit_compile=jit_compile"
+    if 8 + len(args) <= C.WIDTH:
+        return f"model.compile(\n        {args}\n    )"
+    return C.layout(f"model.compile({args})", 4)
 
 
 def _length_inputs(idx: C.GraphIndex, plans: dict, knames, locals_, inputs: list, input_lines: list) -> tuple:

@@ -428,7 +428,9 @@ def delay(lg, layer):
         if shift > 0 or not s.lengths:
             return f"{s.out} = {shifted}"
         # a padded batch (docs/ir.md): a step whose source is at or beyond its sample's length reads initial_state
-        beyond = f"tf.range(tf.shape({s.ins[0]})[1])[None, :, None] + {-shift} >= tf.cast({s.lengths}, tf.int32)[:, None, None]"
+        # a call, not `a >= b`: layout() splits brackets, never a long comparison
+        beyond = (f"tf.greater_equal(tf.range(tf.shape({s.ins[0]})[1])[None, :, None] + {-shift}, "
+                  f"tf.cast({s.lengths}, tf.int32)[:, None, None])")
         return f"{s.out} = tf.where({beyond}, tf.cast({value!r}, {s.ins[0]}.dtype), {shifted})"
     return View(write)
 
