@@ -388,6 +388,9 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     if v.ctor is None:
         return v.fn
     parts = list(v.pos)
+    if v.kind in ("LSTM", "GRU") and "activation" in scope and parts[0].startswith(("C.layers.LSTM(", "C.layers.GRU(")):
+        # CNTK's LSTM and GRU also take activation from default_options (tanh otherwise); netdsl's are tanh
+        parts[0] = parts[0].replace(", name=", ", activation=C.tanh, name=", 1)
     for key, code in v.args.items():
         effective = scope.get(key, CNTK_DEFAULTS.get(key))
         if code != effective or key in v.always or (EXPLICIT.get(key) in v.explicit):
