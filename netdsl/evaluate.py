@@ -599,4 +599,4 @@ def check_option(key: str, value):
     res = ctor.check({**probe, key: value})
     if isinstance(res, tuple):
         return None, res[1].replace(f"{ctor.name} ", "", 1)
-    return res[key], None
+    return res.get(key, value), None  # a checked argument no IR attr carries (use_cntk_engine) is kept as given

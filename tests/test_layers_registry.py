@@ -99,7 +99,7 @@ def test_every_cntk_default_override_argument_netdsl_takes_is_an_option():
 
 SCOPED = """w = SequenceInput(vocab=20)
 with default_options(go_backwards=True, initial_state=0.25, enable_self_stabilization=False, epsilon=0.01,
-                     normalization_time_constant=1000):
+                     normalization_time_constant=1000, use_cntk_engine=False, map_rank=1):
     e = Stabilizer()(Embedding(5)(w))
     a = Recurrence(LSTM(4))(e)
     b = Recurrence(GRU(3), go_backwards=False, initial_state=-0.5)(e)
