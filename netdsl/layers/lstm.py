@@ -52,8 +52,8 @@ def check_recurrence(a: dict):
     if v != 0 and over.get("use_peepholes"):
         return "initial_state", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet"
     if v != 0 and over.get("enable_self_stabilization"):
-        return "initial_state", ("Recurrence initial_state with a self-stabilized LSTM (enable_self_stabilization) is "
-                                 "not supported yet")
+        return "initial_state", (f"Recurrence initial_state with a self-stabilized {a['over'].kind} "
+                                 "(enable_self_stabilization) is not supported yet")
     out = dict(a)
     out["initial_state"] = float(v)
     return out
