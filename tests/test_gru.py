@@ -130,13 +130,13 @@ def diagnostics(text):
     ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, use_peepholes=True))(rows)\noutput h\n", "E102",
      "GRU has no argument 'use_peepholes'", 23),
     # CNTK's GRU has enable_self_stabilization: only on CNTK's cell (reset_after=False), and not with initial_state yet
-    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True, reset_after=True))(rows)\n"
-     "output h\n", "E103", "GRU enable_self_stabilization=True needs reset_after=False (CNTK's GRU)", 23),
+    (("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True, reset_after=True))(rows)\n"
+      "output h\n"), "E103", "GRU enable_self_stabilization=True needs reset_after=False (CNTK's GRU)", 23),
     ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=1))(rows)\noutput h\n", "E103",
      "GRU enable_self_stabilization must be True or False, got the number 1", 23),
-    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True), initial_state=0.5)(rows)\n"
-     "output h\n", "E103", "Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization) is not "
-     "supported yet", 56),
+    (("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True), initial_state=0.5)(rows)\n"
+      "output h\n"), "E103",
+     "Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization) is not supported yet", 56),
     # initial_state with the LSTM options that run as a helper loop: not yet
     ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3, use_peepholes=True), initial_state=0.5)(rows)\noutput h\n",
      "E103", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet", 45),
@@ -161,10 +161,11 @@ def test_gru_errors_are_located(text, code, message, col):
 
 
 @pytest.mark.parametrize("body,message", [
-    ("h = Recurrence(GRU(3, reset_after=True))(rows)", "GRU enable_self_stabilization=True (here from default_options) "
-     "needs reset_after=False"),
-    ("h = Recurrence(GRU(3), initial_state=0.5)(rows)", "Recurrence initial_state with a self-stabilized GRU "
-     "(enable_self_stabilization, here from default_options) is not supported yet"),
+    ("h = Recurrence(GRU(3, reset_after=True))(rows)",
+     "GRU enable_self_stabilization=True (here from default_options) needs reset_after=False"),
+    ("h = Recurrence(GRU(3), initial_state=0.5)(rows)",
+     ("Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization, here from default_options) "
+      "is not supported yet")),
     ("h = Recurrence(LSTM(3), initial_state=0.5)(rows)", "Recurrence initial_state with use_peepholes or "
      "enable_self_stabilization (here from default_options) is not supported yet"),
 ])
