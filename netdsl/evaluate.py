@@ -506,7 +506,8 @@ class Evaluator:
         if isinstance(checked, tuple):
             key, msg = checked
             return self.err("E103", msg, spans.get(key, e.span))
-        if ctor.disabled_by and given.get(ctor.disabled_by, scope.get(ctor.disabled_by, (True,))[0]) is False:
+        flag = ctor.disabled_by
+        if flag and given.get(flag, scope.get(flag, (sig[flag],))[0]) is False:
             # CNTK's Stabilizer(enable_self_stabilization=False) is `identity`: no layer, no parameter
             return self.make_group("Sequential", [], e.span)
         if ctor.wraps is not None:
