@@ -465,6 +465,8 @@ class Evaluator:
         return spec
 
     def make_group(self, kind: str, members: list, span: Span, repeat: int = 0) -> GroupSpec:
+        # an empty composite (a disabled Stabilizer) is the identity: nothing to hold
+        members = [m for m in members if not (isinstance(m, GroupSpec) and not m.members)]
         g = GroupSpec(kind, members, span, repeat)
         g.depth = 1 + max((m.depth for m in members if isinstance(m, GroupSpec)), default=0)
         if g.depth > LIMITS.max_group_depth:
@@ -495,10 +497,19 @@ class Evaluator:
         for k, d in sig.items():
             if d is layers.REQUIRED and k not in given:
                 return self.err("E104", f"{name} is missing its argument '{k}'", e.span)
+        scope = self.scopes[-1]
+        if ctor.wraps is not None:
+            # a wrapper's own defaults come from the scope it is called in (Recurrence(go_backwards=...)): explicit,
+            # then default_options, then the built-in default, and checked together (not located at the scope)
+            given = {**{k: v for k, (v, _) in scope.items() if k in ctor.options}, **given}
         checked = ctor.check(given, e.span.file) if ctor.sourced else ctor.check(given)
         if isinstance(checked, tuple):
             key, msg = checked
             return self.err("E103", msg, spans.get(key, e.span))
+        flag = ctor.disabled_by
+        if flag and given.get(flag, scope.get(flag, (sig[flag],))[0]) is False:
+            # CNTK's Stabilizer(enable_self_stabilization=False) is `identity`: no layer, no parameter
+            return self.make_group("Sequential", [], e.span)
         if ctor.wraps is not None:
             over = positional[0]
             inner = given[over]
@@ -538,6 +549,8 @@ class Evaluator:
 
     def _apply(self, layer, args, e: S.Call):
         if isinstance(layer, GroupSpec):
+            if not layer.members and len(args) != 1:  # a disabled Stabilizer, the identity
+                return self.err("E109", f"this layer takes 1 input, got {len(args)}", e.span)
             x = args
             for m in layer.members:
                 r = self._apply(m, x, e)
@@ -587,4 +600,4 @@ def check_option(key: str, value):
     res = ctor.check({**probe, key: value})
     if isinstance(res, tuple):
         return None, res[1].replace(f"{ctor.name} ", "", 1)
-    return res[key], None
+    return res.get(key, value), None  # a checked argument no IR attr carries (use_cntk_engine) is kept as given

@@ -11,7 +11,7 @@ from netdsl.exec.kernels import gru  # noqa: E402
 from tests.test_exec_ops import T, assert_close, fd_check, normal, rng_for  # noqa: E402
 
 
-def torch_gru(x, W, H, b, bh, go_backwards, init=0.0):
+def torch_gru(x, W, H, b, bh, go_backwards, init=0.0, alpha=None):
     """(output, the tensors to read gradients from) for canonical weights: nn.GRU when bh is given
     (reset_after=True), else CNTK's cell, reset before the recurrent product, in torch ops."""
     hs = H.shape[1]
@@ -26,11 +26,14 @@ def torch_gru(x, W, H, b, bh, go_backwards, init=0.0):
         out, _ = m(xin, torch.full((1, x.shape[0], hs), init, dtype=x.dtype))
         params = (m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0)
     else:
-        params = tuple(T(a) for a in (W, H, b))
-        Wt, Ht, bt = params
+        params = tuple(T(a) for a in (W, H, b)) + (() if alpha is None else (T(alpha),))
+        Wt, Ht, bt = params[:3]
+        # CNTK's enable_self_stabilization: Sdh = softplus(4 alpha) / 4 scales h_prev in the gates and the interpolation
+        beta = 1.0 if alpha is None else torch.nn.functional.softplus(params[3], beta=4)
         h = torch.full((x.shape[0], hs), init, dtype=x.dtype)
         steps = []
         for t in range(x.shape[1]):
+            h = beta * h
             a = xin[:, t] @ Wt.T + bt
             r = torch.sigmoid(a[:, :hs] + h @ Ht[:hs].T)
             z = torch.sigmoid(a[:, hs:2 * hs] + h @ Ht[hs:2 * hs].T)
@@ -41,39 +44,44 @@ def torch_gru(x, W, H, b, bh, go_backwards, init=0.0):
     return (torch.flip(out, [1]) if go_backwards else out), params
 
 
-# init: Recurrence's initial_state, a constant h0 (no gradient of its own)
-@pytest.mark.parametrize("reset_after, go_backwards, init", [
-    (False, False, 0.0), (False, True, 0.0), (True, False, 0.0), (True, True, 0.0),
-    (False, True, 0.4), (True, False, -0.6)])
-def test_gru_kernel(reset_after, go_backwards, init):
-    rng = rng_for("gru", reset_after, go_backwards, *([init] if init else []))
+# init: Recurrence's initial_state, a constant h0 (no gradient of its own); stab: CNTK's enable_self_stabilization
+@pytest.mark.parametrize("reset_after, go_backwards, init, stab", [
+    (False, False, 0.0, False), (False, True, 0.0, False), (True, False, 0.0, False), (True, True, 0.0, False),
+    (False, True, 0.4, False), (True, False, -0.6, False), (False, False, 0.0, True), (False, True, 0.3, True)])
+def test_gru_kernel(reset_after, go_backwards, init, stab):
+    rng = rng_for("gru", reset_after, go_backwards, *([init] if init else []), *(["stab"] if stab else []))
     n, T_, f, hs = 2, 4, 3, 3
     x = normal(rng, (n, T_, f))
     W = normal(rng, (3 * hs, f)) * 0.5
     H = normal(rng, (3 * hs, hs)) * 0.5
     b = normal(rng, (3 * hs,)) * 0.5
     bh = normal(rng, (3 * hs,)) * 0.5 if reset_after else None
-    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards, init)
+    alpha = np.asarray(rng.uniform(-0.5, 1.0)) if stab else None
+    y, cache = gru.gru_forward(x, W, H, b, bh, go_backwards, init, alpha)
     assert y.shape == (n, T_, hs)
     R = normal(rng, y.shape)
-    dx, dW, dH, db, dbh = gru.gru_backward(R, cache)
-    args = [x, W, H, b] + ([bh] if reset_after else [])
-    grads = [dx, dW, dH, db] + ([dbh] if reset_after else [])
-    fd_check(lambda x, W, H, b, bh=None: gru.gru_forward(x, W, H, b, bh, go_backwards, init),
-             args, list(range(len(args))), grads, R)
+    dx, dW, dH, db, dbh, dalpha = gru.gru_backward(R, cache)
+    assert (dalpha is None) == (not stab)
+    extra, extra_grads = ([bh], [dbh]) if reset_after else ([alpha], [dalpha]) if stab else ([], [])
+    args, grads = [x, W, H, b] + extra, [dx, dW, dH, db] + extra_grads
 
-    a32 = [a.astype(np.float32) for a in args]
+    def fwd(x, W, H, b, last=None):
+        return gru.gru_forward(x, W, H, b, last if reset_after else None, go_backwards, init, last if stab else None)
+
+    fd_check(fwd, args, list(range(len(args))), grads, R)
+
+    a32 = [np.asarray(a, np.float32) for a in args]
     R32 = R.astype(np.float32)
-    y, cache = gru.gru_forward(*a32[:4], a32[4] if reset_after else None, go_backwards, init)
-    dx, dW, dH, db, dbh = gru.gru_backward(R32, cache)
+    y, cache = fwd(*a32)
+    dx, dW, dH, db, dbh, dalpha = gru.gru_backward(R32, cache)
     xt = T(a32[0])
-    yt, params = torch_gru(xt, *(torch.tensor(a) for a in a32[1:4]),
-                           torch.tensor(a32[4]) if reset_after else None, go_backwards, init)
+    yt, params = torch_gru(xt, *(torch.tensor(a) for a in a32[1:4]), torch.tensor(a32[4]) if reset_after else None,
+                           go_backwards, init, a32[4] if stab else None)
     (yt * T(R32, False)).sum().backward()
     assert y.dtype == dx.dtype == dW.dtype == np.float32
     assert_close(y, yt.detach(), what="y")
     assert_close(dx, xt.grad, what="dx")
-    for ours, ref, what in zip((dW, dH, db, dbh), params, ("dW", "dH", "db", "dbh")):
+    for ours, ref, what in zip((dW, dH, db, dbh if reset_after else dalpha), params, ("dW", "dH", "db", "dbh/dalpha")):
         assert_close(ours, ref.grad, what=what)
 
 
@@ -121,9 +129,14 @@ def diagnostics(text):
      "Recurrence takes an LSTM(...) or a GRU(...), got", 16),
     ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, use_peepholes=True))(rows)\noutput h\n", "E102",
      "GRU has no argument 'use_peepholes'", 23),
-    # CNTK's GRU has enable_self_stabilization; netdsl refuses it (LSTM takes it), also from default_options
-    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True))(rows)\noutput h\n", "E103",
-     "GRU enable_self_stabilization=True is not supported yet", 23),
+    # CNTK's GRU has enable_self_stabilization: only on CNTK's cell (reset_after=False), and not with initial_state yet
+    (("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True, reset_after=True))(rows)\n"
+      "output h\n"), "E103", "GRU enable_self_stabilization=True needs reset_after=False (CNTK's GRU)", 23),
+    ("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=1))(rows)\noutput h\n", "E103",
+     "GRU enable_self_stabilization must be True or False, got the number 1", 23),
+    (("rows = SequenceInput(4)\nh = Recurrence(GRU(3, enable_self_stabilization=True), initial_state=0.5)(rows)\n"
+      "output h\n"), "E103",
+     "Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization) is not supported yet", 56),
     # initial_state with the LSTM options that run as a helper loop: not yet
     ("rows = SequenceInput(4)\nh = Recurrence(LSTM(3, use_peepholes=True), initial_state=0.5)(rows)\noutput h\n",
      "E103", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet", 45),
@@ -148,7 +161,11 @@ def test_gru_errors_are_located(text, code, message, col):
 
 
 @pytest.mark.parametrize("body,message", [
-    ("h = Recurrence(GRU(3))(rows)", "GRU enable_self_stabilization=True (here from default_options) is not supported"),
+    ("h = Recurrence(GRU(3, reset_after=True))(rows)",
+     "GRU enable_self_stabilization=True (here from default_options) needs reset_after=False"),
+    ("h = Recurrence(GRU(3), initial_state=0.5)(rows)",
+     ("Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization, here from default_options) "
+      "is not supported yet")),
     ("h = Recurrence(LSTM(3), initial_state=0.5)(rows)", "Recurrence initial_state with use_peepholes or "
      "enable_self_stabilization (here from default_options) is not supported yet"),
 ])
@@ -169,6 +186,19 @@ def test_gru_parameters_and_attrs():
                       "gru_2.W": (6, 4), "gru_2.H": (6, 2), "gru_2.b": (6,), "gru_2.bh": (6,)}
     attrs = {layer.name: (layer.attr("reset_after"), layer.attr("go_backwards")) for layer in g.layers if layer.kind == "GRU"}
     assert attrs == {"gru_1": (False, False), "gru_2": (True, True)}
+
+
+def test_gru_self_stabilization_parameter():
+    # CNTK's GRU(enable_self_stabilization=True), given or from default_options: one scalar Sdh, beta = 1 at the start
+    from netdsl.frontend import load_text
+    from netdsl.layers.stabilizer import initial_alpha
+
+    g = load_text("rows = SequenceInput(4)\nf = Recurrence(GRU(3, enable_self_stabilization=True))(rows)\n"
+                  "with default_options(enable_self_stabilization=True):\n    b = Recurrence(GRU(2))(f)\noutput b\n",
+                  "t.net")
+    params = {p.name: p for p in g.params()}
+    assert {k: tuple(p.shape) for k, p in params.items() if k.endswith(".Sdh")} == {"gru_1.Sdh": (), "gru_2.Sdh": ()}
+    assert params["gru_1.Sdh"].init == f"constant({initial_alpha(4.0)!r})"
 
 
 def test_initial_state_is_an_attr_next_to_go_backwards():

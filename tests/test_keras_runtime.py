@@ -296,12 +296,14 @@ for name in sys.argv[2:]:
 
 
 def test_other_custom_classes_reload(tmp_path):
-    """Stabilizer, CNTKLSTMCell (peepholes, stabilizers, projection) and TrainingLoss (here the loss of a softmax head) also come back from a .keras file."""
+    """Stabilizer, CNTKLSTMCell (peepholes, stabilizers, projection), CNTKGRUCell and TrainingLoss (here the loss of a
+    softmax head) also come back from a .keras file."""
     root = Path(__file__).resolve().parent / "traps"
     from netdsl.frontend import load
 
     names = []
-    for trap in ("stabilizer", "softmax_head", "../cntk_reference/lstm_self_stabilization"):
+    for trap in ("stabilizer", "softmax_head", "../cntk_reference/lstm_self_stabilization",
+                 "../cntk_reference/gru_self_stabilization"):
         code = emit(load(root / f"{trap}.net"), "keras")
         assert "TrainingLoss()" in code and (trap != "stabilizer" or "Stabilizer(" in code)
         name = "trap_" + Path(trap).name

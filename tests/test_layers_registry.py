@@ -1,5 +1,6 @@
 """The layer-kind registry (netdsl/layers/): every IR kind is registered exactly once, by its own
 module, and a second registration of a kind or a name is refused."""
+import math
 import re
 from pathlib import Path
 
@@ -66,7 +67,92 @@ def test_constructor_names_and_attrs_are_consistent():
         "activation": ("Dense", "Convolution"), "init": ("Dense", "Convolution", "Embedding", "LSTM", "GRU"),
         "bias": ("Dense", "Convolution"), "init_bias": ("Dense", "Convolution", "LSTM", "GRU"),
         "pad": ("Convolution", "MaxPooling", "AveragePooling"), "use_peepholes": ("LSTM",),
-        "enable_self_stabilization": ("LSTM", "GRU")}
+        # lstm.py imports stabilizer.py, so Stabilizer registers first; Recurrence's options reach the LSTM kind
+        # (its constructor's), and a Recurrence(GRU(...)) through evaluate.construct
+        "enable_self_stabilization": ("Stabilizer", "LSTM", "GRU"), "go_backwards": ("LSTM",),
+        "initial_state": ("LSTM", "Delay"), "map_rank": ("BatchNormalization",),
+        "normalization_time_constant": ("BatchNormalization",), "epsilon": ("BatchNormalization", "LayerNormalization"),
+        "use_cntk_engine": ("BatchNormalization",)}
+
+
+# Every argument CNTK 2.7 declares default_override_or(...) in cntk/layers/{layers,blocks,sequence}.py, by the
+# constructor netdsl has for it. Left out, as netdsl has no such argument: LSTM/GRU activation (netdsl's cells
+# use CNTK's default tanh), Activation()'s activation (netdsl has no identity activation), BatchNormalization's
+# disable_regularization, PastValueWindow, Fold, RecurrenceFrom, RNNStep, the Convolution variants netdsl
+# lacks; Convolution1D's options belong to layers/convolution.py.
+CNTK_OPTIONS = {
+    "Dense": {"activation", "init", "bias", "init_bias"},
+    "Convolution": {"activation", "init", "pad", "bias", "init_bias"},
+    "MaxPooling": {"pad"}, "AveragePooling": {"pad"}, "Embedding": {"init"},
+    "Stabilizer": {"enable_self_stabilization"},
+    "LSTM": {"use_peepholes", "init", "init_bias", "enable_self_stabilization"},
+    "GRU": {"init", "init_bias", "enable_self_stabilization"},
+    "Recurrence": {"go_backwards", "initial_state"}, "Delay": {"initial_state"},
+    "BatchNormalization": {"map_rank", "normalization_time_constant", "epsilon", "use_cntk_engine"},
+    "LayerNormalization": {"epsilon"},
+}
+
+
+def test_every_cntk_default_override_argument_netdsl_takes_is_an_option():
+    assert {name: set(ctor.options) for name, (_, ctor) in CONSTRUCTORS.items() if name in CNTK_OPTIONS} == CNTK_OPTIONS
+
+
+SCOPED = """w = SequenceInput(vocab=20)
+with default_options(go_backwards=True, initial_state=0.25, enable_self_stabilization=False, epsilon=0.01,
+                     normalization_time_constant=1000, use_cntk_engine=False, map_rank=1):
+    e = Stabilizer()(Embedding(5)(w))
+    a = Recurrence(LSTM(4))(e)
+    b = Recurrence(GRU(3), go_backwards=False, initial_state=-0.5)(e)
+    d = Delay()(e)
+    n = LayerNormalization()(select_last(a))
+    m = BatchNormalization(momentum=0.2)(select_last(b))
+    k = BatchNormalization(epsilon=0.001)(select_last(d))
+s = Stabilizer(enable_self_stabilization=True)(select_last(a))
+c = Recurrence(LSTM(2))(e)
+output n, m, k, s, c
+"""
+
+
+def test_default_options_scope_explicit_wins_then_scope_then_default():
+    # CNTK 2.7 (checked with its own layers): Stabilizer() in an enable_self_stabilization=False scope has no
+    # parameter, an explicit True has one; Recurrence reads go_backwards and initial_state from the scope
+    from netdsl.frontend import load_text
+    g = load_text(SCOPED)
+    attrs = {layer.name: dict(layer.attrs) for layer in g.layers}
+    assert [layer.kind for layer in g.layers].count("Stabilizer") == 1  # only the explicit one
+    assert [n.inputs for n in g.nodes if n.layer == "lstm_1"] == [("e",)]  # the identity left no node
+    assert (attrs["lstm_1"]["go_backwards"], attrs["lstm_1"]["initial_state"]) == (True, 0.25)
+    assert (attrs["gru_1"]["go_backwards"], attrs["gru_1"]["initial_state"]) == (False, -0.5)
+    assert (attrs["lstm_2"]["go_backwards"], attrs["lstm_2"]["initial_state"]) == (False, 0.0)
+    assert attrs["delay_1"]["initial_state"] == 0.25
+    assert attrs["layer_normalization_1"]["epsilon"] == 0.01
+    # an explicit momentum wins over the scope's time constant; the time constant sets it otherwise
+    assert attrs["batch_normalization_1"]["momentum"] == pytest.approx(0.2)
+    assert attrs["batch_normalization_2"]["momentum"] == pytest.approx(1 - math.exp(-64 / 1000))
+    assert attrs["batch_normalization_2"]["epsilon"] == 0.001
+
+
+@pytest.mark.parametrize("src, message", [
+    # the Recurrence refusals hold when initial_state (or the LSTM option) comes from a scope
+    ("with default_options(initial_state=0.5):\n    h = Recurrence(LSTM(3, use_peepholes=True))(x)\n",
+     "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet"),
+    ("with default_options(initial_state=0.5):\n    h = Recurrence(LSTM(3, cell_shape=4))(x)\n",
+     "Recurrence initial_state with a projected LSTM (cell_shape) is not supported yet"),
+    ("with default_options(initial_state=0.5, enable_self_stabilization=True):\n    h = Recurrence(LSTM(3))(x)\n",
+     "Recurrence initial_state with use_peepholes or enable_self_stabilization (here from default_options)"),
+    ("with default_options(go_backwards=1):\n    h = Recurrence(LSTM(3))(x)\n", "go_backwards must be True or False"),
+    ("with default_options(initial_state=[1]):\n    h = Recurrence(LSTM(3))(x)\n", "must be a constant finite number"),
+    ("with default_options(enable_self_stabilization=0):\n    h = Stabilizer()(x)\n", "must be True or False"),
+    ("h = Stabilizer(enable_self_stabilization=None)(x)\n", "must be True or False"),
+])
+def test_default_options_refusals(src, message):
+    from netdsl.errors import NetdslError
+    from netdsl.frontend import load_text
+    with pytest.raises(NetdslError) as info:
+        load_text("x = SequenceInput(4)\n" + src + "output h\n")
+    (d,) = info.value.diagnostics
+    assert d.code == "E103" and message in d.message, d.message
+    assert d.span.line >= 2
 
 
 def test_a_builtin_called_through_another_name_keeps_its_meaning():

@@ -256,9 +256,13 @@ def _gru(lg, layer):
             extra += f", init={init_expr(layer.attr('init'))}"
         if layer.attr("init_bias", 0.0) or "init_bias" in layer.explicit:  # else a default_options scope's
             extra += f", init_bias={float(layer.attr('init_bias', 0.0))!r}"
+        stab = []
+        if layer.attr("stabilize"):  # CNTK's own Stabilizer block dh_stabilizer, its Parameter alpha (as the LSTM's)
+            extra += ", enable_self_stabilization=True"
+            stab = [("Sdh", "dh_stabilizer/alpha", "identity")]
         return View(ctor="C.layers.Recurrence", pos=[f"C.layers.GRU({units}{extra}, name={pyrepr(layer.name)})"],
                     args=go_back, unnamed=True,
-                    params=[("W", "W", "gru_W"), ("H", "H", "gru_H"), ("b", "b", "gru_b")])
+                    params=[("W", "W", "gru_W"), ("H", "H", "gru_H"), ("b", "b", "gru_b")] + stab)
     # reset_after=True, which CNTK's GRU cannot compute: _gru (the template's step function) holds
     # netdsl's layout transposed for x @ W: W (in, 3n), H (n, 3n), gates r, z, n, b and bh
     step = (f"_gru({units}, {init_expr(layer.attr('init'))}, {float(layer.attr('init_bias', 0.0))!r}, "
@@ -389,6 +393,9 @@ def layer_code(v: dict, scope: dict, name_expr: str) -> str:
     if v.ctor is None:
         return v.fn
     parts = list(v.pos)
+    if v.kind in ("LSTM", "GRU") and "activation" in scope and parts[0].startswith(("C.layers.LSTM(", "C.layers.GRU(")):
+        # CNTK's LSTM and GRU also take activation from default_options (tanh otherwise); netdsl's are tanh
+        parts[0] = parts[0].replace(", name=", ", activation=C.tanh, name=", 1)
     for key, code in v.args.items():
         effective = scope.get(key, CNTK_DEFAULTS.get(key))
         if code != effective or key in v.always or (EXPLICIT.get(key) in v.explicit):
@@ -531,7 +538,7 @@ def context(lg: Legacy, views: dict) -> dict:
         uses={kind: any(v.kind == kind for v in views.values()) for kind in LAYERS},
         scalars=any(p["shape"] == () for p in params),
         # an LSTM's stabilizers: Parameters named "alpha" in named blocks inside the layer ("block/alpha")
-        nested_params=any(layer.kind == "LSTM" and layer.attr("stabilize") for layer in lg.graph.layers),
+        nested_params=any(layer.kind in ("LSTM", "GRU") and layer.attr("stabilize") for layer in lg.graph.layers),
         out_seq=out_t.seq, out_classes=out_t.shape[-1] if out_t.shape else 1,
         out_channels=out_t.shape[0] if is_image(out_t) else None,
         out_positions=math.prod(out_t.shape[1:]) if is_image(out_t) else None,

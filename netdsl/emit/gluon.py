@@ -309,8 +309,10 @@ def gru(lg, layer):
         params = [("W", "l0_i2h_weight"), ("H", "l0_h2h_weight"), ("b", "l0_i2h_bias"), ("bh", "l0_h2h_bias")]
     else:
         state = f", initial_state={pyrepr(layer.attr('initial_state'))}" if layer.attr("initial_state") else ""
+        state += ", stabilize=True" if layer.attr("stabilize") else ""  # enable_self_stabilization: alpha_dh
         core = f"_GRUResetBefore({units}, {size}, prefix={_prefix(layer)}{state})"
         params = [("W", "i2h_weight"), ("H", "h2h_weight"), ("b", "i2h_bias")]
+        params += [("Sdh", "alpha_dh")] if layer.attr("stabilize") else []
     return View(_recurrence(layer, core), params, takes_lengths=True)
 
 

@@ -28,7 +28,7 @@ from .passes.masks import RECURRENCES, length_sources
 TEMPLATE = "keras/module.py.j2"
 BUILD_NAMES = ("keras", "layers", "ops", "np", "float", "NegInfPadding2D", "AveragePooling2DExcludePad",
                "TorchBatchNormalization", "GRUInputBias", "Delay", "LengthMask", "SelectLast", "ProjectedLSTMCell",
-               "CNTKLSTMCell")
+               "CNTKLSTMCell", "CNTKGRUCell")
 
 INIT_DEFAULTS = {"kernel_initializer": "glorot_uniform", "bias_initializer": "zeros",
                  "recurrent_initializer": "orthogonal", "embeddings_initializer": "uniform"}
@@ -334,7 +334,14 @@ def gru(idx, layer):
         weights += [(layer.param("b").name, "gru_bias_in"), (layer.param("bh").name, "gru_bias_rec")]
     else:
         weights.append((layer.param("b").name, "gru_bias"))
-    view = KerasView("GRU", [KLayer("", "layers.GRU", (layer.attr("units"),), kwargs)], weights, helper=helper)
+    if layer.attr("stabilize"):  # enable_self_stabilization (reset_after=False): layers.RNN over CNTKGRUCell
+        cell_keys = ("reset_after", "kernel_initializer", "recurrent_initializer", "bias_initializer")
+        cell = call("CNTKGRUCell", layer.attr("units"), **{k: v for k, v in kwargs.items() if k in cell_keys})
+        rnn = {k: v for k, v in kwargs.items() if k not in cell_keys}
+        weights.append((layer.param("Sdh").name, None))  # after the cell's kernel, recurrent_kernel, bias
+        view = KerasView("GRU", [KLayer("", "layers.RNN", (cell,), rnn)], weights, helper="cntk_gru")
+    else:
+        view = KerasView("GRU", [KLayer("", "layers.GRU", (layer.attr("units"),), kwargs)], weights, helper=helper)
     if layer.attr("go_backwards"):
         view.after = "flip"
     return view

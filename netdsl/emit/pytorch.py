@@ -298,8 +298,10 @@ def gru(idx, layer):
         return TorchLayer("GRU", call("nn.GRU", t.shape[0], layer.attr("units"), batch_first=True),
                           params=_params(layer, W="weight_ih_l0", H="weight_hh_l0", b="bias_ih_l0", bh="bias_hh_l0"),
                           chainable=False)
-    return TorchLayer("GRU", call("GRUResetBefore", t.shape[0], layer.attr("units")),
-                      params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih"), chainable=False,
+    # enable_self_stabilization: alpha_dh in the same helper loop
+    stabilize = {"stabilize": True} if layer.attr("stabilize") else {}
+    return TorchLayer("GRU", call("GRUResetBefore", t.shape[0], layer.attr("units"), **stabilize),
+                      params=_params(layer, W="weight_ih", H="weight_hh", b="bias_ih", Sdh="alpha_dh"), chainable=False,
                       helper="gru_reset_before")
 
 

@@ -318,6 +318,11 @@ def gru(lg, layer):
     setup = (f"{local} = tf.keras.layers.GRU({layer.attr('units')}, return_sequences=True"
              f"{', go_backwards=True' if backwards else ''}, reset_after={reset_after}, "
              f"recurrent_initializer=\"glorot_uniform\", name={pyrepr(layer.name)})")
+    cell = "gru_cell"
+    if layer.attr("stabilize"):  # enable_self_stabilization (reset_after=False): the _CNTKGRUCell helper
+        setup = (f"{local} = tf.keras.layers.RNN(_CNTKGRUCell({layer.attr('units')}), return_sequences=True"
+                 f"{', go_backwards=True' if backwards else ''}, name={pyrepr(layer.name)})")
+        cell = "cell"
 
     def write(s):
         if layer.attr("initial_state"):
@@ -327,11 +332,13 @@ def gru(lg, layer):
         if backwards:
             return f"{s.out} = tf.reverse({local}({s.ins[0]}), axis=[1])  # keras returns go_backwards steps last-first"
         return f"{s.out} = {local}({s.ins[0]})"
-    params = [("W", "gru_cell/kernel", "gru"), ("H", "gru_cell/recurrent_kernel", "gru")]
+    params = [("W", f"{cell}/kernel", "gru"), ("H", f"{cell}/recurrent_kernel", "gru")]
     if reset_after:
         params += [("b", "gru_cell/bias", "gru_bias_in"), ("bh", "gru_cell/bias", "gru_bias_rec")]
     else:
-        params.append(("b", "gru_cell/bias", "gru_bias"))
+        params.append(("b", f"{cell}/bias", "gru_bias"))
+    if layer.attr("stabilize"):
+        params.append(("Sdh", "cell/alpha_dh", "identity"))
     return View(write, params, setup=setup)
 
 
@@ -513,6 +520,7 @@ def context(lg: Legacy, views: dict) -> dict:
                            and not layer.attr("stabilize") for layer in lg.graph.layers),
         cntk_lstm=any(layer.kind == "LSTM" and (layer.attr("peepholes") or layer.attr("stabilize"))
                       for layer in lg.graph.layers),
+        cntk_gru=any(layer.kind == "GRU" and layer.attr("stabilize") for layer in lg.graph.layers),
     )
     loss_source = sources.get(lg.graph.outputs[0]) if ctx["outputs"][0]["seq"] else None
     ctx.update(  # variable-length batches (docs/ir.md)

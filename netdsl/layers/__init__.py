@@ -37,6 +37,9 @@ class Constructor:
     keyword_aliases: dict = field(default_factory=dict)
     # check(given, file) with the .net file the call is written in: an argument names a file beside it
     sourced: bool = False
+    # an argument (or its default_options value) that, when False, makes the constructor the identity, with
+    # no layer: CNTK's Stabilizer(enable_self_stabilization=False)
+    disabled_by: str = ""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def check(a: dict):
     out = dict(a)
     out.pop("use_cntk_engine", None)  # which engine computes it (CNTK's or cuDNN's), not what
     out.pop("blend_time_constant", None)  # only 0 is accepted: nothing to carry
+    if "momentum" in a:  # an explicit momentum wins over a default_options time constant
+        out["normalization_time_constant"] = None
     return out
 
 
@@ -102,5 +104,6 @@ KIND = register(LayerKind(
     constructors=(Constructor("BatchNormalization", (),
                               {"epsilon": 1e-5, "momentum": 0.1, "init_scale": 1, "map_rank": 1,
                                "normalization_time_constant": None, "blend_time_constant": 0,
-                               "use_cntk_engine": True}, check),),
+                               "use_cntk_engine": True}, check,
+                              options=("map_rank", "normalization_time_constant", "epsilon", "use_cntk_engine")),),
 ))

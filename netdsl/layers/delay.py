@@ -44,5 +44,6 @@ KIND = register(LayerKind(
     "Delay", shape,
     attrs={"T": ("T", 1), "initial_state": ("initial_state", 0.0)},
     floats=("initial_state",),
-    constructors=(Constructor("Delay", ("T", "initial_state"), {"T": 1, "initial_state": None}, check),),
+    constructors=(Constructor("Delay", ("T", "initial_state"), {"T": 1, "initial_state": None}, check,
+                              options=("initial_state",)),),
 ))

@@ -4,6 +4,8 @@ an input bias b (3n,) and, with reset_after=True, a recurrent bias bh (3n,).
 reset_after=False (CNTK's GRU, the default, and Keras's reset_after=False) applies the reset gate before
 the recurrent product: n = tanh(W_n x + b_n + H_n (r * h)). reset_after=True (PyTorch, Gluon, cuDNN,
 Keras's default) applies it after: n = tanh(W_n x + b_n + r * (H_n h + bh_n)). docs/ir.md has the layout.
+enable_self_stabilization=True (CNTK's) adds one scalar Sdh (Stabilizer's alpha; beta = softplus(4 alpha) / 4)
+that scales h_{t-1} wherever the step reads it: in the gates AND in h' = (1 - z) * n + z * (beta h_{t-1}).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from ..shapes import ShapeError, float_features
 from ..values import describe
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import DEFAULT_INIT, bias_init, first_error, positive, weights
+from .stabilizer import initial_alpha
 
 
 def check(a: dict):
@@ -21,10 +24,12 @@ def check(a: dict):
         return res
     if not isinstance(a.get("reset_after", False), bool):
         return "reset_after", f"GRU reset_after must be True or False, got {describe(a['reset_after'])}"
-    # CNTK's GRU takes it (also from a default_options scope, so it is an option here, refused in shape())
-    if a.get("enable_self_stabilization", False) is not False:
-        return "enable_self_stabilization", ("GRU enable_self_stabilization=True is not supported yet "
-                                             "(LSTM takes it)")
+    if not isinstance(a.get("enable_self_stabilization", False), bool):
+        return "enable_self_stabilization", ("GRU enable_self_stabilization must be True or False, got "
+                                             f"{describe(a['enable_self_stabilization'])}")
+    if a.get("enable_self_stabilization") and a.get("reset_after"):
+        # CNTK's GRU is reset_after=False; its stabilizer has no meaning defined for the other cell
+        return "enable_self_stabilization", "GRU enable_self_stabilization=True needs reset_after=False (CNTK's GRU)"
     return out
 
 
@@ -39,13 +44,18 @@ def shape(a, ins):
     float_features(t, "Recurrence(GRU)")
     if not t.seq or len(t.shape) != 1:
         raise ShapeError(f"Recurrence(GRU) needs a sequence of feature vectors, got {t.describe()}")
-    if a.get("stabilize"):  # from a default_options scope (an explicit one is refused by check())
-        raise ShapeError("GRU enable_self_stabilization=True (here from default_options) is not supported yet "
-                         "(LSTM takes it)", "E103")
+    if a.get("stabilize") and a.get("reset_after"):  # from a default_options scope (explicit: check())
+        raise ShapeError("GRU enable_self_stabilization=True (here from default_options) needs reset_after=False "
+                         "(CNTK's GRU)", "E103")
+    if a.get("stabilize") and a.get("initial_state"):  # as for the LSTM
+        raise ShapeError("Recurrence initial_state with a self-stabilized GRU (enable_self_stabilization, here from "
+                         "default_options) is not supported yet", "E103")
     u = a["units"]
     params = {"W": (3 * u, t.shape[0]), "H": (3 * u, u), "b": (3 * u,)}
     if a.get("reset_after"):
         params["bh"] = (3 * u,)
+    if a.get("stabilize"):
+        params["Sdh"] = ()  # a scalar, as CNTK's Parameter((), name='alpha')
     return TensorType((u,), True, t.length), params, {}
 
 
@@ -54,6 +64,8 @@ def inits(layer):
     out = {"W": init, "H": init, "b": bias_init(layer)}  # CNTK's GRU has one bias, b
     if layer.attr("reset_after"):
         out["bh"] = "zeros"
+    if layer.attr("stabilize"):  # beta = 1 at the start, as Stabilizer()'s
+        out["Sdh"] = f"constant({initial_alpha(4.0)!r})"
     return out
 
 

@@ -32,5 +32,6 @@ KIND = register(LayerKind(
     floats=("epsilon", "initial_scale", "initial_bias"),
     inits=inits,
     constructors=(Constructor("LayerNormalization", (),
-                              {"epsilon": 1e-5, "initial_scale": 1, "initial_bias": 0}, check),),
+                              {"epsilon": 1e-5, "initial_scale": 1, "initial_bias": 0}, check,
+                              options=("epsilon",)),),
 ))

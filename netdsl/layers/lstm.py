@@ -37,6 +37,7 @@ def check(a: dict):
 
 
 def check_recurrence(a: dict):
+    """Also sees the default_options values (evaluate.construct adds them), so the refusals hold for them too."""
     if not isinstance(a.get("go_backwards", False), bool):
         return "go_backwards", f"go_backwards must be True or False, got {describe(a['go_backwards'])}"
     v = a.get("initial_state", 0)
@@ -51,8 +52,8 @@ def check_recurrence(a: dict):
     if v != 0 and over.get("use_peepholes"):
         return "initial_state", "Recurrence initial_state with a peephole LSTM (use_peepholes) is not supported yet"
     if v != 0 and over.get("enable_self_stabilization"):
-        return "initial_state", ("Recurrence initial_state with a self-stabilized LSTM (enable_self_stabilization) is "
-                                 "not supported yet")
+        return "initial_state", (f"Recurrence initial_state with a self-stabilized {a['over'].kind} "
+                                 "(enable_self_stabilization) is not supported yet")
     out = dict(a)
     out["initial_state"] = float(v)
     return out
@@ -132,6 +133,6 @@ KIND = register(LayerKind(
                      "cell_shape": None, "enable_self_stabilization": False}, check,
                     options=("init", "init_bias", "use_peepholes", "enable_self_stabilization")),
         Constructor("Recurrence", ("over",), {"over": REQUIRED, "go_backwards": False, "initial_state": 0.0}, check_recurrence,
-                    wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
+                    options=("go_backwards", "initial_state"), wraps=("LSTM", "GRU"), wraps_what="an LSTM(...) or a GRU(...)"),
     ),
 ))

@@ -138,6 +138,11 @@ def unsupported(graph: ir.Graph) -> list:
         elif layer.kind == "LSTM" and layer.attr("cell") is not None:
             diags.append(Diagnostic("E802", f"target 'onnx' cannot express layer '{layer.name}' (LSTM): ONNX's "
                                             "LSTM operator has no projection (cell_shape)", layer.span or graph.span))
+        elif layer.kind == "GRU" and layer.attr("stabilize"):
+            # CNTK's step interpolates with the stabilized h_prev, z * (beta h): no weight of ONNX's GRU scales that
+            diags.append(Diagnostic("E802", f"target 'onnx' cannot express layer '{layer.name}' (GRU): ONNX's GRU "
+                                            "operator has no self-stabilizer (enable_self_stabilization)",
+                                    layer.span or graph.span))
     return diags
 
 

@@ -6,6 +6,9 @@ computed at input position t, as for the LSTM.
   reset_after=False (CNTK): n = tanh(W_n x + b_n + H_n (r * h))
   reset_after=True (cuDNN): n = tanh(W_n x + b_n + r * (H_n h + bh_n))
   h' = (1 - z) * n + z * h
+With enable_self_stabilization (CNTK's, reset_after=False only) h above is Sdh * h_prev everywhere, in the gates
+AND the interpolation, with Sdh = softplus(4 alpha) / 4 (the Stabilizer kernel's beta): a plain GRU step on the
+scaled previous state, so dh_prev = Sdh * d(scaled) and dalpha = sum(d(scaled) * h_prev) * sigmoid(4 alpha).
 
 Plain numpy: the input products for all steps are one GEMM; a step is one or two small GEMMs.
 """
@@ -14,30 +17,35 @@ from __future__ import annotations
 import numpy as np
 
 from . import Kernel, masking, register
+from .stabilizer import sigmoid, softplus
+
+STEEPNESS = 4.0  # CNTK's GRU builds its stabilizer with Stabilizer()'s default steepness
 
 
 @register("GRU")
 class GRU(Kernel):
     def forward(self, call, xs, training, rng):
-        W, H, b, bh = call.p("W"), call.p("H"), call.p("b"), call.opt("bh")
+        W, H, b, bh, alpha = call.p("W"), call.p("H"), call.p("b"), call.opt("bh"), call.opt("Sdh")
         go_backwards = bool(call.attr("go_backwards", False))
         init = float(call.attr("initial_state", 0.0))
         lengths = call.lengths()
         if lengths is None:
-            y, cache = gru_forward(xs[0], W, H, b, bh, go_backwards, init)
+            y, cache = gru_forward(xs[0], W, H, b, bh, go_backwards, init, alpha)
             return y, (gru_backward, cache)
         # A padded batch: the forward-in-time loop on each sample's valid steps (masking.py), so each
         # sample starts from the initial state at its first valid step (its last, going backwards).
-        y, cache = masking.run_masked(lambda x: gru_forward(x, W, H, b, bh, init=init), gru_backward, xs[0],
-                                      lengths, go_backwards)
+        y, cache = masking.run_masked(lambda x: gru_forward(x, W, H, b, bh, init=init, alpha=alpha), gru_backward,
+                                      xs[0], lengths, go_backwards)
         return y, (masking.backward_masked, cache)
 
     def backward(self, call, dy, cache, need):
         backward, cache = cache
-        dx, dW, dH, db, dbh = backward(dy, cache, need[0])
+        dx, dW, dH, db, dbh, dalpha = backward(dy, cache, need[0])
         grads = {"W": dW, "H": dH, "b": db}
         if dbh is not None:
             grads["bh"] = dbh
+        if dalpha is not None:
+            grads["Sdh"] = dalpha
         return [dx], grads
 
     def fans(self, layer, param):
@@ -55,11 +63,15 @@ def _sigmoid(a):
     return 1 / (1 + np.exp(-a))
 
 
-def gru_forward(x, W, H, b, bh=None, go_backwards=False, init=0.0):
+def gru_forward(x, W, H, b, bh=None, go_backwards=False, init=0.0, alpha=None):
     """x (N, T, F) -> (N, T, h); bh None: reset_after=False (CNTK), else reset_after=True. h starts at
-    `init` (Recurrence's initial_state, a constant: it gets no gradient)."""
+    `init` (Recurrence's initial_state, a constant: it gets no gradient). alpha (0-d): the Sdh stabilizer."""
     n, T, F = x.shape
     hs = H.shape[1]
+    beta = None
+    if alpha is not None:  # in the activations' dtype, as the Stabilizer kernel
+        s = x.dtype.type(STEEPNESS)
+        beta = softplus(s * np.asarray(alpha, x.dtype)) / s
     xt = np.ascontiguousarray(x.transpose(1, 0, 2))
     ax = (xt.reshape(T * n, F) @ W.T).reshape(T, n, 3 * hs) + b
     rs = np.empty((T, n, hs), x.dtype)
@@ -71,6 +83,7 @@ def gru_forward(x, W, H, b, bh=None, go_backwards=False, init=0.0):
     Hrz, Hn = H[:2 * hs], H[2 * hs:]
     for t in (range(T - 1, -1, -1) if go_backwards else range(T)):
         a = ax[t]
+        h = h if beta is None else beta * h
         if bh is not None:
             hh = h @ H.T + bh
             r = _sigmoid(a[:, :hs] + hh[:, :hs])
@@ -86,13 +99,13 @@ def gru_forward(x, W, H, b, bh=None, go_backwards=False, init=0.0):
         rs[t], zs[t], ns[t] = r, z, nn
         hseq[t] = (1 - z) * nn + z * h
         h = hseq[t]
-    cache = (xt, W, H, bh is not None, rs, zs, ns, gs, hseq, go_backwards, init)
+    cache = (xt, W, H, bh is not None, rs, zs, ns, gs, hseq, go_backwards, init, alpha, beta)
     return hseq.transpose(1, 0, 2).copy(), cache
 
 
 def gru_backward(dy, cache, need_dx=True):
-    """BPTT; returns (dx or None, dW, dH, db, dbh or None) in the canonical layout."""
-    xt, W, H, after, rs, zs, ns, gs, hseq, go_backwards, init = cache
+    """BPTT; returns (dx or None, dW, dH, db, dbh or None, dalpha or None) in the canonical layout."""
+    xt, W, H, after, rs, zs, ns, gs, hseq, go_backwards, init, alpha, beta = cache
     T, n, hs = hseq.shape
     dyt = dy.transpose(1, 0, 2)
     order = range(T) if go_backwards else range(T - 1, -1, -1)
@@ -103,9 +116,11 @@ def gru_backward(dy, cache, need_dx=True):
     dbh = np.zeros(3 * hs, hseq.dtype) if after else None
     dh = np.zeros((n, hs), hseq.dtype)
     h0 = np.full((n, hs), init, hseq.dtype)  # the state before the first step
+    dbeta = 0.0
     for t in order:
         p = t + prev
-        hp = hseq[p] if 0 <= p < T else h0
+        raw = hseq[p] if 0 <= p < T else h0
+        hp = raw if beta is None else beta * raw  # the step's previous state, stabilized
         r, z, nn = rs[t], zs[t], ns[t]
         dh = dh + dyt[t]
         dan = dh * (1 - z) * (1 - nn * nn)
@@ -126,6 +141,9 @@ def gru_backward(dy, cache, need_dx=True):
             dH[:2 * hs] += drz.T @ hp
             dhp += drz @ Hrz
         dax[t, :, :hs], dax[t, :, hs:2 * hs], dax[t, :, 2 * hs:] = dar, daz, dan
+        if beta is not None:
+            dbeta += np.sum(dhp * raw, dtype=np.float64)
+            dhp = beta * dhp
         dh = dhp
     d2 = dax.reshape(T * n, 3 * hs)
     dW = d2.T @ xt.reshape(T * n, -1)
@@ -133,4 +151,8 @@ def gru_backward(dy, cache, need_dx=True):
     dx = None
     if need_dx:
         dx = (d2 @ W).reshape(T, n, -1).transpose(1, 0, 2).copy()
-    return dx, dW, dH, db, dbh
+    dalpha = None
+    if alpha is not None:
+        z = hseq.dtype.type(STEEPNESS) * np.asarray(alpha, hseq.dtype)
+        dalpha = np.asarray(dbeta * sigmoid(z), dtype=np.asarray(alpha).dtype)
+    return dx, dW, dH, db, dbh, dalpha
