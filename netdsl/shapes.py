@@ -112,9 +112,12 @@ def tensor_use(kind: str, attrs: dict, ins: list) -> None:
     for t in ins:
         if t is None or t.vocab is not None or len(t.shape) != 2:
             continue
+        if kind == "Convolution" and attrs.get("reduction_rank") == 0:
+            continue  # its (H, W) input without a channel axis (layers/convolution.py)
         if kind not in TENSOR_READERS:
             raise ShapeError(f"{kind} does not take the rank-2 tensor {t.describe()} (made by Dense with a tensor "
-                             "shape): only Dense, Flatten, Dropout, activations and + - * read one; put a Flatten or a Dense in between")
+                             "shape): only Dense, Flatten, Dropout, activations, + - * and a Convolution with reduction_rank=0 read "
+                             "one; put a Flatten or a Dense in between")
         if kind == "Activation" and attrs.get("activation") == "softmax":
             raise ShapeError(f"softmax of the rank-2 tensor {t.describe()}: the targets disagree on the axis it "
                              "normalises; apply it to a vector")

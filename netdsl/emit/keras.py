@@ -143,6 +143,8 @@ def convolution(idx, layer):
     if strides != (1, 1):
         kwargs["strides"] = strides
     out = []
+    if layer.attr("reduction_rank") == 0:  # a row-major (H, W) value: the one-channel NHWC image (H, W, 1)
+        out.append(KLayer("_channel", "layers.Reshape", (tuple(idx.first_input_type(layer).shape) + (1,),)))
     if pads.zero:
         pass
     elif C.same_is_exact(pads, kernel, strides):

@@ -74,6 +74,7 @@ class TorchLayer:
     chainable: bool = True  # can live inside nn.Sequential
     helper: str | None = None  # a helper class the module needs
     unflatten: tuple | None = None  # the output's last axis reshaped to this (Dense((3, 4))) after the module
+    channel: int | None = None  # (N, H, W) -> (N, 1, H, W) first: H, for a Convolution with reduction_rank=0
 
     def __post_init__(self):
         if self.module is not None and self.cls is None:
@@ -120,6 +121,10 @@ def convolution(idx, layer):
         pad = ("zero", pads)
     if not layer.attr("bias"):
         kwargs["bias"] = False
+    if layer.attr("reduction_rank") == 0:  # no channel axis: convolved as the one-channel image
+        return TorchLayer("Convolution", call("nn.Conv2d", 1, layer.attr("filters"), **kwargs), pad=pad,
+                          params=_params(layer, W="weight", b="bias"), activation=layer.attr("activation"),
+                          act_dim=1, channel=t.shape[0])
     return TorchLayer("Convolution", call("nn.Conv2d", t.shape[0], layer.attr("filters"), **kwargs), pad=pad,
                       params=_params(layer, W="weight", b="bias"), **_act(layer, t))
 
@@ -359,6 +364,8 @@ LAYERS = {
 def sequential_modules(tl: TorchLayer) -> list:
     """The nn.Sequential entries for one layer; index of the parameter-owning module is the `module` one."""
     mods = []
+    if tl.channel is not None:
+        mods.append(call("nn.Unflatten", 1, (1, tl.channel)))
     if tl.pad is not None:
         how, pads = tl.pad
         mods.append(call("nn.ZeroPad2d", pads.ltrb) if how == "zero"
@@ -383,6 +390,8 @@ def _apply_act(expr: str, tl: TorchLayer) -> str:
 
 
 def _pre(expr: str, tl: TorchLayer) -> str:
+    if tl.channel is not None:
+        expr = f"{expr}.unsqueeze(1)"
     if tl.pad is not None:
         how, pads = tl.pad
         value = ', value=float("-inf")' if how == "neginf" else ""

@@ -4,7 +4,7 @@ feature axis F is the channel axis (seed 004: the input's channel axis is reduce
 from __future__ import annotations
 
 from ..ir import TensorType
-from ..shapes import sequence_window_output, window_output
+from ..shapes import ShapeError, sequence_window_output, window_output
 from ..values import describe, describe_dim, is_dim
 from . import REQUIRED, Constructor, LayerKind, register
 from .common import (
@@ -27,9 +27,13 @@ def cntk_only(a: dict):
         return "sharing", ("Convolution sharing=False (a separate filter per position) is not supported: "
                            "netdsl's convolution shares its filters, CNTK's default sharing=True")
     rank = a.get("reduction_rank", 1)
-    if rank != 1 or isinstance(rank, bool):
-        return "reduction_rank", (f"Convolution reduction_rank must be 1 (reduce over the input's channel axis), "
-                                  f"got {describe(rank)}; inputs without a channel axis are not supported yet")
+    if rank not in (0, 1) or isinstance(rank, bool):
+        return "reduction_rank", (f"Convolution reduction_rank must be 1 (reduce over the input's channel axis) "
+                                  f"or 0 (an input without a channel axis), got {describe(rank)}")
+    if rank == 0 and is_1d(a):
+        return "reduction_rank", ("a 1-D Convolution with reduction_rank=0 would read a sequence of scalars, "
+                                  "which netdsl has no value for; give the sequence a feature axis of 1 "
+                                  "(reduction_rank=1)")
     return None
 
 
@@ -59,8 +63,12 @@ def check(a: dict):
     if res is not None:
         return res
     out.pop("sharing", None)
-    out.pop("reduction_rank", None)
     return out
+
+
+def complete(attrs: dict, training) -> dict:
+    """reduction_rank stays in the IR only when 0, so a plain Convolution's IR is unchanged."""
+    return {k: v for k, v in attrs.items() if not (k == "reduction_rank" and v == 1)}
 
 
 def check_1d(a: dict):
@@ -81,6 +89,11 @@ def shape(a, ins):
         if a["bias"]:
             params["b"] = (a["filters"],)
         return TensorType((a["filters"],), seq=True, length=out_t), params, {"pads": pads}
+    if a.get("reduction_rank") == 0:  # (H, W) without a channel axis: convolved as the (1, H, W) image
+        if t.seq or t.vocab is not None or len(t.shape) != 2:
+            raise ShapeError(f"Convolution with reduction_rank=0 needs a rank-2 (height, width) value without a "
+                             f"channel axis, got {t.describe()}; write reduction_rank=1 for an image")
+        t = TensorType((1,) + tuple(t.shape))
     out, pads = window_output("Convolution", a, t, a["kernel"], a["filters"])
     params = {"W": (a["filters"], t.shape[0]) + tuple(a["kernel"])}
     if a["bias"]:
@@ -93,7 +106,7 @@ KIND = register(LayerKind(
     attrs={"kernel": ("filter_shape", None), "filters": ("num_filters", None),
            "activation": ("activation", None), "bias": ("bias", True), "init": ("init", DEFAULT_INIT),
            "init_bias": ("init_bias", 0), "pad": ("pad", False), "strides": ("strides", (1, 1)),
-           "max_norm": ("max_norm", None)},
+           "max_norm": ("max_norm", None), "reduction_rank": ("reduction_rank", 1)},
     floats=("init_bias",),
     inits=lambda layer: {"W": layer.attr("init", DEFAULT_INIT), "b": bias_init(layer)},
     constructors=(Constructor(

@@ -102,7 +102,10 @@ class Convolution(Kernel):
         if len(call.attr("kernel")) == 1:
             return conv1d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
                                   call.attr("activation"))
-        return conv2d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
+        x = xs[0]
+        if call.attr("reduction_rank") == 0:  # (N, H, W) without a channel axis: the (N, 1, H, W) image
+            x = x[:, None]
+        return conv2d_forward(x, call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
                               call.attr("activation"))
 
     def backward(self, call, dy, cache, need):
@@ -110,6 +113,8 @@ class Convolution(Kernel):
             dx, dW, db = conv1d_backward(dy, cache, need[0])
             return [dx], {"W": dW, "b": db}
         dx, dW, db = conv2d_backward(dy, cache, need[0])
+        if dx is not None and call.attr("reduction_rank") == 0:
+            dx = dx[:, 0]
         return [dx], {"W": dW, "b": db}
 
     def workspace(self, call, out_elems, in_elems):
@@ -123,7 +128,8 @@ class ConvMaxPool(Fusion):
     ReLU zeroed the window: no gradient flows there)."""
 
     def applies(self, first, second):
-        return first.attr("activation") in (None, "relu") and len(first.attr("kernel")) == 2
+        return (first.attr("activation") in (None, "relu") and len(first.attr("kernel")) == 2
+                and first.attr("reduction_rank") != 0)
 
     def forward(self, call, pool_call, xs):
         W, b = call.p("W"), call.opt("b")
