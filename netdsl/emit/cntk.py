@@ -147,7 +147,9 @@ def _conv(lg, layer):
     if layer.attr("reduction_rank") == 0:  # CNTK's own: W (O, kh, kw), the IR's (O, 1, kh, kw) reshaped
         args["reduction_rank"] = "0"
     p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
-    return View(ctor="C.layers.Convolution", pos=[repr(kernel), str(layer.attr("filters"))], args=args,
+    # num_filters left out is CNTK's own None: no filter axis in the output, W (C, kh, kw) (or (kh, kw))
+    filters = [] if layer.attr("no_filter_axis") else [str(layer.attr("filters"))]
+    return View(ctor="C.layers.Convolution", pos=[repr(kernel)] + filters, args=args,
                 params=p, pattern=pattern, pad_value="0.0")
 
 

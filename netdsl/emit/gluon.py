@@ -199,7 +199,9 @@ def convolution(lg, layer):
     pad = [f"_pad({pyrepr(pad_width)}, 0.0)"] if pad_width else []
     if layer.attr("reduction_rank") == 0:  # (N, H, W) without a channel axis: the (N, 1, H, W) image
         pad = ["nn.HybridLambda(lambda F, x: F.expand_dims(x, axis=1))"] + pad
-    return View(_wrap(layer, pad + [core] + _softmax(layer, lg.out_type(layer))), _weights(layer),
+    # num_filters left out: the (N, 1, H', W') result is the rank-2 (N, H', W')
+    squeeze = ["nn.HybridLambda(lambda F, x: F.squeeze(x, axis=1))"] if layer.attr("no_filter_axis") else []
+    return View(_wrap(layer, pad + [core] + squeeze + _softmax(layer, lg.out_type(layer))), _weights(layer),
                 padded=bool(pad_width))
 
 

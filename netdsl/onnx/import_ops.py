@@ -641,8 +641,24 @@ def squeeze(w, node):
         w.vals[node.output[0]] = replace(v, layout="tnf")
     elif v.layout == "y4b" and axes in ([2], [-2]):
         w.vals[node.output[0]] = replace(v, layout="c")
-    else:
-        raise _Refuse("only the num_directions axis of an LSTM's output can be squeezed")
+    elif not _conv_without_filter_axis(w, node, v, axes):
+        raise _Refuse("only the num_directions axis of an LSTM's output, or the one filter axis of a Conv's, "
+                      "can be squeezed")
+
+
+def _conv_without_filter_axis(w, node, v: Val, axes) -> bool:
+    """A one-filter Conv's (N, 1, H', W') output squeezed to (N, H', W'), as netdsl's exporter writes a
+    Convolution without num_filters: the Convolution gets no_filter_axis (before its activation)."""
+    app = w.apps[v.app] if v.app is not None and not v.done and v.pending is None and v.layout == "c" else None
+    layer = w.layers.get(app.layer) if app and app.layer else None
+    if (layer is None or layer.kind != "Convolution" or len(layer.attrs["kernel"]) != 2
+            or layer.attrs.get("no_filter_axis") or layer.attrs["activation"] is not None or layer.uses != 1
+            or w.uses.get(node.input[0], 0) != 1 or axes not in ([1], [-3]) or layer.attrs["filters"] != 1):
+        return False
+    layer.attrs["no_filter_axis"] = True
+    r = w.rename(v, _out_hint(node))
+    w.vals[node.output[0]] = replace(r, type=replace(v.type, shape=tuple(v.type.shape[1:])))
+    return True
 
 
 @handles("Concat")

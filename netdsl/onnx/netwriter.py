@@ -73,7 +73,8 @@ def constructor(layer) -> str:
         return f"Dense({shape}{ranks}{_common(a)})"
     if k == "Convolution":
         rank0 = ", reduction_rank=0" if a.get("reduction_rank") == 0 else ""  # an input without a channel axis
-        return f"Convolution({_tuple(a['kernel'])}, {a['filters']}{rank0}{_window(a)}{_common(a)})"
+        filters = "" if a.get("no_filter_axis") else f", {a['filters']}"  # left out: no filter axis
+        return f"Convolution({_tuple(a['kernel'])}{filters}{rank0}{_window(a)}{_common(a)})"
     if k in ("MaxPooling", "AveragePooling"):
         return f"{k}({_tuple(a['window'])}{_window(a)})"
     if k == "Dropout":
