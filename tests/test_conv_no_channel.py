@@ -85,3 +85,24 @@ def test_gradcheck_with_finite_differences():
     assert _fd_check(g, {"x": np.random.default_rng(5).standard_normal((3, 6))}, n_coords=6) == 22  # 6 of each W, the 4 conv biases
     g = load_text(NO_FILTERS, "t.net")
     assert _fd_check(g, {"x": np.random.default_rng(6).standard_normal((3, 2, 6, 7))}, n_coords=6) == 12
+
+
+def test_netdsl_run_feeds_mnist_shaped_samples_to_an_input_without_a_channel_axis(tmp_path, capsys):
+    """(N, 28, 28) samples train an Input((28, 28)) model with reduction_rank=0 exactly as the Input((1, 28, 28))
+    model with the plain convolution (the same weights: W (8, 1, 5, 5) either way)."""
+    from netdsl.cli import main
+
+    rng = np.random.default_rng(7)
+    x, y = rng.integers(0, 256, (96, 28, 28)).astype(np.uint8), rng.integers(0, 10, 96)
+    np.savez(tmp_path / "d.npz", x_train=x[:64], y_train=y[:64], x_test=x[64:], y_test=y[64:])
+    lines = []
+    for shape, rank in (("(28, 28)", ", reduction_rank=0"), ("(1, 28, 28)", "")):
+        net = tmp_path / "m.net"
+        net.write_text(f"x = Input({shape})\nc = Convolution((5, 5), 8{rank}, strides=2, activation=relu)(x)\n"
+                       "z = Dense(10)(c)\noutput z\n")
+        rc = main(["run", str(net), "--data", f"npz:{tmp_path / 'd.npz'}", "--epochs", "2", "--batch-size", "16",
+                   "--no-progress"])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        lines.append([line.split(", ")[:3] for line in out.splitlines() if line.startswith("epoch")])
+    assert lines[0] == lines[1] and len(lines[0]) == 2
