@@ -162,8 +162,8 @@ def make_input(ev, name, e, args, kwargs):
     elif is_seq and len(shape) != 1:
         return ev.err("E103", f"SequenceInput takes the feature size F of each step (or vocab=N), "
                       f"got {describe_dim(shape)}", e.span)
-    elif not is_seq and len(shape) not in (1, 3):
-        return ev.err("E103", f"Input takes a vector size F or an image shape (C, H, W), "
+    elif not is_seq and len(shape) not in (1, 2, 3):
+        return ev.err("E103", f"Input takes a vector size F, a rank-2 shape (H, W) or an image shape (C, H, W), "
                       f"got {describe_dim(shape)}", e.span)
     # CNTK's storage hint for one-hot vectors: the numbers are the dense vector's (docs/language.md)
     if not isinstance(opts.get("is_sparse", False), bool):

@@ -102,7 +102,7 @@ def sequence_window_output(kind: str, attrs: dict, t: TensorType, k: int) -> tup
     return out, pads
 
 
-# What may read a rank-2 value (only Dense((m, n)) makes one; docs/ir.md): the kinds every target computes
+# What may read a rank-2 value (docs/ir.md): the kinds every target computes
 # exactly on it. The rest (windows, recurrences, normalisations, splice) are written for vectors, sequences of
 # vectors and images, and refuse it here rather than treat it as one of those.
 TENSOR_READERS = ("Dense", "Activation", "Dropout", "Elementwise", "Flatten")
@@ -112,9 +112,12 @@ def tensor_use(kind: str, attrs: dict, ins: list) -> None:
     for t in ins:
         if t is None or t.vocab is not None or len(t.shape) != 2:
             continue
+        if kind == "Convolution" and attrs.get("reduction_rank") == 0:
+            continue  # its (H, W) input without a channel axis (layers/convolution.py)
         if kind not in TENSOR_READERS:
-            raise ShapeError(f"{kind} does not take the rank-2 tensor {t.describe()} (made by Dense with a tensor "
-                             "shape): only Dense, Flatten, Dropout, activations and + - * read one; put a Flatten or a Dense in between")
+            raise ShapeError(f"{kind} does not take the rank-2 tensor {t.describe()} (an Input((H, W)), or made by "
+                             "Dense with a tensor shape or a Convolution without num_filters): only Dense, Flatten, Dropout, activations, + - * and a Convolution with reduction_rank=0 read "
+                             "one; put a Flatten or a Dense in between")
         if kind == "Activation" and attrs.get("activation") == "softmax":
             raise ShapeError(f"softmax of the rank-2 tensor {t.describe()}: the targets disagree on the axis it "
                              "normalises; apply it to a vector")

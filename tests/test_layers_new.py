@@ -175,7 +175,8 @@ def test_seed_004_convolution_keywords():
 @pytest.mark.parametrize("args, code, words", [
     ("(3, 3), 4, sharing=False", "E103", "sharing=False (a separate filter per position) is not supported"),
     ("(3, 3), 4, sharing=1", "E103", "sharing must be True or False"),
-    ("(3, 3), 4, reduction_rank=0", "E103", "reduction_rank must be 1"),
+    ("(3, 3), 4, reduction_rank=2", "E103", "reduction_rank must be 1"),
+    ("(3, 3), 4, reduction_rank=0", "E201", "needs a rank-2 (height, width) value"),
     ("(3, 3), 4, rf_shape=(3, 3)", "E105", "'filter_shape' given twice"),
     ("(3,), 4", "E201", "Convolution with a 1-D window (k,) needs a sequence of vectors, got (2, 6, 6)"),
     ("(3, 3, 3), 4", "E103", "3-D convolution (filter_shape (3, 3, 3)) is not supported yet"),

@@ -111,15 +111,16 @@ def _cntk_pad(lg, layer, kernel):
     it = lg.in_type(layer)
     strides = tuple(layer.attr("strides"))
     same = []
-    for size, k, s in zip(it.shape[1:], kernel, strides):
+    hw = it.shape[-2:]  # an image (C, H, W), or the (H, W) value of a Convolution with reduction_rank=0
+    for size, k, s in zip(hw, kernel, strides):
         out = -(-size // s)
         total = max((out - 1) * s + k - size, 0)
         same.append(((k - 1) // 2, total - (k - 1) // 2))
     # CNTK checks kernel <= input before its own padding (ValueError at build time): a window larger than
     # its input map gets the same pads explicitly
-    if pads == tuple(same) and all(k <= size for size, k in zip(it.shape[1:], kernel)):
+    if pads == tuple(same) and all(k <= size for size, k in zip(hw, kernel)):
         return "True", None
-    return "False", [[0, 0], list(pads[0]), list(pads[1])]
+    return "False", [[0, 0]] * (len(it.shape) - 2) + [list(pads[0]), list(pads[1])]
 
 
 def _dense(lg, layer):
@@ -144,8 +145,12 @@ def _conv(lg, layer):
     args = {"activation": _act(layer, lg), "init": init_expr(layer.attr("init")), "pad": pad,
             "strides": repr(tuple(layer.attr("strides"))) if tuple(layer.attr("strides")) != (1, 1) else "1",
             "bias": repr(bool(layer.attr("bias"))), "init_bias": repr(float(layer.attr("init_bias")))}
+    if layer.attr("reduction_rank") == 0:  # CNTK's own: W (O, kh, kw), the IR's (O, 1, kh, kw) reshaped
+        args["reduction_rank"] = "0"
     p = [("W", "W", "identity")] + ([("b", "b", "reshape")] if layer.attr("bias") else [])
-    return View(ctor="C.layers.Convolution", pos=[repr(kernel), str(layer.attr("filters"))], args=args,
+    # num_filters left out is CNTK's own None: no filter axis in the output, W (C, kh, kw) (or (kh, kw))
+    filters = [] if layer.attr("no_filter_axis") else [str(layer.attr("filters"))]
+    return View(ctor="C.layers.Convolution", pos=[repr(kernel)] + filters, args=args,
                 params=p, pattern=pattern, pad_value="0.0")
 
 

@@ -196,10 +196,14 @@ def convolution(lg, layer):
     padding, pad_width = _pads(layer.attr("pads"))
     core = (f"nn.Conv2D({layer.attr('filters')}, {pyrepr(tuple(layer.attr('kernel')))}, "
             f"strides={pyrepr(tuple(layer.attr('strides')))}, padding={pyrepr(padding)}, "
-            f"in_channels={lg.in_type(layer).shape[0]}, {_act_kw(layer)}, "
+            f"in_channels={layer.param('W').shape[1]}, {_act_kw(layer)}, "
             f"use_bias={pyrepr(bool(layer.attr('bias')))}, prefix={_prefix(layer)})")
     pad = [f"_pad({pyrepr(pad_width)}, 0.0)"] if pad_width else []
-    return View(_wrap(layer, pad + [core] + _softmax(layer, lg.out_type(layer))), _weights(layer),
+    if layer.attr("reduction_rank") == 0:  # (N, H, W) without a channel axis: the (N, 1, H, W) image
+        pad = ["nn.HybridLambda(lambda F, x: F.expand_dims(x, axis=1))"] + pad
+    # num_filters left out: the (N, 1, H', W') result is the rank-2 (N, H', W')
+    squeeze = ["nn.HybridLambda(lambda F, x: F.squeeze(x, axis=1))"] if layer.attr("no_filter_axis") else []
+    return View(_wrap(layer, pad + [core] + squeeze + _softmax(layer, lg.out_type(layer))), _weights(layer),
                 padded=bool(pad_width))
 
 

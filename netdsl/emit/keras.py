@@ -143,6 +143,8 @@ def convolution(idx, layer):
     if strides != (1, 1):
         kwargs["strides"] = strides
     out = []
+    if layer.attr("reduction_rank") == 0:  # a row-major (H, W) value: the one-channel NHWC image (H, W, 1)
+        out.append(KLayer("_channel", "layers.Reshape", (tuple(idx.first_input_type(layer).shape) + (1,),)))
     if pads.zero:
         pass
     elif C.same_is_exact(pads, kernel, strides):
@@ -155,6 +157,8 @@ def convolution(idx, layer):
     kwargs.update(init_kwargs(layer, W="kernel_initializer", b="bias_initializer"))
     kwargs.update(_max_norm(layer, [0, 1, 2]))  # the HWIO kernel: each filter's H, W, I
     out.append(KLayer("", "layers.Conv2D", (layer.attr("filters"), kernel), kwargs))
+    if layer.attr("no_filter_axis"):  # num_filters left out: (H', W', 1) is the row-major rank-2 (H', W')
+        out.append(KLayer("_squeeze", "layers.Reshape", (tuple(idx.applications[layer.name][0].type.shape),)))
     out += _act_layer(layer.attr("activation"), "_act")
     weights = [(layer.param("W").name, "conv")] + ([(layer.param("b").name, None)] if layer.attr("bias") else [])
     return KerasView("Convolution", out, weights)

@@ -74,6 +74,8 @@ class TorchLayer:
     chainable: bool = True  # can live inside nn.Sequential
     helper: str | None = None  # a helper class the module needs
     unflatten: tuple | None = None  # the output's last axis reshaped to this (Dense((3, 4))) after the module
+    channel: int | None = None  # (N, H, W) -> (N, 1, H, W) first: H, for a Convolution with reduction_rank=0
+    squeeze: bool = False  # (N, 1, H, W) -> (N, H, W) after the module: a Convolution without num_filters
 
     def __post_init__(self):
         if self.module is not None and self.cls is None:
@@ -120,6 +122,12 @@ def convolution(idx, layer):
         pad = ("zero", pads)
     if not layer.attr("bias"):
         kwargs["bias"] = False
+    if layer.attr("reduction_rank") == 0 or layer.attr("no_filter_axis"):  # (H, W) in or out: no channel axis
+        rank0 = layer.attr("reduction_rank") == 0
+        return TorchLayer("Convolution", call("nn.Conv2d", layer.param("W").shape[1], layer.attr("filters"),
+                                              **kwargs), pad=pad, params=_params(layer, W="weight", b="bias"),
+                          activation=layer.attr("activation"), act_dim=1, channel=t.shape[0] if rank0 else None,
+                          squeeze=bool(layer.attr("no_filter_axis")))
     return TorchLayer("Convolution", call("nn.Conv2d", t.shape[0], layer.attr("filters"), **kwargs), pad=pad,
                       params=_params(layer, W="weight", b="bias"), **_act(layer, t))
 
@@ -361,6 +369,8 @@ LAYERS = {
 def sequential_modules(tl: TorchLayer) -> list:
     """The nn.Sequential entries for one layer; index of the parameter-owning module is the `module` one."""
     mods = []
+    if tl.channel is not None:
+        mods.append(call("nn.Unflatten", 1, (1, tl.channel)))
     if tl.pad is not None:
         how, pads = tl.pad
         mods.append(call("nn.ZeroPad2d", pads.ltrb) if how == "zero"
@@ -369,6 +379,8 @@ def sequential_modules(tl: TorchLayer) -> list:
         mods.append(call("nn.Flatten") if tl.flatten == 1 else call("nn.Flatten", tl.flatten))
     if tl.module is not None:
         mods.append(tl.module)
+    if tl.squeeze:
+        mods.append(call("nn.Flatten", 1, 2))
     if tl.unflatten is not None:
         mods.append(call("nn.Unflatten", -1, tl.unflatten))
     if tl.activation is not None:
@@ -377,6 +389,8 @@ def sequential_modules(tl: TorchLayer) -> list:
 
 
 def _apply_act(expr: str, tl: TorchLayer) -> str:
+    if tl.squeeze:
+        expr = f"{expr}.squeeze(1)"
     if tl.unflatten is not None:
         expr = f"{expr}.unflatten(-1, {lit(tl.unflatten)})"
     if tl.activation is None:
@@ -385,6 +399,8 @@ def _apply_act(expr: str, tl: TorchLayer) -> str:
 
 
 def _pre(expr: str, tl: TorchLayer) -> str:
+    if tl.channel is not None:
+        expr = f"{expr}.unsqueeze(1)"
     if tl.pad is not None:
         how, pads = tl.pad
         value = ', value=float("-inf")' if how == "neginf" else ""

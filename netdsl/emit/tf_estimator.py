@@ -80,7 +80,8 @@ def _padding(lg, layer, kernel):
     strides = tuple(layer.attr("strides"))
     if pads == ((0, 0), (0, 0)):
         return "valid", None
-    tf_same = (same_pads(it.shape[1], kernel[0], strides[0]), same_pads(it.shape[2], kernel[1], strides[1]))
+    h, w = it.shape[-2:]  # an image (C, H, W), or the (H, W) value of a Convolution with reduction_rank=0
+    tf_same = (same_pads(h, kernel[0], strides[0]), same_pads(w, kernel[1], strides[1]))
     if pads == tf_same:
         return "same", None
     return "valid", [[0, 0], list(pads[0]), list(pads[1]), [0, 0]]
@@ -203,6 +204,15 @@ def convolution(lg, layer):
             f"use_bias={pyrepr(bool(layer.attr('bias')))}, {_named(lg, layer)}")
     params = [("W", "kernel", "oihw_hwio"), ("b", "bias", "identity")] if layer.attr("bias") \
         else [("W", "kernel", "oihw_hwio")]
+    if layer.attr("reduction_rank") == 0 or layer.attr("no_filter_axis"):  # (H, W) in or out: no channel axis
+        def write(s):
+            # a row-major (H, W) value is the one-channel NHWC image (H, W, 1); without num_filters, the
+            # (H', W', 1) result is the rank-2 (H', W')
+            x = f"tf.expand_dims({s.ins[0]}, -1)" if layer.attr("reduction_rank") == 0 else s.ins[0]
+            x = f"tf.pad({x}, {pyrepr(pads)}, constant_values=0.0)" if pads else x
+            y = f"tf.compat.v1.layers.conv2d({x}, {tail})"
+            return f"{s.out} = tf.squeeze({y}, -1)" if layer.attr("no_filter_axis") else f"{s.out} = {y}"
+        return View(write, params)
     return View(lambda s: f"{s.out} = tf.compat.v1.layers.conv2d({_padded(s, pads, '0.0')}, {tail})", params)
 
 

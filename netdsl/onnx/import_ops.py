@@ -147,8 +147,10 @@ def _sequence_conv(w, node, v: Val):
 def conv(w, node):
     if w.vals[node.input[0]].layout == "nft":
         return _sequence_conv(w, node, w.vals[node.input[0]])
-    x = w.need(w.vals[node.input[0]], node)
-    _image(x, "Conv")
+    no_channel = w.vals[node.input[0]].layout == "hw1"  # the Unsqueeze of a rank-2 value: reduction_rank=0
+    x = w.need(replace(w.vals[node.input[0]], layout="c"), node) if no_channel else w.need(w.vals[node.input[0]], node)
+    if not no_channel:
+        _image(x, "Conv")
     a = attrs_of(node)
     if a.get("group", 1) != 1:
         raise _Refuse("grouped convolution has no IR spelling")
@@ -159,10 +161,13 @@ def conv(w, node):
     if len(node.input) > 2 and node.input[2] and B is None:
         raise _Refuse("the bias must be a constant")
     kernel = tuple(int(k) for k in W.shape[2:])
-    strides, pads = _window_attrs(w, node, x, kernel)
+    image = replace(x, type=replace(x.type, shape=(1,) + tuple(x.type.shape))) if no_channel else x
+    strides, pads = _window_attrs(w, node, image, kernel)
     attrs = {"kernel": kernel, "filters": int(W.shape[0]), "strides": strides, "pads": pads, "activation": None,
              "bias": B is not None}
-    attrs["pad"] = _pad_spelling(x, kernel, strides, pads)
+    attrs["pad"] = _pad_spelling(image, kernel, strides, pads)
+    if no_channel:
+        attrs["reduction_rank"] = 0
     params = {"W": W.astype(np.float32)}
     if B is not None:
         params["b"] = B.astype(np.float32)
@@ -636,8 +641,24 @@ def squeeze(w, node):
         w.vals[node.output[0]] = replace(v, layout="tnf")
     elif v.layout == "y4b" and axes in ([2], [-2]):
         w.vals[node.output[0]] = replace(v, layout="c")
-    else:
-        raise _Refuse("only the num_directions axis of an LSTM's output can be squeezed")
+    elif not _conv_without_filter_axis(w, node, v, axes):
+        raise _Refuse("only the num_directions axis of an LSTM's output, or the one filter axis of a Conv's, "
+                      "can be squeezed")
+
+
+def _conv_without_filter_axis(w, node, v: Val, axes) -> bool:
+    """A one-filter Conv's (N, 1, H', W') output squeezed to (N, H', W'), as netdsl's exporter writes a
+    Convolution without num_filters: the Convolution gets no_filter_axis (before its activation)."""
+    app = w.apps[v.app] if v.app is not None and not v.done and v.pending is None and v.layout == "c" else None
+    layer = w.layers.get(app.layer) if app and app.layer else None
+    if (layer is None or layer.kind != "Convolution" or len(layer.attrs["kernel"]) != 2
+            or layer.attrs.get("no_filter_axis") or layer.attrs["activation"] is not None or layer.uses != 1
+            or w.uses.get(node.input[0], 0) != 1 or axes not in ([1], [-3]) or layer.attrs["filters"] != 1):
+        return False
+    layer.attrs["no_filter_axis"] = True
+    r = w.rename(v, _out_hint(node))
+    w.vals[node.output[0]] = replace(r, type=replace(v.type, shape=tuple(v.type.shape[1:])))
+    return True
 
 
 @handles("Concat")
@@ -772,3 +793,16 @@ def activation_with_attributes(w, node):
 def activation_function(w, node):
     apply_activation(w, node, {"Silu": "silu", "Gelu": "gelu(approximate=False)",
                                "GeluTanh": "gelu(approximate=True)"}[node.op_type])
+
+
+@handles("Unsqueeze")
+def unsqueeze(w, node):
+    """Axis 1 of a rank-2 (N, H, W) value, as netdsl's exporter writes a Convolution with reduction_rank=0:
+    the Conv that reads it takes the value itself."""
+    v = w.vals[node.input[0]]
+    axes = w.const(node.input[1]) if len(node.input) > 1 else attrs_of(node).get("axes")
+    axes = [int(a) for a in np.atleast_1d(axes)] if axes is not None else None
+    if v.layout != "c" or v.type is None or v.type.seq or v.type.vocab is not None or len(v.type.shape) != 2 \
+            or axes not in ([1], [-3]):
+        raise _Refuse("only axis 1 of a rank-2 value, in front of a Conv, can be unsqueezed")
+    w.vals[node.output[0]] = replace(v, layout="hw1")

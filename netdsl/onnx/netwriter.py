@@ -72,7 +72,9 @@ def constructor(layer) -> str:
         ranks = f", input_rank={a['input_rank']}" if a.get("input_rank") else ""
         return f"Dense({shape}{ranks}{_common(a)})"
     if k == "Convolution":
-        return f"Convolution({_tuple(a['kernel'])}, {a['filters']}{_window(a)}{_common(a)})"
+        rank0 = ", reduction_rank=0" if a.get("reduction_rank") == 0 else ""  # an input without a channel axis
+        filters = "" if a.get("no_filter_axis") else f", {a['filters']}"  # left out: no filter axis
+        return f"Convolution({_tuple(a['kernel'])}{filters}{rank0}{_window(a)}{_common(a)})"
     if k in ("MaxPooling", "AveragePooling"):
         return f"{k}({_tuple(a['window'])}{_window(a)})"
     if k == "Dropout":

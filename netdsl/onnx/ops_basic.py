@@ -66,10 +66,18 @@ def convolution(b, layer, node, xs, ins, params):
         if act is not None:
             activation(b, z, act, node.type, n, n)
         return
-    inputs = [xs[0], b.param(layer, "W", params)] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
-    z = b.op("Conv", inputs, n if act is None else None, name=n if act is None else f"{n}/conv",
+    x = xs[0]
+    if layer.attr("reduction_rank") == 0:  # (N, H, W) without a channel axis: the (N, 1, H, W) image
+        x = b.op("Unsqueeze", [x, b.const(f"{n}/channel_axis", np.array([1], np.int64))], name=f"{n}/channel")
+    inputs = [x, b.param(layer, "W", params)] + ([b.param(layer, "b", params)] if layer.attr("bias") else [])
+    squeeze = layer.attr("no_filter_axis")  # num_filters left out: a Squeeze of axis 1, before the activation
+    z = b.op("Conv", inputs, n if act is None and not squeeze else None,
+             name=n if act is None and not squeeze else f"{n}/conv",
              kernel_shape=list(layer.attr("kernel")), strides=list(layer.attr("strides")),
              pads=_flat_pads(layer.attr("pads")))
+    if squeeze:
+        z = b.op("Squeeze", [z, b.const(f"{n}/filter_axis", np.array([1], np.int64))], n if act is None else None,
+                 name=n if act is None else f"{n}/squeeze")
     if act is not None:
         activation(b, z, act, node.type, n, n)
 

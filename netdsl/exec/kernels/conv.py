@@ -102,14 +102,24 @@ class Convolution(Kernel):
         if len(call.attr("kernel")) == 1:
             return conv1d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
                                   call.attr("activation"))
-        return conv2d_forward(xs[0], call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
-                              call.attr("activation"))
+        x = xs[0]
+        if call.attr("reduction_rank") == 0:  # (N, H, W) without a channel axis: the (N, 1, H, W) image
+            x = x[:, None]
+        y, cache = conv2d_forward(x, call.p("W"), call.opt("b"), call.attr("strides"), call.attr("pads"),
+                                  call.attr("activation"))
+        if call.attr("no_filter_axis"):  # num_filters left out: (N, 1, H', W') is the rank-2 (N, H', W')
+            y = y[:, 0]
+        return y, cache
 
     def backward(self, call, dy, cache, need):
         if len(call.attr("kernel")) == 1:
             dx, dW, db = conv1d_backward(dy, cache, need[0])
             return [dx], {"W": dW, "b": db}
+        if call.attr("no_filter_axis"):
+            dy = dy[:, None]
         dx, dW, db = conv2d_backward(dy, cache, need[0])
+        if dx is not None and call.attr("reduction_rank") == 0:
+            dx = dx[:, 0]
         return [dx], {"W": dW, "b": db}
 
     def workspace(self, call, out_elems, in_elems):
@@ -123,7 +133,8 @@ class ConvMaxPool(Fusion):
     ReLU zeroed the window: no gradient flows there)."""
 
     def applies(self, first, second):
-        return first.attr("activation") in (None, "relu") and len(first.attr("kernel")) == 2
+        return (first.attr("activation") in (None, "relu") and len(first.attr("kernel")) == 2
+                and first.attr("reduction_rank") != 0 and not first.attr("no_filter_axis"))
 
     def forward(self, call, pool_call, xs):
         W, b = call.p("W"), call.opt("b")
