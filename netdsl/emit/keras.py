@@ -763,6 +763,8 @@ def context(idx: C.GraphIndex, views: dict) -> dict:
         "body": body,
         "helpers": helpers,
         "uses_ops": True,  # TrainingLoss is written with ops
+        "pointwise_strided": any(l.kind == "Convolution" and set(l.attr("kernel")) == {1}
+                                 and max(l.attr("strides")) > 1 for l in graph.layers),
         "optimizer": C.wrap_call(f"trainer = {kt['optimizer_code']}", 4),
         "schedule_lines": keras_training.schedule_lines(kt["schedule"]),
         "keras_training": kt,
